@@ -1,0 +1,33 @@
+//! kumo's API types: kinds, metadata, quantities, selectors and validation. Pure: no IO, no clock.
+//!
+//! These are the only serde wire types; every component speaks them.
+
+pub mod event;
+pub mod meta;
+pub mod namespace;
+pub mod node;
+pub mod object;
+pub mod patch;
+pub mod pod;
+pub mod quantity;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use event::{Event, EventSource};
+pub use meta::{Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Time};
+pub use namespace::Namespace;
+pub use node::Node;
+pub use object::{kind_by_name, kind_by_plural, kind_by_type, kinds, KindInfo, Resource};
+pub use pod::{Pod, PodPhase, RestartPolicy, GPU_RESOURCE};
+pub use quantity::Quantity;
+pub use selector::{FieldSelector, LabelSelector};
+pub use status::{ObjectList, Status, WatchEvent, WatchEventType};
+pub use validation::FieldError;
+
+/// The namespace objects go to when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The version of this build, reported by `/version` and `kumo version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(test)]
+mod admission_tests;

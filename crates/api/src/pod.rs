@@ -1,0 +1,416 @@
+//! The Pod kind: containers that share a node, with their restart policy and reported state.
+
+use crate::meta::{Condition, ObjectMeta, Time};
+use crate::quantity::Quantity;
+use crate::validation::{check_name, is_dns_label, Errors};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Extended resource name for NVIDIA GPUs.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// Runtime class that runs containers as host processes.
+pub const RUNTIME_PROCESS: &str = "process";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pod {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl PodSpec {
+    /// The grace period for a stop, 30 s by default as in Kubernetes.
+    pub fn grace_period_seconds(&self) -> i64 {
+        self.termination_grace_period_seconds.unwrap_or(30)
+    }
+
+    /// The pod's total request of `resource`, in milli-units: the sum over containers, where a
+    /// container's request defaults to its limit (as Kubernetes does).
+    pub fn request_millis(&self, resource: &str) -> i128 {
+        self.containers
+            .iter()
+            .map(|c| c.resources.request(resource).map_or(0, Quantity::millis))
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "ResourceRequirements::is_empty")]
+    pub resources: ResourceRequirements,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    pub container_port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+impl ResourceRequirements {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.limits.is_empty()
+    }
+
+    /// The request for `resource`, falling back to its limit.
+    pub fn request(&self, resource: &str) -> Option<&Quantity> {
+        self.requests
+            .get(resource)
+            .or_else(|| self.limits.get(resource))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl PodPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, PodPhase::Succeeded | PodPhase::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodStatus {
+    #[serde(default)]
+    pub phase: PodPhase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStatus {
+    pub name: String,
+    #[serde(default)]
+    pub state: ContainerState,
+    #[serde(default, skip_serializing_if = "ContainerState::is_empty")]
+    pub last_state: ContainerState,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub restart_count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `process://PID` for the process runtime, `runc://ID` for OCI runtimes.
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<ContainerStateWaiting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<ContainerStateRunning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<ContainerStateTerminated>,
+}
+
+impl ContainerState {
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_none() && self.running.is_none() && self.terminated.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateWaiting {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateRunning {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateTerminated {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// Resources a container may request, with the quantities that make sense for each.
+const KNOWN_RESOURCES: [&str; 4] = ["cpu", "memory", GPU_RESOURCE, "ephemeral-storage"];
+
+/// Checks a pod's spec; `errors` collects every problem with its field path.
+pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
+    if spec.containers.is_empty() {
+        errors.add(
+            "spec.containers",
+            "Required value: a pod needs at least one container",
+        );
+    }
+    let process = spec.runtime_class_name.as_deref() == Some(RUNTIME_PROCESS);
+    if let Some(rc) = &spec.runtime_class_name {
+        if !is_dns_label(rc) {
+            errors.add(
+                "spec.runtimeClassName",
+                format!("Invalid value: {rc:?}: must be a DNS label"),
+            );
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let path = format!("spec.containers[{i}]");
+        check_name(errors, &format!("{path}.name"), &c.name, true);
+        if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+            errors.add(
+                format!("{path}.name"),
+                format!("Duplicate value: {:?}", c.name),
+            );
+        }
+        match &c.image {
+            None if !process => errors.add(
+                format!("{path}.image"),
+                "Required value: an image is required unless runtimeClassName is \"process\"",
+            ),
+            Some(img) if img.trim().is_empty() => {
+                errors.add(format!("{path}.image"), "Required value: image is empty")
+            }
+            _ => {}
+        }
+        if process && c.command.is_empty() && c.image.is_none() {
+            errors.add(
+                format!("{path}.command"),
+                "Required value: a process container needs a command",
+            );
+        }
+        for (j, e) in c.env.iter().enumerate() {
+            let ok = !e.name.is_empty()
+                && !e.name.starts_with(|ch: char| ch.is_ascii_digit())
+                && e.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !ok {
+                errors.add(
+                    format!("{path}.env[{j}].name"),
+                    format!("Invalid value: {:?}: must be a C identifier", e.name),
+                );
+            }
+        }
+        for (j, p) in c.ports.iter().enumerate() {
+            if !(1..=65535).contains(&p.container_port) {
+                errors.add(
+                    format!("{path}.ports[{j}].containerPort"),
+                    format!(
+                        "Invalid value: {}: must be between 1 and 65535, inclusive",
+                        p.container_port
+                    ),
+                );
+            }
+        }
+        for (kind, map) in [
+            ("requests", &c.resources.requests),
+            ("limits", &c.resources.limits),
+        ] {
+            for (res, q) in map {
+                let qpath = format!("{path}.resources.{kind}.{res}");
+                if !KNOWN_RESOURCES.contains(&res.as_str()) {
+                    errors.add(
+                        qpath,
+                        format!("Unsupported value: {res:?}: supported values: \"cpu\", \"memory\", \"{GPU_RESOURCE}\", \"ephemeral-storage\""),
+                    );
+                } else if res != "cpu" && q.millis() % 1000 != 0 {
+                    errors.add(
+                        qpath,
+                        format!("Invalid value: {:?}: must be a whole number", q.as_str()),
+                    );
+                }
+            }
+            if let (Some(r), Some(l)) = (
+                c.resources.requests.get(GPU_RESOURCE),
+                c.resources.limits.get(GPU_RESOURCE),
+            ) {
+                if kind == "limits" && r.millis() != l.millis() {
+                    errors.add(
+                        format!("{path}.resources.requests.{GPU_RESOURCE}"),
+                        "Invalid value: must be equal to the limit for GPUs",
+                    );
+                }
+            }
+        }
+        for res in c.resources.requests.keys() {
+            if let (Some(r), Some(l)) = (c.resources.requests.get(res), c.resources.limits.get(res))
+            {
+                if r.millis() > l.millis() {
+                    errors.add(
+                        format!("{path}.resources.requests.{res}"),
+                        format!(
+                            "Invalid value: {:?}: must be less than or equal to the limit {:?}",
+                            r.as_str(),
+                            l.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if g < 0 {
+            errors.add(
+                "spec.terminationGracePeriodSeconds",
+                format!("Invalid value: {g}: must be >= 0"),
+            );
+        }
+    }
+    for (k, v) in &spec.node_selector {
+        if !crate::validation::is_qualified_name(k) || !crate::validation::is_label_value(v) {
+            errors.add(
+                format!("spec.nodeSelector.{k}"),
+                format!("Invalid value: {k}={v}: not a valid label"),
+            );
+        }
+    }
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        if t.operator == Some(TolerationOperator::Exists)
+            && t.value.as_deref().is_some_and(|v| !v.is_empty())
+        {
+            errors.add(
+                format!("spec.tolerations[{i}].value"),
+                "Invalid value: must be empty when operator is Exists",
+            );
+        }
+        if t.key.is_none() && t.operator != Some(TolerationOperator::Exists) {
+            errors.add(
+                format!("spec.tolerations[{i}].operator"),
+                "Invalid value: must be Exists when key is empty",
+            );
+        }
+    }
+}
