@@ -1,1 +1,18 @@
-//! placeholder
+//! The typed client of the kumo API, with informers and a work queue for controllers.
+//!
+//! Every component (scheduler, controllers, agent, CLI) reaches the API through this crate;
+//! none reads the store.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod informer;
+pub mod queue;
+
+pub use client::{with_query, Client, LineStream, ListParams, LogParams, WatchStream, Watched};
+pub use config::{ClientConfig, DEFAULT_SERVER};
+pub use error::ClientError;
+pub use events::{EventRecorder, EventType};
+pub use informer::{cache_key, Change, Informer};
+pub use queue::WorkQueue;

@@ -1,0 +1,531 @@
+//! The typed HTTP client every component and the CLI use to talk to the API server.
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
+use kumo_api::{ObjectList, Resource, Status, WatchEvent, WatchEventType};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// A handle to one API server; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server: String,
+    token: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+/// Selectors for list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+}
+
+impl ListParams {
+    pub fn labels(selector: &str) -> Self {
+        ListParams {
+            label_selector: Some(selector.to_string()),
+            field_selector: None,
+        }
+    }
+
+    pub fn fields(selector: &str) -> Self {
+        ListParams {
+            label_selector: None,
+            field_selector: Some(selector.to_string()),
+        }
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(l) = &self.label_selector {
+            q.push(("labelSelector", l.clone()));
+        }
+        if let Some(f) = &self.field_selector {
+            q.push(("fieldSelector", f.clone()));
+        }
+        q
+    }
+}
+
+/// Options of `pods/{name}/log`.
+#[derive(Debug, Clone, Default)]
+pub struct LogParams {
+    pub container: Option<String>,
+    pub follow: bool,
+    pub tail_lines: Option<i64>,
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Appends a query string to a path.
+pub fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    format!("{path}?{}", q.join("&"))
+}
+
+impl Client {
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        let server = config.server.trim_end_matches('/').to_string();
+        if !server.starts_with("http://") {
+            return Err(ClientError::Request(format!(
+                "server {server:?} must be an http:// URL"
+            )));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                server,
+                token: config.token.clone(),
+                http,
+            }),
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Sends a request and returns the response when its status is a success; an error status
+    /// becomes `ClientError::Api` with the server's `Status`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let uri = format!("{}{}", self.inner.server, path);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", format!("Bearer {}", self.inner.token))
+            .header("accept", "application/json");
+        let payload = match body {
+            Some((content_type, bytes)) => {
+                builder = builder.header("content-type", content_type);
+                Bytes::from(bytes)
+            }
+            None => Bytes::new(),
+        };
+        let req = builder
+            .body(Full::new(payload))
+            .map_err(|e| ClientError::Request(format!("bad request {uri}: {e}")))?;
+        let resp = self
+            .inner
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect {
+                server: self.inner.server.clone(),
+                reason: connect_reason(&e),
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Err(ClientError::Api(Box::new(status_from(code, &bytes))))
+    }
+
+    /// Sends a JSON request and decodes a JSON answer.
+    pub async fn request_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some((ct, v)) => Some((
+                ct,
+                serde_json::to_vec(v).map_err(|e| ClientError::Request(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let resp = self.send(method, path, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(format!("reading body: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| self.protocol(format!("decoding {path}: {e}")))
+    }
+
+    fn protocol(&self, reason: String) -> ClientError {
+        ClientError::Protocol {
+            server: self.inner.server.clone(),
+            reason,
+        }
+    }
+
+    pub async fn get<K: Resource>(&self, ns: &str, name: &str) -> Result<K, ClientError> {
+        self.request_json(Method::GET, &K::object_path(Some(ns), name), None)
+            .await
+    }
+
+    /// Like `get`, but a missing object is `None`.
+    pub async fn get_opt<K: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<K>, ClientError> {
+        match self.get(ns, name).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists a kind, in one namespace or (with `None`) in all.
+    pub async fn list<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        lp: &ListParams,
+    ) -> Result<ObjectList<K>, ClientError> {
+        self.request_json(
+            Method::GET,
+            &with_query(&K::collection_path(ns), &lp.query()),
+            None,
+        )
+        .await
+    }
+
+    pub async fn create<K: Resource>(&self, obj: &K) -> Result<K, ClientError> {
+        let v = serde_json::to_value(obj).map_err(|e| ClientError::Request(e.to_string()))?;
+        let ns = obj
+            .meta()
+            .namespace
+            .as_deref()
+            .unwrap_or(kumo_api::DEFAULT_NAMESPACE);
+        self.request_json(
+            Method::POST,
+            &K::collection_path(Some(ns)),
+            Some(("application/json", &v)),
+        )
+        .await
+    }
+
+    /// Replaces an object; a stale `resourceVersion` is a 409 (`is_conflict`).
+    pub async fn update<K: Resource>(&self, obj: &K) -> Result<K, ClientError> {
+        let path = K::object_path(obj.meta().namespace.as_deref(), &obj.meta().name);
+        let v = serde_json::to_value(obj).map_err(|e| ClientError::Request(e.to_string()))?;
+        self.request_json(Method::PUT, &path, Some(("application/json", &v)))
+            .await
+    }
+
+    /// Replaces an object's status only.
+    pub async fn update_status<K: Resource>(&self, obj: &K) -> Result<K, ClientError> {
+        let path = format!(
+            "{}/status",
+            K::object_path(obj.meta().namespace.as_deref(), &obj.meta().name)
+        );
+        let v = serde_json::to_value(obj).map_err(|e| ClientError::Request(e.to_string()))?;
+        self.request_json(Method::PUT, &path, Some(("application/json", &v)))
+            .await
+    }
+
+    /// Applies a JSON merge patch.
+    pub async fn patch<K: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<K, ClientError> {
+        self.request_json(
+            Method::PATCH,
+            &K::object_path(Some(ns), name),
+            Some(("application/merge-patch+json", patch)),
+        )
+        .await
+    }
+
+    /// Applies a JSON merge patch to the status subresource.
+    pub async fn patch_status<K: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<K, ClientError> {
+        let path = format!("{}/status", K::object_path(Some(ns), name));
+        self.request_json(
+            Method::PATCH,
+            &path,
+            Some(("application/merge-patch+json", patch)),
+        )
+        .await
+    }
+
+    /// Deletes an object (gracefully for running pods unless `grace_period_seconds` is 0).
+    pub async fn delete<K: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<K, ClientError> {
+        let mut q = Vec::new();
+        if let Some(g) = grace_period_seconds {
+            q.push(("gracePeriodSeconds", g.to_string()));
+        }
+        self.request_json(
+            Method::DELETE,
+            &with_query(&K::object_path(Some(ns), name), &q),
+            None,
+        )
+        .await
+    }
+
+    /// Binds a pod to a node (what the scheduler does).
+    pub async fn bind(&self, ns: &str, pod: &str, node: &str) -> Result<(), ClientError> {
+        let path = format!("{}/binding", kumo_api::Pod::object_path(Some(ns), pod));
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": pod, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let _: Value = self
+            .request_json(Method::POST, &path, Some(("application/json", &body)))
+            .await?;
+        Ok(())
+    }
+
+    /// Watches a kind from `resource_version` ("" or "0" starts with the current objects as ADDED).
+    pub async fn watch<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        lp: &ListParams,
+        resource_version: &str,
+    ) -> Result<WatchStream<K>, ClientError> {
+        let mut q = lp.query();
+        q.push(("watch", "true".into()));
+        q.push(("allowWatchBookmarks", "true".into()));
+        if !resource_version.is_empty() {
+            q.push(("resourceVersion", resource_version.to_string()));
+        }
+        let resp = self
+            .send(Method::GET, &with_query(&K::collection_path(ns), &q), None)
+            .await?;
+        Ok(WatchStream {
+            lines: LineStream::new(resp.into_body()),
+            server: self.inner.server.clone(),
+            _kind: PhantomData,
+        })
+    }
+
+    /// Streams a container's log.
+    pub async fn logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        params: &LogParams,
+    ) -> Result<LineStream, ClientError> {
+        let mut q = Vec::new();
+        if let Some(c) = &params.container {
+            q.push(("container", c.clone()));
+        }
+        if params.follow {
+            q.push(("follow", "true".into()));
+        }
+        if let Some(t) = params.tail_lines {
+            q.push(("tailLines", t.to_string()));
+        }
+        let path = format!("{}/log", kumo_api::Pod::object_path(Some(ns), pod));
+        let resp = self.send(Method::GET, &with_query(&path, &q), None).await?;
+        Ok(LineStream::new(resp.into_body()))
+    }
+}
+
+fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
+    // The innermost cause says what happened ("Connection refused (os error 111)").
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    let lower = last.to_lowercase();
+    match lower.find(" (os error") {
+        Some(i) => lower[..i].to_string(),
+        None => lower,
+    }
+}
+
+/// Builds a `Status` from an error answer, even when the body is not one.
+fn status_from(code: StatusCode, body: &[u8]) -> Status {
+    match serde_json::from_slice::<Status>(body) {
+        Ok(s) if !s.message.is_empty() => s,
+        _ => {
+            let text = String::from_utf8_lossy(body).trim().to_string();
+            let message = if text.is_empty() {
+                code.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            };
+            Status::failure(
+                code.as_u16(),
+                code.canonical_reason().unwrap_or(""),
+                message,
+            )
+        }
+    }
+}
+
+/// A response body read line by line (watch streams, logs).
+pub struct LineStream {
+    body: Incoming,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl LineStream {
+    fn new(body: Incoming) -> Self {
+        LineStream {
+            body,
+            buf: BytesMut::new(),
+            done: false,
+        }
+    }
+
+    /// The next chunk of raw bytes, for copying a log through unchanged.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        if !self.buf.is_empty() {
+            return Some(Ok(self.buf.split().freeze()));
+        }
+        loop {
+            match self.body.frame().await {
+                None => return None,
+                Some(Err(e)) => return Some(Err(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Some(Ok(data));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next line without its newline; a last line without one is returned too.
+    pub async fn next_line(&mut self) -> Option<Result<String, String>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(i + 1);
+                return Some(Ok(String::from_utf8_lossy(&line[..i]).into_owned()));
+            }
+            if self.done {
+                if self.buf.is_empty() {
+                    return None;
+                }
+                let rest = self.buf.split();
+                return Some(Ok(String::from_utf8_lossy(&rest).into_owned()));
+            }
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Err(e)) => return Some(Err(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Typed watch events read from a watch response.
+pub struct WatchStream<K> {
+    lines: LineStream,
+    server: String,
+    _kind: PhantomData<K>,
+}
+
+/// One item of a watch: an object event, a bookmark with its revision, or a server-side error.
+#[derive(Debug, Clone)]
+pub enum Watched<K> {
+    Added(K),
+    Modified(K),
+    Deleted(K),
+    Bookmark(String),
+    Error(Status),
+}
+
+impl<K: Resource> WatchStream<K> {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Option<Result<Watched<K>, ClientError>> {
+        loop {
+            let line = match self.lines.next_line().await? {
+                Ok(l) => l,
+                Err(e) => {
+                    return Some(Err(ClientError::Protocol {
+                        server: self.server.clone(),
+                        reason: e,
+                    }))
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let proto = |reason: String| ClientError::Protocol {
+                server: self.server.clone(),
+                reason,
+            };
+            let ev: WatchEvent<Value> = match serde_json::from_str(&line) {
+                Ok(ev) => ev,
+                Err(e) => return Some(Err(proto(format!("bad watch line: {e}")))),
+            };
+            let decode = |v: Value| {
+                serde_json::from_value::<K>(v).map_err(|e| proto(format!("bad watch object: {e}")))
+            };
+            return Some(match ev.type_ {
+                WatchEventType::Added => decode(ev.object).map(Watched::Added),
+                WatchEventType::Modified => decode(ev.object).map(Watched::Modified),
+                WatchEventType::Deleted => decode(ev.object).map(Watched::Deleted),
+                WatchEventType::Bookmark => Ok(Watched::Bookmark(
+                    ev.object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )),
+                WatchEventType::Error => serde_json::from_value::<Status>(ev.object)
+                    .map(Watched::Error)
+                    .map_err(|e| proto(format!("bad watch error: {e}"))),
+            });
+        }
+    }
+}
