@@ -6,6 +6,18 @@
 
 use async_trait::async_trait;
 
+mod mem;
+mod op;
+mod redb_store;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+pub use mem::MemStore;
+pub use redb_store::RedbStore;
+pub use watch::{WatchStream, DEFAULT_WINDOW};
+
 /// A global, monotonic revision number. 0 means "before any write".
 pub type Revision = u64;
 

@@ -1,0 +1,517 @@
+//! Behaviour tests of the `Store` contract, written once and run against every backend.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tempfile::TempDir;
+
+use crate::{
+    Event, EventKind, KeyValue, MemStore, RedbStore, Revision, Store, StoreError, WatchStream,
+};
+
+/// How long a test waits for an event it knows is coming before it fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Mem,
+    Redb,
+}
+
+/// A fresh store; the directory (redb only) lives as long as the harness.
+struct Harness {
+    store: Arc<dyn Store>,
+    _dir: Option<TempDir>,
+}
+
+fn open(backend: Backend, window: usize) -> Harness {
+    match backend {
+        Backend::Mem => Harness {
+            store: Arc::new(MemStore::with_window(window)),
+            _dir: None,
+        },
+        Backend::Redb => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RedbStore::open(&dir.path().join("kumo.redb"), window).unwrap();
+            Harness {
+                store: Arc::new(store),
+                _dir: Some(dir),
+            }
+        }
+    }
+}
+
+/// `name: window;` runs `async fn name(store: Arc<dyn Store>)` on a fresh store of each backend.
+macro_rules! on_every_backend {
+    ($($name:ident: $window:expr;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mem() {
+                let Harness { store, _dir } = open(Backend::Mem, $window);
+                super::$name(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                let Harness { store, _dir } = open(Backend::Redb, $window);
+                super::$name(store).await;
+            }
+        }
+    )*};
+}
+
+on_every_backend! {
+    writes_follow_the_contract: 100;
+    list_is_sorted_by_prefix_at_a_revision: 100;
+    concurrent_writes_get_global_increasing_revisions: 1000;
+    watch_replays_then_follows_live_writes: 10_000;
+    watch_filters_by_prefix: 100;
+    progress_advances_over_non_matching_events: 100;
+    old_revisions_are_compacted: 5;
+    dropping_the_store_ends_watches: 100;
+}
+
+fn show(result: &Result<KeyValue, StoreError>) -> String {
+    match result {
+        Ok(kv) => format!(
+            "{}={} c{} m{}",
+            kv.key,
+            String::from_utf8_lossy(&kv.value),
+            kv.create_revision,
+            kv.mod_revision
+        ),
+        Err(StoreError::NotFound(key)) => format!("not found {key}"),
+        Err(StoreError::AlreadyExists(key)) => format!("exists {key}"),
+        Err(StoreError::Conflict { key, current }) => format!("conflict {key} current={current}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+fn show_event(event: &Event) -> String {
+    let kind = match (event.kind, event.created) {
+        (EventKind::Put, true) => "create",
+        (EventKind::Put, false) => "update",
+        (EventKind::Delete, _) => "delete",
+    };
+    format!("{kind} {}", show(&Ok(event.kv.clone())))
+}
+
+async fn next_event(stream: &mut WatchStream) -> Event {
+    match tokio::time::timeout(PATIENCE, stream.next()).await {
+        Ok(Some(Ok(event))) => event,
+        Ok(other) => panic!("expected an event, got {other:?}"),
+        Err(_) => panic!("no event within {PATIENCE:?}"),
+    }
+}
+
+async fn next_events(stream: &mut WatchStream, n: usize) -> Vec<Event> {
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        events.push(next_event(stream).await);
+    }
+    events
+}
+
+enum Op {
+    Create(&'static str, &'static str),
+    Update(&'static str, &'static str, Option<Revision>),
+    Delete(&'static str, Option<Revision>),
+}
+
+async fn run(store: &dyn Store, op: &Op) -> Result<KeyValue, StoreError> {
+    match *op {
+        Op::Create(key, value) => store.create(key, value.into()).await,
+        Op::Update(key, value, expected) => store.update(key, value.into(), expected).await,
+        Op::Delete(key, expected) => store.delete(key, expected).await,
+    }
+}
+
+async fn writes_follow_the_contract(store: Arc<dyn Store>) {
+    use Op::*;
+    let steps = [
+        (Create("/a", "v1"), "/a=v1 c1 m1"),
+        (Update("/a", "v2", Some(1)), "/a=v2 c1 m2"),
+        (Update("/a", "v3", Some(1)), "conflict /a current=2"),
+        (Update("/a", "v3", None), "/a=v3 c1 m3"),
+        (Create("/a", "x"), "exists /a"),
+        (Update("/missing", "x", None), "not found /missing"),
+        (Delete("/missing", None), "not found /missing"),
+        (Delete("/a", Some(2)), "conflict /a current=3"),
+        (Delete("/a", Some(3)), "/a=v3 c1 m4"),
+        (Update("/a", "x", None), "not found /a"),
+        (Delete("/a", None), "not found /a"),
+        (Create("/a", "v4"), "/a=v4 c5 m5"),
+        (Create("/b", "w"), "/b=w c6 m6"),
+        (Delete("/b", None), "/b=w c6 m7"),
+    ];
+    for (i, (op, expected)) in steps.iter().enumerate() {
+        let got = run(&*store, op).await;
+        assert_eq!(show(&got), *expected, "step {i}");
+        if let Ok(kv) = got {
+            assert_eq!(store.current_revision().await.unwrap(), kv.mod_revision);
+        }
+    }
+    let a = store.get("/a").await.unwrap();
+    assert_eq!(a.map(|kv| show(&Ok(kv))).as_deref(), Some("/a=v4 c5 m5"));
+    assert_eq!(store.get("/b").await.unwrap(), None);
+    assert_eq!(store.get("/missing").await.unwrap(), None);
+
+    // Refused writes leave no event and no hole in the revisions.
+    let mut stream = store.watch("", 0).await.unwrap();
+    let history: Vec<String> = next_events(&mut stream, 7)
+        .await
+        .iter()
+        .map(show_event)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "create /a=v1 c1 m1",
+            "update /a=v2 c1 m2",
+            "update /a=v3 c1 m3",
+            "delete /a=v3 c1 m4",
+            "create /a=v4 c5 m5",
+            "create /b=w c6 m6",
+            "delete /b=w c6 m7",
+        ]
+    );
+    assert_eq!(stream.progress(), 7);
+}
+
+async fn list_is_sorted_by_prefix_at_a_revision(store: Arc<dyn Store>) {
+    for key in [
+        "/registry/pods/default/web",
+        "/registry/podsx/z",
+        "/registry/pods/default/api",
+        "/registry/nodes/n1",
+        "/registry/pods/kube/dns",
+    ] {
+        store.create(key, key.into()).await.unwrap();
+    }
+    store.delete("/registry/nodes/n1", None).await.unwrap();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "/registry/pods/",
+            &[
+                "/registry/pods/default/api",
+                "/registry/pods/default/web",
+                "/registry/pods/kube/dns",
+            ],
+        ),
+        (
+            "/registry/pods",
+            &[
+                "/registry/pods/default/api",
+                "/registry/pods/default/web",
+                "/registry/pods/kube/dns",
+                "/registry/podsx/z",
+            ],
+        ),
+        (
+            "/registry/pods/default/",
+            &["/registry/pods/default/api", "/registry/pods/default/web"],
+        ),
+        ("/registry/nodes/", &[]),
+        ("/nothing", &[]),
+    ];
+    for (prefix, expected) in cases {
+        let (items, revision) = store.list(prefix).await.unwrap();
+        let keys: Vec<&str> = items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, expected, "prefix {prefix:?}");
+        assert_eq!(revision, 6, "prefix {prefix:?}");
+        assert!(items.iter().all(|kv| kv.value == kv.key.as_bytes()));
+    }
+}
+
+async fn concurrent_writes_get_global_increasing_revisions(store: Arc<dyn Store>) {
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let key = format!("/w/{w}");
+                let mut revisions = vec![store.create(&key, vec![]).await.unwrap().mod_revision];
+                for _ in 0..24 {
+                    let kv = store.update(&key, vec![], None).await.unwrap();
+                    revisions.push(kv.mod_revision);
+                }
+                revisions
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for writer in writers {
+        let revisions = writer.await.unwrap();
+        assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+        all.extend(revisions);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<Revision>>());
+    assert_eq!(store.current_revision().await.unwrap(), 100);
+}
+
+async fn watch_replays_then_follows_live_writes(store: Arc<dyn Store>) {
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        expected.push(store.create(&format!("/w/old{i}"), vec![i]).await.unwrap());
+    }
+    expected.drain(..5);
+    let mut stream = store.watch("/w/", 5).await.unwrap();
+    assert_eq!(stream.progress(), 5);
+
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            for i in 0..200u32 {
+                let key = format!("/w/live{}", i % 7);
+                let value = i.to_le_bytes().to_vec();
+                let kv = if i < 7 {
+                    store.create(&key, value).await
+                } else {
+                    store.update(&key, value, None).await
+                };
+                written.push(kv.unwrap());
+            }
+            written
+        })
+    };
+    let seen: Vec<KeyValue> = next_events(&mut stream, 205)
+        .await
+        .into_iter()
+        .map(|e| e.kv)
+        .collect();
+    expected.extend(writer.await.unwrap());
+    assert_eq!(seen, expected);
+    let revisions: Vec<Revision> = seen.iter().map(|kv| kv.mod_revision).collect();
+    assert_eq!(revisions, (6..=210).collect::<Vec<_>>());
+    assert_eq!(stream.progress(), 210);
+}
+
+async fn watch_filters_by_prefix(store: Arc<dyn Store>) {
+    // (prefix, after, expected revisions among the first five writes)
+    let cases: [(&str, Revision, &[Revision]); 6] = [
+        ("/a/", 0, &[1, 3]),
+        ("/a", 0, &[1, 3, 4]),
+        ("/b/", 2, &[5]),
+        ("", 0, &[1, 2, 3, 4, 5]),
+        ("", 3, &[4, 5]),
+        ("/c/", 0, &[]),
+    ];
+    // Watches from revisions not reached yet wait for them.
+    let mut streams = Vec::new();
+    for (prefix, after, _) in cases {
+        streams.push(store.watch(prefix, after).await.unwrap());
+    }
+    for key in ["/a/1", "/b/1", "/a/2", "/ab/1", "/b/2"] {
+        store.create(key, vec![]).await.unwrap();
+    }
+    // Each case ends at a sentinel under its own prefix.
+    let sentinel = |case: usize, prefix: &str| format!("{prefix}~end{case}");
+    for (case, (prefix, _, _)) in cases.iter().enumerate() {
+        store.create(&sentinel(case, prefix), vec![]).await.unwrap();
+    }
+    for (case, ((prefix, _, expected), mut stream)) in cases.into_iter().zip(streams).enumerate() {
+        let sentinel = sentinel(case, prefix);
+        let mut seen = Vec::new();
+        loop {
+            let event = next_event(&mut stream).await;
+            assert!(event.kv.key.starts_with(prefix), "{prefix:?}: {event:?}");
+            if event.kv.key == sentinel {
+                break;
+            }
+            seen.push(event.revision());
+        }
+        seen.retain(|&r| r <= 5);
+        assert_eq!(seen, expected, "prefix {prefix:?}");
+    }
+}
+
+async fn progress_advances_over_non_matching_events(store: Arc<dyn Store>) {
+    for key in ["/b/1", "/b/2", "/a/1", "/b/3"] {
+        store.create(key, vec![]).await.unwrap();
+    }
+    let mut stream = store.watch("/a/", 0).await.unwrap();
+    assert_eq!(
+        stream.progress(),
+        2,
+        "the pending /a/1 at 3 is not yet returned"
+    );
+    assert_eq!(next_event(&mut stream).await.kv.key, "/a/1");
+    assert_eq!(stream.progress(), 4);
+
+    store.create("/b/4", vec![]).await.unwrap();
+    store.create("/b/5", vec![]).await.unwrap();
+    assert!(stream.next().now_or_never().is_none(), "nothing matches");
+    assert_eq!(stream.progress(), 6);
+    store.create("/a/2", vec![]).await.unwrap();
+    assert_eq!(next_event(&mut stream).await.revision(), 7);
+    assert_eq!(stream.progress(), 7);
+
+    let cases = [
+        ("/x/", 0, 7),
+        ("/x/", 3, 7),
+        ("/b/", 7, 7),
+        ("/x/", 100, 100),
+    ];
+    for (prefix, after, progress) in cases {
+        let stream = store.watch(prefix, after).await.unwrap();
+        assert_eq!(stream.progress(), progress, "watch({prefix:?}, {after})");
+    }
+}
+
+async fn old_revisions_are_compacted(store: Arc<dyn Store>) {
+    for i in 0..20 {
+        store.create(&format!("/k/{i:02}"), vec![]).await.unwrap();
+    }
+    for after in [0, 14] {
+        match store.watch("/k/", after).await {
+            Err(StoreError::Compacted {
+                requested,
+                compacted: 15,
+            }) => assert_eq!(requested, after),
+            other => panic!("watch after {after}: expected compacted, got {other:?}"),
+        }
+    }
+    let mut stream = store.watch("/k/", 15).await.unwrap();
+    let revisions: Vec<Revision> = next_events(&mut stream, 5)
+        .await
+        .iter()
+        .map(Event::revision)
+        .collect();
+    assert_eq!(revisions, [16, 17, 18, 19, 20]);
+    let (items, revision) = store.list("/k/").await.unwrap();
+    assert_eq!((items.len(), revision), (20, 20), "compaction keeps data");
+}
+
+async fn dropping_the_store_ends_watches(store: Arc<dyn Store>) {
+    let mut stream = store.watch("/", 0).await.unwrap();
+    store.create("/k", vec![]).await.unwrap();
+    drop(store);
+    assert_eq!(next_event(&mut stream).await.revision(), 1);
+    let end = tokio::time::timeout(PATIENCE, stream.next()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+// ---- redb only: what survives a restart ----
+
+fn reopen(path: &Path, window: usize) -> RedbStore {
+    RedbStore::open(path, window).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_data_and_history_survive_reopen() {
+    use Op::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kumo.redb");
+    let store = reopen(&path, 100);
+    let ops = [
+        Create("/p/a", "1"),
+        Create("/p/b", "1"),
+        Update("/p/a", "2", Some(1)),
+        Create("/q/x", "1"),
+        Delete("/p/b", None),
+        Create("/p/c", "1"),
+        Update("/p/c", "2", None),
+    ];
+    for op in &ops {
+        run(&store, op).await.unwrap();
+    }
+    let before_list = store.list("/").await.unwrap();
+    let mut before = store.watch("/p/", 2).await.unwrap();
+    let history = next_events(&mut before, 4).await;
+    drop(store);
+
+    let store = reopen(&path, 100);
+    assert_eq!(store.current_revision().await.unwrap(), 7);
+    assert_eq!(store.list("/").await.unwrap(), before_list);
+    assert_eq!(store.get("/p/b").await.unwrap(), None);
+    let a = store.get("/p/a").await.unwrap().unwrap();
+    assert_eq!(show(&Ok(a)), "/p/a=2 c1 m3");
+
+    // A watch from before the restart resumes with exactly the later events, then live ones.
+    let mut after = store.watch("/p/", 2).await.unwrap();
+    assert_eq!(next_events(&mut after, 4).await, history);
+    assert_eq!(
+        history.iter().map(show_event).collect::<Vec<_>>(),
+        [
+            "update /p/a=2 c1 m3",
+            "delete /p/b=1 c2 m5",
+            "create /p/c=1 c6 m6",
+            "update /p/c=2 c6 m7",
+        ]
+    );
+    let kv = store.create("/p/d", vec![]).await.unwrap();
+    assert_eq!(kv.mod_revision, 8);
+    assert_eq!(next_event(&mut after).await.kv, kv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_log_is_trimmed_to_the_window_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kumo.redb");
+    let store = reopen(&path, 5);
+    for i in 0..30 {
+        store.create(&format!("/k/{i:02}"), vec![]).await.unwrap();
+    }
+    assert_eq!(store.logged_events().unwrap(), 5);
+    drop(store);
+
+    // (window on reopen, watch after, Ok(first..=last replayed) or Err(compacted))
+    type Replay = Result<(Revision, Revision), Revision>;
+    let cases: [(usize, Revision, Replay); 5] = [
+        (5, 25, Ok((26, 30))),
+        (5, 24, Err(25)),
+        (3, 27, Ok((28, 30))),
+        (3, 26, Err(27)),
+        (100, 24, Err(25)),
+    ];
+    for (window, after, expected) in cases {
+        let store = reopen(&path, window);
+        let got = match store.watch("/k/", after).await {
+            Ok(mut stream) => {
+                let n = (30 - after) as usize;
+                let events = next_events(&mut stream, n).await;
+                Ok((events[0].revision(), events[n - 1].revision()))
+            }
+            Err(StoreError::Compacted { compacted, .. }) => Err(compacted),
+            Err(e) => panic!("window {window}, after {after}: {e}"),
+        };
+        assert_eq!(got, expected, "window {window}, after {after}");
+    }
+
+    // A larger window grows the log again; a smaller one trims it a few events per write.
+    let store = reopen(&path, 100);
+    for i in 0..45 {
+        store
+            .create(&format!("/more/{i:02}"), vec![])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.logged_events().unwrap(), 50);
+    drop(store);
+    let store = reopen(&path, 5);
+    let trimmed: Vec<u64> = {
+        let mut sizes = Vec::new();
+        for i in 0..7 {
+            store.create(&format!("/trim/{i}"), vec![]).await.unwrap();
+            sizes.push(store.logged_events().unwrap());
+        }
+        sizes
+    };
+    assert_eq!(trimmed, [43, 36, 29, 22, 15, 8, 5]);
+}
+
+#[test]
+fn redb_open_rejects_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    match RedbStore::open(&path, 10) {
+        Err(StoreError::Backend(_)) => {}
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
