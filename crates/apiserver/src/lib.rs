@@ -1,1 +1,159 @@
-//! placeholder
+//! kumo's HTTP API server: Kubernetes-style REST and watch over a [`kumo_store::Store`].
+//!
+//! Requests are authenticated, parsed into the closed [`ApiRequest`] enum by one pure function
+//! ([`parse`]), then executed against the store. Every error is a Kubernetes `Status`.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod bind;
+mod body;
+mod create;
+mod delete;
+mod dispatch;
+mod error;
+mod keys;
+mod log;
+mod namespace;
+mod object;
+mod query;
+mod read;
+mod request;
+mod update;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ApiError;
+pub use request::{parse, ApiRequest, Kind, Subresource};
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch as signal;
+
+/// How the server runs.
+#[derive(Clone)]
+pub struct Config {
+    pub store: Arc<dyn kumo_store::Store>,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<String>,
+    /// How often an idle watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
+    /// The token sent to agents when proxying logs; `None` means the first of `tokens`.
+    pub agent_token: Option<String>,
+}
+
+impl Config {
+    /// A config with the default bookmark interval (5 s) and agent token.
+    pub fn new(store: Arc<dyn kumo_store::Store>, tokens: Vec<String>) -> Self {
+        Config {
+            store,
+            tokens,
+            bookmark_interval: Duration::from_secs(5),
+            agent_token: None,
+        }
+    }
+}
+
+/// Shared state of every request.
+pub(crate) struct App {
+    pub store: Arc<dyn kumo_store::Store>,
+    pub tokens: Vec<String>,
+    pub bookmark_interval: Duration,
+    pub agent_token: Option<String>,
+    /// Turns true when the server shuts down; long-lived responses end then.
+    pub shutdown: signal::Receiver<bool>,
+    pub http: Client<HttpConnector, Empty<Bytes>>,
+    /// Watches and log streams being served right now.
+    pub open_streams: AtomicUsize,
+}
+
+/// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
+pub(crate) struct StreamGuard(Arc<App>);
+
+impl StreamGuard {
+    pub fn new(app: &Arc<App>) -> Self {
+        app.open_streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(Arc::clone(app))
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl App {
+    fn new(config: Config, shutdown: signal::Receiver<bool>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let agent_token = config
+            .agent_token
+            .or_else(|| config.tokens.first().cloned());
+        App {
+            store: config.store,
+            tokens: config
+                .tokens
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect(),
+            bookmark_interval: config.bookmark_interval,
+            agent_token,
+            shutdown,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            open_streams: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Resolves once the server is shutting down (never, if the signal is gone).
+pub(crate) async fn shutting_down(mut rx: signal::Receiver<bool>) {
+    if rx.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn build(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(dispatch::healthz))
+        .route("/version", get(dispatch::version))
+        .fallback(dispatch::handle)
+        .with_state(app)
+}
+
+/// The API as a router, without a shutdown signal (for tests and embedding).
+pub fn router(config: Config) -> Router {
+    // With the sender dropped, `shutting_down` never resolves.
+    let (_, rx) = signal::channel(false);
+    build(Arc::new(App::new(config, rx)))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
+/// streams and returns. First makes sure the `default` namespace exists.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = signal::channel(false);
+    let app = App::new(config, rx);
+    namespace::ensure_default(&app)
+        .await
+        .map_err(|e| std::io::Error::other(format!("creating the default namespace: {e}")))?;
+    axum::serve(listener, build(Arc::new(app)))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}

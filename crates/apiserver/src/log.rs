@@ -1,0 +1,228 @@
+//! Pod logs: find the pod's node and its agent, then stream the agent's answer through.
+
+use crate::error::{ApiError, ApiResult};
+use crate::object::str_at;
+use crate::read;
+use crate::request::Kind;
+use crate::{shutting_down, App, StreamGuard};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch as signal;
+
+/// How long the agent has to answer with headers.
+const AGENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a log request asks for.
+pub struct LogParams {
+    pub ns: String,
+    pub name: String,
+    pub container: Option<String>,
+    pub follow: bool,
+    pub tail_lines: Option<i64>,
+}
+
+fn core(plural: &str) -> ApiResult<Kind> {
+    Kind::lookup("", "v1", plural)
+        .ok_or_else(|| ApiError::internal("core kinds are not registered"))
+}
+
+/// The container to read: the one named, or the only one.
+fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<String> {
+    let containers: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| str_at(c, &["name"])).collect())
+        .unwrap_or_default();
+    match wanted {
+        Some(c) if containers.contains(&c.as_str()) => Ok(c),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
+        None => match containers.as_slice() {
+            [only] => Ok(only.to_string()),
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            ))),
+        },
+    }
+}
+
+/// The agent URL serving a container's log.
+fn agent_uri(node: &Value, p: &LogParams, container: &str) -> ApiResult<Uri> {
+    let node_name = str_at(node, &["metadata", "name"]).unwrap_or("");
+    let endpoint = node.pointer("/status/daemonEndpoints/agentEndpoint");
+    let address = endpoint
+        .and_then(|e| str_at(e, &["address"]))
+        .filter(|a| !a.is_empty());
+    let port = endpoint
+        .and_then(|e| e.get("port"))
+        .and_then(Value::as_u64)
+        .filter(|p| (1..=65535).contains(p));
+    let (Some(address), Some(port)) = (address, port) else {
+        return Err(ApiError::unavailable(format!(
+            "node {node_name} does not report an agent endpoint"
+        )));
+    };
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
+    let mut uri = format!(
+        "http://{host}:{port}/containerLogs/{}/{}/{container}?follow={}",
+        p.ns, p.name, p.follow
+    );
+    if let Some(n) = p.tail_lines {
+        uri.push_str(&format!("&tailLines={n}"));
+    }
+    uri.parse().map_err(|_| {
+        ApiError::unavailable(format!(
+            "node {node_name} reports an invalid agent endpoint"
+        ))
+    })
+}
+
+/// GET pods/{name}/log.
+pub async fn logs(app: &Arc<App>, p: LogParams) -> ApiResult<Response> {
+    let pod = read::get(app, core("pods")?, Some(&p.ns), &p.name).await?;
+    let container = pick_container(&pod, &p.name, p.container.clone())?;
+    let Some(node_name) = str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod {} is not yet scheduled to a node",
+            p.name
+        )));
+    };
+    let node = read::get(app, core("nodes")?, None, node_name).await?;
+    let uri = agent_uri(&node, &p, &container)?;
+    let mut request = Request::get(uri);
+    if let Some(token) = &app.agent_token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("building the agent request: {e}")))?;
+    let answer = match tokio::time::timeout(AGENT_ANSWER_TIMEOUT, app.http.request(request)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            return Err(ApiError::unavailable(format!(
+                "the agent on node {node_name} is unreachable: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(ApiError::unavailable(format!(
+                "the agent on node {node_name} did not answer within {}s",
+                AGENT_ANSWER_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let status = answer.status();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(ApiError::bad_gateway(format!(
+            "the agent on node {node_name} refused the api server's credentials"
+        )));
+    }
+    let content_type = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(header::HeaderValue::from_static(
+            "text/plain; charset=utf-8",
+        ));
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(relay(
+            answer.into_body(),
+            app.shutdown.clone(),
+            StreamGuard::new(app),
+        ))
+        .map_err(|e| ApiError::internal(format!("building the log response: {e}")))
+}
+
+/// Streams the agent's body through until it ends, fails, or the server shuts down.
+fn relay(body: Incoming, shutdown: signal::Receiver<bool>, open: StreamGuard) -> Body {
+    let chunks = futures_util::stream::unfold(Some((body, shutdown, open)), |state| async move {
+        let (mut body, shutdown, open) = state?;
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok(data), Some((body, shutdown, open))));
+                        }
+                    }
+                },
+                _ = shutting_down(shutdown.clone()) => return None,
+            }
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containers() {
+        let one = json!({"spec": {"containers": [{"name": "a"}]}});
+        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(pick_container(&one, "p", None).unwrap(), "a");
+        assert_eq!(pick_container(&two, "p", Some("b".into())).unwrap(), "b");
+        let e = pick_container(&two, "p", None).unwrap_err();
+        assert_eq!(
+            e.0.message,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+        let e = pick_container(&two, "p", Some("c".into())).unwrap_err();
+        assert_eq!(
+            (e.code(), e.0.message.as_str()),
+            (
+                400,
+                "container c is not valid for pod p, choose one of: [a b]"
+            )
+        );
+    }
+
+    #[test]
+    fn agent_urls() {
+        let p = LogParams {
+            ns: "d".into(),
+            name: "p".into(),
+            container: None,
+            follow: true,
+            tail_lines: Some(3),
+        };
+        let node = |addr: &str, port: u64| json!({"metadata": {"name": "n1"}, "status": {"daemonEndpoints": {"agentEndpoint": {"address": addr, "port": port}}}});
+        assert_eq!(
+            agent_uri(&node("10.0.0.1", 10250), &p, "c")
+                .unwrap()
+                .to_string(),
+            "http://10.0.0.1:10250/containerLogs/d/p/c?follow=true&tailLines=3"
+        );
+        assert_eq!(
+            agent_uri(&node("::1", 1), &p, "c").unwrap().host(),
+            Some("[::1]")
+        );
+        for bad in [
+            node("", 1),
+            node("a", 0),
+            node("a", 70000),
+            json!({"metadata": {"name": "n1"}}),
+        ] {
+            assert_eq!(agent_uri(&bad, &p, "c").unwrap_err().code(), 503);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The edges: authentication, health and version, body limits, unknown paths, log proxying.
+
+use super::*;
+use axum::body::Body;
+use axum::routing::get;
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn authentication() {
+    let s = Server::start().await;
+    let (status, body) = s
+        .call(Req {
+            token: None,
+            ..req("GET", "/healthz", None)
+        })
+        .await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+    let v = s
+        .check(
+            Req {
+                token: None,
+                ..req("GET", "/version", None)
+            },
+            200,
+            "kumoVersion",
+        )
+        .await;
+    assert_eq!(v["kumoVersion"], kumo_api::VERSION);
+    assert_eq!(v["gitVersion"], format!("v{}", kumo_api::VERSION));
+
+    let missing = s
+        .check(
+            Req {
+                token: None,
+                ..req("GET", PODS, None)
+            },
+            401,
+            "missing bearer token",
+        )
+        .await;
+    assert_eq!(missing["reason"], "Unauthorized");
+    s.check(
+        Req {
+            token: Some("wrong".into()),
+            ..req("GET", PODS, None)
+        },
+        401,
+        "invalid bearer token",
+    )
+    .await;
+    // Even unknown paths and bad requests answer 401 first, and nothing is written.
+    s.check(
+        Req {
+            token: None,
+            ..req("GET", "/nowhere", None)
+        },
+        401,
+        "",
+    )
+    .await;
+    s.check(
+        Req {
+            token: Some("wrong".into()),
+            ..req("POST", PODS, Some(pod("a")))
+        },
+        401,
+        "",
+    )
+    .await;
+    s.check(req("GET", &format!("{PODS}/a"), None), 404, "")
+        .await;
+}
+
+#[tokio::test]
+async fn requests_the_api_does_not_serve() {
+    let s = Server::start().await;
+    s.check(
+        req("GET", "/api/v1/widgets", None),
+        404,
+        "could not find the requested resource",
+    )
+    .await;
+    s.check(req("GET", "/nowhere", None), 404, "NotFound").await;
+    s.check(
+        req("POST", "/api/v1/pods", Some(pod("a"))),
+        405,
+        "MethodNotAllowed",
+    )
+    .await;
+    s.check(
+        req("GET", &format!("{PODS}?frobnicate=1"), None),
+        400,
+        "unknown query parameter",
+    )
+    .await;
+    let mut yaml = req("POST", PODS, Some(pod("a")));
+    yaml.content_type = Some("application/yaml".into());
+    s.check(yaml, 415, "UnsupportedMediaType").await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let s = Server::start().await;
+    let mut big = pod("big");
+    big["metadata"]["annotations"] = json!({"blob": "x".repeat(4 * 1024 * 1024)});
+    s.check(
+        req("POST", PODS, Some(big)),
+        413,
+        "request body too large (limit 3145728 bytes)",
+    )
+    .await;
+    s.check(req("GET", &format!("{PODS}/big"), None), 404, "")
+        .await;
+}
+
+/// A fake agent serving `/containerLogs`, which checks the apiserver's token.
+async fn fake_agent() -> u16 {
+    let app = axum::Router::new().route(
+        "/containerLogs/{ns}/{pod}/{container}",
+        get(|headers: http::HeaderMap, uri: http::Uri| async move {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if auth != Some(&format!("Bearer {AGENT_TOKEN}")) {
+                return http::Response::builder()
+                    .status(401)
+                    .body(Body::from("no"))
+                    .unwrap();
+            }
+            if uri.path().ends_with("/missing") {
+                return http::Response::builder()
+                    .status(404)
+                    .body(Body::from("container not started"))
+                    .unwrap();
+            }
+            let first = format!("{} {}\n", uri.path(), uri.query().unwrap_or(""));
+            if uri.query().is_some_and(|q| q.contains("follow=true")) {
+                // One line, then a stream that never ends.
+                let lines = futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(Bytes::from(first))
+                })
+                .chain(futures_util::stream::pending());
+                return http::Response::new(Body::from_stream(lines));
+            }
+            http::Response::new(Body::from(first))
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+fn node_with_agent(name: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+           "status": {"daemonEndpoints": {"agentEndpoint": {"address": "127.0.0.1", "port": port}}}})
+}
+
+#[tokio::test]
+async fn logs_are_proxied_from_the_agent() {
+    let s = Server::start().await;
+    let port = fake_agent().await;
+    s.create("/api/v1/nodes", node_with_agent("n1", port)).await;
+    s.create(PODS, pod("a")).await;
+    s.check(
+        req("GET", &format!("{PODS}/a/log"), None),
+        400,
+        "pod a is not yet scheduled to a node",
+    )
+    .await;
+    s.check(
+        req(
+            "POST",
+            &format!("{PODS}/a/binding"),
+            Some(json!({"target": {"name": "n1"}})),
+        ),
+        201,
+        "",
+    )
+    .await;
+
+    let (status, body) = s
+        .call(req("GET", &format!("{PODS}/a/log?tailLines=5"), None))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "/containerLogs/default/a/c follow=false&tailLines=5\n"
+    );
+    s.check(
+        req("GET", &format!("{PODS}/a/log?container=x"), None),
+        400,
+        "container x is not valid for pod a",
+    )
+    .await;
+    s.check(
+        req("GET", &format!("{PODS}/ghost/log"), None),
+        404,
+        r#"pods \"ghost\" not found"#,
+    )
+    .await;
+
+    // Several containers: one must be named; the agent's 4xx passes through.
+    let mut two = pod("two");
+    two["spec"]["containers"] =
+        json!([{"name": "main", "command": ["x"]}, {"name": "missing", "command": ["y"]}]);
+    s.create(PODS, two).await;
+    s.check(
+        req(
+            "POST",
+            &format!("{PODS}/two/binding"),
+            Some(json!({"target": {"name": "n1"}})),
+        ),
+        201,
+        "",
+    )
+    .await;
+    s.check(
+        req("GET", &format!("{PODS}/two/log"), None),
+        400,
+        "a container name must be specified for pod two, choose one of: [main missing]",
+    )
+    .await;
+    s.check(
+        req("GET", &format!("{PODS}/two/log?container=missing"), None),
+        404,
+        "container not started",
+    )
+    .await;
+
+    // Follow streams until the server shuts down.
+    let response = s
+        .send(req("GET", &format!("{PODS}/a/log?follow=true"), None))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.into_data().unwrap(),
+        "/containerLogs/default/a/c follow=true\n"
+    );
+    s.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .expect("the log stream ends");
+    assert!(end.is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_agents_are_a_server_side_fault() {
+    let s = Server::start().await;
+    // A port nothing listens on: bind one, then free it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    s.create("/api/v1/nodes", node_with_agent("n1", port)).await;
+    s.create("/api/v1/nodes", node("bare")).await;
+    s.create(PODS, pod("a")).await;
+    s.create(PODS, pod("b")).await;
+    s.check(
+        req(
+            "POST",
+            &format!("{PODS}/a/binding"),
+            Some(json!({"target": {"name": "n1"}})),
+        ),
+        201,
+        "",
+    )
+    .await;
+    s.check(
+        req(
+            "POST",
+            &format!("{PODS}/b/binding"),
+            Some(json!({"target": {"name": "bare"}})),
+        ),
+        201,
+        "",
+    )
+    .await;
+    let st = s
+        .check(
+            req("GET", &format!("{PODS}/a/log"), None),
+            503,
+            "the agent on node n1 is unreachable",
+        )
+        .await;
+    assert_eq!(st["reason"], "ServiceUnavailable");
+    s.check(
+        req("GET", &format!("{PODS}/b/log"), None),
+        503,
+        "node bare does not report an agent endpoint",
+    )
+    .await;
+}

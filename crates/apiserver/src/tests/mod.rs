@@ -1,0 +1,191 @@
+//! End-to-end tests: the real server on a loopback port over a `MemStore`, driven by an HTTP
+//! client, one `check(request, status, message)` per expectation.
+
+mod crud;
+mod edge;
+mod lifecycle;
+mod watch;
+
+use crate::{serve, Config};
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kumo_store::MemStore;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "t0ken";
+pub const AGENT_TOKEN: &str = "agent-s3cret";
+
+/// A running server and a client for it.
+pub struct Server {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<std::io::Result<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// One request; `token` and `content_type` default to the valid token and JSON.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub token: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+pub fn req(method: &str, path: &str, body: Option<Value>) -> Req {
+    let method: Method = method.parse().unwrap();
+    let content_type = if method == Method::PATCH {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    Req {
+        method,
+        path: path.to_string(),
+        token: Some(TOKEN.to_string()),
+        content_type: body.is_some().then(|| content_type.to_string()),
+        body: body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::with(MemStore::new(), Duration::from_secs(5)).await
+    }
+
+    pub async fn with(store: MemStore, bookmark_interval: Duration) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = Config {
+            store: Arc::new(store),
+            tokens: vec![TOKEN.to_string()],
+            bookmark_interval,
+            agent_token: Some(AGENT_TOKEN.to_string()),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let server = Server {
+            base,
+            stop: Some(stop),
+            task,
+            client,
+        };
+        // `serve` creates the default namespace before it answers.
+        server
+            .check(
+                req("GET", "/api/v1/namespaces/default", None),
+                200,
+                "\"default\"",
+            )
+            .await;
+        server
+    }
+
+    /// Sends a request and returns the streaming response.
+    pub async fn send(&self, r: Req) -> http::Response<Incoming> {
+        let mut builder = Request::builder()
+            .method(r.method)
+            .uri(format!("{}{}", self.base, r.path));
+        if let Some(t) = r.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(ct) = r.content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        let request = builder.body(Full::new(r.body)).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .expect("the server answers in time")
+            .expect("the request is sent")
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn call(&self, r: Req) -> (StatusCode, String) {
+        let response = self.send(r).await;
+        let status = response.status();
+        let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await
+            .expect("the body ends in time")
+            .expect("the body is read")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Asserts the status code and that the body contains `message`; returns the body as JSON
+    /// (`null` when it is not JSON).
+    pub async fn check(&self, r: Req, status: u16, message: &str) -> Value {
+        let what = format!("{} {}", r.method, r.path);
+        let (got, body) = self.call(r).await;
+        assert_eq!(got.as_u16(), status, "{what}: {body}");
+        assert!(
+            body.contains(message),
+            "{what}: {body:?} does not contain {message:?}"
+        );
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    /// Creates an object, asserting 201.
+    pub async fn create(&self, path: &str, object: Value) -> Value {
+        self.check(req("POST", path, Some(object)), 201, "").await
+    }
+
+    /// Stops the server and waits for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve does not panic")
+            .expect("serve ends cleanly");
+    }
+}
+
+/// A process pod (no image needed) in namespace `default`.
+pub fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"runtimeClassName": "process", "containers": [{"name": "c", "command": ["sleep", "1"]}]}
+    })
+}
+
+pub fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+}
+
+pub const PODS: &str = "/api/v1/namespaces/default/pods";
+
+pub fn rv(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Binds `pods/name` in `default` to `node` (creating the node first).
+pub async fn bind_to_new_node(server: &Server, name: &str, node_name: &str) {
+    server.create("/api/v1/nodes", node(node_name)).await;
+    server
+        .check(
+            req("POST", &format!("{PODS}/{name}/binding"), Some(json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node_name}}))),
+            201,
+            "Success",
+        )
+        .await;
+}
