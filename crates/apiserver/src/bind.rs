@@ -109,6 +109,7 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
             return Err(ApiError::internal(format!("stored pod {name} has no spec")));
         };
         spec.insert("nodeName".into(), Value::String(node.clone()));
+        mark_scheduled(&mut pod);
         match app
             .store
             .update(&key, encode(&pod)?, Some(kv.mod_revision))
@@ -128,4 +129,24 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
         }
     }
     Err(ApiError::stale(&pods, name))
+}
+
+/// Sets the pod's `PodScheduled` condition to True in the same write as the binding, as
+/// Kubernetes does, replacing an earlier `Unschedulable` verdict.
+fn mark_scheduled(pod: &mut Value) {
+    let Some(obj) = pod.as_object_mut() else { return };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let conditions = status
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+    let Some(Value::Array(list)) = conditions else { return };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+    list.push(json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastTransitionTime": chrono::Utc::now(),
+    }));
 }

@@ -306,6 +306,12 @@ async fn binding() {
         .check(req("GET", &format!("{PODS}/a"), None), 200, "")
         .await;
     assert_eq!(p["spec"]["nodeName"], "n1");
+    let scheduled: Vec<&Value> = p["status"]["conditions"]
+        .as_array()
+        .map(|c| c.iter().filter(|c| c["type"] == "PodScheduled").collect())
+        .unwrap_or_default();
+    assert_eq!(scheduled.len(), 1, "one PodScheduled condition: {p}");
+    assert_eq!(scheduled[0]["status"], "True");
     s.check(bind("n2"), 409, "pod a is already assigned to node n1")
         .await;
     s.check(
