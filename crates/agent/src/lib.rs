@@ -1,1 +1,38 @@
-//! placeholder
+//! The kumo node agent (kubelet-like): registers the node, runs its pods' containers through a
+//! runtime (`process` today), reports their status, and serves their logs.
+//!
+//! The decisions are pure (`plan`, `status::pod_status`, `adopt::decide`, `cgroup::settings`);
+//! the kernel and the API are at the edges (`runtime`, `sys`, `sync`, `node`, `logs`).
+#![forbid(unsafe_code)]
+
+pub mod adopt;
+pub mod agent;
+pub mod backoff;
+pub mod cgroup;
+pub mod config;
+pub mod error;
+pub mod gpu;
+pub mod layout;
+pub mod logs;
+pub mod model;
+pub mod node;
+pub mod plan;
+pub mod record;
+pub mod runtime;
+pub mod shim;
+pub mod status;
+pub mod sync;
+pub mod sys;
+pub mod tail;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use agent::run;
+pub use config::AgentConfig;
+pub use error::{AgentError, RuntimeError};
+pub use gpu::{FakeGpus, GpuDiscovery, NvmlGpus};
+pub use model::{PodRuntimeState, SyncParams};
+pub use plan::{plan, Action};
+pub use runtime::{ProcessRuntime, Runtime};
+pub use status::pod_status;

@@ -134,7 +134,9 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
 /// Sets the pod's `PodScheduled` condition to True in the same write as the binding, as
 /// Kubernetes does, replacing an earlier `Unschedulable` verdict.
 fn mark_scheduled(pod: &mut Value) {
-    let Some(obj) = pod.as_object_mut() else { return };
+    let Some(obj) = pod.as_object_mut() else {
+        return;
+    };
     let status = obj.entry("status").or_insert_with(|| json!({}));
     if !status.is_object() {
         *status = json!({});
@@ -142,7 +144,9 @@ fn mark_scheduled(pod: &mut Value) {
     let conditions = status
         .as_object_mut()
         .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
-    let Some(Value::Array(list)) = conditions else { return };
+    let Some(Value::Array(list)) = conditions else {
+        return;
+    };
     list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
     list.push(json!({
         "type": "PodScheduled",

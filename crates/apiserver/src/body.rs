@@ -3,11 +3,15 @@
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
 use http::{header, HeaderMap};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 /// The largest body accepted.
 pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// How much of an oversized body is read and thrown away before answering 413, so that a client
+/// still sending it can read the answer instead of seeing a broken pipe (as nginx does).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Reads the body and parses it as JSON.
 pub async fn read_json(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
@@ -15,22 +19,35 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        drain(&mut body, 0).await;
         return Err(ApiError::too_large(BODY_LIMIT));
     }
-    let bytes = match Limited::new(body, BODY_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(ApiError::too_large(BODY_LIMIT))
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > BODY_LIMIT {
+                drain(&mut body, (bytes.len() + data.len()) as u64).await;
+                return Err(ApiError::too_large(BODY_LIMIT));
+            }
+            bytes.extend_from_slice(&data);
         }
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "reading the request body: {e}"
-            )))
-        }
-    };
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid json in the request body: {e}")))
+}
+
+/// Reads and discards the rest of a body, up to `DRAIN_LIMIT` bytes in all.
+async fn drain(body: &mut Body, mut seen: u64) {
+    while seen <= DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]

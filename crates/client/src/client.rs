@@ -227,7 +227,7 @@ impl Client {
     }
 
     pub async fn create<K: Resource>(&self, obj: &K) -> Result<K, ClientError> {
-        let v = serde_json::to_value(obj).map_err(|e| ClientError::Request(e.to_string()))?;
+        let v = typed_value(obj)?;
         let ns = obj
             .meta()
             .namespace
@@ -370,6 +370,13 @@ impl Client {
     }
 }
 
+/// An object's JSON with its `apiVersion` and `kind` set, whatever the caller filled in.
+fn typed_value<K: Resource>(obj: &K) -> Result<Value, ClientError> {
+    let mut obj = obj.clone();
+    obj.set_type_meta();
+    serde_json::to_value(&obj).map_err(|e| ClientError::Request(e.to_string()))
+}
+
 fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
     // The innermost cause says what happened ("Connection refused (os error 111)").
     let mut source: Option<&dyn std::error::Error> = Some(e);
@@ -413,7 +420,7 @@ pub struct LineStream {
 }
 
 impl LineStream {
-    fn new(body: Incoming) -> Self {
+    pub fn new(body: Incoming) -> Self {
         LineStream {
             body,
             buf: BytesMut::new(),

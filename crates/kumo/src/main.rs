@@ -1,1 +1,107 @@
-fn main() {}
+//! The `kumo` binary: the CLI and the `up` / `server` / `agent` daemons in one executable.
+
+mod cli;
+mod daemon;
+mod duration;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// kumo: a small cloud in one binary — declarative API, scheduler, node agents.
+#[derive(Parser, Debug)]
+#[command(name = "kumo", version = kumo_api::VERSION, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How the CLI reaches the API server.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// API server URL (default: from the client config, else http://127.0.0.1:7400)
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// Bearer token (default: from the client config: $KUMO_CONFIG or ~/.kumo/config)
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything on this machine: API server, scheduler, controllers and one agent
+    Up(daemon::UpArgs),
+    /// Run the control plane: API server, scheduler and controllers
+    Server(daemon::ServerArgs),
+    /// Run a node agent that joins a control plane
+    Agent(daemon::AgentArgs),
+    /// Create or update objects from files (YAML or JSON, multi-document)
+    Apply(cli::apply::ApplyArgs),
+    /// List objects or show one
+    Get(cli::get::GetArgs),
+    /// Show an object in detail, with its conditions and events
+    Describe(cli::describe::DescribeArgs),
+    /// Delete objects by name or from files
+    Delete(cli::delete::DeleteArgs),
+    /// Print a pod's container log
+    Logs(cli::logs::LogsArgs),
+    /// Wait until an object reaches a condition or phase
+    Wait(cli::wait::WaitArgs),
+    /// Print the client and server versions
+    Version(cli::version::VersionArgs),
+    /// Print a shell completion script
+    Completion(cli::completion::CompletionArgs),
+    /// (internal) supervise one container process for the agent
+    #[command(hide = true)]
+    Shim(kumo_agent::shim::ShimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Shim(args) = cli.command {
+        // The shim is synchronous and must not start a runtime before it forks its child.
+        return ExitCode::from(kumo_agent::shim::run(args));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(a) => daemon::up(a).await,
+            Command::Server(a) => daemon::server(a).await,
+            Command::Agent(a) => daemon::agent(a).await,
+            Command::Apply(a) => cli::apply::run(a).await,
+            Command::Get(a) => cli::get::run(a).await,
+            Command::Describe(a) => cli::describe::run(a).await,
+            Command::Delete(a) => cli::delete::run(a).await,
+            Command::Logs(a) => cli::logs::run(a).await,
+            Command::Wait(a) => cli::wait::run(a).await,
+            Command::Version(a) => cli::version::run(a).await,
+            Command::Completion(a) => cli::completion::run(a),
+            Command::Shim(_) => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The data directory used when `--data-dir` is not given: `~/.kumo/data`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".kumo")
+        .join("data")
+}

@@ -1,0 +1,66 @@
+//! Container runtimes behind one trait: `process` today; the OCI runtimes (runc, runsc) later.
+
+pub mod env;
+pub mod process;
+
+use crate::error::RuntimeError;
+use crate::model::PodRuntimeState;
+use crate::record::PodRecord;
+use kumo_api::pod::ContainerStateTerminated;
+use kumo_api::Pod;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
+
+/// How a start went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The container runs as process `pid`.
+    Started { pid: i32 },
+    /// It could not start; it is recorded as exited with reason `StartError` and this message.
+    Failed(String),
+}
+
+/// What a runtime tells the agent without being asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeEvent {
+    /// A container ended; `killed` when it was being stopped by the agent.
+    Exited {
+        pod: PodRecord,
+        container: String,
+        terminated: ContainerStateTerminated,
+        killed: bool,
+    },
+}
+
+/// Runs containers and reports their state. Implementations keep their own records on disk so
+/// that a restarted agent finds running containers again.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime class this runtime serves.
+    fn name(&self) -> &'static str;
+
+    /// Starts container `index` of `pod`, or restarts it when it ran before (its restart count
+    /// goes up by one). A container already running is an error.
+    async fn start(&self, pod: &Pod, index: usize) -> Result<StartOutcome, RuntimeError>;
+
+    /// Stops a container: SIGTERM to its process group, SIGKILL after `grace`; returns once it
+    /// has exited. A container that is not running is left alone.
+    async fn kill(&self, uid: &str, container: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// The actual state of a pod's containers (empty for an unknown pod).
+    fn state(&self, uid: &str) -> PodRuntimeState;
+
+    /// Every pod this runtime has state for.
+    fn pods(&self) -> Vec<PodRecord>;
+
+    /// The log file of run `restart_count` of a container.
+    fn log_path(&self, uid: &str, container: &str, restart_count: i32) -> PathBuf;
+
+    /// Forgets a pod whose containers have all stopped: removes its state, logs and cgroups.
+    async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError>;
+
+    /// Stops supervising (the agent is shutting down); containers keep running.
+    fn shutdown(&self);
+}

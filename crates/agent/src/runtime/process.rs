@@ -1,0 +1,514 @@
+//! The `process` runtime: each container is a host process supervised by a `kumo shim`.
+//!
+//! Exit detection: for a container it started, the runtime awaits its shim child, which exits
+//! right after writing the exit file. For a container adopted after an agent restart (the shim
+//! is no longer our child), it polls every [`ADOPTED_POLL`] for the exit file and the liveness
+//! of the container and shim (pid plus start time, so a reused pid is not mistaken for ours).
+
+use super::env::{argv, environment};
+use super::{Runtime, RuntimeEvent, StartOutcome};
+use crate::cgroup::Cgroups;
+use crate::error::RuntimeError;
+use crate::layout::{is_safe_component, Layout};
+use crate::model::PodRuntimeState;
+use crate::record::{
+    read_json, write_json, ContainerRecord, ExitRecord, PodRecord, START_ERROR_CODE,
+};
+use crate::shim::{Handshake, ShimArgs};
+use crate::sys::Sys;
+use kumo_api::pod::ContainerStateTerminated;
+use kumo_api::{Pod, Time};
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+/// How often an adopted container is checked for its exit.
+pub const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// How long to wait for a container to go after SIGKILL before giving up on waiting.
+const AFTER_SIGKILL: Duration = Duration::from_secs(10);
+
+/// What the process runtime needs.
+pub struct ProcessRuntimeConfig {
+    pub data_dir: PathBuf,
+    pub shim: ShimCommand,
+    pub cgroups: Cgroups,
+    pub sys: Arc<dyn Sys>,
+}
+
+/// The process runtime; cheap to clone.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layout: Layout,
+    shim: ShimCommand,
+    cgroups: Cgroups,
+    sys: Arc<dyn Sys>,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+    pods: Mutex<BTreeMap<String, PodEntry>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+struct PodEntry {
+    record: PodRecord,
+    containers: BTreeMap<String, ContainerEntry>,
+}
+
+struct ContainerEntry {
+    record: ContainerRecord,
+    /// Turns true when the current run has exited.
+    exited: watch::Sender<bool>,
+    /// The agent is stopping this run.
+    killing: bool,
+}
+
+impl ContainerEntry {
+    fn new(record: ContainerRecord) -> Self {
+        let (exited, _) = watch::channel(record.terminated.is_some());
+        ContainerEntry {
+            record,
+            exited,
+            killing: false,
+        }
+    }
+}
+
+/// Identifies one run of a container, so a late exit report cannot touch a newer run.
+#[derive(Debug, Clone)]
+struct RunKey {
+    uid: String,
+    container: String,
+    restart_count: i32,
+}
+
+impl ProcessRuntime {
+    /// Opens the runtime on `data_dir`, re-adopting the containers recorded there: a live one
+    /// keeps running under supervision, an ended one gets its exit status from its exit file.
+    /// Must run inside a tokio runtime.
+    pub fn open(
+        config: ProcessRuntimeConfig,
+        events: mpsc::UnboundedSender<RuntimeEvent>,
+    ) -> Result<Self, RuntimeError> {
+        let layout = Layout::new(&config.data_dir);
+        let pods_dir = layout.pods_dir();
+        std::fs::create_dir_all(&pods_dir).map_err(|e| RuntimeError::io(&pods_dir, e))?;
+        let rt = ProcessRuntime {
+            inner: Arc::new(Inner {
+                layout,
+                shim: config.shim,
+                cgroups: config.cgroups,
+                sys: config.sys,
+                events,
+                pods: Mutex::new(BTreeMap::new()),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        rt.adopt_all()?;
+        Ok(rt)
+    }
+
+    fn lock_pods(&self) -> MutexGuard<'_, BTreeMap<String, PodEntry>> {
+        self.inner.pods.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn spawn_task(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(fut).abort_handle();
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    fn read_exit(&self, uid: &str, container: &str) -> Option<ExitRecord> {
+        let path = self.layout().exit_file(uid, container);
+        match read_json(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable exit file");
+                None
+            }
+        }
+    }
+
+    /// Records the end of a run (once) and tells the agent.
+    fn finish_run(&self, key: &RunKey, mut terminated: ContainerStateTerminated) {
+        // A SIGKILL while the memory cgroup's OOM counter rose is the OOM killer's.
+        let oom_now = self.inner.cgroups.oom_kills(&key.uid, &key.container);
+        let event = {
+            let mut pods = self.lock_pods();
+            let Some(pod) = pods.get_mut(&key.uid) else {
+                return;
+            };
+            let Some(entry) = pod.containers.get_mut(&key.container) else {
+                return;
+            };
+            if entry.record.restart_count != key.restart_count || entry.record.terminated.is_some()
+            {
+                return;
+            }
+            if terminated.signal == Some(9) && oom_rose(entry.record.oom_kills_at_start, oom_now) {
+                terminated.reason = Some("OOMKilled".into());
+            }
+            entry.record.terminated = Some(terminated.clone());
+            let path = self.layout().state_file(&key.uid, &key.container);
+            if let Err(e) = write_json(&path, &entry.record) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot record container exit");
+            }
+            let killed = std::mem::take(&mut entry.killing);
+            entry.exited.send_replace(true);
+            RuntimeEvent::Exited {
+                pod: pod.record.clone(),
+                container: key.container.clone(),
+                terminated,
+                killed,
+            }
+        };
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Records a run that never got a process.
+    fn record_start_failure(
+        &self,
+        pod: &PodRecord,
+        container: &str,
+        mut record: ContainerRecord,
+        message: String,
+    ) -> Result<StartOutcome, RuntimeError> {
+        let now = chrono::Utc::now();
+        record.pid = None;
+        record.terminated = Some(ContainerStateTerminated {
+            exit_code: START_ERROR_CODE,
+            signal: None,
+            reason: Some("StartError".into()),
+            message: Some(message.clone()),
+            started_at: Some(record.started_at),
+            finished_at: Some(now),
+        });
+        self.store(pod, container, record)?;
+        Ok(StartOutcome::Failed(message))
+    }
+
+    fn store(
+        &self,
+        pod: &PodRecord,
+        container: &str,
+        record: ContainerRecord,
+    ) -> Result<(), RuntimeError> {
+        let path = self.layout().state_file(&pod.uid, container);
+        write_json(&path, &record).map_err(|e| RuntimeError::io(&path, e))?;
+        let mut pods = self.lock_pods();
+        let entry = pods.entry(pod.uid.clone()).or_insert_with(|| PodEntry {
+            record: pod.clone(),
+            containers: BTreeMap::new(),
+        });
+        entry
+            .containers
+            .insert(container.to_string(), ContainerEntry::new(record));
+        Ok(())
+    }
+
+    fn prepare_dirs(&self, pod: &PodRecord, container: &str) -> Result<(), RuntimeError> {
+        let l = self.layout();
+        for dir in [
+            l.pod_dir(&pod.uid),
+            l.work_dir(&pod.uid),
+            l.container_dir(&pod.uid, container),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
+        }
+        let path = l.pod_record(&pod.uid);
+        if !path.exists() {
+            write_json(&path, pod).map_err(|e| RuntimeError::io(&path, e))?;
+        }
+        for stale in [
+            l.exit_file(&pod.uid, container),
+            l.pid_file(&pod.uid, container),
+        ] {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RuntimeError::io(&stale, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn pid_if_ours(&self, record: &ContainerRecord) -> Option<i32> {
+        let pid = record.pid?;
+        match record.proc_start_time {
+            Some(start) if self.inner.sys.start_time(pid) != Some(start) => None,
+            _ => Some(pid),
+        }
+    }
+}
+
+/// Awaits a shim this runtime spawned, then records how its container ended.
+async fn wait_spawned(
+    rt: ProcessRuntime,
+    key: RunKey,
+    mut child: tokio::process::Child,
+    started_at: Time,
+) {
+    let _ = child.wait().await;
+    let terminated = match rt.read_exit(&key.uid, &key.container) {
+        Some(exit) => exit.terminated(Some(started_at)),
+        None => lost(
+            started_at,
+            "the container's shim ended without recording an exit status",
+        ),
+    };
+    rt.finish_run(&key, terminated);
+}
+
+fn oom_rose(before: Option<u64>, now: Option<u64>) -> bool {
+    matches!((before, now), (Some(b), Some(n)) if n > b)
+}
+
+fn lost(started_at: Time, message: &str) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: 255,
+        signal: None,
+        reason: Some("Unknown".into()),
+        message: Some(message.into()),
+        started_at: Some(started_at),
+        finished_at: Some(chrono::Utc::now()),
+    }
+}
+
+fn pod_record(pod: &Pod) -> Result<PodRecord, RuntimeError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if !is_safe_component(&uid) {
+        return Err(RuntimeError::InvalidContainer(format!(
+            "pod {:?} has no usable uid",
+            pod.metadata.name
+        )));
+    }
+    Ok(PodRecord {
+        namespace: pod.metadata.ns().to_string(),
+        name: pod.metadata.name.clone(),
+        uid,
+    })
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        kumo_api::pod::RUNTIME_PROCESS
+    }
+
+    async fn start(&self, pod: &Pod, index: usize) -> Result<StartOutcome, RuntimeError> {
+        let record = pod_record(pod)?;
+        let container = pod.spec.containers.get(index).ok_or_else(|| {
+            RuntimeError::InvalidContainer(format!("pod {} has no container {index}", record.key()))
+        })?;
+        let name = container.name.as_str();
+        if !is_safe_component(name) {
+            return Err(RuntimeError::InvalidContainer(format!(
+                "invalid container name {name:?}"
+            )));
+        }
+        let (restart_count, last_terminated) = {
+            let pods = self.lock_pods();
+            match pods.get(&record.uid).and_then(|p| p.containers.get(name)) {
+                None => (0, None),
+                Some(e) => match &e.record.terminated {
+                    Some(t) => (e.record.restart_count + 1, Some(t.clone())),
+                    None => {
+                        return Err(RuntimeError::InvalidContainer(format!(
+                            "container {name:?} of pod {} is already running",
+                            record.key()
+                        )))
+                    }
+                },
+            }
+        };
+        self.prepare_dirs(&record, name)?;
+        let l = self.layout();
+        let _ = std::fs::remove_file(l.log_file(&record.uid, name, restart_count - 2));
+        let started_at = chrono::Utc::now();
+        let mut rec = ContainerRecord {
+            restart_count,
+            pid: None,
+            shim_pid: None,
+            proc_start_time: None,
+            shim_start_time: None,
+            started_at,
+            terminated: None,
+            last_terminated,
+            oom_kills_at_start: None,
+        };
+        let command = match argv(container) {
+            Ok(c) => c,
+            Err(message) => return self.record_start_failure(&record, name, rec, message),
+        };
+        let cwd = container
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| l.work_dir(&record.uid));
+        if !cwd.is_dir() {
+            let message = format!(
+                "working directory {:?} does not exist",
+                cwd.display().to_string()
+            );
+            return self.record_start_failure(&record, name, rec, message);
+        }
+        let cgroups = self
+            .inner
+            .cgroups
+            .setup(&record.uid, name, &container.resources);
+        rec.oom_kills_at_start = self.inner.cgroups.oom_kills(&record.uid, name);
+        let args = ShimArgs {
+            exit_file: l.exit_file(&record.uid, name),
+            log_file: l.log_file(&record.uid, name, restart_count),
+            pid_file: l.pid_file(&record.uid, name),
+            cgroups,
+            command,
+        };
+        let env = environment(&record.name, container);
+        match self.spawn_shim(&args, &env, &cwd).await {
+            Err(message) => self.record_start_failure(&record, name, rec, message),
+            Ok((mut child, Handshake::Error(message))) => {
+                let _ = child.wait().await;
+                self.record_start_failure(&record, name, rec, message)
+            }
+            Ok((child, Handshake::Pid(pid))) => {
+                let sys = &self.inner.sys;
+                rec.pid = Some(pid);
+                rec.shim_pid = child.id().and_then(|p| i32::try_from(p).ok());
+                rec.proc_start_time = sys.start_time(pid);
+                rec.shim_start_time = rec.shim_pid.and_then(|p| sys.start_time(p));
+                self.store(&record, name, rec)?;
+                let key = RunKey {
+                    uid: record.uid.clone(),
+                    container: name.to_string(),
+                    restart_count,
+                };
+                self.spawn_task(wait_spawned(self.clone(), key, child, started_at));
+                Ok(StartOutcome::Started { pid })
+            }
+        }
+    }
+
+    async fn kill(&self, uid: &str, container: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let (pid, mut exited) = {
+            let mut pods = self.lock_pods();
+            let entry = pods
+                .get_mut(uid)
+                .and_then(|p| p.containers.get_mut(container))
+                .ok_or_else(|| RuntimeError::NotFound {
+                    uid: uid.into(),
+                    container: container.into(),
+                })?;
+            if entry.record.terminated.is_some() {
+                return Ok(());
+            }
+            entry.killing = true;
+            (self.pid_if_ours(&entry.record), entry.exited.subscribe())
+        };
+        let sys = &self.inner.sys;
+        if let Some(pid) = pid {
+            if let Err(e) = sys.signal_group(pid, Signal::SIGTERM) {
+                tracing::warn!(pid, error = %e, "cannot signal container");
+            }
+        }
+        if tokio::time::timeout(grace, exited.wait_for(|e| *e))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(pid) = pid {
+            tracing::info!(uid, container, pid, "grace period over; killing container");
+            if let Err(e) = sys.signal_group(pid, Signal::SIGKILL) {
+                tracing::warn!(pid, error = %e, "cannot signal container");
+            }
+        }
+        if tokio::time::timeout(AFTER_SIGKILL, exited.wait_for(|e| *e))
+            .await
+            .is_err()
+        {
+            tracing::warn!(uid, container, "container did not exit after SIGKILL");
+        }
+        Ok(())
+    }
+
+    fn state(&self, uid: &str) -> PodRuntimeState {
+        let pods = self.lock_pods();
+        PodRuntimeState {
+            containers: pods
+                .get(uid)
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .map(|(name, e)| (name.clone(), e.record.runtime_state()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn pods(&self) -> Vec<PodRecord> {
+        self.lock_pods()
+            .values()
+            .map(|p| p.record.clone())
+            .collect()
+    }
+
+    fn log_path(&self, uid: &str, container: &str, restart_count: i32) -> PathBuf {
+        self.layout().log_file(uid, container, restart_count)
+    }
+
+    async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError> {
+        if !is_safe_component(uid) {
+            return Err(RuntimeError::InvalidContainer(format!(
+                "invalid pod uid {uid:?}"
+            )));
+        }
+        {
+            let mut pods = self.lock_pods();
+            if pods
+                .get(uid)
+                .is_some_and(|p| p.containers.values().any(|c| c.record.terminated.is_none()))
+            {
+                return Err(RuntimeError::InvalidContainer(format!(
+                    "pod {uid} still has running containers"
+                )));
+            }
+            pods.remove(uid);
+        }
+        self.inner.cgroups.remove_pod(uid);
+        let dir = self.layout().pod_dir(uid);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::io(dir, e)),
+        }
+    }
+
+    fn shutdown(&self) {
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+mod adoption;
+mod launch;
+
+pub use launch::ShimCommand;
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;

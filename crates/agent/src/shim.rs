@@ -1,0 +1,232 @@
+//! The shim: a small supervisor (like conmon) that runs one container process for the agent.
+//!
+//! The agent starts `kumo shim --exit-file F --log-file L --pid-file P [--cgroup DIR]... -- CMD ARGS`
+//! in its own process group, with the container's environment and working directory. The shim
+//! spawns the container in a process group of its own (so that signalling the group reaches the
+//! container and its children but not the shim), appends its stdout and stderr to the log file,
+//! writes its pid to the pid file, joins it to the cgroups, tells the agent the pid on stdout
+//! (`kumo-shim: pid N` or `kumo-shim: error MSG`), waits for it, kills what is left of its
+//! group, and writes how it ended to the exit file. Because the shim outlives the agent, a
+//! restarted agent still learns the exit status of containers it did not start.
+
+use crate::record::{write_json, ExitRecord};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Prefix of the line the shim writes to tell the agent how the start went.
+pub const HANDSHAKE_PREFIX: &str = "kumo-shim: ";
+
+/// Arguments of `kumo shim` (internal).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ShimArgs {
+    /// Where to write how the container ended (JSON)
+    #[arg(long)]
+    pub exit_file: PathBuf,
+    /// The file the container's stdout and stderr are appended to
+    #[arg(long)]
+    pub log_file: PathBuf,
+    /// Where to write the container's pid
+    #[arg(long)]
+    pub pid_file: PathBuf,
+    /// A cgroup directory the container joins (repeatable)
+    #[arg(long = "cgroup")]
+    pub cgroups: Vec<PathBuf>,
+    /// The container's command and arguments, after `--`
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+impl ShimArgs {
+    /// The command line (after the `shim` subcommand) that parses back into these arguments.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = vec![
+            "--exit-file".into(),
+            self.exit_file.clone().into(),
+            "--log-file".into(),
+            self.log_file.clone().into(),
+            "--pid-file".into(),
+            self.pid_file.clone().into(),
+        ];
+        for c in &self.cgroups {
+            out.push("--cgroup".into());
+            out.push(c.clone().into());
+        }
+        out.push("--".into());
+        out.extend(self.command.iter().map(Into::into));
+        out
+    }
+}
+
+/// Runs the shim to the end of its container; returns the shim's own exit code.
+pub fn run(args: ShimArgs) -> u8 {
+    // Terminal signals are for the agent, not for its containers' supervisors. The mask is
+    // reset in the container by std's spawn, so the container gets them as usual.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+
+    match spawn(&args) {
+        Ok(child) => supervise(&args, child),
+        Err(message) => {
+            handshake(&format!("error {message}"));
+            let rec = ExitRecord {
+                code: None,
+                signal: None,
+                start_error: Some(message),
+                finished_at: chrono::Utc::now(),
+            };
+            if write_json(&args.exit_file, &rec).is_err() {
+                return 2;
+            }
+            1
+        }
+    }
+}
+
+fn spawn(args: &ShimArgs) -> Result<std::process::Child, String> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| "no command given".to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log_file)
+        .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
+    Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("exec {program:?}: {e}"))
+}
+
+fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
+    let pid = child.id();
+    let _ = write_atomic(&args.pid_file, format!("{pid}\n").as_bytes());
+    for dir in &args.cgroups {
+        // Best effort: the agent already warned when cgroups are unusable.
+        let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+    }
+    handshake(&format!("pid {pid}"));
+    let rec = match child.wait() {
+        Ok(status) => ExitRecord {
+            code: status.code(),
+            signal: status.signal(),
+            start_error: None,
+            finished_at: chrono::Utc::now(),
+        },
+        Err(_) => ExitRecord {
+            code: None,
+            signal: None,
+            start_error: None,
+            finished_at: chrono::Utc::now(),
+        },
+    };
+    // Like a container's pid namespace: when the main process ends, the rest of its group goes.
+    if let Ok(pgid) = i32::try_from(pid) {
+        if pgid > 1 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+    match write_json(&args.exit_file, &rec) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
+}
+
+/// Tells the agent how the start went; an agent that stopped listening is no error.
+fn handshake(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{HANDSHAKE_PREFIX}{line}\n").as_bytes());
+    let _ = out.flush();
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// What the shim told the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    Pid(i32),
+    Error(String),
+}
+
+/// Parses one line of the shim's stdout; lines without the prefix are not the shim's (a test
+/// harness running the shim may print before it, even on the same line).
+pub fn parse_handshake(line: &str) -> Option<Handshake> {
+    let line = line.trim_end();
+    let rest = &line[line.find(HANDSHAKE_PREFIX)? + HANDSHAKE_PREFIX.len()..];
+    if let Some(pid) = rest.strip_prefix("pid ") {
+        return pid.parse().ok().map(Handshake::Pid);
+    }
+    rest.strip_prefix("error ")
+        .map(|m| Handshake::Error(m.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shim: ShimArgs,
+    }
+
+    #[test]
+    fn arguments_round_trip_through_the_command_line() {
+        let args = ShimArgs {
+            exit_file: "/d/exit.json".into(),
+            log_file: "/d/0.log".into(),
+            pid_file: "/d/pid".into(),
+            cgroups: vec!["/cg/cpu/x".into(), "/cg/memory/x".into()],
+            command: vec!["sh".into(), "-c".into(), "echo --log-file; exit 3".into()],
+        };
+        let mut argv: Vec<std::ffi::OsString> = vec!["shim".into()];
+        argv.extend(args.to_args());
+        assert_eq!(Cli::try_parse_from(argv).expect("parses").shim, args);
+        assert!(Cli::try_parse_from([
+            "shim",
+            "--exit-file",
+            "a",
+            "--log-file",
+            "b",
+            "--pid-file",
+            "c"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn handshake_lines() {
+        assert_eq!(
+            parse_handshake("kumo-shim: pid 42\n"),
+            Some(Handshake::Pid(42))
+        );
+        assert_eq!(
+            parse_handshake("kumo-shim: error exec \"x\": not found"),
+            Some(Handshake::Error("exec \"x\": not found".into()))
+        );
+        assert_eq!(
+            parse_handshake("test shim_entry ... kumo-shim: pid 7"),
+            Some(Handshake::Pid(7))
+        );
+        assert_eq!(parse_handshake("running 1 test"), None);
+        assert_eq!(parse_handshake("kumo-shim: pid x"), None);
+    }
+}

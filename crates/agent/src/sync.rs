@@ -1,0 +1,373 @@
+//! The pod worker: reconciles one pod key at a time, acting out `plan` and writing `pod_status`.
+
+use crate::model::SyncParams;
+use crate::plan::{plan, Action};
+use crate::record::PodRecord;
+use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
+use crate::status::pod_status;
+use kumo_api::pod::ContainerStateTerminated;
+use kumo_api::{ObjectMeta, Pod};
+use kumo_client::{Client, ClientError, EventRecorder, EventType, Informer, WorkQueue};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Grace period for containers of a pod that vanished from the API without one.
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why one reconcile failed (it is retried with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    #[error(transparent)]
+    Runtime(#[from] crate::error::RuntimeError),
+}
+
+/// Reconciles the pods bound to this node.
+pub struct PodWorker {
+    pub client: Client,
+    pub informer: Informer<Pod>,
+    pub queue: WorkQueue<String>,
+    pub runtime: Arc<dyn Runtime>,
+    pub recorder: EventRecorder,
+    pub params: SyncParams,
+    /// (uid, container) stops in flight.
+    killing: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// (uid, container, restart count) already announced with a BackOff event.
+    backoff_announced: BTreeSet<(String, String, i32)>,
+    /// Grace periods of pods seen deleted from the API, by uid.
+    gone_grace: BTreeMap<String, Duration>,
+    failures: BTreeMap<String, u32>,
+}
+
+impl PodWorker {
+    pub fn new(
+        client: Client,
+        informer: Informer<Pod>,
+        queue: WorkQueue<String>,
+        runtime: Arc<dyn Runtime>,
+        params: SyncParams,
+    ) -> Self {
+        let recorder = EventRecorder::new(client.clone(), "kumo-agent", Some(&params.node_name));
+        PodWorker {
+            client,
+            informer,
+            queue,
+            runtime,
+            recorder,
+            params,
+            killing: Arc::default(),
+            backoff_announced: BTreeSet::new(),
+            gone_grace: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// Queues every pod the API or the runtime knows of (start-up and the periodic resync).
+    pub fn enqueue_all(&self) {
+        for pod in self.informer.list() {
+            self.queue.add(kumo_client::cache_key(&pod));
+        }
+        for rec in self.runtime.pods() {
+            self.queue.add(rec.key());
+        }
+    }
+
+    /// Notes a pod the API deleted, so its containers get its grace period.
+    pub fn pod_gone(&mut self, pod: &Pod) {
+        if let Some(uid) = &pod.metadata.uid {
+            self.gone_grace.insert(
+                uid.clone(),
+                Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64),
+            );
+        }
+    }
+
+    /// Reconciles one key and applies the error policy: a failure is retried after a back-off
+    /// that doubles per consecutive failure (200 ms up to 30 s).
+    pub async fn process(&mut self, key: &str) {
+        match self.reconcile(key).await {
+            Ok(()) => {
+                self.failures.remove(key);
+            }
+            Err(e) => {
+                let n = self.failures.entry(key.to_string()).or_insert(0);
+                *n += 1;
+                let delay =
+                    Duration::from_millis(200u64 << (*n).min(8)).min(Duration::from_secs(30));
+                tracing::warn!(pod = key, error = %e, retry_in = ?delay, "pod sync failed");
+                self.queue.add_after(key.to_string(), delay);
+            }
+        }
+    }
+
+    /// Records the event for a container exit and requeues its pod.
+    pub async fn container_exited(&mut self, event: RuntimeEvent) {
+        let RuntimeEvent::Exited {
+            pod,
+            container,
+            terminated,
+            killed,
+        } = event;
+        self.queue.add(pod.key());
+        if killed {
+            return;
+        }
+        let Some(obj) = self
+            .informer
+            .get(&pod.key())
+            .filter(|p| p.metadata.uid.as_deref() == Some(&pod.uid))
+        else {
+            return;
+        };
+        let (type_, reason) = exit_event(&terminated);
+        self.recorder
+            .record(
+                &obj,
+                type_,
+                reason,
+                format!(
+                    "Container {container} exited with code {}",
+                    terminated.exit_code
+                ),
+            )
+            .await;
+    }
+
+    async fn reconcile(&mut self, key: &str) -> Result<(), SyncError> {
+        let pod = self.informer.get(key);
+        let current_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        // Containers of pods that are gone from the API (or replaced by a namesake) stop.
+        for rec in self.runtime.pods() {
+            if rec.key() == key && Some(&rec.uid) != current_uid.as_ref() {
+                self.stop_orphan(&rec).await?;
+            }
+        }
+        match pod {
+            Some(pod) if current_uid.is_some() => self.sync_pod(&pod).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn stop_orphan(&mut self, rec: &PodRecord) -> Result<(), SyncError> {
+        let state = self.runtime.state(&rec.uid);
+        if state.any_running() {
+            let grace = self
+                .gone_grace
+                .get(&rec.uid)
+                .copied()
+                .unwrap_or(ORPHAN_GRACE);
+            let stub = Pod {
+                metadata: ObjectMeta {
+                    name: rec.name.clone(),
+                    namespace: Some(rec.namespace.clone()),
+                    uid: Some(rec.uid.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            for (name, c) in &state.containers {
+                if c.is_running() {
+                    self.spawn_kill(&stub, name, grace, false).await;
+                }
+            }
+            return Ok(());
+        }
+        tracing::info!(pod = %rec.key(), uid = %rec.uid, "removing the state of a pod gone from the API");
+        self.runtime.cleanup(&rec.uid).await?;
+        self.forget(&rec.uid);
+        Ok(())
+    }
+
+    fn forget(&mut self, uid: &str) {
+        self.gone_grace.remove(uid);
+        self.backoff_announced.retain(|(u, _, _)| u != uid);
+    }
+
+    async fn spawn_kill(&self, pod: &Pod, container: &str, grace: Duration, announce: bool) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let entry = (uid.clone(), container.to_string());
+        if !self
+            .killing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.clone())
+        {
+            return;
+        }
+        if announce {
+            self.recorder
+                .record(
+                    pod,
+                    EventType::Normal,
+                    "Killing",
+                    format!("Stopping container {container}"),
+                )
+                .await;
+        }
+        let (runtime, killing, queue) = (
+            self.runtime.clone(),
+            self.killing.clone(),
+            self.queue.clone(),
+        );
+        let key = kumo_client::cache_key(pod);
+        let container = container.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.kill(&uid, &container, grace).await {
+                tracing::warn!(pod = %key, container, error = %e, "cannot stop container");
+            }
+            killing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&entry);
+            queue.add(key);
+        });
+    }
+
+    async fn sync_pod(&mut self, pod: &Pod) -> Result<(), SyncError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let key = kumo_client::cache_key(pod);
+        let now = chrono::Utc::now();
+        let actual = self.runtime.state(&uid);
+        for action in plan(pod, &actual, now, &self.params) {
+            match action {
+                Action::Start { container } => self.start(pod, container).await?,
+                Action::Kill { container, grace } => {
+                    if let Some(c) = pod.spec.containers.get(container) {
+                        self.spawn_kill(pod, &c.name, grace, true).await;
+                    }
+                }
+                // Handled below, from the state after this round's starts.
+                Action::WaitBackoff { .. } => {}
+                Action::FinalizeDeletion => return self.finalize(pod).await,
+            }
+        }
+        let actual = self.runtime.state(&uid);
+        let now = chrono::Utc::now();
+        for action in plan(pod, &actual, now, &self.params) {
+            match action {
+                Action::WaitBackoff { container, until } => {
+                    let delay = (until - now).to_std().unwrap_or_default();
+                    self.queue.add_after(key.clone(), delay);
+                    let Some(c) = pod.spec.containers.get(container) else {
+                        continue;
+                    };
+                    let restarts = actual
+                        .containers
+                        .get(&c.name)
+                        .map_or(0, |s| s.restart_count);
+                    if self
+                        .backoff_announced
+                        .insert((uid.clone(), c.name.clone(), restarts))
+                    {
+                        self.recorder
+                            .record(
+                                pod,
+                                EventType::Warning,
+                                "BackOff",
+                                format!("Back-off restarting failed container {}", c.name),
+                            )
+                            .await;
+                    }
+                }
+                Action::Start { .. } => self.queue.add(key.clone()),
+                Action::Kill { .. } | Action::FinalizeDeletion => {}
+            }
+        }
+        self.write_status(pod, now).await
+    }
+
+    async fn start(&mut self, pod: &Pod, index: usize) -> Result<(), SyncError> {
+        let name = pod
+            .spec
+            .containers
+            .get(index)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        match self.runtime.start(pod, index).await? {
+            StartOutcome::Started { pid } => {
+                tracing::info!(pod = %kumo_client::cache_key(pod), container = %name, pid, "started container");
+                self.recorder
+                    .record(
+                        pod,
+                        EventType::Normal,
+                        "Started",
+                        format!("Started container {name}"),
+                    )
+                    .await;
+            }
+            StartOutcome::Failed(message) => {
+                tracing::info!(pod = %kumo_client::cache_key(pod), container = %name, %message, "container failed to start");
+                self.recorder
+                    .record(
+                        pod,
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {message}"),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the status the pod should have, if it differs, on the freshest object.
+    async fn write_status(&self, pod: &Pod, now: kumo_api::Time) -> Result<(), SyncError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let actual = self.runtime.state(&uid);
+        let mut current = pod.clone();
+        for _ in 0..5 {
+            let status = pod_status(&current, &actual, now, &self.params);
+            if current.status.as_ref() == Some(&status) {
+                return Ok(());
+            }
+            let mut obj = current.clone();
+            obj.status = Some(status);
+            match self.client.update_status(&obj).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => {
+                    match self
+                        .client
+                        .get_opt::<Pod>(pod.metadata.ns(), &pod.metadata.name)
+                        .await?
+                    {
+                        Some(fresh) if fresh.metadata.uid == pod.metadata.uid => current = fresh,
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClientError::Request("pod status update kept conflicting".into()).into())
+    }
+
+    /// All containers stopped: final status, remove the pod from the API, then its local state.
+    async fn finalize(&mut self, pod: &Pod) -> Result<(), SyncError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.write_status(pod, chrono::Utc::now()).await?;
+        match self
+            .client
+            .delete::<Pod>(pod.metadata.ns(), &pod.metadata.name, Some(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.runtime.cleanup(&uid).await?;
+        self.forget(&uid);
+        tracing::info!(pod = %kumo_client::cache_key(pod), "pod deleted");
+        Ok(())
+    }
+}
+
+/// The event reason and type of a container's exit.
+pub fn exit_event(t: &ContainerStateTerminated) -> (EventType, &'static str) {
+    if t.exit_code == 0 {
+        (EventType::Normal, "Completed")
+    } else {
+        (EventType::Warning, "Failed")
+    }
+}

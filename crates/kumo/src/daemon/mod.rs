@@ -1,0 +1,435 @@
+//! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
+
+mod tokens;
+
+use crate::duration::parse_duration;
+use anyhow::{anyhow, Context};
+use clap::Args;
+use kumo_client::{Client, ClientConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Flags of the control plane, shared by `up` and `server`.
+#[derive(Args, Debug, Clone)]
+pub struct ControlPlaneArgs {
+    /// Directory for the store and tokens (default ~/.kumo/data)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the API server listens on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// How long a node may miss heartbeats before it is NotReady
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_grace: Duration,
+    /// How the scheduler picks among fitting nodes: spread or binpack
+    #[arg(long, default_value = "spread")]
+    pub scheduler_strategy: kumo_scheduler::Strategy,
+    /// Watch history kept for resuming watches, in events
+    #[arg(long, default_value_t = 10_000)]
+    pub watch_window: usize,
+}
+
+/// Flags of a node agent, shared by `up` and `agent`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node name (default: this machine's hostname)
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Node labels, k=v,k2=v2
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    pub labels: BTreeMap<String, String>,
+    /// Advertise N fake GPUs (for machines without one; shown as fake everywhere)
+    #[arg(long, default_value_t = 0)]
+    pub fake_gpus: u32,
+    /// Base of the restart back-off (doubles per restart, capped at 5 minutes)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// How often the agent posts its node status
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+/// `kumo up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub control: ControlPlaneArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Address the agent serves logs on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub agent_listen: SocketAddr,
+}
+
+/// `kumo server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub control: ControlPlaneArgs,
+}
+
+/// `kumo agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// API server URL
+    #[arg(long)]
+    pub server: String,
+    /// Bearer token for the API server (see the tokens file in the server's data dir)
+    #[arg(long, env = "KUMO_TOKEN")]
+    pub token: String,
+    /// Directory for pod state and logs (default ~/.kumo/agent)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the agent serves logs on
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub listen: SocketAddr,
+    /// Address the API server reaches this agent at (default: the listen address, or 127.0.0.1)
+    #[arg(long)]
+    pub advertise_address: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Parses `k=v,k2=v2`, checking keys and values as Kubernetes labels.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("label {pair:?} is not k=v"))?;
+        if !kumo_api::validation::is_qualified_name(k) {
+            return Err(format!("label key {k:?} is not valid: use letters, digits, '-', '_', '.', optionally prefixed by a DNS name and '/'"));
+        }
+        if !kumo_api::validation::is_label_value(v) {
+            return Err(format!(
+                "label value {v:?} is not valid: at most 63 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+/// A shutdown signal every component can wait on.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Fires on Ctrl-C or SIGTERM.
+    fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| kumo_api::validation::is_dns_subdomain(h))
+        .unwrap_or_else(|| "node-1".to_string())
+}
+
+fn home_dir(sub: &str) -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".kumo")
+        .join(sub)
+}
+
+/// A running control plane: the API server plus scheduler and controllers, all API clients.
+struct ControlPlane {
+    url: String,
+    token: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start_control_plane(
+    args: &ControlPlaneArgs,
+    data_dir: &Path,
+    shutdown: &Shutdown,
+) -> anyhow::Result<ControlPlane> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let token = tokens::admin_token(data_dir)?;
+    let store_path = data_dir.join("store.redb");
+    let store = kumo_store::RedbStore::open(&store_path, args.watch_window).map_err(|e| {
+        anyhow!(
+            "cannot open the store {}: {e} (is another kumo using this data dir?)",
+            store_path.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another kumo running? pick another with --listen)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!("http://{host}:{}", addr.port());
+    let config = kumo_apiserver::Config {
+        store: Arc::new(store),
+        tokens: tokens::all_tokens(data_dir)?,
+        bookmark_interval: Duration::from_secs(5),
+        agent_token: Some(token.clone()),
+    };
+    let mut tasks = Vec::new();
+    let stop = shutdown.wait();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = kumo_apiserver::serve(listener, config, stop).await {
+            tracing::error!(error = %e, "api server stopped");
+        }
+    }));
+    let client = Client::new(&ClientConfig {
+        server: url.clone(),
+        token: token.clone(),
+    })?;
+    let sched = kumo_scheduler::SchedulerConfig {
+        strategy: args.scheduler_strategy,
+    };
+    tasks.push(tokio::spawn(kumo_scheduler::run(
+        client.clone(),
+        sched,
+        shutdown.wait(),
+    )));
+    tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(
+        client,
+        args.node_grace,
+        shutdown.wait(),
+    )));
+    Ok(ControlPlane { url, token, tasks })
+}
+
+fn agent_config(
+    node: &NodeArgs,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    advertise: String,
+    token: String,
+) -> anyhow::Result<kumo_agent::AgentConfig> {
+    let node_name = node.node_name.clone().unwrap_or_else(hostname);
+    if !kumo_api::validation::is_dns_subdomain(&node_name) {
+        return Err(anyhow!(
+            "--node-name {node_name:?} is not valid: use lower-case letters, digits, '-' and '.'"
+        ));
+    }
+    Ok(kumo_agent::AgentConfig {
+        node_name,
+        data_dir,
+        labels: node.labels.clone(),
+        fake_gpus: node.fake_gpus,
+        listen,
+        advertise_address: advertise,
+        backoff_base: node.backoff_base,
+        heartbeat_interval: node.heartbeat_interval,
+        shim_exe: std::env::current_exe()
+            .context("cannot find the kumo executable for the shim")?,
+        token,
+    })
+}
+
+/// `kumo up`: everything in one process.
+pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let shutdown = Shutdown::on_signals();
+    let data_dir = args
+        .control
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
+    let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
+    let config_path = ClientConfig::default_path();
+    ClientConfig {
+        server: cp.url.clone(),
+        token: cp.token.clone(),
+    }
+    .save(&config_path)
+    .with_context(|| format!("cannot write the client config {}", config_path.display()))?;
+    let agent_cfg = agent_config(
+        &args.node,
+        data_dir.join("agent"),
+        args.agent_listen,
+        if args.agent_listen.ip().is_unspecified() {
+            "127.0.0.1".into()
+        } else {
+            args.agent_listen.ip().to_string()
+        },
+        cp.token.clone(),
+    )?;
+    let node_name = agent_cfg.node_name.clone();
+    let client = Client::new(&ClientConfig {
+        server: cp.url.clone(),
+        token: cp.token.clone(),
+    })?;
+    let mut agent = tokio::spawn(kumo_agent::run(client.clone(), agent_cfg, shutdown.wait()));
+    // Say "up" once this machine's node is registered and Ready, so the next command can use it.
+    tokio::select! {
+        registered = wait_for_node(&client, &node_name) => registered?,
+        ended = &mut agent => return Err(match ended {
+            Ok(Err(e)) => anyhow!("the agent could not start: {e}"),
+            Ok(Ok(())) => anyhow!("stopped before the node registered"),
+            Err(e) => anyhow!("the agent task failed: {e}"),
+        }),
+    }
+    println!("kumo: API server listening on {}", cp.url);
+    println!("kumo: client config written to {}", config_path.display());
+    println!(
+        "kumo: data in {}; node {node_name} joined; Ctrl-C stops",
+        data_dir.display()
+    );
+    shutdown.wait().await;
+    println!("kumo: stopping");
+    match agent.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "agent stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "agent task failed"),
+        Ok(Ok(())) => {}
+    }
+    for t in cp.tasks {
+        let _ = t.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the Node object `name` exists and is Ready, following a watch.
+async fn wait_for_node(client: &Client, name: &str) -> anyhow::Result<()> {
+    let params = kumo_client::ListParams::fields(&format!("metadata.name={name}"));
+    loop {
+        // Without a resource version the watch starts with the objects that exist as ADDED.
+        let mut watch = match client.watch::<kumo_api::Node>(None, &params, "").await {
+            Ok(w) => w,
+            Err(kumo_client::ClientError::Connect { .. }) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(event) = watch.next().await {
+            if let Ok(kumo_client::Watched::Added(node) | kumo_client::Watched::Modified(node)) =
+                event
+            {
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| kumo_api::meta::find_condition(&s.conditions, "Ready"));
+                if ready.is_some_and(|c| c.status == kumo_api::ConditionStatus::True) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// `kumo server`: the control plane alone.
+pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let shutdown = Shutdown::on_signals();
+    let data_dir = args
+        .control
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
+    let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
+    println!("kumo: API server listening on {}", cp.url);
+    println!(
+        "kumo: agents join with: kumo agent --server {} --token $(head -1 {})",
+        cp.url,
+        tokens::tokens_path(&data_dir).display()
+    );
+    shutdown.wait().await;
+    for t in cp.tasks {
+        let _ = t.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kumo agent`: one node joining a control plane.
+pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let shutdown = Shutdown::on_signals();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| home_dir("agent"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let advertise = args.advertise_address.clone().unwrap_or_else(|| {
+        if args.listen.ip().is_unspecified() {
+            "127.0.0.1".into()
+        } else {
+            args.listen.ip().to_string()
+        }
+    });
+    let client = Client::new(&ClientConfig {
+        server: args.server.clone(),
+        token: args.token.clone(),
+    })?;
+    // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
+    client
+        .list::<kumo_api::Node>(None, &Default::default())
+        .await?;
+    let cfg = agent_config(
+        &args.node,
+        data_dir,
+        args.listen,
+        advertise,
+        args.token.clone(),
+    )?;
+    println!(
+        "kumo: agent for node {} joined {}",
+        cfg.node_name, args.server
+    );
+    kumo_agent::run(client, cfg, shutdown.wait()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_labels("").unwrap(), BTreeMap::new());
+        let l = parse_labels("zone=a, kumo.dev/pool=gpu").unwrap();
+        assert_eq!(l.get("kumo.dev/pool").map(String::as_str), Some("gpu"));
+        assert!(parse_labels("novalue").unwrap_err().contains("is not k=v"));
+        assert!(parse_labels("bad key=1").unwrap_err().contains("label key"));
+        assert!(parse_labels("k=bad value")
+            .unwrap_err()
+            .contains("label value"));
+    }
+}

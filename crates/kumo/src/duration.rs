@@ -1,0 +1,63 @@
+//! Durations on the command line: `500ms`, `40s`, `5m`, `1h`, `1m30s`.
+
+use std::time::Duration;
+
+/// Parses a Go-style duration as kubectl and Nomad accept them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err =
+        || format!("invalid duration {text:?}: use a number with a unit, e.g. 500ms, 40s, 5m, 1h");
+    if text.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += Duration::from_secs_f64(value * scale);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: [(&str, Option<u64>); 8] = [
+            ("500ms", Some(500)),
+            ("40s", Some(40_000)),
+            ("5m", Some(300_000)),
+            ("1h", Some(3_600_000)),
+            ("1m30s", Some(90_000)),
+            ("1.5s", Some(1500)),
+            ("10", None),
+            ("s", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                parse_duration(input).ok().map(|d| d.as_millis() as u64),
+                expected,
+                "{input}"
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts `kumo up` (or `kumo server` + `kumo agent`) in a temp dir on a
+//! free port and drives it through the CLI and the API, as a user would.
+
+mod harness;
+
+mod api;
+mod cli;
+mod pods;
+mod store;

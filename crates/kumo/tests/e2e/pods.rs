@@ -1,0 +1,316 @@
+//! Pods through the whole spine: apply → scheduled → running → exited, logs, restarts, stops.
+
+use crate::harness::*;
+use kumo_api::meta::find_condition;
+use kumo_api::{ConditionStatus, Pod, PodPhase};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_runs_to_success_with_logs() {
+    let c = Cluster::up(&[]);
+    let f = c.write(
+        "hello.yaml",
+        &process_pod("hello", "Never", "echo hello from kumo; echo second line"),
+    );
+    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pod/hello created"
+    );
+
+    let client = c.client();
+    let pod = wait_pod(&client, "default", "hello", T, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.phase == PodPhase::Succeeded)
+    })
+    .await;
+    let status = pod.status.unwrap();
+    assert_eq!(pod.spec.node_name.as_deref(), Some("node-1"));
+    let term = status.container_statuses[0]
+        .state
+        .terminated
+        .clone()
+        .expect("terminated state");
+    assert_eq!(term.exit_code, 0);
+    assert_eq!(term.reason.as_deref(), Some("Completed"));
+    assert!(term.started_at.is_some() && term.finished_at.is_some());
+
+    let logs = c.kumo(&["logs", "hello"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "hello from kumo\nsecond line\n"
+    );
+    let tail = c.kumo(&["logs", "pod/hello", "--tail", "1"]);
+    assert_eq!(String::from_utf8_lossy(&tail.stdout), "second line\n");
+
+    // Applying the same file again changes nothing.
+    let again = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "pod/hello unchanged"
+    );
+
+    let events = c.kumo(&["describe", "pod", "hello"]);
+    let text = String::from_utf8_lossy(&events.stdout);
+    for reason in ["Scheduled", "Started"] {
+        assert!(
+            text.contains(reason),
+            "describe lacks {reason} event:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policies() {
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    // Never: a failure is final.
+    let never = c.write("never.yaml", &process_pod("never", "Never", "exit 3"));
+    // OnFailure: fails twice (a counter file in its working dir), then succeeds.
+    let on_failure = c.write(
+        "onfailure.yaml",
+        &process_pod(
+            "onfailure",
+            "OnFailure",
+            "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 3 ]",
+        ),
+    );
+    // Always: even a success is restarted.
+    let always = c.write(
+        "always.yaml",
+        &process_pod("always", "Always", "echo run; exit 0"),
+    );
+    for f in [&never, &on_failure, &always] {
+        let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let p = wait_pod(&client, "default", "never", T, |p| {
+        phase(p) == Some(PodPhase::Failed)
+    })
+    .await;
+    let cs = &p.status.unwrap().container_statuses[0];
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(
+        cs.state
+            .terminated
+            .as_ref()
+            .map(|t| (t.exit_code, t.reason.clone())),
+        Some((3, Some("Error".into())))
+    );
+
+    let p = wait_pod(&client, "default", "onfailure", T, |p| {
+        phase(p) == Some(PodPhase::Succeeded)
+    })
+    .await;
+    assert_eq!(p.status.unwrap().container_statuses[0].restart_count, 2);
+
+    let p = wait_pod(&client, "default", "always", T, |p| restarts(p) >= 3).await;
+    assert_ne!(
+        phase(&p),
+        Some(PodPhase::Succeeded),
+        "Always never completes"
+    );
+    // Between restarts the container waits in CrashLoopBackOff with a growing back-off.
+    let p = wait_pod(&client, "default", "always", T, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.first())
+            .and_then(|c| c.state.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            == Some("CrashLoopBackOff")
+    })
+    .await;
+    let get = c.kumo(&["get", "pods", "always"]);
+    assert!(
+        String::from_utf8_lossy(&get.stdout).contains("CrashLoopBackOff"),
+        "{}",
+        String::from_utf8_lossy(&get.stdout)
+    );
+    assert!(restarts(&p) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ignoring_process_is_killed_after_grace() {
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  runtimeClassName: process\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    command: [\"/bin/sh\", \"-c\", \"trap '' TERM; echo ready; while true; do sleep 0.1; done\"]\n";
+    let f = c.write("stubborn.yaml", manifest);
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "stubborn", T, |p| {
+        phase(p) == Some(PodPhase::Running)
+    })
+    .await;
+    let pid = container_pid(&p).expect("container pid");
+    assert!(process_alive(pid));
+
+    let start = Instant::now();
+    let out = c.kumo(&["delete", "pod", "stubborn", "--wait"]);
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !process_alive(pid),
+        "container process {pid} survived deletion"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "killed before its grace period: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_secs(3),
+        "killed later than grace + 1 s: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_readopts_running_pod() {
+    let mut c = Cluster::up(&[]);
+    let client = c.client();
+    let f = c.write(
+        "long.yaml",
+        &process_pod("long", "Always", "echo started; exec sleep 1000"),
+    );
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "long", T, |p| {
+        phase(p) == Some(PodPhase::Running)
+    })
+    .await;
+    let pid = container_pid(&p).expect("pid");
+
+    c.restart();
+    let client = c.client();
+    // After the restart the agent reports the same process, not a new one.
+    let p = wait_pod(&client, "default", "long", T, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.first())
+            .is_some_and(|cs| cs.ready)
+            && find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
+                .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(
+        container_pid(&p),
+        Some(pid),
+        "the pod was restarted instead of re-adopted"
+    );
+    assert_eq!(restarts(&p), 0);
+    assert!(process_alive(pid));
+    // And it still manages it: deleting the pod stops the adopted process.
+    assert!(c
+        .kumo(&["delete", "pod", "long", "--wait"])
+        .status
+        .success());
+    assert!(!process_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_pod_explains_why() {
+    let c = Cluster::up(&["--labels", "zone=a"]);
+    let client = c.client();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  runtimeClassName: process\n  containers:\n  - name: main\n    command: [\"true\"]\n    resources:\n      requests:\n        cpu: \"4096\"\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: elsewhere\nspec:\n  runtimeClassName: process\n  nodeSelector:\n    zone: b\n  containers:\n  - name: main\n    command: [\"true\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: gpu\nspec:\n  runtimeClassName: process\n  containers:\n  - name: main\n    command: [\"true\"]\n    resources:\n      limits:\n        nvidia.com/gpu: 1\n";
+    let f = c.write("unsched.yaml", manifest);
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    for (name, message) in [
+        ("huge", "0/1 nodes are available: 1 Insufficient cpu"),
+        (
+            "elsewhere",
+            "0/1 nodes are available: 1 node(s) didn't match node selector",
+        ),
+        (
+            "gpu",
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu",
+        ),
+    ] {
+        // Until the node registers, the message says there are no nodes; then it says why this one won't do.
+        let p = wait_pod(&client, "default", name, T, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, "PodScheduled"))
+                .is_some_and(|c| {
+                    c.status == ConditionStatus::False && c.message.as_deref() == Some(message)
+                })
+        })
+        .await;
+        let cond = find_condition(&p.status.as_ref().unwrap().conditions, "PodScheduled")
+            .unwrap()
+            .clone();
+        assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
+        assert_eq!(cond.message.as_deref(), Some(message));
+        assert_eq!(p.spec.node_name, None);
+    }
+    let describe = c.kumo(&["describe", "pod", "huge"]);
+    assert!(String::from_utf8_lossy(&describe.stdout).contains("FailedScheduling"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_gpus_are_advertised_and_scheduled() {
+    let c = Cluster::up(&["--fake-gpus", "2"]);
+    let client = c.client();
+    let node: kumo_api::Node = client.get("", "node-1").await.expect("node");
+    let status = node.status.expect("node status");
+    assert_eq!(
+        status
+            .capacity
+            .get("nvidia.com/gpu")
+            .map(|q| q.as_str().to_string()),
+        Some("2".to_string())
+    );
+    assert_eq!(status.gpus.len(), 2);
+    assert!(
+        status.gpus.iter().all(|g| g.fake),
+        "fake GPUs must say they are fake"
+    );
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: trainer\nspec:\n  runtimeClassName: process\n  restartPolicy: Never\n  containers:\n  - name: main\n    command: [\"true\"]\n    resources:\n      limits:\n        nvidia.com/gpu: 2\n";
+    let f = c.write("gpu.yaml", manifest);
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "trainer", T, |p| {
+        phase(p) == Some(PodPhase::Succeeded)
+    })
+    .await;
+    assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
+}
+
+pub fn phase(p: &Pod) -> Option<PodPhase> {
+    p.status.as_ref().map(|s| s.phase)
+}
+
+pub fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.first())
+        .map_or(0, |c| c.restart_count)
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs the whole suite: format, lints, unit and end-to-end tests.
+# Run as root on Debian: the agent's tests create cgroups and processes as a real node would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(procps)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what kumo needs, builds it, and starts `kumo up` (run as root on Debian).
+# Flags after the script name go to `kumo up` (e.g. --fake-gpus 2 --data-dir /var/lib/kumo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages kumo uses at run time. The process runtime needs none beyond the base system;
+# the list grows with the OCI runtimes and CNI networking.
+PACKAGES=(procps)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo build --release --bin kumo
+install -m 0755 target/release/kumo /usr/local/bin/kumo
+exec /usr/local/bin/kumo up "$@"
