@@ -222,6 +222,22 @@ impl Cgroups {
         parse_oom_kills(&std::fs::read_to_string(path).ok()?)
     }
 
+    /// Removes one container's cgroups once its run has ended (a restart makes them again), and
+    /// the pod's when no container is left, so finished pods hold no cgroup. A cgroup that still
+    /// holds an escaped process stays until the pod is deleted.
+    pub fn remove_container(&self, uid: &str, container: &str) {
+        for (_, pod_dir) in self.pod_dirs(uid) {
+            let dir = pod_dir.join(container);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir(&dir) {
+                    tracing::debug!(path = %dir.display(), error = %e, "cannot remove cgroup yet");
+                }
+            }
+            // Fails while other containers of the pod still have theirs: that is expected.
+            let _ = std::fs::remove_dir(&pod_dir);
+        }
+    }
+
     /// Removes the pod's cgroups (they must be empty of processes by now).
     pub fn remove_pod(&self, uid: &str) {
         for (_, pod_dir) in self.pod_dirs(uid) {

@@ -172,6 +172,9 @@ impl ProcessRuntime {
                 killed,
             }
         };
+        self.inner
+            .cgroups
+            .remove_container(&key.uid, &key.container);
         let _ = self.inner.events.send(event);
     }
 

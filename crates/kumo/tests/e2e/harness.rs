@@ -194,6 +194,17 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
         kill_processes_under(self.dir.path());
+        remove_cgroups_under(self.dir.path());
+    }
+}
+
+/// Removes the cgroups of every pod an agent under `dir` ran (their uids name the pod state dirs).
+pub fn remove_cgroups_under(dir: &Path) {
+    let cgroups = kumo_agent::cgroup::Cgroups::detect(Path::new("/sys/fs/cgroup"));
+    for pods in [dir.join("data/agent/pods"), dir.join("agent/pods")] {
+        for entry in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+            cgroups.remove_pod(&entry.file_name().to_string_lossy());
+        }
     }
 }
 

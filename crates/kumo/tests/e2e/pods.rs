@@ -314,3 +314,67 @@ pub fn restarts(p: &Pod) -> i32 {
         .and_then(|s| s.container_statuses.first())
         .map_or(0, |c| c.restart_count)
 }
+
+/// Where a container's memory limit lives: cgroup v1 (these machines) or the v2 unified tree.
+fn memory_limit_file(uid: &str, container: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join(format!("kumo/{uid}/{container}/memory.max"))
+    } else {
+        root.join(format!(
+            "memory/kumo/{uid}/{container}/memory.limit_in_bytes"
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limits_are_enforced_through_cgroups() {
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let manifest = |name: &str, script: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  runtimeClassName: process\n  restartPolicy: Never\n  containers:\n  - name: main\n    command: [\"/bin/sh\", \"-c\", {script:?}]\n    resources:\n      limits: {{memory: 32Mi, cpu: 500m}}\n"
+        )
+    };
+    let f = c.write("limited.yaml", &manifest("limited", "exec sleep 1000"));
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "limited", T, |p| {
+        phase(p) == Some(PodPhase::Running)
+    })
+    .await;
+    let uid = p.metadata.uid.clone().unwrap();
+    let limit = std::fs::read_to_string(memory_limit_file(&uid, "main"))
+        .expect("memory cgroup of the container");
+    assert_eq!(limit.trim(), (32 * 1024 * 1024).to_string());
+
+    // `tail` looking for a newline in /dev/zero grows without end: the kernel stops it at the
+    // limit, and kumo says why.
+    let f = c.write("hog.yaml", &manifest("hog", "exec tail /dev/zero"));
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "hog", T, |p| {
+        phase(p) == Some(PodPhase::Failed)
+    })
+    .await;
+    let term = p.status.as_ref().unwrap().container_statuses[0]
+        .state
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (term.exit_code, term.reason.as_deref()),
+        (137, Some("OOMKilled")),
+        "{term:?}"
+    );
+    // A finished container holds no cgroup.
+    let uid = p.metadata.uid.clone().unwrap();
+    assert!(
+        !memory_limit_file(&uid, "main").parent().unwrap().exists(),
+        "cgroup of a finished container left behind"
+    );
+}
