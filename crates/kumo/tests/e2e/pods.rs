@@ -63,6 +63,14 @@ async fn apply_runs_to_success_with_logs() {
         "pod/hello unchanged"
     );
 
+    // `kumo up` wrote the client config readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.config_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "client config mode {mode:o}");
+
     let events = c.kumo(&["describe", "pod", "hello"]);
     let text = String::from_utf8_lossy(&events.stdout);
     for reason in ["Scheduled", "Started"] {
@@ -377,4 +385,64 @@ async fn memory_limits_are_enforced_through_cgroups() {
         !memory_limit_file(&uid, "main").parent().unwrap().exists(),
         "cgroup of a finished container left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_until_the_container_ends() {
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    // The container waits for a file the test creates, so `logs -f` is attached before the end.
+    let script = "echo first; while [ ! -e go ]; do sleep 0.05; done; echo second; echo third";
+    let f = c.write("talker.yaml", &process_pod("talker", "Never", script));
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let p = wait_pod(&client, "default", "talker", T, |p| {
+        phase(p) == Some(PodPhase::Running)
+    })
+    .await;
+    let mut follower = std::process::Command::new(kumo_exe())
+        .args(["logs", "-f", "talker"])
+        .env("KUMO_CONFIG", c.config_path())
+        .env("HOME", c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(follower.stdout.take().unwrap());
+    // The follower prints the first line while the container still runs...
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert_eq!(first, "first\n");
+    // ...then, released, the container writes the rest, which the same stream delivers before it ends.
+    let workdir = c
+        .data_dir()
+        .join("agent/pods")
+        .join(p.metadata.uid.unwrap())
+        .join("work");
+    std::fs::write(workdir.join("go"), "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "second\nthird\n");
+    assert!(follower.wait().unwrap().success());
+}
+
+#[test]
+fn completion_scripts_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(kumo_exe())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("apply"),
+            "{shell}"
+        );
+    }
+    let out = std::process::Command::new(kumo_exe())
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
