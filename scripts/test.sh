@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(procps)
+PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables busybox-static docker-registry skopeo umoci)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -12,6 +12,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# The OCI runtimes, CNI plugins, a tiny static busybox for test images, a real registry and the
+# OCI image tools are listed above: the tests use the real things.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages kumo uses at run time. The process runtime needs none beyond the base system;
-# the list grows with the OCI runtimes and CNI networking.
-PACKAGES=(procps)
+# System packages kumo uses at run time: the OCI runtimes (runc, gVisor's runsc) and the CNI
+# plugins with the tools they call (iproute2, iptables).
+PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
