@@ -239,6 +239,47 @@ pub fn place(pod: &Pod, nodes: &[NodeView], strategy: Strategy) -> Result<usize,
     })
 }
 
+/// Label naming the gang (scheduling group) a pod belongs to; its value is unique per namespace.
+pub const LABEL_GANG: &str = "kumo.dev/gang";
+/// Annotation giving the number of pods in the pod's gang.
+pub const ANNOTATION_GANG_SIZE: &str = "kumo.dev/gang-size";
+
+/// Places every member of a gang at once, or none of them: one node index per member, in order.
+/// Members are placed one after another on views that count the members placed before them.
+pub fn place_gang(
+    members: &[&Pod],
+    nodes: &[NodeView],
+    strategy: Strategy,
+) -> Result<Vec<usize>, Unschedulable> {
+    let mut views = nodes.to_vec();
+    let mut placed = Vec::with_capacity(members.len());
+    for (i, pod) in members.iter().enumerate() {
+        match place(pod, &views, strategy) {
+            Ok(n) => {
+                views[n].requested.add(&Resources::of_pod(pod));
+                placed.push(n);
+            }
+            Err(why) => {
+                let message = if i == 0 {
+                    format!(
+                        "gang of {}: no replica fits: {}",
+                        members.len(),
+                        why.message
+                    )
+                } else {
+                    format!(
+                        "gang of {}: only {i} replica(s) fit together: {}",
+                        members.len(),
+                        why.message
+                    )
+                };
+                return Err(Unschedulable { message });
+            }
+        }
+    }
+    Ok(placed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +425,35 @@ mod tests {
             &[],
             Strategy::Spread,
             Err("0/0 nodes are available: no nodes registered"),
+        );
+    }
+
+    #[test]
+    fn gangs_fit_whole_or_not_at_all() {
+        // Two nodes with 3 GPUs each: 2 replicas x 2 GPUs span both; 2 x 4 fits on neither.
+        let nodes = [
+            node("a", "8", "16Gi", 3, &[]),
+            node("b", "8", "16Gi", 3, &[]),
+        ];
+        let two = pod("1", "1Gi", 2);
+        let four = pod("1", "1Gi", 4);
+        let got = place_gang(&[&two, &two], &nodes, Strategy::BinPack).unwrap();
+        assert_eq!(got, vec![0, 1]);
+        let err = place_gang(&[&four, &four], &nodes, Strategy::BinPack).unwrap_err();
+        assert_eq!(
+            err.message,
+            "gang of 2: no replica fits: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu"
+        );
+        let err = place_gang(&[&two, &two, &two], &nodes, Strategy::BinPack).unwrap_err();
+        assert_eq!(
+            err.message,
+            "gang of 3: only 2 replica(s) fit together: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu"
+        );
+        // One GPU per replica packs onto one node first.
+        let one = pod("1", "1Gi", 1);
+        assert_eq!(
+            place_gang(&[&one, &one, &one], &nodes, Strategy::BinPack).unwrap(),
+            vec![0, 0, 0]
         );
     }
 

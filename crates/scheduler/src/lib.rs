@@ -3,5 +3,8 @@
 pub mod core;
 pub mod run;
 
-pub use core::{place, NodeView, Resources, Strategy, Unschedulable};
+pub use core::{
+    place, place_gang, NodeView, Resources, Strategy, Unschedulable, ANNOTATION_GANG_SIZE,
+    LABEL_GANG,
+};
 pub use run::{run, SchedulerConfig};

@@ -1,6 +1,8 @@
 //! The scheduling loop: watch pods and nodes, place pending pods, bind them, explain failures.
 
-use crate::core::{place, NodeView, Resources, Strategy};
+use crate::core::{
+    place, place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG,
+};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
 use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams};
@@ -99,7 +101,71 @@ pub async fn run(
     }
 }
 
-/// One pass over every pending pod, oldest first.
+/// What one pass schedules: a lone pod, or a gang whose members are placed together.
+enum Unit<'a> {
+    Single(&'a Pod),
+    Gang {
+        name: String,
+        size: usize,
+        members: Vec<&'a Pod>,
+        bound: usize,
+    },
+}
+
+/// Groups pending pods into scheduling units, oldest first. A gang member whose gang already has
+/// bound members is placed alone: the gang was committed before (a binding failed midway).
+fn units<'a>(pending: &[&'a Pod], all: &[Pod]) -> Vec<Unit<'a>> {
+    let mut gangs: BTreeMap<(String, String), Vec<&'a Pod>> = BTreeMap::new();
+    let mut units = Vec::new();
+    for pod in pending {
+        match pod.metadata.labels.get(LABEL_GANG) {
+            Some(g) => gangs
+                .entry((pod.metadata.ns().to_string(), g.clone()))
+                .or_default()
+                .push(pod),
+            None => units.push(Unit::Single(pod)),
+        }
+    }
+    for ((ns, name), members) in gangs {
+        let same_gang =
+            |p: &&Pod| p.metadata.ns() == ns && p.metadata.labels.get(LABEL_GANG) == Some(&name);
+        let bound = all
+            .iter()
+            .filter(same_gang)
+            .filter(|p| holds_resources(p))
+            .count();
+        if bound > 0 {
+            units.extend(members.into_iter().map(Unit::Single));
+            continue;
+        }
+        let size = members
+            .iter()
+            .find_map(|p| {
+                p.metadata
+                    .annotations
+                    .get(ANNOTATION_GANG_SIZE)
+                    .and_then(|s| s.parse().ok())
+            })
+            .unwrap_or(members.len());
+        units.push(Unit::Gang {
+            name,
+            size,
+            members,
+            bound,
+        });
+    }
+    let oldest = |u: &Unit| -> (Option<kumo_api::Time>, String) {
+        let p = match u {
+            Unit::Single(p) => *p,
+            Unit::Gang { members, .. } => members[0],
+        };
+        (p.metadata.creation_timestamp, p.metadata.name.clone())
+    };
+    units.sort_by_key(|u| oldest(u));
+    units
+}
+
+/// One pass over every pending pod and gang, oldest first.
 async fn schedule_pass(
     client: &Client,
     recorder: &EventRecorder,
@@ -120,68 +186,157 @@ async fn schedule_pass(
         (a.metadata.creation_timestamp, &a.metadata.name)
             .cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
     });
-    for pod in pending {
-        let key = kumo_client::cache_key(pod);
-        let ns = pod.metadata.ns().to_string();
-        match place(pod, &views, strategy) {
-            Ok(i) => {
-                let node = views[i].name.clone();
-                match client.bind(&ns, &pod.metadata.name, &node).await {
-                    Ok(()) => {
-                        let want = Resources::of_pod(pod);
-                        views[i].requested.add(&want);
-                        assumed.insert(key, (node.clone(), want));
-                        recorder
-                            .record(
-                                pod,
-                                EventType::Normal,
-                                "Scheduled",
-                                format!(
-                                    "Successfully assigned {ns}/{} to {node}",
-                                    pod.metadata.name
-                                ),
-                            )
-                            .await;
-                    }
-                    Err(e) => tracing::debug!(pod = %key, error = %e, "binding failed"),
-                }
-            }
-            Err(unschedulable) => {
-                let status = pod.status.clone().unwrap_or_default();
-                let current = find_condition(&status.conditions, "PodScheduled");
-                if current.and_then(|c| c.message.as_deref())
-                    == Some(unschedulable.message.as_str())
-                {
-                    continue;
-                }
-                let mut updated = pod.clone();
-                let st = updated.status.get_or_insert_with(Default::default);
-                set_condition(
-                    &mut st.conditions,
-                    Condition::new(
-                        "PodScheduled",
-                        ConditionStatus::False,
-                        Some("Unschedulable"),
-                        Some(unschedulable.message.clone()),
-                        chrono::Utc::now(),
-                    ),
+    for unit in units(&pending, &all_pods) {
+        match unit {
+            Unit::Single(pod) => match place(pod, &views, strategy) {
+                Ok(i) => bind(client, recorder, pod, &mut views[i], assumed).await,
+                Err(why) => mark_unschedulable(client, recorder, pod, why.message).await,
+            },
+            Unit::Gang {
+                name,
+                size,
+                members,
+                bound,
+            } if members.len() + bound < size => {
+                let message = format!(
+                    "waiting for the rest of gang {name}: {} of {size} pods exist",
+                    members.len() + bound
                 );
-                match client.update_status(&updated).await {
-                    Ok(_) => {
-                        recorder
-                            .record(
-                                pod,
-                                EventType::Warning,
-                                "FailedScheduling",
-                                unschedulable.message,
-                            )
-                            .await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(pod = %key, error = %e, "could not record unschedulable status")
-                    }
+                for pod in members {
+                    mark_unschedulable(client, recorder, pod, message.clone()).await;
                 }
             }
+            // Gangs are packed onto as few nodes as possible: replicas talk to each other.
+            Unit::Gang { members, .. } => match place_gang(&members, &views, Strategy::BinPack) {
+                Ok(placement) => {
+                    for (pod, i) in members.iter().zip(placement) {
+                        bind(client, recorder, pod, &mut views[i], assumed).await;
+                    }
+                }
+                Err(why) => {
+                    for pod in members {
+                        mark_unschedulable(client, recorder, pod, why.message.clone()).await;
+                    }
+                }
+            },
         }
+    }
+}
+
+/// Binds `pod` to the node of `view`, counting it there for the rest of the pass.
+async fn bind(
+    client: &Client,
+    recorder: &EventRecorder,
+    pod: &Pod,
+    view: &mut NodeView,
+    assumed: &mut HashMap<String, (String, Resources)>,
+) {
+    let key = kumo_client::cache_key(pod);
+    let ns = pod.metadata.ns().to_string();
+    let node = view.name.clone();
+    match client.bind(&ns, &pod.metadata.name, &node).await {
+        Ok(()) => {
+            let want = Resources::of_pod(pod);
+            view.requested.add(&want);
+            assumed.insert(key, (node.clone(), want));
+            let message = format!("Successfully assigned {ns}/{} to {node}", pod.metadata.name);
+            recorder
+                .record(pod, EventType::Normal, "Scheduled", message)
+                .await;
+        }
+        Err(e) => tracing::debug!(pod = %key, error = %e, "binding failed"),
+    }
+}
+
+/// Records why `pod` cannot be placed (condition PodScheduled=False, reason Unschedulable, and a
+/// FailedScheduling event), unless it already says exactly that.
+async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod, message: String) {
+    let status = pod.status.clone().unwrap_or_default();
+    let current = find_condition(&status.conditions, "PodScheduled");
+    if current.and_then(|c| c.message.as_deref()) == Some(message.as_str()) {
+        return;
+    }
+    let mut updated = pod.clone();
+    let st = updated.status.get_or_insert_with(Default::default);
+    set_condition(
+        &mut st.conditions,
+        Condition::new(
+            "PodScheduled",
+            ConditionStatus::False,
+            Some("Unschedulable"),
+            Some(message.clone()),
+            chrono::Utc::now(),
+        ),
+    );
+    match client.update_status(&updated).await {
+        Ok(_) => {
+            recorder
+                .record(pod, EventType::Warning, "FailedScheduling", message)
+                .await
+        }
+        Err(e) => {
+            tracing::debug!(pod = %kumo_client::cache_key(pod), error = %e, "could not record unschedulable status")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, gang: Option<(&str, usize)>, node: Option<&str>, created: i64) -> Pod {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "creationTimestamp": chrono::DateTime::from_timestamp(created, 0).unwrap()},
+            "spec": {"containers": [{"name": "c", "image": "x"}], "nodeName": node},
+        }))
+        .unwrap();
+        if let Some((g, size)) = gang {
+            p.metadata.labels.insert(LABEL_GANG.into(), g.into());
+            p.metadata
+                .annotations
+                .insert(ANNOTATION_GANG_SIZE.into(), size.to_string());
+        }
+        p
+    }
+
+    /// Describes the units of a pass, one string each: `pod` or `gang name size/members/bound`.
+    fn check(all: &[Pod], expected: &[&str]) {
+        let pending: Vec<&Pod> = all.iter().filter(|p| is_pending(p)).collect();
+        let got: Vec<String> = units(&pending, all)
+            .iter()
+            .map(|u| match u {
+                Unit::Single(p) => p.metadata.name.clone(),
+                Unit::Gang {
+                    name,
+                    size,
+                    members,
+                    bound,
+                } => format!("gang {name} {size}/{}/{bound}", members.len()),
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn pending_pods_group_into_gangs_oldest_first() {
+        check(
+            &[
+                pod("lone", None, None, 3),
+                pod("t-0", Some(("t", 2)), None, 1),
+                pod("t-1", Some(("t", 2)), None, 2),
+                pod("u-0", Some(("u", 3)), None, 4),
+            ],
+            &["gang t 2/2/0", "lone", "gang u 3/1/0"],
+        );
+        // A gang with a bound member was committed: its other members go alone.
+        check(
+            &[
+                pod("v-0", Some(("v", 2)), Some("n1"), 1),
+                pod("v-1", Some(("v", 2)), None, 2),
+            ],
+            &["v-1"],
+        );
     }
 }
