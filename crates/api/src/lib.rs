@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod meta;
+pub mod mltask;
 pub mod namespace;
 pub mod node;
 pub mod object;
@@ -16,6 +17,7 @@ pub mod validation;
 
 pub use event::{Event, EventSource};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Time};
+pub use mltask::{MLTask, Queue};
 pub use namespace::Namespace;
 pub use node::Node;
 pub use object::{kind_by_name, kind_by_plural, kind_by_type, kinds, KindInfo, Resource};
@@ -31,3 +33,5 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(test)]
 mod admission_tests;
+#[cfg(test)]
+mod mltask_tests;

@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{Event, Namespace, Node, Pod};
+use crate::{Event, MLTask, Namespace, Node, Pod, Queue};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -115,6 +115,18 @@ resource!(
     false,
     |_, _| {}
 );
+resource!(
+    MLTask,
+    "kumo.dev",
+    "v1",
+    "MLTask",
+    "mltasks",
+    true,
+    |t, e| crate::mltask::validate_mltask_spec(&t.spec, e)
+);
+resource!(Queue, "kumo.dev", "v1", "Queue", "queues", false, |q, e| {
+    crate::mltask::validate_queue_spec(&q.spec, e)
+});
 resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     if ev.involved_object.name.is_empty() {
         e.add("involvedObject.name", "Required value");

@@ -1,0 +1,69 @@
+//! MLTask validation as data: a spec in, the exact field errors out.
+
+use crate::mltask::{is_contained_path, MLTask};
+use crate::object::admit;
+use serde_json::{json, Value};
+
+fn check(spec: Value, expected: &str) {
+    let task = json!({"apiVersion": "kumo.dev/v1", "kind": "MLTask", "metadata": {"name": "resnet"}, "spec": spec});
+    let got = match admit::<MLTask>(task, true) {
+        Ok(_) => "ok".to_string(),
+        Err(errors) => crate::validation::join_errors(&errors),
+    };
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn valid_tasks_get_defaults() {
+    let task = json!({"apiVersion": "kumo.dev/v1", "kind": "MLTask", "metadata": {"name": "t"},
+                      "spec": {"runtimeClassName": "process", "command": ["python", "train.py"]}});
+    let out = admit::<MLTask>(task, true).unwrap();
+    assert_eq!(out["spec"]["parallelism"], 1);
+    assert_eq!(out["spec"]["queue"], "default");
+    assert_eq!(out["spec"]["maxRetries"], 3);
+    assert_eq!(out["spec"]["resources"]["gpus"], 0);
+    check(
+        json!({"image": "127.0.0.1:5000/train:1", "command": ["python"], "parallelism": 4,
+               "resources": {"gpus": 2, "cpu": "8", "memory": "32Gi", "gpuModel": "H100"},
+               "data": {"dataset": "imagenet-mini"}, "output": {"path": "models/resnet"},
+               "scratch": {"sizeLimit": "50Gi"}, "queue": "research", "priority": 10, "maxRetries": 3,
+               "activeDeadlineSeconds": 86400}),
+        "ok",
+    );
+}
+
+#[test]
+fn bad_tasks_name_their_field() {
+    let cases = [
+        (json!({"runtimeClassName": "process", "command": ["x"], "parallelism": 0}), "spec.parallelism: Invalid value: 0: must be at least 1"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"gpus": -1}}), "spec.resources.gpus: Invalid value: -1: must be 0 or more"),
+        (json!({"command": ["x"]}), "spec.image: Required value: an image is required unless runtimeClassName is \"process\""),
+        (json!({"runtimeClassName": "process"}), "spec.command: Required value: a task without an image needs a command"),
+        (
+            json!({"runtimeClassName": "process", "command": ["x"], "output": {"path": "../../etc"}}),
+            "spec.output.path: Invalid value: \"../../etc\": must be a relative path that stays inside the output root",
+        ),
+        (json!({"runtimeClassName": "process", "command": ["x"], "data": {}}), "spec.data: Invalid value: give exactly one of dataset or hostPath"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "data": {"hostPath": "srv"}}), "spec.data.hostPath: Invalid value: \"srv\": must be an absolute path"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "queue": "Research"}), "spec.queue: Invalid value: \"Research\": must be a DNS label"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"memory": "12XB"}}), "spec.resources.memory: invalid quantity \"12XB\""),
+        (json!({"runtimeClassName": "process", "command": ["x"], "gpus": 2}), "spec.gpus: unknown field `gpus`, expected one of `image`, `runtimeClassName`, `command`, `args`, `env`, `workingDir`, `parallelism`, `resources`, `data`, `output`, `scratch`, `queue`, `priority`, `maxRetries`, `activeDeadlineSeconds`, `masterPort`, `nodeSelector`"),
+    ];
+    for (spec, expected) in cases {
+        check(spec, expected);
+    }
+}
+
+#[test]
+fn contained_paths() {
+    for (path, ok) in [
+        ("models/resnet", true),
+        ("a", true),
+        ("", false),
+        ("/abs", false),
+        ("a/../../b", false),
+        ("..", false),
+    ] {
+        assert_eq!(is_contained_path(path), ok, "{path}");
+    }
+}
