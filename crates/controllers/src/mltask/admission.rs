@@ -1,0 +1,414 @@
+//! Queue admission for MLTasks, as a pure function: which tasks start, which are preempted to
+//! give a queue back its quota, and, for every task that waits, its place in line and why.
+//!
+//! The rules (documented in the README):
+//! - Tasks are considered by priority (higher first), then by submission time. A task starts only
+//!   when its whole gang fits on the free resources at once (`place_gang`).
+//! - A queue's `gpuQuota` is guaranteed. A task may borrow idle GPUs beyond its queue's quota;
+//!   when a task within its queue's quota does not fit, borrowing tasks of other queues are
+//!   preempted, lowest priority first (newest first among equals), until it would fit.
+//! - Backfill (EASY): the first task that cannot start gets a reservation: the GPUs it would use
+//!   at the earliest time it can start, assuming running tasks end at their
+//!   `activeDeadlineSeconds`. A later task may start ahead of it only if it fits without touching
+//!   that reservation, or if its own deadline ends before the reserved start. Either way it
+//!   cannot delay the first task's start.
+
+use kumo_api::{Pod, Time};
+use kumo_scheduler::{place_gang, NodeView, Resources, Strategy};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A task as admission sees it.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    /// `namespace/name`.
+    pub key: String,
+    pub queue: String,
+    pub priority: i32,
+    pub created: Time,
+    /// One pod per replica, as the controller would create them (requests, node selector).
+    pub replicas: Vec<Pod>,
+    pub state: TaskState,
+}
+
+impl TaskView {
+    fn gpus(&self) -> i64 {
+        self.replicas
+            .iter()
+            .map(|p| (Resources::of_pod(p).gpus / 1000) as i64)
+            .sum()
+    }
+
+    fn per_replica_gpus(&self) -> i64 {
+        self.replicas
+            .first()
+            .map_or(0, |p| (Resources::of_pod(p).gpus / 1000) as i64)
+    }
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// Waiting to be admitted.
+    Pending,
+    /// Admitted: its pods hold resources on these nodes (already counted in the node views)
+    /// until it ends, at the latest at `ends_by` (its deadline; `None`: no deadline).
+    Holding {
+        nodes: Vec<String>,
+        ends_by: Option<Time>,
+        preempting: bool,
+    },
+}
+
+/// A queue and its guaranteed GPUs (`None`: no guarantee; everything it uses is borrowed).
+#[derive(Debug, Clone)]
+pub struct QueueView {
+    pub name: String,
+    pub gpu_quota: Option<i64>,
+}
+
+/// Why a task waits and where it stands in its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub position: u32,
+    pub reason: String,
+}
+
+/// What one admission pass decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Tasks to start now.
+    pub admit: Vec<String>,
+    /// Tasks to stop (gracefully) and put back in their queue, with the reason.
+    pub preempt: Vec<(String, String)>,
+    /// Every task left waiting.
+    pub waiting: BTreeMap<String, Waiting>,
+}
+
+/// Decides one admission pass. `nodes` already count every bound pod, including the pods of
+/// tasks in `Holding`.
+pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: Time) -> Decision {
+    let quota: BTreeMap<&str, Option<i64>> = queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.gpu_quota))
+        .collect();
+    let mut used: BTreeMap<&str, i64> = BTreeMap::new();
+    for t in tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Holding { .. }))
+    {
+        *used.entry(t.queue.as_str()).or_default() += t.gpus();
+    }
+    let mut views = nodes.to_vec();
+    let mut order: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.created.cmp(&b.created))
+            .then(a.key.cmp(&b.key))
+    });
+
+    let mut decision = Decision::default();
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+    let mut reservation: Option<Reservation> = None;
+    let mut preempted: BTreeSet<String> = BTreeSet::new();
+    // The first waiting task of each queue, for "waiting behind" reasons.
+    let mut ahead: BTreeMap<&str, &TaskView> = BTreeMap::new();
+
+    for task in &order {
+        let Some(task_quota) = quota.get(task.queue.as_str()).copied() else {
+            reasons.insert(
+                task.key.clone(),
+                format!(
+                    "queue {:?} does not exist: create it or submit to another queue",
+                    task.queue
+                ),
+            );
+            continue;
+        };
+        let members: Vec<&Pod> = task.replicas.iter().collect();
+        let need = task.gpus();
+        let fits_now = place_gang(&members, &views, Strategy::BinPack);
+        // Backfill: with a reservation in place, a later task must leave it alone or end first.
+        let allowed = match (&fits_now, &reservation) {
+            (Ok(_), None) => fits_now.clone().ok(),
+            (Ok(_), Some(r)) => {
+                let around = place_gang(&members, &r.apply(&views), Strategy::BinPack).ok();
+                let ends_before =
+                    task_deadline(task, now).is_some_and(|end| r.start.is_some_and(|s| end <= s));
+                around.or_else(|| ends_before.then(|| fits_now.clone().ok()).flatten())
+            }
+            (Err(_), _) => None,
+        };
+        if let Some(placement) = allowed {
+            for (pod, i) in members.iter().zip(placement) {
+                views[i].requested.add(&Resources::of_pod(pod));
+            }
+            *used.entry(task.queue.as_str()).or_default() += need;
+            decision.admit.push(task.key.clone());
+            continue;
+        }
+        let within_quota = task_quota
+            .is_some_and(|q| used.get(task.queue.as_str()).copied().unwrap_or(0) + need <= q);
+        let reason = if fits_now.is_ok() {
+            let r = reservation.as_ref().map(|r| r.owner.as_str()).unwrap_or("");
+            format!("needs {}×{} GPUs; would delay {r}, which has GPUs reserved (backfill only takes what cannot delay it)", task.replicas.len(), task.per_replica_gpus())
+        } else if within_quota {
+            match reclaim(task, tasks, &quota, &used, &views, &preempted) {
+                Some(victims) if victims.is_empty() => format!(
+                    "needs {}×{} GPUs within queue {:?}'s quota; waiting for preempted tasks to stop",
+                    task.replicas.len(),
+                    task.per_replica_gpus(),
+                    task.queue
+                ),
+                Some(victims) => {
+                    let names: Vec<String> = victims.iter().map(|v| short(v)).collect();
+                    for v in victims {
+                        let why = format!(
+                            "preempted: queue {:?} needs its quota back for {}",
+                            task.queue,
+                            short(&task.key)
+                        );
+                        preempted.insert(v.clone());
+                        decision.preempt.push((v, why));
+                    }
+                    format!(
+                        "needs {}×{} GPUs within queue {:?}'s quota; reclaiming them from {}",
+                        task.replicas.len(),
+                        task.per_replica_gpus(),
+                        task.queue,
+                        names.join(", ")
+                    )
+                }
+                None => blocked_reason(task, &views, ahead.get(task.queue.as_str()).copied()),
+            }
+        } else {
+            blocked_reason(task, &views, ahead.get(task.queue.as_str()).copied())
+        };
+        if reservation.is_none() && fits_now.is_err() {
+            reservation = reserve(task, tasks, nodes, now);
+        }
+        ahead.entry(task.queue.as_str()).or_insert(task);
+        reasons.insert(task.key.clone(), reason);
+    }
+
+    // Positions count per queue, in admission order, among the tasks still waiting.
+    let mut position: BTreeMap<&str, u32> = BTreeMap::new();
+    for task in &order {
+        if let Some(reason) = reasons.remove(&task.key) {
+            let p = position.entry(task.queue.as_str()).or_default();
+            *p += 1;
+            decision.waiting.insert(
+                task.key.clone(),
+                Waiting {
+                    position: *p,
+                    reason,
+                },
+            );
+        }
+    }
+    decision
+}
+
+fn short(key: &str) -> String {
+    key.rsplit('/').next().unwrap_or(key).to_string()
+}
+
+fn task_deadline(task: &TaskView, now: Time) -> Option<Time> {
+    // A pending task's deadline runs from when it would start: now.
+    let seconds = task
+        .replicas
+        .first()
+        .and_then(|p| p.metadata.annotations.get(ANNOTATION_DEADLINE))
+        .and_then(|s| s.parse::<i64>().ok())?;
+    Some(now + chrono::Duration::seconds(seconds))
+}
+
+/// Annotation on replica pods carrying the task's `activeDeadlineSeconds` (admission reads it).
+pub const ANNOTATION_DEADLINE: &str = "kumo.dev/active-deadline-seconds";
+
+/// "needs 4×2 GPUs; free: node-a 3, node-b 2; waiting behind resnet-old (priority 20)".
+fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>) -> String {
+    let per = task.per_replica_gpus();
+    let largest = views
+        .iter()
+        .map(|v| v.allocatable.gpus / 1000)
+        .max()
+        .unwrap_or(0) as i64;
+    if per > largest {
+        return format!(
+            "needs {}×{per} GPUs, but no node has {per} GPUs (the largest has {largest}): it cannot start until such a node joins",
+            task.replicas.len()
+        );
+    }
+    let free: Vec<String> = views
+        .iter()
+        .filter(|v| v.allocatable.gpus > 0)
+        .map(|v| {
+            format!(
+                "{} {}",
+                v.name,
+                (v.allocatable.gpus - v.requested.gpus).max(0) / 1000
+            )
+        })
+        .collect();
+    let mut reason = if per > 0 {
+        format!(
+            "needs {}×{per} GPUs; free: {}",
+            task.replicas.len(),
+            if free.is_empty() {
+                "none".into()
+            } else {
+                free.join(", ")
+            }
+        )
+    } else {
+        let members: Vec<&Pod> = task.replicas.iter().collect();
+        match place_gang(&members, views, Strategy::BinPack) {
+            Err(why) => format!("needs {} replica(s): {}", task.replicas.len(), why.message),
+            Ok(_) => format!("needs {} replica(s)", task.replicas.len()),
+        }
+    };
+    if let Some(a) = ahead {
+        reason.push_str(&format!(
+            "; waiting behind {} (priority {})",
+            short(&a.key),
+            a.priority
+        ));
+    }
+    reason
+}
+
+/// The GPUs the first blocked task will use when it can start.
+struct Reservation {
+    owner: String,
+    /// When it can start (`None`: only when a task without a deadline ends).
+    start: Option<Time>,
+    /// Per node, the resources held for it.
+    held: Vec<(usize, Resources)>,
+}
+
+impl Reservation {
+    /// Node views with the reserved resources taken.
+    fn apply(&self, views: &[NodeView]) -> Vec<NodeView> {
+        let mut v = views.to_vec();
+        for (i, r) in &self.held {
+            v[*i].requested.add(r);
+        }
+        v
+    }
+}
+
+/// Finds when and where `task` could start if holding tasks ended at their deadlines, earliest first.
+fn reserve(
+    task: &TaskView,
+    tasks: &[TaskView],
+    nodes: &[NodeView],
+    now: Time,
+) -> Option<Reservation> {
+    let members: Vec<&Pod> = task.replicas.iter().collect();
+    let mut holders: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Holding { .. }))
+        .collect();
+    holders.sort_by_key(|t| match &t.state {
+        TaskState::Holding { ends_by, .. } => (ends_by.is_none(), *ends_by),
+        TaskState::Pending => (true, None),
+    });
+    let mut views = nodes.to_vec();
+    let mut start = Some(now);
+    for holder in std::iter::once(None).chain(holders.iter().map(Some)) {
+        if let Some(h) = holder {
+            release(&mut views, h);
+            start = match &h.state {
+                TaskState::Holding { ends_by, .. } => *ends_by,
+                TaskState::Pending => None,
+            };
+        }
+        if let Ok(placement) = place_gang(&members, &views, Strategy::BinPack) {
+            let held = members
+                .iter()
+                .zip(placement)
+                .map(|(p, i)| (i, Resources::of_pod(p)))
+                .collect();
+            return Some(Reservation {
+                owner: short(&task.key),
+                start,
+                held,
+            });
+        }
+    }
+    None
+}
+
+/// Takes a holding task's pods off the node views.
+fn release(views: &mut [NodeView], task: &TaskView) {
+    if let TaskState::Holding { nodes, .. } = &task.state {
+        for (pod, node) in task.replicas.iter().zip(nodes) {
+            if let Some(v) = views.iter_mut().find(|v| &v.name == node) {
+                let r = Resources::of_pod(pod);
+                v.requested.cpu -= r.cpu;
+                v.requested.memory -= r.memory;
+                v.requested.gpus -= r.gpus;
+                v.requested.pods -= r.pods;
+            }
+        }
+    }
+}
+
+/// Borrowing tasks to preempt, lowest priority first, until `task` would fit; `None` if even
+/// all of them would not make room.
+fn reclaim(
+    task: &TaskView,
+    tasks: &[TaskView],
+    quota: &BTreeMap<&str, Option<i64>>,
+    used: &BTreeMap<&str, i64>,
+    views: &[NodeView],
+    already: &BTreeSet<String>,
+) -> Option<Vec<String>> {
+    let over_quota =
+        |q: &str| used.get(q).copied().unwrap_or(0) > quota.get(q).copied().flatten().unwrap_or(0);
+    let mut candidates: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| t.queue != task.queue && over_quota(&t.queue) && !already.contains(&t.key))
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Holding {
+                    preempting: false,
+                    ..
+                }
+            )
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.created.cmp(&a.created)));
+    let members: Vec<&Pod> = task.replicas.iter().collect();
+    let mut trial = views.to_vec();
+    // Tasks already on their way out free their resources too.
+    for t in tasks.iter().filter(|t| {
+        matches!(
+            t.state,
+            TaskState::Holding {
+                preempting: true,
+                ..
+            }
+        )
+    }) {
+        release(&mut trial, t);
+    }
+    if place_gang(&members, &trial, Strategy::BinPack).is_ok() {
+        // Enough is already being given back: wait for it, preempt nobody else.
+        return Some(Vec::new());
+    }
+    let mut victims = Vec::new();
+    for c in candidates {
+        release(&mut trial, c);
+        victims.push(c.key.clone());
+        if place_gang(&members, &trial, Strategy::BinPack).is_ok() {
+            return Some(victims);
+        }
+    }
+    None
+}
