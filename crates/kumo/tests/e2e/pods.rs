@@ -446,3 +446,75 @@ fn completion_scripts_are_printed() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+fn gang_pod(name: &str, gang: &str, size: usize, gpus: i64) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{kumo.dev/gang: {gang}}}\n  annotations: {{kumo.dev/gang-size: \"{size}\"}}\nspec:\n  runtimeClassName: process\n  restartPolicy: Never\n  containers:\n  - name: main\n    command: [\"true\"]\n    resources:\n      limits: {{nvidia.com/gpu: {gpus}}}\n"
+    )
+}
+
+fn scheduled_message(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "PodScheduled"))
+        .and_then(|c| c.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gangs_start_whole_or_not_at_all() {
+    let c = Cluster::up(&["--fake-gpus", "3"]);
+    let client = c.client();
+    // 2 x 2 GPUs on a node with 3: neither member may take GPUs while the other cannot.
+    let f = c.write(
+        "big.yaml",
+        &format!(
+            "{}---\n{}",
+            gang_pod("big-0", "big", 2, 2),
+            gang_pod("big-1", "big", 2, 2)
+        ),
+    );
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let expected = "gang of 2: only 1 replica(s) fit together: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu";
+    for name in ["big-0", "big-1"] {
+        let p = wait_pod(&client, "default", name, T, |p| {
+            scheduled_message(p).as_deref() == Some(expected)
+        })
+        .await;
+        assert_eq!(p.spec.node_name, None);
+    }
+    // A gang of 3 x 1 GPU waits for its last member, then runs whole.
+    let f = c.write(
+        "small.yaml",
+        &format!(
+            "{}---\n{}",
+            gang_pod("s-0", "s", 3, 1),
+            gang_pod("s-1", "s", 3, 1)
+        ),
+    );
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let waiting = "waiting for the rest of gang s: 2 of 3 pods exist";
+    wait_pod(&client, "default", "s-1", T, |p| {
+        scheduled_message(p).as_deref() == Some(waiting)
+    })
+    .await;
+    let f = c.write("last.yaml", &gang_pod("s-2", "s", 3, 1));
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    for name in ["s-0", "s-1", "s-2"] {
+        wait_pod(&client, "default", name, T, |p| {
+            phase(p) == Some(PodPhase::Succeeded)
+        })
+        .await;
+    }
+    // The big gang still holds nothing.
+    let p: Pod = client.get("default", "big-0").await.unwrap();
+    assert_eq!(p.spec.node_name, None);
+}
