@@ -86,6 +86,7 @@ mod tests {
             terminated: None,
             last_terminated: None,
             oom_kills_at_start: None,
+            runtime_id: None,
         }
     }
 
@@ -145,6 +146,7 @@ mod tests {
             code: Some(3),
             signal: None,
             start_error: None,
+            oom_killed: false,
             finished_at: t(8),
         };
 

@@ -2,18 +2,23 @@
 
 use crate::cgroup::Cgroups;
 use crate::config::AgentConfig;
+use crate::config::{find_runtime, DEFAULT_RUNSC_ARGS};
 use crate::error::AgentError;
 use crate::gpu::{FakeGpus, GpuDiscovery, NvmlGpus};
+use crate::images::{RootfsProvider, StoreImages};
 use crate::logs::{router, LogService};
 use crate::model::SyncParams;
 use crate::node::{HostFacts, NodeAgent, NodeIdentity};
-use crate::runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, ShimCommand};
-use crate::sync::PodWorker;
+use crate::runtime::oci::OciRuntimeConfig;
+use crate::runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, Runtimes, ShimCommand};
+use crate::sandbox::{CniNetwork, NetworkProvider, NoNetwork, Sandboxes};
+use crate::sync::{OciParts, PodWorker};
 use crate::sys::RealSys;
+use kumo_api::pod::{RUNTIME_RUNC, RUNTIME_RUNSC};
 use kumo_api::Pod;
 use kumo_client::{Change, Client, Informer, ListParams, WorkQueue};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -37,16 +42,9 @@ pub async fn run(
     })?;
 
     let (runtime_tx, mut runtime_events) = mpsc::unbounded_channel();
-    let process = ProcessRuntime::open(
-        ProcessRuntimeConfig {
-            data_dir: config.data_dir.clone(),
-            shim: ShimCommand::kumo(&config.shim_exe),
-            cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
-            sys: Arc::new(RealSys),
-        },
-        runtime_tx,
-    )?;
-    let runtime: Arc<dyn Runtime> = Arc::new(process);
+    let (runtimes, oci) = open_runtimes(&config, runtime_tx)?;
+    let classes = runtimes.classes();
+    let runtime: Arc<dyn Runtime> = Arc::new(runtimes);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -92,7 +90,7 @@ pub async fn run(
             labels: config.labels.clone(),
             address: config.advertise_address.clone(),
             port,
-            runtime_classes: vec![runtime.name().to_string()],
+            runtime_classes: classes.clone(),
         },
         facts: HostFacts::read(),
         gpus,
@@ -105,7 +103,7 @@ pub async fn run(
     let params = SyncParams {
         node_name: config.node_name.clone(),
         host_ip: config.advertise_address.clone(),
-        runtime_classes: vec![runtime.name().to_string()],
+        runtime_classes: classes,
         backoff_base: config.backoff_base,
     };
     let mut worker = PodWorker::new(
@@ -114,7 +112,8 @@ pub async fn run(
         queue.clone(),
         runtime.clone(),
         params,
-    );
+    )
+    .with_oci(oci);
 
     tokio::pin!(shutdown);
     tokio::select! {
@@ -139,6 +138,110 @@ pub async fn run(
         }
     }
     stop(tasks, &runtime, &stop_tx)
+}
+
+/// The node's runtimes: `runc` and `runsc` where installed, then `process`; and what OCI pods
+/// share (the image store, the pod sandboxes).
+fn open_runtimes(
+    config: &AgentConfig,
+    events: mpsc::UnboundedSender<crate::runtime::RuntimeEvent>,
+) -> Result<(Runtimes, OciParts), AgentError> {
+    let cc = &config.containers;
+    let io = |path: &Path, source: std::io::Error| AgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let registries = kumo_image::Registries::load_default()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read registry credentials; pulling anonymously");
+            kumo_image::Registries::new()
+        })
+        .with_insecure(cc.insecure_registries.clone());
+    let images_dir = config.data_dir.join("images");
+    let store = kumo_image::ImageStore::open_with(&images_dir, registries).map_err(|e| {
+        AgentError::Config(format!(
+            "cannot open the image store {}: {e}",
+            images_dir.display()
+        ))
+    })?;
+    let images: Arc<dyn RootfsProvider> = Arc::new(StoreImages(store));
+    let network: Arc<dyn NetworkProvider> = if cc.no_pod_network {
+        Arc::new(NoNetwork)
+    } else {
+        let mut net = kumo_net::NetworkConfig::new(config.data_dir.join("net"));
+        if let Some(cidr) = &cc.pod_cidr {
+            net.pod_cidr = cidr.clone();
+        }
+        if let Some(bridge) = &cc.bridge {
+            net.bridge = bridge.clone();
+        }
+        net.node_name = config.node_name.clone();
+        let networks = kumo_net::PodNetworks::new(net)
+            .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;
+        Arc::new(CniNetwork(networks))
+    };
+    let sandbox_dir = config.data_dir.join("sandboxes");
+    std::fs::create_dir_all(&sandbox_dir).map_err(|e| io(&sandbox_dir, e))?;
+    let sandboxes = Arc::new(Sandboxes::new(
+        sandbox_dir,
+        network,
+        cc.allowed_host_paths.clone(),
+    ));
+    let shim = ShimCommand::kumo(&config.shim_exe);
+    let sys: Arc<dyn crate::sys::Sys> = Arc::new(RealSys);
+    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+    let runsc_args: Vec<String> = if cc.runsc_args.is_empty() {
+        DEFAULT_RUNSC_ARGS.iter().map(|s| s.to_string()).collect()
+    } else {
+        cc.runsc_args.clone()
+    };
+    for (class, configured, extra_args) in [
+        (RUNTIME_RUNC, cc.runc.as_ref(), Vec::new()),
+        (RUNTIME_RUNSC, cc.runsc.as_ref(), runsc_args),
+    ] {
+        let Some(binary) = find_runtime(class, configured) else {
+            tracing::info!(
+                runtime = class,
+                "not installed; pods of this runtime class will wait with RuntimeClassNotFound"
+            );
+            continue;
+        };
+        tracing::info!(runtime = class, binary = %binary.display(), "OCI runtime found");
+        let rt = crate::runtime::oci::open(
+            OciRuntimeConfig {
+                class,
+                data_dir: config.data_dir.join(class),
+                binary,
+                extra_args,
+                shim: shim.clone(),
+                sys: sys.clone(),
+                images: images.clone(),
+                sandboxes: sandboxes.clone(),
+                allow_privileged: cc.allow_privileged,
+                cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            },
+            events.clone(),
+        )?;
+        runtimes.push(Arc::new(rt));
+    }
+    let process = ProcessRuntime::open(
+        ProcessRuntimeConfig {
+            data_dir: config.data_dir.clone(),
+            shim,
+            cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
+            sys,
+        },
+        events,
+    )?;
+    runtimes.push(Arc::new(process));
+    Ok((
+        Runtimes::new(runtimes),
+        OciParts {
+            images,
+            sandboxes,
+            pulls: Arc::default(),
+        },
+    ))
 }
 
 fn stop(

@@ -259,6 +259,48 @@ impl Cgroups {
     }
 }
 
+/// The memory cgroup directory of a container under the hierarchy mounted at `root`, as an
+/// OCI runtime makes it for `cgroupsPath` `/kumo/<uid>/<container>`.
+pub fn memory_dir(root: &Path, uid: &str, container: &str) -> PathBuf {
+    let base = if root.join("cgroup.controllers").is_file() {
+        root.to_path_buf()
+    } else {
+        root.join("memory")
+    };
+    base.join("kumo").join(uid).join(container)
+}
+
+/// Removes `kumo/<uid>` (and its empty children) from every hierarchy mounted under `root`:
+/// an OCI runtime makes the container's cgroup in all of them (cpuset, pids, devices, ...)
+/// and removes only the leaf. Best effort; a cgroup still holding a process stays.
+pub fn remove_pod_everywhere(root: &Path, uid: &str) {
+    let mut hierarchies = vec![root.to_path_buf()];
+    hierarchies.extend(
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path()),
+    );
+    for h in hierarchies {
+        let pod_dir = h.join("kumo").join(uid);
+        if !pod_dir.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&pod_dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Err(e) = std::fs::remove_dir(entry.path()) {
+                    tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove cgroup");
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&pod_dir) {
+            tracing::debug!(path = %pod_dir.display(), error = %e, "cannot remove cgroup");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

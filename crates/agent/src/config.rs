@@ -31,4 +31,48 @@ pub struct AgentConfig {
     pub shim_exe: PathBuf,
     /// The agent's API token; the log endpoint requires it as a bearer token.
     pub token: String,
+    /// How OCI containers are run.
+    pub containers: ContainerConfig,
+}
+
+/// The OCI runtimes, images, pod network and what the node allows pods to do.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerConfig {
+    /// The runc binary; `None` looks for `runc` on `PATH`, `/usr/sbin` and `/usr/bin`.
+    pub runc: Option<PathBuf>,
+    /// The runsc (gVisor) binary; `None` looks for it likewise.
+    pub runsc: Option<PathBuf>,
+    /// runsc's global flags; empty means [`DEFAULT_RUNSC_ARGS`].
+    pub runsc_args: Vec<String>,
+    /// Registries reached over plain HTTP besides loopback ones (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
+    /// Host paths under which hostPath volumes are allowed (`--allow-host-path`).
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Whether privileged containers may run (`--allow-privileged`).
+    pub allow_privileged: bool,
+    /// The pod network's CIDR (`--pod-cidr`); `None` for kumo-net's default (10.88.0.0/16).
+    pub pod_cidr: Option<String>,
+    /// The pod network's bridge; `None` for kumo-net's default (`kumo0`).
+    pub bridge: Option<String>,
+    /// Run OCI pods without a pod network (each container gets an empty namespace).
+    pub no_pod_network: bool,
+}
+
+/// runsc's flags on these machines: the ptrace platform (KVM hangs here; systrap is newer than
+/// the packaged runsc) and the host network stack inside the pod's namespace (the packaged
+/// runsc's own stack refuses to start on kernels that expose `/proc/sys/net/core/rmem_default`
+/// in every namespace: "cannot run with network enabled in root network namespace").
+pub const DEFAULT_RUNSC_ARGS: [&str; 2] = ["--platform=ptrace", "--network=host"];
+
+/// The OCI runtime binary `name`: `configured`, else the first found on `PATH`, `/usr/sbin`,
+/// `/usr/bin`.
+pub fn find_runtime(name: &str, configured: Option<&PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = configured {
+        return p.is_file().then(|| p.clone());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -87,5 +87,6 @@ pub fn actual(states: &[(&str, ContainerRuntimeState)]) -> PodRuntimeState {
             .iter()
             .map(|(n, s)| (n.to_string(), s.clone()))
             .collect(),
+        ..Default::default()
     }
 }

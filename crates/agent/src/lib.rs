@@ -1,5 +1,5 @@
 //! The kumo node agent (kubelet-like): registers the node, runs its pods' containers through a
-//! runtime (`process` today), reports their status, and serves their logs.
+//! runtime (`runc`, `runsc` or `process`), reports their status, and serves their logs.
 //!
 //! The decisions are pure (`plan`, `status::pod_status`, `adopt::decide`, `cgroup::settings`);
 //! the kernel and the API are at the edges (`runtime`, `sys`, `sync`, `node`, `logs`).
@@ -12,13 +12,17 @@ pub mod cgroup;
 pub mod config;
 pub mod error;
 pub mod gpu;
+pub mod images;
 pub mod layout;
 pub mod logs;
 pub mod model;
+pub mod mounts;
 pub mod node;
 pub mod plan;
+pub mod pulls;
 pub mod record;
 pub mod runtime;
+pub mod sandbox;
 pub mod shim;
 pub mod status;
 pub mod sync;

@@ -9,6 +9,17 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodRuntimeState {
     pub containers: BTreeMap<String, ContainerRuntimeState>,
+    /// Why containers that have not run yet are waiting (image pulls, refused configs), by name.
+    pub waiting: BTreeMap<String, Waiting>,
+    /// The pod's own IP (OCI pods on a pod network).
+    pub pod_ip: Option<String>,
+}
+
+/// A waiting reason and message (`ErrImagePull`, `CreateContainerConfigError`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: Option<String>,
 }
 
 impl PodRuntimeState {

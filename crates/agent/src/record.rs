@@ -49,6 +49,9 @@ pub struct ContainerRecord {
     /// The memory cgroup's OOM-kill counter when this run started (to tell an OOM kill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kills_at_start: Option<u64>,
+    /// `runc://ID` or `runsc://ID` for a container run by an OCI runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
 }
 
 impl ContainerRecord {
@@ -62,7 +65,10 @@ impl ContainerRecord {
                 },
             },
             last_terminated: self.last_terminated.clone(),
-            id: self.pid.map(|p| format!("process://{p}")),
+            id: self
+                .runtime_id
+                .clone()
+                .or_else(|| self.pid.map(|p| format!("process://{p}"))),
         }
     }
 }
@@ -80,6 +86,9 @@ pub struct ExitRecord {
     /// Why it could not be started at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_error: Option<String>,
+    /// The kernel's OOM killer ended it (its memory cgroup counted a kill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
     pub finished_at: Time,
 }
 
@@ -97,6 +106,11 @@ impl ExitRecord {
             (None, Some(0), None) => (0, None, "Completed", None),
             (None, Some(code), None) => (code, None, "Error", None),
             (None, None, None) => (255, None, "Unknown", None),
+        };
+        let reason = if self.oom_killed && self.start_error.is_none() {
+            "OOMKilled"
+        } else {
+            reason
         };
         ContainerStateTerminated {
             exit_code,
@@ -143,6 +157,7 @@ mod tests {
             code,
             signal,
             start_error: start_error.map(str::to_string),
+            oom_killed: false,
             finished_at: t(9),
         }
     }
@@ -154,6 +169,15 @@ mod tests {
             (exit(Some(3), None, None), 3, None, "Error"),
             (exit(None, Some(9), None), 137, Some(9), "Error"),
             (exit(None, Some(15), None), 143, Some(15), "Error"),
+            (
+                ExitRecord {
+                    oom_killed: true,
+                    ..exit(Some(137), None, None)
+                },
+                137,
+                None,
+                "OOMKilled",
+            ),
             (
                 exit(None, None, Some("exec foo: not found")),
                 128,
@@ -189,6 +213,7 @@ mod tests {
             terminated: None,
             last_terminated: Some(exit(Some(1), None, None).terminated(Some(t(1)))),
             oom_kills_at_start: Some(0),
+            runtime_id: None,
         };
         write_json(&path, &rec).expect("write");
         assert_eq!(

@@ -8,6 +8,9 @@
 //! (`kumo-shim: pid N` or `kumo-shim: error MSG`), waits for it, kills what is left of its
 //! group, and writes how it ended to the exit file. Because the shim outlives the agent, a
 //! restarted agent still learns the exit status of containers it did not start.
+//!
+//! With `--runtime` the shim drives an OCI runtime instead (see [`oci`]): `create` then `start`
+//! of the bundle, as the containers' subreaper, so it waits for the container itself.
 
 use crate::record::{write_json, ExitRecord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -20,7 +23,7 @@ use std::process::{Command, Stdio};
 pub const HANDSHAKE_PREFIX: &str = "kumo-shim: ";
 
 /// Arguments of `kumo shim` (internal).
-#[derive(clap::Args, Debug, Clone, PartialEq)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct ShimArgs {
     /// Where to write how the container ended (JSON)
     #[arg(long)]
@@ -34,8 +37,20 @@ pub struct ShimArgs {
     /// A cgroup directory the container joins (repeatable)
     #[arg(long = "cgroup")]
     pub cgroups: Vec<PathBuf>,
-    /// The container's command and arguments, after `--`
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// The OCI runtime binary (runc, runsc) that runs the bundle, instead of a command
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
+    /// A global argument of the OCI runtime, before its subcommand (repeatable)
+    #[arg(long = "runtime-arg", allow_hyphen_values = true)]
+    pub runtime_args: Vec<String>,
+    /// The OCI bundle directory (with `--runtime`)
+    #[arg(long, requires = "runtime")]
+    pub bundle: Option<PathBuf>,
+    /// The OCI container id (with `--runtime`)
+    #[arg(long, requires = "runtime")]
+    pub id: Option<String>,
+    /// The container's command and arguments, after `--` (without `--runtime`)
+    #[arg(last = true, required_unless_present = "runtime", num_args = 1..)]
     pub command: Vec<String>,
 }
 
@@ -54,8 +69,26 @@ impl ShimArgs {
             out.push("--cgroup".into());
             out.push(c.clone().into());
         }
-        out.push("--".into());
-        out.extend(self.command.iter().map(Into::into));
+        if let Some(rt) = &self.runtime {
+            out.push("--runtime".into());
+            out.push(rt.clone().into());
+        }
+        for a in &self.runtime_args {
+            // `=` keeps a value that starts with `-` from reading as a flag.
+            out.push(format!("--runtime-arg={a}").into());
+        }
+        if let Some(b) = &self.bundle {
+            out.push("--bundle".into());
+            out.push(b.clone().into());
+        }
+        if let Some(id) = &self.id {
+            out.push("--id".into());
+            out.push(id.into());
+        }
+        if !self.command.is_empty() {
+            out.push("--".into());
+            out.extend(self.command.iter().map(Into::into));
+        }
         out
     }
 }
@@ -69,6 +102,9 @@ pub fn run(args: ShimArgs) -> u8 {
     set.add(Signal::SIGHUP);
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 
+    if let Some(runtime) = &args.runtime {
+        return oci::run(&args, runtime);
+    }
     match spawn(&args) {
         Ok(child) => supervise(&args, child),
         Err(message) => {
@@ -77,6 +113,7 @@ pub fn run(args: ShimArgs) -> u8 {
                 code: None,
                 signal: None,
                 start_error: Some(message),
+                oom_killed: false,
                 finished_at: chrono::Utc::now(),
             };
             if write_json(&args.exit_file, &rec).is_err() {
@@ -123,12 +160,14 @@ fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
             code: status.code(),
             signal: status.signal(),
             start_error: None,
+            oom_killed: false,
             finished_at: chrono::Utc::now(),
         },
         Err(_) => ExitRecord {
             code: None,
             signal: None,
             start_error: None,
+            oom_killed: false,
             finished_at: chrono::Utc::now(),
         },
     };
@@ -145,13 +184,13 @@ fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
 }
 
 /// Tells the agent how the start went; an agent that stopped listening is no error.
-fn handshake(line: &str) {
+pub(crate) fn handshake(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(format!("{HANDSHAKE_PREFIX}{line}\n").as_bytes());
     let _ = out.flush();
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     std::fs::write(&tmp, bytes)?;
@@ -177,6 +216,8 @@ pub fn parse_handshake(line: &str) -> Option<Handshake> {
         .map(|m| Handshake::Error(m.to_string()))
 }
 
+mod oci;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,10 +237,29 @@ mod tests {
             pid_file: "/d/pid".into(),
             cgroups: vec!["/cg/cpu/x".into(), "/cg/memory/x".into()],
             command: vec!["sh".into(), "-c".into(), "echo --log-file; exit 3".into()],
+            ..ShimArgs::default()
         };
         let mut argv: Vec<std::ffi::OsString> = vec!["shim".into()];
         argv.extend(args.to_args());
         assert_eq!(Cli::try_parse_from(argv).expect("parses").shim, args);
+        let oci = ShimArgs {
+            exit_file: "/d/exit.json".into(),
+            log_file: "/d/0.log".into(),
+            pid_file: "/d/pid".into(),
+            cgroups: vec!["/cg/memory/kumo/u/c".into()],
+            runtime: Some("/usr/sbin/runc".into()),
+            runtime_args: vec![
+                "--root".into(),
+                "/d/state".into(),
+                "--platform=ptrace".into(),
+            ],
+            bundle: Some("/d/bundle".into()),
+            id: Some("u_c_0".into()),
+            command: vec![],
+        };
+        let mut argv: Vec<std::ffi::OsString> = vec!["shim".into()];
+        argv.extend(oci.to_args());
+        assert_eq!(Cli::try_parse_from(argv).expect("parses").shim, oci);
         assert!(Cli::try_parse_from([
             "shim",
             "--exit-file",

@@ -2,7 +2,7 @@
 
 use crate::backoff::{backoff_delay, format_duration};
 use crate::model::{ContainerRuntimeState, PodRuntimeState, RunState, SyncParams};
-use crate::plan::{runtime_class_problem, will_restart};
+use crate::plan::{is_process_pod, runtime_class_problem, will_restart};
 use kumo_api::meta::set_condition;
 use kumo_api::pod::{
     ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, PodStatus,
@@ -33,7 +33,11 @@ pub fn pod_status(
         message: None,
         reason: None,
         host_ip: Some(params.host_ip.clone()),
-        pod_ip: Some(params.host_ip.clone()),
+        pod_ip: if is_process_pod(pod) {
+            Some(params.host_ip.clone())
+        } else {
+            actual.pod_ip.clone()
+        },
         start_time: old.start_time.or(Some(now)),
         container_statuses: Vec::new(),
     };
@@ -77,7 +81,10 @@ pub fn pod_status(
             let mut cs = match actual.containers.get(&c.name) {
                 None => ContainerStatus {
                     name: c.name.clone(),
-                    state: waiting(REASON_CREATING, None),
+                    state: match actual.waiting.get(&c.name) {
+                        Some(w) => waiting(&w.reason, w.message.clone()),
+                        None => waiting(REASON_CREATING, None),
+                    },
                     ..Default::default()
                 },
                 Some(state) => container_status(pod, &c.name, state, params),

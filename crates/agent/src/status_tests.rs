@@ -196,3 +196,45 @@ fn unavailable_runtime_class_is_a_clear_pending_status() {
     let ready = find_condition(&s.conditions, "Ready").expect("ready");
     assert_eq!(ready.message.as_deref(), Some(msg));
 }
+
+#[test]
+fn oci_pods_show_waiting_reasons_and_their_own_ip() {
+    let mut p = pod(RestartPolicy::Always, &["a", "b"]);
+    p.spec.runtime_class_name = Some("runc".into());
+    let mut params = params();
+    params.runtime_classes = vec!["runc".into(), "process".into()];
+    let mut a = actual(&[]);
+    a.waiting.insert(
+        "a".into(),
+        crate::model::Waiting {
+            reason: "ErrImagePull".into(),
+            message: Some("manifest unknown".into()),
+        },
+    );
+    let status = pod_status(&p, &a, t(1), &params);
+    let w = |i: usize| {
+        status.container_statuses[i]
+            .state
+            .waiting
+            .clone()
+            .expect("waiting")
+    };
+    assert_eq!(
+        (w(0).reason.as_deref(), w(0).message.as_deref()),
+        (Some("ErrImagePull"), Some("manifest unknown"))
+    );
+    assert_eq!(w(1).reason.as_deref(), Some("ContainerCreating"));
+    assert_eq!(status.phase, PodPhase::Pending);
+    // No pod network yet: no pod IP (a process pod has the host's).
+    assert_eq!(status.pod_ip, None);
+    a.pod_ip = Some("10.88.0.7".into());
+    assert_eq!(
+        pod_status(&p, &a, t(1), &params).pod_ip.as_deref(),
+        Some("10.88.0.7")
+    );
+    p.spec.runtime_class_name = Some("process".into());
+    assert_eq!(
+        pod_status(&p, &a, t(1), &params).pod_ip.as_deref(),
+        Some("127.0.0.1")
+    );
+}

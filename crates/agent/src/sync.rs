@@ -1,9 +1,12 @@
 //! The pod worker: reconciles one pod key at a time, acting out `plan` and writing `pod_status`.
 
-use crate::model::SyncParams;
-use crate::plan::{plan, Action};
+use crate::images::RootfsProvider;
+use crate::model::{SyncParams, Waiting};
+use crate::plan::{is_process_pod, plan, Action};
+use crate::pulls::{decide, PullStep, PullTable, REASON_ERR_IMAGE_PULL};
 use crate::record::PodRecord;
 use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
+use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{ObjectMeta, Pod};
@@ -14,6 +17,16 @@ use std::time::Duration;
 
 /// Grace period for containers of a pod that vanished from the API without one.
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+/// Waiting reason of a container whose configuration this node refuses to run.
+pub const REASON_CONFIG_ERROR: &str = "CreateContainerConfigError";
+
+/// What OCI pods need besides their runtime: images and sandboxes.
+#[derive(Clone)]
+pub struct OciParts {
+    pub images: Arc<dyn RootfsProvider>,
+    pub sandboxes: Arc<Sandboxes>,
+    pub pulls: Arc<Mutex<PullTable>>,
+}
 
 /// Why one reconcile failed (it is retried with back-off).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +52,9 @@ pub struct PodWorker {
     /// Grace periods of pods seen deleted from the API, by uid.
     gone_grace: BTreeMap<String, Duration>,
     failures: BTreeMap<String, u32>,
+    oci: Option<OciParts>,
+    /// Why not-yet-started containers wait, by pod uid and container name.
+    waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
 }
 
 impl PodWorker {
@@ -61,6 +77,27 @@ impl PodWorker {
             backoff_announced: BTreeSet::new(),
             gone_grace: BTreeMap::new(),
             failures: BTreeMap::new(),
+            oci: None,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Lets the worker run OCI pods: pull their images and make their sandboxes.
+    pub fn with_oci(mut self, oci: OciParts) -> Self {
+        self.oci = Some(oci);
+        self
+    }
+
+    fn set_waiting(&mut self, uid: &str, container: &str, w: Waiting) {
+        self.waiting
+            .entry(uid.to_string())
+            .or_default()
+            .insert(container.to_string(), w);
+    }
+
+    fn clear_waiting(&mut self, uid: &str, container: &str) {
+        if let Some(m) = self.waiting.get_mut(uid) {
+            m.remove(container);
         }
     }
 
@@ -71,6 +108,11 @@ impl PodWorker {
         }
         for rec in self.runtime.pods() {
             self.queue.add(rec.key());
+        }
+        if let Some(oci) = &self.oci {
+            for rec in oci.sandboxes.pods() {
+                self.queue.add(rec.key());
+            }
         }
     }
 
@@ -144,6 +186,22 @@ impl PodWorker {
                 self.stop_orphan(&rec).await?;
             }
         }
+        // A sandbox whose pod is gone and whose containers are all gone too.
+        if let Some(oci) = self.oci.clone() {
+            for rec in oci.sandboxes.pods() {
+                if rec.key() == key
+                    && Some(&rec.uid) != current_uid.as_ref()
+                    && !self.runtime.has_pod(&rec.uid)
+                {
+                    tracing::info!(pod = %rec.key(), uid = %rec.uid, "removing the sandbox of a pod gone from the API");
+                    oci.sandboxes
+                        .teardown(&rec.uid)
+                        .await
+                        .map_err(crate::error::RuntimeError::Shim)?;
+                    self.forget(&rec.uid);
+                }
+            }
+        }
         match pod {
             Some(pod) if current_uid.is_some() => self.sync_pod(&pod).await,
             _ => Ok(()),
@@ -175,14 +233,35 @@ impl PodWorker {
             return Ok(());
         }
         tracing::info!(pod = %rec.key(), uid = %rec.uid, "removing the state of a pod gone from the API");
-        self.runtime.cleanup(&rec.uid).await?;
-        self.forget(&rec.uid);
+        self.cleanup_pod(&rec.uid).await?;
         Ok(())
     }
 
     fn forget(&mut self, uid: &str) {
         self.gone_grace.remove(uid);
         self.backoff_announced.retain(|(u, _, _)| u != uid);
+        self.waiting.remove(uid);
+        if let Some(oci) = &self.oci {
+            oci.pulls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_pod(uid);
+        }
+    }
+
+    /// Removes everything of a pod whose containers all stopped: the runtime's state (bundles,
+    /// mounts, cgroups, runtime records), then its sandbox (network, volumes). Both steps run
+    /// even when the first fails; the first error is returned and the pod retried.
+    async fn cleanup_pod(&mut self, uid: &str) -> Result<(), SyncError> {
+        let runtime = self.runtime.cleanup(uid).await;
+        let sandbox = match &self.oci {
+            Some(oci) => oci.sandboxes.teardown(uid).await,
+            None => Ok(()),
+        };
+        runtime?;
+        sandbox.map_err(crate::error::RuntimeError::Shim)?;
+        self.forget(uid);
+        Ok(())
     }
 
     async fn spawn_kill(&self, pod: &Pod, container: &str, grace: Duration, announce: bool) {
@@ -271,7 +350,15 @@ impl PodWorker {
                             .await;
                     }
                 }
-                Action::Start { .. } => self.queue.add(key.clone()),
+                // A container waiting for its image, sandbox or config is requeued by that.
+                Action::Start { container } => {
+                    let name = pod.spec.containers.get(container).map(|c| c.name.as_str());
+                    let waits = name
+                        .is_some_and(|n| self.waiting.get(&uid).is_some_and(|m| m.contains_key(n)));
+                    if !waits {
+                        self.queue.add(key.clone());
+                    }
+                }
                 Action::Kill { .. } | Action::FinalizeDeletion => {}
             }
         }
@@ -285,7 +372,18 @@ impl PodWorker {
             .get(index)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        match self.runtime.start(pod, index).await? {
+        if !is_process_pod(pod) && !self.oci_ready(pod, index).await {
+            return Ok(());
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let outcome = self.runtime.start(pod, index).await?;
+        if let StartOutcome::ConfigError(message) = &outcome {
+            self.config_error(pod, &name, message.clone()).await;
+            return Ok(());
+        }
+        self.clear_waiting(&uid, &name);
+        match outcome {
+            StartOutcome::ConfigError(_) => {}
             StartOutcome::Started { pid } => {
                 tracing::info!(pod = %kumo_client::cache_key(pod), container = %name, pid, "started container");
                 self.recorder
@@ -312,10 +410,166 @@ impl PodWorker {
         Ok(())
     }
 
+    /// A container's configuration is refused: it waits with `CreateContainerConfigError`
+    /// and is tried again after the back-off base.
+    async fn config_error(&mut self, pod: &Pod, container: &str, message: String) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let w = Waiting {
+            reason: REASON_CONFIG_ERROR.to_string(),
+            message: Some(message.clone()),
+        };
+        if self.waiting.get(&uid).and_then(|m| m.get(container)) != Some(&w) {
+            self.recorder
+                .record(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                )
+                .await;
+        }
+        self.set_waiting(&uid, container, w);
+        self.queue
+            .add_after(kumo_client::cache_key(pod), self.params.backoff_base);
+    }
+
+    /// Whether container `index` of an OCI pod can start now: its image is here (else a pull
+    /// starts or is waited for) and the pod's sandbox is made. Otherwise the container's
+    /// waiting reason is recorded and the pod requeued.
+    async fn oci_ready(&mut self, pod: &Pod, index: usize) -> bool {
+        let Some(oci) = self.oci.clone() else {
+            return true;
+        };
+        let Some(c) = pod.spec.containers.get(index) else {
+            return false;
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let key = kumo_client::cache_key(pod);
+        let image = c.image.clone().unwrap_or_default();
+        let present = oci.images.has_image(&image).await;
+        let step = {
+            let mut table = oci.pulls.lock().unwrap_or_else(|e| e.into_inner());
+            let step = decide(
+                &table,
+                &uid,
+                &image,
+                c.pull_policy(),
+                present,
+                chrono::Utc::now(),
+                self.params.backoff_base,
+            );
+            if let PullStep::Wait { waiting, .. } = &step {
+                if waiting.reason == REASON_ERR_IMAGE_PULL {
+                    if let Some(f) = table.failed.get_mut(&image) {
+                        f.reported = true;
+                    }
+                }
+            }
+            if let PullStep::Pull { .. } = &step {
+                table.in_flight.insert(image.clone());
+            }
+            step
+        };
+        match step {
+            PullStep::Ready => {}
+            PullStep::Pull { waiting } => {
+                self.set_waiting(&uid, &c.name, waiting);
+                self.recorder
+                    .record(
+                        pod,
+                        EventType::Normal,
+                        "Pulling",
+                        format!("Pulling image {image:?}"),
+                    )
+                    .await;
+                let (images, pulls, queue, recorder, obj) = (
+                    oci.images.clone(),
+                    oci.pulls.clone(),
+                    self.queue.clone(),
+                    self.recorder.clone(),
+                    pod.clone(),
+                );
+                let uid2 = uid.clone();
+                tokio::spawn(async move {
+                    let result = images.pull(&image).await;
+                    let event = match &result {
+                        Ok(()) => (
+                            EventType::Normal,
+                            "Pulled",
+                            format!("Successfully pulled image {image:?}"),
+                        ),
+                        Err(e) => (
+                            EventType::Warning,
+                            "Failed",
+                            format!("Failed to pull image {image:?}: {e}"),
+                        ),
+                    };
+                    pulls.lock().unwrap_or_else(|e| e.into_inner()).finish(
+                        &uid2,
+                        &image,
+                        result,
+                        chrono::Utc::now(),
+                    );
+                    recorder.record(&obj, event.0, event.1, event.2).await;
+                    queue.add(key);
+                });
+                return false;
+            }
+            PullStep::Wait { waiting, retry_in } => {
+                self.set_waiting(&uid, &c.name, waiting);
+                if let Some(d) = retry_in {
+                    self.queue.add_after(key, d);
+                }
+                return false;
+            }
+        }
+        match oci.sandboxes.ensure(pod).await {
+            Ok(_) => true,
+            Err(SandboxError::Config(message)) => {
+                self.config_error(pod, &c.name, message).await;
+                false
+            }
+            Err(SandboxError::Failed(message)) => {
+                let message = format!("failed to create pod sandbox: {message}");
+                self.recorder
+                    .record(
+                        pod,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        message.clone(),
+                    )
+                    .await;
+                self.set_waiting(
+                    &uid,
+                    &c.name,
+                    Waiting {
+                        reason: crate::status::REASON_CREATING.to_string(),
+                        message: Some(message),
+                    },
+                );
+                self.queue.add_after(key, self.params.backoff_base);
+                false
+            }
+        }
+    }
+
+    /// The runtime's state of a pod plus what the worker knows: waiting reasons and the pod IP.
+    fn observed(&self, uid: &str) -> crate::model::PodRuntimeState {
+        let mut actual = self.runtime.state(uid);
+        actual.waiting = self.waiting.get(uid).cloned().unwrap_or_default();
+        actual.pod_ip = self
+            .oci
+            .as_ref()
+            .and_then(|o| o.sandboxes.get(uid))
+            .and_then(|s| s.ip)
+            .map(|ip| ip.to_string());
+        actual
+    }
+
     /// Writes the status the pod should have, if it differs, on the freshest object.
     async fn write_status(&self, pod: &Pod, now: kumo_api::Time) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let actual = self.runtime.state(&uid);
+        let actual = self.observed(&uid);
         let mut current = pod.clone();
         for _ in 0..5 {
             let status = pod_status(&current, &actual, now, &self.params);
@@ -356,8 +610,7 @@ impl PodWorker {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        self.runtime.cleanup(&uid).await?;
-        self.forget(&uid);
+        self.cleanup_pod(&uid).await?;
         tracing::info!(pod = %kumo_client::cache_key(pod), "pod deleted");
         Ok(())
     }

@@ -37,7 +37,7 @@ fn pod_errors_name_their_field() {
             pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"limits": {"memory": "12XB"}}}]})),
             r#"spec.containers[0].resources.limits.memory: invalid quantity "12XB""#,
         ),
-        (pod(json!({"containers": [{"name": "c", "image": "x", "bogus": 1}]})), "spec.containers[0].bogus: unknown field `bogus`, expected one of `name`, `image`, `command`, `args`, `env`, `workingDir`, `resources`, `ports`"),
+        (pod(json!({"containers": [{"name": "c", "image": "x", "bogus": 1}]})), "spec.containers[0].bogus: unknown field `bogus`, expected one of `name`, `image`, `command`, `args`, `env`, `workingDir`, `resources`, `ports`, `imagePullPolicy`, `securityContext`, `volumeMounts`"),
         (pod(json!({"containers": []})), "spec.containers: Required value: a pod needs at least one container"),
         (pod(json!({"containers": [{"name": "c"}]})), "spec.containers[0].image: Required value: an image is required unless runtimeClassName is \"process\""),
         (pod(json!({"runtimeClassName": "process", "containers": [{"name": "c"}]})), "spec.containers[0].command: Required value: a process container needs a command"),
@@ -51,6 +51,142 @@ fn pod_errors_name_their_field() {
     for (object, expected) in cases {
         check(object, expected);
     }
+}
+
+#[test]
+fn valid_oci_pod_with_volumes_and_security() {
+    check(
+        pod(json!({
+            "securityContext": {"runAsUser": 1000, "runAsNonRoot": true},
+            "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                {"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}}
+            ],
+            "containers": [{
+                "name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
+                "ports": [{"containerPort": 80, "hostPort": 8080}],
+                "securityContext": {
+                    "runAsGroup": 1000, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"add": ["NET_ADMIN", "CAP_SYS_TIME"], "drop": ["all"]}
+                },
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "/tmp"},
+                    {"name": "data", "mountPath": "/data", "readOnly": true}
+                ]
+            }]
+        })),
+        "ok",
+    );
+}
+
+#[test]
+fn volume_and_security_errors_name_their_field() {
+    let c = |extra: Value| {
+        let mut c = json!({"name": "c", "image": "x"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let cases = [
+        (
+            pod(json!({"containers": [c(json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}))]})),
+            r#"spec.containers[0].volumeMounts[0].name: Not found: "nope": no volume of that name in spec.volumes"#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}], "containers": [c(json!({}))]})),
+            r#"spec.volumes[1].name: Duplicate value: "v""#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v", "emptyDir": {}}], "containers": [c(json!({"volumeMounts": [{"name": "v", "mountPath": "data"}]}))]})),
+            r#"spec.containers[0].volumeMounts[0].mountPath: Invalid value: "data": must be an absolute path"#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "h", "hostPath": {"path": "srv"}}], "containers": [c(json!({}))]})),
+            r#"spec.volumes[0].hostPath.path: Invalid value: "srv": must be an absolute path"#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "h", "hostPath": {"path": "/srv/../etc"}}], "containers": [c(json!({}))]})),
+            r#"spec.volumes[0].hostPath.path: Invalid value: "/srv/../etc": must not contain '..'"#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v"}], "containers": [c(json!({}))]})),
+            "spec.volumes[0]: Required value: must specify a volume type (emptyDir or hostPath)",
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x"}}], "containers": [c(json!({}))]})),
+            "spec.volumes[0].hostPath: Forbidden: may not specify more than 1 volume type",
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v", "emptyDir": {"medium": "Disk"}}], "containers": [c(json!({}))]})),
+            r#"spec.volumes[0].emptyDir.medium: Unsupported value: "Disk": supported values: "", "Memory""#,
+        ),
+        (
+            pod(json!({"volumes": [{"name": "v", "hostPath": {"path": "/x", "type": "Folder"}}], "containers": [c(json!({}))]})),
+            "spec.volumes[0].hostPath.type: unknown variant `Folder`, expected one of ``, `DirectoryOrCreate`, `Directory`, `FileOrCreate`, `File`, `Socket`, `CharDevice`, `BlockDevice`",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"capabilities": {"add": ["NET_FLY"]}}}))]})),
+            r#"spec.containers[0].securityContext.capabilities.add[0]: Unsupported value: "NET_FLY": not a Linux capability (use a name like "NET_ADMIN" or "CAP_NET_ADMIN", or "ALL")"#,
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"runAsUser": -1}}))]})),
+            "spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be between 0 and 4294967294, inclusive",
+        ),
+        (
+            pod(json!({"securityContext": {"runAsGroup": -5}, "containers": [c(json!({}))]})),
+            "spec.securityContext.runAsGroup: Invalid value: -5: must be between 0 and 4294967294, inclusive",
+        ),
+        (
+            pod(json!({"securityContext": {"privileged": true}, "containers": [c(json!({}))]})),
+            "spec.securityContext.privileged: unknown field `privileged`, expected one of `runAsUser`, `runAsGroup`, `runAsNonRoot`",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"privileged": true, "allowPrivilegeEscalation": false}}))]})),
+            "spec.containers[0].securityContext.allowPrivilegeEscalation: Invalid value: false: cannot set allowPrivilegeEscalation to false and privileged to true",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"ports": [{"containerPort": 80, "hostPort": 70000}]}))]})),
+            "spec.containers[0].ports[0].hostPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"imagePullPolicy": "Sometimes"}))]})),
+            "spec.containers[0].imagePullPolicy: unknown variant `Sometimes`, expected one of `Always`, `IfNotPresent`, `Never`",
+        ),
+    ];
+    for (object, expected) in cases {
+        check(object, expected);
+    }
+}
+
+#[test]
+fn pull_policy_defaults_as_in_kubernetes() {
+    use crate::pod::{Container, PullPolicy};
+    let policy = |image: &str, set: Option<PullPolicy>| {
+        Container {
+            image: Some(image.into()),
+            image_pull_policy: set,
+            ..Default::default()
+        }
+        .pull_policy()
+    };
+    assert_eq!(policy("busybox", None), PullPolicy::Always);
+    assert_eq!(policy("busybox:latest", None), PullPolicy::Always);
+    assert_eq!(policy("localhost:5000/busybox", None), PullPolicy::Always);
+    assert_eq!(
+        policy("localhost:5000/busybox:1.36", None),
+        PullPolicy::IfNotPresent
+    );
+    assert_eq!(
+        policy("busybox@sha256:abcd", None),
+        PullPolicy::IfNotPresent
+    );
+    assert_eq!(
+        policy("busybox", Some(PullPolicy::Never)),
+        PullPolicy::Never
+    );
 }
 
 #[test]

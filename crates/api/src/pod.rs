@@ -6,10 +6,24 @@ use crate::validation::{check_name, is_dns_label, Errors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod security;
+mod volume;
+
+pub use security::{
+    canonical_capability, Capabilities, PodSecurityContext, SecurityContext, CAPABILITY_NAMES,
+};
+pub use volume::{
+    EmptyDirVolumeSource, HostPathType, HostPathVolumeSource, Volume, VolumeMount, MEDIUM_MEMORY,
+};
+
 /// Extended resource name for NVIDIA GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Runtime class that runs containers as host processes.
 pub const RUNTIME_PROCESS: &str = "process";
+/// Runtime class of OCI containers run by runc (the default where runc is installed).
+pub const RUNTIME_RUNC: &str = "runc";
+/// Runtime class of OCI containers sandboxed by gVisor's runsc.
+pub const RUNTIME_RUNSC: &str = "runsc";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -43,6 +57,10 @@ pub struct PodSpec {
     pub runtime_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
 }
 
 impl PodSpec {
@@ -88,6 +106,39 @@ pub struct Container {
     pub resources: ResourceRequirements,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+impl Container {
+    /// The pull policy in effect: the one set, else `Always` for a `:latest` or untagged
+    /// image and `IfNotPresent` otherwise (Kubernetes' defaulting).
+    pub fn pull_policy(&self) -> PullPolicy {
+        if let Some(p) = self.image_pull_policy {
+            return p;
+        }
+        let image = self.image.as_deref().unwrap_or_default();
+        if image.contains('@') {
+            return PullPolicy::IfNotPresent;
+        }
+        let last = image.rsplit('/').next().unwrap_or(image);
+        match last.split_once(':') {
+            Some((_, "latest")) | None => PullPolicy::Always,
+            Some(_) => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// When the agent pulls a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,6 +157,8 @@ pub struct ContainerPort {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -285,9 +338,17 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
             );
         }
     }
+    let volumes = volume::validate_volumes(&spec.volumes, errors);
+    if let Some(sc) = &spec.security_context {
+        security::validate_pod_security_context(sc, errors);
+    }
     let mut names = std::collections::BTreeSet::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let path = format!("spec.containers[{i}]");
+        volume::validate_mounts(c, &path, &volumes, errors);
+        if let Some(sc) = &c.security_context {
+            security::validate_security_context(sc, &format!("{path}.securityContext"), errors);
+        }
         check_name(errors, &format!("{path}.name"), &c.name, true);
         if !c.name.is_empty() && !names.insert(c.name.as_str()) {
             errors.add(
@@ -333,6 +394,14 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
                         p.container_port
                     ),
                 );
+            }
+            if let Some(hp) = p.host_port {
+                if hp != 0 && !(1..=65535).contains(&hp) {
+                    errors.add(
+                        format!("{path}.ports[{j}].hostPort"),
+                        format!("Invalid value: {hp}: must be between 1 and 65535, inclusive"),
+                    );
+                }
             }
         }
         for (kind, map) in [

@@ -51,6 +51,10 @@ pub enum Command {
     Version(cli::version::VersionArgs),
     /// Print a shell completion script
     Completion(cli::completion::CompletionArgs),
+    /// Manage this node's images: pull, ls, rm, import
+    Image(cli::image::ImageArgs),
+    /// Store or forget registry credentials (~/.kumo/registries.json)
+    Registry(cli::image::RegistryArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
             Command::Wait(a) => cli::wait::run(a).await,
             Command::Version(a) => cli::version::run(a).await,
             Command::Completion(a) => cli::completion::run(a),
+            Command::Image(a) => cli::image::run(a).await,
+            Command::Registry(a) => cli::image::run_registry(a).await,
             Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -1,6 +1,10 @@
-//! Container runtimes behind one trait: `process` today; the OCI runtimes (runc, runsc) later.
+//! Container runtimes behind one trait: `process` (host processes), and the OCI runtimes
+//! `runc` and `runsc` (bundles); [`Runtimes`] routes each pod to the one of its class.
 
+pub mod driver;
 pub mod env;
+pub mod multi;
+pub mod oci;
 pub mod process;
 
 use crate::error::RuntimeError;
@@ -11,6 +15,7 @@ use kumo_api::Pod;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use multi::Runtimes;
 pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
 
 /// How a start went.
@@ -20,6 +25,8 @@ pub enum StartOutcome {
     Started { pid: i32 },
     /// It could not start; it is recorded as exited with reason `StartError` and this message.
     Failed(String),
+    /// Its configuration cannot run (`CreateContainerConfigError`); nothing was recorded.
+    ConfigError(String),
 }
 
 /// What a runtime tells the agent without being asked.
@@ -63,4 +70,9 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops supervising (the agent is shutting down); containers keep running.
     fn shutdown(&self);
+
+    /// Whether this runtime has state for pod `uid`.
+    fn has_pod(&self, uid: &str) -> bool {
+        self.pods().iter().any(|p| p.uid == uid)
+    }
 }

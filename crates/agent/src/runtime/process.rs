@@ -1,11 +1,13 @@
-//! The `process` runtime: each container is a host process supervised by a `kumo shim`.
+//! The shim runtime: each container run is supervised by a `kumo shim`, which records its exit;
+//! a [`Driver`] says how a run of its runtime class is launched (`process`: a host process;
+//! `runc`/`runsc`: an OCI bundle). `ProcessRuntime` is the runtime of the `process` class.
 //!
 //! Exit detection: for a container it started, the runtime awaits its shim child, which exits
 //! right after writing the exit file. For a container adopted after an agent restart (the shim
 //! is no longer our child), it polls every [`ADOPTED_POLL`] for the exit file and the liveness
 //! of the container and shim (pid plus start time, so a reused pid is not mistaken for ours).
 
-use super::env::{argv, environment};
+use super::driver::{Driver, Refusal, RunPaths};
 use super::{Runtime, RuntimeEvent, StartOutcome};
 use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
@@ -14,13 +16,13 @@ use crate::model::PodRuntimeState;
 use crate::record::{
     read_json, write_json, ContainerRecord, ExitRecord, PodRecord, START_ERROR_CODE,
 };
-use crate::shim::{Handshake, ShimArgs};
+use crate::shim::Handshake;
 use crate::sys::Sys;
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{Pod, Time};
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -48,7 +50,7 @@ pub struct ProcessRuntime {
 struct Inner {
     layout: Layout,
     shim: ShimCommand,
-    cgroups: Cgroups,
+    driver: Arc<dyn Driver>,
     sys: Arc<dyn Sys>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
     pods: Mutex<BTreeMap<String, PodEntry>>,
@@ -95,15 +97,30 @@ impl ProcessRuntime {
         config: ProcessRuntimeConfig,
         events: mpsc::UnboundedSender<RuntimeEvent>,
     ) -> Result<Self, RuntimeError> {
-        let layout = Layout::new(&config.data_dir);
+        let driver = Arc::new(process_driver::ProcessDriver {
+            cgroups: config.cgroups,
+            sys: config.sys.clone(),
+        });
+        Self::with_driver(&config.data_dir, config.shim, config.sys, driver, events)
+    }
+
+    /// Opens a shim runtime of `driver`'s class on `data_dir`, re-adopting what is recorded there.
+    pub fn with_driver(
+        data_dir: &Path,
+        shim: ShimCommand,
+        sys: Arc<dyn Sys>,
+        driver: Arc<dyn Driver>,
+        events: mpsc::UnboundedSender<RuntimeEvent>,
+    ) -> Result<Self, RuntimeError> {
+        let layout = Layout::new(data_dir);
         let pods_dir = layout.pods_dir();
         std::fs::create_dir_all(&pods_dir).map_err(|e| RuntimeError::io(&pods_dir, e))?;
         let rt = ProcessRuntime {
             inner: Arc::new(Inner {
                 layout,
-                shim: config.shim,
-                cgroups: config.cgroups,
-                sys: config.sys,
+                shim,
+                driver,
+                sys,
                 events,
                 pods: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -140,9 +157,11 @@ impl ProcessRuntime {
     }
 
     /// Records the end of a run (once) and tells the agent.
-    fn finish_run(&self, key: &RunKey, mut terminated: ContainerStateTerminated) {
+    async fn finish_run(&self, key: &RunKey, mut terminated: ContainerStateTerminated) {
         // A SIGKILL while the memory cgroup's OOM counter rose is the OOM killer's.
-        let oom_now = self.inner.cgroups.oom_kills(&key.uid, &key.container);
+        let oom_now = self.inner.driver.oom_kills(&key.uid, &key.container);
+        // Released before the exit is recorded, so no restart can race with the release.
+        self.inner.driver.release(&key.uid, &key.container).await;
         let event = {
             let mut pods = self.lock_pods();
             let Some(pod) = pods.get_mut(&key.uid) else {
@@ -172,9 +191,6 @@ impl ProcessRuntime {
                 killed,
             }
         };
-        self.inner
-            .cgroups
-            .remove_container(&key.uid, &key.container);
         let _ = self.inner.events.send(event);
     }
 
@@ -244,14 +260,6 @@ impl ProcessRuntime {
         }
         Ok(())
     }
-
-    fn pid_if_ours(&self, record: &ContainerRecord) -> Option<i32> {
-        let pid = record.pid?;
-        match record.proc_start_time {
-            Some(start) if self.inner.sys.start_time(pid) != Some(start) => None,
-            _ => Some(pid),
-        }
-    }
 }
 
 /// Awaits a shim this runtime spawned, then records how its container ended.
@@ -269,7 +277,7 @@ async fn wait_spawned(
             "the container's shim ended without recording an exit status",
         ),
     };
-    rt.finish_run(&key, terminated);
+    rt.finish_run(&key, terminated).await;
 }
 
 fn oom_rose(before: Option<u64>, now: Option<u64>) -> bool {
@@ -305,7 +313,7 @@ fn pod_record(pod: &Pod) -> Result<PodRecord, RuntimeError> {
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
-        kumo_api::pod::RUNTIME_PROCESS
+        self.inner.driver.class()
     }
 
     async fn start(&self, pod: &Pod, index: usize) -> Result<StartOutcome, RuntimeError> {
@@ -348,40 +356,39 @@ impl Runtime for ProcessRuntime {
             terminated: None,
             last_terminated,
             oom_kills_at_start: None,
+            runtime_id: None,
         };
-        let command = match argv(container) {
-            Ok(c) => c,
-            Err(message) => return self.record_start_failure(&record, name, rec, message),
-        };
-        let cwd = container
-            .working_dir
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| l.work_dir(&record.uid));
-        if !cwd.is_dir() {
-            let message = format!(
-                "working directory {:?} does not exist",
-                cwd.display().to_string()
-            );
-            return self.record_start_failure(&record, name, rec, message);
-        }
-        let cgroups = self
-            .inner
-            .cgroups
-            .setup(&record.uid, name, &container.resources);
-        rec.oom_kills_at_start = self.inner.cgroups.oom_kills(&record.uid, name);
-        let args = ShimArgs {
+        let paths = RunPaths {
+            uid: record.uid.clone(),
+            pod_name: record.name.clone(),
+            container: name.to_string(),
+            restart_count,
+            container_dir: l.container_dir(&record.uid, name),
+            work_dir: l.work_dir(&record.uid),
             exit_file: l.exit_file(&record.uid, name),
             log_file: l.log_file(&record.uid, name, restart_count),
             pid_file: l.pid_file(&record.uid, name),
-            cgroups,
-            command,
         };
-        let env = environment(&record.name, container);
-        match self.spawn_shim(&args, &env, &cwd).await {
-            Err(message) => self.record_start_failure(&record, name, rec, message),
+        let launch = match self.inner.driver.prepare(pod, index, &paths).await {
+            Ok(launch) => launch,
+            Err(Refusal::StartError(message)) => {
+                return self.record_start_failure(&record, name, rec, message)
+            }
+            Err(Refusal::Config(message)) => return Ok(StartOutcome::ConfigError(message)),
+        };
+        rec.oom_kills_at_start = launch.oom_kills_at_start;
+        rec.runtime_id = launch.runtime_id.clone();
+        match self
+            .spawn_shim(&launch.shim, &launch.env, &launch.cwd)
+            .await
+        {
+            Err(message) => {
+                self.inner.driver.release(&record.uid, name).await;
+                self.record_start_failure(&record, name, rec, message)
+            }
             Ok((mut child, Handshake::Error(message))) => {
                 let _ = child.wait().await;
+                self.inner.driver.release(&record.uid, name).await;
                 self.record_start_failure(&record, name, rec, message)
             }
             Ok((child, Handshake::Pid(pid))) => {
@@ -403,7 +410,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn kill(&self, uid: &str, container: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let (pid, mut exited) = {
+        let (record, mut exited) = {
             let mut pods = self.lock_pods();
             let entry = pods
                 .get_mut(uid)
@@ -416,26 +423,18 @@ impl Runtime for ProcessRuntime {
                 return Ok(());
             }
             entry.killing = true;
-            (self.pid_if_ours(&entry.record), entry.exited.subscribe())
+            (entry.record.clone(), entry.exited.subscribe())
         };
-        let sys = &self.inner.sys;
-        if let Some(pid) = pid {
-            if let Err(e) = sys.signal_group(pid, Signal::SIGTERM) {
-                tracing::warn!(pid, error = %e, "cannot signal container");
-            }
-        }
+        let driver = &self.inner.driver;
+        driver.signal(&record, Signal::SIGTERM).await;
         if tokio::time::timeout(grace, exited.wait_for(|e| *e))
             .await
             .is_ok()
         {
             return Ok(());
         }
-        if let Some(pid) = pid {
-            tracing::info!(uid, container, pid, "grace period over; killing container");
-            if let Err(e) = sys.signal_group(pid, Signal::SIGKILL) {
-                tracing::warn!(pid, error = %e, "cannot signal container");
-            }
-        }
+        tracing::info!(uid, container, pid = ?record.pid, "grace period over; killing container");
+        driver.signal(&record, Signal::SIGKILL).await;
         if tokio::time::timeout(AFTER_SIGKILL, exited.wait_for(|e| *e))
             .await
             .is_err()
@@ -457,6 +456,7 @@ impl Runtime for ProcessRuntime {
                         .collect()
                 })
                 .unwrap_or_default(),
+            ..Default::default()
         }
     }
 
@@ -489,7 +489,7 @@ impl Runtime for ProcessRuntime {
             }
             pods.remove(uid);
         }
-        self.inner.cgroups.remove_pod(uid);
+        self.inner.driver.cleanup(uid).await?;
         let dir = self.layout().pod_dir(uid);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -509,6 +509,10 @@ impl Runtime for ProcessRuntime {
 
 mod adoption;
 mod launch;
+#[path = "process/driver.rs"]
+mod process_driver;
+
+pub use process_driver::ProcessDriver;
 
 pub use launch::ShimCommand;
 

@@ -98,7 +98,7 @@ async fn next_exit(
 fn started(outcome: StartOutcome) -> i32 {
     match outcome {
         StartOutcome::Started { pid } => pid,
-        StartOutcome::Failed(m) => panic!("start failed: {m}"),
+        StartOutcome::Failed(m) | StartOutcome::ConfigError(m) => panic!("start failed: {m}"),
     }
 }
 
@@ -309,6 +309,7 @@ async fn a_recorded_container_whose_processes_vanished_is_lost() {
         terminated: None,
         last_terminated: None,
         oom_kills_at_start: None,
+        runtime_id: None,
     };
     write_json(&layout.state_file("u9", "c"), &rec).expect("write");
     let (rt, _events) = open(dir.path());

@@ -52,6 +52,33 @@ pub struct NodeArgs {
     /// How often the agent posts its node status
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// A registry reached over plain HTTP (host[:port]; loopback ones always are); repeatable
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A host path under which pods may mount hostPath volumes; repeatable (default: none)
+    #[arg(long = "allow-host-path")]
+    pub allow_host_paths: Vec<PathBuf>,
+    /// Let pods run privileged containers
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// The pod network's CIDR (default 10.88.0.0/16)
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// The pod network's bridge (default kumo0)
+    #[arg(long)]
+    pub pod_bridge: Option<String>,
+    /// Run OCI pods without a pod network (each container gets an empty network namespace)
+    #[arg(long)]
+    pub no_pod_network: bool,
+    /// The runc binary (default: found on PATH)
+    #[arg(long)]
+    pub runc: Option<PathBuf>,
+    /// The runsc binary (default: found on PATH)
+    #[arg(long)]
+    pub runsc: Option<PathBuf>,
+    /// A global flag for runsc; repeatable (default: --platform=ptrace --network=host)
+    #[arg(long = "runsc-arg", allow_hyphen_values = true)]
+    pub runsc_args: Vec<String>,
 }
 
 /// `kumo up`.
@@ -263,6 +290,17 @@ fn agent_config(
         shim_exe: std::env::current_exe()
             .context("cannot find the kumo executable for the shim")?,
         token,
+        containers: kumo_agent::config::ContainerConfig {
+            runc: node.runc.clone(),
+            runsc: node.runsc.clone(),
+            runsc_args: node.runsc_args.clone(),
+            insecure_registries: node.insecure_registries.clone(),
+            allowed_host_paths: node.allow_host_paths.clone(),
+            allow_privileged: node.allow_privileged,
+            pod_cidr: node.pod_cidr.clone(),
+            bridge: node.pod_bridge.clone(),
+            no_pod_network: node.no_pod_network,
+        },
     })
 }
 

@@ -98,7 +98,7 @@ pub(super) async fn poll_adopted(rt: ProcessRuntime, key: RunKey) {
         match decide(&record, exit.as_ref(), live, chrono::Utc::now()) {
             Adoption::Running => continue,
             Adoption::Exited(t) | Adoption::Lost(t) => {
-                rt.finish_run(&key, t);
+                rt.finish_run(&key, t).await;
                 return;
             }
         }

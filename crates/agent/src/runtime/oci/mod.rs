@@ -1,0 +1,258 @@
+//! The OCI runtimes (`runc`, `runsc`): a [`Driver`] that writes a bundle per container run —
+//! the image's root filesystem and a `config.json` from [`config::oci_config`] — and has the
+//! shim `create` and `start` it; kills go through the runtime's `kill`.
+//!
+//! Per run, under the pod's directory of the runtime:
+//!
+//! ```text
+//! <container>/rootfs/           where the image's root filesystem is mounted (kumo-image: overlay)
+//! <container>/bundle/config.json
+//! <container>/bundle/runtime.log the runtime's own log (its errors become StartError messages)
+//! ```
+//!
+//! The runtime's container id is `<uid>_<container>_<restart count>` and its state lives under
+//! `<data dir>/state` (`--root`), so a restarted agent finds its containers and no one else's.
+
+pub mod cli;
+pub mod config;
+pub mod seccomp;
+pub mod user;
+
+use super::driver::{Driver, Launch, Refusal, RunPaths};
+use super::env::DEFAULT_PATH;
+use super::process::{ProcessRuntime, ShimCommand};
+use super::RuntimeEvent;
+use crate::cgroup::{memory_dir, remove_pod_everywhere};
+use crate::error::RuntimeError;
+use crate::images::RootfsProvider;
+use crate::layout::Layout;
+use crate::mounts::{remove_tree, unmount_all_under};
+use crate::record::ContainerRecord;
+use crate::sandbox::Sandboxes;
+use crate::shim::ShimArgs;
+use crate::sys::Sys;
+use cli::{container_id, is_of_pod, OciCli};
+use config::{oci_config, Sandbox};
+use kumo_api::Pod;
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What an OCI runtime of the node needs.
+pub struct OciRuntimeConfig {
+    /// `runc` or `runsc`.
+    pub class: &'static str,
+    /// This runtime's directory (`<agent data dir>/<class>`).
+    pub data_dir: PathBuf,
+    /// The runtime binary and its global arguments; `root` is set from `data_dir`.
+    pub binary: PathBuf,
+    pub extra_args: Vec<String>,
+    pub shim: ShimCommand,
+    pub sys: Arc<dyn Sys>,
+    pub images: Arc<dyn RootfsProvider>,
+    pub sandboxes: Arc<Sandboxes>,
+    pub allow_privileged: bool,
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+}
+
+/// Opens the OCI runtime, re-adopting the containers recorded under its data dir.
+pub fn open(
+    config: OciRuntimeConfig,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+) -> Result<ProcessRuntime, RuntimeError> {
+    let root = config.data_dir.join("state");
+    std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io(&root, e))?;
+    let driver = OciDriver {
+        class: config.class,
+        layout: Layout::new(&config.data_dir),
+        cli: OciCli {
+            binary: config.binary,
+            root,
+            extra_args: config.extra_args,
+        },
+        images: config.images,
+        sandboxes: config.sandboxes,
+        allow_privileged: config.allow_privileged,
+        cgroup_root: config.cgroup_root,
+    };
+    ProcessRuntime::with_driver(
+        &config.data_dir,
+        config.shim,
+        config.sys,
+        Arc::new(driver),
+        events,
+    )
+}
+
+pub struct OciDriver {
+    class: &'static str,
+    layout: Layout,
+    cli: OciCli,
+    images: Arc<dyn RootfsProvider>,
+    sandboxes: Arc<Sandboxes>,
+    allow_privileged: bool,
+    cgroup_root: PathBuf,
+}
+
+/// Reads a small file of the container's root filesystem, refusing symlinks (an image must not
+/// make the agent read host files).
+fn read_rootfs_file(rootfs: &Path, rel: &str) -> String {
+    let path = rootfs.join(rel);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.len() < 4 << 20 => {
+            std::fs::read_to_string(&path).unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+impl OciDriver {
+    fn rootfs_target(&self, uid: &str, container: &str) -> PathBuf {
+        self.layout.container_dir(uid, container).join("rootfs")
+    }
+
+    fn bundle_dir(&self, uid: &str, container: &str) -> PathBuf {
+        self.layout.container_dir(uid, container).join("bundle")
+    }
+
+    /// Unmounts and removes a run's root filesystem and bundle.
+    async fn release_run(&self, uid: &str, container: &str) -> Result<(), String> {
+        let target = self.rootfs_target(uid, container);
+        let mut first = self.images.unmount(&target).await.err();
+        for dir in [target, self.bundle_dir(uid, container)] {
+            if let Err(e) = remove_tree(&dir) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn build(&self, pod: &Pod, index: usize, p: &RunPaths) -> Result<Launch, Refusal> {
+        let c = &pod.spec.containers[index];
+        let image = c
+            .image
+            .as_deref()
+            .ok_or_else(|| Refusal::Config(format!("container {:?} has no image", c.name)))?;
+        let sandbox = self.sandboxes.get(&p.uid).ok_or_else(|| {
+            Refusal::StartError("the pod's sandbox (network, volumes) is not ready".into())
+        })?;
+        let target = self.rootfs_target(&p.uid, &p.container);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| Refusal::StartError(format!("create {}: {e}", target.display())))?;
+        let rootfs = self.images.mount(image, &target).await.map_err(|e| {
+            Refusal::StartError(format!("cannot make the root filesystem of {image:?}: {e}"))
+        })?;
+        let sb = Sandbox {
+            netns: sandbox.netns_path.clone(),
+            etc_files: sandbox.etc_files.clone(),
+            volumes: sandbox.volumes.clone(),
+            cgroups_path: format!("/kumo/{}/{}", p.uid, p.container),
+            passwd: read_rootfs_file(&rootfs.path, "etc/passwd"),
+            group: read_rootfs_file(&rootfs.path, "etc/group"),
+            allow_privileged: self.allow_privileged,
+            rootfs: rootfs.path,
+        };
+        let spec = oci_config(pod, index, &rootfs.config, &sb).map_err(|e| Refusal::Config(e.0))?;
+        let bundle = self.bundle_dir(&p.uid, &p.container);
+        remove_tree(&bundle).map_err(Refusal::StartError)?;
+        std::fs::create_dir_all(&bundle)
+            .map_err(|e| Refusal::StartError(format!("create {}: {e}", bundle.display())))?;
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| Refusal::StartError(format!("write the bundle's config.json: {e}")))?;
+        let id = container_id(&p.uid, &p.container, p.restart_count);
+        // A run of this id left behind by a crash would make `create` fail.
+        let _ = self.cli.delete(&id).await;
+        Ok(Launch {
+            shim: ShimArgs {
+                exit_file: p.exit_file.clone(),
+                log_file: p.log_file.clone(),
+                pid_file: p.pid_file.clone(),
+                cgroups: vec![memory_dir(&self.cgroup_root, &p.uid, &p.container)],
+                runtime: Some(self.cli.binary.clone()),
+                runtime_args: self.cli.global_args(),
+                bundle: Some(bundle),
+                id: Some(id.clone()),
+                command: Vec::new(),
+            },
+            env: vec![("PATH".to_string(), DEFAULT_PATH.to_string())],
+            cwd: p.container_dir.clone(),
+            runtime_id: Some(format!("{}://{id}", self.class)),
+            oom_kills_at_start: None,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for OciDriver {
+    fn class(&self) -> &'static str {
+        self.class
+    }
+
+    async fn prepare(&self, pod: &Pod, index: usize, p: &RunPaths) -> Result<Launch, Refusal> {
+        if index >= pod.spec.containers.len() {
+            return Err(Refusal::StartError(format!("no container {index}")));
+        }
+        let built = self.build(pod, index, p).await;
+        if built.is_err() {
+            // Bad input leaves no half-made bundle or mount behind.
+            if let Err(e) = self.release_run(&p.uid, &p.container).await {
+                tracing::warn!(uid = %p.uid, container = %p.container, error = %e, "cannot undo a half-made bundle");
+            }
+        }
+        built
+    }
+
+    async fn signal(&self, record: &ContainerRecord, signal: Signal) {
+        let Some(id) = record
+            .runtime_id
+            .as_deref()
+            .and_then(|r| r.split_once("://"))
+            .map(|(_, id)| id)
+        else {
+            return;
+        };
+        if let Err(e) = self.cli.kill(id, signal.as_str()).await {
+            tracing::debug!(id, error = %e, "runtime kill failed (the container may have exited)");
+        }
+    }
+
+    async fn release(&self, uid: &str, container: &str) {
+        if let Err(e) = self.release_run(uid, container).await {
+            tracing::warn!(uid, container, error = %e, "cannot release a container's root filesystem");
+        }
+    }
+
+    async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError> {
+        let mut first: Option<String> = None;
+        for id in self.cli.ids().into_iter().filter(|id| is_of_pod(id, uid)) {
+            if let Err(e) = self.cli.delete(&id).await {
+                first.get_or_insert(format!("{} delete {id}: {e}", self.class));
+            }
+        }
+        let pod_dir = self.layout.pod_dir(uid);
+        for entry in std::fs::read_dir(&pod_dir).into_iter().flatten().flatten() {
+            let target = entry.path().join("rootfs");
+            if target.exists() {
+                if let Err(e) = self.images.unmount(&target).await {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if pod_dir.exists() {
+            if let Err(e) = unmount_all_under(&pod_dir) {
+                first.get_or_insert(e);
+            }
+        }
+        remove_pod_everywhere(&self.cgroup_root, uid);
+        match first {
+            None => Ok(()),
+            Some(e) => Err(RuntimeError::Shim(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "oci_tests.rs"]
+mod tests;

@@ -1,0 +1,88 @@
+//! The `process` driver: a container is its command run as a host process, in the agent's
+//! cgroups for its limits.
+
+use super::super::driver::{Driver, Launch, Refusal, RunPaths};
+use super::super::env::{argv, environment};
+use crate::cgroup::Cgroups;
+use crate::error::RuntimeError;
+use crate::record::ContainerRecord;
+use crate::shim::ShimArgs;
+use crate::sys::Sys;
+use kumo_api::Pod;
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ProcessDriver {
+    pub cgroups: Cgroups,
+    pub sys: Arc<dyn Sys>,
+}
+
+#[async_trait::async_trait]
+impl Driver for ProcessDriver {
+    fn class(&self) -> &'static str {
+        kumo_api::pod::RUNTIME_PROCESS
+    }
+
+    async fn prepare(&self, pod: &Pod, index: usize, p: &RunPaths) -> Result<Launch, Refusal> {
+        let container = pod
+            .spec
+            .containers
+            .get(index)
+            .ok_or_else(|| Refusal::StartError(format!("no container {index}")))?;
+        let command = argv(container).map_err(Refusal::StartError)?;
+        let cwd = container
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| p.work_dir.clone());
+        if !cwd.is_dir() {
+            return Err(Refusal::StartError(format!(
+                "working directory {:?} does not exist",
+                cwd.display().to_string()
+            )));
+        }
+        let cgroups = self
+            .cgroups
+            .setup(&p.uid, &p.container, &container.resources);
+        Ok(Launch {
+            shim: ShimArgs {
+                exit_file: p.exit_file.clone(),
+                log_file: p.log_file.clone(),
+                pid_file: p.pid_file.clone(),
+                cgroups,
+                command,
+                ..ShimArgs::default()
+            },
+            env: environment(&pod.metadata.name, container),
+            cwd,
+            runtime_id: None,
+            oom_kills_at_start: self.cgroups.oom_kills(&p.uid, &p.container),
+        })
+    }
+
+    async fn signal(&self, record: &ContainerRecord, signal: Signal) {
+        let Some(pid) = record.pid else { return };
+        if let Some(start) = record.proc_start_time {
+            if self.sys.start_time(pid) != Some(start) {
+                return;
+            }
+        }
+        if let Err(e) = self.sys.signal_group(pid, signal) {
+            tracing::warn!(pid, error = %e, "cannot signal container");
+        }
+    }
+
+    fn oom_kills(&self, uid: &str, container: &str) -> Option<u64> {
+        self.cgroups.oom_kills(uid, container)
+    }
+
+    async fn release(&self, uid: &str, container: &str) {
+        self.cgroups.remove_container(uid, container);
+    }
+
+    async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError> {
+        self.cgroups.remove_pod(uid);
+        Ok(())
+    }
+}

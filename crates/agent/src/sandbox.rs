@@ -1,0 +1,391 @@
+//! Pod sandboxes: what the containers of an OCI pod share — its network namespace and IP, its
+//! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, and its volumes — made before the first
+//! container starts and taken down, all of it, when the pod goes.
+//!
+//! ```text
+//! <dir>/<uid>/pod.json        which pod (written first, so a half-made sandbox is found again)
+//! <dir>/<uid>/sandbox.json    the finished sandbox (SandboxInfo)
+//! <dir>/<uid>/etc/            hosts, resolv.conf, hostname
+//! <dir>/<uid>/volumes/<name>  emptyDir volumes (a tmpfs mount for medium Memory)
+//! ```
+
+use crate::layout::is_safe_component;
+use crate::mounts::remove_tree;
+use crate::record::{read_json, write_json, PodRecord};
+use kumo_api::pod::{HostPathType, Volume};
+use kumo_api::Pod;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A pod's network as a provider made it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNet {
+    /// The namespace file to join; `None`: each container gets a fresh namespace with `lo` only.
+    pub netns_path: Option<PathBuf>,
+    pub ip: Option<IpAddr>,
+}
+
+/// Gives pods a network and takes it away.
+#[async_trait::async_trait]
+pub trait NetworkProvider: Send + Sync + 'static {
+    /// Sets up the pod's network; idempotent; leaves nothing behind when it fails.
+    async fn setup(&self, pod: &Pod) -> Result<PodNet, String>;
+    /// Removes the pod's network; idempotent.
+    async fn teardown(&self, uid: &str) -> Result<(), String>;
+}
+
+/// No pod network: containers get their own empty network namespaces (tests, isolated jobs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNetwork;
+
+#[async_trait::async_trait]
+impl NetworkProvider for NoNetwork {
+    async fn setup(&self, _pod: &Pod) -> Result<PodNet, String> {
+        Ok(PodNet::default())
+    }
+    async fn teardown(&self, _uid: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The CNI bridge network of kumo-net.
+pub struct CniNetwork(pub kumo_net::PodNetworks);
+
+#[async_trait::async_trait]
+impl NetworkProvider for CniNetwork {
+    async fn setup(&self, pod: &Pod) -> Result<PodNet, String> {
+        let ports = pod.spec.containers.iter().map(|c| {
+            c.ports
+                .iter()
+                .map(|p| kumo_net::PortSpec {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: p.protocol.clone(),
+                })
+                .collect::<Vec<_>>()
+        });
+        let host_ports = kumo_net::port_mappings(ports).map_err(|e| e.to_string())?;
+        let req = kumo_net::PodNetRequest {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: pod.metadata.ns().to_string(),
+            name: pod.metadata.name.clone(),
+            host_ports,
+        };
+        let net = self.0.setup(&req).await.map_err(|e| e.to_string())?;
+        Ok(PodNet {
+            netns_path: Some(net.netns_path),
+            ip: Some(net.ip),
+        })
+    }
+
+    async fn teardown(&self, uid: &str) -> Result<(), String> {
+        self.0.teardown(uid).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A finished sandbox (`sandbox.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxInfo {
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// `(path in the container, file on the host)` for `/etc/hosts` and friends.
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// Host directories of the pod's volumes, by name.
+    pub volumes: BTreeMap<String, PathBuf>,
+}
+
+/// Why a sandbox could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// The pod asks for something this node refuses (`CreateContainerConfigError`).
+    #[error("{0}")]
+    Config(String),
+    /// Setting it up failed; retried with back-off.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The sandboxes of a node.
+pub struct Sandboxes {
+    dir: PathBuf,
+    network: Arc<dyn NetworkProvider>,
+    allowed_host_paths: Vec<PathBuf>,
+}
+
+impl Sandboxes {
+    pub fn new(
+        dir: PathBuf,
+        network: Arc<dyn NetworkProvider>,
+        allowed_host_paths: Vec<PathBuf>,
+    ) -> Self {
+        Sandboxes {
+            dir,
+            network,
+            allowed_host_paths,
+        }
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.dir.join(uid)
+    }
+
+    /// The finished sandbox of pod `uid`, if any.
+    pub fn get(&self, uid: &str) -> Option<SandboxInfo> {
+        if !is_safe_component(uid) {
+            return None;
+        }
+        read_json(&self.pod_dir(uid).join("sandbox.json"))
+            .ok()
+            .flatten()
+    }
+
+    /// The pods with a sandbox (finished or half-made).
+    pub fn pods(&self) -> Vec<PodRecord> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| read_json(&e.path().join("pod.json")).ok().flatten())
+            .collect()
+    }
+
+    /// Makes the pod's sandbox, or returns the one made before. On failure nothing is left.
+    pub async fn ensure(&self, pod: &Pod) -> Result<SandboxInfo, SandboxError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if !is_safe_component(&uid) {
+            return Err(SandboxError::Config(format!(
+                "pod {:?} has no usable uid",
+                pod.metadata.name
+            )));
+        }
+        if let Some(info) = self.get(&uid) {
+            return Ok(info);
+        }
+        // Checked before anything is made.
+        let host_paths = self.host_paths(&pod.spec.volumes)?;
+        let dir = self.pod_dir(&uid);
+        let made = self.make(pod, &uid, &dir, host_paths).await;
+        if made.is_err() {
+            if let Err(e) = self.teardown(&uid).await {
+                tracing::warn!(%uid, error = %e, "cannot undo a half-made sandbox");
+            }
+        }
+        made
+    }
+
+    async fn make(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        dir: &Path,
+        mut volumes: BTreeMap<String, PathBuf>,
+    ) -> Result<SandboxInfo, SandboxError> {
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            SandboxError::Failed(format!("{what} {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+        let record = PodRecord {
+            namespace: pod.metadata.ns().to_string(),
+            name: pod.metadata.name.clone(),
+            uid: uid.to_string(),
+        };
+        let rec_path = dir.join("pod.json");
+        write_json(&rec_path, &record).map_err(|e| io("write", &rec_path, e))?;
+        let net =
+            self.network.setup(pod).await.map_err(|e| {
+                SandboxError::Failed(format!("failed to set up the pod network: {e}"))
+            })?;
+        let etc = dir.join("etc");
+        let etc_files = write_etc_files(&etc, &pod.metadata.name, net.ip)?;
+        for v in &pod.spec.volumes {
+            let Some(e) = &v.empty_dir else { continue };
+            let path = dir.join("volumes").join(&v.name);
+            std::fs::create_dir_all(&path).map_err(|e| io("create", &path, e))?;
+            if e.is_memory() {
+                let mut data = "mode=1777".to_string();
+                if let Some(q) = &e.size_limit {
+                    data.push_str(&format!(",size={}", q.units_ceil().max(0)));
+                }
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &path,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                    Some(data.as_str()),
+                )
+                .map_err(|e| {
+                    SandboxError::Failed(format!("mount tmpfs for volume {:?}: {e}", v.name))
+                })?;
+            }
+            volumes.insert(v.name.clone(), path);
+        }
+        let info = SandboxInfo {
+            uid: uid.to_string(),
+            netns_path: net.netns_path,
+            ip: net.ip,
+            etc_files,
+            volumes,
+        };
+        let path = dir.join("sandbox.json");
+        write_json(&path, &info).map_err(|e| io("write", &path, e))?;
+        Ok(info)
+    }
+
+    /// The host paths of the pod's hostPath volumes, each checked against the allow-list and
+    /// its `type` (creating what `*OrCreate` asks for).
+    fn host_paths(&self, volumes: &[Volume]) -> Result<BTreeMap<String, PathBuf>, SandboxError> {
+        let mut out = BTreeMap::new();
+        for v in volumes {
+            let Some(h) = &v.host_path else { continue };
+            let path = PathBuf::from(&h.path);
+            if !host_path_allowed(&path, &self.allowed_host_paths) {
+                let allowed: Vec<String> = self
+                    .allowed_host_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(SandboxError::Config(format!(
+                    "hostPath {:?} of volume {:?} is not allowed on this node (allowed: {}; see --allow-host-path)",
+                    h.path,
+                    v.name,
+                    if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                )));
+            }
+            check_host_path_type(&path, h.type_.unwrap_or(HostPathType::Unset))
+                .map_err(|m| SandboxError::Config(format!("hostPath volume {:?}: {m}", v.name)))?;
+            out.insert(v.name.clone(), path);
+        }
+        Ok(out)
+    }
+
+    /// Removes the pod's sandbox: its network, its mounts and its directory. Goes on after a
+    /// failure and returns the first.
+    pub async fn teardown(&self, uid: &str) -> Result<(), String> {
+        if !is_safe_component(uid) {
+            return Err(format!("invalid pod uid {uid:?}"));
+        }
+        let mut first = None;
+        if let Err(e) = self.network.teardown(uid).await {
+            first.get_or_insert(format!("tear down the pod network: {e}"));
+        }
+        if let Err(e) = remove_tree(&self.pod_dir(uid)) {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Whether `path` lies under one of `allowed` (component-wise; `..` is refused by validation).
+pub fn host_path_allowed(path: &Path, allowed: &[PathBuf]) -> bool {
+    path.is_absolute() && allowed.iter().any(|a| path.starts_with(a))
+}
+
+fn check_host_path_type(path: &Path, t: HostPathType) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path);
+    let shown = path.display();
+    match t {
+        HostPathType::Unset => Ok(()),
+        HostPathType::DirectoryOrCreate => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(format!("{shown} is not a directory")),
+            Err(_) => std::fs::create_dir_all(path).map_err(|e| format!("create {shown}: {e}")),
+        },
+        HostPathType::FileOrCreate => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(format!("{shown} is not a file")),
+            Err(_) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(|_| ())
+                .map_err(|e| format!("create {shown}: {e}")),
+        },
+        _ => {
+            let m = meta.map_err(|e| format!("{shown}: {e}"))?;
+            let ft = m.file_type();
+            let (ok, what) = match t {
+                HostPathType::Directory => (ft.is_dir(), "a directory"),
+                HostPathType::File => (ft.is_file(), "a file"),
+                HostPathType::Socket => (ft.is_socket(), "a socket"),
+                HostPathType::CharDevice => (ft.is_char_device(), "a character device"),
+                _ => (ft.is_block_device(), "a block device"),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{shown} is not {what}"))
+            }
+        }
+    }
+}
+
+/// Writes the pod's `hosts`, `resolv.conf` and `hostname` into `dir`: kumo-net's files when
+/// the pod has an IP, else a loopback-only `hosts` and an empty `resolv.conf`.
+fn write_etc_files(
+    dir: &Path,
+    pod_name: &str,
+    ip: Option<IpAddr>,
+) -> Result<Vec<(String, PathBuf)>, SandboxError> {
+    let (hosts, resolv, hostname) = match ip {
+        Some(ip) => {
+            let f = kumo_net::write_pod_files(dir, pod_name, ip)
+                .map_err(|e| SandboxError::Failed(format!("write the pod's /etc files: {e}")))?;
+            (f.hosts, f.resolv_conf, f.hostname)
+        }
+        None => {
+            let write = |name: &str, text: String| -> Result<PathBuf, SandboxError> {
+                let p = dir.join(name);
+                std::fs::write(&p, text)
+                    .map_err(|e| SandboxError::Failed(format!("write {}: {e}", p.display())))?;
+                Ok(p)
+            };
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SandboxError::Failed(format!("create {}: {e}", dir.display())))?;
+            let short: String = pod_name.chars().take(63).collect();
+            (
+                write(
+                    "hosts",
+                    format!(
+                        "127.0.0.1\tlocalhost {short}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                    ),
+                )?,
+                write("resolv.conf", String::new())?,
+                write("hostname", format!("{short}\n"))?,
+            )
+        }
+    };
+    Ok(vec![
+        ("/etc/hosts".to_string(), hosts),
+        ("/etc/resolv.conf".to_string(), resolv),
+        ("/etc/hostname".to_string(), hostname),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_must_lie_under_an_allowed_one() {
+        let allowed = [PathBuf::from("/srv/data"), PathBuf::from("/tmp")];
+        for (path, ok) in [
+            ("/srv/data", true),
+            ("/srv/data/x/y", true),
+            ("/srv/database", false),
+            ("/etc", false),
+            ("/", false),
+            ("tmp/x", false),
+        ] {
+            assert_eq!(host_path_allowed(Path::new(path), &allowed), ok, "{path}");
+        }
+        assert!(!host_path_allowed(Path::new("/srv/data"), &[]));
+    }
+}
