@@ -119,10 +119,12 @@ impl PodWorker {
     /// Notes a pod the API deleted, so its containers get its grace period.
     pub fn pod_gone(&mut self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
-            self.gone_grace.insert(
-                uid.clone(),
-                Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64),
-            );
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .unwrap_or_else(|| pod.spec.grace_period_seconds());
+            self.gone_grace
+                .insert(uid.clone(), Duration::from_secs(grace.max(0) as u64));
         }
     }
 
@@ -306,6 +308,12 @@ impl PodWorker {
 
     async fn sync_pod(&mut self, pod: &Pod) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // Remember the pod's grace period now: when it vanishes from the API, the informer's
+        // cache may say so before its Deleted change arrives, and its containers must still get
+        // the pod's own grace period rather than the orphan default.
+        self.gone_grace
+            .entry(uid.clone())
+            .or_insert_with(|| Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64));
         let key = kumo_client::cache_key(pod);
         let now = chrono::Utc::now();
         let actual = self.runtime.state(&uid);

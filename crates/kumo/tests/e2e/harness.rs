@@ -37,6 +37,14 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Each cluster gets its own bridge and pod CIDR: tests run side by side.
+        let net = TestNet::next();
+        args.extend([
+            "--pod-bridge".to_string(),
+            net.bridge,
+            "--pod-cidr".to_string(),
+            net.cidr,
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::start_with(args)
     }
@@ -54,6 +62,16 @@ impl Cluster {
         };
         c.launch();
         c
+    }
+
+    /// The pod bridge this cluster's agent uses.
+    pub fn bridge(&self) -> String {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--pod-bridge")
+            .expect("a test bridge");
+        self.args[i + 1].clone()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -193,17 +211,150 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
+        kill_containers_under(self.dir.path());
         kill_processes_under(self.dir.path());
+        teardown_networks_under(self.dir.path(), &self.args);
+        unmount_under(self.dir.path());
         remove_cgroups_under(self.dir.path());
     }
 }
 
-/// Removes the cgroups of every pod an agent under `dir` ran (their uids name the pod state dirs).
+/// A bridge and pod CIDR of this test process's own (the default kumo0 and 10.88.0.0/16 stay free).
+pub struct TestNet {
+    pub bridge: String,
+    pub cidr: String,
+}
+
+impl TestNet {
+    pub fn next() -> TestNet {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = (std::process::id() % 100) * 2
+            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50
+            + 1;
+        TestNet {
+            bridge: format!("kt{n}"),
+            cidr: format!("10.124.{n}.0/24"),
+        }
+    }
+}
+
+/// Tears down the pod networks an agent under `dir` left behind (it was killed, not drained),
+/// and deletes the test bridge.
+pub fn teardown_networks_under(dir: &Path, args: &[String]) {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let (Some(bridge), Some(cidr)) = (flag("--pod-bridge"), flag("--pod-cidr")) else {
+        return;
+    };
+    for state in [dir.join("data/agent/net"), dir.join("agent/net")] {
+        if !state.exists() {
+            continue;
+        }
+        let mut config = kumo_net::NetworkConfig::new(state);
+        config.bridge = bridge.clone();
+        config.pod_cidr = cidr.clone();
+        if let Ok(nets) = kumo_net::PodNetworks::new(config) {
+            // Drop may run inside a test's runtime: block on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(nets.cleanup_orphans(&Default::default())).ok()
+            })
+            .join();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["link", "del", &bridge])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Unmounts everything mounted under `dir` (container root filesystems, netns files), deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mut points = mounts_under(dir);
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount points under `dir` (for leak checks).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The uids of the pods an agent under `dir` has state for.
+fn pod_uids_under(dir: &Path) -> Vec<String> {
+    let mut uids = Vec::new();
+    for pods in [
+        "data/agent/pods",
+        "agent/pods",
+        "data/agent/runc/pods",
+        "data/agent/runsc/pods",
+        "data/agent/sandboxes",
+    ] {
+        for entry in std::fs::read_dir(dir.join(pods))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            uids.push(entry.file_name().to_string_lossy().to_string());
+        }
+    }
+    uids
+}
+
+/// Kills the processes in the cgroups of this cluster's pods: OCI containers run in their own
+/// mount namespace, so neither their command line nor their directory names the temp dir.
+pub fn kill_containers_under(dir: &Path) {
+    for uid in pod_uids_under(dir) {
+        let pod = Path::new("/sys/fs/cgroup/pids/kumo").join(&uid);
+        let unified = Path::new("/sys/fs/cgroup/kumo").join(&uid);
+        for root in [pod, unified] {
+            for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let procs =
+                    std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    signal(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the cgroups of every pod an agent under `dir` ran (their uids name the pod state
+/// dirs), in every hierarchy: runc makes them in all of them.
 pub fn remove_cgroups_under(dir: &Path) {
-    let cgroups = kumo_agent::cgroup::Cgroups::detect(Path::new("/sys/fs/cgroup"));
-    for pods in [dir.join("data/agent/pods"), dir.join("agent/pods")] {
-        for entry in std::fs::read_dir(pods).into_iter().flatten().flatten() {
-            cgroups.remove_pod(&entry.file_name().to_string_lossy());
+    let uids = pod_uids_under(dir);
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let roots: Vec<PathBuf> = hierarchies
+        .flatten()
+        .map(|e| e.path().join("kumo"))
+        .chain([PathBuf::from("/sys/fs/cgroup/kumo")])
+        .collect();
+    for root in roots {
+        for uid in &uids {
+            let pod = root.join(uid);
+            for c in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
+                if c.path().is_dir() {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&pod);
         }
     }
 }
@@ -230,7 +381,14 @@ pub fn kill_processes_under(dir: &Path) {
             let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&needle) || cwd.starts_with(dir) {
                 found = true;
-                signal(-pid, nix::sys::signal::Signal::SIGKILL);
+                // Shims and containers lead their own process groups: kill the whole group, but
+                // never a group this test process belongs to.
+                let own = nix::unistd::getpgrp().as_raw();
+                if nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                    .is_ok_and(|g| g.as_raw() == pid && pid != own)
+                {
+                    signal(-pid, nix::sys::signal::Signal::SIGKILL);
+                }
                 signal(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }

@@ -5,5 +5,6 @@ mod harness;
 
 mod api;
 mod cli;
+mod containers;
 mod pods;
 mod store;

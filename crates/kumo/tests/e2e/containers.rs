@@ -1,0 +1,413 @@
+//! Real containers through `kumo up`: images from a registry on loopback, runc and gVisor,
+//! pod networking over the CNI bridge, and nothing left behind.
+
+use crate::harness::*;
+use crate::pods::phase;
+use kumo_api::meta::find_condition;
+use kumo_api::{ConditionStatus, Pod, PodPhase};
+use kumo_image::testing::Registry;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A pod running busybox from `image` under `runtime` (None: the node's default, runc).
+fn image_pod(
+    name: &str,
+    image: &str,
+    runtime: Option<&str>,
+    restart: &str,
+    script: &str,
+) -> String {
+    let rc = runtime
+        .map(|r| format!("  runtimeClassName: {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{rc}  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/busybox\", \"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
+fn apply(c: &Cluster, file: &str, manifest: &str) {
+    let f = c.write(file, manifest);
+    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn logs(c: &Cluster, pod: &str) -> String {
+    String::from_utf8_lossy(&c.kumo(&["logs", pod]).stdout).to_string()
+}
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .first()?
+        .state
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_images_run_isolated_under_runc_and_runsc() {
+    let registry = Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let script = "echo host=$(hostname); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); echo procs=$(ls /proc | grep -c '^[0-9]'); grep CapEff /proc/self/status; cat /proc/version";
+    apply(
+        &c,
+        "runc.yaml",
+        &image_pod("in-runc", &image, None, "Never", script),
+    );
+    apply(
+        &c,
+        "runsc.yaml",
+        &image_pod("in-gvisor", &image, Some("runsc"), "Never", script),
+    );
+
+    for name in ["in-runc", "in-gvisor"] {
+        let p = wait_pod(&client, "default", name, T, |p| {
+            phase(p).is_some_and(|ph| ph.is_terminal())
+        })
+        .await;
+        assert_eq!(
+            phase(&p),
+            Some(PodPhase::Succeeded),
+            "{name}: {:#?}",
+            p.status
+        );
+        let out = logs(&c, name);
+        assert!(
+            out.contains(&format!("host={name}\n")),
+            "{name}: hostname is the pod name:\n{out}"
+        );
+        assert!(
+            out.contains("pid1=/bin/busybox sh -c"),
+            "{name}: PID 1 is the entrypoint:\n{out}"
+        );
+        let procs: usize = out
+            .lines()
+            .find_map(|l| l.strip_prefix("procs="))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            procs < 10,
+            "{name}: host processes must be invisible, saw {procs}"
+        );
+        let cap = out
+            .lines()
+            .find(|l| l.starts_with("CapEff"))
+            .unwrap()
+            .to_string();
+        assert!(
+            !cap.ends_with("000001ffffffffff") && !cap.ends_with("000003ffffffffff"),
+            "{name}: full caps: {cap}"
+        );
+        let ip = p
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_ip
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            ip.starts_with("10.124."),
+            "{name}: pod IP from the test CIDR, got {ip:?}"
+        );
+    }
+    assert!(
+        logs(&c, "in-gvisor").contains("Linux version 4.4.0"),
+        "gVisor's kernel answers"
+    );
+    assert!(!logs(&c, "in-runc").contains("Linux version 4.4.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_each_other_and_the_host_reaches_them() {
+    let registry = Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let server = "mkdir -p /www && echo hello-from-server > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www";
+    apply(
+        &c,
+        "server.yaml",
+        &image_pod("server", &image, None, "Always", server),
+    );
+    let p = wait_pod(&client, "default", "server", T, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, "Ready")
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
+    })
+    .await;
+    let ip = p.status.unwrap().pod_ip.unwrap();
+
+    // Another pod fetches from the first over its pod IP.
+    let fetch = format!("/bin/busybox wget -q -O - http://{ip}:8080/index.html");
+    apply(
+        &c,
+        "client.yaml",
+        &image_pod("client", &image, None, "OnFailure", &fetch),
+    );
+    wait_pod(&client, "default", "client", T, |p| {
+        phase(p) == Some(PodPhase::Succeeded)
+    })
+    .await;
+    assert_eq!(logs(&c, "client"), "hello-from-server\n");
+
+    // The host reaches the pod IP too.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect((ip.as_str(), 8080)).expect("host to pod");
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.ends_with("hello-from-server\n"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_readopts_a_runc_container() {
+    let registry = Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let mut c = Cluster::up(&[]);
+    let client = c.client();
+    apply(
+        &c,
+        "long.yaml",
+        &image_pod(
+            "long",
+            &image,
+            None,
+            "Always",
+            "echo started; exec /bin/busybox sleep 1000",
+        ),
+    );
+    let before = wait_pod(&client, "default", "long", T, |p| {
+        phase(p) == Some(PodPhase::Running)
+    })
+    .await;
+    let id = before.status.as_ref().unwrap().container_statuses[0]
+        .container_id
+        .clone()
+        .unwrap();
+    assert!(id.starts_with("runc://"), "{id}");
+
+    c.restart();
+    let client = c.client();
+    let after = wait_pod(&client, "default", "long", T, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, "Ready")
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
+    })
+    .await;
+    let cs = &after.status.as_ref().unwrap().container_statuses[0];
+    assert_eq!(
+        cs.container_id.as_deref(),
+        Some(id.as_str()),
+        "re-adopted, not restarted"
+    );
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(logs(&c, "long"), "started\n", "the container ran once");
+    assert!(c
+        .kumo(&["delete", "pod", "long", "--wait"])
+        .status
+        .success());
+}
+
+/// What a node holds for its pods: veths on the test bridge, netns files, mounts, shims.
+fn footprint(c: &Cluster, bridge: &str) -> (usize, usize, usize, usize) {
+    let veths = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    let veths = String::from_utf8_lossy(&veths.stdout).lines().count();
+    let netns = std::fs::read_dir(c.data_dir().join("agent/net/netns"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mounts = mounts_under(c.dir.path()).len();
+    let needle = c.dir.path().to_string_lossy().to_string();
+    let shims = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let cmdline = String::from_utf8_lossy(
+                &std::fs::read(e.path().join("cmdline")).unwrap_or_default(),
+            )
+            .to_string();
+            // `kumo up` itself names the temp dir too: count only shims.
+            cmdline.contains(&needle) && cmdline.contains("shim")
+        })
+        .count();
+    (veths, netns, mounts, shims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_create_delete_cycles_leave_nothing_behind() {
+    let registry = Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let bridge = c.bridge();
+    let mut uids = Vec::new();
+    for i in 0..50 {
+        let name = format!("cycle-{i}");
+        apply(
+            &c,
+            "cycle.yaml",
+            &image_pod(&name, &image, None, "Never", "exec /bin/busybox sleep 1000"),
+        );
+        let pod = wait_pod(&client, "default", &name, T, |p| {
+            phase(p) == Some(PodPhase::Running)
+        })
+        .await;
+        assert!(pod.status.as_ref().unwrap().pod_ip.is_some());
+        uids.push(pod.metadata.uid.clone().unwrap());
+        let out = c.kumo(&["delete", "pod", &name, "--wait", "--grace-period", "0"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The agent tears a pod down after its object is gone, as a kubelet does: give it a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut left = footprint(&c, &bridge);
+    while left != (0, 0, 0, 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = footprint(&c, &bridge);
+    }
+    let needle = c.dir.path().to_string_lossy().to_string();
+    let shims: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ")
+        })
+        .filter(|c| c.contains(&needle) && c.contains("shim"))
+        .collect();
+    assert_eq!(
+        left,
+        (0, 0, 0, 0),
+        "(veths, netns files, mounts, shims) left after 50 create/delete cycles; shims: {shims:#?}"
+    );
+    let leases: Vec<String> = std::fs::read_dir(c.data_dir().join("agent/net/ipam/kumo"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leases.iter().all(|l| !l.starts_with("10.")),
+        "IP leases left: {leases:?}"
+    );
+    let hierarchies: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for uid in &uids {
+        for h in &hierarchies {
+            assert!(
+                !h.join("kumo").join(uid).exists(),
+                "cgroup {} of a deleted pod left",
+                h.join("kumo").join(uid).display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_and_runtimes_get_clear_statuses() {
+    let registry = Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let missing_tag = image.replace(":1", ":nope");
+    apply(
+        &c,
+        "missing.yaml",
+        &image_pod("missing", &missing_tag, None, "Never", "true"),
+    );
+    apply(
+        &c,
+        "unreachable.yaml",
+        &image_pod("unreachable", "127.0.0.1:1/test:1", None, "Never", "true"),
+    );
+    apply(
+        &c,
+        "malformed.yaml",
+        &image_pod("malformed", "Bad:Ref:", None, "Never", "true"),
+    );
+    for (name, text) in [
+        ("missing", "manifest unknown"),
+        ("unreachable", "onnection refused"),
+        ("malformed", "invalid image reference"),
+    ] {
+        let p = wait_pod(&client, "default", name, T, |p| {
+            matches!(
+                waiting_reason(p).as_deref(),
+                Some("ErrImagePull") | Some("ImagePullBackOff")
+            )
+        })
+        .await;
+        let msg = p.status.unwrap().container_statuses[0]
+            .state
+            .waiting
+            .clone()
+            .unwrap()
+            .message
+            .unwrap_or_default();
+        assert!(msg.contains(text), "{name}: {msg}");
+    }
+    // A runtime class no node has: the scheduler says so.
+    apply(
+        &c,
+        "kata.yaml",
+        &image_pod("kata", &image, Some("kata"), "Never", "true"),
+    );
+    let p = wait_pod(&client, "default", "kata", T, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "PodScheduled"))
+            .is_some_and(|c| c.status == ConditionStatus::False)
+    })
+    .await;
+    let cond = find_condition(&p.status.as_ref().unwrap().conditions, "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        cond.message.as_deref(),
+        Some("0/1 nodes are available: 1 node(s) didn't support runtime class \"kata\"")
+    );
+    // A hostPath outside the node's allow-list is refused before anything is made.
+    let host_path = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: peek\nspec:\n  restartPolicy: Never\n  volumes:\n  - name: etc\n    hostPath: {{path: /etc}}\n  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/busybox\", \"cat\", \"/host/passwd\"]\n    volumeMounts:\n    - {{name: etc, mountPath: /host}}\n"
+    );
+    apply(&c, "peek.yaml", &host_path);
+    let p = wait_pod(&client, "default", "peek", T, |p| {
+        waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
+    let msg = p.status.unwrap().container_statuses[0]
+        .state
+        .waiting
+        .clone()
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(
+        msg.contains("hostPath \"/etc\" of volume \"etc\" is not allowed on this node"),
+        "{msg}"
+    );
+}
