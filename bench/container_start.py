@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Apply -> container exited for a trivial busybox pod under runc and runsc, against raw
+`runc run` / `runsc run` of the same root filesystem (the floor).
+
+Usage: python3 bench/container_start.py [--pods 50] [--kumo target/release/kumo]
+
+Builds a busybox OCI image with umoci (from /bin/busybox of busybox-static), imports it into a
+fresh `kumo up` (temp dir, free port, own bridge and pod CIDR), creates pods one at a time
+through the API (`/bin/busybox true`, restartPolicy Never, imagePullPolicy Never) and times each
+from the POST until a watch reports phase Succeeded. The floor runs the unpacked bundle of the
+same image directly with the runtime's CLI, the same number of times.
+"""
+import argparse, http.client, json, os, shutil, signal, statistics, subprocess, tempfile, threading, time
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def sh(*args, **kw):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def build_image(tmp):
+    oci = f"{tmp}/oci"
+    sh("umoci", "init", "--layout", oci)
+    sh("umoci", "new", "--image", f"{oci}:bb")
+    sh("umoci", "unpack", "--image", f"{oci}:bb", f"{tmp}/bundle")
+    os.makedirs(f"{tmp}/bundle/rootfs/bin", exist_ok=True)
+    shutil.copy("/bin/busybox", f"{tmp}/bundle/rootfs/bin/busybox")
+    sh("umoci", "repack", "--image", f"{oci}:bb", f"{tmp}/bundle")
+    # The floor's bundle: the same rootfs, running `busybox true`, no terminal.
+    cfg = json.load(open(f"{tmp}/bundle/config.json"))
+    cfg["process"]["args"] = ["/bin/busybox", "true"]
+    cfg["process"]["terminal"] = False
+    json.dump(cfg, open(f"{tmp}/bundle/config.json", "w"))
+    return oci
+
+
+def floor(runtime, bundle, n, extra):
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([runtime, *extra, "--root", f"{bundle}/../{os.path.basename(runtime)}-root", "run",
+                        "--bundle", bundle, f"floor-{i}"], check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=50)
+    ap.add_argument("--kumo", default="target/release/kumo")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="kumo-bench-")
+    oci = build_image(tmp)
+    env = dict(os.environ, KUMO_CONFIG=f"{tmp}/config", HOME=tmp, RUST_LOG="warn")
+    sh(args.kumo, "image", "import", oci, "--name", "local/bb:1", "--data-dir", f"{tmp}/data", env=env)
+    proc = subprocess.Popen([args.kumo, "up", "--data-dir", f"{tmp}/data", "--listen", "127.0.0.1:0",
+                             "--node-name", "bench", "--pod-bridge", "kbench", "--pod-cidr", "10.126.0.0/16"],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    url = next(l.split()[-1] for l in proc.stdout if l.startswith("kumo: API server listening on "))
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    host, port = url.removeprefix("http://").split(":")
+    headers = {"Authorization": "Bearer " + open(f"{tmp}/data/tokens").readline().strip(),
+               "Content-Type": "application/json"}
+    done, cond = {}, threading.Condition()
+
+    def watch():
+        c = http.client.HTTPConnection(host, int(port))
+        c.request("GET", "/api/v1/namespaces/default/pods?watch=true", headers=headers)
+        for line in c.getresponse():
+            obj = json.loads(line)["object"]
+            if obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                with cond:
+                    done.setdefault(obj["metadata"]["name"], (time.perf_counter(), obj["status"]["phase"]))
+                    cond.notify_all()
+
+    threading.Thread(target=watch, daemon=True).start()
+    api = http.client.HTTPConnection(host, int(port))
+    results = {}
+    for rc in ["runc", "runsc"]:
+        lat = []
+        for i in range(args.pods):
+            name = f"{rc}-{i}"
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                    "spec": {"runtimeClassName": rc, "restartPolicy": "Never",
+                             "containers": [{"name": "c", "image": "local/bb:1", "imagePullPolicy": "Never",
+                                             "command": ["/bin/busybox", "true"]}]}}
+            t0 = time.perf_counter()
+            api.request("POST", "/api/v1/namespaces/default/pods", body=json.dumps(body), headers=headers)
+            r = api.getresponse(); r.read()
+            assert r.status == 201, r.status
+            with cond:
+                cond.wait_for(lambda: name in done, timeout=120)
+            t1, phase = done[name]
+            assert phase == "Succeeded", (name, phase)
+            lat.append((t1 - t0) * 1000)
+            api.request("DELETE", f"/api/v1/namespaces/default/pods/{name}", headers=headers)
+            api.getresponse().read()
+        results[rc] = lat
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    floors = {"runc": floor("runc", f"{tmp}/bundle", args.pods, []),
+              "runsc": floor("runsc", f"{tmp}/bundle", args.pods, ["--platform=ptrace", "--network=host"])}
+    for rc in ["runc", "runsc"]:
+        k, f = results[rc], floors[rc]
+        print(f"{rc}: kumo apply->exited median {statistics.median(k):.0f} ms p99 {pct(k, 99):.0f} ms | "
+              f"raw {rc} run median {statistics.median(f):.0f} ms p99 {pct(f, 99):.0f} ms | "
+              f"ratio of medians {statistics.median(k) / statistics.median(f):.2f}x")
+    subprocess.run(["ip", "link", "del", "kbench"], stderr=subprocess.DEVNULL)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
