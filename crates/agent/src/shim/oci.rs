@@ -46,7 +46,6 @@ pub(super) fn run(args: &ShimArgs, runtime: &Path) -> u8 {
     handshake(&format!("pid {pid}"));
     let (code, signal) = wait_for(pid);
     let oom_killed = args.cgroups.iter().any(|dir| oom_kills(dir) > 0);
-    oci.delete();
     let rec = ExitRecord {
         code,
         signal,
@@ -54,7 +53,11 @@ pub(super) fn run(args: &ShimArgs, runtime: &Path) -> u8 {
         oom_killed,
         finished_at: chrono::Utc::now(),
     };
-    match write_json(&args.exit_file, &rec) {
+    let written = write_json(&args.exit_file, &rec);
+    // The exit is recorded: the runtime's bookkeeping (`delete`, which takes runsc seconds) must
+    // not delay the agent, which learns of the exit when this shim ends.
+    oci.delete_detached();
+    match written {
         Ok(()) => 0,
         Err(_) => 2,
     }
@@ -132,6 +135,22 @@ impl Oci<'_> {
                 .unwrap_or_else(|| format!("{name} start failed ({})", out.status)));
         }
         Ok(pid)
+    }
+
+    /// `delete --force` in a process of its own that outlives the shim.
+    fn delete_detached(&self) {
+        if self.id.is_empty() {
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let _ = self
+            .command()
+            .args(["delete", "--force", self.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
     }
 
     /// `delete --force`: removes the runtime's record (and cgroups) of the container.

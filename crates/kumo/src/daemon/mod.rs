@@ -306,6 +306,7 @@ fn agent_config(
 
 /// `kumo up`: everything in one process.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let started = chrono::Utc::now();
     init_logging();
     let shutdown = Shutdown::on_signals();
     let data_dir = args
@@ -340,7 +341,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut agent = tokio::spawn(kumo_agent::run(client.clone(), agent_cfg, shutdown.wait()));
     // Say "up" once this machine's node is registered and Ready, so the next command can use it.
     tokio::select! {
-        registered = wait_for_node(&client, &node_name) => registered?,
+        registered = wait_for_node(&client, &node_name, started) => registered?,
         ended = &mut agent => return Err(match ended {
             Ok(Err(e)) => anyhow!("the agent could not start: {e}"),
             Ok(Ok(())) => anyhow!("stopped before the node registered"),
@@ -367,7 +368,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Waits until the Node object `name` exists and is Ready, following a watch.
-async fn wait_for_node(client: &Client, name: &str) -> anyhow::Result<()> {
+async fn wait_for_node(client: &Client, name: &str, since: kumo_api::Time) -> anyhow::Result<()> {
     let params = kumo_client::ListParams::fields(&format!("metadata.name={name}"));
     loop {
         // Without a resource version the watch starts with the objects that exist as ADDED.
@@ -387,7 +388,10 @@ async fn wait_for_node(client: &Client, name: &str) -> anyhow::Result<()> {
                     .status
                     .as_ref()
                     .and_then(|s| kumo_api::meta::find_condition(&s.conditions, "Ready"));
-                if ready.is_some_and(|c| c.status == kumo_api::ConditionStatus::True) {
+                // Posted by this agent, not left over from before a restart.
+                let fresh =
+                    |c: &kumo_api::Condition| c.last_heartbeat_time.is_some_and(|t| t >= since);
+                if ready.is_some_and(|c| c.status == kumo_api::ConditionStatus::True && fresh(c)) {
                     return Ok(());
                 }
             }

@@ -64,14 +64,25 @@ impl OciCli {
     }
 }
 
+/// Container ids under a runtime's `--root`: runc keeps a directory per container, runsc a
+/// `<sandbox>_sandbox:<container>.state` file (and a `.lock`) per container.
 fn list_dir(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                return Some(name);
+            }
+            let (_, container) = name.strip_suffix(".state")?.split_once("_sandbox:")?;
+            Some(container.to_string())
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The container id of run `restart_count` of a container: unique per run, so a run's id is

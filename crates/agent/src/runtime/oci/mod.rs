@@ -226,10 +226,31 @@ impl Driver for OciDriver {
 
     async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError> {
         let mut first: Option<String> = None;
-        for id in self.cli.ids().into_iter().filter(|id| is_of_pod(id, uid)) {
-            if let Err(e) = self.cli.delete(&id).await {
-                first.get_or_insert(format!("{} delete {id}: {e}", self.class));
+        // The shim runs `delete` detached once a container ended; one may still be running, and
+        // the runtime removes the container's cgroups only when it is done. Wait for the
+        // runtime's records of this pod to go (deleting again, which is idempotent), so the
+        // pod's cgroups can be removed below.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let left: Vec<String> = self
+                .cli
+                .ids()
+                .into_iter()
+                .filter(|id| is_of_pod(id, uid))
+                .collect();
+            if left.is_empty() {
+                break;
             }
+            if tokio::time::Instant::now() > deadline {
+                first.get_or_insert(format!("{} still holds {left:?} after delete", self.class));
+                break;
+            }
+            for id in &left {
+                if let Err(e) = self.cli.delete(id).await {
+                    tracing::debug!(id, error = %e, "runtime delete");
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let pod_dir = self.layout.pod_dir(uid);
         for entry in std::fs::read_dir(&pod_dir).into_iter().flatten().flatten() {
