@@ -52,10 +52,16 @@ fn waiting_reason(p: &Pod) -> Option<String> {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_images_run_isolated_under_runc_and_runsc() {
+/// A real registry on loopback holding a busybox image; the registry stops when dropped.
+fn busybox_registry() -> (Registry, String) {
     let registry = Registry::start().expect("docker-registry");
     let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    (registry, image)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_images_run_isolated_under_runc_and_runsc() {
+    let (_registry, image) = busybox_registry();
     let c = Cluster::up(&[]);
     let client = c.client();
     let script = "echo host=$(hostname); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); echo procs=$(ls /proc | grep -c '^[0-9]'); grep CapEff /proc/self/status; cat /proc/version";
@@ -131,8 +137,7 @@ async fn registry_images_run_isolated_under_runc_and_runsc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_and_the_host_reaches_them() {
-    let registry = Registry::start().expect("docker-registry");
-    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let (_registry, image) = busybox_registry();
     let c = Cluster::up(&[]);
     let client = c.client();
     let server = "mkdir -p /www && echo hello-from-server > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www";
@@ -141,13 +146,7 @@ async fn pods_reach_each_other_and_the_host_reaches_them() {
         "server.yaml",
         &image_pod("server", &image, None, "Always", server),
     );
-    let p = wait_pod(&client, "default", "server", T, |p| {
-        p.status.as_ref().is_some_and(|s| {
-            find_condition(&s.conditions, "Ready")
-                .is_some_and(|c| c.status == ConditionStatus::True)
-        })
-    })
-    .await;
+    let p = wait_pod(&client, "default", "server", T, pod_ready).await;
     let ip = p.status.unwrap().pod_ip.unwrap();
 
     // Another pod fetches from the first over its pod IP.
@@ -174,8 +173,7 @@ async fn pods_reach_each_other_and_the_host_reaches_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_agent_readopts_a_runc_container() {
-    let registry = Registry::start().expect("docker-registry");
-    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let (_registry, image) = busybox_registry();
     let mut c = Cluster::up(&[]);
     let client = c.client();
     apply(
@@ -201,13 +199,7 @@ async fn restarted_agent_readopts_a_runc_container() {
 
     c.restart();
     let client = c.client();
-    let after = wait_pod(&client, "default", "long", T, |p| {
-        p.status.as_ref().is_some_and(|s| {
-            find_condition(&s.conditions, "Ready")
-                .is_some_and(|c| c.status == ConditionStatus::True)
-        })
-    })
-    .await;
+    let after = wait_pod(&client, "default", "long", T, pod_ready).await;
     let cs = &after.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(
         cs.container_id.as_deref(),
@@ -252,8 +244,7 @@ fn footprint(c: &Cluster, bridge: &str) -> (usize, usize, usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_create_delete_cycles_leave_nothing_behind() {
-    let registry = Registry::start().expect("docker-registry");
-    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let (_registry, image) = busybox_registry();
     let c = Cluster::up(&[]);
     let client = c.client();
     let bridge = c.bridge();
@@ -329,8 +320,7 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_images_and_runtimes_get_clear_statuses() {
-    let registry = Registry::start().expect("docker-registry");
-    let (image, _) = registry.push_busybox("test:1").expect("push busybox");
+    let (_registry, image) = busybox_registry();
     let c = Cluster::up(&[]);
     let client = c.client();
     let missing_tag = image.replace(":1", ":nope");

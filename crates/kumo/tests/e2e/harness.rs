@@ -470,6 +470,14 @@ pub fn process_pod(name: &str, restart: &str, script: &str) -> String {
     )
 }
 
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        kumo_api::meta::find_condition(&s.conditions, "Ready")
+            .is_some_and(|c| c.status == kumo_api::ConditionStatus::True)
+    })
+}
+
 /// The pid of a pod's first container, from `containerID: process://PID`.
 pub fn container_pid(pod: &Pod) -> Option<i32> {
     pod.status
