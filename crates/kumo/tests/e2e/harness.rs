@@ -226,15 +226,33 @@ pub struct TestNet {
 }
 
 impl TestNet {
+    /// Claims a free slot: test processes of several checkouts may run at once, so each slot is
+    /// a file under /tmp/kumo-testnet locked (flock) for the life of the test process.
     pub fn next() -> TestNet {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = (std::process::id() % 100) * 2
-            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50
-            + 1;
-        TestNet {
-            bridge: format!("kt{n}"),
-            cidr: format!("10.124.{n}.0/24"),
+        static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> =
+            std::sync::Mutex::new(Vec::new());
+        let dir = Path::new("/tmp/kumo-testnet");
+        std::fs::create_dir_all(dir).expect("testnet slot dir");
+        let mut held = HELD.lock().unwrap();
+        for n in 1..250u32 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(n.to_string()))
+                .expect("open testnet slot");
+            // A slot this process already holds is refused too: flock locks are per open file.
+            if let Ok(lock) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                held.push(lock);
+                return TestNet {
+                    bridge: format!("kt{n}"),
+                    cidr: format!("10.124.{n}.0/24"),
+                };
+            }
         }
+        panic!("no free test network slot under /tmp/kumo-testnet");
     }
 }
 
