@@ -71,6 +71,7 @@ pub async fn run(
         runtime: runtime.clone(),
         token: config.token.clone(),
         stop: stop_rx,
+        exec_helper: Some(config.shim_exe.clone()),
     });
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router(svc)).await {

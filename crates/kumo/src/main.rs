@@ -45,6 +45,8 @@ pub enum Command {
     Delete(cli::delete::DeleteArgs),
     /// Print a pod's container log
     Logs(cli::logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(cli::exec::ExecArgs),
     /// Wait until an object reaches a condition or phase
     Wait(cli::wait::WaitArgs),
     /// Print the client and server versions
@@ -58,6 +60,9 @@ pub enum Command {
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
+    /// (internal) join a container's cgroups and namespaces, then run a command (for exec)
+    #[command(hide = true)]
+    Nsexec(kumo_agent::nsexec::NsExecArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,10 @@ fn main() -> ExitCode {
     if let Command::Shim(args) = cli.command {
         // The shim is synchronous and must not start a runtime before it forks its child.
         return ExitCode::from(kumo_agent::shim::run(args));
+    }
+    if let Command::Nsexec(args) = cli.command {
+        // Joining a mount namespace needs a single-threaded process: no runtime yet.
+        return ExitCode::from(kumo_agent::nsexec::run(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,12 +95,15 @@ fn main() -> ExitCode {
             Command::Describe(a) => cli::describe::run(a).await,
             Command::Delete(a) => cli::delete::run(a).await,
             Command::Logs(a) => cli::logs::run(a).await,
+            Command::Exec(a) => cli::exec::run(a).await,
             Command::Wait(a) => cli::wait::run(a).await,
             Command::Version(a) => cli::version::run(a).await,
             Command::Completion(a) => cli::completion::run(a),
             Command::Image(a) => cli::image::run(a).await,
             Command::Registry(a) => cli::image::run_registry(a).await,
-            Command::Shim(_) => unreachable!("handled before the runtime starts"),
+            Command::Shim(_) | Command::Nsexec(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

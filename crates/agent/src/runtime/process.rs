@@ -444,6 +444,46 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn exec_command(
+        &self,
+        pod: &Pod,
+        index: usize,
+        command: &[String],
+        tty: bool,
+    ) -> Result<super::ExecSpec, super::ExecRefusal> {
+        use super::ExecRefusal;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod
+            .spec
+            .containers
+            .get(index)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let record = self
+            .lock_pods()
+            .get(&uid)
+            .and_then(|p| p.containers.get(&name))
+            .map(|e| e.record.clone())
+            .filter(|r| r.terminated.is_none() && r.pid.is_some())
+            .ok_or_else(|| {
+                ExecRefusal::NotRunning(format!(
+                    "container {name} of pod {} is not running",
+                    pod.metadata.name
+                ))
+            })?;
+        self.inner
+            .driver
+            .exec(
+                pod,
+                index,
+                &record,
+                &self.layout().work_dir(&uid),
+                command,
+                tty,
+            )
+            .map_err(ExecRefusal::Unsupported)
+    }
+
     fn state(&self, uid: &str) -> PodRuntimeState {
         let pods = self.lock_pods();
         PodRuntimeState {

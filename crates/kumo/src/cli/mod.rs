@@ -4,6 +4,7 @@ pub mod apply;
 pub mod completion;
 pub mod delete;
 pub mod describe;
+pub mod exec;
 pub mod get;
 pub mod image;
 pub mod logs;

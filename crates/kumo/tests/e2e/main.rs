@@ -6,5 +6,6 @@ mod harness;
 mod api;
 mod cli;
 mod containers;
+mod exec;
 mod pods;
 mod store;

@@ -218,6 +218,42 @@ impl Driver for OciDriver {
         }
     }
 
+    fn exec(
+        &self,
+        _pod: &Pod,
+        _index: usize,
+        record: &ContainerRecord,
+        _work_dir: &Path,
+        command: &[String],
+        tty: bool,
+    ) -> Result<crate::runtime::ExecSpec, String> {
+        let id = record
+            .runtime_id
+            .as_deref()
+            .and_then(|r| r.split_once("://"))
+            .map(|(_, id)| id.to_string())
+            .ok_or("the container has no runtime id")?;
+        // The runtime runs the command with the container's own environment, user and cwd.
+        if tty && self.class == kumo_api::pod::RUNTIME_RUNSC {
+            // runsc's exec has no foreground terminal mode (only a console socket).
+            return Err(
+                "a terminal (-t) is not available for exec under runsc; run without -t".into(),
+            );
+        }
+        let mut argv = vec![self.cli.binary.display().to_string()];
+        argv.extend(self.cli.global_args());
+        argv.push("exec".into());
+        if tty {
+            argv.push("--tty".into());
+        }
+        argv.push(id);
+        argv.extend(command.iter().cloned());
+        Ok(crate::runtime::ExecSpec {
+            argv,
+            ..Default::default()
+        })
+    }
+
     async fn release(&self, uid: &str, container: &str) {
         if let Err(e) = self.release_run(uid, container).await {
             tracing::warn!(uid, container, error = %e, "cannot release a container's root filesystem");

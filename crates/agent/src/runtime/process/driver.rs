@@ -85,4 +85,33 @@ impl Driver for ProcessDriver {
         self.cgroups.remove_pod(uid);
         Ok(())
     }
+
+    fn exec(
+        &self,
+        pod: &Pod,
+        index: usize,
+        record: &ContainerRecord,
+        work_dir: &std::path::Path,
+        command: &[String],
+        _tty: bool,
+    ) -> Result<super::super::ExecSpec, String> {
+        let container = pod
+            .spec
+            .containers
+            .get(index)
+            .ok_or_else(|| format!("no container {index}"))?;
+        let cwd = container
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| work_dir.to_path_buf());
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        Ok(super::super::ExecSpec {
+            argv: command.to_vec(),
+            env: Some(environment(&pod.metadata.name, container)),
+            cwd: Some(cwd),
+            cgroups: self.cgroups.container_dirs(uid, &container.name),
+            mount_ns_of: record.pid,
+        })
+    }
 }
