@@ -231,6 +231,7 @@ fn open_runtimes(
             shim,
             cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
             sys,
+            sandboxes: Some(sandboxes.clone()),
         },
         events,
     )?;

@@ -39,6 +39,8 @@ pub struct ProcessRuntimeConfig {
     pub shim: ShimCommand,
     pub cgroups: Cgroups,
     pub sys: Arc<dyn Sys>,
+    /// The node's pod sandboxes, where process pods' volumes are made.
+    pub sandboxes: Option<Arc<crate::sandbox::Sandboxes>>,
 }
 
 /// The process runtime; cheap to clone.
@@ -100,6 +102,7 @@ impl ProcessRuntime {
         let driver = Arc::new(process_driver::ProcessDriver {
             cgroups: config.cgroups,
             sys: config.sys.clone(),
+            sandboxes: config.sandboxes,
         });
         Self::with_driver(&config.data_dir, config.shim, config.sys, driver, events)
     }

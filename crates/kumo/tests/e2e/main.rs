@@ -9,3 +9,4 @@ mod containers;
 mod exec;
 mod pods;
 mod store;
+mod volumes;

@@ -174,6 +174,7 @@ impl OciDriver {
                 runtime_args: self.cli.global_args(),
                 bundle: Some(bundle),
                 id: Some(id.clone()),
+                binds: Vec::new(),
                 command: Vec::new(),
             },
             env: vec![("PATH".to_string(), DEFAULT_PATH.to_string())],

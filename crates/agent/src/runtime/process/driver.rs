@@ -6,6 +6,8 @@ use super::super::env::{argv, environment};
 use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
 use crate::record::ContainerRecord;
+use crate::sandbox::Sandboxes;
+use crate::shim::binds::Bind;
 use crate::shim::ShimArgs;
 use crate::sys::Sys;
 use kumo_api::Pod;
@@ -16,6 +18,37 @@ use std::sync::Arc;
 pub struct ProcessDriver {
     pub cgroups: Cgroups,
     pub sys: Arc<dyn Sys>,
+    /// Where the pod's volumes are (made by the agent before the first container starts).
+    pub sandboxes: Option<Arc<Sandboxes>>,
+}
+
+impl ProcessDriver {
+    /// The container's volume mounts as binds from the pod's sandbox.
+    fn binds(&self, pod: &Pod, container: &kumo_api::pod::Container) -> Result<Vec<Bind>, Refusal> {
+        if container.volume_mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let sandbox = self
+            .sandboxes
+            .as_ref()
+            .and_then(|s| s.get(uid))
+            .ok_or_else(|| Refusal::StartError("the pod's volumes are not ready".into()))?;
+        container
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                let source = sandbox.volumes.get(&m.name).ok_or_else(|| {
+                    Refusal::Config(format!("volume {:?} is not available", m.name))
+                })?;
+                Ok(Bind {
+                    source: source.clone(),
+                    target: PathBuf::from(&m.mount_path),
+                    read_only: m.read_only,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait::async_trait]
@@ -42,6 +75,7 @@ impl Driver for ProcessDriver {
                 cwd.display().to_string()
             )));
         }
+        let binds = self.binds(pod, container)?;
         let cgroups = self
             .cgroups
             .setup(&p.uid, &p.container, &container.resources);
@@ -52,6 +86,7 @@ impl Driver for ProcessDriver {
                 pid_file: p.pid_file.clone(),
                 cgroups,
                 command,
+                binds,
                 ..ShimArgs::default()
             },
             env: environment(&pod.metadata.name, container),
