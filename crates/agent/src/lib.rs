@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod gpu;
+pub mod image_gc;
 pub mod images;
 pub mod layout;
 pub mod logs;

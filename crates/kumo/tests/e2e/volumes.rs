@@ -103,3 +103,57 @@ async fn volumes_mount_into_runc_and_process_containers() {
 }
 
 use std::path::Path;
+
+/// Images no pod uses are collected once the disk is over the threshold (0% here, so always);
+/// an image a pod uses stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_images_are_collected_above_the_disk_threshold() {
+    let registry = kumo_image::testing::Registry::start().expect("docker-registry");
+    let (busybox, _) = registry.push_busybox("gc-used:1").expect("push busybox");
+    let layout = tempfile::tempdir().unwrap();
+    kumo_image::testing::write_tiny_layout(layout.path(), "1", "unused").unwrap();
+    let tiny = registry
+        .push_layout(layout.path(), "1", "gc-unused")
+        .expect("push tiny");
+    let c = Cluster::up(&[
+        "--image-gc-high-threshold",
+        "0",
+        "--image-gc-low-threshold",
+        "0",
+        "--image-gc-interval",
+        "300ms",
+    ]);
+    let client = c.client();
+    apply(
+        &c,
+        "used.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: used\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: \"{busybox}\"\n    command: [\"/bin/sleep\", \"3600\"]\n"),
+    );
+    // The tiny image has no program: its pod fails, but the image was pulled for it.
+    apply(
+        &c,
+        "unused.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: unused\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: \"{tiny}\"\n    command: [\"/hello\"]\n"),
+    );
+    wait_pod(&client, "default", "used", T, pod_ready).await;
+    wait_pod(&client, "default", "unused", T, |p| {
+        phase(p).is_some_and(|ph| ph.is_terminal())
+    })
+    .await;
+    let data = c.data_dir().display().to_string();
+    let images = || {
+        let o = c.kumo(&["image", "ls", "--data-dir", &data]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // While its pod exists, even a failed one, the image is in use.
+    assert!(images().contains("gc-unused"), "{}", images());
+    let o = c.kumo(&["delete", "pod", "unused", "--wait"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = tokio::time::Instant::now() + T;
+    while images().contains("gc-unused") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = images();
+    assert!(!left.contains("gc-unused"), "{left}");
+    assert!(left.contains("gc-used"), "the image in use stays: {left}");
+}
