@@ -22,6 +22,7 @@ pub mod mounts;
 pub mod node;
 pub mod nsexec;
 pub mod plan;
+pub mod pull_secrets;
 pub mod pulls;
 pub mod record;
 pub mod runtime;

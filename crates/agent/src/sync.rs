@@ -503,8 +503,10 @@ impl PodWorker {
                     pod.clone(),
                 );
                 let uid2 = uid.clone();
+                let auth =
+                    crate::pull_secrets::auth_for(&self.client, pod, &image, &self.recorder).await;
                 tokio::spawn(async move {
-                    let result = images.pull(&image).await;
+                    let result = images.pull(&image, &auth).await;
                     let event = match &result {
                         Ok(()) => (
                             EventType::Normal,

@@ -37,6 +37,8 @@ pub enum Command {
     Agent(daemon::AgentArgs),
     /// Create or update objects from files (YAML or JSON, multi-document)
     Apply(cli::apply::ApplyArgs),
+    /// Create an object from flags (secret docker-registry|generic)
+    Create(cli::create::CreateArgs),
     /// List objects or show one
     Get(cli::get::GetArgs),
     /// Show an object in detail, with its conditions and events
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
+            Command::Create(a) => cli::create::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
             Command::Describe(a) => cli::describe::run(a).await,
             Command::Delete(a) => cli::delete::run(a).await,

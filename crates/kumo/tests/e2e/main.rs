@@ -8,5 +8,6 @@ mod cli;
 mod containers;
 mod exec;
 mod pods;
+mod secrets;
 mod store;
 mod volumes;
