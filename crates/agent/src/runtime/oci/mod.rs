@@ -162,8 +162,11 @@ impl OciDriver {
         spec.save(bundle.join("config.json"))
             .map_err(|e| Refusal::StartError(format!("write the bundle's config.json: {e}")))?;
         let id = container_id(&p.uid, &p.container, p.restart_count);
-        // A run of this id left behind by a crash would make `create` fail.
-        let _ = self.cli.delete(&id).await;
+        // A run of this id left behind by a crash would make `run` fail. Asking the runtime's
+        // state directory first spares a runtime process per start when there is none.
+        if self.cli.ids().contains(&id) {
+            let _ = self.cli.delete(&id).await;
+        }
         Ok(Launch {
             shim: ShimArgs {
                 exit_file: p.exit_file.clone(),
