@@ -89,17 +89,8 @@ async fn exec_runs_commands_inside_containers() {
             "-c",
             "test -t 1 && echo is-a-tty",
         ]);
-        if name == "in-gvisor" {
-            assert!(!o.status.success());
-            assert!(
-                err(&o).contains("not available for exec under runsc"),
-                "{}",
-                err(&o)
-            );
-        } else {
-            assert!(o.status.success(), "{name}: {}", err(&o));
-            assert!(out(&o).contains("is-a-tty"), "{name}: {:?}", out(&o));
-        }
+        assert!(o.status.success(), "{name}: {}", err(&o));
+        assert!(out(&o).contains("is-a-tty"), "{name}: {:?}", out(&o));
     }
 
     // Inside runc the command sees the container, not the host.

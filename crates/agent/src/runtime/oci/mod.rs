@@ -109,6 +109,25 @@ fn read_rootfs_file(rootfs: &Path, rel: &str) -> String {
 }
 
 impl OciDriver {
+    /// Writes, into the run's bundle, the container's own process spec with `command` as its
+    /// arguments and a terminal; returns its path.
+    fn terminal_process_spec(&self, bundle: &Path, command: &[String]) -> Result<PathBuf, String> {
+        let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("the container's bundle has no readable config.json")?;
+        let mut process = config
+            .get("process")
+            .cloned()
+            .ok_or("the container's config.json has no process")?;
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::json!(true);
+        let path = bundle.join(format!("exec-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, serde_json::to_vec(&process).unwrap_or_default())
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     fn rootfs_target(&self, uid: &str, container: &str) -> PathBuf {
         self.layout.container_dir(uid, container).join("rootfs")
     }
@@ -224,8 +243,8 @@ impl Driver for OciDriver {
 
     fn exec(
         &self,
-        _pod: &Pod,
-        _index: usize,
+        pod: &Pod,
+        index: usize,
         record: &ContainerRecord,
         _work_dir: &Path,
         command: &[String],
@@ -238,20 +257,30 @@ impl Driver for OciDriver {
             .map(|(_, id)| id.to_string())
             .ok_or("the container has no runtime id")?;
         // The runtime runs the command with the container's own environment, user and cwd.
-        if tty && self.class == kumo_api::pod::RUNTIME_RUNSC {
-            // runsc's exec has no foreground terminal mode (only a console socket).
-            return Err(
-                "a terminal (-t) is not available for exec under runsc; run without -t".into(),
-            );
-        }
         let mut argv = vec![self.cli.binary.display().to_string()];
         argv.extend(self.cli.global_args());
         argv.push("exec".into());
-        if tty {
-            argv.push("--tty".into());
+        if tty && self.class == kumo_api::pod::RUNTIME_RUNSC {
+            // runsc's exec has no --tty: a process spec with `terminal: true` makes it use its
+            // own stdin (the session's terminal) as the process's terminal.
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let container = pod
+                .spec
+                .containers
+                .get(index)
+                .map(|c| c.name.as_str())
+                .unwrap_or_default();
+            let file = self.terminal_process_spec(&self.bundle_dir(uid, container), command)?;
+            argv.push("--process".into());
+            argv.push(file.display().to_string());
+            argv.push(id);
+        } else {
+            if tty {
+                argv.push("--tty".into());
+            }
+            argv.push(id);
+            argv.extend(command.iter().cloned());
         }
-        argv.push(id);
-        argv.extend(command.iter().cloned());
         Ok(crate::runtime::ExecSpec {
             argv,
             ..Default::default()
