@@ -224,9 +224,11 @@ mod tests {
             .map(|k| k.kind)
             .unwrap_err()
             .to_string();
+        let plurals: Vec<&str> = kumo_api::kinds().iter().map(|k| k.plural).collect();
+        assert!(plurals.starts_with(&["namespaces", "nodes", "pods", "events"]));
         assert_eq!(
             err,
-            "unknown resource type \"pdos\": try namespaces, nodes, pods, events"
+            format!("unknown resource type \"pdos\": try {}", plurals.join(", "))
         );
     }
 
