@@ -32,6 +32,9 @@ pub struct ControlPlaneArgs {
     /// Watch history kept for resuming watches, in events
     #[arg(long, default_value_t = 10_000)]
     pub watch_window: usize,
+    /// How long Events are kept after they last happened
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub event_ttl: Duration,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -264,6 +267,11 @@ async fn start_control_plane(
     tasks.push(tokio::spawn(kumo_scheduler::run(
         client.clone(),
         sched,
+        shutdown.wait(),
+    )));
+    tasks.push(tokio::spawn(kumo_controllers::event_ttl::run(
+        client.clone(),
+        args.event_ttl,
         shutdown.wait(),
     )));
     tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(

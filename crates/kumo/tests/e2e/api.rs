@@ -305,3 +305,33 @@ fn ready(node: &Node) -> Option<ConditionStatus> {
         .and_then(|s| find_condition(&s.conditions, "Ready"))
         .map(|c| c.status)
 }
+
+/// Events expire after `--event-ttl`: a pod's Scheduled and Started events appear, then go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_their_ttl() {
+    let c = Cluster::up(&["--event-ttl", "2s"]);
+    let client = c.client();
+    let f = c.write("p.yaml", &process_pod("short", "Never", "true"));
+    let o = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_pod(&client, "default", "short", Duration::from_secs(30), |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.phase == PodPhase::Succeeded)
+    })
+    .await;
+    let count = || async {
+        client
+            .list::<kumo_api::Event>(Some("default"), &kumo_client::ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .len()
+    };
+    assert!(count().await > 0, "the pod's events exist at first");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count().await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count().await, 0, "every event expired");
+}

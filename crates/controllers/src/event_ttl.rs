@@ -1,0 +1,98 @@
+//! Event expiry: an Event goes once it is older than the TTL (`--event-ttl`, one hour by
+//! default, as the Kubernetes API server's), so that a long-running cluster's store stays small.
+
+use kumo_api::{Event, Time};
+use kumo_client::{Client, ClientError, Informer, ListParams};
+use std::future::Future;
+use std::time::Duration;
+
+/// When an event was last seen to happen: its last timestamp, else its first, else its
+/// creation.
+pub fn last_seen(e: &Event) -> Option<Time> {
+    e.last_timestamp
+        .or(e.first_timestamp)
+        .or(e.metadata.creation_timestamp)
+}
+
+/// The events older than `ttl` at `now`, as (namespace, name), and when the next one will be.
+pub fn expired(
+    events: &[Event],
+    now: Time,
+    ttl: Duration,
+) -> (Vec<(String, String)>, Option<Time>) {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+    let mut gone = Vec::new();
+    let mut next: Option<Time> = None;
+    for e in events {
+        let Some(seen) = last_seen(e) else { continue };
+        let due = seen + ttl;
+        if due <= now {
+            gone.push((e.metadata.ns().to_string(), e.metadata.name.clone()));
+        } else {
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+    }
+    (gone, next)
+}
+
+/// Deletes events as they expire, until `shutdown`.
+pub async fn run(client: Client, ttl: Duration, shutdown: impl Future<Output = ()> + Send) {
+    let (events, mut changes) =
+        Informer::<Event>::start(client.clone(), None, ListParams::default());
+    let work = async {
+        events.wait_synced().await;
+        loop {
+            let (gone, next) = expired(&events.list(), chrono::Utc::now(), ttl);
+            for (ns, name) in gone {
+                match client.delete::<Event>(&ns, &name, None).await {
+                    Ok(_) | Err(ClientError::Api(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot delete an expired event"),
+                }
+            }
+            // Sleep until the next expiry; a new event cannot expire sooner than `ttl` from now.
+            let wait = next
+                .and_then(|n| (n - chrono::Utc::now()).to_std().ok())
+                .unwrap_or(ttl)
+                .max(Duration::from_millis(100));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                // Drain changes so the channel does not fill; expiry is driven by time alone.
+                Some(_) = changes.recv() => continue,
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = shutdown => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kumo_api::ObjectMeta;
+
+    fn event(name: &str, last: Option<Time>) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            last_timestamp: last,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_older_than_the_ttl_go() {
+        let now = chrono::Utc::now();
+        let hour = Duration::from_secs(3600);
+        let old = event("old", Some(now - chrono::Duration::minutes(61)));
+        let young = event("young", Some(now - chrono::Duration::minutes(50)));
+        let undated = event("undated", None);
+        let (gone, next) = expired(&[old, young, undated], now, hour);
+        assert_eq!(gone, vec![("default".to_string(), "old".to_string())]);
+        assert_eq!(next, Some(now + chrono::Duration::minutes(10)));
+    }
+}
