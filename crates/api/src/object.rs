@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{Event, MLTask, Namespace, Node, Pod, Queue};
+use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -136,6 +136,19 @@ resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     }
 });
 
+resource!(App, "kumo.dev", "v1", "App", "apps", true, |a, e| {
+    crate::app::validate_app_spec(&a.spec, e)
+});
+resource!(
+    Release,
+    "kumo.dev",
+    "v1",
+    "Release",
+    "releases",
+    true,
+    |r, e| { crate::app::validate_release(r, e) }
+);
+
 /// What the apiserver and CLI know about a kind without knowing its Rust type.
 pub struct KindInfo {
     pub group: &'static str,
@@ -239,7 +252,7 @@ fn no_update_rules(_: &serde_json::Value, _: &serde_json::Value) -> Vec<FieldErr
     Vec::new()
 }
 
-static KINDS: [KindInfo; 4] = [
+static KINDS: [KindInfo; 6] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -291,6 +304,32 @@ static KINDS: [KindInfo; 4] = [
         label_names: false,
         admit: |v| admit::<Event>(v, false),
         validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "App",
+        plural: "apps",
+        singular: "app",
+        short_names: &[],
+        namespaced: true,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<App>(v, true),
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "Release",
+        plural: "releases",
+        singular: "release",
+        short_names: &["rel"],
+        namespaced: true,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<Release>(v, true),
+        validate_update: crate::app::release_update,
     },
 ];
 
