@@ -10,6 +10,7 @@ mod body;
 mod create;
 mod delete;
 mod dispatch;
+mod domains;
 mod error;
 mod keys;
 mod log;
