@@ -106,6 +106,13 @@ pub async fn run(
         runtime_classes: classes,
         backoff_base: config.backoff_base,
     };
+    let prober = Arc::new(crate::probe::Prober::default());
+    tasks.spawn(prober.clone().run(
+        informer.clone(),
+        runtime.clone(),
+        queue.clone(),
+        params.host_ip.clone(),
+    ));
     let mut worker = PodWorker::new(
         client,
         informer.clone(),
@@ -113,7 +120,8 @@ pub async fn run(
         runtime.clone(),
         params,
     )
-    .with_oci(oci);
+    .with_oci(oci)
+    .with_prober(prober);
 
     tokio::pin!(shutdown);
     tokio::select! {

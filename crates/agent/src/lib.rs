@@ -7,6 +7,7 @@
 
 pub mod adopt;
 pub mod agent;
+pub mod app_port;
 pub mod backoff;
 pub mod cgroup;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod mounts;
 pub mod node;
 pub mod plan;
+pub mod probe;
 pub mod pulls;
 pub mod record;
 pub mod runtime;

@@ -55,6 +55,7 @@ pub struct PodWorker {
     oci: Option<OciParts>,
     /// Why not-yet-started containers wait, by pod uid and container name.
     waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
+    prober: Option<Arc<crate::probe::Prober>>,
 }
 
 impl PodWorker {
@@ -79,7 +80,14 @@ impl PodWorker {
             failures: BTreeMap::new(),
             oci: None,
             waiting: BTreeMap::new(),
+            prober: None,
         }
+    }
+
+    /// Lets readiness probe results decide whether containers with a probe are ready.
+    pub fn with_prober(mut self, prober: Arc<crate::probe::Prober>) -> Self {
+        self.prober = Some(prober);
+        self
     }
 
     /// Lets the worker run OCI pods: pull their images and make their sandboxes.
@@ -384,6 +392,7 @@ impl PodWorker {
             return Ok(());
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let pod = &crate::app_port::ensure(&self.client, pod).await?;
         let outcome = self.runtime.start(pod, index).await?;
         if let StartOutcome::ConfigError(message) = &outcome {
             self.config_error(pod, &name, message.clone()).await;
@@ -571,6 +580,9 @@ impl PodWorker {
             .and_then(|o| o.sandboxes.get(uid))
             .and_then(|s| s.ip)
             .map(|ip| ip.to_string());
+        if let Some(prober) = &self.prober {
+            actual.probes_passed = prober.passed(uid, &actual);
+        }
         actual
     }
 
