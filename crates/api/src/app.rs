@@ -192,8 +192,19 @@ pub struct AppStatus {
     /// Ready replicas of the active release, by process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ready: BTreeMap<String, i32>,
+    /// The release that served before the last switch, kept until its in-flight work drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<Drain>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Old replicas get no new requests after a switch and are removed at `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Drain {
+    pub release: i64,
+    pub until: crate::meta::Time,
 }
 
 /// An immutable snapshot of what an app runs; named `{app}-v{version}`.

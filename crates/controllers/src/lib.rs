@@ -3,5 +3,6 @@
 //! Each controller is level-triggered: informer → de-duplicating queue → reconcile that
 //! returns when to look again. The decisions are pure functions; IO stays at the edges.
 
+pub mod apps;
 pub mod mltask;
 pub mod node_lifecycle;

@@ -1,0 +1,315 @@
+//! The pure rollout core: from an App, its Releases, its pods and the time, what to write.
+//!
+//! One pass decides one step: make the next release if the app changed; otherwise keep the
+//! active release's replicas at the app's counts, bring the newest release's replicas up, switch
+//! traffic when they are all ready (or abandon the release at its deadline), and remove the
+//! replicas of old releases once drained.
+
+use super::pods::{delete_grace, pod_process, pod_release, replica, replica_state, ReplicaState};
+use chrono::Duration as ChronoDuration;
+use kumo_api::app::{
+    release_name, App, AppStatus, Drain, Release, ReleaseContent, ReleasePhase, ReleaseSpec,
+    ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
+};
+use kumo_api::{ObjectMeta, Pod, Time};
+use kumo_client::EventType;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Everything one reconcile of an app writes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// A release to create; when set, nothing else is planned this pass.
+    pub new_release: Option<Release>,
+    pub create: Vec<Pod>,
+    /// Pods to delete, with their grace period in seconds.
+    pub delete: Vec<(String, i64)>,
+    /// New status for releases, by name.
+    pub release_status: Vec<(String, ReleaseStatus)>,
+    pub status: AppStatus,
+    pub events: Vec<(EventType, &'static str, String)>,
+    /// Look again then even if nothing changes (deadlines, drains).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The release to create when the app's spec no longer matches its latest release.
+pub fn next_release(app: &App, latest: Option<&Release>) -> Option<Release> {
+    let content = ReleaseContent::of(&app.spec);
+    if latest.is_some_and(|l| l.spec.content.same_build(&content)) {
+        return None;
+    }
+    let version = latest.map_or(1, |l| l.spec.version + 1);
+    let annotations = &app.metadata.annotations;
+    let description = annotations
+        .get(ANNOTATION_CHANGE_CAUSE)
+        .cloned()
+        .unwrap_or_else(|| content.describe_change(latest.map(|l| &l.spec.content)));
+    let mut release = Release {
+        metadata: ObjectMeta {
+            name: release_name(&app.metadata.name, version),
+            namespace: Some(app.metadata.ns().to_string()),
+            ..Default::default()
+        },
+        spec: ReleaseSpec {
+            app: app.metadata.name.clone(),
+            version,
+            content,
+            description,
+            changed_by: annotations.get(ANNOTATION_CHANGED_BY).cloned(),
+        },
+        status: Some(ReleaseStatus::default()),
+        ..Default::default()
+    };
+    kumo_api::Resource::set_type_meta(&mut release);
+    release
+        .metadata
+        .labels
+        .insert(kumo_api::app::LABEL_APP.into(), app.metadata.name.clone());
+    Some(release)
+}
+
+/// Replicas wanted of each process of `release`: the app's current counts (scaling is not a
+/// release), or the release's own for a process the app no longer has.
+fn wanted(app: &App, release: &Release) -> BTreeMap<String, i32> {
+    release
+        .spec
+        .content
+        .processes
+        .iter()
+        .map(|(name, p)| {
+            let n = app
+                .spec
+                .processes
+                .get(name)
+                .map_or(p.replicas, |a| a.replicas);
+            (name.clone(), n.max(0))
+        })
+        .collect()
+}
+
+fn phase_of(r: &Release) -> ReleasePhase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn to_std(d: ChronoDuration) -> Duration {
+    d.to_std().unwrap_or_default()
+}
+
+/// The plan for `app`, given its releases, its (non one-off) pods and the time.
+pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
+    let mut releases: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.spec.app == app.metadata.name)
+        .collect();
+    releases.sort_by_key(|r| r.spec.version);
+    let latest = releases.last().copied();
+    let mut out = Plan::default();
+    if let Some(r) = next_release(app, latest) {
+        out.status = app.status.clone().unwrap_or_default();
+        out.events.push((
+            EventType::Normal,
+            "ReleaseCreated",
+            format!("Release v{}: {}", r.spec.version, r.spec.description),
+        ));
+        out.new_release = Some(r);
+        return out;
+    }
+    let Some(latest) = latest else {
+        return out;
+    };
+    let old_status = app.status.clone().unwrap_or_default();
+    let by_version = |v: i64| releases.iter().copied().find(|r| r.spec.version == v);
+    let mut active = old_status.active_release.and_then(by_version);
+    let mut draining = old_status.draining.clone();
+    let target = (Some(latest.spec.version) != active.map(|a| a.spec.version)
+        && phase_of(latest) != ReleasePhase::Abandoned)
+        .then_some(latest);
+
+    // Pods by (release, process), and the dead ones replaced.
+    let mut groups: BTreeMap<(i64, String), Vec<&Pod>> = BTreeMap::new();
+    for pod in pods {
+        let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) else {
+            continue;
+        };
+        match replica_state(pod) {
+            ReplicaState::Terminating => {}
+            ReplicaState::Dead => out
+                .delete
+                .push((pod.metadata.name.clone(), delete_grace(pod))),
+            _ => groups.entry((v, p.to_string())).or_default().push(pod),
+        }
+    }
+    let ready = |groups: &BTreeMap<(i64, String), Vec<&Pod>>, v: i64, p: &str| -> i32 {
+        groups.get(&(v, p.to_string())).map_or(0, |g| {
+            g.iter()
+                .filter(|p| replica_state(p) == ReplicaState::Ready)
+                .count() as i32
+        })
+    };
+
+    let mut phase = "Running";
+    let mut message = None;
+    let mut release_phases: Vec<(&Release, ReleasePhase, Option<String>)> = Vec::new();
+    let timeout = ChronoDuration::seconds(app.spec.deploy.timeout_seconds());
+    if let Some(t) = target {
+        let want = wanted(app, t);
+        let all_ready = want
+            .iter()
+            .all(|(p, n)| ready(&groups, t.spec.version, p) >= *n);
+        let started = t.metadata.creation_timestamp.unwrap_or(now);
+        if all_ready {
+            if let Some(a) = active {
+                let until = now + ChronoDuration::seconds(app.spec.deploy.drain_seconds());
+                draining = Some(Drain {
+                    release: a.spec.version,
+                    until,
+                });
+                release_phases.push((a, ReleasePhase::Superseded, None));
+            }
+            release_phases.push((t, ReleasePhase::Active, None));
+            out.events.push((
+                EventType::Normal,
+                "Switched",
+                format!("Traffic switched to v{}", t.spec.version),
+            ));
+            active = Some(t);
+        } else if now - started >= timeout {
+            let counts: Vec<String> = want
+                .iter()
+                .map(|(p, n)| format!("{p} {}/{n}", ready(&groups, t.spec.version, p)))
+                .collect();
+            let why = format!(
+                "release v{} abandoned: its replicas were not all ready within {}s ({} ready){}",
+                t.spec.version,
+                timeout.num_seconds(),
+                counts.join(", "),
+                match active {
+                    Some(a) => format!("; v{} keeps serving", a.spec.version),
+                    None => String::new(),
+                }
+            );
+            release_phases.push((t, ReleasePhase::Abandoned, Some(why.clone())));
+            out.events
+                .push((EventType::Warning, "ReleaseAbandoned", why.clone()));
+            phase = "Abandoned";
+            message = Some(why);
+        } else {
+            phase = "Deploying";
+            message = Some(format!(
+                "deploying v{}: {}",
+                t.spec.version,
+                want.iter()
+                    .map(|(p, n)| format!("{p} {}/{n} ready", ready(&groups, t.spec.version, p)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            out.requeue_after = Some(to_std(started + timeout - now));
+        }
+    } else if phase_of(latest) == ReleasePhase::Abandoned {
+        phase = "Abandoned";
+        message = latest.status.as_ref().and_then(|s| s.message.clone());
+    }
+    let active_v = active.map(|a| a.spec.version);
+    let target_v = target
+        .filter(|t| Some(t.spec.version) != active_v)
+        .filter(|t| {
+            !release_phases
+                .iter()
+                .any(|(r, p, _)| r.spec.version == t.spec.version && *p == ReleasePhase::Abandoned)
+        })
+        .map(|t| t.spec.version);
+    if let Some(d) = &draining {
+        if now >= d.until || Some(d.release) == active_v {
+            draining = None;
+        } else {
+            let left = to_std(d.until - now);
+            out.requeue_after = Some(out.requeue_after.map_or(left, |r| r.min(left)));
+        }
+    }
+    let drain_v = draining.as_ref().map(|d| d.release);
+
+    // Replicas: the active and target releases at their counts; a draining one kept as is;
+    // every other release's removed.
+    let mut versions: Vec<i64> = groups.keys().map(|(v, _)| *v).collect();
+    versions.extend(active_v);
+    versions.extend(target_v);
+    versions.sort_unstable();
+    versions.dedup();
+    for v in versions {
+        let keep = Some(v) == active_v || Some(v) == target_v;
+        if !keep && Some(v) == drain_v {
+            continue;
+        }
+        let want = match (keep, by_version(v)) {
+            (true, Some(r)) => wanted(app, r),
+            _ => BTreeMap::new(),
+        };
+        let mut processes: Vec<String> = want.keys().cloned().collect();
+        processes.extend(
+            groups
+                .keys()
+                .filter(|(gv, _)| *gv == v)
+                .map(|(_, p)| p.clone()),
+        );
+        processes.sort();
+        processes.dedup();
+        for p in processes {
+            let n = want.get(&p).copied().unwrap_or(0) as usize;
+            let mut have: Vec<&Pod> = groups.get(&(v, p.clone())).cloned().unwrap_or_default();
+            if have.len() > n {
+                // Remove the not-yet-ready first, then the newest names.
+                have.sort_by_key(|pod| {
+                    (
+                        replica_state(pod) == ReplicaState::Ready,
+                        std::cmp::Reverse(pod.metadata.name.clone()),
+                    )
+                });
+                for pod in &have[..have.len() - n] {
+                    out.delete
+                        .push((pod.metadata.name.clone(), delete_grace(pod)));
+                }
+            } else if let Some(r) = by_version(v) {
+                for _ in have.len()..n {
+                    out.create.push(replica(app, r, &p));
+                }
+            }
+        }
+    }
+
+    for (r, p, why) in release_phases {
+        if phase_of(r) != p {
+            out.release_status.push((
+                r.metadata.name.clone(),
+                ReleaseStatus {
+                    phase: p,
+                    message: why,
+                },
+            ));
+        }
+    }
+    out.status = AppStatus {
+        active_release: active_v,
+        latest_release: Some(latest.spec.version),
+        phase: Some(if active_v.is_none() && phase == "Running" {
+            "Pending".to_string()
+        } else {
+            phase.to_string()
+        }),
+        message,
+        ready: active
+            .map(|a| {
+                wanted(app, a)
+                    .keys()
+                    .map(|p| (p.clone(), ready(&groups, a.spec.version, p)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        draining,
+        conditions: old_status.conditions,
+    };
+    out
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

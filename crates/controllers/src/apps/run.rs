@@ -1,0 +1,144 @@
+//! The app controller's loop: App, Release and Pod informers feed a queue of app keys; each
+//! reconcile acts out `plan` through the API and says when to look again.
+
+use super::plan::plan;
+use kumo_api::app::{App, Release, LABEL_APP, LABEL_ONE_OFF};
+use kumo_api::Pod;
+use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, WorkQueue};
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs the app controller until `shutdown` completes.
+pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
+    let (apps, mut app_changes) =
+        Informer::<App>::start(client.clone(), None, ListParams::default());
+    let (releases, mut release_changes) =
+        Informer::<Release>::start(client.clone(), None, ListParams::default());
+    let (pods, mut pod_changes) =
+        Informer::<Pod>::start(client.clone(), None, ListParams::labels(LABEL_APP));
+    let recorder = EventRecorder::new(client.clone(), "app-controller", None);
+    let queue = WorkQueue::<String>::new();
+    let feed = {
+        let queue = queue.clone();
+        async move {
+            loop {
+                let key = tokio::select! {
+                    Some(c) = app_changes.recv() => kumo_client::cache_key(c.object()),
+                    Some(c) = release_changes.recv() => {
+                        let r = c.object();
+                        format!("{}/{}", r.metadata.ns(), r.spec.app)
+                    }
+                    Some(c) = pod_changes.recv() => {
+                        let p = c.object();
+                        match p.metadata.labels.get(LABEL_APP) {
+                            Some(app) => format!("{}/{app}", p.metadata.ns()),
+                            None => continue,
+                        }
+                    }
+                    else => return,
+                };
+                queue.add(key);
+            }
+        }
+    };
+    let work = async {
+        apps.wait_synced().await;
+        releases.wait_synced().await;
+        pods.wait_synced().await;
+        for a in apps.list() {
+            queue.add(kumo_client::cache_key(&a));
+        }
+        let mut failures: std::collections::BTreeMap<String, u32> = Default::default();
+        loop {
+            let key = queue.next().await;
+            match reconcile(&client, &recorder, &apps, &releases, &pods, &key).await {
+                Ok(after) => {
+                    failures.remove(&key);
+                    if let Some(after) = after {
+                        queue.add_after(key, after);
+                    }
+                }
+                Err(e) => {
+                    let n = failures.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    let delay =
+                        Duration::from_millis(100u64 << (*n).min(8)).min(Duration::from_secs(30));
+                    tracing::debug!(app = %key, error = %e, retry_in = ?delay, "app reconcile failed");
+                    queue.add_after(key, delay);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = feed => {}
+        _ = work => {}
+    }
+}
+
+async fn reconcile(
+    client: &Client,
+    recorder: &EventRecorder,
+    apps: &Informer<App>,
+    releases: &Informer<Release>,
+    pods: &Informer<Pod>,
+    key: &str,
+) -> Result<Option<Duration>, ClientError> {
+    let Some(app) = apps.get(key) else {
+        return Ok(None);
+    };
+    if app.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let ns = app.metadata.ns().to_string();
+    let name = app.metadata.name.clone();
+    let rels: Vec<Release> = releases
+        .list()
+        .into_iter()
+        .filter(|r| r.metadata.ns() == ns && r.spec.app == name)
+        .collect();
+    let app_pods: Vec<Pod> = pods
+        .list()
+        .into_iter()
+        .filter(|p| {
+            p.metadata.ns() == ns
+                && p.metadata.labels.get(LABEL_APP) == Some(&name)
+                && !p.metadata.labels.contains_key(LABEL_ONE_OFF)
+        })
+        .collect();
+    let p = plan(&app, &rels, &app_pods, chrono::Utc::now());
+    for (type_, reason, message) in &p.events {
+        recorder.record(&app, *type_, reason, message.clone()).await;
+    }
+    if let Some(r) = &p.new_release {
+        match client.create(r).await {
+            Ok(_) => {}
+            // Made by an earlier pass the informer has not shown yet.
+            Err(e) if e.is_conflict() => return Ok(Some(Duration::from_millis(200))),
+            Err(e) => return Err(e),
+        }
+    }
+    // Release status first: an abandoned release must be marked before its pods go.
+    for (rname, status) in &p.release_status {
+        if let Some(mut r) = releases.get(&format!("{ns}/{rname}")) {
+            r.status = Some(status.clone());
+            client.update_status(&r).await?;
+        }
+    }
+    if app.status.as_ref() != Some(&p.status) && p.new_release.is_none() {
+        let mut updated = app.clone();
+        updated.status = Some(p.status.clone());
+        client.update_status(&updated).await?;
+    }
+    for pod in &p.create {
+        client.create(pod).await?;
+    }
+    for (pname, grace) in &p.delete {
+        match client.delete::<Pod>(&ns, pname, Some(*grace)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(p.requeue_after)
+}
