@@ -35,6 +35,8 @@ pub enum Command {
     Server(daemon::ServerArgs),
     /// Run a node agent that joins a control plane
     Agent(daemon::AgentArgs),
+    /// Run the L7 router for Apps, fed by the API's Apps and pods
+    Router(daemon::router::RouterArgs),
     /// Create or update objects from files (YAML or JSON, multi-document)
     Apply(cli::apply::ApplyArgs),
     /// List objects or show one
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Command::Up(a) => daemon::up(a).await,
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
+            Command::Router(a) => daemon::router::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
             Command::Describe(a) => cli::describe::run(a).await,

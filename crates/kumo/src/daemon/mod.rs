@@ -1,5 +1,6 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
+pub mod router;
 mod tokens;
 
 use crate::duration::parse_duration;
@@ -91,6 +92,11 @@ pub struct UpArgs {
     /// Address the agent serves logs on (port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub agent_listen: SocketAddr,
+    /// Run the L7 router for Apps on this address (off unless given)
+    #[arg(long)]
+    pub router_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub router_tls: router::RouterTlsArgs,
 }
 
 /// `kumo server`.
@@ -258,8 +264,12 @@ async fn start_control_plane(
         shutdown.wait(),
     )));
     tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(
-        client,
+        client.clone(),
         args.node_grace,
+        shutdown.wait(),
+    )));
+    tasks.push(tokio::spawn(kumo_controllers::apps::run(
+        client,
         shutdown.wait(),
     )));
     Ok(ControlPlane { url, token, tasks })
@@ -347,6 +357,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(Ok(())) => anyhow!("stopped before the node registered"),
             Err(e) => anyhow!("the agent task failed: {e}"),
         }),
+    }
+    let router = match args.router_listen {
+        Some(listen) => {
+            let handle =
+                router::start(client.clone(), listen, &args.router_tls, shutdown.wait()).await?;
+            Some(handle)
+        }
+        None => None,
+    };
+    if let Some(r) = &router {
+        println!("kumo: router listening on {}", r.http_addr);
     }
     println!("kumo: API server listening on {}", cp.url);
     println!("kumo: client config written to {}", config_path.display());
