@@ -57,6 +57,24 @@ pub enum Command {
     Image(cli::image::ImageArgs),
     /// Store or forget registry credentials (~/.kumo/registries.json)
     Registry(cli::image::RegistryArgs),
+    /// Manage apps: kumo app create NAME
+    App(cli::app::AppArgs),
+    /// List apps
+    Apps(cli::app::AppsArgs),
+    /// Deploy an image to an app and follow the rollout
+    Deploy(cli::deploy::DeployArgs),
+    /// Show or change an app's config vars (each change is a release)
+    Config(cli::config::ConfigArgs),
+    /// Change an app's replica counts: kumo scale APP web=3 worker=0
+    Scale(cli::deploy::ScaleArgs),
+    /// List an app's releases
+    Releases(cli::app::AppNameArgs),
+    /// Roll an app back to an earlier release (image, config and processes), as a new release
+    Rollback(cli::deploy::RollbackArgs),
+    /// Run a one-off command in an app's current release: kumo run APP -- CMD
+    Run(cli::run_once::RunArgs),
+    /// Print an app's URL
+    Open(cli::app::AppNameArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -94,6 +112,15 @@ fn main() -> ExitCode {
             Command::Completion(a) => cli::completion::run(a),
             Command::Image(a) => cli::image::run(a).await,
             Command::Registry(a) => cli::image::run_registry(a).await,
+            Command::App(a) => cli::app::run(a).await,
+            Command::Apps(a) => cli::app::list(a).await,
+            Command::Deploy(a) => cli::deploy::deploy(a).await,
+            Command::Config(a) => cli::config::run(a).await,
+            Command::Scale(a) => cli::deploy::scale(a).await,
+            Command::Releases(a) => cli::app::list_releases(a).await,
+            Command::Rollback(a) => cli::deploy::rollback(a).await,
+            Command::Run(a) => cli::run_once::run(a).await,
+            Command::Open(a) => cli::app::open(a).await,
             Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     });

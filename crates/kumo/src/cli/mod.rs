@@ -1,12 +1,18 @@
 //! The kubectl-style commands, generic over kinds through `kumo_api::KindInfo` and untyped JSON.
 
+pub mod app;
+pub mod app_edit;
+pub mod app_logs;
 pub mod apply;
 pub mod completion;
+pub mod config;
 pub mod delete;
+pub mod deploy;
 pub mod describe;
 pub mod get;
 pub mod image;
 pub mod logs;
+pub mod run_once;
 pub mod version;
 pub mod wait;
 
@@ -224,7 +230,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown resource type \"pdos\": try namespaces, nodes, pods, events"
+            "unknown resource type \"pdos\": try namespaces, nodes, pods, events, apps, releases"
         );
     }
 

@@ -26,7 +26,9 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer.daemon_threads = True
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H)
+print("listening on", os.environ["PORT"], flush=True)
+server.serve_forever()
 "#;
 
 /// A process-runtime app manifest serving `SERVER` on `NAME.test`.
@@ -39,7 +41,7 @@ pub fn app_manifest(name: &str, replicas: i32, v: &str) -> String {
             "env": {"V": v},
             "healthcheck": {"path": "/healthz", "timeoutSeconds": 1},
             "domains": [format!("{name}.test")],
-            "deploy": {"drainSeconds": 1, "timeoutSeconds": 15}
+            "deploy": {"drainSeconds": 2, "timeoutSeconds": 15}
         }
     });
     serde_json::to_string_pretty(&app).unwrap()
@@ -262,4 +264,231 @@ async fn crashed_and_deleted_replicas_are_replaced() {
     wait_app(&client, "crash", "2 ready replicas", serving(1, 2)).await;
     let seen = replicas_seen(router, "crash.test", 40).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The config version (`V`) each answer named, in order; panics on any failed request.
+fn versions(load: &[(u16, String)]) -> Vec<String> {
+    for (code, body) in load {
+        assert_eq!(*code, 200, "a request failed during the rollout: {body}");
+    }
+    let mut seq: Vec<String> = load
+        .iter()
+        .map(|(_, b)| b.split_whitespace().nth(1).unwrap_or_default().to_string())
+        .collect();
+    seq.dedup();
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
+    let (c, router) = cluster_with_router();
+    let client = c.client();
+    apply(&c, "web", &app_manifest("web", 2, "1"));
+    wait_app(&client, "web", "v1 serving", serving(1, 2)).await;
+
+    // Constant load while the config changes: no request fails, and the answers go from the
+    // old config to the new one, never back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get(router, "web.test", "/").await {
+                    Ok(r) => seen.push(r),
+                    Err(e) => seen.push((0, e.to_string())),
+                }
+            }
+            seen
+        })
+    };
+    let out = ok(&c.kumo(&["config", "set", "web", "V=2"]));
+    assert!(out.contains("Set V: release v2 of app web"), "{out}");
+    wait_app(&client, "web", "v2 serving", serving(2, 2)).await;
+    // A few more answers from v2 alone, then stop.
+    let (code, body) = get(router, "web.test", "/").await.unwrap();
+    assert_eq!((code, body.split_whitespace().nth(1)), (200, Some("2")));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let load = load.await.unwrap();
+    assert!(load.len() > 10, "the load ran: {}", load.len());
+    assert_eq!(versions(&load), vec!["1", "2"]);
+
+    // A release that never gets ready is abandoned; v2 keeps serving throughout.
+    let out = ok(&c.kumo(&["config", "set", "web", "UNHEALTHY=1"]));
+    assert!(out.contains("release v3"), "{out}");
+    let app = wait_app(&client, "web", "v3 abandoned", |a| {
+        a.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Abandoned")
+    })
+    .await;
+    let status = app.status.unwrap();
+    assert_eq!(status.active_release, Some(2));
+    assert!(status.message.unwrap().contains("release v3 abandoned"));
+    let (code, body) = get(router, "web.test", "/").await.unwrap();
+    assert_eq!((code, body.split_whitespace().nth(1)), (200, Some("2")));
+    let releases = ok(&c.kumo(&["releases", "web"]));
+    assert!(releases.contains("Abandoned"), "{releases}");
+    assert!(releases.contains("Set UNHEALTHY"), "{releases}");
+
+    // Rolling back to an unknown release changes nothing.
+    let bad = c.kumo(&["rollback", "web", "v9"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("app web has no release v9"), "{err}");
+    let count = client
+        .list::<Release>(Some("default"), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(count, 3);
+
+    // Rollback restores the config of v1 (UNHEALTHY gone, V=1), as release v4.
+    let out = ok(&c.kumo(&["rollback", "web", "v1"]));
+    assert!(out.contains("Rollback to v1: release v4"), "{out}");
+    assert!(out.contains("v4 is serving"), "{out}");
+    let app: App = client.get("default", "web").await.unwrap();
+    assert_eq!(app.spec.env.get("V").map(String::as_str), Some("1"));
+    assert!(!app.spec.env.contains_key("UNHEALTHY"));
+    let (code, body) = get(router, "web.test", "/").await.unwrap();
+    assert_eq!((code, body.split_whitespace().nth(1)), (200, Some("1")));
+    let config = ok(&c.kumo(&["config", "web"]));
+    assert_eq!(config, "V=1\n");
+
+    // Scaling is not a release.
+    ok(&c.kumo(&["scale", "web", "web=3"]));
+    wait_app(&client, "web", "3 replicas of v4", serving(4, 3)).await;
+    let count = client
+        .list::<Release>(Some("default"), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(count, 4);
+    let bad = c.kumo(&["scale", "web", "db=1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("app web has no process \"db\""));
+
+    // A one-off run in the current release's config returns its exit code.
+    let run = c.kumo(&["run", "web", "--", "/bin/sh", "-c", "echo hi $V; exit 3"]);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hi 1\n");
+    let run = c.kumo(&["run", "web", "--", "/bin/true"]);
+    assert_eq!(run.status.code(), Some(0));
+
+    // The listing verbs.
+    let apps = ok(&c.kumo(&["apps"]));
+    assert!(
+        apps.contains("web") && apps.contains("v4") && apps.contains("3/3"),
+        "{apps}"
+    );
+    assert_eq!(ok(&c.kumo(&["open", "web"])), "http://web.test/\n");
+    let logs = ok(&c.kumo(&["logs", "app/web", "--process", "web"]));
+    assert_eq!(logs.matches("listening on").count(), 3, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_apps_are_refused_naming_the_field() {
+    let c = Cluster::up(&[]);
+    let base = |spec: serde_json::Value| {
+        let mut app =
+            serde_json::from_str::<serde_json::Value>(&app_manifest("bad", 1, "1")).unwrap();
+        for (k, v) in spec.as_object().unwrap() {
+            app["spec"][k] = v.clone();
+        }
+        app.to_string()
+    };
+    let cases = [
+        (
+            base(serde_json::json!({"processes": {"web": {}}})),
+            "spec.processes.web.command: Required value",
+        ),
+        (
+            base(serde_json::json!({"processes": {"web": {"command": ["x"], "replicas": -1}}})),
+            "spec.processes.web.replicas: Invalid value: -1",
+        ),
+        (
+            base(serde_json::json!({"processes": {"web": {"command": ["x"], "port": 70000}}})),
+            "spec.processes.web.port: Invalid value: 70000",
+        ),
+        (
+            base(serde_json::json!({"processes": {"web": {"command": ["x"], "protocol": "h3"}}})),
+            "spec.processes.web.protocol: unknown variant `h3`",
+        ),
+        (
+            base(serde_json::json!({"domains": ["Bad_Domain"]})),
+            "spec.domains[0]: Invalid value: \"Bad_Domain\"",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let f = c.write("bad.json", &manifest);
+        let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(!out.status.success(), "{manifest}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    // The API refuses it too (the CLI checks first), with a 422.
+    let client = c.client();
+    let mut app: App = serde_json::from_str(&app_manifest("bad", 1, "1")).unwrap();
+    app.spec.processes.get_mut("web").unwrap().replicas = -1;
+    let err = client.create(&app).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+
+    // A domain belongs to one app: the second app naming it is refused, naming the first.
+    apply(&c, "one", &app_manifest("one", 1, "1"));
+    let mut two = serde_json::from_str::<serde_json::Value>(&app_manifest("two", 1, "1")).unwrap();
+    two["spec"]["domains"] = serde_json::json!(["two.test", "one.test"]);
+    let f = c.write("two.json", &two.to_string());
+    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "spec.domains[1]: Duplicate value: \"one.test\": already routed to app default/one"
+        ),
+        "{err}"
+    );
+    let apps = client
+        .list::<App>(Some("default"), &Default::default())
+        .await
+        .unwrap()
+        .items;
+    let names: Vec<&str> = apps.iter().map(|a| a.metadata.name.as_str()).collect();
+    assert_eq!(names, vec!["one"], "nothing half-applied");
+
+    // `kumo app create` checks its flags the same way before sending anything.
+    let out = c.kumo(&["app", "create", "x", "--runtime", "process"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.processes.web.command: Required value")
+    );
+    let out = c.kumo(&[
+        "app",
+        "create",
+        "y",
+        "--runtime",
+        "process",
+        "--domain",
+        "y.test",
+        "--command",
+        "python3",
+        "-m",
+        "http.server",
+    ]);
+    ok(&out);
 }
