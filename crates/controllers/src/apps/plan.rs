@@ -8,8 +8,8 @@
 use super::pods::{delete_grace, pod_process, pod_release, replica, replica_state, ReplicaState};
 use chrono::Duration as ChronoDuration;
 use kumo_api::app::{
-    release_name, App, AppStatus, Drain, Release, ReleaseContent, ReleasePhase, ReleaseSpec,
-    ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
+    release_name, App, AppStatus, DeployStrategy, Drain, Release, ReleaseContent, ReleasePhase,
+    ReleaseSpec, ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
 };
 use kumo_api::{ObjectMeta, Pod, Time};
 use kumo_client::EventType;
@@ -240,10 +240,24 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         if !keep && Some(v) == drain_v {
             continue;
         }
-        let want = match (keep, by_version(v)) {
+        let mut want = match (keep, by_version(v)) {
             (true, Some(r)) => wanted(app, r),
             _ => BTreeMap::new(),
         };
+        if let (DeployStrategy::Rolling, Some(t)) = (app.spec.deploy.strategy, target_v) {
+            // One new replica at a time, each once the ones before it are ready; an old one
+            // goes for every new one ready.
+            for (p, n) in want.iter_mut() {
+                let new_ready = ready(&groups, t, p);
+                if v == t {
+                    *n = (*n).min(new_ready + 1);
+                } else if Some(v) == active_v
+                    && by_version(t).is_some_and(|r| r.spec.content.processes.contains_key(p))
+                {
+                    *n = (*n - new_ready).max(0);
+                }
+            }
+        }
         let mut processes: Vec<String> = want.keys().cloned().collect();
         processes.extend(
             groups

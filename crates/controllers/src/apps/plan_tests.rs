@@ -243,3 +243,46 @@ fn scaling_is_not_a_release_and_dead_replicas_are_replaced() {
     assert_eq!(p.delete, vec![("a".to_string(), 10), ("b".to_string(), 0)]);
     assert_eq!(p.create.len(), 2);
 }
+
+#[test]
+fn rolling_surges_one_replica_at_a_time() {
+    let rolling = |env: &str| {
+        let mut a = app(env, 3);
+        a.spec.deploy.strategy = kumo_api::app::DeployStrategy::Rolling;
+        a
+    };
+    let v1 = release_of(&rolling("1"), None, 0, ReleasePhase::Active);
+    let a2 = with_status(rolling("2"), Some(1), None);
+    let v2 = release_of(&a2, Some(&v1), 10, ReleasePhase::Deploying);
+    let releases = [v1, v2];
+    let old = vec![pod("o1", 1, true), pod("o2", 1, true), pod("o3", 1, true)];
+    let created_and_deleted = |pods: &[Pod]| {
+        let p = plan(&a2, &releases, pods, t(11));
+        (
+            p.create.len(),
+            deleted(&p)
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+    };
+    // First one new replica, no old one removed.
+    assert_eq!(created_and_deleted(&old), (1, vec![]));
+    // While it starts, nothing more.
+    let mut pods = old.clone();
+    pods.push(pod("n1", 2, false));
+    assert_eq!(created_and_deleted(&pods), (0, vec![]));
+    // Ready: the next new one, and one old one goes.
+    pods[3] = pod("n1", 2, true);
+    assert_eq!(created_and_deleted(&pods), (1, vec!["o3".to_string()]));
+    // All new ready: switch, the rest drain.
+    let pods = vec![
+        pod("o1", 1, true),
+        pod("n1", 2, true),
+        pod("n2", 2, true),
+        pod("n3", 2, true),
+    ];
+    let p = plan(&a2, &releases, &pods, t(12));
+    assert_eq!(p.status.active_release, Some(2));
+    assert!(p.delete.is_empty() && p.create.is_empty());
+}

@@ -121,7 +121,13 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
                 .filter_map(|p| Some(Endpoint::new(pod_endpoint(p)?, p.metadata.name.clone())))
                 .collect()
         };
-        let serving = web_of(status.active_release);
+        let mut serving = web_of(status.active_release);
+        // A rolling update serves from both releases while the new one comes up.
+        let rolling = app.spec.deploy.strategy == kumo_api::app::DeployStrategy::Rolling
+            && status.phase.as_deref() == Some("Deploying");
+        if rolling && status.latest_release != status.active_release {
+            serving.extend(web_of(status.latest_release));
+        }
         let protocol = serving
             .first()
             .and_then(|p| p.metadata.annotations.get(ANNOTATION_PROTOCOL))
