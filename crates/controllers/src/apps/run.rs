@@ -8,6 +8,18 @@ use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, Work
 use std::future::Future;
 use std::time::Duration;
 
+/// How long a reconcile waits for the informers to show its own writes.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Waits until the informers show what this reconcile wrote, so the next pass plans from it
+/// (and never, say, creates a replica twice because the first is not in the cache yet).
+async fn caught_up(seen: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    while !seen() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs the app controller until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
     let (apps, mut app_changes) =
@@ -107,12 +119,12 @@ async fn reconcile(
         })
         .collect();
     let p = plan(&app, &rels, &app_pods, chrono::Utc::now());
-    for (type_, reason, message) in &p.events {
-        recorder.record(&app, *type_, reason, message.clone()).await;
-    }
     if let Some(r) = &p.new_release {
         match client.create(r).await {
-            Ok(_) => {}
+            Ok(created) => {
+                let key = kumo_client::cache_key(&created);
+                caught_up(|| releases.get(&key).is_some()).await;
+            }
             // Made by an earlier pass the informer has not shown yet.
             Err(e) if e.is_conflict() => return Ok(Some(Duration::from_millis(200))),
             Err(e) => return Err(e),
@@ -122,16 +134,27 @@ async fn reconcile(
     for (rname, status) in &p.release_status {
         if let Some(mut r) = releases.get(&format!("{ns}/{rname}")) {
             r.status = Some(status.clone());
-            client.update_status(&r).await?;
+            let stored = client.update_status(&r).await?;
+            let rv = stored.metadata.revision();
+            caught_up(|| {
+                releases
+                    .get(&format!("{ns}/{rname}"))
+                    .is_some_and(|r| r.metadata.revision() >= rv)
+            })
+            .await;
         }
     }
     if app.status.as_ref() != Some(&p.status) && p.new_release.is_none() {
         let mut updated = app.clone();
         updated.status = Some(p.status.clone());
-        client.update_status(&updated).await?;
+        let stored = client.update_status(&updated).await?;
+        let rv = stored.metadata.revision();
+        caught_up(|| apps.get(key).is_some_and(|a| a.metadata.revision() >= rv)).await;
     }
     for pod in &p.create {
-        client.create(pod).await?;
+        let created = client.create(pod).await?;
+        let key = kumo_client::cache_key(&created);
+        caught_up(|| pods.get(&key).is_some()).await;
     }
     for (pname, grace) in &p.delete {
         match client.delete::<Pod>(&ns, pname, Some(*grace)).await {
@@ -139,6 +162,16 @@ async fn reconcile(
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        let key = format!("{ns}/{pname}");
+        caught_up(|| {
+            pods.get(&key)
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        })
+        .await;
+    }
+    // Events once what they tell has happened.
+    for (type_, reason, message) in &p.events {
+        recorder.record(&app, *type_, reason, message.clone()).await;
     }
     Ok(p.requeue_after)
 }
