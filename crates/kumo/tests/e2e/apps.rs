@@ -492,3 +492,71 @@ async fn bad_apps_are_refused_naming_the_field() {
     ]);
     ok(&out);
 }
+
+/// A `kumo router` process, killed when dropped.
+struct RouterProcess(std::process::Child);
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_router_follows_the_api() {
+    use std::io::BufRead;
+    let c = Cluster::up(&[]);
+    let bad = c.kumo(&[
+        "router",
+        "--server",
+        &c.url,
+        "--token",
+        "wrong",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!bad.status.success(), "a wrong token is refused at start");
+    let mut child = std::process::Command::new(kumo_exe())
+        .args([
+            "router",
+            "--server",
+            &c.url,
+            "--token",
+            &c.token,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kumo router");
+    let stdout = child.stdout.take().unwrap();
+    let guard = RouterProcess(child);
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let router: SocketAddr = line
+        .strip_prefix("kumo: router listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    assert_eq!(get(router, "solo.test", "/").await.unwrap().0, 404);
+    apply(&c, "solo", &app_manifest("solo", 1, "7"));
+    let client = c.client();
+    wait_app(&client, "solo", "v1 serving", serving(1, 1)).await;
+    // The route follows the watch: poll until it is in (no restart of the router).
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (code, body) = get(router, "solo.test", "/").await.unwrap();
+        if code == 200 {
+            assert!(body.ends_with(" 7\n"), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(guard);
+}
