@@ -560,3 +560,51 @@ async fn a_standalone_router_follows_the_api() {
     }
     drop(guard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_apps_run_under_runc_and_deploy_follows_the_rollout() {
+    let registry = kumo_image::testing::Registry::start().expect("docker-registry");
+    let (v1, _) = registry.push_busybox("web:1").expect("push busybox");
+    let (v2, _) = registry.push_busybox("web:2").expect("push busybox");
+    let (c, router) = cluster_with_router();
+    let client = c.client();
+    let script = "mkdir -p /www && echo $HOSTNAME $V > /www/index.html && exec /bin/busybox httpd -f -p $PORT -h /www";
+    let app = serde_json::json!({
+        "apiVersion": "kumo.dev/v1", "kind": "App", "metadata": {"name": "box"},
+        "spec": {
+            "image": v1,
+            "processes": {"web": {"command": ["/bin/busybox", "sh", "-c", script], "replicas": 2, "port": 8080}},
+            "env": {"V": "one"},
+            "healthcheck": {"path": "/"},
+            "domains": ["box.test"],
+            "deploy": {"drainSeconds": 1, "timeoutSeconds": 30}
+        }
+    });
+    apply(&c, "box", &app.to_string());
+    wait_app(&client, "box", "v1 serving", serving(1, 2)).await;
+    // Each replica on its own pod IP, PORT being the declared port.
+    let pods = web_pods(&client, "box").await;
+    for p in &pods {
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("pod IP");
+        assert!(ip.starts_with("10."), "{ip}");
+    }
+    let names: std::collections::BTreeSet<String> =
+        pods.iter().map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(replicas_seen(router, "box.test", 40).await, names);
+
+    let out = ok(&c.kumo(&["deploy", "box", "--image", &v2]));
+    assert!(
+        out.contains(&format!("Deploy {v2}: release v2 of app box")),
+        "{out}"
+    );
+    assert!(out.contains("v2 is serving"), "{out}");
+    let (code, body) = get(router, "box.test", "/").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.starts_with("box-v2-web-"), "{body}");
+    let releases = ok(&c.kumo(&["releases", "box"]));
+    assert!(releases.contains(&format!("Deploy {v2}")), "{releases}");
+}
