@@ -608,3 +608,86 @@ async fn image_apps_run_under_runc_and_deploy_follows_the_rollout() {
     let releases = ok(&c.kumo(&["releases", "box"]));
     assert!(releases.contains(&format!("Deploy {v2}")), "{releases}");
 }
+
+/// A gRPC service without generated code (raw bytes): `Hello` answers the replica's name,
+/// `Stream` three messages naming it.
+const GRPC_SERVER: &str = r#"
+import os, grpc
+from concurrent import futures
+name = os.environ["HOSTNAME"].encode()
+def hello(request, context):
+    return name
+def stream(request, context):
+    for i in range(3):
+        yield name + b" %d" % i
+handler = grpc.method_handlers_generic_handler("kumo.Echo", {
+    "Hello": grpc.unary_unary_rpc_method_handler(hello),
+    "Stream": grpc.unary_stream_rpc_method_handler(stream),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("0.0.0.0:" + os.environ["PORT"])
+server.start()
+server.wait_for_termination()
+"#;
+
+/// Through one channel: 30 unary calls (the replica names seen, one per line), then one
+/// server-streaming call (its messages, one per line, after a `--` line).
+const GRPC_CLIENT: &str = r#"
+import sys, grpc
+channel = grpc.insecure_channel(sys.argv[1], options=[("grpc.default_authority", "grpc.test")])
+hello = channel.unary_unary("/kumo.Echo/Hello")
+for name in sorted(set(hello(b"hi", timeout=10).decode() for _ in range(30))):
+    print(name)
+print("--")
+for message in channel.unary_stream("/kumo.Echo/Stream")(b"hi", timeout=10):
+    print(message.decode())
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_of_one_channel_spread_over_replicas() {
+    let (c, router) = cluster_with_router();
+    let client = c.client();
+    let app = serde_json::json!({
+        "apiVersion": "kumo.dev/v1", "kind": "App", "metadata": {"name": "grpc"},
+        "spec": {
+            "runtimeClassName": "process",
+            "processes": {"web": {"command": ["/usr/bin/python3", "-c", GRPC_SERVER], "replicas": 3, "protocol": "h2c"}},
+            "domains": ["grpc.test"]
+        }
+    });
+    apply(&c, "grpc", &app.to_string());
+    wait_app(&client, "grpc", "3 ready replicas", serving(1, 3)).await;
+    let names: Vec<String> = web_pods(&client, "grpc")
+        .await
+        .iter()
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", GRPC_CLIENT, &router.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (unary, streamed) = text.split_once("--\n").expect("two parts");
+    let mut seen: Vec<&str> = unary.lines().collect();
+    seen.sort();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(seen, want, "one channel's calls reached every replica");
+    let messages: Vec<&str> = streamed.lines().collect();
+    assert_eq!(messages.len(), 3, "{streamed}");
+    let replica = messages[0].split(' ').next().unwrap();
+    assert_eq!(
+        messages,
+        vec![
+            format!("{replica} 0"),
+            format!("{replica} 1"),
+            format!("{replica} 2")
+        ]
+    );
+}
