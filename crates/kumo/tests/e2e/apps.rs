@@ -691,3 +691,71 @@ async fn grpc_calls_of_one_channel_spread_over_replicas() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_over_zones_and_leave_a_lost_node() {
+    let c = Cluster::up(&["--labels", "kumo.dev/zone=a", "--node-grace", "3s"]);
+    let agent_dir = c.dir.path().join("agent-n2");
+    let agent = std::process::Command::new(kumo_exe())
+        .args([
+            "agent",
+            "--server",
+            &c.url,
+            "--token",
+            &c.token,
+            "--node-name",
+            "n2",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
+        .args([
+            "--labels",
+            "kumo.dev/zone=b",
+            "--data-dir",
+            agent_dir.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    let agent = RouterProcess(agent);
+    let client = c.client();
+    let deadline = tokio::time::Instant::now() + T;
+    while client
+        .get_opt::<kumo_api::Node>("", "n2")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "n2 never joined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply(&c, "spread", &app_manifest("spread", 2, "1"));
+    wait_app(&client, "spread", "2 ready replicas", serving(1, 2)).await;
+    let nodes: std::collections::BTreeSet<String> = web_pods(&client, "spread")
+        .await
+        .iter()
+        .filter_map(|p| p.spec.node_name.clone())
+        .collect();
+    assert_eq!(nodes.len(), 2, "one replica per zone: {nodes:?}");
+
+    // n2 goes silent: its replica is replaced on node-1 and the app is whole again.
+    drop(agent);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let pods = web_pods(&client, "spread").await;
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.spec.node_name.as_deref() == Some("node-1") && pod_ready(p))
+            .collect();
+        if live.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not replaced: {pods:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_app(&client, "spread", "2 ready replicas", serving(1, 2)).await;
+}
