@@ -88,6 +88,45 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
     }
 }
 
+/// An app that is gone takes its replicas, one-off pods and releases with it.
+async fn remove_app(
+    client: &Client,
+    releases: &Informer<Release>,
+    pods: &Informer<Pod>,
+    key: &str,
+) -> Result<Option<Duration>, ClientError> {
+    let Some((ns, name)) = key.split_once('/') else {
+        return Ok(None);
+    };
+    let mine = |meta: &kumo_api::ObjectMeta| {
+        meta.ns() == ns && meta.labels.get(LABEL_APP).map(String::as_str) == Some(name)
+    };
+    for p in pods.list().iter().filter(|p| mine(&p.metadata)) {
+        if p.metadata.deletion_timestamp.is_none() {
+            match client
+                .delete::<Pod>(
+                    ns,
+                    &p.metadata.name,
+                    Some(super::pods::REPLICA_GRACE_SECONDS),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for r in releases.list().iter().filter(|r| mine(&r.metadata)) {
+        match client.delete::<Release>(ns, &r.metadata.name, None).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 async fn reconcile(
     client: &Client,
     recorder: &EventRecorder,
@@ -96,12 +135,12 @@ async fn reconcile(
     pods: &Informer<Pod>,
     key: &str,
 ) -> Result<Option<Duration>, ClientError> {
-    let Some(app) = apps.get(key) else {
-        return Ok(None);
+    let Some(app) = apps
+        .get(key)
+        .filter(|a| a.metadata.deletion_timestamp.is_none())
+    else {
+        return remove_app(client, releases, pods, key).await;
     };
-    if app.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
-    }
     let ns = app.metadata.ns().to_string();
     let name = app.metadata.name.clone();
     let rels: Vec<Release> = releases

@@ -264,6 +264,27 @@ async fn crashed_and_deleted_replicas_are_replaced() {
     wait_app(&client, "crash", "2 ready replicas", serving(1, 2)).await;
     let seen = replicas_seen(router, "crash.test", 40).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Deleting the app takes its replicas and releases with it.
+    ok(&c.kumo(&["delete", "app", "crash"]));
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let pods = web_pods(&client, "crash").await;
+        let releases = client
+            .list::<Release>(Some("default"), &Default::default())
+            .await
+            .unwrap()
+            .items;
+        if pods.is_empty() && releases.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: {pods:#?} {releases:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(router, "crash.test", "/").await.unwrap().0, 404);
 }
 
 fn ok(out: &std::process::Output) -> String {
