@@ -360,6 +360,9 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
     let releases = ok(&c.kumo(&["releases", "web"]));
     assert!(releases.contains("Abandoned"), "{releases}");
     assert!(releases.contains("Set UNHEALTHY"), "{releases}");
+    let described = ok(&c.kumo(&["describe", "app", "web"]));
+    assert!(described.contains("ReleaseAbandoned"), "{described}");
+    assert!(described.contains("Traffic switched to v2"), "{described}");
 
     // Rolling back to an unknown release changes nothing.
     let bad = c.kumo(&["rollback", "web", "v9"]);
