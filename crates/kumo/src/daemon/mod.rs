@@ -368,6 +368,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(r) = &router {
         println!("kumo: router listening on {}", r.http_addr);
+        if let Some(addr) = r.https_addr {
+            println!("kumo: router listening for TLS on {addr}");
+        }
     }
     println!("kumo: API server listening on {}", cp.url);
     println!("kumo: client config written to {}", config_path.display());

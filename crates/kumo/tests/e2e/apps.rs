@@ -61,6 +61,53 @@ pub fn cluster_with_router() -> (Cluster, SocketAddr) {
     (c, addr)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_http2_over_tls_with_a_self_signed_certificate() {
+    let c = Cluster::up(&[
+        "--router-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--self-signed",
+    ]);
+    let tls: SocketAddr = c
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("kumo: router listening for TLS on "))
+        .expect("kumo up printed the TLS address")
+        .trim()
+        .parse()
+        .unwrap();
+    let client = c.client();
+    apply(&c, "secure", &app_manifest("secure", 1, "s"));
+    wait_app(&client, "secure", "v1 serving", serving(1, 1)).await;
+    let port = tls.port().to_string();
+    let resolve = format!("secure.test:{port}:127.0.0.1");
+    let url = format!("https://secure.test:{port}/");
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "--http2",
+                "--resolve",
+                &resolve,
+                "-w",
+                " %{http_version}",
+                &url,
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.starts_with("secure-v1-web-") {
+            assert!(text.ends_with(" s\n 2"), "HTTP/2 over TLS: {text}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn apply(c: &Cluster, name: &str, manifest: &str) {
     let f = c.write(&format!("{name}.json"), manifest);
     let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
