@@ -96,7 +96,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub router_listen: Option<SocketAddr>,
     #[command(flatten)]
-    pub router_tls: router::RouterTlsArgs,
+    pub router_options: router::RouterOptions,
 }
 
 /// `kumo server`.
@@ -360,16 +360,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let router = match args.router_listen {
         Some(listen) => {
-            let handle =
-                router::start(client.clone(), listen, &args.router_tls, shutdown.wait()).await?;
-            Some(handle)
+            let started = router::start(
+                client.clone(),
+                listen,
+                &args.router_options,
+                shutdown.wait(),
+            )
+            .await?;
+            Some(started)
         }
         None => None,
     };
-    if let Some(r) = &router {
+    if let Some((r, metrics)) = &router {
         println!("kumo: router listening on {}", r.http_addr);
         if let Some(addr) = r.https_addr {
             println!("kumo: router listening for TLS on {addr}");
+        }
+        if let Some(addr) = metrics {
+            println!("kumo: router metrics on http://{addr}/metrics");
         }
     }
     println!("kumo: API server listening on {}", cp.url);

@@ -37,12 +37,15 @@ pub struct RouterArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub tls: RouterTlsArgs,
+    pub options: RouterOptions,
 }
 
-/// TLS for the router, shared by `kumo router` and `kumo up`.
+/// The router's TLS and metrics, shared by `kumo router` and `kumo up`.
 #[derive(Args, Debug, Clone, Default)]
-pub struct RouterTlsArgs {
+pub struct RouterOptions {
+    /// Serve the router's Prometheus metrics at http://ADDR/metrics
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN); needs --tls-cert/--tls-key or --self-signed
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
@@ -187,13 +190,46 @@ pub async fn follow(client: Client, tx: watch::Sender<Arc<RouteTable>>) {
     }
 }
 
-/// Starts a router on `listen` whose routes follow the API until `shutdown`.
+/// Serves `metrics` at `/metrics` on `listen`; returns the bound address.
+async fn serve_metrics(
+    listen: SocketAddr,
+    metrics: Arc<kumo_router::Metrics>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "router metrics endpoint failed");
+        }
+    });
+    Ok(addr)
+}
+
+/// Starts a router on `listen` whose routes follow the API until `shutdown`; returns it and
+/// where its metrics are served, if asked.
 pub async fn start(
     client: Client,
     listen: SocketAddr,
-    tls: &RouterTlsArgs,
+    tls: &RouterOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<RouterHandle> {
+) -> anyhow::Result<(RouterHandle, Option<SocketAddr>)> {
     let source = match (&tls.tls_cert, &tls.tls_key, tls.self_signed) {
         (Some(cert), Some(key), _) => Some(TlsSource::Files {
             cert: cert.clone(),
@@ -221,7 +257,11 @@ pub async fn start(
     })
     .await
     .with_context(|| format!("cannot start the router on {listen}"))?;
-    Ok(handle)
+    let metrics = match tls.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, handle.metrics.clone()).await?),
+        None => None,
+    };
+    Ok((handle, metrics))
 }
 
 /// `kumo router`: the router alone, as an API client.
@@ -234,10 +274,13 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
     })?;
     // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
     client.list::<App>(None, &Default::default()).await?;
-    let handle = start(client, args.listen, &args.tls, shutdown.wait()).await?;
+    let (handle, metrics) = start(client, args.listen, &args.options, shutdown.wait()).await?;
     println!("kumo: router listening on {}", handle.http_addr);
     if let Some(addr) = handle.https_addr {
         println!("kumo: router listening for TLS on {addr}");
+    }
+    if let Some(addr) = metrics {
+        println!("kumo: router metrics on http://{addr}/metrics");
     }
     handle.stopped().await;
     Ok(ExitCode::SUCCESS)

@@ -589,28 +589,25 @@ async fn a_standalone_router_follows_the_api() {
     ]);
     assert!(!bad.status.success(), "a wrong token is refused at start");
     let mut child = std::process::Command::new(kumo_exe())
-        .args([
-            "router",
-            "--server",
-            &c.url,
-            "--token",
-            &c.token,
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["router", "--server", &c.url, "--token", &c.token])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn kumo router");
     let stdout = child.stdout.take().unwrap();
     let guard = RouterProcess(child);
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines.next().unwrap().unwrap();
     let router: SocketAddr = line
         .strip_prefix("kumo: router listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let line = lines.next().unwrap().unwrap();
+    let metrics: SocketAddr = line
+        .strip_prefix("kumo: router metrics on http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("{line}"))
         .parse()
         .unwrap();
@@ -629,6 +626,13 @@ async fn a_standalone_router_follows_the_api() {
         assert!(tokio::time::Instant::now() < deadline, "{code} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Prometheus metrics count the app's requests.
+    let (code, text) = get(metrics, "metrics", "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let counted = text
+        .lines()
+        .any(|l| l.starts_with("kumo_router_requests_total{") && l.contains("app=\"solo\""));
+    assert!(counted, "{text}");
     drop(guard);
 }
 
