@@ -8,13 +8,18 @@ use crate::App;
 use kumo_api::FieldError;
 use serde_json::Value;
 
-/// Refuses `obj` (an App about to be stored) if one of its domains belongs to another App.
-/// Other kinds pass untouched.
-pub async fn check_unique(app: &App, kind: &Kind, obj: &Value) -> ApiResult<()> {
+/// Refuses `obj` (an App about to be stored over `old`, if any) if one of its domains belongs
+/// to another App. Other kinds, and updates that keep the domains (status writes), pass untouched.
+pub async fn check_unique(
+    app: &App,
+    kind: &Kind,
+    old: Option<&Value>,
+    obj: &Value,
+) -> ApiResult<()> {
     if !kind.is("kumo.dev", "apps") {
         return Ok(());
     }
-    if domains(obj).is_empty() {
+    if domains(obj).is_empty() || old.is_some_and(|o| domains(o) == domains(obj)) {
         return Ok(());
     }
     let (kvs, _) = app

@@ -29,9 +29,9 @@ pub struct CreateArgs {
     pub ns: NamespaceArgs,
     pub name: String,
     /// The image every process runs
-    #[arg(long, conflicts_with = "runtime")]
+    #[arg(long)]
     pub image: Option<String>,
-    /// Runtime class: `process` runs the command as a host process (no image)
+    /// Runtime class: `process` runs the command as a host process (no image); runc, runsc
     #[arg(long)]
     pub runtime: Option<String>,
     /// The port the web process listens on (`PORT`; the process runtime picks free ports)

@@ -190,8 +190,15 @@ pub async fn follow_rollout(
     version: i64,
 ) -> anyhow::Result<bool> {
     let mut last = String::new();
+    let mut deadline = None;
     loop {
         let a: App = client.get(ns, app).await?;
+        // The controller abandons a release at its deadline; past that and a grace, it is down.
+        let limit = Duration::from_secs(a.spec.deploy.timeout_seconds().max(0) as u64 + 30);
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+        if tokio::time::Instant::now() > deadline {
+            bail!("release v{version} of app {app} neither served nor was abandoned in {limit:?}; is the app controller running?");
+        }
         let status = a.status.clone().unwrap_or_default();
         let rel: Option<Release> = client
             .get_opt(ns, &kumo_api::app::release_name(app, version))
