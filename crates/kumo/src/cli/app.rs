@@ -251,4 +251,12 @@ mod tests {
             ["python3", "-m", "http.server"]
         );
     }
+
+    #[test]
+    fn the_example_app_is_valid() {
+        let text = include_str!("../../../../examples/app.yaml");
+        let value: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+        let app = kumo_api::object::admit::<App>(value, true).unwrap();
+        assert_eq!(app["spec"]["processes"]["web"]["replicas"], 3);
+    }
 }

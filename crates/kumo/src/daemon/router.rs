@@ -138,6 +138,13 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
             .unwrap_or_else(|| {
                 app.spec.processes.get(WEB_PROCESS).and_then(|p| p.protocol) == Some(Protocol::H2c)
             });
+        let mut endpoints_now = endpoints(serving);
+        let mut draining = endpoints(web_of(status.draining.map(|d| d.release)));
+        // Just after a switch this router's pod cache may not show the new replicas ready yet
+        // (the App's watch can run ahead of the pods'): the old ones serve until it does.
+        if endpoints_now.is_empty() {
+            endpoints_now = std::mem::take(&mut draining);
+        }
         routes.push(Route {
             app: if ns == kumo_api::DEFAULT_NAMESPACE {
                 app.metadata.name.clone()
@@ -151,9 +158,9 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
             } else {
                 BackendProtocol::Http1
             },
-            endpoints: endpoints(serving),
+            endpoints: endpoints_now,
             timeout: ROUTE_TIMEOUT,
-            draining: endpoints(web_of(status.draining.map(|d| d.release))),
+            draining,
         });
     }
     routes.sort_by(|a, b| a.app.cmp(&b.app));
@@ -339,5 +346,13 @@ mod tests {
         let b = &t.routes[1];
         assert_eq!((b.app.as_str(), b.endpoints.len()), ("b", 0));
         assert_eq!(b.protocol, BackendProtocol::Http1);
+
+        // Switched, but no new replica seen ready yet: the draining ones keep serving.
+        let t = route_table(&apps[..1], &pods[1..]);
+        assert_eq!(
+            ids(&t.routes[0].endpoints),
+            vec!["a-v1-web-1@127.0.0.1:4000"]
+        );
+        assert!(t.routes[0].draining.is_empty());
     }
 }
