@@ -21,6 +21,9 @@ pub const ANNOTATION_PORT: &str = "kumo.dev/port";
 pub const ANNOTATION_ASSIGNED_PORT: &str = "kumo.dev/assigned-port";
 /// Pod annotation naming the protocol (`http1`, `h2c`) its port speaks.
 pub const ANNOTATION_PROTOCOL: &str = "kumo.dev/protocol";
+/// Pod annotation the app controller sets on a replica it removes while it serves (scale down,
+/// Rolling): the router sends it no new requests, and it is deleted at this time (RFC 3339).
+pub const ANNOTATION_DRAIN_UNTIL: &str = "kumo.dev/drain-until";
 /// App annotation the CLI sets to say what a change is (copied into the release).
 pub const ANNOTATION_CHANGE_CAUSE: &str = "kumo.dev/change-cause";
 /// App annotation the CLI sets to say who made a change (copied into the release).

@@ -5,7 +5,9 @@
 //! traffic when they are all ready (or abandon the release at its deadline), and remove the
 //! replicas of old releases once drained.
 
-use super::pods::{delete_grace, pod_process, pod_release, replica, replica_state, ReplicaState};
+use super::pods::{
+    delete_grace, drain_until, pod_process, pod_release, replica, replica_state, ReplicaState,
+};
 use chrono::Duration as ChronoDuration;
 use kumo_api::app::{
     release_name, App, AppStatus, DeployStrategy, Drain, Release, ReleaseContent, ReleasePhase,
@@ -24,6 +26,8 @@ pub struct Plan {
     pub create: Vec<Pod>,
     /// Pods to delete, with their grace period in seconds.
     pub delete: Vec<(String, i64)>,
+    /// Serving replicas to take out of the router first, deleted at the given time.
+    pub drain: Vec<(String, Time)>,
     /// New status for releases, by name.
     pub release_status: Vec<(String, ReleaseStatus)>,
     pub status: AppStatus,
@@ -125,13 +129,28 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         && phase_of(latest) != ReleasePhase::Abandoned)
         .then_some(latest);
 
+    let drain = ChronoDuration::seconds(app.spec.deploy.drain_seconds());
+    let mut requeue: Vec<Duration> = Vec::new();
     // Pods by (release, process), and the dead ones replaced.
     let mut groups: BTreeMap<(i64, String), Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
         let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) else {
             continue;
         };
-        match replica_state(pod) {
+        let state = replica_state(pod);
+        if let (Some(until), ReplicaState::Ready | ReplicaState::Starting) =
+            (drain_until(pod), state)
+        {
+            // Out of the router already: it goes once its in-flight requests had their time.
+            if now >= until {
+                out.delete
+                    .push((pod.metadata.name.clone(), delete_grace(pod)));
+            } else {
+                requeue.push(to_std(until - now));
+            }
+            continue;
+        }
+        match state {
             ReplicaState::Terminating => {}
             ReplicaState::Dead => out
                 .delete
@@ -279,8 +298,14 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
                     )
                 });
                 for pod in &have[..have.len() - n] {
-                    out.delete
-                        .push((pod.metadata.name.clone(), delete_grace(pod)));
+                    let serving = Some(v) == active_v && replica_state(pod) == ReplicaState::Ready;
+                    if serving && drain > ChronoDuration::zero() {
+                        out.drain.push((pod.metadata.name.clone(), now + drain));
+                        requeue.push(to_std(drain));
+                    } else {
+                        out.delete
+                            .push((pod.metadata.name.clone(), delete_grace(pod)));
+                    }
                 }
             } else if let Some(r) = by_version(v) {
                 for _ in have.len()..n {
@@ -290,6 +315,9 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         }
     }
 
+    if let Some(soonest) = requeue.into_iter().min() {
+        out.requeue_after = Some(out.requeue_after.map_or(soonest, |r| r.min(soonest)));
+    }
     for (r, p, why) in release_phases {
         if phase_of(r) != p {
             out.release_status.push((

@@ -230,9 +230,22 @@ fn scaling_is_not_a_release_and_dead_replicas_are_replaced() {
     assert!(p.new_release.is_none());
     assert_eq!(
         deleted(&p),
-        vec!["b", "c"],
+        vec!["b"],
         "the unready first, then the newest name"
     );
+    // A serving replica leaves the router first and is deleted once drained.
+    assert_eq!(p.drain, vec![("c".to_string(), t(10))]);
+    let mut draining = pod("c", 1, true);
+    draining
+        .metadata
+        .annotations
+        .insert("kumo.dev/drain-until".into(), t(10).to_rfc3339());
+    let pods = [pod("a", 1, true), draining];
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(9));
+    assert!(p.delete.is_empty() && p.drain.is_empty() && p.create.is_empty());
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(10));
+    assert_eq!(deleted(&p), vec!["c"]);
 
     let mut failed = pod("a", 1, false);
     failed.status.as_mut().unwrap().phase = PodPhase::Failed;
@@ -260,9 +273,10 @@ fn rolling_surges_one_replica_at_a_time() {
         let p = plan(&a2, &releases, pods, t(11));
         (
             p.create.len(),
-            deleted(&p)
-                .into_iter()
-                .map(String::from)
+            p.drain
+                .iter()
+                .map(|(n, _)| n.clone())
+                .chain(deleted(&p).into_iter().map(String::from))
                 .collect::<Vec<_>>(),
         )
     };
@@ -272,7 +286,7 @@ fn rolling_surges_one_replica_at_a_time() {
     let mut pods = old.clone();
     pods.push(pod("n1", 2, false));
     assert_eq!(created_and_deleted(&pods), (0, vec![]));
-    // Ready: the next new one, and one old one goes.
+    // Ready: the next new one, and one old one drains out.
     pods[3] = pod("n1", 2, true);
     assert_eq!(created_and_deleted(&pods), (1, vec!["o3".to_string()]));
     // All new ready: switch, the rest drain.

@@ -1,8 +1,8 @@
 //! The pods of a release: how one replica looks (pure), and how a replica's state is read.
 
 use kumo_api::app::{
-    App, Protocol, Release, ANNOTATION_PORT, ANNOTATION_PROTOCOL, LABEL_APP, LABEL_PROCESS,
-    LABEL_RELEASE, WEB_PROCESS,
+    App, Protocol, Release, ANNOTATION_DRAIN_UNTIL, ANNOTATION_PORT, ANNOTATION_PROTOCOL,
+    LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, WEB_PROCESS,
 };
 use kumo_api::meta::find_condition;
 use kumo_api::pod::{
@@ -58,6 +58,14 @@ pub fn delete_grace(pod: &Pod) -> i64 {
     } else {
         REPLICA_GRACE_SECONDS
     }
+}
+
+/// When a draining replica is to be deleted, if it is draining.
+pub fn drain_until(pod: &Pod) -> Option<kumo_api::Time> {
+    let text = pod.metadata.annotations.get(ANNOTATION_DRAIN_UNTIL)?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// The release version a pod runs, from its label.

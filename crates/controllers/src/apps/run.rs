@@ -2,7 +2,7 @@
 //! reconcile acts out `plan` through the API and says when to look again.
 
 use super::plan::plan;
-use kumo_api::app::{App, Release, LABEL_APP, LABEL_ONE_OFF};
+use kumo_api::app::{App, Release, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
 use kumo_api::Pod;
 use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, WorkQueue};
 use std::future::Future;
@@ -194,6 +194,22 @@ async fn reconcile(
         let created = client.create(pod).await?;
         let key = kumo_client::cache_key(&created);
         caught_up(|| pods.get(&key).is_some()).await;
+    }
+    for (pname, until) in &p.drain {
+        let stamp = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ANNOTATION_DRAIN_UNTIL: stamp}}});
+        match client.patch::<Pod>(&ns, pname, &patch).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+        let key = format!("{ns}/{pname}");
+        caught_up(|| {
+            pods.get(&key)
+                .is_none_or(|p| super::pods::drain_until(&p).is_some())
+        })
+        .await;
     }
     for (pname, grace) in &p.delete {
         match client.delete::<Pod>(&ns, pname, Some(*grace)).await {

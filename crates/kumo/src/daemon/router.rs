@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::Args;
 use kumo_api::app::{
-    App, Protocol, ANNOTATION_ASSIGNED_PORT, ANNOTATION_PROTOCOL, LABEL_APP, LABEL_PROCESS,
-    LABEL_RELEASE, WEB_PROCESS,
+    App, Protocol, ANNOTATION_ASSIGNED_PORT, ANNOTATION_DRAIN_UNTIL, ANNOTATION_PROTOCOL,
+    LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, WEB_PROCESS,
 };
 use kumo_api::meta::find_condition;
 use kumo_api::{ConditionStatus, Pod};
@@ -100,6 +100,14 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
         }
         let ns = app.metadata.ns();
         let status = app.status.clone().unwrap_or_default();
+        let web = |p: &&Pod| {
+            let l = &p.metadata.labels;
+            p.metadata.ns() == ns
+                && l.get(LABEL_APP) == Some(&app.metadata.name)
+                && l.get(LABEL_PROCESS).map(String::as_str) == Some(WEB_PROCESS)
+                && is_ready(p)
+        };
+        // Ready web replicas of a release, but not those the controller is draining out.
         let web_of = |release: Option<i64>| -> Vec<&Pod> {
             let Some(v) = release else {
                 return Vec::new();
@@ -107,14 +115,9 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
             let v = v.to_string();
             let mut out: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| {
-                    let l = &p.metadata.labels;
-                    p.metadata.ns() == ns
-                        && l.get(LABEL_APP) == Some(&app.metadata.name)
-                        && l.get(LABEL_RELEASE) == Some(&v)
-                        && l.get(LABEL_PROCESS).map(String::as_str) == Some(WEB_PROCESS)
-                        && is_ready(p)
-                })
+                .filter(web)
+                .filter(|p| p.metadata.labels.get(LABEL_RELEASE) == Some(&v))
+                .filter(|p| !p.metadata.annotations.contains_key(ANNOTATION_DRAIN_UNTIL))
                 .collect();
             out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             out
@@ -139,7 +142,13 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
                 app.spec.processes.get(WEB_PROCESS).and_then(|p| p.protocol) == Some(Protocol::H2c)
             });
         let mut endpoints_now = endpoints(serving);
-        let mut draining = endpoints(web_of(status.draining.map(|d| d.release)));
+        let mut leaving = web_of(status.draining.map(|d| d.release));
+        leaving.extend(
+            pods.iter()
+                .filter(web)
+                .filter(|p| p.metadata.annotations.contains_key(ANNOTATION_DRAIN_UNTIL)),
+        );
+        let mut draining = endpoints(leaving);
         // Just after a switch this router's pod cache may not show the new replicas ready yet
         // (the App's watch can run ahead of the pods'): the old ones serve until it does.
         if endpoints_now.is_empty() {
@@ -347,8 +356,25 @@ mod tests {
         assert_eq!((b.app.as_str(), b.endpoints.len()), ("b", 0));
         assert_eq!(b.protocol, BackendProtocol::Http1);
 
+        // A replica the controller drains out gets no new requests.
+        let mut pods = pods.to_vec();
+        pods[0]
+            .metadata
+            .annotations
+            .insert(ANNOTATION_DRAIN_UNTIL.into(), "2030-01-01T00:00:00Z".into());
+        pods.push(pod("a-v2-web-3", "a", 2, "web", 4005, true));
+        let t = route_table(&apps[..1], &pods);
+        assert_eq!(
+            ids(&t.routes[0].endpoints),
+            vec!["a-v2-web-3@127.0.0.1:4005"]
+        );
+        assert_eq!(
+            ids(&t.routes[0].draining),
+            vec!["a-v1-web-1@127.0.0.1:4000", "a-v2-web-1@127.0.0.1:4001"]
+        );
+
         // Switched, but no new replica seen ready yet: the draining ones keep serving.
-        let t = route_table(&apps[..1], &pods[1..]);
+        let t = route_table(&apps[..1], &pods[1..5]);
         assert_eq!(
             ids(&t.routes[0].endpoints),
             vec!["a-v1-web-1@127.0.0.1:4000"]

@@ -345,6 +345,36 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Requests one after another through the router until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(u16, String)>>,
+}
+
+impl Load {
+    fn start(router: SocketAddr, host: &'static str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match get(router, host, "/").await {
+                    Ok(r) => seen.push(r),
+                    Err(e) => seen.push((0, e.to_string())),
+                }
+            }
+            seen
+        });
+        Load { stop, task }
+    }
+
+    /// Every (status, body) seen, in order.
+    async fn stop(self) -> Vec<(u16, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
 /// The config version (`V`) each answer named, in order; panics on any failed request.
 fn versions(load: &[(u16, String)]) -> Vec<String> {
     for (code, body) in load {
@@ -367,28 +397,14 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
 
     // Constant load while the config changes: no request fails, and the answers go from the
     // old config to the new one, never back.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match get(router, "web.test", "/").await {
-                    Ok(r) => seen.push(r),
-                    Err(e) => seen.push((0, e.to_string())),
-                }
-            }
-            seen
-        })
-    };
+    let load = Load::start(router, "web.test");
     let out = ok(&c.kumo(&["config", "set", "web", "V=2"]));
     assert!(out.contains("Set V: release v2 of app web"), "{out}");
     wait_app(&client, "web", "v2 serving", serving(2, 2)).await;
     // A few more answers from v2 alone, then stop.
     let (code, body) = get(router, "web.test", "/").await.unwrap();
     assert_eq!((code, body.split_whitespace().nth(1)), (200, Some("2")));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let load = load.await.unwrap();
+    let load = load.stop().await;
     assert!(load.len() > 10, "the load ran: {}", load.len());
     assert_eq!(versions(&load), vec!["1", "2"]);
 
@@ -833,4 +849,40 @@ async fn replicas_spread_over_zones_and_leave_a_lost_node() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_app(&client, "spread", "2 ready replicas", serving(1, 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_updates_and_scale_down_drain_without_failing_requests() {
+    let (c, router) = cluster_with_router();
+    let client = c.client();
+    let mut app: serde_json::Value = serde_json::from_str(&app_manifest("roll", 3, "1")).unwrap();
+    app["spec"]["deploy"]["strategy"] = serde_json::json!("Rolling");
+    apply(&c, "roll", &app.to_string());
+    wait_app(&client, "roll", "v1 serving", serving(1, 3)).await;
+
+    // One replica at a time; both versions serve meanwhile; no request fails.
+    let load = Load::start(router, "roll.test");
+    ok(&c.kumo(&["config", "set", "roll", "V=2"]));
+    wait_app(&client, "roll", "v2 serving", serving(2, 3)).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while web_pods(&client, "roll").await.len() > 3 {
+        assert!(tokio::time::Instant::now() < deadline, "old replicas stay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = load.stop().await;
+    let v = versions(&seen);
+    assert_eq!(v.first().map(String::as_str), Some("1"), "{v:?}");
+    assert_eq!(v.last().map(String::as_str), Some("2"), "{v:?}");
+
+    // Scaling down drains the replicas it removes: still no failed request.
+    let load = Load::start(router, "roll.test");
+    ok(&c.kumo(&["scale", "roll", "web=1"]));
+    let deadline = tokio::time::Instant::now() + T;
+    while web_pods(&client, "roll").await.len() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "not scaled down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = load.stop().await;
+    assert_eq!(versions(&seen), vec!["2"]);
+    wait_app(&client, "roll", "1 replica", serving(2, 1)).await;
 }
