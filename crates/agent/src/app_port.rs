@@ -7,13 +7,16 @@ use kumo_api::pod::EnvVar;
 use kumo_api::Pod;
 use kumo_client::{Client, ClientError};
 
-/// Whether the pod asks the agent for a port.
+/// Whether the pod asks the agent for a port (process pods only: the others have their own
+/// network namespace and their declared port).
 pub fn wants_port(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .get(ANNOTATION_PORT)
-        .map(String::as_str)
-        == Some("auto")
+    crate::plan::is_process_pod(pod)
+        && pod
+            .metadata
+            .annotations
+            .get(ANNOTATION_PORT)
+            .map(String::as_str)
+            == Some("auto")
 }
 
 /// The port the agent gave the pod, if any.
@@ -80,6 +83,8 @@ mod tests {
         pod.metadata
             .annotations
             .insert(ANNOTATION_PORT.into(), "auto".into());
+        assert!(!wants_port(&pod), "an OCI pod has its own port");
+        pod.spec.runtime_class_name = Some("process".into());
         assert!(wants_port(&pod));
         pod.metadata
             .annotations

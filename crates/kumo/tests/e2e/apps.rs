@@ -41,7 +41,7 @@ pub fn app_manifest(name: &str, replicas: i32, v: &str) -> String {
             "env": {"V": v},
             "healthcheck": {"path": "/healthz", "timeoutSeconds": 1},
             "domains": [format!("{name}.test")],
-            "deploy": {"drainSeconds": 2, "timeoutSeconds": 15}
+            "deploy": {"drainSeconds": 2, "timeoutSeconds": 60}
         }
     });
     serde_json::to_string_pretty(&app).unwrap()
@@ -408,7 +408,10 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
     assert!(load.len() > 10, "the load ran: {}", load.len());
     assert_eq!(versions(&load), vec!["1", "2"]);
 
-    // A release that never gets ready is abandoned; v2 keeps serving throughout.
+    // A release that never gets ready is abandoned; v2 keeps serving throughout. (A shorter
+    // deadline for it: the deploy policy is not part of a release.)
+    let patch = serde_json::json!({"spec": {"deploy": {"timeoutSeconds": 6}}});
+    client.patch::<App>("default", "web", &patch).await.unwrap();
     let out = ok(&c.kumo(&["config", "set", "web", "UNHEALTHY=1"]));
     assert!(out.contains("release v3"), "{out}");
     let app = wait_app(&client, "web", "v3 abandoned", |a| {
@@ -426,6 +429,9 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
     let described = ok(&c.kumo(&["describe", "app", "web"]));
     assert!(described.contains("ReleaseAbandoned"), "{described}");
     assert!(described.contains("Traffic switched to v2"), "{described}");
+
+    let patch = serde_json::json!({"spec": {"deploy": {"timeoutSeconds": 60}}});
+    client.patch::<App>("default", "web", &patch).await.unwrap();
 
     // Rolling back to an unknown release changes nothing.
     let bad = c.kumo(&["rollback", "web", "v9"]);
