@@ -109,17 +109,33 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Containers of pod `uid` whose current run passed its latest readiness probe.
-    pub fn passed(&self, uid: &str, actual: &PodRuntimeState) -> BTreeSet<String> {
+    /// Containers of `pod` whose current run passed its latest readiness probe. A run not
+    /// probed yet by this agent (it just restarted) keeps the readiness the pod's status
+    /// reports for that same run, so an agent restart does not take ready replicas out of the
+    /// router.
+    pub fn passed(&self, pod: &Pod, actual: &PodRuntimeState) -> BTreeSet<String> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        let reported = |name: &str, state: &crate::model::ContainerRuntimeState| {
+            pod.status.as_ref().is_some_and(|s| {
+                s.container_statuses.iter().any(|c| {
+                    c.name == name
+                        && c.ready
+                        && c.container_id.is_some()
+                        && c.container_id == state.id
+                        && c.restart_count == state.restart_count
+                })
+            })
+        };
         actual
             .containers
             .iter()
-            .filter(|(name, state)| {
-                results
-                    .get(&(uid.to_string(), name.to_string()))
-                    .is_some_and(|o| o.passed && o.run == run_id(state))
-            })
+            .filter(
+                |(name, state)| match results.get(&(uid.clone(), name.to_string())) {
+                    Some(o) if o.run == run_id(state) => o.passed,
+                    _ => reported(name, state),
+                },
+            )
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -312,9 +328,43 @@ mod tests {
                 at: Instant::now(),
             },
         );
-        assert_eq!(prober.passed("u1", &a).len(), 1);
+        let mut p = pod(RestartPolicy::Always, &["web"]);
+        p.metadata.uid = Some("u1".into());
+        assert_eq!(prober.passed(&p, &a).len(), 1);
         let restarted = actual(&[("web", running(1, 0))]);
-        assert!(prober.passed("u1", &restarted).is_empty());
+        assert!(prober.passed(&p, &restarted).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_the_reported_readiness_until_it_probes() {
+        let prober = Prober::default();
+        let a = actual(&[("web", running(0, 0))]);
+        let mut p = pod(RestartPolicy::Always, &["web"]);
+        p.metadata.uid = Some("u1".into());
+        assert!(prober.passed(&p, &a).is_empty(), "never reported ready");
+        p.status = Some(kumo_api::pod::PodStatus {
+            container_statuses: vec![kumo_api::pod::ContainerStatus {
+                name: "web".into(),
+                ready: true,
+                container_id: Some("process://100".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(prober.passed(&p, &a).len(), 1);
+        // Reported for another run: not carried over.
+        let restarted = actual(&[("web", running(1, 0))]);
+        assert!(prober.passed(&p, &restarted).is_empty());
+        // A probe outcome for the run wins.
+        prober.results.lock().unwrap().insert(
+            ("u1".into(), "web".into()),
+            Outcome {
+                run: run_id(&a.containers["web"]),
+                passed: false,
+                at: Instant::now(),
+            },
+        );
+        assert!(prober.passed(&p, &a).is_empty());
     }
 
     #[test]

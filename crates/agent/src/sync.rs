@@ -580,16 +580,16 @@ impl PodWorker {
             .and_then(|o| o.sandboxes.get(uid))
             .and_then(|s| s.ip)
             .map(|ip| ip.to_string());
-        if let Some(prober) = &self.prober {
-            actual.probes_passed = prober.passed(uid, &actual);
-        }
         actual
     }
 
     /// Writes the status the pod should have, if it differs, on the freshest object.
     async fn write_status(&self, pod: &Pod, now: kumo_api::Time) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let actual = self.observed(&uid);
+        let mut actual = self.observed(&uid);
+        if let Some(prober) = &self.prober {
+            actual.probes_passed = prober.passed(pod, &actual);
+        }
         let mut current = pod.clone();
         for _ in 0..5 {
             let status = pod_status(&current, &actual, now, &self.params);

@@ -892,3 +892,93 @@ async fn rolling_updates_and_scale_down_drain_without_failing_requests() {
     assert_eq!(versions(&seen), vec!["2"]);
     wait_app(&client, "roll", "1 replica", serving(2, 1)).await;
 }
+
+fn spawn_agent(c: &Cluster, dir: &std::path::Path) -> RouterProcess {
+    let child = std::process::Command::new(kumo_exe())
+        .args([
+            "agent",
+            "--server",
+            &c.url,
+            "--token",
+            &c.token,
+            "--node-name",
+            "n1",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    RouterProcess(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_keeps_ready_replicas_serving() {
+    use std::io::BufRead;
+    let c = Cluster::start_with(vec!["server".into()]);
+    let agent_dir = c.dir.path().join("agent-n1");
+    let agent = spawn_agent(&c, &agent_dir);
+    let mut child = std::process::Command::new(kumo_exe())
+        .args([
+            "router",
+            "--server",
+            &c.url,
+            "--token",
+            &c.token,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kumo router");
+    let stdout = child.stdout.take().unwrap();
+    let _router_process = RouterProcess(child);
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let router: SocketAddr = line
+        .strip_prefix("kumo: router listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let client = c.client();
+    apply(&c, "steady", &app_manifest("steady", 2, "1"));
+    wait_app(&client, "steady", "v1 serving", serving(1, 2)).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while get(router, "steady.test", "/").await.unwrap().0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never routed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent dies and comes back; its replicas run on, and stay ready and routed.
+    let load = Load::start(router, "steady.test");
+    drop(agent);
+    let restarted = chrono::Utc::now();
+    let _agent = spawn_agent(&c, &agent_dir);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let node: kumo_api::Node = client.get("", "n1").await.unwrap();
+        let beat = node
+            .status
+            .as_ref()
+            .and_then(|s| kumo_api::meta::find_condition(&s.conditions, "Ready"))
+            .and_then(|c| c.last_heartbeat_time);
+        if beat.is_some_and(|b| b > restarted + chrono::Duration::seconds(2)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = load.stop().await;
+    assert_eq!(versions(&seen), vec!["1"]);
+    let app: App = client.get("default", "steady").await.unwrap();
+    assert!(serving(1, 2)(&app), "{:?}", app.status);
+}
