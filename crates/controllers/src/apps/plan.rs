@@ -178,10 +178,9 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         let started = t.metadata.creation_timestamp.unwrap_or(now);
         if all_ready {
             if let Some(a) = active {
-                let until = now + ChronoDuration::seconds(app.spec.deploy.drain_seconds());
                 draining = Some(Drain {
                     release: a.spec.version,
-                    until,
+                    until: now + drain,
                 });
                 release_phases.push((a, ReleasePhase::Superseded, None));
             }
