@@ -13,7 +13,8 @@ use kumo_api::app::{
     release_name, App, AppStatus, DeployStrategy, Drain, Release, ReleaseContent, ReleasePhase,
     ReleaseSpec, ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
 };
-use kumo_api::{ObjectMeta, Pod, Time};
+use kumo_api::meta::set_condition;
+use kumo_api::{Condition, ConditionStatus, ObjectMeta, Pod, Time};
 use kumo_client::EventType;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -93,6 +94,15 @@ fn wanted(app: &App, release: &Release) -> BTreeMap<String, i32> {
 
 fn phase_of(r: &Release) -> ReleasePhase {
     r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: Option<String>, now: Time) -> Condition {
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    Condition::new(type_, status, Some(reason), message, now)
 }
 
 fn to_std(d: ChronoDuration) -> Duration {
@@ -328,14 +338,55 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             ));
         }
     }
+    let phase = if active_v.is_none() && phase == "Running" {
+        "Pending"
+    } else {
+        phase
+    };
+    let mut conditions = old_status.conditions;
+    let short: Vec<String> = active
+        .map(|a| {
+            wanted(app, a)
+                .into_iter()
+                .filter(|(p, n)| ready(&groups, a.spec.version, p) < *n)
+                .map(|(p, n)| format!("{p} {}/{n}", ready(&groups, a.spec.version, &p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let available = match active {
+        None => cond("Available", false, "NoActiveRelease", None, now),
+        Some(_) if short.is_empty() => cond("Available", true, "ReplicasReady", None, now),
+        Some(_) => cond(
+            "Available",
+            false,
+            "ReplicasUnavailable",
+            Some(format!("ready: {}", short.join(", "))),
+            now,
+        ),
+    };
+    let progressing = match phase {
+        "Abandoned" => cond(
+            "Progressing",
+            false,
+            "ReleaseAbandoned",
+            message.clone(),
+            now,
+        ),
+        "Deploying" | "Pending" => cond(
+            "Progressing",
+            true,
+            "ReleaseDeploying",
+            message.clone(),
+            now,
+        ),
+        _ => cond("Progressing", true, "ReleaseActive", None, now),
+    };
+    set_condition(&mut conditions, available);
+    set_condition(&mut conditions, progressing);
     out.status = AppStatus {
         active_release: active_v,
         latest_release: Some(latest.spec.version),
-        phase: Some(if active_v.is_none() && phase == "Running" {
-            "Pending".to_string()
-        } else {
-            phase.to_string()
-        }),
+        phase: Some(phase.to_string()),
         message,
         ready: active
             .map(|a| {
@@ -346,7 +397,7 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             })
             .unwrap_or_default(),
         draining,
-        conditions: old_status.conditions,
+        conditions,
     };
     out
 }

@@ -100,6 +100,18 @@ fn a_new_app_gets_release_v1_then_its_replicas() {
     let p = plan(&a, &[v1], &pods, t(2));
     assert_eq!(p.status.active_release, Some(1));
     assert_eq!(p.status.phase.as_deref(), Some("Running"));
+    let c = |t: &str| {
+        let c = kumo_api::meta::find_condition(&p.status.conditions, t).unwrap();
+        (c.status, c.reason.clone().unwrap_or_default())
+    };
+    assert_eq!(
+        c("Available"),
+        (ConditionStatus::True, "ReplicasReady".into())
+    );
+    assert_eq!(
+        c("Progressing"),
+        (ConditionStatus::True, "ReleaseActive".into())
+    );
     assert_eq!(
         p.release_status,
         vec![(
@@ -191,6 +203,9 @@ fn a_release_not_ready_in_time_is_abandoned_and_the_old_keeps_serving() {
     let p = plan(&a2, &releases, &pods, t(160));
     assert_eq!(p.status.active_release, Some(1));
     assert_eq!(p.status.phase.as_deref(), Some("Abandoned"));
+    let progressing = kumo_api::meta::find_condition(&p.status.conditions, "Progressing").unwrap();
+    assert_eq!(progressing.status, ConditionStatus::False);
+    assert_eq!(progressing.reason.as_deref(), Some("ReleaseAbandoned"));
     let why = "release v2 abandoned: its replicas were not all ready within 60s (web 0/1 ready); v1 keeps serving";
     assert_eq!(p.status.message.as_deref(), Some(why));
     assert_eq!(deleted(&p), vec!["n1"]);

@@ -201,6 +201,13 @@ async fn replicas_behind_the_router_over_http1_and_h2c() {
     let (c, router) = cluster_with_router();
     let client = c.client();
     apply(&c, "hello", &app_manifest("hello", 3, "1"));
+    ok(&c.kumo(&[
+        "wait",
+        "app/hello",
+        "--for=condition=Available",
+        "--timeout",
+        "60s",
+    ]));
     let app = wait_app(&client, "hello", "3 ready replicas", serving(1, 3)).await;
     assert_eq!(app.status.unwrap().phase.as_deref(), Some("Running"));
     let releases = client
