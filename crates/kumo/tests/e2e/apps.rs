@@ -352,6 +352,31 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `kumo logs -f TARGET` in the background: the process (killed when dropped) and its lines.
+fn follow_logs(c: &Cluster, target: &str) -> (RouterProcess, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(kumo_exe())
+        .args(["logs", target, "-f"])
+        .env("KUMO_CONFIG", c.config_path())
+        .env("HOME", c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kumo logs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (RouterProcess(child), rx)
+}
+
 /// Requests one after another through the router until stopped.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -404,6 +429,7 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
 
     // Constant load while the config changes: no request fails, and the answers go from the
     // old config to the new one, never back.
+    let (follower, lines) = follow_logs(&c, "app/web");
     let load = Load::start(router, "web.test");
     let out = ok(&c.kumo(&["config", "set", "web", "V=2"]));
     assert!(out.contains("Set V: release v2 of app web"), "{out}");
@@ -414,6 +440,26 @@ async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
     let load = load.stop().await;
     assert!(load.len() > 10, "the load ran: {}", load.len());
     assert_eq!(versions(&load), vec!["1", "2"]);
+    // `kumo logs app/web -f` showed the old replicas and picked up the new ones.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + T;
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("log lines from every replica");
+        if let Some((pod, text)) = line.split_once("| ") {
+            if text.starts_with("listening on") {
+                seen.insert(pod.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        seen.iter().filter(|p| p.starts_with("web-v2-web-")).count(),
+        2,
+        "{seen:?}"
+    );
+    drop(follower);
 
     // A release that never gets ready is abandoned; v2 keeps serving throughout. (A shorter
     // deadline for it: the deploy policy is not part of a release.)
