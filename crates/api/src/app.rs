@@ -364,8 +364,12 @@ pub fn release_name(app: &str, version: i64) -> String {
     format!("{app}-v{version}")
 }
 
-/// Checks an app's spec; every problem with its field path.
-pub fn validate_app_spec(spec: &AppSpec, errors: &mut Errors) {
+/// Room for `-v{N}-` (up to six digits) and the five-character random suffix in a replica's
+/// name, which must be a DNS label (63 characters).
+pub const MAX_APP_AND_PROCESS_NAME: usize = 63 - 16;
+
+/// Checks an app (`app_name` is its name); every problem with its field path.
+pub fn validate_app_spec(app_name: &str, spec: &AppSpec, errors: &mut Errors) {
     let process = spec.runtime_class_name.as_deref() == Some(crate::pod::RUNTIME_PROCESS);
     if let Some(rc) = &spec.runtime_class_name {
         if !is_dns_label(rc) {
@@ -397,6 +401,11 @@ pub fn validate_app_spec(spec: &AppSpec, errors: &mut Errors) {
             errors.add(
                 &path,
                 format!("Invalid value: {name:?}: a process name must be a DNS label"),
+            );
+        } else if app_name.len() + name.len() > MAX_APP_AND_PROCESS_NAME {
+            errors.add(
+                &path,
+                format!("Invalid value: {name:?}: the app's and the process's names together must be at most {MAX_APP_AND_PROCESS_NAME} characters (replicas are named {{app}}-v{{N}}-{{process}}-{{random}})"),
             );
         }
         if p.command.is_empty() && spec.image.is_none() {

@@ -53,6 +53,8 @@ fn bad_apps_name_their_field() {
         (json!({"runtimeClassName": "process", "processes": {"web": {"command": ["x"]}}, "deploy": {"strategy": "Canary"}}),
          "spec.deploy.strategy: unknown variant `Canary`, expected `BlueGreen` or `Rolling`"),
         (json!({"image": "x", "processes": {"web": {}}}), "spec.processes.web.port: Required value: the web process of an image app needs a port"),
+        (json!({"runtimeClassName": "process", "processes": {"a-very-long-process-name-that-does-not-fit-in-a-pod-name": {"command": ["x"]}}}),
+         "spec.processes.a-very-long-process-name-that-does-not-fit-in-a-pod-name: Invalid value: \"a-very-long-process-name-that-does-not-fit-in-a-pod-name\": the app's and the process's names together must be at most 47 characters (replicas are named {app}-v{N}-{process}-{random})"),
     ];
     for (spec, expected) in cases {
         check(spec, expected);

@@ -137,7 +137,7 @@ resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
 });
 
 resource!(App, "kumo.dev", "v1", "App", "apps", true, |a, e| {
-    crate::app::validate_app_spec(&a.spec, e)
+    crate::app::validate_app_spec(&a.metadata.name, &a.spec, e)
 });
 resource!(
     Release,

@@ -191,7 +191,22 @@ async fn reconcile(
         caught_up(|| apps.get(key).is_some_and(|a| a.metadata.revision() >= rv)).await;
     }
     for pod in &p.create {
-        let created = client.create(pod).await?;
+        let created = match client.create(pod).await {
+            Ok(created) => created,
+            Err(e) => {
+                // Say so where the user looks; the reconcile is retried with back-off.
+                let message = format!("cannot create a replica: {e}");
+                recorder
+                    .record(
+                        &app,
+                        kumo_client::EventType::Warning,
+                        "FailedCreate",
+                        message,
+                    )
+                    .await;
+                return Err(e);
+            }
+        };
         let key = kumo_client::cache_key(&created);
         caught_up(|| pods.get(&key).is_some()).await;
     }

@@ -43,6 +43,9 @@ pub struct CreateArgs {
     /// The web process speaks HTTP/2 without TLS (gRPC)
     #[arg(long)]
     pub h2c: bool,
+    /// Readiness: GET this path (default: a TCP connect to the port)
+    #[arg(long, value_name = "PATH")]
+    pub healthcheck: Option<String>,
     /// A domain the router sends to this app; repeatable
     #[arg(long = "domain")]
     pub domains: Vec<String>,
@@ -62,6 +65,13 @@ pub fn new_app(args: &CreateArgs) -> anyhow::Result<App> {
             image: args.image.clone(),
             runtime_class_name: args.runtime.clone(),
             domains: args.domains.clone(),
+            healthcheck: args
+                .healthcheck
+                .clone()
+                .map(|path| kumo_api::app::Healthcheck {
+                    path: Some(path),
+                    timeout_seconds: None,
+                }),
             ..Default::default()
         },
         ..Default::default()
@@ -229,6 +239,22 @@ mod tests {
         ]);
         let app = new_app(&a).unwrap();
         assert_eq!(app.spec.processes["web"].port, Some(8080));
+        let a = parse(&[
+            "kumo",
+            "app",
+            "create",
+            "web",
+            "--image",
+            "r/web:1",
+            "--port",
+            "1",
+            "--healthcheck",
+            "up",
+        ]);
+        assert_eq!(
+            new_app(&a).unwrap_err().to_string(),
+            "the app is invalid: spec.healthcheck.path: Invalid value: \"up\": must start with '/'"
+        );
         let a = parse(&["kumo", "app", "create", "web", "--image", "r/web:1"]);
         assert_eq!(
             new_app(&a).unwrap_err().to_string(),
