@@ -109,40 +109,44 @@ fn to_std(d: ChronoDuration) -> Duration {
     d.to_std().unwrap_or_default()
 }
 
-/// The plan for `app`, given its releases, its (non one-off) pods and the time.
-pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
-    let mut releases: Vec<&Release> = releases
-        .iter()
-        .filter(|r| r.spec.app == app.metadata.name)
-        .collect();
-    releases.sort_by_key(|r| r.spec.version);
-    let latest = releases.last().copied();
-    let mut out = Plan::default();
-    if let Some(r) = next_release(app, latest) {
-        out.status = app.status.clone().unwrap_or_default();
-        out.events.push((
-            EventType::Normal,
-            "ReleaseCreated",
-            format!("Release v{}: {}", r.spec.version, r.spec.description),
-        ));
-        out.new_release = Some(r);
-        return out;
-    }
-    let Some(latest) = latest else {
-        return out;
-    };
-    let old_status = app.status.clone().unwrap_or_default();
-    let by_version = |v: i64| releases.iter().copied().find(|r| r.spec.version == v);
-    let mut active = old_status.active_release.and_then(by_version);
-    let mut draining = old_status.draining.clone();
-    let target = (Some(latest.spec.version) != active.map(|a| a.spec.version)
-        && phase_of(latest) != ReleasePhase::Abandoned)
-        .then_some(latest);
+/// The replicas that count, by (release version, process): not terminating, not dead, not
+/// draining out.
+#[derive(Default)]
+struct Replicas<'a>(BTreeMap<(i64, String), Vec<&'a Pod>>);
 
-    let drain = ChronoDuration::seconds(app.spec.deploy.drain_seconds());
-    let mut requeue: Vec<Duration> = Vec::new();
-    // Pods by (release, process), and the dead ones replaced.
-    let mut groups: BTreeMap<(i64, String), Vec<&Pod>> = BTreeMap::new();
+impl<'a> Replicas<'a> {
+    fn of(&self, v: i64, process: &str) -> Vec<&'a Pod> {
+        self.0
+            .get(&(v, process.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn ready(&self, v: i64, process: &str) -> i32 {
+        self.of(v, process)
+            .iter()
+            .filter(|p| replica_state(p) == ReplicaState::Ready)
+            .count() as i32
+    }
+
+    /// `web 2/3, worker 0/1`: ready against wanted.
+    fn counts(&self, v: i64, want: &BTreeMap<String, i32>) -> String {
+        want.iter()
+            .map(|(p, n)| format!("{p} {}/{n}", self.ready(v, p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Sorts an app's pods: dead ones and drained ones are deleted, draining ones wait, the rest
+/// are the replicas that count.
+fn sort_pods<'a>(
+    pods: &'a [Pod],
+    now: Time,
+    out: &mut Plan,
+    requeue: &mut Vec<Duration>,
+) -> Replicas<'a> {
+    let mut replicas = Replicas::default();
     for pod in pods {
         let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) else {
             continue;
@@ -165,100 +169,119 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             ReplicaState::Dead => out
                 .delete
                 .push((pod.metadata.name.clone(), delete_grace(pod))),
-            _ => groups.entry((v, p.to_string())).or_default().push(pod),
+            _ => replicas.0.entry((v, p.to_string())).or_default().push(pod),
         }
     }
-    let ready = |groups: &BTreeMap<(i64, String), Vec<&Pod>>, v: i64, p: &str| -> i32 {
-        groups.get(&(v, p.to_string())).map_or(0, |g| {
-            g.iter()
-                .filter(|p| replica_state(p) == ReplicaState::Ready)
-                .count() as i32
-        })
+    replicas
+}
+
+/// Where the rollout stands after this pass.
+struct Rollout<'a> {
+    /// The release serving traffic.
+    active: Option<&'a Release>,
+    /// The release being brought up (not yet switched to, not abandoned).
+    target: Option<i64>,
+    draining: Option<Drain>,
+    phase: &'static str,
+    message: Option<String>,
+    /// Release phases to record, with why.
+    phases: Vec<(&'a Release, ReleasePhase, Option<String>)>,
+}
+
+/// Moves the rollout one step: switch to the target release when all its replicas are ready,
+/// abandon it at its deadline, else wait for it.
+fn step<'a>(
+    app: &App,
+    latest: &'a Release,
+    active: Option<&'a Release>,
+    draining: Option<Drain>,
+    replicas: &Replicas,
+    now: Time,
+    out: &mut Plan,
+) -> Rollout<'a> {
+    let mut r = Rollout {
+        active,
+        target: None,
+        draining,
+        phase: "Running",
+        message: None,
+        phases: Vec::new(),
     };
-
-    let mut phase = "Running";
-    let mut message = None;
-    let mut release_phases: Vec<(&Release, ReleasePhase, Option<String>)> = Vec::new();
+    let is_active = Some(latest.spec.version) == active.map(|a| a.spec.version);
+    if is_active {
+        return r;
+    }
+    if phase_of(latest) == ReleasePhase::Abandoned {
+        r.phase = "Abandoned";
+        r.message = latest.status.as_ref().and_then(|s| s.message.clone());
+        return r;
+    }
+    let t = latest;
+    let v = t.spec.version;
+    let want = wanted(app, t);
     let timeout = ChronoDuration::seconds(app.spec.deploy.timeout_seconds());
-    if let Some(t) = target {
-        let want = wanted(app, t);
-        let all_ready = want
-            .iter()
-            .all(|(p, n)| ready(&groups, t.spec.version, p) >= *n);
-        let started = t.metadata.creation_timestamp.unwrap_or(now);
-        if all_ready {
-            if let Some(a) = active {
-                draining = Some(Drain {
-                    release: a.spec.version,
-                    until: now + drain,
-                });
-                release_phases.push((a, ReleasePhase::Superseded, None));
+    let started = t.metadata.creation_timestamp.unwrap_or(now);
+    if want.iter().all(|(p, n)| replicas.ready(v, p) >= *n) {
+        if let Some(a) = active {
+            r.draining = Some(Drain {
+                release: a.spec.version,
+                until: now + ChronoDuration::seconds(app.spec.deploy.drain_seconds()),
+            });
+            r.phases.push((a, ReleasePhase::Superseded, None));
+        }
+        r.phases.push((t, ReleasePhase::Active, None));
+        out.events.push((
+            EventType::Normal,
+            "Switched",
+            format!("Traffic switched to v{v}"),
+        ));
+        r.active = Some(t);
+    } else if now - started >= timeout {
+        let why = format!(
+            "release v{v} abandoned: its replicas were not all ready within {}s ({} ready){}",
+            timeout.num_seconds(),
+            replicas.counts(v, &want),
+            match active {
+                Some(a) => format!("; v{} keeps serving", a.spec.version),
+                None => String::new(),
             }
-            release_phases.push((t, ReleasePhase::Active, None));
-            out.events.push((
-                EventType::Normal,
-                "Switched",
-                format!("Traffic switched to v{}", t.spec.version),
-            ));
-            active = Some(t);
-        } else if now - started >= timeout {
-            let counts: Vec<String> = want
-                .iter()
-                .map(|(p, n)| format!("{p} {}/{n}", ready(&groups, t.spec.version, p)))
-                .collect();
-            let why = format!(
-                "release v{} abandoned: its replicas were not all ready within {}s ({} ready){}",
-                t.spec.version,
-                timeout.num_seconds(),
-                counts.join(", "),
-                match active {
-                    Some(a) => format!("; v{} keeps serving", a.spec.version),
-                    None => String::new(),
-                }
-            );
-            release_phases.push((t, ReleasePhase::Abandoned, Some(why.clone())));
-            out.events
-                .push((EventType::Warning, "ReleaseAbandoned", why.clone()));
-            phase = "Abandoned";
-            message = Some(why);
-        } else {
-            phase = "Deploying";
-            message = Some(format!(
-                "deploying v{}: {}",
-                t.spec.version,
-                want.iter()
-                    .map(|(p, n)| format!("{p} {}/{n} ready", ready(&groups, t.spec.version, p)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            out.requeue_after = Some(to_std(started + timeout - now));
-        }
-    } else if phase_of(latest) == ReleasePhase::Abandoned {
-        phase = "Abandoned";
-        message = latest.status.as_ref().and_then(|s| s.message.clone());
+        );
+        r.phases
+            .push((t, ReleasePhase::Abandoned, Some(why.clone())));
+        out.events
+            .push((EventType::Warning, "ReleaseAbandoned", why.clone()));
+        r.phase = "Abandoned";
+        r.message = Some(why);
+    } else {
+        r.target = Some(v);
+        r.phase = "Deploying";
+        r.message = Some(format!(
+            "deploying v{v}: {} ready",
+            replicas.counts(v, &want)
+        ));
+        out.requeue_after = Some(to_std(started + timeout - now));
     }
-    let active_v = active.map(|a| a.spec.version);
-    let target_v = target
-        .filter(|t| Some(t.spec.version) != active_v)
-        .filter(|t| {
-            !release_phases
-                .iter()
-                .any(|(r, p, _)| r.spec.version == t.spec.version && *p == ReleasePhase::Abandoned)
-        })
-        .map(|t| t.spec.version);
-    if let Some(d) = &draining {
-        if now >= d.until || Some(d.release) == active_v {
-            draining = None;
-        } else {
-            let left = to_std(d.until - now);
-            out.requeue_after = Some(out.requeue_after.map_or(left, |r| r.min(left)));
-        }
-    }
-    let drain_v = draining.as_ref().map(|d| d.release);
+    r
+}
 
-    // Replicas: the active and target releases at their counts; a draining one kept as is;
-    // every other release's removed.
-    let mut versions: Vec<i64> = groups.keys().map(|(v, _)| *v).collect();
+/// Brings each release's replicas to what the rollout wants: the active and target releases at
+/// their counts (Rolling: one new replica at a time, an old one out per new one ready), a
+/// draining release as it is, every other release's removed. Serving replicas drain first.
+fn fit_replicas(
+    app: &App,
+    releases: &[&Release],
+    replicas: &Replicas,
+    rollout: &Rollout,
+    now: Time,
+    out: &mut Plan,
+    requeue: &mut Vec<Duration>,
+) {
+    let by_version = |v: i64| releases.iter().copied().find(|r| r.spec.version == v);
+    let active_v = rollout.active.map(|a| a.spec.version);
+    let target_v = rollout.target;
+    let drain_v = rollout.draining.as_ref().map(|d| d.release);
+    let drain = ChronoDuration::seconds(app.spec.deploy.drain_seconds());
+    let mut versions: Vec<i64> = replicas.0.keys().map(|(v, _)| *v).collect();
     versions.extend(active_v);
     versions.extend(target_v);
     versions.sort_unstable();
@@ -273,10 +296,8 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             _ => BTreeMap::new(),
         };
         if let (DeployStrategy::Rolling, Some(t)) = (app.spec.deploy.strategy, target_v) {
-            // One new replica at a time, each once the ones before it are ready; an old one
-            // goes for every new one ready.
             for (p, n) in want.iter_mut() {
-                let new_ready = ready(&groups, t, p);
+                let new_ready = replicas.ready(t, p);
                 if v == t {
                     *n = (*n).min(new_ready + 1);
                 } else if Some(v) == active_v
@@ -288,7 +309,8 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         }
         let mut processes: Vec<String> = want.keys().cloned().collect();
         processes.extend(
-            groups
+            replicas
+                .0
                 .keys()
                 .filter(|(gv, _)| *gv == v)
                 .map(|(_, p)| p.clone()),
@@ -297,7 +319,7 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         processes.dedup();
         for p in processes {
             let n = want.get(&p).copied().unwrap_or(0) as usize;
-            let mut have: Vec<&Pod> = groups.get(&(v, p.clone())).cloned().unwrap_or_default();
+            let mut have = replicas.of(v, &p);
             if have.len() > n {
                 // Remove the not-yet-ready first, then the newest names.
                 have.sort_by_key(|pod| {
@@ -323,33 +345,35 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             }
         }
     }
+}
 
-    if let Some(soonest) = requeue.into_iter().min() {
-        out.requeue_after = Some(out.requeue_after.map_or(soonest, |r| r.min(soonest)));
-    }
-    for (r, p, why) in release_phases {
-        if phase_of(r) != p {
-            out.release_status.push((
-                r.metadata.name.clone(),
-                ReleaseStatus {
-                    phase: p,
-                    message: why,
-                },
-            ));
-        }
-    }
-    let phase = if active_v.is_none() && phase == "Running" {
-        "Pending"
-    } else {
-        phase
+/// The app's status after this pass, with its Available and Progressing conditions.
+fn app_status(
+    app: &App,
+    latest: &Release,
+    replicas: &Replicas,
+    rollout: Rollout,
+    now: Time,
+) -> AppStatus {
+    let active = rollout.active;
+    let phase = match (active, rollout.phase) {
+        (None, "Running") => "Pending",
+        (_, phase) => phase,
     };
-    let mut conditions = old_status.conditions;
+    let ready: BTreeMap<String, i32> = active
+        .map(|a| {
+            wanted(app, a)
+                .keys()
+                .map(|p| (p.clone(), replicas.ready(a.spec.version, p)))
+                .collect()
+        })
+        .unwrap_or_default();
     let short: Vec<String> = active
         .map(|a| {
             wanted(app, a)
                 .into_iter()
-                .filter(|(p, n)| ready(&groups, a.spec.version, p) < *n)
-                .map(|(p, n)| format!("{p} {}/{n}", ready(&groups, a.spec.version, &p)))
+                .filter(|(p, n)| ready.get(p).copied().unwrap_or(0) < *n)
+                .map(|(p, n)| format!("{p} {}/{n}", ready.get(&p).copied().unwrap_or(0)))
                 .collect()
         })
         .unwrap_or_default();
@@ -364,6 +388,7 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             now,
         ),
     };
+    let message = rollout.message;
     let progressing = match phase {
         "Abandoned" => cond(
             "Progressing",
@@ -381,24 +406,84 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         ),
         _ => cond("Progressing", true, "ReleaseActive", None, now),
     };
+    let mut conditions = app.status.clone().unwrap_or_default().conditions;
     set_condition(&mut conditions, available);
     set_condition(&mut conditions, progressing);
-    out.status = AppStatus {
-        active_release: active_v,
+    AppStatus {
+        active_release: active.map(|a| a.spec.version),
         latest_release: Some(latest.spec.version),
         phase: Some(phase.to_string()),
         message,
-        ready: active
-            .map(|a| {
-                wanted(app, a)
-                    .keys()
-                    .map(|p| (p.clone(), ready(&groups, a.spec.version, p)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        draining,
+        ready,
+        draining: rollout.draining,
         conditions,
+    }
+}
+
+/// The plan for `app`, given its releases, its (non one-off) pods and the time.
+pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
+    let mut releases: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.spec.app == app.metadata.name)
+        .collect();
+    releases.sort_by_key(|r| r.spec.version);
+    let latest = releases.last().copied();
+    let mut out = Plan::default();
+    if let Some(r) = next_release(app, latest) {
+        out.status = app.status.clone().unwrap_or_default();
+        out.events.push((
+            EventType::Normal,
+            "ReleaseCreated",
+            format!("Release v{}: {}", r.spec.version, r.spec.description),
+        ));
+        out.new_release = Some(r);
+        return out;
+    }
+    let Some(latest) = latest else {
+        return out;
     };
+    let old = app.status.clone().unwrap_or_default();
+    let active = old
+        .active_release
+        .and_then(|v| releases.iter().copied().find(|r| r.spec.version == v));
+
+    let mut requeue: Vec<Duration> = Vec::new();
+    let replicas = sort_pods(pods, now, &mut out, &mut requeue);
+    let mut rollout = step(app, latest, active, old.draining, &replicas, now, &mut out);
+    // A drain ends at its time (or when its release serves again, after a rollback).
+    let active_v = rollout.active.map(|a| a.spec.version);
+    if let Some(d) = &rollout.draining {
+        if now >= d.until || Some(d.release) == active_v {
+            rollout.draining = None;
+        } else {
+            requeue.push(to_std(d.until - now));
+        }
+    }
+    fit_replicas(
+        app,
+        &releases,
+        &replicas,
+        &rollout,
+        now,
+        &mut out,
+        &mut requeue,
+    );
+
+    if let Some(soonest) = requeue.into_iter().min() {
+        out.requeue_after = Some(out.requeue_after.map_or(soonest, |r| r.min(soonest)));
+    }
+    for (r, p, why) in &rollout.phases {
+        if phase_of(r) != *p {
+            out.release_status.push((
+                r.metadata.name.clone(),
+                ReleaseStatus {
+                    phase: *p,
+                    message: why.clone(),
+                },
+            ));
+        }
+    }
+    out.status = app_status(app, latest, &replicas, rollout, now);
     out
 }
 

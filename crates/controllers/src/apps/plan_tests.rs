@@ -82,6 +82,10 @@ fn a_new_app_gets_release_v1_then_its_replicas() {
     assert_eq!(p.new_release, None);
     assert_eq!(p.create.len(), 2, "three wanted, one there");
     assert_eq!(p.status.phase.as_deref(), Some("Deploying"));
+    assert_eq!(
+        p.status.message.as_deref(),
+        Some("deploying v1: web 1/3 ready")
+    );
     assert_eq!(p.status.active_release, None);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(59)));
     let replica = &p.create[0];
