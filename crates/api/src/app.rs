@@ -320,8 +320,29 @@ impl ReleaseContent {
         if !unset.is_empty() {
             parts.push(format!("Unset {}", unset.join(", ")));
         }
-        if self.runtime_class_name != old.runtime_class_name || self.processes != old.processes {
-            parts.push("Change processes".to_string());
+        if self.runtime_class_name != old.runtime_class_name {
+            parts.push(format!(
+                "Run on {}",
+                self.runtime_class_name
+                    .as_deref()
+                    .unwrap_or("the default runtime")
+            ));
+        }
+        let shape = |p: &ProcessSpec| ProcessSpec {
+            replicas: 0,
+            ..p.clone()
+        };
+        for (name, p) in &self.processes {
+            match old.processes.get(name) {
+                None => parts.push(format!("Add process {name}")),
+                Some(o) if shape(o) != shape(p) => parts.push(format!("Change process {name}")),
+                Some(_) => {}
+            }
+        }
+        for name in old.processes.keys() {
+            if !self.processes.contains_key(name) {
+                parts.push(format!("Remove process {name}"));
+            }
         }
         if self.resources != old.resources {
             parts.push("Change resources".to_string());
@@ -446,15 +467,17 @@ pub fn validate_app_spec(app_name: &str, spec: &AppSpec, errors: &mut Errors) {
             );
         }
     }
-    for (res, q) in [("memory", &spec.resources.memory)] {
-        if let Some(q) = q {
-            if q.millis() % 1000 != 0 {
-                errors.add(
-                    format!("spec.resources.{res}"),
-                    format!("Invalid value: {:?}: must be a whole number", q.as_str()),
-                );
-            }
-        }
+    // Memory is whole bytes; cpu may be fractional (500m).
+    if let Some(q) = spec
+        .resources
+        .memory
+        .as_ref()
+        .filter(|q| q.millis() % 1000 != 0)
+    {
+        errors.add(
+            "spec.resources.memory",
+            format!("Invalid value: {:?}: must be a whole number", q.as_str()),
+        );
     }
     if let Some(h) = &spec.healthcheck {
         if let Some(p) = &h.path {

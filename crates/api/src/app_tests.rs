@@ -53,6 +53,8 @@ fn bad_apps_name_their_field() {
         (json!({"runtimeClassName": "process", "processes": {"web": {"command": ["x"]}}, "deploy": {"strategy": "Canary"}}),
          "spec.deploy.strategy: unknown variant `Canary`, expected `BlueGreen` or `Rolling`"),
         (json!({"image": "x", "processes": {"web": {}}}), "spec.processes.web.port: Required value: the web process of an image app needs a port"),
+        (json!({"runtimeClassName": "process", "processes": {"web": {"command": ["x"]}}, "resources": {"memory": "500m"}}),
+         "spec.resources.memory: Invalid value: \"500m\": must be a whole number"),
         (json!({"runtimeClassName": "process", "processes": {"a-very-long-process-name-that-does-not-fit-in-a-pod-name": {"command": ["x"]}}}),
          "spec.processes.a-very-long-process-name-that-does-not-fit-in-a-pod-name: Invalid value: \"a-very-long-process-name-that-does-not-fit-in-a-pod-name\": the app's and the process's names together must be at most 47 characters (replicas are named {app}-v{N}-{process}-{random})"),
     ];
@@ -105,6 +107,19 @@ fn changes_are_described() {
         (content("web:1", &[("A", "1")], 1), "Unset B"),
         (content("web:2", &[("B", "1")], 1), "Deploy web:2; Unset A"),
     ];
+    let mut changed = v1.clone();
+    changed.processes.get_mut("web").unwrap().command = vec!["./server2".into()];
+    changed
+        .processes
+        .insert("worker".into(), Default::default());
+    assert_eq!(
+        changed.describe_change(Some(&v1)),
+        "Change process web; Add process worker"
+    );
+    assert_eq!(
+        v1.describe_change(Some(&changed)),
+        "Change process web; Remove process worker"
+    );
     for (new, expected) in cases {
         assert_eq!(new.describe_change(Some(&v1)), expected);
     }
