@@ -177,6 +177,24 @@ async fn image_apps_run_under_runc_and_deploy_follows_the_rollout() {
     assert!(body.starts_with("box-v2-web-"), "{body}");
     let releases = ok(&c.kumo(&["releases", "box"]));
     assert!(releases.contains(&format!("Deploy {v2}")), "{releases}");
+
+    // A one-off run in the image of the current release, under runc.
+    let run = c.kumo(&[
+        "run",
+        "box",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $V $KUMO_RELEASE; exit 4",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "one v2\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
