@@ -85,10 +85,19 @@ async fn bad_apps_are_refused_naming_the_field() {
         "process",
         "--domain",
         "y.test",
+        "--healthcheck",
+        "/",
         "--command",
-        "python3",
-        "-m",
-        "http.server",
+        "sh",
+        "-c",
+        "exec python3 -m http.server $PORT",
     ]);
-    ok(&out);
+    assert_eq!(ok(&out), "app/y created\n");
+    ok(&c.kumo(&[
+        "wait",
+        "app/y",
+        "--for=condition=Available",
+        "--timeout",
+        "60s",
+    ]));
 }
