@@ -123,24 +123,55 @@ pub async fn get(router: SocketAddr, host: &str, path: &str) -> std::io::Result<
     Ok((code, body))
 }
 
-/// Replica names seen in `n` requests.
-async fn replicas_seen(
-    router: SocketAddr,
-    host: &str,
-    n: usize,
-) -> std::collections::BTreeSet<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..n {
+/// Waits until the router answers `host` with a 200 whose body passes `pred` (it follows the
+/// API through watches, a moment behind it).
+async fn answers(router: SocketAddr, host: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
         let (code, body) = get(router, host, "/").await.expect("request");
-        assert_eq!(code, 200, "{body}");
-        seen.insert(
-            body.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+        if code == 200 && pred(&body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host}: {code} {body}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    seen
+}
+
+/// The names of an app's ready replicas.
+async fn ready_names(client: &Client, app: &str) -> std::collections::BTreeSet<String> {
+    web_pods(client, app)
+        .await
+        .into_iter()
+        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.metadata.name)
+        .collect()
+}
+
+/// Sends requests until every one of `names` has answered (the router follows the API through
+/// watches, so it may take a moment to route to replicas the API already shows ready).
+async fn reaches_all(router: SocketAddr, host: &str, names: &std::collections::BTreeSet<String>) {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    while !names.is_subset(&seen) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host}: only {seen:?} of {names:?} answered; last: {last}"
+        );
+        let (code, body) = get(router, host, "/").await.expect("request");
+        if code == 200 {
+            seen.insert(
+                body.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        last = format!("{code} {body}");
+    }
 }
 
 async fn web_pods(client: &Client, app: &str) -> Vec<Pod> {

@@ -80,7 +80,7 @@ async fn replicas_behind_the_router_over_http1_and_h2c() {
         .filter_map(|p| p.metadata.annotations.get("kumo.dev/assigned-port"))
         .collect();
     assert_eq!(ports.len(), 3, "{pods:#?}");
-    assert_eq!(replicas_seen(router, "hello.test", 60).await, names);
+    reaches_all(router, "hello.test", &names).await;
 
     // One HTTP/2 connection: its requests spread over the replicas too.
     let stream = tokio::net::TcpStream::connect(router).await.unwrap();
@@ -116,7 +116,15 @@ async fn replicas_behind_the_router_over_http1_and_h2c() {
     assert_eq!(code, 404);
     apply(&c, "idle", &app_manifest("idle", 0, "1"));
     wait_app(&client, "idle", "an active release", serving(1, 0)).await;
-    let (code, body) = get(router, "idle.test", "/").await.unwrap();
+    // The router learns of the app from its watch: 404 until then, 503 after.
+    let deadline = tokio::time::Instant::now() + T;
+    let (code, body) = loop {
+        let (code, body) = get(router, "idle.test", "/").await.unwrap();
+        if code != 404 || tokio::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("idle"), "{body}");
 }
@@ -205,13 +213,24 @@ server.start()
 server.wait_for_termination()
 "#;
 
-/// Through one channel: 30 unary calls (the replica names seen, one per line), then one
-/// server-streaming call (its messages, one per line, after a `--` line).
+/// Through one channel: unary calls until they reached `argv[2]` replicas or 30 s passed (the
+/// replica names seen, one per line), then one server-streaming call (its messages, one per
+/// line, after a `--` line).
 const GRPC_CLIENT: &str = r#"
-import sys, grpc
+import sys, time, grpc
 channel = grpc.insecure_channel(sys.argv[1], options=[("grpc.default_authority", "grpc.test")])
 hello = channel.unary_unary("/kumo.Echo/Hello")
-for name in sorted(set(hello(b"hi", timeout=10).decode() for _ in range(30))):
+want = int(sys.argv[2])
+seen = set()
+# Calls on this one channel until they have reached `want` replicas (the router follows the API
+# through watches, so the first calls may find it not routing the app yet).
+deadline = time.time() + 30
+while len(seen) < want and time.time() < deadline:
+    try:
+        seen.add(hello(b"hi", timeout=10).decode())
+    except grpc.RpcError:
+        time.sleep(0.1)
+for name in sorted(seen):
     print(name)
 print("--")
 for message in channel.unary_stream("/kumo.Echo/Stream")(b"hi", timeout=10):
@@ -238,7 +257,12 @@ async fn grpc_calls_of_one_channel_spread_over_replicas() {
         .map(|p| p.metadata.name.clone())
         .collect();
     let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", GRPC_CLIENT, &router.to_string()])
+        .args([
+            "-c",
+            GRPC_CLIENT,
+            &router.to_string(),
+            &names.len().to_string(),
+        ])
         .output()
         .expect("python3");
     assert!(
