@@ -113,6 +113,13 @@ pub async fn run(
         runtime_classes: classes,
         backoff_base: config.backoff_base,
     };
+    let prober = Arc::new(crate::probe::Prober::default());
+    tasks.spawn(prober.clone().run(
+        informer.clone(),
+        runtime.clone(),
+        queue.clone(),
+        params.host_ip.clone(),
+    ));
     let mut worker = PodWorker::new(
         client,
         informer.clone(),
@@ -120,7 +127,8 @@ pub async fn run(
         runtime.clone(),
         params,
     )
-    .with_oci(oci);
+    .with_oci(oci)
+    .with_prober(prober);
 
     tokio::pin!(shutdown);
     tokio::select! {

@@ -7,6 +7,7 @@
 
 pub mod adopt;
 pub mod agent;
+pub mod app_port;
 pub mod backoff;
 pub mod cgroup;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod mounts;
 pub mod node;
 pub mod nsexec;
 pub mod plan;
+pub mod probe;
 pub mod pull_secrets;
 pub mod pulls;
 pub mod record;

@@ -13,6 +13,8 @@ pub struct PodRuntimeState {
     pub waiting: BTreeMap<String, Waiting>,
     /// The pod's own IP (OCI pods on a pod network).
     pub pod_ip: Option<String>,
+    /// Containers whose current run passed its readiness probe (see `probe`).
+    pub probes_passed: std::collections::BTreeSet<String>,
 }
 
 /// A waiting reason and message (`ErrImagePull`, `CreateContainerConfigError`, ...).

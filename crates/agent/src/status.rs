@@ -89,6 +89,10 @@ pub fn pod_status(
                 },
                 Some(state) => container_status(pod, &c.name, state, params),
             };
+            // A container with a readiness probe is ready only once its current run passed it.
+            if c.readiness_probe.is_some() && !actual.probes_passed.contains(&c.name) {
+                cs.ready = false;
+            }
             cs.image = c.image.clone();
             cs
         })

@@ -55,6 +55,7 @@ pub struct PodWorker {
     oci: Option<OciParts>,
     /// Why not-yet-started containers wait, by pod uid and container name.
     waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
+    prober: Option<Arc<crate::probe::Prober>>,
 }
 
 impl PodWorker {
@@ -79,7 +80,14 @@ impl PodWorker {
             failures: BTreeMap::new(),
             oci: None,
             waiting: BTreeMap::new(),
+            prober: None,
         }
+    }
+
+    /// Lets readiness probe results decide whether containers with a probe are ready.
+    pub fn with_prober(mut self, prober: Arc<crate::probe::Prober>) -> Self {
+        self.prober = Some(prober);
+        self
     }
 
     /// Lets the worker run OCI pods: pull their images and make their sandboxes.
@@ -389,6 +397,7 @@ impl PodWorker {
             return Ok(());
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let pod = &crate::app_port::ensure(&self.client, pod).await?;
         let outcome = self.runtime.start(pod, index).await?;
         if let StartOutcome::ConfigError(message) = &outcome {
             self.config_error(pod, &name, message.clone()).await;
@@ -598,7 +607,10 @@ impl PodWorker {
     /// Writes the status the pod should have, if it differs, on the freshest object.
     async fn write_status(&self, pod: &Pod, now: kumo_api::Time) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let actual = self.observed(&uid);
+        let mut actual = self.observed(&uid);
+        if let Some(prober) = &self.prober {
+            actual.probes_passed = prober.passed(pod, &actual);
+        }
         let mut current = pod.clone();
         for _ in 0..5 {
             let status = pod_status(&current, &actual, now, &self.params);

@@ -37,7 +37,7 @@ fn pod_errors_name_their_field() {
             pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"limits": {"memory": "12XB"}}}]})),
             r#"spec.containers[0].resources.limits.memory: invalid quantity "12XB""#,
         ),
-        (pod(json!({"containers": [{"name": "c", "image": "x", "bogus": 1}]})), "spec.containers[0].bogus: unknown field `bogus`, expected one of `name`, `image`, `command`, `args`, `env`, `workingDir`, `resources`, `ports`, `imagePullPolicy`, `securityContext`, `volumeMounts`"),
+        (pod(json!({"containers": [{"name": "c", "image": "x", "bogus": 1}]})), "spec.containers[0].bogus: unknown field `bogus`, expected one of `name`, `image`, `command`, `args`, `env`, `workingDir`, `resources`, `ports`, `imagePullPolicy`, `securityContext`, `volumeMounts`, `readinessProbe`"),
         (pod(json!({"containers": []})), "spec.containers: Required value: a pod needs at least one container"),
         (pod(json!({"containers": [{"name": "c"}]})), "spec.containers[0].image: Required value: an image is required unless runtimeClassName is \"process\""),
         (pod(json!({"runtimeClassName": "process", "containers": [{"name": "c"}]})), "spec.containers[0].command: Required value: a process container needs a command"),

@@ -2,6 +2,7 @@
 //!
 //! These are the only serde wire types; every component speaks them.
 
+pub mod app;
 pub mod event;
 pub mod exec;
 pub mod meta;
@@ -17,6 +18,7 @@ pub mod selector;
 pub mod status;
 pub mod validation;
 
+pub use app::{App, Release};
 pub use event::{Event, EventSource};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Time};
 pub use mltask::{MLTask, Queue};

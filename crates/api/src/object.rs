@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{Event, MLTask, Namespace, Node, Pod, Queue, Secret};
+use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -139,6 +139,19 @@ resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     }
 });
 
+resource!(App, "kumo.dev", "v1", "App", "apps", true, |a, e| {
+    crate::app::validate_app_spec(&a.metadata.name, &a.spec, e)
+});
+resource!(
+    Release,
+    "kumo.dev",
+    "v1",
+    "Release",
+    "releases",
+    true,
+    |r, e| { crate::app::validate_release(r, e) }
+);
+
 /// What the apiserver and CLI know about a kind without knowing its Rust type.
 pub struct KindInfo {
     pub group: &'static str,
@@ -250,7 +263,7 @@ fn no_update_rules(_: &serde_json::Value, _: &serde_json::Value) -> Vec<FieldErr
     Vec::new()
 }
 
-static KINDS: [KindInfo; 5] = [
+static KINDS: [KindInfo; 7] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -315,6 +328,32 @@ static KINDS: [KindInfo; 5] = [
         label_names: false,
         admit: admit_secret,
         validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "App",
+        plural: "apps",
+        singular: "app",
+        short_names: &[],
+        namespaced: true,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<App>(v, true),
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "Release",
+        plural: "releases",
+        singular: "release",
+        short_names: &["rel"],
+        namespaced: true,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<Release>(v, true),
+        validate_update: crate::app::release_update,
     },
 ];
 

@@ -123,6 +123,8 @@ pub struct Container {
     pub security_context: Option<SecurityContext>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
 }
 
 impl Container {
@@ -329,6 +331,82 @@ pub struct ContainerStateTerminated {
     pub finished_at: Option<Time>,
 }
 
+/// A readiness check the agent runs against a running container (Kubernetes' `readinessProbe`):
+/// the container is ready only after it passes, and stops being ready when it fails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i64>,
+}
+
+/// `GET path` on the port; a 2xx or 3xx answer passes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGetAction {
+    #[serde(default)]
+    pub path: String,
+    /// Without a port, the container's `PORT` environment variable (kumo's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+/// A TCP connect to the port passes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSocketAction {
+    /// Without a port, the container's `PORT` environment variable (kumo's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+fn validate_probe(p: &Probe, path: &str, errors: &mut Errors) {
+    let port = match (&p.http_get, &p.tcp_socket) {
+        (Some(h), None) => {
+            if !h.path.starts_with('/') {
+                errors.add(
+                    format!("{path}.httpGet.path"),
+                    format!("Invalid value: {:?}: must start with '/'", h.path),
+                );
+            }
+            h.port.map(|port| (port, format!("{path}.httpGet.port")))
+        }
+        (None, Some(t)) => t.port.map(|port| (port, format!("{path}.tcpSocket.port"))),
+        _ => {
+            errors.add(
+                path,
+                "Invalid value: give exactly one of httpGet or tcpSocket",
+            );
+            None
+        }
+    };
+    if let Some((port, field)) = port {
+        if !(1..=65535).contains(&port) {
+            errors.add(
+                field,
+                format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+            );
+        }
+    }
+    for (v, field) in [
+        (p.timeout_seconds, "timeoutSeconds"),
+        (p.period_seconds, "periodSeconds"),
+    ] {
+        if let Some(v) = v.filter(|v| *v < 1) {
+            errors.add(
+                format!("{path}.{field}"),
+                format!("Invalid value: {v}: must be at least 1"),
+            );
+        }
+    }
+}
+
 /// Resources a container may request, with the quantities that make sense for each.
 const KNOWN_RESOURCES: [&str; 4] = ["cpu", "memory", GPU_RESOURCE, "ephemeral-storage"];
 
@@ -369,6 +447,9 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
             security::validate_security_context(sc, &format!("{path}.securityContext"), errors);
         }
         check_name(errors, &format!("{path}.name"), &c.name, true);
+        if let Some(p) = &c.readiness_probe {
+            validate_probe(p, &format!("{path}.readinessProbe"), errors);
+        }
         if !c.name.is_empty() && !names.insert(c.name.as_str()) {
             errors.add(
                 format!("{path}.name"),

@@ -142,6 +142,7 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
                 map.insert("status".into(), json!({"phase": "Active"}));
             }
         }
+        crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();
         let key = object_key(&kind, ns, &name);
         match app.store.create(&key, encode(&admitted)?).await {

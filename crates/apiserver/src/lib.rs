@@ -10,6 +10,7 @@ mod body;
 mod create;
 mod delete;
 mod dispatch;
+mod domains;
 mod error;
 mod exec;
 mod keys;

@@ -117,6 +117,7 @@ async fn write(
         }
         let old = decode(&kv)?;
         let new = next_object(&kind, name, sub, &old, make(&old)?)?;
+        crate::domains::check_unique(app, &kind, Some(&old), &new).await?;
         let mut old_plain = old.clone();
         remove_meta(&mut old_plain, "resourceVersion");
         if new == old_plain {

@@ -35,6 +35,8 @@ pub enum Command {
     Server(daemon::ServerArgs),
     /// Run a node agent that joins a control plane
     Agent(daemon::AgentArgs),
+    /// Run the L7 router for Apps, fed by the API's Apps and pods
+    Router(daemon::router::RouterArgs),
     /// Create or update objects from files (YAML or JSON, multi-document)
     Apply(cli::apply::ApplyArgs),
     /// Create an object from flags (secret docker-registry|generic)
@@ -59,6 +61,24 @@ pub enum Command {
     Image(cli::image::ImageArgs),
     /// Store or forget registry credentials (~/.kumo/registries.json)
     Registry(cli::image::RegistryArgs),
+    /// Manage apps: kumo app create NAME
+    App(cli::app::AppArgs),
+    /// List apps
+    Apps(cli::app::AppsArgs),
+    /// Deploy an image to an app and follow the rollout
+    Deploy(cli::deploy::DeployArgs),
+    /// Show or change an app's config vars (each change is a release)
+    Config(cli::config::ConfigArgs),
+    /// Change an app's replica counts: kumo scale APP web=3 worker=0
+    Scale(cli::deploy::ScaleArgs),
+    /// List an app's releases
+    Releases(cli::app::AppNameArgs),
+    /// Roll an app back to an earlier release (image, config and processes), as a new release
+    Rollback(cli::deploy::RollbackArgs),
+    /// Run a one-off command in an app's current release: kumo run APP -- CMD
+    Run(cli::run_once::RunArgs),
+    /// Print an app's URL
+    Open(cli::app::AppNameArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -92,6 +112,7 @@ fn main() -> ExitCode {
             Command::Up(a) => daemon::up(a).await,
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
+            Command::Router(a) => daemon::router::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Create(a) => cli::create::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
@@ -104,6 +125,15 @@ fn main() -> ExitCode {
             Command::Completion(a) => cli::completion::run(a),
             Command::Image(a) => cli::image::run(a).await,
             Command::Registry(a) => cli::image::run_registry(a).await,
+            Command::App(a) => cli::app::run(a).await,
+            Command::Apps(a) => cli::app::list(a).await,
+            Command::Deploy(a) => cli::deploy::deploy(a).await,
+            Command::Config(a) => cli::config::run(a).await,
+            Command::Scale(a) => cli::deploy::scale(a).await,
+            Command::Releases(a) => cli::app::list_releases(a).await,
+            Command::Rollback(a) => cli::deploy::rollback(a).await,
+            Command::Run(a) => cli::run_once::run(a).await,
+            Command::Open(a) => cli::app::open(a).await,
             Command::Shim(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -56,6 +56,8 @@ pub struct NodeView {
     pub runtime_classes: Vec<String>,
     pub allocatable: Resources,
     pub requested: Resources,
+    /// Replicas on this node of each spread group (see [`spread_key`]).
+    pub spread: BTreeMap<String, u32>,
 }
 
 impl NodeView {
@@ -75,6 +77,7 @@ impl NodeView {
                 .unwrap_or_default(),
             allocatable: Resources::allocatable(node),
             requested: Resources::default(),
+            spread: BTreeMap::new(),
         }
     }
 }
@@ -199,7 +202,37 @@ pub fn score(want: &Resources, node: &NodeView, strategy: Strategy) -> i128 {
     }
 }
 
+/// Node label naming a node's zone; replicas of one app process spread across zones first.
+pub const LABEL_ZONE: &str = "kumo.dev/zone";
+
+/// The spread group of a pod: replicas of one app process (`ns/app/process`), which the
+/// scheduler places on the zones, then the nodes, holding the fewest of them.
+pub fn spread_key(pod: &Pod) -> Option<String> {
+    let labels = &pod.metadata.labels;
+    let app = labels.get(kumo_api::app::LABEL_APP)?;
+    let process = labels.get(kumo_api::app::LABEL_PROCESS)?;
+    Some(format!("{}/{app}/{process}", pod.metadata.ns()))
+}
+
+/// (replicas of the group in the node's zone, on the node): fewer is better.
+fn spread_counts(key: Option<&str>, nodes: &[NodeView], node: &NodeView) -> (u32, u32) {
+    let Some(key) = key else {
+        return (0, 0);
+    };
+    let on = |n: &NodeView| n.spread.get(key).copied().unwrap_or(0);
+    let zone = match node.labels.get(LABEL_ZONE) {
+        Some(z) => nodes
+            .iter()
+            .filter(|n| n.labels.get(LABEL_ZONE) == Some(z))
+            .map(on)
+            .sum(),
+        None => on(node),
+    };
+    (zone, on(node))
+}
+
 /// Chooses a node for `pod`; ties go to the first node by name, so placement is deterministic.
+/// Replicas of one app process go first to the zone, then the node, with the fewest of them.
 pub fn place(pod: &Pod, nodes: &[NodeView], strategy: Strategy) -> Result<usize, Unschedulable> {
     if nodes.is_empty() {
         return Err(Unschedulable {
@@ -207,12 +240,18 @@ pub fn place(pod: &Pod, nodes: &[NodeView], strategy: Strategy) -> Result<usize,
         });
     }
     let want = Resources::of_pod(pod);
+    let key = spread_key(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<(i128, &str, usize)> = None;
+    let mut best: Option<((i64, i64, i128), &str, usize)> = None;
     for (i, node) in nodes.iter().enumerate() {
         let why = misfits(pod, &want, node);
         if why.is_empty() {
-            let s = score(&want, node, strategy);
+            let (zone, here) = spread_counts(key.as_deref(), nodes, node);
+            let s = (
+                -i64::from(zone),
+                -i64::from(here),
+                score(&want, node, strategy),
+            );
             let better = match best {
                 None => true,
                 Some((bs, bname, _)) => s > bs || (s == bs && node.name.as_str() < bname),
@@ -471,3 +510,7 @@ mod tests {
         assert_eq!(Quantity::parse("750m").unwrap().millis(), 750);
     }
 }
+
+#[cfg(test)]
+#[path = "spread_tests.rs"]
+mod spread_tests;

@@ -43,6 +43,9 @@ pub fn snapshot(
     for pod in pods.iter().filter(|p| holds_resources(p)) {
         if let Some(&i) = pod.spec.node_name.as_ref().and_then(|n| index.get(n)) {
             views[i].requested.add(&Resources::of_pod(pod));
+            if let Some(key) = crate::core::spread_key(pod) {
+                *views[i].spread.entry(key).or_default() += 1;
+            }
         }
     }
     for (node, res) in assumed.values() {
@@ -238,6 +241,9 @@ async fn bind(
         Ok(()) => {
             let want = Resources::of_pod(pod);
             view.requested.add(&want);
+            if let Some(key) = crate::core::spread_key(pod) {
+                *view.spread.entry(key).or_default() += 1;
+            }
             assumed.insert(key, (node.clone(), want));
             let message = format!("Successfully assigned {ns}/{} to {node}", pod.metadata.name);
             recorder

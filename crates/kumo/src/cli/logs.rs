@@ -22,6 +22,9 @@ pub struct LogsArgs {
     /// The container (default: the pod's only one)
     #[arg(short = 'c', long)]
     pub container: Option<String>,
+    /// With app/NAME: only this process's replicas
+    #[arg(long)]
+    pub process: Option<String>,
     #[command(flatten)]
     pub ns: NamespaceArgs,
 }
@@ -46,6 +49,9 @@ fn pod_name(arg: &str) -> anyhow::Result<String> {
 }
 
 async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(app) = args.pod.strip_prefix("app/") {
+        return super::app_logs::logs(&args, app).await;
+    }
     let name = pod_name(&args.pod)?;
     if args.tail.is_some_and(|t| t < 0) {
         bail!("--tail must be 0 or more lines");

@@ -1,14 +1,20 @@
 //! The kubectl-style commands, generic over kinds through `kumo_api::KindInfo` and untyped JSON.
 
+pub mod app;
+pub mod app_edit;
+pub mod app_logs;
 pub mod apply;
 pub mod completion;
+pub mod config;
 pub mod create;
 pub mod delete;
+pub mod deploy;
 pub mod describe;
 pub mod exec;
 pub mod get;
 pub mod image;
 pub mod logs;
+pub mod run_once;
 pub mod version;
 pub mod wait;
 

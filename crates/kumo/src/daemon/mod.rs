@@ -1,5 +1,6 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
+pub mod router;
 mod tokens;
 
 use crate::duration::parse_duration;
@@ -103,6 +104,11 @@ pub struct UpArgs {
     /// Address the agent serves logs on (port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub agent_listen: SocketAddr,
+    /// Run the L7 router for Apps on this address (off unless given)
+    #[arg(long)]
+    pub router_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub router_options: router::RouterOptions,
 }
 
 /// `kumo server`.
@@ -275,8 +281,12 @@ async fn start_control_plane(
         shutdown.wait(),
     )));
     tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(
-        client,
+        client.clone(),
         args.node_grace,
+        shutdown.wait(),
+    )));
+    tasks.push(tokio::spawn(kumo_controllers::apps::run(
+        client,
         shutdown.wait(),
     )));
     Ok(ControlPlane { url, token, tasks })
@@ -376,6 +386,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(Ok(())) => anyhow!("stopped before the node registered"),
             Err(e) => anyhow!("the agent task failed: {e}"),
         }),
+    }
+    let router = match args.router_listen {
+        Some(listen) => {
+            let started = router::start(
+                client.clone(),
+                listen,
+                &args.router_options,
+                shutdown.wait(),
+            )
+            .await?;
+            Some(started)
+        }
+        None => None,
+    };
+    if let Some((r, metrics)) = &router {
+        println!("kumo: router listening on {}", r.http_addr);
+        if let Some(addr) = r.https_addr {
+            println!("kumo: router listening for TLS on {addr}");
+        }
+        if let Some(addr) = metrics {
+            println!("kumo: router metrics on http://{addr}/metrics");
+        }
     }
     println!("kumo: API server listening on {}", cp.url);
     println!("kumo: client config written to {}", config_path.display());

@@ -17,6 +17,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub token: String,
+    /// What kumo printed before its API server line (e.g. `kumo: router listening on ...`).
+    pub banner: Vec<String>,
     child: Option<Child>,
     args: Vec<String>,
     listen: String,
@@ -56,6 +58,7 @@ impl Cluster {
             dir,
             url: String::new(),
             token: String::new(),
+            banner: Vec::new(),
             child: None,
             args,
             listen: "127.0.0.1:0".into(),
@@ -104,6 +107,7 @@ impl Cluster {
                     if let Some(url) = line.strip_prefix("kumo: API server listening on ") {
                         break url.trim().to_string();
                     }
+                    self.banner.push(line);
                 }
                 _ => {
                     let status = child.wait().ok();

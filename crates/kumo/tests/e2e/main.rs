@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod apps;
 mod cli;
 mod containers;
 mod exec;

@@ -1,0 +1,247 @@
+//! The app controller's loop: App, Release and Pod informers feed a queue of app keys; each
+//! reconcile acts out `plan` through the API and says when to look again.
+
+use super::plan::plan;
+use kumo_api::app::{App, Release, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
+use kumo_api::Pod;
+use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, WorkQueue};
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a reconcile waits for the informers to show its own writes.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Waits until the informers show what this reconcile wrote, so the next pass plans from it
+/// (and never, say, creates a replica twice because the first is not in the cache yet).
+async fn caught_up(seen: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    while !seen() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs the app controller until `shutdown` completes.
+pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
+    let (apps, mut app_changes) =
+        Informer::<App>::start(client.clone(), None, ListParams::default());
+    let (releases, mut release_changes) =
+        Informer::<Release>::start(client.clone(), None, ListParams::default());
+    let (pods, mut pod_changes) =
+        Informer::<Pod>::start(client.clone(), None, ListParams::labels(LABEL_APP));
+    let recorder = EventRecorder::new(client.clone(), "app-controller", None);
+    let queue = WorkQueue::<String>::new();
+    let feed = {
+        let queue = queue.clone();
+        async move {
+            loop {
+                let key = tokio::select! {
+                    Some(c) = app_changes.recv() => kumo_client::cache_key(c.object()),
+                    Some(c) = release_changes.recv() => {
+                        let r = c.object();
+                        format!("{}/{}", r.metadata.ns(), r.spec.app)
+                    }
+                    Some(c) = pod_changes.recv() => {
+                        let p = c.object();
+                        match p.metadata.labels.get(LABEL_APP) {
+                            Some(app) => format!("{}/{app}", p.metadata.ns()),
+                            None => continue,
+                        }
+                    }
+                    else => return,
+                };
+                queue.add(key);
+            }
+        }
+    };
+    let work = async {
+        apps.wait_synced().await;
+        releases.wait_synced().await;
+        pods.wait_synced().await;
+        for a in apps.list() {
+            queue.add(kumo_client::cache_key(&a));
+        }
+        let mut failures: std::collections::BTreeMap<String, u32> = Default::default();
+        loop {
+            let key = queue.next().await;
+            match reconcile(&client, &recorder, &apps, &releases, &pods, &key).await {
+                Ok(after) => {
+                    failures.remove(&key);
+                    if let Some(after) = after {
+                        queue.add_after(key, after);
+                    }
+                }
+                Err(e) => {
+                    let n = failures.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    let delay =
+                        Duration::from_millis(100u64 << (*n).min(8)).min(Duration::from_secs(30));
+                    tracing::debug!(app = %key, error = %e, retry_in = ?delay, "app reconcile failed");
+                    queue.add_after(key, delay);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = feed => {}
+        _ = work => {}
+    }
+}
+
+/// An app that is gone takes its replicas, one-off pods and releases with it.
+async fn remove_app(
+    client: &Client,
+    releases: &Informer<Release>,
+    pods: &Informer<Pod>,
+    key: &str,
+) -> Result<Option<Duration>, ClientError> {
+    let Some((ns, name)) = key.split_once('/') else {
+        return Ok(None);
+    };
+    let mine = |meta: &kumo_api::ObjectMeta| {
+        meta.ns() == ns && meta.labels.get(LABEL_APP).map(String::as_str) == Some(name)
+    };
+    for p in pods.list().iter().filter(|p| mine(&p.metadata)) {
+        if p.metadata.deletion_timestamp.is_none() {
+            match client
+                .delete::<Pod>(
+                    ns,
+                    &p.metadata.name,
+                    Some(super::pods::REPLICA_GRACE_SECONDS),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for r in releases.list().iter().filter(|r| mine(&r.metadata)) {
+        match client.delete::<Release>(ns, &r.metadata.name, None).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+async fn reconcile(
+    client: &Client,
+    recorder: &EventRecorder,
+    apps: &Informer<App>,
+    releases: &Informer<Release>,
+    pods: &Informer<Pod>,
+    key: &str,
+) -> Result<Option<Duration>, ClientError> {
+    let Some(app) = apps
+        .get(key)
+        .filter(|a| a.metadata.deletion_timestamp.is_none())
+    else {
+        return remove_app(client, releases, pods, key).await;
+    };
+    let ns = app.metadata.ns().to_string();
+    let name = app.metadata.name.clone();
+    let rels: Vec<Release> = releases
+        .list()
+        .into_iter()
+        .filter(|r| r.metadata.ns() == ns && r.spec.app == name)
+        .collect();
+    let app_pods: Vec<Pod> = pods
+        .list()
+        .into_iter()
+        .filter(|p| {
+            p.metadata.ns() == ns
+                && p.metadata.labels.get(LABEL_APP) == Some(&name)
+                && !p.metadata.labels.contains_key(LABEL_ONE_OFF)
+        })
+        .collect();
+    let p = plan(&app, &rels, &app_pods, chrono::Utc::now());
+    if let Some(r) = &p.new_release {
+        match client.create(r).await {
+            Ok(created) => {
+                let key = kumo_client::cache_key(&created);
+                caught_up(|| releases.get(&key).is_some()).await;
+            }
+            // Made by an earlier pass the informer has not shown yet.
+            Err(e) if e.is_conflict() => return Ok(Some(Duration::from_millis(200))),
+            Err(e) => return Err(e),
+        }
+    }
+    // Release status first: an abandoned release must be marked before its pods go.
+    for (rname, status) in &p.release_status {
+        if let Some(mut r) = releases.get(&format!("{ns}/{rname}")) {
+            r.status = Some(status.clone());
+            let stored = client.update_status(&r).await?;
+            let rv = stored.metadata.revision();
+            caught_up(|| {
+                releases
+                    .get(&format!("{ns}/{rname}"))
+                    .is_some_and(|r| r.metadata.revision() >= rv)
+            })
+            .await;
+        }
+    }
+    if app.status.as_ref() != Some(&p.status) && p.new_release.is_none() {
+        let mut updated = app.clone();
+        updated.status = Some(p.status.clone());
+        let stored = client.update_status(&updated).await?;
+        let rv = stored.metadata.revision();
+        caught_up(|| apps.get(key).is_some_and(|a| a.metadata.revision() >= rv)).await;
+    }
+    for pod in &p.create {
+        let created = match client.create(pod).await {
+            Ok(created) => created,
+            Err(e) => {
+                // Say so where the user looks; the reconcile is retried with back-off.
+                let message = format!("cannot create a replica: {e}");
+                recorder
+                    .record(
+                        &app,
+                        kumo_client::EventType::Warning,
+                        "FailedCreate",
+                        message,
+                    )
+                    .await;
+                return Err(e);
+            }
+        };
+        let key = kumo_client::cache_key(&created);
+        caught_up(|| pods.get(&key).is_some()).await;
+    }
+    for (pname, until) in &p.drain {
+        let stamp = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ANNOTATION_DRAIN_UNTIL: stamp}}});
+        match client.patch::<Pod>(&ns, pname, &patch).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+        let key = format!("{ns}/{pname}");
+        caught_up(|| {
+            pods.get(&key)
+                .is_none_or(|p| super::pods::drain_until(&p).is_some())
+        })
+        .await;
+    }
+    for (pname, grace) in &p.delete {
+        match client.delete::<Pod>(&ns, pname, Some(*grace)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let key = format!("{ns}/{pname}");
+        caught_up(|| {
+            pods.get(&key)
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        })
+        .await;
+    }
+    // Events once what they tell has happened.
+    for (type_, reason, message) in &p.events {
+        recorder.record(&app, *type_, reason, message.clone()).await;
+    }
+    Ok(p.requeue_after)
+}
