@@ -69,6 +69,9 @@ pub struct MLTaskSpec {
     pub master_port: Option<u16>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Set to stop every replica gracefully and end the task as Cancelled (`kumo cancel`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 impl Default for MLTaskSpec {
@@ -91,6 +94,7 @@ impl Default for MLTaskSpec {
             active_deadline_seconds: None,
             master_port: None,
             node_selector: BTreeMap::new(),
+            cancel: false,
         }
     }
 }
@@ -190,6 +194,12 @@ pub struct MLTaskStatus {
     pub replicas: Vec<ReplicaStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Replica 0's address, handed to every replica as `MASTER_ADDR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    /// After a gang failure, when the task may be admitted again (the back-off's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -332,6 +342,20 @@ pub fn validate_mltask_spec(spec: &MLTaskSpec, errors: &mut Errors) {
         errors.add(
             "spec.masterPort",
             "Invalid value: 0: must be between 1 and 65535, inclusive",
+        );
+    }
+}
+
+/// Which spec fields may change after creation: `cancel` and `priority` (a queued task can be
+/// bumped); everything else shapes running pods and is fixed.
+pub fn validate_mltask_update(old: &MLTaskSpec, new: &MLTaskSpec, errors: &mut Errors) {
+    let mut frozen = new.clone();
+    frozen.cancel = old.cancel;
+    frozen.priority = old.priority;
+    if &frozen != old {
+        errors.add(
+            "spec",
+            "Forbidden: only spec.cancel and spec.priority may change after an MLTask is created",
         );
     }
 }

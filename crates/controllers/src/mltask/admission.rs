@@ -78,6 +78,8 @@ pub struct Waiting {
 pub struct Decision {
     /// Tasks to start now.
     pub admit: Vec<String>,
+    /// For each admitted task, the node of each replica, in rank order.
+    pub placements: BTreeMap<String, Vec<String>>,
     /// Tasks to stop (gracefully) and put back in their queue, with the reason.
     pub preempt: Vec<(String, String)>,
     /// Every task left waiting.
@@ -143,6 +145,8 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
             (Err(_), _) => None,
         };
         if let Some(placement) = allowed {
+            let names = placement.iter().map(|&i| views[i].name.clone()).collect();
+            decision.placements.insert(task.key.clone(), names);
             for (pod, i) in members.iter().zip(placement) {
                 views[i].requested.add(&Resources::of_pod(pod));
             }

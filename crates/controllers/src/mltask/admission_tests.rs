@@ -158,6 +158,7 @@ fn gangs_span_nodes_or_wait_whole() {
         vec![node("a", 3), node("b", 3)],
     );
     assert_eq!(admitted(&d), ["span"]);
+    assert_eq!(d.placements["default/span"], ["a", "b"]);
     let d = run(
         vec![task("big", "default", 2, 4)],
         &[("default", None)],

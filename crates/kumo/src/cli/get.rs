@@ -421,7 +421,7 @@ mod tests {
             ),
             (
                 &["get", "pdos"],
-                "error: unknown resource type \"pdos\": try namespaces, nodes, pods, events",
+                "error: unknown resource type \"pdos\": try namespaces, nodes, pods, events, mltasks, queues",
             ),
             (
                 &["get", "po", "a", "-l", "app=x"],

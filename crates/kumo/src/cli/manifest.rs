@@ -379,7 +379,7 @@ mod tests {
             None,
             &[
                 "f.yaml: document 1: Pod/a in default",
-                "f.yaml: document 2: unknown kind \"Foo\" (apiVersion \"v1\"): known kinds are v1 Namespace, v1 Node, v1 Pod, v1 Event",
+                "f.yaml: document 2: unknown kind \"Foo\" (apiVersion \"v1\"): known kinds are v1 Namespace, v1 Node, v1 Pod, v1 Event, kumo.dev/v1 MLTask, kumo.dev/v1 Queue",
             ],
         );
         check(

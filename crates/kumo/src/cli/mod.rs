@@ -224,7 +224,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "unknown resource type \"pdos\": try namespaces, nodes, pods, events"
+            "unknown resource type \"pdos\": try namespaces, nodes, pods, events, mltasks, queues"
         );
     }
 

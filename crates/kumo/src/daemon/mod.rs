@@ -32,6 +32,9 @@ pub struct ControlPlaneArgs {
     /// Watch history kept for resuming watches, in events
     #[arg(long, default_value_t = 10_000)]
     pub watch_window: usize,
+    /// Back-off before an MLTask's gang restarts after a replica failed (doubles per attempt)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub task_backoff: Duration,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -258,8 +261,16 @@ async fn start_control_plane(
         shutdown.wait(),
     )));
     tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(
-        client,
+        client.clone(),
         args.node_grace,
+        shutdown.wait(),
+    )));
+    let mltask = kumo_controllers::mltask::controller::MLTaskConfig {
+        backoff_base: args.task_backoff,
+    };
+    tasks.push(tokio::spawn(kumo_controllers::mltask::controller::run(
+        client,
+        mltask,
         shutdown.wait(),
     )));
     Ok(ControlPlane { url, token, tasks })

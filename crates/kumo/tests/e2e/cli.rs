@@ -196,7 +196,7 @@ fn get_describe_wait_delete() {
     let unknown = cli(&c, &["get", "pdos"]);
     assert_eq!(
         stderr(&unknown),
-        "error: unknown resource type \"pdos\": try namespaces, nodes, pods, events\n"
+        "error: unknown resource type \"pdos\": try namespaces, nodes, pods, events, mltasks, queues\n"
     );
     assert_eq!(unknown.status.code(), Some(1));
 

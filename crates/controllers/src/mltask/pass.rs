@@ -1,0 +1,702 @@
+//! One reconcile pass over every MLTask, as a pure function: from a snapshot of tasks, queues,
+//! nodes and pods to the writes that move each task along (statuses, pods to create or delete,
+//! events) and the time to look again.
+//!
+//! A task's life: `Queued` (waiting for admission, or for the back-off after a gang failure) →
+//! `Admitted` (admission placed the whole gang; replica 0 is created first, the others once it
+//! has an address, which they get as `MASTER_ADDR`) → `Running` (every replica runs) →
+//! `Succeeded` (every replica exited 0), `Failed` (a replica failed with no retries left, or
+//! the deadline passed) or `Cancelled`. A failed replica stops the whole gang; the task goes
+//! back to its queue with one more attempt. A preempted task goes back with its attempts as
+//! they were.
+
+use super::admission::{admit, Decision, QueueView, TaskState, TaskView};
+use super::replicas::{belongs_to, rank_of, replica_pod, GRACE_SECONDS, LABEL_TASK};
+use kumo_api::meta::set_condition;
+use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase, DEFAULT_QUEUE};
+use kumo_api::node::Node;
+use kumo_api::pod::ANNOTATION_GPU_DEVICES;
+use kumo_api::{Condition, ConditionStatus, MLTask, Pod, PodPhase, Queue, Time};
+use kumo_scheduler::{NodeView, Resources};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Longest back-off between two attempts of a task.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the pass sees.
+pub struct Snapshot<'a> {
+    pub tasks: &'a [MLTask],
+    pub queues: &'a [Queue],
+    pub nodes: &'a [Node],
+    /// Every pod (others' pods use node resources too).
+    pub pods: &'a [Pod],
+}
+
+/// One write the pass asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Replace the task's status with this one.
+    Status(Box<MLTask>),
+    CreatePod(Box<Pod>),
+    /// Delete a pod gracefully.
+    DeletePod {
+        namespace: String,
+        name: String,
+        grace_seconds: i64,
+    },
+    Event {
+        task: Box<MLTask>,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
+    QueueStatus(Box<Queue>),
+}
+
+/// The pass's writes and when to look again at the latest (back-offs ending, deadlines).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub actions: Vec<Action>,
+    pub next_at: Option<Time>,
+}
+
+impl Outcome {
+    fn wake_at(&mut self, t: Time) {
+        self.next_at = Some(self.next_at.map_or(t, |n| n.min(t)));
+    }
+
+    fn event(&mut self, task: &MLTask, warning: bool, reason: &'static str, message: String) {
+        self.actions.push(Action::Event {
+            task: Box::new(task.clone()),
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    fn delete(&mut self, pod: &Pod) {
+        if pod.metadata.deletion_timestamp.is_none() {
+            self.actions.push(Action::DeletePod {
+                namespace: pod.metadata.ns().to_string(),
+                name: pod.metadata.name.clone(),
+                grace_seconds: GRACE_SECONDS,
+            });
+        }
+    }
+}
+
+/// `namespace/name`.
+pub fn task_key(task: &MLTask) -> String {
+    format!("{}/{}", task.metadata.ns(), task.metadata.name)
+}
+
+fn phase(pod: &Pod) -> PodPhase {
+    pod.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+/// Whether a pod still holds its node's resources (it has not ended).
+fn holds(pod: &Pod) -> bool {
+    !phase(pod).is_terminal()
+}
+
+/// How a replica's container ended, when it did.
+fn exit_code(pod: &Pod) -> Option<i32> {
+    let cs = pod.status.as_ref()?.container_statuses.first()?;
+    cs.state.terminated.as_ref().map(|t| t.exit_code)
+}
+
+/// Why a replica counts as failed: it exited non-zero, or its node was lost.
+fn failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    match status.phase {
+        PodPhase::Failed => Some(match exit_code(pod) {
+            Some(code) => format!("exit code {code}"),
+            None => status.reason.clone().unwrap_or_else(|| "pod failed".into()),
+        }),
+        PodPhase::Unknown => Some(
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| "its node was lost".into()),
+        ),
+        _ => None,
+    }
+}
+
+/// The back-off before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped.
+pub fn backoff(base: Duration, attempt: i32) -> Duration {
+    let shift = (attempt - 1).clamp(0, 16) as u32;
+    base.saturating_mul(1u32 << shift).min(MAX_BACKOFF)
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: String, now: Time) -> Condition {
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    Condition::new(type_, status, Some(reason), Some(message), now)
+}
+
+/// The address replica 0 should rendezvous on itself: its node's for a process task (it runs on
+/// the host), loopback inside a container's own network namespace.
+fn rank0_addr(task: &MLTask, node: &str, nodes: &[Node]) -> String {
+    let process = task.spec.runtime_class_name.as_deref() == Some(kumo_api::pod::RUNTIME_PROCESS);
+    let node_addr = nodes
+        .iter()
+        .find(|n| n.metadata.name == node)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| {
+            s.addresses
+                .iter()
+                .find(|a| a.type_ == "InternalIP")
+                .or(s.addresses.first())
+        })
+        .map(|a| a.address.clone());
+    match node_addr {
+        Some(a) if process => a,
+        _ => "127.0.0.1".to_string(),
+    }
+}
+
+/// The replica statuses of a gang: where each runs, its GPUs, phase and exit code.
+fn replica_statuses(task: &MLTask, placement: &[String], pods: &[&Pod]) -> Vec<ReplicaStatus> {
+    placement
+        .iter()
+        .enumerate()
+        .map(|(rank, node)| {
+            let pod = pods.iter().find(|p| rank_of(p) == Some(rank));
+            let gpus = pod
+                .and_then(|p| p.metadata.annotations.get(ANNOTATION_GPU_DEVICES))
+                .map(|a| {
+                    a.split(';')
+                        .filter_map(|part| part.split_once('='))
+                        .flat_map(|(_, ids)| ids.split(',').map(str::to_string))
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ReplicaStatus {
+                rank: rank as i32,
+                pod: super::replicas::pod_name(&task.metadata.name, rank),
+                node: Some(node.clone()),
+                gpus,
+                phase: pod.map(|p| phase(p)),
+                exit_code: pod.and_then(|p| exit_code(p)),
+            }
+        })
+        .collect()
+}
+
+/// Decides one pass.
+pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
+    let mut out = Outcome::default();
+    let mut views: Vec<NodeView> = s.nodes.iter().map(NodeView::new).collect();
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    for pod in s.pods.iter().filter(|p| holds(p)) {
+        if let Some(v) = pod
+            .spec
+            .node_name
+            .as_ref()
+            .and_then(|n| views.iter_mut().find(|v| &v.name == n))
+        {
+            v.requested.add(&Resources::of_pod(pod));
+        }
+    }
+
+    // Pods whose task is gone are deleted with it (the task owned them).
+    for pod in s
+        .pods
+        .iter()
+        .filter(|p| p.metadata.labels.contains_key(LABEL_TASK))
+    {
+        if !s.tasks.iter().any(|t| belongs_to(pod, t)) {
+            out.delete(pod);
+        }
+    }
+
+    let mut tasks: Vec<&MLTask> = s.tasks.iter().collect();
+    tasks.sort_by_key(|t| task_key(t));
+    let mut views_for_admission = Vec::new();
+    let mut next: BTreeMap<String, MLTask> = BTreeMap::new();
+    for task in tasks {
+        let key = task_key(task);
+        let mine: Vec<&Pod> = s.pods.iter().filter(|p| belongs_to(p, task)).collect();
+        let old = task.status.clone().unwrap_or_default();
+        let mut new = old.clone();
+        if let Some(view) = step(
+            task,
+            &mine,
+            &mut new,
+            &mut views,
+            s.nodes,
+            now,
+            backoff_base,
+            &mut out,
+        ) {
+            views_for_admission.push(view);
+        }
+        let mut t = task.clone();
+        t.status = Some(new);
+        next.insert(key, t);
+    }
+
+    let mut queues: Vec<QueueView> = s
+        .queues
+        .iter()
+        .map(|q| QueueView {
+            name: q.metadata.name.clone(),
+            gpu_quota: q.spec.gpu_quota,
+        })
+        .collect();
+    if !queues.iter().any(|q| q.name == DEFAULT_QUEUE) {
+        queues.push(QueueView {
+            name: DEFAULT_QUEUE.to_string(),
+            gpu_quota: None,
+        });
+    }
+    let decision = admit(&views_for_admission, &queues, &views, now);
+    apply_decision(&decision, &mut next, s, now, &mut out);
+
+    for task in s.tasks {
+        let key = task_key(task);
+        if let Some(t) = next.remove(&key) {
+            if t.status != task.status {
+                out.actions.push(Action::Status(Box::new(t)));
+            }
+        }
+    }
+    queue_statuses(s, &mut out);
+    out
+}
+
+/// Moves one task along from what its pods show; returns how admission should see it (`None`:
+/// not at all, e.g. finished or waiting out a back-off).
+#[allow(clippy::too_many_arguments)]
+fn step(
+    task: &MLTask,
+    mine: &[&Pod],
+    new: &mut MLTaskStatus,
+    views: &mut [NodeView],
+    nodes: &[Node],
+    now: Time,
+    backoff_base: Duration,
+    out: &mut Outcome,
+) -> Option<TaskView> {
+    let n = task.spec.parallelism.max(1) as usize;
+    let view = |state: TaskState, replicas: Vec<Pod>| TaskView {
+        key: task_key(task),
+        queue: task.spec.queue.clone(),
+        priority: task.spec.priority,
+        created: task.metadata.creation_timestamp.unwrap_or(now),
+        replicas,
+        state,
+    };
+    if new.phase.is_finished() {
+        // Nothing of a failed or cancelled task keeps running; ended pods stay for their logs.
+        for p in mine.iter().filter(|p| holds(p)) {
+            out.delete(p);
+        }
+        return None;
+    }
+    if task.spec.cancel {
+        for p in mine.iter().filter(|p| holds(p)) {
+            out.delete(p);
+        }
+        new.phase = TaskPhase::Cancelled;
+        new.completion_time = Some(now);
+        new.queue_position = None;
+        new.pending_reason = None;
+        new.retry_at = None;
+        new.message = Some("cancelled by the user".into());
+        set_condition(
+            &mut new.conditions,
+            cond(
+                "Cancelled",
+                true,
+                "Cancelled",
+                "cancelled by the user".into(),
+                now,
+            ),
+        );
+        out.event(
+            task,
+            false,
+            "Cancelled",
+            format!(
+                "cancelled: stopping {} replica(s)",
+                mine.iter().filter(|p| holds(p)).count()
+            ),
+        );
+        return None;
+    }
+    match new.phase {
+        TaskPhase::Queued => {
+            if !mine.is_empty() {
+                // The previous attempt's pods go first (their names are reused).
+                for p in mine {
+                    out.delete(p);
+                }
+                let holding: Vec<&Pod> = mine.iter().copied().filter(|p| holds(p)).collect();
+                if holding.is_empty() {
+                    return None;
+                }
+                let nodes = holding
+                    .iter()
+                    .map(|p| p.spec.node_name.clone().unwrap_or_default())
+                    .collect();
+                let replicas = holding.iter().map(|p| (*p).clone()).collect();
+                return Some(view(
+                    TaskState::Holding {
+                        nodes,
+                        ends_by: None,
+                        preempting: true,
+                    },
+                    replicas,
+                ));
+            }
+            if let Some(at) = new.retry_at.filter(|at| *at > now) {
+                out.wake_at(at);
+                new.queue_position = None;
+                return None;
+            }
+            let replicas = (0..n).map(|r| replica_pod(task, r, None, "", 0)).collect();
+            Some(view(TaskState::Pending, replicas))
+        }
+        TaskPhase::Admitted | TaskPhase::Running => {
+            let mut placement: Vec<String> =
+                new.replicas.iter().filter_map(|r| r.node.clone()).collect();
+            placement.truncate(n);
+            if placement.len() != n {
+                // A status without a whole placement cannot be continued: admit it again.
+                new.phase = TaskPhase::Queued;
+                new.replicas.clear();
+                return None;
+            }
+            // Replicas not created yet still have their place reserved on their node.
+            for (rank, node) in placement.iter().enumerate() {
+                if !mine.iter().any(|p| rank_of(p) == Some(rank)) {
+                    let pod = replica_pod(task, rank, Some(node), "", 0);
+                    if let Some(v) = views.iter_mut().find(|v| &v.name == node) {
+                        v.requested.add(&Resources::of_pod(&pod));
+                    }
+                }
+            }
+            let holding = view(
+                TaskState::Holding {
+                    nodes: placement.clone(),
+                    ends_by: new.start_time.and_then(|s| {
+                        task.spec
+                            .active_deadline_seconds
+                            .map(|d| s + chrono::Duration::seconds(d))
+                    }),
+                    preempting: false,
+                },
+                (0..n)
+                    .map(|r| replica_pod(task, r, Some(&placement[r]), "", 0))
+                    .collect(),
+            );
+            new.replicas = replica_statuses(task, &placement, mine);
+            let failed = mine
+                .iter()
+                .filter_map(|p| Some((rank_of(p)?, failure(p)?)))
+                .min_by_key(|(rank, _)| *rank);
+            if let Some((rank, why)) = failed {
+                gang_failed(task, mine, new, rank, &why, now, backoff_base, out);
+                return None;
+            }
+            let exited = mine
+                .iter()
+                .filter(|p| phase(p) == PodPhase::Succeeded)
+                .count();
+            if exited == n {
+                new.phase = TaskPhase::Succeeded;
+                new.completion_time = Some(now);
+                new.message = Some(format!("all {n} replica(s) exited 0"));
+                set_condition(
+                    &mut new.conditions,
+                    cond(
+                        "Succeeded",
+                        true,
+                        "Completed",
+                        format!("all {n} replica(s) exited 0"),
+                        now,
+                    ),
+                );
+                out.event(
+                    task,
+                    false,
+                    "Completed",
+                    format!("all {n} replica(s) exited 0"),
+                );
+                return None;
+            }
+            if let Some(TaskState::Holding {
+                ends_by: Some(end), ..
+            }) = Some(&holding.state)
+            {
+                if *end <= now {
+                    let message = format!(
+                        "ran longer than activeDeadlineSeconds ({}s)",
+                        task.spec.active_deadline_seconds.unwrap_or_default()
+                    );
+                    for p in mine.iter().filter(|p| holds(p)) {
+                        out.delete(p);
+                    }
+                    finish_failed(task, new, "DeadlineExceeded", message, now, out);
+                    return None;
+                }
+                out.wake_at(*end);
+            }
+            create_missing(task, mine, new, &placement, nodes, out);
+            let running = mine
+                .iter()
+                .filter(|p| phase(p) == PodPhase::Running)
+                .count();
+            if new.phase == TaskPhase::Admitted
+                && mine.len() == n
+                && running > 0
+                && running + exited == n
+            {
+                new.phase = TaskPhase::Running;
+                set_condition(
+                    &mut new.conditions,
+                    cond(
+                        "Running",
+                        true,
+                        "AllReplicasRunning",
+                        format!("all {n} replica(s) started"),
+                        now,
+                    ),
+                );
+                out.event(
+                    task,
+                    false,
+                    "Running",
+                    format!("all {n} replica(s) started"),
+                );
+            }
+            Some(holding)
+        }
+        _ => None,
+    }
+}
+
+/// Creates replica 0, then, once it has an address, the others with it as `MASTER_ADDR`.
+fn create_missing(
+    task: &MLTask,
+    mine: &[&Pod],
+    new: &mut MLTaskStatus,
+    placement: &[String],
+    nodes: &[Node],
+    out: &mut Outcome,
+) {
+    let attempt = new.attempts.max(1);
+    let rank0 = mine.iter().find(|p| rank_of(p) == Some(0));
+    let Some(rank0) = rank0 else {
+        let addr = rank0_addr(task, &placement[0], nodes);
+        out.actions.push(Action::CreatePod(Box::new(replica_pod(
+            task,
+            0,
+            Some(&placement[0]),
+            &addr,
+            attempt,
+        ))));
+        return;
+    };
+    let Some(ip) = rank0.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return;
+    };
+    new.master_addr = Some(ip.clone());
+    for (rank, node) in placement.iter().enumerate().skip(1) {
+        if !mine.iter().any(|p| rank_of(p) == Some(rank)) {
+            out.actions.push(Action::CreatePod(Box::new(replica_pod(
+                task,
+                rank,
+                Some(node),
+                &ip,
+                attempt,
+            ))));
+        }
+    }
+}
+
+/// A replica failed: the whole gang stops; the task retries after a back-off, or fails.
+#[allow(clippy::too_many_arguments)]
+fn gang_failed(
+    task: &MLTask,
+    mine: &[&Pod],
+    new: &mut MLTaskStatus,
+    rank: usize,
+    why: &str,
+    now: Time,
+    backoff_base: Duration,
+    out: &mut Outcome,
+) {
+    for p in mine {
+        if holds(p) {
+            out.delete(p);
+        }
+    }
+    let attempt = new.attempts.max(1);
+    let allowed = task.spec.max_retries + 1;
+    if attempt >= allowed {
+        let message = format!(
+            "replica {rank} failed ({why}) on attempt {attempt} of {allowed}; no retries left"
+        );
+        finish_failed(task, new, "BackoffLimitExceeded", message, now, out);
+        return;
+    }
+    // Ended pods of this attempt are deleted too: the next attempt reuses their names.
+    for p in mine {
+        if !holds(p) {
+            out.delete(p);
+        }
+    }
+    let delay = backoff(backoff_base, attempt);
+    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    new.phase = TaskPhase::Queued;
+    new.attempts = attempt + 1;
+    new.retry_at = Some(at);
+    new.master_addr = None;
+    new.queue_position = None;
+    new.replicas.clear();
+    let message = format!(
+        "replica {rank} failed ({why}): restarting the whole gang as attempt {} of {allowed} after a {}s back-off",
+        attempt + 1,
+        delay.as_secs()
+    );
+    new.pending_reason = Some(message.clone());
+    set_condition(
+        &mut new.conditions,
+        cond("Admitted", false, "Restarting", message.clone(), now),
+    );
+    set_condition(
+        &mut new.conditions,
+        cond("Running", false, "ReplicaFailed", message.clone(), now),
+    );
+    out.event(task, true, "Restarting", message);
+    out.wake_at(at);
+}
+
+fn finish_failed(
+    task: &MLTask,
+    new: &mut MLTaskStatus,
+    reason: &'static str,
+    message: String,
+    now: Time,
+    out: &mut Outcome,
+) {
+    new.phase = TaskPhase::Failed;
+    new.completion_time = Some(now);
+    new.retry_at = None;
+    new.message = Some(message.clone());
+    set_condition(
+        &mut new.conditions,
+        cond("Failed", true, reason, message.clone(), now),
+    );
+    out.event(task, true, reason, message);
+}
+
+/// Carries out admission's decision on the tasks' next statuses.
+fn apply_decision(
+    d: &Decision,
+    next: &mut BTreeMap<String, MLTask>,
+    s: &Snapshot,
+    now: Time,
+    out: &mut Outcome,
+) {
+    for key in &d.admit {
+        let (Some(task), Some(placement)) = (next.get_mut(key), d.placements.get(key)) else {
+            continue;
+        };
+        let replicas = replica_statuses(task, placement, &[]);
+        let st = task.status.get_or_insert_with(Default::default);
+        st.phase = TaskPhase::Admitted;
+        st.attempts = st.attempts.max(1);
+        st.start_time = Some(now);
+        st.completion_time = None;
+        st.queue_position = None;
+        st.pending_reason = None;
+        st.retry_at = None;
+        st.master_addr = None;
+        st.replicas = replicas;
+        let mut nodes: Vec<&str> = placement.iter().map(String::as_str).collect();
+        nodes.dedup();
+        let message = format!(
+            "admitted: {}×{} GPUs on {} (attempt {})",
+            placement.len(),
+            task.spec.resources.gpus,
+            nodes.join(", "),
+            st.attempts
+        );
+        set_condition(
+            &mut st.conditions,
+            cond("Admitted", true, "Admitted", message.clone(), now),
+        );
+        let attempts = st.attempts;
+        let t = task.clone();
+        out.event(&t, false, "Admitted", message);
+        let addr = rank0_addr(&t, &placement[0], s.nodes);
+        out.actions.push(Action::CreatePod(Box::new(replica_pod(
+            &t,
+            0,
+            Some(&placement[0]),
+            &addr,
+            attempts,
+        ))));
+    }
+    for (key, why) in &d.preempt {
+        let Some(task) = next.get_mut(key) else {
+            continue;
+        };
+        for p in s.pods.iter().filter(|p| belongs_to(p, task)) {
+            out.delete(p);
+        }
+        let st = task.status.get_or_insert_with(Default::default);
+        st.phase = TaskPhase::Queued;
+        st.pending_reason = Some(why.clone());
+        st.queue_position = None;
+        st.master_addr = None;
+        st.replicas.clear();
+        set_condition(
+            &mut st.conditions,
+            cond("Admitted", false, "Preempted", why.clone(), now),
+        );
+        let snapshot = task.clone();
+        out.event(&snapshot, true, "Preempted", why.clone());
+    }
+    for (key, w) in &d.waiting {
+        let Some(task) = next.get_mut(key) else {
+            continue;
+        };
+        let st = task.status.get_or_insert_with(Default::default);
+        if st.phase == TaskPhase::Queued {
+            st.queue_position = Some(w.position);
+            st.pending_reason = Some(w.reason.clone());
+        }
+    }
+}
+
+/// Each Queue's counts: tasks waiting, tasks admitted, GPUs they hold.
+fn queue_statuses(s: &Snapshot, out: &mut Outcome) {
+    for q in s.queues {
+        let mut st = kumo_api::mltask::QueueStatus::default();
+        for t in s.tasks.iter().filter(|t| t.spec.queue == q.metadata.name) {
+            match t.status.as_ref().map(|s| s.phase).unwrap_or_default() {
+                TaskPhase::Queued => st.pending += 1,
+                TaskPhase::Admitted | TaskPhase::Running => {
+                    st.running += 1;
+                    st.gpus_in_use += t.spec.resources.gpus * i64::from(t.spec.parallelism);
+                }
+                _ => {}
+            }
+        }
+        if q.status.as_ref() != Some(&st) {
+            let mut q = q.clone();
+            q.status = Some(st);
+            out.actions.push(Action::QueueStatus(Box::new(q)));
+        }
+    }
+}
