@@ -55,6 +55,12 @@ pub enum Command {
     Image(cli::image::ImageArgs),
     /// Store or forget registry credentials (~/.kumo/registries.json)
     Registry(cli::image::RegistryArgs),
+    /// Submit an ML training task: kumo submit NAME --gpus 2 --parallelism 4 -- CMD ARGS...
+    Submit(cli::submit::SubmitArgs),
+    /// Show the tasks waiting in queues: position, GPUs, priority, waiting time, reason
+    Queue(cli::queue::QueueArgs),
+    /// Cancel an ML task: every replica stops gracefully
+    Cancel(cli::queue::CancelArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -91,6 +97,9 @@ fn main() -> ExitCode {
             Command::Completion(a) => cli::completion::run(a),
             Command::Image(a) => cli::image::run(a).await,
             Command::Registry(a) => cli::image::run_registry(a).await,
+            Command::Submit(a) => cli::submit::run(a).await,
+            Command::Queue(a) => cli::queue::run(a).await,
+            Command::Cancel(a) => cli::queue::cancel(a).await,
             Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -9,6 +9,10 @@ pub mod image;
 pub mod logs;
 pub mod version;
 pub mod wait;
+// MLTasks: submit, queue, cancel, and the logs of every replica.
+pub mod mltask_logs;
+pub mod queue;
+pub mod submit;
 
 mod columns;
 mod describe_node;
@@ -16,6 +20,7 @@ mod describe_pod;
 mod detail;
 mod format;
 mod manifest;
+mod mltask_columns;
 mod watch;
 
 use crate::ConnectArgs;
