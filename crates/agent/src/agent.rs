@@ -106,6 +106,12 @@ pub async fn run(
         runtime_classes: classes,
         backoff_base: config.backoff_base,
     };
+    // The allocator has a discovery of its own (the node agent's moved into its heartbeat).
+    let devices: Arc<dyn GpuDiscovery> = if config.fake_gpus > 0 {
+        Arc::new(FakeGpus(config.fake_gpus))
+    } else {
+        Arc::new(NvmlGpus::new())
+    };
     let mut worker = PodWorker::new(
         client,
         informer.clone(),
@@ -113,7 +119,8 @@ pub async fn run(
         runtime.clone(),
         params,
     )
-    .with_oci(oci);
+    .with_oci(oci)
+    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)));
 
     tokio::pin!(shutdown);
     tokio::select! {

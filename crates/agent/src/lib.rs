@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod config;
 pub mod error;
 pub mod gpu;
+pub mod gpu_alloc;
 pub mod images;
 pub mod layout;
 pub mod logs;

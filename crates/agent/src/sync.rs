@@ -55,6 +55,8 @@ pub struct PodWorker {
     oci: Option<OciParts>,
     /// Why not-yet-started containers wait, by pod uid and container name.
     waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
+    /// Hands out GPU devices to containers that ask for GPUs.
+    gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
 }
 
 impl PodWorker {
@@ -79,7 +81,14 @@ impl PodWorker {
             failures: BTreeMap::new(),
             oci: None,
             waiting: BTreeMap::new(),
+            gpus: None,
         }
+    }
+
+    /// Lets the worker give containers their own GPU devices.
+    pub fn with_gpus(mut self, gpus: Arc<crate::gpu_alloc::GpuAllocator>) -> Self {
+        self.gpus = Some(gpus);
+        self
     }
 
     /// Lets the worker run OCI pods: pull their images and make their sandboxes.
@@ -383,6 +392,32 @@ impl PodWorker {
         if !is_process_pod(pod) && !self.oci_ready(pod, index).await {
             return Ok(());
         }
+        let with_devices;
+        let pod = match self.gpus.clone() {
+            Some(gpus) => {
+                let pods = self.informer.list();
+                let runtime = self.runtime.clone();
+                let active = |uid: &str| {
+                    let ended = pods.iter().any(|p| {
+                        p.metadata.uid.as_deref() == Some(uid)
+                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    });
+                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
+                    (known && !ended) || runtime.state(uid).any_running()
+                };
+                match gpus.prepare(&self.client, pod, &pods, &active).await {
+                    Ok(p) => {
+                        with_devices = p;
+                        &with_devices
+                    }
+                    Err(message) => {
+                        self.config_error(pod, &name, message).await;
+                        return Ok(());
+                    }
+                }
+            }
+            None => pod,
+        };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let outcome = self.runtime.start(pod, index).await?;
         if let StartOutcome::ConfigError(message) = &outcome {

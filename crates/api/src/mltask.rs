@@ -200,6 +200,10 @@ pub struct MLTaskStatus {
     /// After a gang failure, when the task may be admitted again (the back-off's end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Time>,
+    /// The store revision the task was first seen at: orders tasks submitted within one second
+    /// (creation timestamps have whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

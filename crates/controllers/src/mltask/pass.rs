@@ -285,11 +285,17 @@ fn step(
     out: &mut Outcome,
 ) -> Option<TaskView> {
     let n = task.spec.parallelism.max(1) as usize;
+    if new.submit_revision.is_none() {
+        new.submit_revision = Some(task.metadata.revision());
+    }
+    // Timestamps have whole seconds: within one, the earlier revision was submitted first.
+    let created = task.metadata.creation_timestamp.unwrap_or(now)
+        + chrono::Duration::nanoseconds((new.submit_revision.unwrap_or(0) % 1_000_000_000) as i64);
     let view = |state: TaskState, replicas: Vec<Pod>| TaskView {
         key: task_key(task),
         queue: task.spec.queue.clone(),
         priority: task.spec.priority,
-        created: task.metadata.creation_timestamp.unwrap_or(now),
+        created,
         replicas,
         state,
     };
@@ -556,6 +562,11 @@ fn gang_failed(
     }
     let delay = backoff(backoff_base, attempt);
     let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let delay_text = if delay < Duration::from_secs(1) {
+        format!("{}ms", delay.as_millis())
+    } else {
+        format!("{}s", delay.as_secs())
+    };
     new.phase = TaskPhase::Queued;
     new.attempts = attempt + 1;
     new.retry_at = Some(at);
@@ -563,9 +574,8 @@ fn gang_failed(
     new.queue_position = None;
     new.replicas.clear();
     let message = format!(
-        "replica {rank} failed ({why}): restarting the whole gang as attempt {} of {allowed} after a {}s back-off",
+        "replica {rank} failed ({why}): restarting the whole gang as attempt {} of {allowed} after a {delay_text} back-off",
         attempt + 1,
-        delay.as_secs()
     );
     new.pending_reason = Some(message.clone());
     set_condition(

@@ -381,3 +381,31 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(backoff(BASE, 3), Duration::from_secs(40));
     assert_eq!(backoff(BASE, 30), MAX_BACKOFF);
 }
+
+#[test]
+fn backfill_leaves_the_heads_reservation_alone() {
+    let mut long = admitted(task("long", 1, 2, 0), &["n1"], TaskPhase::Running, 1);
+    long.spec.active_deadline_seconds = Some(600);
+    let pods = [pod(&long, 0, "n1", "Running", None)];
+    let head = task("head", 1, 4, 1);
+    let forever = task("forever", 1, 2, 2);
+    let mut quick = task("quick", 1, 2, 3);
+    quick.spec.active_deadline_seconds = Some(60);
+    let out = run(&[long, head, forever, quick], &[node("n1", 4)], &pods);
+    assert_eq!(status_of(&out, "head").queue_position, Some(1));
+    let reason = status_of(&out, "forever").pending_reason.unwrap();
+    assert!(reason.contains("would delay head"), "{reason}");
+    assert_eq!(status_of(&out, "quick").phase, TaskPhase::Admitted);
+}
+
+#[test]
+fn within_one_second_the_earlier_submission_goes_first() {
+    let mut zeta = task("zeta", 1, 2, 0);
+    zeta.metadata.resource_version = Some("7".into());
+    let mut alpha = task("alpha", 1, 2, 0);
+    alpha.metadata.resource_version = Some("9".into());
+    let out = run(&[alpha, zeta], &[node("n1", 2)], &[]);
+    assert_eq!(status_of(&out, "zeta").phase, TaskPhase::Admitted);
+    assert_eq!(status_of(&out, "alpha").queue_position, Some(1));
+    assert_eq!(status_of(&out, "alpha").submit_revision, Some(9));
+}

@@ -6,5 +6,6 @@ mod harness;
 mod api;
 mod cli;
 mod containers;
+mod mltask;
 mod pods;
 mod store;
