@@ -259,7 +259,7 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
         })
         .collect();
     let mut reason = if per > 0 {
-        format!(
+        let mut r = format!(
             "needs {}×{per} GPUs; free: {}",
             task.replicas.len(),
             if free.is_empty() {
@@ -267,7 +267,15 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
             } else {
                 free.join(", ")
             }
-        )
+        );
+        // When GPUs are not (only) what is missing, say what is: a GPU model, cpu, memory.
+        let members: Vec<&Pod> = task.replicas.iter().collect();
+        if let Err(why) = place_gang(&members, views, Strategy::BinPack) {
+            if !why.message.contains("Insufficient nvidia.com/gpu") {
+                r.push_str(&format!(" ({})", why.message));
+            }
+        }
+        r
     } else {
         let members: Vec<&Pod> = task.replicas.iter().collect();
         match place_gang(&members, views, Strategy::BinPack) {

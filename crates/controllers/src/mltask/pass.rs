@@ -403,10 +403,16 @@ fn step(
                     .map(|r| replica_pod(task, r, Some(&placement[r]), "", 0))
                     .collect(),
             );
+            // A replica seen before whose pod is gone was deleted under the task: a failure too.
+            let vanished = new.replicas.iter().find(|r| {
+                r.phase.is_some() && !mine.iter().any(|p| rank_of(p) == Some(r.rank as usize))
+            });
+            let vanished = vanished.map(|r| (r.rank as usize, "its pod was deleted".to_string()));
             new.replicas = replica_statuses(task, &placement, mine);
             let failed = mine
                 .iter()
                 .filter_map(|p| Some((rank_of(p)?, failure(p)?)))
+                .chain(vanished)
                 .min_by_key(|(rank, _)| *rank);
             if let Some((rank, why)) = failed {
                 gang_failed(task, mine, new, rank, &why, now, backoff_base, out);

@@ -409,3 +409,33 @@ fn within_one_second_the_earlier_submission_goes_first() {
     assert_eq!(status_of(&out, "alpha").queue_position, Some(1));
     assert_eq!(status_of(&out, "alpha").submit_revision, Some(9));
 }
+
+#[test]
+fn a_replica_deleted_under_the_task_fails_the_gang() {
+    let mut a = admitted(task("a", 2, 1, 0), &["n1", "n1"], TaskPhase::Running, 1);
+    for r in &mut a.status.as_mut().unwrap().replicas {
+        r.phase = Some(kumo_api::PodPhase::Running);
+    }
+    let out = run(
+        std::slice::from_ref(&a),
+        &[node("n1", 2)],
+        &[pod(&a, 0, "n1", "Running", None)],
+    );
+    let st = status_of(&out, "a");
+    assert_eq!((st.phase, st.attempts), (TaskPhase::Queued, 2));
+    assert!(st
+        .pending_reason
+        .unwrap()
+        .starts_with("replica 1 failed (its pod was deleted)"));
+}
+
+#[test]
+fn a_missing_gpu_model_is_named() {
+    let mut t = task("h100", 1, 1, 0);
+    t.spec.resources.gpu_model = Some("H100".into());
+    let out = run(&[t], &[node("n1", 2)], &[]);
+    assert_eq!(
+        status_of(&out, "h100").pending_reason.as_deref(),
+        Some("needs 1×1 GPUs; free: n1 2 (gang of 1: no replica fits: 0/1 nodes are available: 1 node(s) didn't match node selector)")
+    );
+}

@@ -628,3 +628,25 @@ async fn gangs_span_nodes_or_start_no_replica() {
         let _ = a.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpus_stay_exclusive_across_a_restart() {
+    let mut c = Cluster::up(&["--fake-gpus", "4"]);
+    let client = c.client();
+    submit(&c, "first", &["--gpus", "2"], "exec sleep 1000");
+    let first = wait_task(&client, "first", T, is(TaskPhase::Running)).await;
+    let held = first.status.unwrap().replicas[0].gpus.clone();
+    assert_eq!(held.len(), 2);
+    // The agent forgets everything in memory; the record on the pod remains.
+    c.restart();
+    let client = c.client();
+    submit(&c, "second", &["--gpus", "2"], "exec sleep 1000");
+    let second = wait_task(&client, "second", T, is(TaskPhase::Running)).await;
+    let got = second.status.unwrap().replicas[0].gpus.clone();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|g| !held.contains(g)), "{held:?} vs {got:?}");
+    let first: MLTask = client.get("default", "first").await.unwrap();
+    let st = first.status.unwrap();
+    assert_eq!(st.phase, TaskPhase::Running);
+    assert_eq!(st.replicas[0].gpus, held);
+}
