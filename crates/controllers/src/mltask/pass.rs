@@ -139,11 +139,13 @@ fn cond(type_: &str, ok: bool, reason: &str, message: String, now: Time) -> Cond
     Condition::new(type_, status, Some(reason), Some(message), now)
 }
 
-/// The address replica 0 should rendezvous on itself: its node's for a process task (it runs on
-/// the host), loopback inside a container's own network namespace.
-fn rank0_addr(task: &MLTask, node: &str, nodes: &[Node]) -> String {
-    let process = task.spec.runtime_class_name.as_deref() == Some(kumo_api::pod::RUNTIME_PROCESS);
-    let node_addr = nodes
+/// Replica 0's address when it is known before replica 0 runs: a process replica runs on the
+/// host, so its address is its node's.
+fn known_rank0_addr(task: &MLTask, node: &str, nodes: &[Node]) -> Option<String> {
+    if task.spec.runtime_class_name.as_deref() != Some(kumo_api::pod::RUNTIME_PROCESS) {
+        return None;
+    }
+    nodes
         .iter()
         .find(|n| n.metadata.name == node)
         .and_then(|n| n.status.as_ref())
@@ -153,11 +155,7 @@ fn rank0_addr(task: &MLTask, node: &str, nodes: &[Node]) -> String {
                 .find(|a| a.type_ == "InternalIP")
                 .or(s.addresses.first())
         })
-        .map(|a| a.address.clone());
-    match node_addr {
-        Some(a) if process => a,
-        _ => "127.0.0.1".to_string(),
-    }
+        .map(|a| a.address.clone())
 }
 
 /// The replica statuses of a gang: where each runs, its GPUs, phase and exit code.
@@ -495,7 +493,10 @@ fn step(
     }
 }
 
-/// Creates replica 0, then, once it has an address, the others with it as `MASTER_ADDR`.
+/// Creates the missing replicas. When replica 0's address is known beforehand (process
+/// replicas: their node's), all at once; otherwise replica 0 first, and the others once it
+/// reports its pod IP, which they get as `MASTER_ADDR` (replica 0 itself rendezvous on
+/// loopback inside its own network namespace).
 fn create_missing(
     task: &MLTask,
     mine: &[&Pod],
@@ -506,8 +507,13 @@ fn create_missing(
 ) {
     let attempt = new.attempts.max(1);
     let rank0 = mine.iter().find(|p| rank_of(p) == Some(0));
-    let Some(rank0) = rank0 else {
-        let addr = rank0_addr(task, &placement[0], nodes);
+    let master = known_rank0_addr(task, &placement[0], nodes).or_else(|| {
+        rank0
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.pod_ip.clone())
+    });
+    if rank0.is_none() {
+        let addr = master.clone().unwrap_or_else(|| "127.0.0.1".to_string());
         out.actions.push(Action::CreatePod(Box::new(replica_pod(
             task,
             0,
@@ -515,19 +521,18 @@ fn create_missing(
             &addr,
             attempt,
         ))));
+    }
+    let Some(master) = master else {
         return;
     };
-    let Some(ip) = rank0.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-        return;
-    };
-    new.master_addr = Some(ip.clone());
+    new.master_addr = Some(master.clone());
     for (rank, node) in placement.iter().enumerate().skip(1) {
         if !mine.iter().any(|p| rank_of(p) == Some(rank)) {
             out.actions.push(Action::CreatePod(Box::new(replica_pod(
                 task,
                 rank,
                 Some(node),
-                &ip,
+                &master,
                 attempt,
             ))));
         }
@@ -651,17 +656,11 @@ fn apply_decision(
             &mut st.conditions,
             cond("Admitted", true, "Admitted", message.clone(), now),
         );
-        let attempts = st.attempts;
         let t = task.clone();
         out.event(&t, false, "Admitted", message);
-        let addr = rank0_addr(&t, &placement[0], s.nodes);
-        out.actions.push(Action::CreatePod(Box::new(replica_pod(
-            &t,
-            0,
-            Some(&placement[0]),
-            &addr,
-            attempts,
-        ))));
+        if let Some(st) = task.status.as_mut() {
+            create_missing(&t, &[], st, placement, s.nodes, out);
+        }
     }
     for (key, why) in &d.preempt {
         let Some(task) = next.get_mut(key) else {

@@ -141,7 +141,7 @@ fn env(pod: &Pod, name: &str) -> String {
 }
 
 #[test]
-fn admission_places_the_gang_and_creates_replica_0_first() {
+fn admission_places_the_whole_gang_at_once_for_process_replicas() {
     let out = run(&[task("a", 2, 2, 0)], &[node("n1", 3), node("n2", 3)], &[]);
     let st = status_of(&out, "a");
     assert_eq!(st.phase, TaskPhase::Admitted);
@@ -152,15 +152,25 @@ fn admission_places_the_gang_and_creates_replica_0_first() {
         .map(|r| r.node.clone().unwrap())
         .collect();
     assert_eq!(nodes, ["n1", "n2"]);
+    assert_eq!(st.master_addr.as_deref(), Some("192.0.2.2"));
     let pods = created(&out);
-    assert_eq!(pods.len(), 1, "the others wait for replica 0's address");
-    assert_eq!(pods[0].metadata.name, "a-0");
-    assert_eq!(pods[0].spec.node_name.as_deref(), Some("n1"));
-    assert_eq!(
-        env(&pods[0], "MASTER_ADDR"),
-        "192.0.2.2",
-        "a process replica 0 rendezvous on its node's address"
-    );
+    let placed: Vec<_> = pods
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.as_str(),
+                p.spec.node_name.as_deref().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(placed, [("a-0", "n1"), ("a-1", "n2")]);
+    for p in &pods {
+        assert_eq!(
+            env(p, "MASTER_ADDR"),
+            "192.0.2.2",
+            "process replicas rendezvous on replica 0's node address"
+        );
+    }
     assert_eq!(
         events(&out),
         ["Admitted: admitted: 2×2 GPUs on n1, n2 (attempt 1)"]
@@ -168,17 +178,21 @@ fn admission_places_the_gang_and_creates_replica_0_first() {
 }
 
 #[test]
-fn the_other_replicas_follow_replica_0s_address() {
-    let a = admitted(
-        task("a", 3, 1, 0),
-        &["n1", "n1", "n2"],
-        TaskPhase::Admitted,
-        1,
-    );
+fn container_replicas_follow_replica_0s_pod_ip() {
+    let mut a = task("a", 3, 1, 0);
+    a.spec.runtime_class_name = None;
+    a.spec.image = Some("train:1".into());
+    let nodes = [node("n1", 2), node("n2", 2)];
+    let out = run(std::slice::from_ref(&a), &nodes, &[]);
+    let pods = created(&out);
+    assert_eq!(pods.len(), 1, "the others wait for replica 0's address");
+    assert_eq!(env(&pods[0], "MASTER_ADDR"), "127.0.0.1");
+
+    let a = admitted(a, &["n1", "n1", "n2"], TaskPhase::Admitted, 1);
     let out = run(
         std::slice::from_ref(&a),
-        &[node("n1", 2), node("n2", 2)],
-        &[pod(&a, 0, "n1", "Running", None)],
+        &nodes,
+        &[pod(&a, 0, "n1", "Pending", None)],
     );
     let pods = created(&out);
     let names: Vec<_> = pods.iter().map(|p| p.metadata.name.as_str()).collect();

@@ -650,3 +650,53 @@ async fn gpus_stay_exclusive_across_a_restart() {
     assert_eq!(st.phase, TaskPhase::Running);
     assert_eq!(st.replicas[0].gpus, held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
+    let registry = kumo_image::testing::Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("train:1").expect("push busybox");
+    let c = Cluster::up(&["--fake-gpus", "2"]);
+    let client = c.client();
+    let script = "echo RANK=$RANK MASTER=$MASTER_ADDR:$MASTER_PORT GPUS=$CUDA_VISIBLE_DEVICES; \
+        if [ $RANK = 0 ]; then nc -l -p $MASTER_PORT; \
+        else until echo hello-from-$RANK | nc $MASTER_ADDR $MASTER_PORT; do sleep 0.2; done; fi";
+    let out = c.kumo(&[
+        "submit",
+        "boxes",
+        "--image",
+        &image,
+        "--gpus",
+        "1",
+        "--parallelism",
+        "2",
+        "--follow",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let task: MLTask = client.get("default", "boxes").await.unwrap();
+    let st = task.status.unwrap();
+    let rank0: Pod = client.get("default", "boxes-0").await.unwrap();
+    let ip = rank0
+        .status
+        .unwrap()
+        .pod_ip
+        .expect("replica 0 has a pod IP");
+    assert_eq!(st.master_addr.as_deref(), Some(ip.as_str()));
+    let logs = text(&c.kumo(&["logs", "mltask/boxes"]));
+    let mut lines: Vec<&str> = logs.lines().collect();
+    lines.sort();
+    let gpus: Vec<String> = st.replicas.iter().map(|r| r.gpus.join(",")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("[rank 0] RANK=0 MASTER=127.0.0.1:29500 GPUS={}", gpus[0]),
+            "[rank 0] hello-from-1".to_string(),
+            format!("[rank 1] RANK=1 MASTER={ip}:29500 GPUS={}", gpus[1]),
+        ]
+    );
+    assert_ne!(gpus[0], gpus[1]);
+}
