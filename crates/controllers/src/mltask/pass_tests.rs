@@ -453,3 +453,26 @@ fn a_missing_gpu_model_is_named() {
         Some("needs 1×1 GPUs; free: n1 2 (gang of 1: no replica fits: 0/1 nodes are available: 1 node(s) didn't match node selector)")
     );
 }
+
+#[test]
+fn past_its_deadline_a_task_fails_and_stops() {
+    let mut a = admitted(task("a", 1, 1, 0), &["n1"], TaskPhase::Running, 1);
+    a.spec.active_deadline_seconds = Some(150);
+    let pods = [pod(&a, 0, "n1", "Running", None)];
+    let out = run(std::slice::from_ref(&a), &[node("n1", 1)], &pods);
+    assert!(deleted(&out).is_empty());
+    assert_eq!(
+        out.next_at,
+        Some(t(150)),
+        "look again when the deadline passes"
+    );
+    a.spec.active_deadline_seconds = Some(90);
+    let out = run(std::slice::from_ref(&a), &[node("n1", 1)], &pods);
+    let st = status_of(&out, "a");
+    assert_eq!(st.phase, TaskPhase::Failed);
+    assert_eq!(
+        st.message.as_deref(),
+        Some("ran longer than activeDeadlineSeconds (90s)")
+    );
+    assert_eq!(deleted(&out), ["a-0"]);
+}

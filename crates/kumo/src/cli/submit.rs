@@ -306,3 +306,40 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod status_lines {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_line_per_standing() {
+        let st = |v: Value| -> MLTaskStatus { serde_json::from_value(v).unwrap() };
+        assert_eq!(
+            describe_status(
+                "t",
+                &st(
+                    json!({"phase": "Queued", "queuePosition": 1, "pendingReason": "needs 1×2 GPUs; free: n1 0"})
+                )
+            ),
+            "t: Queued (position 1): needs 1×2 GPUs; free: n1 0"
+        );
+        assert_eq!(
+            describe_status(
+                "t",
+                &st(json!({"phase": "Running", "attempts": 2,
+                "replicas": [{"rank": 0, "pod": "t-0", "node": "a"}, {"rank": 1, "pod": "t-1", "node": "b"}]}))
+            ),
+            "t: Running, attempt 2: 2 replica(s) on a, b"
+        );
+        assert_eq!(
+            describe_status(
+                "t",
+                &st(
+                    json!({"phase": "Failed", "message": "replica 1 failed (exit code 3) on attempt 1 of 1; no retries left"})
+                )
+            ),
+            "t: Failed: replica 1 failed (exit code 3) on attempt 1 of 1; no retries left"
+        );
+    }
+}
