@@ -76,11 +76,14 @@ impl Outcome {
     }
 
     fn delete(&mut self, pod: &Pod) {
-        if pod.metadata.deletion_timestamp.is_none() {
+        // A pod whose node was lost has no agent left to stop it gracefully: it goes at once
+        // (even when a graceful delete was asked before its node was lost).
+        let lost = phase(pod) == PodPhase::Unknown;
+        if pod.metadata.deletion_timestamp.is_none() || lost {
             self.actions.push(Action::DeletePod {
                 namespace: pod.metadata.ns().to_string(),
                 name: pod.metadata.name.clone(),
-                grace_seconds: GRACE_SECONDS,
+                grace_seconds: if lost { 0 } else { GRACE_SECONDS },
             });
         }
     }

@@ -476,3 +476,34 @@ fn past_its_deadline_a_task_fails_and_stops() {
     );
     assert_eq!(deleted(&out), ["a-0"]);
 }
+
+#[test]
+fn replicas_of_a_lost_node_fail_the_gang_and_go_at_once() {
+    let a = admitted(task("a", 2, 1, 0), &["n1", "n2"], TaskPhase::Running, 1);
+    let mut lost = pod(&a, 1, "n2", "Unknown", None);
+    lost.status.as_mut().unwrap().message =
+        Some("node n2 which was running pod a-1 is unresponsive".into());
+    let pods = [pod(&a, 0, "n1", "Running", None), lost];
+    let out = run(
+        std::slice::from_ref(&a),
+        &[node("n1", 1), node("n2", 1)],
+        &pods,
+    );
+    assert!(status_of(&out, "a")
+        .pending_reason
+        .unwrap()
+        .starts_with("replica 1 failed (node n2 which was running pod a-1 is unresponsive)"));
+    let graces: Vec<(String, i64)> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod {
+                name,
+                grace_seconds,
+                ..
+            } => Some((name.clone(), *grace_seconds)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(graces, [("a-0".to_string(), 10), ("a-1".to_string(), 0)]);
+}
