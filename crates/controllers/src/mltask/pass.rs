@@ -363,6 +363,13 @@ fn step(
                     replicas,
                 ));
             }
+            if let Some(name) = task.spec.data.as_ref().and_then(|d| d.dataset.as_ref()) {
+                new.queue_position = None;
+                new.pending_reason = Some(format!(
+                    "spec.data.dataset: dataset {name:?} does not exist (this kumo does not serve datasets yet; use data.hostPath)"
+                ));
+                return None;
+            }
             if let Some(at) = new.retry_at.filter(|at| *at > now) {
                 out.wake_at(at);
                 new.queue_position = None;

@@ -507,3 +507,18 @@ fn replicas_of_a_lost_node_fail_the_gang_and_go_at_once() {
         .collect();
     assert_eq!(graces, [("a-0".to_string(), 10), ("a-1".to_string(), 0)]);
 }
+
+#[test]
+fn a_dataset_that_does_not_exist_is_the_reason() {
+    let mut t = task("d", 1, 0, 0);
+    t.spec.data = Some(kumo_api::mltask::TaskData {
+        dataset: Some("imagenet-mini".into()),
+        host_path: None,
+    });
+    let out = run(&[t], &[node("n1", 0)], &[]);
+    assert_eq!(
+        status_of(&out, "d").pending_reason.as_deref(),
+        Some("spec.data.dataset: dataset \"imagenet-mini\" does not exist (this kumo does not serve datasets yet; use data.hostPath)")
+    );
+    assert!(created(&out).is_empty());
+}

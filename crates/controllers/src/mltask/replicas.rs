@@ -2,7 +2,10 @@
 
 use super::admission::ANNOTATION_DEADLINE;
 use kumo_api::mltask::{MLTask, DEFAULT_MASTER_PORT};
-use kumo_api::pod::{Container, EnvVar, PodSpec, RestartPolicy};
+use kumo_api::pod::{
+    Container, EnvVar, HostPathType, HostPathVolumeSource, PodSpec, RestartPolicy, Volume,
+    VolumeMount,
+};
 use kumo_api::{ObjectMeta, OwnerReference, Pod, Quantity, Resource, GPU_RESOURCE};
 use std::collections::BTreeMap;
 
@@ -14,6 +17,8 @@ pub const LABEL_RANK: &str = "kumo.dev/rank";
 pub const ANNOTATION_ATTEMPT: &str = "kumo.dev/attempt";
 /// The container of a replica pod.
 pub const CONTAINER: &str = "main";
+/// Where a container replica finds `spec.data` (read-only).
+pub const DATA_PATH: &str = "/data";
 /// How long a replica gets to stop on cancel, preemption or a gang restart.
 pub const GRACE_SECONDS: i64 = 10;
 
@@ -117,6 +122,35 @@ pub fn replica_pod(
         uid,
         controller: Some(true),
     });
+    // Training data from a node directory, read-only at /data (containers only: a process
+    // replica sees the host's file system and is given the directory itself as DATA_DIR).
+    let process = spec.runtime_class_name.as_deref() == Some(kumo_api::pod::RUNTIME_PROCESS);
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(dir) = spec.data.as_ref().and_then(|d| d.host_path.clone()) {
+        let data_dir = if process {
+            dir.clone()
+        } else {
+            volumes.push(Volume {
+                name: "data".into(),
+                empty_dir: None,
+                host_path: Some(HostPathVolumeSource {
+                    path: dir,
+                    type_: Some(HostPathType::Directory),
+                }),
+            });
+            mounts.push(VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_PATH.into(),
+                read_only: true,
+            });
+            DATA_PATH.to_string()
+        };
+        env.push(EnvVar {
+            name: "DATA_DIR".into(),
+            value: data_dir,
+        });
+    }
     Pod {
         metadata: ObjectMeta {
             name: pod_name(&task.metadata.name, rank),
@@ -134,6 +168,7 @@ pub fn replica_pod(
                 args: spec.args.clone(),
                 env,
                 working_dir: spec.working_dir.clone(),
+                volume_mounts: mounts,
                 resources: kumo_api::pod::ResourceRequirements {
                     requests: BTreeMap::new(),
                     limits: limits(task),
@@ -145,6 +180,7 @@ pub fn replica_pod(
             node_selector,
             runtime_class_name: spec.runtime_class_name.clone(),
             termination_grace_period_seconds: Some(GRACE_SECONDS),
+            volumes,
             ..Default::default()
         },
         ..Default::default()
@@ -214,6 +250,29 @@ mod tests {
         let mut errors = kumo_api::validation::Errors::default();
         kumo_api::pod::validate_pod_spec(&p.spec, &mut errors);
         assert!(errors.into_result().is_ok());
+    }
+
+    #[test]
+    fn host_path_data_is_mounted_read_only_in_containers() {
+        let t = task(json!({"image": "train:1", "data": {"hostPath": "/srv/data"}}));
+        let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
+        assert_eq!(
+            p.spec.volumes[0].host_path.as_ref().unwrap().path,
+            "/srv/data"
+        );
+        let m = &p.spec.containers[0].volume_mounts[0];
+        assert_eq!((m.mount_path.as_str(), m.read_only), ("/data", true));
+        assert!(env_of(&p).contains(&"DATA_DIR=/data".to_string()));
+        let mut errors = kumo_api::validation::Errors::default();
+        kumo_api::pod::validate_pod_spec(&p.spec, &mut errors);
+        assert!(errors.into_result().is_ok());
+
+        let t = task(
+            json!({"runtimeClassName": "process", "command": ["x"], "data": {"hostPath": "/srv/data"}}),
+        );
+        let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
+        assert!(p.spec.volumes.is_empty());
+        assert!(env_of(&p).contains(&"DATA_DIR=/srv/data".to_string()));
     }
 
     #[test]

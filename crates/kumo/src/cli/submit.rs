@@ -51,6 +51,9 @@ pub struct SubmitArgs {
     /// Port replicas rendezvous on (MASTER_PORT, default 29500)
     #[arg(long)]
     pub master_port: Option<u16>,
+    /// Training data: an absolute directory on the nodes (read-only at /data), or a dataset name
+    #[arg(long, value_name = "DIR|DATASET")]
+    pub data: Option<String>,
     /// Where the task's /output is kept, relative to the output root
     #[arg(long, value_name = "PATH")]
     pub output: Option<String>,
@@ -109,6 +112,13 @@ pub fn task_from(args: &SubmitArgs) -> anyhow::Result<Value> {
         ("masterPort", args.master_port.map(|v| json!(v))),
         ("env", (!env.is_empty()).then(|| json!(env))),
         ("output", args.output.as_ref().map(|p| json!({"path": p}))),
+        (
+            "data",
+            args.data.as_ref().map(|d| match d.starts_with('/') {
+                true => json!({"hostPath": d}),
+                false => json!({"dataset": d}),
+            }),
+        ),
     ];
     for (key, value) in fields {
         if let Some(v) = value {

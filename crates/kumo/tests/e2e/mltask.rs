@@ -370,7 +370,9 @@ async fn bad_input_is_refused_or_explained() {
         .status
         .success());
     submit(&c, "huge", &["--gpus", "3"], "true");
+    submit(&c, "ds", &["--data", "imagenet-mini"], "true");
     for (name, reason) in [
+        ("ds", "spec.data.dataset: dataset \"imagenet-mini\" does not exist (this kumo does not serve datasets yet; use data.hostPath)"),
         ("lost", "queue \"nope\" does not exist: create it or submit to another queue"),
         ("huge", "needs 1×3 GPUs, but no node has 3 GPUs (the largest has 2): it cannot start until such a node joins"),
     ] {
@@ -655,11 +657,20 @@ async fn gpus_stay_exclusive_across_a_restart() {
 async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
     let registry = kumo_image::testing::Registry::start().expect("docker-registry");
     let (image, _) = registry.push_busybox("train:1").expect("push busybox");
-    let c = Cluster::up(&["--fake-gpus", "2"]);
+    // Training data from a node directory, read-only at /data.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("shard"), "shard-contents\n").unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let c = Cluster::up(&["--fake-gpus", "2", "--allow-host-path", data_dir]);
     let client = c.client();
+    // Replica 0 answers one connection with a handler that logs the line it reads and acks it
+    // (a handler keeps nc from closing its side before the client has sent anything).
     let script = "echo RANK=$RANK MASTER=$MASTER_ADDR:$MASTER_PORT GPUS=$CUDA_VISIBLE_DEVICES; \
-        if [ $RANK = 0 ]; then nc -l -p $MASTER_PORT; \
-        else until echo hello-from-$RANK | nc $MASTER_ADDR $MASTER_PORT; do sleep 0.2; done; fi";
+        if [ $RANK = 0 ]; then mkdir -p /tmp; \
+          printf '#!/bin/busybox sh\\nread l\\necho \"$l\" >&2\\necho ack-from-0\\n' > /tmp/rd; \
+          chmod +x /tmp/rd; nc -l -p $MASTER_PORT -e /tmp/rd; \
+        else until echo hello-from-$RANK | nc $MASTER_ADDR $MASTER_PORT 2>/dev/null; do sleep 0.2; done; \
+        cat $DATA_DIR/shard; touch /data/x 2>/dev/null && echo writable || echo read-only; fi";
     let out = c.kumo(&[
         "submit",
         "boxes",
@@ -669,6 +680,8 @@ async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
         "1",
         "--parallelism",
         "2",
+        "--data",
+        data_dir,
         "--follow",
         "--",
         "/bin/busybox",
@@ -696,7 +709,12 @@ async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
             format!("[rank 0] RANK=0 MASTER=127.0.0.1:29500 GPUS={}", gpus[0]),
             "[rank 0] hello-from-1".to_string(),
             format!("[rank 1] RANK=1 MASTER={ip}:29500 GPUS={}", gpus[1]),
-        ]
+            "[rank 1] ack-from-0".to_string(),
+            "[rank 1] read-only".to_string(),
+            "[rank 1] shard-contents".to_string(),
+        ],
+        "replica 0 alone: {:?}",
+        text(&c.kumo(&["logs", "boxes-0"]))
     );
     assert_ne!(gpus[0], gpus[1]);
 }
