@@ -213,7 +213,10 @@ async fn follow(client: &Client, ns: &str, name: &str, to_end: bool) -> anyhow::
                 Ok(_) => continue,
                 Err(_) => break,
             };
-            let st = task.status.clone().unwrap_or_default();
+            // Until the controller has looked at it, there is nothing to say.
+            let Some(st) = task.status.clone() else {
+                continue;
+            };
             let line = describe_status(name, &st);
             if line != last {
                 out(&line);
