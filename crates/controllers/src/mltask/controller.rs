@@ -221,3 +221,38 @@ async fn execute(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, rv: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = Some("default".into());
+        p.metadata.resource_version = Some(rv.into());
+        p
+    }
+
+    fn names(pods: &[Pod]) -> Vec<String> {
+        pods.iter()
+            .map(|p| format!("{}@{}", p.metadata.name, p.metadata.revision()))
+            .collect()
+    }
+
+    #[test]
+    fn written_objects_win_until_the_informer_catches_up() {
+        let mut assumed = Assumed::<Pod>::new();
+        assumed.remember(pod("a", "5"));
+        assumed.remember(pod("b", "7"));
+        // The informer still has an older `a` and no `b`.
+        let seen = assumed.overlay(vec![pod("a", "3")], true);
+        assert_eq!(names(&seen), ["a@5", "b@7"]);
+        // Without `add`, only objects the informer has are replaced (a deleted task stays gone).
+        assert_eq!(names(&assumed.overlay(vec![pod("a", "3")], false)), ["a@5"]);
+        // Once the informer shows them, the informer's copies are used and forgotten here.
+        let seen = assumed.overlay(vec![pod("a", "6"), pod("b", "7")], true);
+        assert_eq!(names(&seen), ["a@6", "b@7"]);
+        assert!(assumed.objects.is_empty());
+    }
+}

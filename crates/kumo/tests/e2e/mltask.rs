@@ -718,3 +718,24 @@ async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
     );
     assert_ne!(gpus[0], gpus[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs() {
+    let c = Cluster::up(&["--fake-gpus", "2"]);
+    let client = c.client();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mltask.yaml");
+    let out = c.kumo(&["apply", "-f", example]);
+    assert!(out.status.success(), "{}", text(&out));
+    let done = wait_task(&client, "train", T, is(TaskPhase::Succeeded)).await;
+    let st = done.status.unwrap();
+    let logs = text(&c.kumo(&["logs", "mltask/train"]));
+    for r in &st.replicas {
+        let line = format!(
+            "[rank {}] rank {} of 2 on GPU {}, master 127.0.0.1:29500",
+            r.rank,
+            r.rank,
+            r.gpus.join(",")
+        );
+        assert!(logs.contains(&line), "{line:?} not in {logs}");
+    }
+}
