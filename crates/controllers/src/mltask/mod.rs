@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod controller;
+pub mod gang;
 pub mod pass;
 pub mod replicas;
 
