@@ -305,7 +305,7 @@ async fn one_failing_replica_restarts_the_gang_and_counts_the_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_every_replica() {
-    let c = Cluster::up(&[]);
+    let c = Cluster::up(&["--fake-gpus", "1"]);
     let client = c.client();
     submit(&c, "long", &["--parallelism", "2"], "exec sleep 1000");
     wait_task(&client, "long", T, is(TaskPhase::Running)).await;
@@ -321,6 +321,22 @@ async fn cancel_stops_every_replica() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Deleting a task deletes its replicas.
+    submit(&c, "doomed", &["--parallelism", "2"], "exec sleep 1000");
+    wait_task(&client, "doomed", T, is(TaskPhase::Running)).await;
+    let out = c.kumo(&["delete", "mltask", "doomed"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = tokio::time::Instant::now() + T;
+    while !task_pods(&client, "doomed").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas outlived their task"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The GPU model the nodes carry selects them.
+    submit(&c, "fake", &["--gpu-model", "FakeGPU"], "true");
+    wait_task(&client, "fake", T, is(TaskPhase::Succeeded)).await;
     let out = c.kumo(&["cancel", "nope"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not found"), "{}", text(&out));
@@ -371,7 +387,9 @@ async fn bad_input_is_refused_or_explained() {
         .success());
     submit(&c, "huge", &["--gpus", "3"], "true");
     submit(&c, "ds", &["--data", "imagenet-mini"], "true");
+    submit(&c, "h100", &["--gpus", "1", "--gpu-model", "H100"], "true");
     for (name, reason) in [
+        ("h100", "needs 1×1 GPUs; free: node-1 2 (gang of 1: no replica fits: 0/1 nodes are available: 1 node(s) didn't match node selector); waiting behind huge (priority 0)"),
         ("ds", "spec.data.dataset: dataset \"imagenet-mini\" does not exist (this kumo does not serve datasets yet; use data.hostPath)"),
         ("lost", "queue \"nope\" does not exist: create it or submit to another queue"),
         ("huge", "needs 1×3 GPUs, but no node has 3 GPUs (the largest has 2): it cannot start until such a node joins"),
