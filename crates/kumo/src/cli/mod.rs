@@ -15,6 +15,7 @@ pub mod queue;
 pub mod submit;
 
 mod columns;
+mod describe_mltask;
 mod describe_node;
 mod describe_pod;
 mod detail;

@@ -258,6 +258,18 @@ async fn one_failing_replica_restarts_the_gang_and_counts_the_attempt() {
     )
     .await;
     wait_event(&client, "flaky", "Completed: all 2 replica(s) exited 0").await;
+    let described = text(&c.kumo(&["describe", "mltask", "flaky"]));
+    for expected in [
+        "Status:           Succeeded",
+        "Attempts:         2 of 3",
+        "Replica Pods:",
+        "Restarting  ",
+    ] {
+        assert!(
+            described.contains(expected),
+            "{expected:?} not in {described}"
+        );
+    }
 
     // Without retries left, the task fails and stops every replica.
     submit(
