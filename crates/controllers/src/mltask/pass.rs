@@ -115,14 +115,24 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         }
     }
 
+    // Replica pods by their task's key, so each task finds its own without a scan.
+    let mut by_task: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    for pod in s.pods {
+        if let Some(task) = pod.metadata.labels.get(LABEL_TASK) {
+            by_task
+                .entry(format!("{}/{task}", pod.metadata.ns()))
+                .or_default()
+                .push(pod);
+        }
+    }
+    let tasks_by_key: BTreeMap<String, &MLTask> =
+        s.tasks.iter().map(|t| (task_key(t), t)).collect();
     // Pods whose task is gone are deleted with it (the task owned them).
-    for pod in s
-        .pods
-        .iter()
-        .filter(|p| p.metadata.labels.contains_key(LABEL_TASK))
-    {
-        if !s.tasks.iter().any(|t| belongs_to(pod, t)) {
-            out.delete(pod);
+    for (key, pods) in &by_task {
+        for pod in pods {
+            if !tasks_by_key.get(key).is_some_and(|t| belongs_to(pod, t)) {
+                out.delete(pod);
+            }
         }
     }
 
@@ -132,7 +142,15 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
     let mut next: BTreeMap<String, MLTask> = BTreeMap::new();
     for task in tasks {
         let key = task_key(task);
-        let mine: Vec<&Pod> = s.pods.iter().filter(|p| belongs_to(p, task)).collect();
+        let mine: Vec<&Pod> = by_task
+            .get(&key)
+            .map(|pods| {
+                pods.iter()
+                    .copied()
+                    .filter(|p| belongs_to(p, task))
+                    .collect()
+            })
+            .unwrap_or_default();
         let old = task.status.clone().unwrap_or_default();
         let mut new = old.clone();
         if let Some(view) = step(
