@@ -201,7 +201,54 @@ pub fn describe_status(name: &str, st: &MLTaskStatus) -> String {
 }
 
 /// Prints a line each time the task's standing changes, until it starts (or ends, with `to_end`).
+/// On a terminal the current line carries a spinner and how long it has held. Ctrl-C stops
+/// following; the task goes on.
 async fn follow(client: &Client, ns: &str, name: &str, to_end: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let spinner = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(format!("{name}: waiting for the controller"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let show = |line: &str, last: &str| match &spinner {
+        Some(bar) => {
+            if !last.is_empty() {
+                bar.println(last);
+            }
+            bar.set_message(line.to_string());
+            bar.reset_elapsed();
+        }
+        None => out(line),
+    };
+    let result = tokio::select! {
+        r = watch_standing(client, ns, name, to_end, &show) => r,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(bar) = &spinner {
+                bar.finish_and_clear();
+            }
+            eprintln!("stopped following; mltask {name} goes on (kumo get mltask {name})");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Some(bar) = &spinner {
+        let last = bar.message();
+        bar.finish_and_clear();
+        out(last);
+    }
+    result
+}
+
+async fn watch_standing(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    to_end: bool,
+    show: &dyn Fn(&str, &str),
+) -> anyhow::Result<ExitCode> {
     let params = ListParams::fields(&format!("metadata.name={name}"));
     let mut last = String::new();
     loop {
@@ -219,7 +266,7 @@ async fn follow(client: &Client, ns: &str, name: &str, to_end: bool) -> anyhow::
             };
             let line = describe_status(name, &st);
             if line != last {
-                out(&line);
+                show(&line, &last);
                 last = line;
             }
             let done = match st.phase {
