@@ -769,3 +769,78 @@ async fn the_example_runs() {
         assert!(logs.contains(&line), "{line:?} not in {logs}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_every_replica_through_a_gang_restart() {
+    use std::io::BufRead;
+    let c = Cluster::up(&["--task-backoff", "200ms"]);
+    let client = c.client();
+    let (marker, go) = (c.dir.path().join("failed"), c.dir.path().join("go"));
+    // Attempt 1: rank 1 fails once told to go, rank 0 waits to be stopped. Attempt 2: both end.
+    let script = format!(
+        "echo started $RANK; \
+         if [ ! -e {m} ]; then if [ $RANK = 1 ]; then while [ ! -e {g} ]; do sleep 0.1; done; \
+         touch {m}; echo failing; exit 3; fi; exec sleep 1000; fi; echo done $RANK",
+        m = marker.display(),
+        g = go.display()
+    );
+    submit(
+        &c,
+        "chatty",
+        &["--parallelism", "2", "--max-retries", "1"],
+        &script,
+    );
+    wait_task(&client, "chatty", T, is(TaskPhase::Running)).await;
+    let mut child = Command::new(kumo_exe())
+        .args(["logs", "mltask/chatty", "-f"])
+        .env("KUMO_CONFIG", c.config_path())
+        .env("HOME", c.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + T;
+    let mut told = false;
+    // Until the command ends by itself (the task finished and every log ended).
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kumo logs -f did not end with the task: {lines:?}");
+            }
+        }
+        let seen = |l: &str| lines.iter().any(|x| x == l);
+        if !told && seen("[rank 0] started 0") && seen("[rank 1] started 1") {
+            std::fs::write(&go, "").unwrap();
+            told = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{lines:?}");
+    let count = |l: &str| lines.iter().filter(|x| *x == l).count();
+    assert_eq!(count("[rank 0] started 0"), 2, "{lines:?}");
+    assert_eq!(count("[rank 1] started 1"), 2, "{lines:?}");
+    assert_eq!(count("[rank 1] failing"), 1, "{lines:?}");
+    assert_eq!(count("[rank 0] done 0"), 1, "{lines:?}");
+    assert_eq!(count("[rank 1] done 1"), 1, "{lines:?}");
+    let task: MLTask = client.get("default", "chatty").await.unwrap();
+    assert_eq!(phase(&task), TaskPhase::Succeeded);
+}
