@@ -348,6 +348,52 @@ pub fn validate_mltask_spec(spec: &MLTaskSpec, errors: &mut Errors) {
             "Invalid value: 0: must be between 1 and 65535, inclusive",
         );
     }
+    validate_as_pod(spec, errors);
+}
+
+/// The replica pods must be valid too (or the task would be accepted and never run): checks a
+/// pod with the task's environment, resources and node selector by the pod rules, naming the
+/// task's own fields. What the task checks itself (image, command) is left to it.
+fn validate_as_pod(spec: &MLTaskSpec, errors: &mut Errors) {
+    use crate::pod::{Container, PodSpec, ResourceRequirements};
+    let mut limits = BTreeMap::new();
+    for (name, q) in [
+        ("cpu", &spec.resources.cpu),
+        ("memory", &spec.resources.memory),
+    ] {
+        if let Some(q) = q {
+            limits.insert(name.to_string(), q.clone());
+        }
+    }
+    let pod = PodSpec {
+        containers: vec![Container {
+            name: "main".into(),
+            image: Some("image".into()),
+            env: spec.env.clone(),
+            working_dir: spec.working_dir.clone(),
+            resources: ResourceRequirements {
+                requests: BTreeMap::new(),
+                limits,
+            },
+            ..Default::default()
+        }],
+        node_selector: spec.node_selector.clone(),
+        ..Default::default()
+    };
+    let mut pod_errors = Errors::default();
+    crate::pod::validate_pod_spec(&pod, &mut pod_errors);
+    for e in pod_errors.into_result().err().unwrap_or_default() {
+        let path = if let Some(rest) = e.path.strip_prefix("spec.containers[0].env") {
+            format!("spec.env{rest}")
+        } else if let Some(rest) = e.path.strip_prefix("spec.containers[0].resources.limits.") {
+            format!("spec.resources.{rest}")
+        } else if e.path.starts_with("spec.nodeSelector") {
+            e.path.clone()
+        } else {
+            continue;
+        };
+        errors.add(path, e.message);
+    }
 }
 
 /// Which spec fields may change after creation: `cancel` and `priority` (a queued task can be

@@ -47,6 +47,9 @@ fn bad_tasks_name_their_field() {
         (json!({"runtimeClassName": "process", "command": ["x"], "data": {"hostPath": "srv"}}), "spec.data.hostPath: Invalid value: \"srv\": must be an absolute path"),
         (json!({"runtimeClassName": "process", "command": ["x"], "queue": "Research"}), "spec.queue: Invalid value: \"Research\": must be a DNS label"),
         (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"memory": "12XB"}}), "spec.resources.memory: invalid quantity \"12XB\""),
+        (json!({"runtimeClassName": "process", "command": ["x"], "env": [{"name": "1BAD", "value": "x"}]}), "spec.env[0].name: Invalid value: \"1BAD\": must be a C identifier"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"memory": "1500m"}}), "spec.resources.memory: Invalid value: \"1500m\": must be a whole number"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "nodeSelector": {"pool": "a b"}}), "spec.nodeSelector.pool: Invalid value: pool=a b: not a valid label"),
         (json!({"runtimeClassName": "process", "command": ["x"], "gpus": 2}), "spec.gpus: unknown field `gpus`, expected one of `image`, `runtimeClassName`, `command`, `args`, `env`, `workingDir`, `parallelism`, `resources`, `data`, `output`, `scratch`, `queue`, `priority`, `maxRetries`, `activeDeadlineSeconds`, `masterPort`, `nodeSelector`, `cancel`"),
     ];
     for (spec, expected) in cases {

@@ -7,7 +7,7 @@
 use super::pass::{pass, task_key, Action, Snapshot};
 use kumo_api::{MLTask, Node, Pod, Queue, Resource};
 use kumo_client::{cache_key, Client, EventRecorder, EventType, Informer, ListParams};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
         pods.wait_synced().await;
         let mut assumed_tasks = Assumed::<MLTask>::new();
         let mut assumed_pods = Assumed::<Pod>::new();
+        // Pod creations the API refused, reported once each.
+        let mut refused: BTreeSet<String> = BTreeSet::new();
         loop {
             let task_list = assumed_tasks.overlay(tasks.list(), false);
             let pod_list = assumed_pods.overlay(pods.list(), true);
@@ -140,6 +142,7 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                     action,
                     &mut assumed_tasks,
                     &mut assumed_pods,
+                    &mut refused,
                 )
                 .await
                 {
@@ -174,6 +177,7 @@ async fn execute(
     action: Action,
     assumed_tasks: &mut Assumed<MLTask>,
     assumed_pods: &mut Assumed<Pod>,
+    refused: &mut BTreeSet<String>,
 ) -> Result<(), kumo_client::ClientError> {
     match action {
         Action::Status(task) => match client.update_status(task.as_ref()).await {
@@ -185,6 +189,22 @@ async fn execute(
             Ok(created) => assumed_pods.remember(created),
             // Created by an earlier pass the informer has not shown yet.
             Err(e) if e.code() == Some(409) => {}
+            // Refused (the API's rules changed, a namespace is going away): say so on the task.
+            Err(e) if e.code().is_some_and(|c| (400..500).contains(&c)) => {
+                let message = format!("cannot create replica pod {}: {e}", pod.metadata.name);
+                if refused.insert(message.clone()) {
+                    if let Some(owner) = pod.metadata.owner_references.first() {
+                        let mut task = MLTask::default();
+                        task.metadata.name = owner.name.clone();
+                        task.metadata.namespace = pod.metadata.namespace.clone();
+                        task.metadata.uid = Some(owner.uid.clone());
+                        recorder
+                            .record(&task, EventType::Warning, "FailedCreate", message)
+                            .await;
+                    }
+                }
+                return Err(e);
+            }
             Err(e) => return Err(e),
         },
         Action::DeletePod {
