@@ -15,10 +15,10 @@ pub struct SubmitArgs {
     pub connect: crate::ConnectArgs,
     /// The task's name
     pub name: String,
-    /// Container image to run (OCI runtimes)
-    #[arg(long, conflicts_with = "runtime")]
+    /// Container image to run (runc by default, or --runtime runsc)
+    #[arg(long)]
     pub image: Option<String>,
-    /// Runtime class; `process` runs the command on the node without an image
+    /// Runtime class: `process` runs the command on the node without an image; runc, runsc
     #[arg(long)]
     pub runtime: Option<String>,
     /// GPUs per replica
@@ -327,6 +327,23 @@ mod tests {
         assert_eq!(t["spec"]["queue"], "research");
         assert_eq!(t["spec"]["env"][0]["value"], "0.1");
         assert_eq!(t["spec"]["maxRetries"], 3);
+        let t = parse(&[
+            "boxed",
+            "--image",
+            "train:1",
+            "--runtime",
+            "runsc",
+            "--",
+            "python",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                t["spec"]["image"].as_str(),
+                t["spec"]["runtimeClassName"].as_str()
+            ),
+            (Some("train:1"), Some("runsc"))
+        );
     }
 
     #[test]
