@@ -5,6 +5,7 @@
 //! the next pass neither admits a task twice nor forgets a pod it just created.
 
 use super::pass::{pass, task_key, Action, Snapshot};
+use kumo_api::mltask::MLTaskStatus;
 use kumo_api::{MLTask, Node, Pod, Queue, Resource};
 use kumo_client::{cache_key, Client, EventRecorder, EventType, Informer, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,29 @@ impl Default for MLTaskConfig {
 
 /// How long a written object is preferred over an informer that has not caught up.
 const ASSUME_FOR: Duration = Duration::from_secs(10);
+
+/// Whether `new` differs from `old` only in where the task stands in its queue and why.
+pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
+    let Some(old) = old else {
+        return false;
+    };
+    let plain = |s: &MLTaskStatus| MLTaskStatus {
+        queue_position: None,
+        pending_reason: None,
+        ..s.clone()
+    };
+    plain(old) == plain(new)
+}
+
+/// How long a task's queue position and reason may lag behind: a long queue shifts with every
+/// admission, and rewriting every waiting task each time would cost a write per task per
+/// admission. The next few in line are kept fresher.
+pub fn standing_interval(new: &MLTaskStatus) -> Duration {
+    match new.queue_position {
+        Some(p) if p <= 3 => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    }
+}
 
 /// Objects this controller wrote, until the informer shows them.
 struct Assumed<K> {
@@ -102,6 +126,8 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
         let mut assumed_pods = Assumed::<Pod>::new();
         // Pod creations the API refused, reported once each.
         let mut refused: BTreeSet<String> = BTreeSet::new();
+        // When each task's status was last written (for the throttle of standing-only changes).
+        let mut written: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
             let task_list = assumed_tasks.overlay(tasks.list(), false);
             let pod_list = assumed_pods.overlay(pods.list(), true);
@@ -122,7 +148,27 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .partition(|a| matches!(a, Action::Status(_)));
             let mut failed: Vec<String> = Vec::new();
             let mut retry_soon = false;
+            let old: BTreeMap<String, Option<&MLTaskStatus>> = task_list
+                .iter()
+                .map(|t| (task_key(t), t.status.as_ref()))
+                .collect();
+            written.retain(|k, _| old.contains_key(k));
+            let mut throttled: Option<Duration> = None;
             for action in statuses.into_iter().chain(rest) {
+                if let Action::Status(t) = &action {
+                    let key = task_key(t);
+                    let new = t.status.clone().unwrap_or_default();
+                    let since = written.get(&key).map(|at| at.elapsed());
+                    let interval = standing_interval(&new);
+                    if let Some(since) = since.filter(|s| *s < interval) {
+                        if only_standing_changed(old.get(&key).copied().flatten(), &new) {
+                            let left = interval - since;
+                            throttled = Some(throttled.map_or(left, |t| t.min(left)));
+                            continue;
+                        }
+                    }
+                    written.insert(key, Instant::now());
+                }
                 let owner = match &action {
                     Action::Status(t) | Action::Event { task: t, .. } => Some(task_key(t)),
                     Action::CreatePod(p) => p
@@ -159,6 +205,9 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .unwrap_or(Duration::from_secs(30));
             if retry_soon {
                 wait = wait.min(Duration::from_millis(500));
+            }
+            if let Some(t) = throttled {
+                wait = wait.min(t);
             }
             // Wake on any change, or when a back-off or deadline ends.
             let _ = tokio::time::timeout(wait, wake.notified()).await;
@@ -258,6 +307,25 @@ mod tests {
         pods.iter()
             .map(|p| format!("{}@{}", p.metadata.name, p.metadata.revision()))
             .collect()
+    }
+
+    #[test]
+    fn only_a_changed_standing_is_throttled() {
+        let waiting = |p: u32, reason: &str| MLTaskStatus {
+            queue_position: Some(p),
+            pending_reason: Some(reason.into()),
+            ..Default::default()
+        };
+        assert!(only_standing_changed(
+            Some(&waiting(5, "a")),
+            &waiting(4, "b")
+        ));
+        let mut admitted = waiting(1, "a");
+        admitted.phase = kumo_api::mltask::TaskPhase::Admitted;
+        assert!(!only_standing_changed(Some(&waiting(1, "a")), &admitted));
+        assert!(!only_standing_changed(None, &waiting(1, "a")));
+        assert_eq!(standing_interval(&waiting(2, "a")), Duration::from_secs(1));
+        assert_eq!(standing_interval(&waiting(40, "a")), Duration::from_secs(5));
     }
 
     #[test]
