@@ -143,32 +143,46 @@ async fn borrowed_gpus_are_reclaimed_by_preemption() {
     );
     let out = c.kumo(&["apply", "-f", queues.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    // batch has no quota: it borrows the idle GPUs...
-    submit(
-        &c,
-        "borrower",
-        &["--gpus", "4", "--queue", "batch"],
-        "exec sleep 1000",
-    );
-    wait_task(&client, "borrower", T, is(TaskPhase::Running)).await;
-    // ...until research needs its own back.
+    let go = c.dir.path().join("go");
+    let until_go = wait_for_file(&go);
+    // batch has no quota: its tasks borrow the idle GPUs...
+    for (name, priority) in [("cheap", "1"), ("dear", "9")] {
+        submit(
+            &c,
+            name,
+            &["--gpus", "2", "--queue", "batch", "--priority", priority],
+            &until_go,
+        );
+        wait_task(&client, name, T, is(TaskPhase::Running)).await;
+    }
+    // ...until research needs its own back: the lowest priority borrower goes.
     submit(
         &c,
         "owner",
         &["--gpus", "2", "--queue", "research"],
-        "exec sleep 1000",
+        &until_go,
     );
     let owner = wait_task(&client, "owner", T, is(TaskPhase::Running)).await;
     assert_eq!(owner.status.unwrap().attempts, 1);
-    let borrower = wait_task(&client, "borrower", T, is(TaskPhase::Queued)).await;
-    let st = borrower.status.unwrap();
+    let cheap = wait_task(&client, "cheap", T, is(TaskPhase::Queued)).await;
+    let st = cheap.status.unwrap();
     assert_eq!(st.attempts, 1, "a preempted task keeps its attempts");
     wait_event(
         &client,
-        "borrower",
+        "cheap",
         "Preempted: preempted: queue \"research\" needs its quota back for owner",
     )
     .await;
+    let dear: MLTask = client.get("default", "dear").await.unwrap();
+    assert_eq!(
+        phase(&dear),
+        TaskPhase::Running,
+        "one preemption was enough"
+    );
+    // Once the GPUs are free again, the preempted task runs, still on its first attempt.
+    std::fs::write(&go, "").unwrap();
+    let cheap = wait_task(&client, "cheap", T, is(TaskPhase::Succeeded)).await;
+    assert_eq!(cheap.status.unwrap().attempts, 1);
     let get = text(&c.kumo(&["get", "queues"]));
     assert!(get.contains("research   4"), "{get}");
 }
