@@ -295,3 +295,20 @@ fn unknown_queue_is_a_reason_not_a_block() {
         "queue \"nope\" does not exist: create it or submit to another queue"
     );
 }
+
+#[test]
+fn reclaimed_gpus_go_to_the_task_they_were_reclaimed_for() {
+    // `cheap` was preempted for `owner` and has stopped; though its priority is higher, it
+    // would borrow again, and `owner` is within its queue's quota: `owner` goes first.
+    let queues = [("research", Some(2)), ("batch", None)];
+    let d = run(
+        vec![
+            task("cheap", "batch", 1, 2).priority(5).created(0),
+            task("owner", "research", 1, 2).created(10),
+        ],
+        &queues,
+        vec![node("n1", 2)],
+    );
+    assert_eq!(admitted(&d), ["owner"]);
+    assert_eq!(waiting(&d, "cheap").0, 1);
+}

@@ -46,6 +46,17 @@ pub(super) async fn wait_task(
     }
 }
 
+/// Waits until the task waits for exactly `reason` (earlier passes may have seen less of the
+/// cluster and said something else); panics after `T` showing the last one.
+pub(super) async fn wait_reason(client: &Client, name: &str, reason: &str) -> MLTask {
+    wait_task(client, name, T, |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.pending_reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
 pub(super) fn phase(t: &MLTask) -> TaskPhase {
     t.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }

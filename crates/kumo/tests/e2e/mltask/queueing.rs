@@ -22,12 +22,7 @@ async fn a_third_task_waits_first_in_line_then_runs_when_gpus_free() {
         &["--gpus", "2"],
         "echo c ran on $CUDA_VISIBLE_DEVICES",
     );
-    let waiting = wait_task(&client, "c", T, |t| {
-        t.status
-            .as_ref()
-            .is_some_and(|s| s.pending_reason.is_some())
-    })
-    .await;
+    let waiting = wait_reason(&client, "c", "needs 1×2 GPUs; free: node-1 0").await;
     let st = waiting.status.unwrap();
     assert_eq!(st.phase, TaskPhase::Queued);
     assert_eq!(st.queue_position, Some(1));
@@ -97,16 +92,13 @@ async fn gangs_span_nodes_or_start_no_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     submit(&cp, "big", &["--gpus", "4", "--parallelism", "2"], "true");
-    let big = wait_task(&client, "big", T, |t| {
-        t.status
-            .as_ref()
-            .is_some_and(|s| s.pending_reason.is_some())
-    })
+    let big = wait_reason(
+        &client,
+        "big",
+        "needs 2×4 GPUs, but no node has 4 GPUs (the largest has 3): it cannot start until such a node joins",
+    )
     .await;
-    assert_eq!(
-        big.status.unwrap().pending_reason.as_deref(),
-        Some("needs 2×4 GPUs, but no node has 4 GPUs (the largest has 3): it cannot start until such a node joins")
-    );
+    assert_eq!(phase(&big), TaskPhase::Queued);
     submit(
         &cp,
         "span",
@@ -209,13 +201,14 @@ async fn backfill_never_delays_the_head_of_the_queue() {
     // Without a deadline a 2-GPU task could hold the GPUs past the head's start: it waits.
     submit(&c, "forever", &["--gpus", "2"], "exec sleep 1000");
     let forever = wait_task(&client, "forever", T, |t| {
-        t.status
-            .as_ref()
-            .is_some_and(|s| s.pending_reason.is_some())
+        t.status.as_ref().is_some_and(|s| {
+            s.pending_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("would delay head"))
+        })
     })
     .await;
-    let reason = forever.status.unwrap().pending_reason.unwrap();
-    assert!(reason.contains("would delay head"), "{reason}");
+    assert_eq!(phase(&forever), TaskPhase::Queued);
     // One that surely ends before the head's reserved start backfills.
     submit(&c, "quick", &["--gpus", "2", "--deadline", "60"], "true");
     wait_task(&client, "quick", T, is(TaskPhase::Succeeded)).await;
@@ -275,12 +268,8 @@ async fn bad_input_is_refused_or_explained() {
         ("lost", "queue \"nope\" does not exist: create it or submit to another queue"),
         ("huge", "needs 1×3 GPUs, but no node has 3 GPUs (the largest has 2): it cannot start until such a node joins"),
     ] {
-        let t = wait_task(&client, name, T, |t| {
-            t.status.as_ref().is_some_and(|s| s.pending_reason.is_some())
-        })
-        .await;
+        let t = wait_reason(&client, name, reason).await;
         assert_eq!(phase(&t), TaskPhase::Queued);
-        assert_eq!(t.status.unwrap().pending_reason.as_deref(), Some(reason));
         assert!(task_pods(&client, name).await.is_empty());
     }
     // Only cancel and priority change after creation.
