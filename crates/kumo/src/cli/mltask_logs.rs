@@ -110,8 +110,14 @@ fn watch_replicas(client: &Client, ns: &str, name: &str, tx: mpsc::UnboundedSend
     tokio::spawn(async move {
         let params = ListParams::fields(&format!("metadata.name={name}"));
         loop {
-            let Ok(mut w) = client.watch::<MLTask>(Some(&ns), &params, "").await else {
-                return;
+            let mut w = match client.watch::<MLTask>(Some(&ns), &params, "").await {
+                Ok(w) => w,
+                // The server is gone: nothing more will come; end once the streams have.
+                Err(e) => {
+                    let _ = tx.send(Msg::Error(format!("cannot follow mltask {name}: {e}")));
+                    let _ = tx.send(Msg::Finished);
+                    return;
+                }
             };
             while let Some(Ok(ev)) = w.next().await {
                 let done = match ev {
