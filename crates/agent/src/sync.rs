@@ -412,6 +412,10 @@ impl PodWorker {
                     }
                     Err(message) => {
                         self.config_error(pod, &name, message).await;
+                        // Devices free up as soon as their pods' statuses say they ended: look
+                        // again soon rather than after a whole back-off.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
                         return Ok(());
                     }
                 }
