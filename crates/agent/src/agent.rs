@@ -42,7 +42,7 @@ pub async fn run(
     })?;
 
     let (runtime_tx, mut runtime_events) = mpsc::unbounded_channel();
-    let (runtimes, oci) = open_runtimes(&config, runtime_tx)?;
+    let (runtimes, oci, image_store) = open_runtimes(&config, runtime_tx)?;
     let classes = runtimes.classes();
     let runtime: Arc<dyn Runtime> = Arc::new(runtimes);
 
@@ -71,6 +71,7 @@ pub async fn run(
         runtime: runtime.clone(),
         token: config.token.clone(),
         stop: stop_rx,
+        exec_helper: Some(config.shim_exe.clone()),
     });
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router(svc)).await {
@@ -97,6 +98,12 @@ pub async fn run(
         interval: config.heartbeat_interval,
     };
     tasks.spawn(node.run());
+    tasks.spawn(crate::image_gc::run(
+        image_store,
+        config.data_dir.join("images"),
+        informer.clone(),
+        config.containers.image_gc,
+    ));
     tracing::info!(node = %config.node_name, port, "kumo agent started");
 
     let queue = WorkQueue::<String>::new();
@@ -152,7 +159,7 @@ pub async fn run(
 fn open_runtimes(
     config: &AgentConfig,
     events: mpsc::UnboundedSender<crate::runtime::RuntimeEvent>,
-) -> Result<(Runtimes, OciParts), AgentError> {
+) -> Result<(Runtimes, OciParts, kumo_image::ImageStore), AgentError> {
     let cc = &config.containers;
     let io = |path: &Path, source: std::io::Error| AgentError::Io {
         path: path.to_path_buf(),
@@ -171,7 +178,7 @@ fn open_runtimes(
             images_dir.display()
         ))
     })?;
-    let images: Arc<dyn RootfsProvider> = Arc::new(StoreImages(store));
+    let images: Arc<dyn RootfsProvider> = Arc::new(StoreImages(store.clone()));
     let network: Arc<dyn NetworkProvider> = if cc.no_pod_network {
         Arc::new(NoNetwork)
     } else {
@@ -237,6 +244,7 @@ fn open_runtimes(
             shim,
             cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
             sys,
+            sandboxes: Some(sandboxes.clone()),
         },
         events,
     )?;
@@ -248,6 +256,7 @@ fn open_runtimes(
             sandboxes,
             pulls: Arc::default(),
         },
+        store,
     ))
 }
 

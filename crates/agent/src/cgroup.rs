@@ -204,6 +204,15 @@ impl Cgroups {
         Ok(dirs)
     }
 
+    /// The container's existing cgroup directories (for a process joining it, as `exec` does).
+    pub fn container_dirs(&self, uid: &str, container: &str) -> Vec<PathBuf> {
+        self.pod_dirs(uid)
+            .into_iter()
+            .map(|(_, d)| d.join(container))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
     /// How often the kernel's OOM killer has struck in the container's memory cgroup.
     pub fn oom_kills(&self, uid: &str, container: &str) -> Option<u64> {
         let path = match &self.mode {

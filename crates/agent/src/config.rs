@@ -56,6 +56,8 @@ pub struct ContainerConfig {
     pub bridge: Option<String>,
     /// Run OCI pods without a pod network (each container gets an empty namespace).
     pub no_pod_network: bool,
+    /// When unused images are removed.
+    pub image_gc: crate::image_gc::GcPolicy,
 }
 
 /// runsc's flags on these machines: the ptrace platform (KVM hangs here; systrap is newer than

@@ -30,8 +30,9 @@ pub trait RootfsProvider: Send + Sync + 'static {
     /// Whether `image` is in the local store.
     async fn has_image(&self, image: &str) -> bool;
 
-    /// Pulls `image` from its registry; the error is the registry's (or resolver's) own text.
-    async fn pull(&self, image: &str) -> Result<(), String>;
+    /// Pulls `image` from its registry with `auth` (anonymous: the node's stored credentials,
+    /// if any); the error is the registry's (or resolver's) own text.
+    async fn pull(&self, image: &str, auth: &kumo_image::RegistryAuth) -> Result<(), String>;
 
     /// Makes a fresh, writable root filesystem of `image` at `target` (an empty directory the
     /// caller owns) and returns where it is with the image's config.
@@ -68,7 +69,7 @@ impl RootfsProvider for DirImages {
         self.images.contains_key(image)
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    async fn pull(&self, image: &str, _auth: &kumo_image::RegistryAuth) -> Result<(), String> {
         if self.images.contains_key(image) {
             Ok(())
         } else {
@@ -104,14 +105,9 @@ impl RootfsProvider for StoreImages {
         self.0.get(image).is_some()
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    async fn pull(&self, image: &str, auth: &kumo_image::RegistryAuth) -> Result<(), String> {
         self.0
-            .ensure(
-                image,
-                kumo_image::PullPolicy::Always,
-                &kumo_image::RegistryAuth::Anonymous,
-                &|_| {},
-            )
+            .ensure(image, kumo_image::PullPolicy::Always, auth, &|_| {})
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -45,6 +45,8 @@ pub struct LogService {
     pub token: String,
     /// Turns true when the agent stops; open streams end.
     pub stop: watch::Receiver<bool>,
+    /// The kumo binary, whose `nsexec` runs `kumo exec` commands (`None`: no exec).
+    pub exec_helper: Option<std::path::PathBuf>,
 }
 
 /// Every request the endpoint understands.
@@ -63,6 +65,10 @@ pub enum AgentRequest {
 pub fn router(svc: Arc<LogService>) -> Router {
     Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            axum::routing::post(crate::exec::handle),
+        )
         .with_state(svc)
 }
 
@@ -109,14 +115,14 @@ pub fn parse_log_request(
     })
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body =
         serde_json::to_vec(&Status::failure(code.as_u16(), reason, message)).unwrap_or_default();
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Compares the bearer token without leaking how much of it matched.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -97,6 +97,7 @@ async fn server(policy: RestartPolicy) -> Server {
         runtime: rt.clone(),
         token: "sekret".into(),
         stop,
+        exec_helper: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -1,6 +1,6 @@
-//! Pod sandboxes: what the containers of an OCI pod share — its network namespace and IP, its
-//! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, and its volumes — made before the first
-//! container starts and taken down, all of it, when the pod goes.
+//! Pod sandboxes: what the containers of a pod share — its network namespace and IP, its
+//! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` (OCI pods), and its volumes (every pod
+//! that has some) — made before the first container starts and taken down when the pod goes.
 //!
 //! ```text
 //! <dir>/<uid>/pod.json        which pod (written first, so a half-made sandbox is found again)
@@ -198,10 +198,14 @@ impl Sandboxes {
         };
         let rec_path = dir.join("pod.json");
         write_json(&rec_path, &record).map_err(|e| io("write", &rec_path, e))?;
-        let net =
+        // Process pods share the host's network: their sandbox holds only their volumes.
+        let net = if crate::plan::is_process_pod(pod) {
+            PodNet::default()
+        } else {
             self.network.setup(pod).await.map_err(|e| {
                 SandboxError::Failed(format!("failed to set up the pod network: {e}"))
-            })?;
+            })?
+        };
         let etc = dir.join("etc");
         let etc_files = write_etc_files(&etc, &pod.metadata.name, net.ip)?;
         for v in &pod.spec.volumes {

@@ -49,6 +49,9 @@ pub struct ShimArgs {
     /// The OCI container id (with `--runtime`)
     #[arg(long, requires = "runtime")]
     pub id: Option<String>,
+    /// A volume to bind-mount for a process container, as JSON (repeatable)
+    #[arg(long = "bind", value_parser = binds::parse_bind)]
+    pub binds: Vec<binds::Bind>,
     /// The container's command and arguments, after `--` (without `--runtime`)
     #[arg(last = true, required_unless_present = "runtime", num_args = 1..)]
     pub command: Vec<String>,
@@ -85,6 +88,10 @@ impl ShimArgs {
             out.push("--id".into());
             out.push(id.into());
         }
+        for b in &self.binds {
+            out.push("--bind".into());
+            out.push(serde_json::to_string(b).unwrap_or_default().into());
+        }
         if !self.command.is_empty() {
             out.push("--".into());
             out.extend(self.command.iter().map(Into::into));
@@ -105,7 +112,12 @@ pub fn run(args: ShimArgs) -> u8 {
     if let Some(runtime) = &args.runtime {
         return oci::run(&args, runtime);
     }
-    match spawn(&args) {
+    let entered = if args.binds.is_empty() {
+        Ok(())
+    } else {
+        binds::enter(&args.binds)
+    };
+    match entered.and_then(|()| spawn(&args)) {
         Ok(child) => supervise(&args, child),
         Err(message) => {
             handshake(&format!("error {message}"));
@@ -216,6 +228,7 @@ pub fn parse_handshake(line: &str) -> Option<Handshake> {
         .map(|m| Handshake::Error(m.to_string()))
 }
 
+pub mod binds;
 mod oci;
 
 #[cfg(test)]
@@ -237,6 +250,11 @@ mod tests {
             pid_file: "/d/pid".into(),
             cgroups: vec!["/cg/cpu/x".into(), "/cg/memory/x".into()],
             command: vec!["sh".into(), "-c".into(), "echo --log-file; exit 3".into()],
+            binds: vec![binds::Bind {
+                source: "/d/volumes/a:b".into(),
+                target: "/mnt/x".into(),
+                read_only: true,
+            }],
             ..ShimArgs::default()
         };
         let mut argv: Vec<std::ffi::OsString> = vec!["shim".into()];
@@ -255,6 +273,7 @@ mod tests {
             ],
             bundle: Some("/d/bundle".into()),
             id: Some("u_c_0".into()),
+            binds: vec![],
             command: vec![],
         };
         let mut argv: Vec<std::ffi::OsString> = vec!["shim".into()];

@@ -389,7 +389,12 @@ impl PodWorker {
             .get(index)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        if !is_process_pod(pod) && !self.oci_ready(pod, index).await {
+        let ready = if is_process_pod(pod) {
+            pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
+        } else {
+            self.oci_ready(pod, index).await
+        };
+        if !ready {
             return Ok(());
         }
         let with_devices;
@@ -537,8 +542,10 @@ impl PodWorker {
                     pod.clone(),
                 );
                 let uid2 = uid.clone();
+                let auth =
+                    crate::pull_secrets::auth_for(&self.client, pod, &image, &self.recorder).await;
                 tokio::spawn(async move {
-                    let result = images.pull(&image).await;
+                    let result = images.pull(&image, &auth).await;
                     let event = match &result {
                         Ok(()) => (
                             EventType::Normal,
@@ -570,6 +577,20 @@ impl PodWorker {
                 return false;
             }
         }
+        self.sandbox_ready(pod, index).await
+    }
+
+    /// Makes the pod's sandbox (its network, for OCI pods, and its volumes); false while it
+    /// cannot be made, with the container's waiting reason set.
+    async fn sandbox_ready(&mut self, pod: &Pod, index: usize) -> bool {
+        let Some(oci) = self.oci.clone() else {
+            return true;
+        };
+        let Some(c) = pod.spec.containers.get(index) else {
+            return false;
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let key = kumo_client::cache_key(pod);
         match oci.sandboxes.ensure(pod).await {
             Ok(_) => true,
             Err(SandboxError::Config(message)) => {

@@ -3,6 +3,7 @@
 //! These are the only serde wire types; every component speaks them.
 
 pub mod event;
+pub mod exec;
 pub mod meta;
 pub mod mltask;
 pub mod namespace;
@@ -11,6 +12,7 @@ pub mod object;
 pub mod patch;
 pub mod pod;
 pub mod quantity;
+pub mod secret;
 pub mod selector;
 pub mod status;
 pub mod validation;
@@ -23,6 +25,7 @@ pub use node::Node;
 pub use object::{kind_by_name, kind_by_plural, kind_by_type, kinds, KindInfo, Resource};
 pub use pod::{Pod, PodPhase, RestartPolicy, GPU_RESOURCE};
 pub use quantity::Quantity;
+pub use secret::Secret;
 pub use selector::{FieldSelector, LabelSelector};
 pub use status::{ObjectList, Status, WatchEvent, WatchEventType};
 pub use validation::FieldError;

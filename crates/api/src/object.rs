@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{Event, MLTask, Namespace, Node, Pod, Queue};
+use crate::{Event, MLTask, Namespace, Node, Pod, Queue, Secret};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -127,6 +127,9 @@ resource!(
 resource!(Queue, "kumo.dev", "v1", "Queue", "queues", false, |q, e| {
     crate::mltask::validate_queue_spec(&q.spec, e)
 });
+resource!(Secret, "", "v1", "Secret", "secrets", true, |s, e| {
+    crate::secret::validate_secret(s, e)
+});
 resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     if ev.involved_object.name.is_empty() {
         e.add("involvedObject.name", "Required value");
@@ -235,6 +238,14 @@ fn pod_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldErro
     }
 }
 
+/// Secrets are stored with `stringData` folded into `data`.
+fn admit_secret(value: serde_json::Value) -> Result<serde_json::Value, Vec<FieldError>> {
+    let mut s: Secret = decode(value).map_err(|e| vec![e])?;
+    s.normalize();
+    let value = serde_json::to_value(&s).map_err(|e| vec![FieldError::new("", e.to_string())])?;
+    admit::<Secret>(value, false)
+}
+
 fn no_update_rules(_: &serde_json::Value, _: &serde_json::Value) -> Vec<FieldError> {
     Vec::new()
 }
@@ -251,7 +262,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 6] = [
+static KINDS: [KindInfo; 7] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -302,6 +313,19 @@ static KINDS: [KindInfo; 6] = [
         has_status: false,
         label_names: false,
         admit: |v| admit::<Event>(v, false),
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: admit_secret,
         validate_update: no_update_rules,
     },
     KindInfo {

@@ -63,6 +63,17 @@ pub struct PodSpec {
     pub volumes: Vec<Volume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
+    /// Secrets of the pod's namespace holding registry credentials for its images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub name: String,
 }
 
 impl PodSpec {
@@ -341,6 +352,14 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
         }
     }
     let volumes = volume::validate_volumes(&spec.volumes, errors);
+    for (i, r) in spec.image_pull_secrets.iter().enumerate() {
+        check_name(
+            errors,
+            &format!("spec.imagePullSecrets[{i}].name"),
+            &r.name,
+            false,
+        );
+    }
     if let Some(sc) = &spec.security_context {
         security::validate_pod_security_context(sc, errors);
     }

@@ -2,7 +2,7 @@
 
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
-use crate::{auth, bind, body, create, delete, log, read, update, watch, App};
+use crate::{auth, bind, body, create, delete, exec, log, read, update, watch, App};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -46,6 +46,25 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         req.uri().query(),
         req.headers(),
     )?;
+    if let ApiRequest::Exec {
+        ns,
+        name,
+        container,
+        command,
+        stdin,
+        tty,
+    } = request
+    {
+        let params = exec::ExecParams {
+            ns,
+            name,
+            container,
+            command,
+            stdin,
+            tty,
+        };
+        return exec::exec(app, params, req).await;
+    }
     let (parts, body) = req.into_parts();
     let ok = |v: serde_json::Value| json_response(StatusCode::OK, &v);
     Ok(match request {
@@ -135,6 +154,11 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
                 },
             )
             .await?
+        }
+        ApiRequest::Exec { .. } => {
+            return Err(crate::error::ApiError::internal(
+                "exec requests are served before the body is read",
+            ))
         }
     })
 }

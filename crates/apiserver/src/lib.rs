@@ -11,6 +11,7 @@ mod create;
 mod delete;
 mod dispatch;
 mod error;
+mod exec;
 mod keys;
 mod log;
 mod namespace;

@@ -28,13 +28,13 @@ pub struct LogParams {
     pub tail_lines: Option<i64>,
 }
 
-fn core(plural: &str) -> ApiResult<Kind> {
+pub(crate) fn core(plural: &str) -> ApiResult<Kind> {
     Kind::lookup("", "v1", plural)
         .ok_or_else(|| ApiError::internal("core kinds are not registered"))
 }
 
 /// The container to read: the one named, or the only one.
-fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<String> {
+pub(crate) fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<String> {
     let containers: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -56,8 +56,8 @@ fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<
     }
 }
 
-/// The agent URL serving a container's log.
-fn agent_uri(node: &Value, p: &LogParams, container: &str) -> ApiResult<Uri> {
+/// `http://host:port` of the agent on `node`.
+pub(crate) fn agent_base(node: &Value) -> ApiResult<String> {
     let node_name = str_at(node, &["metadata", "name"]).unwrap_or("");
     let endpoint = node.pointer("/status/daemonEndpoints/agentEndpoint");
     let address = endpoint
@@ -77,9 +77,18 @@ fn agent_uri(node: &Value, p: &LogParams, container: &str) -> ApiResult<Uri> {
     } else {
         address.to_string()
     };
+    Ok(format!("http://{host}:{port}"))
+}
+
+/// The agent URL serving a container's log.
+fn agent_uri(node: &Value, p: &LogParams, container: &str) -> ApiResult<Uri> {
+    let node_name = str_at(node, &["metadata", "name"]).unwrap_or("");
     let mut uri = format!(
-        "http://{host}:{port}/containerLogs/{}/{}/{container}?follow={}",
-        p.ns, p.name, p.follow
+        "{}/containerLogs/{}/{}/{container}?follow={}",
+        agent_base(node)?,
+        p.ns,
+        p.name,
+        p.follow
     );
     if let Some(n) = p.tail_lines {
         uri.push_str(&format!("&tailLines={n}"));

@@ -17,6 +17,12 @@ pub struct Query {
     pub follow: bool,
     pub tail_lines: Option<i64>,
     pub container: Option<String>,
+    /// `exec`: the command and its arguments, one `command=` each.
+    pub command: Vec<String>,
+    /// `exec`: attach the caller's stdin.
+    pub stdin: bool,
+    /// `exec`: run under a terminal.
+    pub tty: bool,
 }
 
 /// Parameters Kubernetes clients send that kumo accepts and ignores (all optional hints).
@@ -126,6 +132,9 @@ impl Query {
                 }
                 self.container = Some(value.to_string())
             }
+            "command" => self.command.push(value.to_string()),
+            "stdin" => self.stdin = parse_bool(key, value)?,
+            "tty" => self.tty = parse_bool(key, value)?,
             "dryRun" => {
                 return Err(ApiError::bad_request(
                     "dryRun: dry-run requests are not supported",

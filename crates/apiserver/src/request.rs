@@ -116,6 +116,15 @@ pub enum ApiRequest {
         follow: bool,
         tail_lines: Option<i64>,
     },
+    /// `POST pods/{name}/exec`, upgraded to the `kumo-exec.v1` stream.
+    Exec {
+        ns: String,
+        name: String,
+        container: Option<String>,
+        command: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    },
 }
 
 /// Where a path points.
@@ -284,6 +293,37 @@ pub fn parse(
                         }),
                         _ => Err(not_allowed()),
                     }
+                }
+                Some("exec") if kind.is_pod() => {
+                    return match *method {
+                        Method::POST | Method::GET => {
+                            if q.command.is_empty() {
+                                return Err(ApiError::bad_request(
+                                    "command: Required value: at least one command= parameter",
+                                ));
+                            }
+                            let upgrade = headers
+                                .get(http::header::UPGRADE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            if !upgrade.eq_ignore_ascii_case(kumo_api::exec::PROTOCOL) {
+                                return Err(ApiError::bad_request(format!(
+                                    "exec needs an upgrade to {}: send Connection: Upgrade and Upgrade: {}",
+                                    kumo_api::exec::PROTOCOL,
+                                    kumo_api::exec::PROTOCOL
+                                )));
+                            }
+                            Ok(ApiRequest::Exec {
+                                ns: ns.unwrap_or_default(),
+                                name,
+                                container: q.container,
+                                command: q.command,
+                                stdin: q.stdin,
+                                tty: q.tty,
+                            })
+                        }
+                        _ => Err(not_allowed()),
+                    };
                 }
                 Some("binding") if kind.is_pod() => {
                     return match *method {

@@ -292,7 +292,7 @@ fn rejections() {
         "/api/v1/widgets",
         "/api/v1/pods/web",
         "/api/v1/namespaces/a/nodes",
-        "/api/v1/namespaces/a/pods/web/exec",
+        "/api/v1/namespaces/a/pods/web/attach",
         "/api/v1/namespaces/a/pods/web/log/x",
         "/api/v1/namespaces/a/events/e/status",
         "/api/v1/nodes/n1/log",
@@ -302,6 +302,25 @@ fn rejections() {
     ] {
         check(Method::GET, path, None, nf.clone());
     }
+    // exec needs a command and an upgrade.
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/pods/web/exec",
+        None,
+        Err((400, "command: Required value")),
+    );
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/pods/web/exec?command=ls",
+        None,
+        Err((400, "exec needs an upgrade to kumo-exec.v1")),
+    );
+    check(
+        Method::DELETE,
+        "/api/v1/namespaces/a/pods/web/exec?command=ls",
+        None,
+        Err((405, "")),
+    );
     check(
         Method::POST,
         "/api/v1/pods",

@@ -68,6 +68,15 @@ pub struct LogParams {
     pub tail_lines: Option<i64>,
 }
 
+/// Options of `pods/{name}/exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecParams {
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub tty: bool,
+}
+
 /// Percent-encodes a query value.
 fn encode(value: &str) -> String {
     let mut out = String::new();
@@ -125,12 +134,30 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let resp = self.raw(method, path, &[], body).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_of(resp).await)
+    }
+
+    /// Sends a request with extra headers and returns whatever the server answered.
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let uri = format!("{}{}", self.inner.server, path);
         let mut builder = Request::builder()
             .method(method)
             .uri(&uri)
             .header("authorization", format!("Bearer {}", self.inner.token))
             .header("accept", "application/json");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
         let payload = match body {
             Some((content_type, bytes)) => {
                 builder = builder.header("content-type", content_type);
@@ -141,26 +168,50 @@ impl Client {
         let req = builder
             .body(Full::new(payload))
             .map_err(|e| ClientError::Request(format!("bad request {uri}: {e}")))?;
-        let resp = self
-            .inner
+        self.inner
             .http
             .request(req)
             .await
             .map_err(|e| ClientError::Connect {
                 server: self.inner.server.clone(),
                 reason: connect_reason(&e),
-            })?;
-        if resp.status().is_success() {
-            return Ok(resp);
+            })
+    }
+
+    /// Opens an exec session in a container (`pods/{name}/exec`, upgraded to `kumo-exec.v1`):
+    /// the returned stream speaks [`kumo_api::exec`] frames.
+    pub async fn exec(
+        &self,
+        ns: &str,
+        pod: &str,
+        params: &ExecParams,
+    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(c) = &params.container {
+            q.push(("container", c.clone()));
         }
-        let code = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
+        for arg in &params.command {
+            q.push(("command", arg.clone()));
+        }
+        q.push(("stdin", params.stdin.to_string()));
+        q.push(("tty", params.tty.to_string()));
+        let path = format!("{}/exec", kumo_api::Pod::object_path(Some(ns), pod));
+        let protocol = kumo_api::exec::PROTOCOL;
+        let resp = self
+            .raw(
+                Method::POST,
+                &with_query(&path, &q),
+                &[("connection", "Upgrade"), ("upgrade", protocol)],
+                None,
+            )
+            .await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(error_of(resp).await);
+        }
+        let io = hyper::upgrade::on(resp)
             .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Err(ClientError::Api(Box::new(status_from(code, &bytes))))
+            .map_err(|e| self.protocol(format!("upgrading to {protocol}: {e}")))?;
+        Ok(hyper_util::rt::TokioIo::new(io))
     }
 
     /// Sends a JSON request and decodes a JSON answer.
@@ -390,6 +441,18 @@ fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
         Some(i) => lower[..i].to_string(),
         None => lower,
     }
+}
+
+/// The error an answer that is not a success stands for.
+async fn error_of(resp: hyper::Response<Incoming>) -> ClientError {
+    let code = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    ClientError::Api(Box::new(status_from(code, &bytes)))
 }
 
 /// Builds a `Status` from an error answer, even when the body is not one.

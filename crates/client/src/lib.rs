@@ -10,7 +10,9 @@ pub mod events;
 pub mod informer;
 pub mod queue;
 
-pub use client::{with_query, Client, LineStream, ListParams, LogParams, WatchStream, Watched};
+pub use client::{
+    with_query, Client, ExecParams, LineStream, ListParams, LogParams, WatchStream, Watched,
+};
 pub use config::{ClientConfig, DEFAULT_SERVER};
 pub use error::ClientError;
 pub use events::{EventRecorder, EventType};

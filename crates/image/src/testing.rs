@@ -240,6 +240,11 @@ fn append(
 /// Copies an image with skopeo (`src` and `dest` in skopeo's transport syntax), keeping its
 /// digests except into a docker archive (which stores layers uncompressed).
 pub fn skopeo_copy(src: &str, dest: &str) -> io::Result<()> {
+    skopeo_copy_as(src, dest, None)
+}
+
+/// [`skopeo_copy`] with `user:password` for the destination registry.
+pub fn skopeo_copy_as(src: &str, dest: &str, dest_creds: Option<&str>) -> io::Result<()> {
     let mut cmd = Command::new("skopeo");
     cmd.args([
         "--insecure-policy",
@@ -247,6 +252,9 @@ pub fn skopeo_copy(src: &str, dest: &str) -> io::Result<()> {
         "--quiet",
         "--dest-tls-verify=false",
     ]);
+    if let Some(creds) = dest_creds {
+        cmd.arg(format!("--dest-creds={creds}"));
+    }
     if !dest.starts_with("docker-archive:") {
         cmd.arg("--preserve-digests");
     }
@@ -269,10 +277,19 @@ pub fn oci_archive(layout: &Path, tag: &str, out: &Path) -> io::Result<()> {
     )
 }
 
+/// The user of [`Registry::start_with_auth`].
+pub const AUTH_USER: &str = "kumo";
+/// Its password.
+pub const AUTH_PASSWORD: &str = "kumo-test-pw";
+/// `AUTH_USER:AUTH_PASSWORD` as an htpasswd line (bcrypt, cost 5).
+const AUTH_HTPASSWD: &str = "kumo:$2b$05$vadlLU8eC09mxQVXLgWSt.3n0TrqZBQxHElkVLNsP8mq3HtXsaEpG";
+
 /// A `docker-registry` serving plain HTTP on a free loopback port, storing into a temp dir;
 /// killed when dropped.
 pub struct Registry {
     child: Child,
+    /// Whether it asks for [`AUTH_USER`] and [`AUTH_PASSWORD`] (basic auth).
+    auth: bool,
     addr: String,
     dir: tempfile::TempDir,
 }
@@ -280,6 +297,15 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry and waits until it answers `GET /v2/`.
     pub fn start() -> io::Result<Registry> {
+        Self::start_inner(false)
+    }
+
+    /// Starts a registry that wants basic auth as [`AUTH_USER`] / [`AUTH_PASSWORD`].
+    pub fn start_with_auth() -> io::Result<Registry> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> io::Result<Registry> {
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
@@ -289,10 +315,19 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
-                dir.path().join("storage").display()
+                 http:\n  addr: {addr}\n{}",
+                dir.path().join("storage").display(),
+                if auth {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: kumo-test\n    path: {}\n",
+                        dir.path().join("htpasswd").display()
+                    )
+                } else {
+                    String::new()
+                }
             ),
         )?;
+        std::fs::write(dir.path().join("htpasswd"), format!("{AUTH_HTPASSWD}\n"))?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -301,7 +336,12 @@ impl Registry {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let mut registry = Registry { child, addr, dir };
+        let mut registry = Registry {
+            child,
+            auth,
+            addr,
+            dir,
+        };
         registry.wait_ready(Duration::from_secs(30))?;
         Ok(registry)
     }
@@ -340,7 +380,7 @@ impl Registry {
         s.write_all(req.as_bytes()).is_ok()
             && s.read_to_string(&mut answer).is_ok()
             && answer.starts_with("HTTP/1.")
-            && answer.contains(" 200 ")
+            && answer.contains(if self.auth { " 401 " } else { " 200 " })
     }
 
     fn log(&self) -> String {
@@ -360,9 +400,11 @@ impl Registry {
     /// Pushes image `tag` of an OCI layout as `name` (`repo:tag`); returns its reference.
     pub fn push_layout(&self, layout: &Path, tag: &str, name: &str) -> io::Result<String> {
         let reference = self.reference(name);
-        skopeo_copy(
+        let creds = format!("{AUTH_USER}:{AUTH_PASSWORD}");
+        skopeo_copy_as(
             &format!("oci:{}:{tag}", layout.display()),
             &format!("docker://{reference}"),
+            self.auth.then_some(creds.as_str()),
         )?;
         Ok(reference)
     }

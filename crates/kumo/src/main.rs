@@ -37,6 +37,8 @@ pub enum Command {
     Agent(daemon::AgentArgs),
     /// Create or update objects from files (YAML or JSON, multi-document)
     Apply(cli::apply::ApplyArgs),
+    /// Create an object from flags (secret docker-registry|generic)
+    Create(cli::create::CreateArgs),
     /// List objects or show one
     Get(cli::get::GetArgs),
     /// Show an object in detail, with its conditions and events
@@ -45,6 +47,8 @@ pub enum Command {
     Delete(cli::delete::DeleteArgs),
     /// Print a pod's container log
     Logs(cli::logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(cli::exec::ExecArgs),
     /// Wait until an object reaches a condition or phase
     Wait(cli::wait::WaitArgs),
     /// Print the client and server versions
@@ -64,6 +68,9 @@ pub enum Command {
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
+    /// (internal) join a container's cgroups and namespaces, then run a command (for exec)
+    #[command(hide = true)]
+    Nsexec(kumo_agent::nsexec::NsExecArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,10 @@ fn main() -> ExitCode {
     if let Command::Shim(args) = cli.command {
         // The shim is synchronous and must not start a runtime before it forks its child.
         return ExitCode::from(kumo_agent::shim::run(args));
+    }
+    if let Command::Nsexec(args) = cli.command {
+        // Joining a mount namespace needs a single-threaded process: no runtime yet.
+        return ExitCode::from(kumo_agent::nsexec::run(args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,10 +99,12 @@ fn main() -> ExitCode {
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
+            Command::Create(a) => cli::create::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
             Command::Describe(a) => cli::describe::run(a).await,
             Command::Delete(a) => cli::delete::run(a).await,
             Command::Logs(a) => cli::logs::run(a).await,
+            Command::Exec(a) => cli::exec::run(a).await,
             Command::Wait(a) => cli::wait::run(a).await,
             Command::Version(a) => cli::version::run(a).await,
             Command::Completion(a) => cli::completion::run(a),
@@ -100,7 +113,9 @@ fn main() -> ExitCode {
             Command::Submit(a) => cli::submit::run(a).await,
             Command::Queue(a) => cli::queue::run(a).await,
             Command::Cancel(a) => cli::queue::cancel(a).await,
-            Command::Shim(_) => unreachable!("handled before the runtime starts"),
+            Command::Shim(_) | Command::Nsexec(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

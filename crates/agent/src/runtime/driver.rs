@@ -68,4 +68,21 @@ pub trait Driver: Send + Sync + 'static {
     /// The pod is being forgotten (all its runs ended): removes what the driver made for it
     /// outside the pod's directory, and what inside needs more than a recursive delete.
     async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError>;
+
+    /// A command running `command` inside the running container `index` of `pod` as `record`
+    /// describes it; `work_dir` is the pod's working directory.
+    fn exec(
+        &self,
+        _pod: &Pod,
+        _index: usize,
+        _record: &ContainerRecord,
+        _work_dir: &std::path::Path,
+        _command: &[String],
+        _tty: bool,
+    ) -> Result<super::ExecSpec, String> {
+        Err(format!(
+            "runtime {} cannot exec into containers",
+            self.class()
+        ))
+    }
 }

@@ -75,4 +75,42 @@ pub trait Runtime: Send + Sync + 'static {
     fn has_pod(&self, uid: &str) -> bool {
         self.pods().iter().any(|p| p.uid == uid)
     }
+
+    /// A command that runs `command` inside the running container `index` of `pod`
+    /// (`kumo exec`); with `tty`, its stdio will be a terminal.
+    fn exec_command(
+        &self,
+        _pod: &Pod,
+        _index: usize,
+        _command: &[String],
+        _tty: bool,
+    ) -> Result<ExecSpec, ExecRefusal> {
+        Err(ExecRefusal::Unsupported(format!(
+            "runtime {} cannot exec into containers",
+            self.name()
+        )))
+    }
+}
+
+/// How to run a command inside a container: `argv` run through `kumo nsexec`, which first
+/// joins `cgroups` and the mount namespace of process `mount_ns_of`, and moves to `cwd`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// The environment (replacing the agent's), when the runtime does not set it itself.
+    pub env: Option<Vec<(String, String)>>,
+    pub cwd: Option<PathBuf>,
+    pub cgroups: Vec<PathBuf>,
+    pub mount_ns_of: Option<i32>,
+}
+
+/// Why an exec cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecRefusal {
+    /// The container is not running (409).
+    #[error("{0}")]
+    NotRunning(String),
+    /// This runtime or container cannot do it (400).
+    #[error("{0}")]
+    Unsupported(String),
 }

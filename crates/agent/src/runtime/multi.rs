@@ -91,4 +91,21 @@ impl Runtime for Runtimes {
     fn has_pod(&self, uid: &str) -> bool {
         self.for_uid(uid).is_some()
     }
+
+    fn exec_command(
+        &self,
+        pod: &Pod,
+        index: usize,
+        command: &[String],
+        tty: bool,
+    ) -> Result<super::ExecSpec, super::ExecRefusal> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        match self.for_uid(uid) {
+            Some(r) => r.exec_command(pod, index, command, tty),
+            None => Err(super::ExecRefusal::NotRunning(format!(
+                "pod {} has no containers on this node",
+                pod.metadata.name
+            ))),
+        }
+    }
 }

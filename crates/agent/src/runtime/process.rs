@@ -39,6 +39,8 @@ pub struct ProcessRuntimeConfig {
     pub shim: ShimCommand,
     pub cgroups: Cgroups,
     pub sys: Arc<dyn Sys>,
+    /// The node's pod sandboxes, where process pods' volumes are made.
+    pub sandboxes: Option<Arc<crate::sandbox::Sandboxes>>,
 }
 
 /// The process runtime; cheap to clone.
@@ -100,6 +102,7 @@ impl ProcessRuntime {
         let driver = Arc::new(process_driver::ProcessDriver {
             cgroups: config.cgroups,
             sys: config.sys.clone(),
+            sandboxes: config.sandboxes,
         });
         Self::with_driver(&config.data_dir, config.shim, config.sys, driver, events)
     }
@@ -442,6 +445,46 @@ impl Runtime for ProcessRuntime {
             tracing::warn!(uid, container, "container did not exit after SIGKILL");
         }
         Ok(())
+    }
+
+    fn exec_command(
+        &self,
+        pod: &Pod,
+        index: usize,
+        command: &[String],
+        tty: bool,
+    ) -> Result<super::ExecSpec, super::ExecRefusal> {
+        use super::ExecRefusal;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod
+            .spec
+            .containers
+            .get(index)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let record = self
+            .lock_pods()
+            .get(&uid)
+            .and_then(|p| p.containers.get(&name))
+            .map(|e| e.record.clone())
+            .filter(|r| r.terminated.is_none() && r.pid.is_some())
+            .ok_or_else(|| {
+                ExecRefusal::NotRunning(format!(
+                    "container {name} of pod {} is not running",
+                    pod.metadata.name
+                ))
+            })?;
+        self.inner
+            .driver
+            .exec(
+                pod,
+                index,
+                &record,
+                &self.layout().work_dir(&uid),
+                command,
+                tty,
+            )
+            .map_err(ExecRefusal::Unsupported)
     }
 
     fn state(&self, uid: &str) -> PodRuntimeState {

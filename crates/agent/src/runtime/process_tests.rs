@@ -62,6 +62,7 @@ fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEven
         shim,
         cgroups: Cgroups::off(),
         sys: Arc::new(RealSys),
+        sandboxes: None,
     };
     (ProcessRuntime::open(config, tx).expect("open runtime"), rx)
 }

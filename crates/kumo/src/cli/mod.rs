@@ -2,8 +2,10 @@
 
 pub mod apply;
 pub mod completion;
+pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod exec;
 pub mod get;
 pub mod image;
 pub mod logs;
@@ -228,9 +230,11 @@ mod tests {
             .map(|k| k.kind)
             .unwrap_err()
             .to_string();
+        let plurals: Vec<&str> = kumo_api::kinds().iter().map(|k| k.plural).collect();
+        assert!(plurals.starts_with(&["namespaces", "nodes", "pods", "events"]));
         assert_eq!(
             err,
-            "unknown resource type \"pdos\": try namespaces, nodes, pods, events, mltasks, queues"
+            format!("unknown resource type \"pdos\": try {}", plurals.join(", "))
         );
     }
 

@@ -82,6 +82,15 @@ pub struct NodeArgs {
     /// A global flag for runsc; repeatable (default: --platform=ptrace --network=host)
     #[arg(long = "runsc-arg", allow_hyphen_values = true)]
     pub runsc_args: Vec<String>,
+    /// Disk usage (percent) of the image store's file system above which unused images go
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Disk usage (percent) image garbage collection brings it down to
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// How often disk usage is checked for image garbage collection
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub image_gc_interval: Duration,
 }
 
 /// `kumo up`.
@@ -289,6 +298,13 @@ fn agent_config(
             "--node-name {node_name:?} is not valid: use lower-case letters, digits, '-' and '.'"
         ));
     }
+    if node.image_gc_low_threshold > node.image_gc_high_threshold {
+        return Err(anyhow!(
+            "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
+            node.image_gc_low_threshold,
+            node.image_gc_high_threshold
+        ));
+    }
     Ok(kumo_agent::AgentConfig {
         node_name,
         data_dir,
@@ -311,6 +327,11 @@ fn agent_config(
             pod_cidr: node.pod_cidr.clone(),
             bridge: node.pod_bridge.clone(),
             no_pod_network: node.no_pod_network,
+            image_gc: kumo_agent::image_gc::GcPolicy {
+                high_percent: node.image_gc_high_threshold,
+                low_percent: node.image_gc_low_threshold,
+                interval: node.image_gc_interval,
+            },
         },
     })
 }

@@ -194,9 +194,13 @@ fn get_describe_wait_delete() {
         )
     );
     let unknown = cli(&c, &["get", "pdos"]);
+    let plurals: Vec<&str> = kumo_api::kinds().iter().map(|k| k.plural).collect();
     assert_eq!(
         stderr(&unknown),
-        "error: unknown resource type \"pdos\": try namespaces, nodes, pods, events, mltasks, queues\n"
+        format!(
+            "error: unknown resource type \"pdos\": try {}\n",
+            plurals.join(", ")
+        )
     );
     assert_eq!(unknown.status.code(), Some(1));
 

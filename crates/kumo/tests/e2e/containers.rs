@@ -400,4 +400,59 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         msg.contains("hostPath \"/etc\" of volume \"etc\" is not allowed on this node"),
         "{msg}"
     );
+    // A memory limit below what the runtime needs to start is refused with the reason.
+    apply(
+        &c,
+        "tiny.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: tiny\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/busybox\", \"true\"]\n    resources: {{limits: {{memory: 1Mi}}}}\n"),
+    );
+    let p = wait_pod(&client, "default", "tiny", T, |p| {
+        waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
+    let msg = p.status.unwrap().container_statuses[0]
+        .state
+        .waiting
+        .clone()
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(
+        msg.contains("memory limit 1Mi is below the 6Mi an OCI container needs to start"),
+        "{msg}"
+    );
+
+    // A registry serving a blob whose bytes do not match its digest.
+    let bad = Registry::start().expect("docker-registry");
+    // An image of its own, so no layer of it is on the node already.
+    let layout = tempfile::tempdir().unwrap();
+    let pushed = kumo_image::testing::write_tiny_layout(layout.path(), "1", "corrupt me").unwrap();
+    let corrupt = bad
+        .push_layout(layout.path(), "1", "corrupt:1")
+        .expect("push");
+    let data = bad.blob_data_path(&pushed.layers[0]);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    apply(
+        &c,
+        "corrupt.yaml",
+        &image_pod("corrupt", &corrupt, None, "Never", "true"),
+    );
+    let p = wait_pod(&client, "default", "corrupt", T, |p| {
+        matches!(
+            waiting_reason(p).as_deref(),
+            Some("ErrImagePull") | Some("ImagePullBackOff")
+        )
+    })
+    .await;
+    let msg = p.status.unwrap().container_statuses[0]
+        .state
+        .waiting
+        .clone()
+        .unwrap()
+        .message
+        .unwrap_or_default();
+    assert!(msg.contains("digest mismatch"), "{msg}");
 }

@@ -303,6 +303,9 @@ fn mounts(c: &Container, sb: &Sandbox, privileged: bool) -> Result<Vec<Mount>, C
     Ok(out)
 }
 
+/// The smallest memory limit a container can start under (Docker's minimum too).
+pub const MIN_MEMORY_LIMIT: i64 = 6 << 20;
+
 /// `linux.resources`: memory limit, CPU quota/period and shares, the pids limit, and no device
 /// access beyond the runtime's defaults.
 fn resources(c: &Container) -> Result<oci_spec::runtime::LinuxResources, ConfigError> {
@@ -321,6 +324,15 @@ fn resources(c: &Container) -> Result<oci_spec::runtime::LinuxResources, ConfigE
         );
     if let Some(mem) = res.limits.get("memory") {
         let bytes = i64::try_from(mem.units_ceil().max(0)).unwrap_or(i64::MAX);
+        if bytes < MIN_MEMORY_LIMIT {
+            // The runtime's own init runs inside the limit: below this it is killed before the
+            // container starts, with an error that does not say why.
+            return Err(ConfigError(format!(
+                "container {:?}: memory limit {mem} is below the {}Mi an OCI container needs to start",
+                c.name,
+                MIN_MEMORY_LIMIT >> 20
+            )));
+        }
         b = b.memory(
             LinuxMemoryBuilder::default()
                 .limit(bytes)

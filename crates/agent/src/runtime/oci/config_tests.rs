@@ -408,3 +408,17 @@ fn resources_become_linux_resources() {
         .expect("resources");
     assert!(res.memory().is_none() && res.cpu().is_none());
 }
+
+#[test]
+fn a_memory_limit_too_small_to_start_is_refused() {
+    let tiny = oci_pod(|c| {
+        c.command = strings(&["sh"]);
+        c.resources
+            .limits
+            .insert("memory".into(), Quantity::parse("1Mi").expect("q"));
+    });
+    assert_eq!(
+        refusal(&tiny, &image(&[], &[]), &sandbox()),
+        "container \"c\": memory limit 1Mi is below the 6Mi an OCI container needs to start"
+    );
+}

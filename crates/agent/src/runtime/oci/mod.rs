@@ -110,6 +110,25 @@ fn read_rootfs_file(rootfs: &Path, rel: &str) -> String {
 }
 
 impl OciDriver {
+    /// Writes, into the run's bundle, the container's own process spec with `command` as its
+    /// arguments and a terminal; returns its path.
+    fn terminal_process_spec(&self, bundle: &Path, command: &[String]) -> Result<PathBuf, String> {
+        let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("the container's bundle has no readable config.json")?;
+        let mut process = config
+            .get("process")
+            .cloned()
+            .ok_or("the container's config.json has no process")?;
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::json!(true);
+        let path = bundle.join(format!("exec-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, serde_json::to_vec(&process).unwrap_or_default())
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     fn rootfs_target(&self, uid: &str, container: &str) -> PathBuf {
         self.layout.container_dir(uid, container).join("rootfs")
     }
@@ -170,8 +189,11 @@ impl OciDriver {
         spec.save(bundle.join("config.json"))
             .map_err(|e| Refusal::StartError(format!("write the bundle's config.json: {e}")))?;
         let id = container_id(&p.uid, &p.container, p.restart_count);
-        // A run of this id left behind by a crash would make `create` fail.
-        let _ = self.cli.delete(&id).await;
+        // A run of this id left behind by a crash would make `run` fail. Asking the runtime's
+        // state directory first spares a runtime process per start when there is none.
+        if self.cli.ids().contains(&id) {
+            let _ = self.cli.delete(&id).await;
+        }
         Ok(Launch {
             shim: ShimArgs {
                 exit_file: p.exit_file.clone(),
@@ -182,6 +204,7 @@ impl OciDriver {
                 runtime_args: self.cli.global_args(),
                 bundle: Some(bundle),
                 id: Some(id.clone()),
+                binds: Vec::new(),
                 command: Vec::new(),
             },
             env: vec![("PATH".to_string(), DEFAULT_PATH.to_string())],
@@ -224,6 +247,52 @@ impl Driver for OciDriver {
         if let Err(e) = self.cli.kill(id, signal.as_str()).await {
             tracing::debug!(id, error = %e, "runtime kill failed (the container may have exited)");
         }
+    }
+
+    fn exec(
+        &self,
+        pod: &Pod,
+        index: usize,
+        record: &ContainerRecord,
+        _work_dir: &Path,
+        command: &[String],
+        tty: bool,
+    ) -> Result<crate::runtime::ExecSpec, String> {
+        let id = record
+            .runtime_id
+            .as_deref()
+            .and_then(|r| r.split_once("://"))
+            .map(|(_, id)| id.to_string())
+            .ok_or("the container has no runtime id")?;
+        // The runtime runs the command with the container's own environment, user and cwd.
+        let mut argv = vec![self.cli.binary.display().to_string()];
+        argv.extend(self.cli.global_args());
+        argv.push("exec".into());
+        if tty && self.class == kumo_api::pod::RUNTIME_RUNSC {
+            // runsc's exec has no --tty: a process spec with `terminal: true` makes it use its
+            // own stdin (the session's terminal) as the process's terminal.
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let container = pod
+                .spec
+                .containers
+                .get(index)
+                .map(|c| c.name.as_str())
+                .unwrap_or_default();
+            let file = self.terminal_process_spec(&self.bundle_dir(uid, container), command)?;
+            argv.push("--process".into());
+            argv.push(file.display().to_string());
+            argv.push(id);
+        } else {
+            if tty {
+                argv.push("--tty".into());
+            }
+            argv.push(id);
+            argv.extend(command.iter().cloned());
+        }
+        Ok(crate::runtime::ExecSpec {
+            argv,
+            ..Default::default()
+        })
     }
 
     async fn release(&self, uid: &str, container: &str) {

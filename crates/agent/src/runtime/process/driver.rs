@@ -6,6 +6,8 @@ use super::super::env::{argv, environment};
 use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
 use crate::record::ContainerRecord;
+use crate::sandbox::Sandboxes;
+use crate::shim::binds::Bind;
 use crate::shim::ShimArgs;
 use crate::sys::Sys;
 use kumo_api::Pod;
@@ -16,6 +18,37 @@ use std::sync::Arc;
 pub struct ProcessDriver {
     pub cgroups: Cgroups,
     pub sys: Arc<dyn Sys>,
+    /// Where the pod's volumes are (made by the agent before the first container starts).
+    pub sandboxes: Option<Arc<Sandboxes>>,
+}
+
+impl ProcessDriver {
+    /// The container's volume mounts as binds from the pod's sandbox.
+    fn binds(&self, pod: &Pod, container: &kumo_api::pod::Container) -> Result<Vec<Bind>, Refusal> {
+        if container.volume_mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let sandbox = self
+            .sandboxes
+            .as_ref()
+            .and_then(|s| s.get(uid))
+            .ok_or_else(|| Refusal::StartError("the pod's volumes are not ready".into()))?;
+        container
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                let source = sandbox.volumes.get(&m.name).ok_or_else(|| {
+                    Refusal::Config(format!("volume {:?} is not available", m.name))
+                })?;
+                Ok(Bind {
+                    source: source.clone(),
+                    target: PathBuf::from(&m.mount_path),
+                    read_only: m.read_only,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait::async_trait]
@@ -42,6 +75,7 @@ impl Driver for ProcessDriver {
                 cwd.display().to_string()
             )));
         }
+        let binds = self.binds(pod, container)?;
         let cgroups = self
             .cgroups
             .setup(&p.uid, &p.container, &container.resources);
@@ -52,6 +86,7 @@ impl Driver for ProcessDriver {
                 pid_file: p.pid_file.clone(),
                 cgroups,
                 command,
+                binds,
                 ..ShimArgs::default()
             },
             env: environment(&pod.metadata.name, container),
@@ -84,5 +119,34 @@ impl Driver for ProcessDriver {
     async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError> {
         self.cgroups.remove_pod(uid);
         Ok(())
+    }
+
+    fn exec(
+        &self,
+        pod: &Pod,
+        index: usize,
+        record: &ContainerRecord,
+        work_dir: &std::path::Path,
+        command: &[String],
+        _tty: bool,
+    ) -> Result<super::super::ExecSpec, String> {
+        let container = pod
+            .spec
+            .containers
+            .get(index)
+            .ok_or_else(|| format!("no container {index}"))?;
+        let cwd = container
+            .working_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| work_dir.to_path_buf());
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        Ok(super::super::ExecSpec {
+            argv: command.to_vec(),
+            env: Some(environment(&pod.metadata.name, container)),
+            cwd: Some(cwd),
+            cgroups: self.cgroups.container_dirs(uid, &container.name),
+            mount_ns_of: record.pid,
+        })
     }
 }
