@@ -120,6 +120,12 @@ pub async fn run(
         queue.clone(),
         params.host_ip.clone(),
     ));
+    // The allocator has a discovery of its own (the node agent's moved into its heartbeat).
+    let devices: Arc<dyn GpuDiscovery> = if config.fake_gpus > 0 {
+        Arc::new(FakeGpus(config.fake_gpus))
+    } else {
+        Arc::new(NvmlGpus::new())
+    };
     let mut worker = PodWorker::new(
         client,
         informer.clone(),
@@ -128,7 +134,8 @@ pub async fn run(
         params,
     )
     .with_oci(oci)
-    .with_prober(prober);
+    .with_prober(prober)
+    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)));
 
     tokio::pin!(shutdown);
     tokio::select! {

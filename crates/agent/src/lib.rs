@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod gpu;
+pub mod gpu_alloc;
 pub mod image_gc;
 pub mod images;
 pub mod layout;

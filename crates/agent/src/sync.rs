@@ -56,6 +56,8 @@ pub struct PodWorker {
     /// Why not-yet-started containers wait, by pod uid and container name.
     waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
     prober: Option<Arc<crate::probe::Prober>>,
+    /// Hands out GPU devices to containers that ask for GPUs.
+    gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
 }
 
 impl PodWorker {
@@ -81,12 +83,19 @@ impl PodWorker {
             oci: None,
             waiting: BTreeMap::new(),
             prober: None,
+            gpus: None,
         }
     }
 
     /// Lets readiness probe results decide whether containers with a probe are ready.
     pub fn with_prober(mut self, prober: Arc<crate::probe::Prober>) -> Self {
         self.prober = Some(prober);
+        self
+    }
+
+    /// Lets the worker give containers their own GPU devices.
+    pub fn with_gpus(mut self, gpus: Arc<crate::gpu_alloc::GpuAllocator>) -> Self {
+        self.gpus = Some(gpus);
         self
     }
 
@@ -396,6 +405,36 @@ impl PodWorker {
         if !ready {
             return Ok(());
         }
+        let with_devices;
+        let pod = match self.gpus.clone() {
+            Some(gpus) => {
+                let pods = self.informer.list();
+                let runtime = self.runtime.clone();
+                let active = |uid: &str| {
+                    let ended = pods.iter().any(|p| {
+                        p.metadata.uid.as_deref() == Some(uid)
+                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    });
+                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
+                    (known && !ended) || runtime.state(uid).any_running()
+                };
+                match gpus.prepare(&self.client, pod, &pods, &active).await {
+                    Ok(p) => {
+                        with_devices = p;
+                        &with_devices
+                    }
+                    Err(message) => {
+                        self.config_error(pod, &name, message).await;
+                        // Devices free up as soon as their pods' statuses say they ended: look
+                        // again soon rather than after a whole back-off.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
+                        return Ok(());
+                    }
+                }
+            }
+            None => pod,
+        };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let pod = &crate::app_port::ensure(&self.client, pod).await?;
         let outcome = self.runtime.start(pod, index).await?;

@@ -69,6 +69,9 @@ pub struct MLTaskSpec {
     pub master_port: Option<u16>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Set to stop every replica gracefully and end the task as Cancelled (`kumo cancel`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 impl Default for MLTaskSpec {
@@ -91,6 +94,7 @@ impl Default for MLTaskSpec {
             active_deadline_seconds: None,
             master_port: None,
             node_selector: BTreeMap::new(),
+            cancel: false,
         }
     }
 }
@@ -190,6 +194,16 @@ pub struct MLTaskStatus {
     pub replicas: Vec<ReplicaStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Replica 0's address, handed to every replica as `MASTER_ADDR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    /// After a gang failure, when the task may be admitted again (the back-off's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
+    /// The store revision the task was first seen at: orders tasks submitted within one second
+    /// (creation timestamps have whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -332,6 +346,66 @@ pub fn validate_mltask_spec(spec: &MLTaskSpec, errors: &mut Errors) {
         errors.add(
             "spec.masterPort",
             "Invalid value: 0: must be between 1 and 65535, inclusive",
+        );
+    }
+    validate_as_pod(spec, errors);
+}
+
+/// The replica pods must be valid too (or the task would be accepted and never run): checks a
+/// pod with the task's environment, resources and node selector by the pod rules, naming the
+/// task's own fields. What the task checks itself (image, command) is left to it.
+fn validate_as_pod(spec: &MLTaskSpec, errors: &mut Errors) {
+    use crate::pod::{Container, PodSpec, ResourceRequirements};
+    let mut limits = BTreeMap::new();
+    for (name, q) in [
+        ("cpu", &spec.resources.cpu),
+        ("memory", &spec.resources.memory),
+    ] {
+        if let Some(q) = q {
+            limits.insert(name.to_string(), q.clone());
+        }
+    }
+    let pod = PodSpec {
+        containers: vec![Container {
+            name: "main".into(),
+            image: Some("image".into()),
+            env: spec.env.clone(),
+            working_dir: spec.working_dir.clone(),
+            resources: ResourceRequirements {
+                requests: BTreeMap::new(),
+                limits,
+            },
+            ..Default::default()
+        }],
+        node_selector: spec.node_selector.clone(),
+        ..Default::default()
+    };
+    let mut pod_errors = Errors::default();
+    crate::pod::validate_pod_spec(&pod, &mut pod_errors);
+    for e in pod_errors.into_result().err().unwrap_or_default() {
+        let path = if let Some(rest) = e.path.strip_prefix("spec.containers[0].env") {
+            format!("spec.env{rest}")
+        } else if let Some(rest) = e.path.strip_prefix("spec.containers[0].resources.limits.") {
+            format!("spec.resources.{rest}")
+        } else if e.path.starts_with("spec.nodeSelector") {
+            e.path.clone()
+        } else {
+            continue;
+        };
+        errors.add(path, e.message);
+    }
+}
+
+/// Which spec fields may change after creation: `cancel` and `priority` (a queued task can be
+/// bumped); everything else shapes running pods and is fixed.
+pub fn validate_mltask_update(old: &MLTaskSpec, new: &MLTaskSpec, errors: &mut Errors) {
+    let mut frozen = new.clone();
+    frozen.cancel = old.cancel;
+    frozen.priority = old.priority;
+    if &frozen != old {
+        errors.add(
+            "spec",
+            "Forbidden: only spec.cancel and spec.priority may change after an MLTask is created",
         );
     }
 }

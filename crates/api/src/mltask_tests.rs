@@ -47,7 +47,10 @@ fn bad_tasks_name_their_field() {
         (json!({"runtimeClassName": "process", "command": ["x"], "data": {"hostPath": "srv"}}), "spec.data.hostPath: Invalid value: \"srv\": must be an absolute path"),
         (json!({"runtimeClassName": "process", "command": ["x"], "queue": "Research"}), "spec.queue: Invalid value: \"Research\": must be a DNS label"),
         (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"memory": "12XB"}}), "spec.resources.memory: invalid quantity \"12XB\""),
-        (json!({"runtimeClassName": "process", "command": ["x"], "gpus": 2}), "spec.gpus: unknown field `gpus`, expected one of `image`, `runtimeClassName`, `command`, `args`, `env`, `workingDir`, `parallelism`, `resources`, `data`, `output`, `scratch`, `queue`, `priority`, `maxRetries`, `activeDeadlineSeconds`, `masterPort`, `nodeSelector`"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "env": [{"name": "1BAD", "value": "x"}]}), "spec.env[0].name: Invalid value: \"1BAD\": must be a C identifier"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"memory": "1500m"}}), "spec.resources.memory: Invalid value: \"1500m\": must be a whole number"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "nodeSelector": {"pool": "a b"}}), "spec.nodeSelector.pool: Invalid value: pool=a b: not a valid label"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "gpus": 2}), "spec.gpus: unknown field `gpus`, expected one of `image`, `runtimeClassName`, `command`, `args`, `env`, `workingDir`, `parallelism`, `resources`, `data`, `output`, `scratch`, `queue`, `priority`, `maxRetries`, `activeDeadlineSeconds`, `masterPort`, `nodeSelector`, `cancel`"),
     ];
     for (spec, expected) in cases {
         check(spec, expected);
@@ -66,4 +69,36 @@ fn contained_paths() {
     ] {
         assert_eq!(is_contained_path(path), ok, "{path}");
     }
+}
+
+#[test]
+fn only_cancel_and_priority_change_after_creation() {
+    let kind = crate::kind_by_name("mlt").unwrap();
+    let task = |extra: Value| {
+        let mut spec = json!({"runtimeClassName": "process", "command": ["x"]});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        (kind.admit)(json!({"apiVersion": "kumo.dev/v1", "kind": "MLTask", "metadata": {"name": "t"}, "spec": spec}))
+            .unwrap()
+    };
+    let old = task(json!({}));
+    assert!((kind.validate_update)(&old, &task(json!({"cancel": true, "priority": 5}))).is_empty());
+    let errors = (kind.validate_update)(&old, &task(json!({"parallelism": 2})));
+    assert_eq!(
+        crate::validation::join_errors(&errors),
+        "spec: Forbidden: only spec.cancel and spec.priority may change after an MLTask is created"
+    );
+}
+
+#[test]
+fn queues_are_served_cluster_wide() {
+    let kind = crate::kind_by_name("queues").unwrap();
+    assert!(!kind.namespaced && kind.has_status);
+    let err = (kind.admit)(json!({"apiVersion": "kumo.dev/v1", "kind": "Queue", "metadata": {"name": "research"}, "spec": {"gpuQuota": -1}}))
+        .unwrap_err();
+    assert_eq!(
+        crate::validation::join_errors(&err),
+        "spec.gpuQuota: Invalid value: -1: must be 0 or more"
+    );
 }

@@ -263,7 +263,19 @@ fn no_update_rules(_: &serde_json::Value, _: &serde_json::Value) -> Vec<FieldErr
     Vec::new()
 }
 
-static KINDS: [KindInfo; 7] = [
+fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldError> {
+    let spec = |v: &serde_json::Value| {
+        serde_json::from_value::<crate::mltask::MLTaskSpec>(v.get("spec").cloned()?).ok()
+    };
+    let (Some(old), Some(new)) = (spec(old), spec(new)) else {
+        return Vec::new();
+    };
+    let mut errors = Errors::default();
+    crate::mltask::validate_mltask_update(&old, &new, &mut errors);
+    errors.into_result().err().unwrap_or_default()
+}
+
+static KINDS: [KindInfo; 9] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -354,6 +366,32 @@ static KINDS: [KindInfo; 7] = [
         label_names: true,
         admit: |v| admit::<Release>(v, true),
         validate_update: crate::app::release_update,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "MLTask",
+        plural: "mltasks",
+        singular: "mltask",
+        short_names: &["mlt"],
+        namespaced: true,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<MLTask>(v, true),
+        validate_update: mltask_update,
+    },
+    KindInfo {
+        group: "kumo.dev",
+        version: "v1",
+        kind: "Queue",
+        plural: "queues",
+        singular: "queue",
+        short_names: &["q"],
+        namespaced: false,
+        has_status: true,
+        label_names: true,
+        admit: |v| admit::<Queue>(v, true),
+        validate_update: no_update_rules,
     },
 ];
 

@@ -79,6 +79,12 @@ pub enum Command {
     Run(cli::run_once::RunArgs),
     /// Print an app's URL
     Open(cli::app::AppNameArgs),
+    /// Submit an ML training task: kumo submit NAME --gpus 2 --parallelism 4 -- CMD ARGS...
+    Submit(cli::submit::SubmitArgs),
+    /// Show the tasks waiting in queues: position, GPUs, priority, waiting time, reason
+    Queue(cli::queue::QueueArgs),
+    /// Cancel an ML task: every replica stops gracefully
+    Cancel(cli::queue::CancelArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -134,6 +140,9 @@ fn main() -> ExitCode {
             Command::Rollback(a) => cli::deploy::rollback(a).await,
             Command::Run(a) => cli::run_once::run(a).await,
             Command::Open(a) => cli::app::open(a).await,
+            Command::Submit(a) => cli::submit::run(a).await,
+            Command::Queue(a) => cli::queue::run(a).await,
+            Command::Cancel(a) => cli::queue::cancel(a).await,
             Command::Shim(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -2,8 +2,9 @@
 //! give a queue back its quota, and, for every task that waits, its place in line and why.
 //!
 //! The rules (documented in the README):
-//! - Tasks are considered by priority (higher first), then by submission time. A task starts only
-//!   when its whole gang fits on the free resources at once (`place_gang`).
+//! - Tasks are considered by priority (higher first), then by submission time, those within
+//!   their queue's quota before those that would borrow. A task starts only when its whole gang
+//!   fits on the free resources at once (`place_gang`).
 //! - A queue's `gpuQuota` is guaranteed. A task may borrow idle GPUs beyond its queue's quota;
 //!   when a task within its queue's quota does not fit, borrowing tasks of other queues are
 //!   preempted, lowest priority first (newest first among equals), until it would fit.
@@ -78,6 +79,8 @@ pub struct Waiting {
 pub struct Decision {
     /// Tasks to start now.
     pub admit: Vec<String>,
+    /// For each admitted task, the node of each replica, in rank order.
+    pub placements: BTreeMap<String, Vec<String>>,
     /// Tasks to stop (gracefully) and put back in their queue, with the reason.
     pub preempt: Vec<(String, String)>,
     /// Every task left waiting.
@@ -103,9 +106,17 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         .iter()
         .filter(|t| t.state == TaskState::Pending)
         .collect();
+    // Tasks that fit in their queue's guaranteed quota go before tasks that would borrow: else a
+    // preempted borrower of higher priority could take back the GPUs just reclaimed from it
+    // before the task they were reclaimed for (and be preempted again, forever).
+    let borrows = |t: &TaskView| match quota.get(t.queue.as_str()).copied().flatten() {
+        Some(q) => used.get(t.queue.as_str()).copied().unwrap_or(0) + t.gpus() > q,
+        None => true,
+    };
     order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
+        borrows(a)
+            .cmp(&borrows(b))
+            .then(b.priority.cmp(&a.priority))
             .then(a.created.cmp(&b.created))
             .then(a.key.cmp(&b.key))
     });
@@ -143,6 +154,8 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
             (Err(_), _) => None,
         };
         if let Some(placement) = allowed {
+            let names = placement.iter().map(|&i| views[i].name.clone()).collect();
+            decision.placements.insert(task.key.clone(), names);
             for (pod, i) in members.iter().zip(placement) {
                 views[i].requested.add(&Resources::of_pod(pod));
             }
@@ -255,7 +268,7 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
         })
         .collect();
     let mut reason = if per > 0 {
-        format!(
+        let mut r = format!(
             "needs {}×{per} GPUs; free: {}",
             task.replicas.len(),
             if free.is_empty() {
@@ -263,7 +276,15 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
             } else {
                 free.join(", ")
             }
-        )
+        );
+        // When GPUs are not (only) what is missing, say what is: a GPU model, cpu, memory.
+        let members: Vec<&Pod> = task.replicas.iter().collect();
+        if let Err(why) = place_gang(&members, views, Strategy::BinPack) {
+            if !why.message.contains("Insufficient nvidia.com/gpu") {
+                r.push_str(&format!(" ({})", why.message));
+            }
+        }
+        r
     } else {
         let members: Vec<&Pod> = task.replicas.iter().collect();
         match place_gang(&members, views, Strategy::BinPack) {

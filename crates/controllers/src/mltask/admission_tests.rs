@@ -158,6 +158,7 @@ fn gangs_span_nodes_or_wait_whole() {
         vec![node("a", 3), node("b", 3)],
     );
     assert_eq!(admitted(&d), ["span"]);
+    assert_eq!(d.placements["default/span"], ["a", "b"]);
     let d = run(
         vec![task("big", "default", 2, 4)],
         &[("default", None)],
@@ -293,4 +294,21 @@ fn unknown_queue_is_a_reason_not_a_block() {
         waiting(&d, "lost").1,
         "queue \"nope\" does not exist: create it or submit to another queue"
     );
+}
+
+#[test]
+fn reclaimed_gpus_go_to_the_task_they_were_reclaimed_for() {
+    // `cheap` was preempted for `owner` and has stopped; though its priority is higher, it
+    // would borrow again, and `owner` is within its queue's quota: `owner` goes first.
+    let queues = [("research", Some(2)), ("batch", None)];
+    let d = run(
+        vec![
+            task("cheap", "batch", 1, 2).priority(5).created(0),
+            task("owner", "research", 1, 2).created(10),
+        ],
+        &queues,
+        vec![node("n1", 2)],
+    );
+    assert_eq!(admitted(&d), ["owner"]);
+    assert_eq!(waiting(&d, "cheap").0, 1);
 }

@@ -1,6 +1,12 @@
-//! MLTask: queues, gang admission and (to come) the controller that turns tasks into pods.
+//! MLTask: queues, gang admission, and the controller that turns tasks into replica pods.
 
 pub mod admission;
+pub mod controller;
+pub mod gang;
+pub mod pass;
+pub mod replicas;
 
 #[cfg(test)]
 mod admission_tests;
+#[cfg(test)]
+mod pass_tests;

@@ -45,6 +45,13 @@ pub fn headers(kind: &KindInfo, layout: Layout) -> Vec<&'static str> {
         ),
         ("", "Namespace") => (&["NAME", "STATUS", "AGE"], &[]),
         ("", "Event") => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
+        ("kumo.dev", "MLTask") => (
+            &[
+                "NAME", "PHASE", "QUEUE", "POSITION", "GPUS", "ATTEMPTS", "AGE",
+            ],
+            &["NODES", "REASON"],
+        ),
+        ("kumo.dev", "Queue") => (&["NAME", "QUOTA", "PENDING", "RUNNING", "GPUS", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     h.extend_from_slice(base);
@@ -143,6 +150,13 @@ pub fn row(kind: &KindInfo, obj: &Value, layout: Layout, now: DateTime<Utc>) -> 
                 text(obj, "/message").replace('\n', " "),
             ]);
         }
+        ("kumo.dev", "MLTask") => r.extend(super::mltask_columns::task_row(
+            obj,
+            name,
+            created,
+            layout.wide,
+        )),
+        ("kumo.dev", "Queue") => r.extend(super::mltask_columns::queue_row(obj, name, created)),
         _ => r.extend([name, created]),
     }
     r
@@ -451,9 +465,9 @@ LAST SEEN   TYPE     REASON      OBJECT    MESSAGE
         static MLTASK: KindInfo = KindInfo {
             group: "kumo.dev",
             version: "v1",
-            kind: "MLTask",
-            plural: "mltasks",
-            singular: "mltask",
+            kind: "Dataset",
+            plural: "datasets",
+            singular: "dataset",
             short_names: &[],
             namespaced: true,
             has_status: true,

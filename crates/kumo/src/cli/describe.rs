@@ -5,8 +5,8 @@ use super::detail::Detail;
 use super::format::{age, Table};
 use super::watch::list;
 use super::{
-    client, describe_node, describe_pod, kind_and_name, object_path, resolve_kind, text,
-    NamespaceArgs,
+    client, describe_mltask, describe_node, describe_pod, kind_and_name, object_path, resolve_kind,
+    text, NamespaceArgs,
 };
 use anyhow::bail;
 use chrono::{DateTime, Utc};
@@ -109,6 +109,9 @@ async fn describe_one(
                 .filter_map(|p| serde_json::from_value(p).ok())
                 .collect();
             describe_node::node(&mut d, &node, &pods, now);
+        }
+        ("kumo.dev", "MLTask") => {
+            describe_mltask::mltask(&mut d, &serde_json::from_value(obj.clone())?, now)
         }
         _ => generic(&mut d, kind, &obj),
     }

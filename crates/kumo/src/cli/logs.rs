@@ -10,7 +10,7 @@ use std::process::ExitCode;
 pub struct LogsArgs {
     #[command(flatten)]
     pub connect: crate::ConnectArgs,
-    /// The pod: NAME or pod/NAME
+    /// The pod: NAME or pod/NAME; or mltask/NAME for every replica of a task
     #[arg(value_name = "POD")]
     pub pod: String,
     /// Keep printing as the container writes
@@ -52,10 +52,21 @@ async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     if let Some(app) = args.pod.strip_prefix("app/") {
         return super::app_logs::logs(&args, app).await;
     }
-    let name = pod_name(&args.pod)?;
     if args.tail.is_some_and(|t| t < 0) {
         bail!("--tail must be 0 or more lines");
     }
+    if let Some(task) = super::mltask_logs::task_name(&args.pod)? {
+        let client = client(&args.connect)?;
+        return super::mltask_logs::logs(
+            &client,
+            args.ns.or_default(),
+            &task,
+            args.follow,
+            args.tail,
+        )
+        .await;
+    }
+    let name = pod_name(&args.pod)?;
     let client = client(&args.connect)?;
     let params = LogParams {
         container: args.container.clone(),

@@ -17,13 +17,19 @@ pub mod logs;
 pub mod run_once;
 pub mod version;
 pub mod wait;
+// MLTasks: submit, queue, cancel, and the logs of every replica.
+pub mod mltask_logs;
+pub mod queue;
+pub mod submit;
 
 mod columns;
+mod describe_mltask;
 mod describe_node;
 mod describe_pod;
 mod detail;
 mod format;
 mod manifest;
+mod mltask_columns;
 mod watch;
 
 use crate::ConnectArgs;

@@ -36,6 +36,9 @@ pub struct ControlPlaneArgs {
     /// How long Events are kept after they last happened
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
+    /// Back-off before an MLTask's gang restarts after a replica failed (doubles per attempt)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub task_backoff: Duration,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -286,7 +289,15 @@ async fn start_control_plane(
         shutdown.wait(),
     )));
     tasks.push(tokio::spawn(kumo_controllers::apps::run(
+        client.clone(),
+        shutdown.wait(),
+    )));
+    let mltask = kumo_controllers::mltask::controller::MLTaskConfig {
+        backoff_base: args.task_backoff,
+    };
+    tasks.push(tokio::spawn(kumo_controllers::mltask::controller::run(
         client,
+        mltask,
         shutdown.wait(),
     )));
     Ok(ControlPlane { url, token, tasks })

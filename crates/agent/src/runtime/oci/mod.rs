@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod gpu_devices;
 pub mod seccomp;
 pub mod user;
 
@@ -173,7 +174,14 @@ impl OciDriver {
             allow_privileged: self.allow_privileged,
             rootfs: rootfs.path,
         };
-        let spec = oci_config(pod, index, &rootfs.config, &sb).map_err(|e| Refusal::Config(e.0))?;
+        let mut spec =
+            oci_config(pod, index, &rootfs.config, &sb).map_err(|e| Refusal::Config(e.0))?;
+        if self.class == kumo_api::pod::RUNTIME_RUNC {
+            // gVisor reaches GPUs only through its nvproxy, which kumo does not set up.
+            let wanted = gpu_devices::wanted_paths(&gpu_devices::visible_devices(c));
+            gpu_devices::add_devices(&mut spec, &gpu_devices::host_nodes(&wanted))
+                .map_err(Refusal::Config)?;
+        }
         let bundle = self.bundle_dir(&p.uid, &p.container);
         remove_tree(&bundle).map_err(Refusal::StartError)?;
         std::fs::create_dir_all(&bundle)

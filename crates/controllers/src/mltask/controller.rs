@@ -1,0 +1,346 @@
+//! The MLTask controller loop: informers on tasks, queues, nodes and pods wake one `pass` per
+//! batch of changes (or when a back-off or deadline ends); its actions are written to the API.
+//!
+//! Writes the informers have not shown yet are remembered ("assumed", as the scheduler does), so
+//! the next pass neither admits a task twice nor forgets a pod it just created.
+
+use super::pass::{pass, task_key, Action, Snapshot};
+use kumo_api::mltask::MLTaskStatus;
+use kumo_api::{MLTask, Node, Pod, Queue, Resource};
+use kumo_client::{cache_key, Client, EventRecorder, EventType, Informer, ListParams};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Options of the MLTask controller.
+#[derive(Debug, Clone)]
+pub struct MLTaskConfig {
+    /// Back-off before the second attempt after a gang failure (doubles per attempt).
+    pub backoff_base: Duration,
+}
+
+impl Default for MLTaskConfig {
+    fn default() -> Self {
+        MLTaskConfig {
+            backoff_base: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long a written object is preferred over an informer that has not caught up.
+const ASSUME_FOR: Duration = Duration::from_secs(10);
+
+/// Whether `new` differs from `old` only in where the task stands in its queue and why.
+pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
+    let Some(old) = old else {
+        return false;
+    };
+    let plain = |s: &MLTaskStatus| MLTaskStatus {
+        queue_position: None,
+        pending_reason: None,
+        ..s.clone()
+    };
+    plain(old) == plain(new)
+}
+
+/// How long a task's queue position and reason may lag behind: a long queue shifts with every
+/// admission, and rewriting every waiting task each time would cost a write per task per
+/// admission. The next few in line are kept fresher.
+pub fn standing_interval(new: &MLTaskStatus) -> Duration {
+    match new.queue_position {
+        Some(p) if p <= 3 => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    }
+}
+
+/// Objects this controller wrote, until the informer shows them.
+struct Assumed<K> {
+    objects: BTreeMap<String, (K, Instant)>,
+}
+
+impl<K: Resource> Assumed<K> {
+    fn new() -> Self {
+        Assumed {
+            objects: BTreeMap::new(),
+        }
+    }
+
+    fn remember(&mut self, obj: K) {
+        self.objects.insert(cache_key(&obj), (obj, Instant::now()));
+    }
+
+    /// The informer's objects, with newer written versions in place of older ones, and (with
+    /// `add`) created objects the informer does not have yet.
+    fn overlay(&mut self, cached: Vec<K>, add: bool) -> Vec<K> {
+        let mut by_key: BTreeMap<String, K> =
+            cached.into_iter().map(|o| (cache_key(&o), o)).collect();
+        self.objects.retain(|key, (obj, at)| {
+            let seen = by_key
+                .get(key)
+                .is_some_and(|c| c.meta().revision() >= obj.meta().revision());
+            !seen && at.elapsed() < ASSUME_FOR
+        });
+        for (key, (obj, _)) in &self.objects {
+            if add || by_key.contains_key(key) {
+                by_key.insert(key.clone(), obj.clone());
+            }
+        }
+        by_key.into_values().collect()
+    }
+}
+
+/// Runs the MLTask controller until `shutdown`.
+pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Output = ()> + Send) {
+    let wake = Arc::new(Notify::new());
+    let (tasks, mut task_changes) =
+        Informer::<MLTask>::start(client.clone(), None, ListParams::default());
+    let (queues, mut queue_changes) =
+        Informer::<Queue>::start(client.clone(), None, ListParams::default());
+    let (nodes, mut node_changes) =
+        Informer::<Node>::start(client.clone(), None, ListParams::default());
+    let (pods, mut pod_changes) =
+        Informer::<Pod>::start(client.clone(), None, ListParams::default());
+    let recorder = EventRecorder::new(client.clone(), "kumo-mltask-controller", None);
+    let forward = {
+        let wake = wake.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    c = task_changes.recv() => if c.is_none() { break },
+                    c = queue_changes.recv() => if c.is_none() { break },
+                    c = node_changes.recv() => if c.is_none() { break },
+                    c = pod_changes.recv() => if c.is_none() { break },
+                }
+                wake.notify_one();
+            }
+        }
+    };
+    let work = async {
+        tasks.wait_synced().await;
+        queues.wait_synced().await;
+        nodes.wait_synced().await;
+        pods.wait_synced().await;
+        let mut assumed_tasks = Assumed::<MLTask>::new();
+        let mut assumed_pods = Assumed::<Pod>::new();
+        // Pod creations the API refused, reported once each.
+        let mut refused: BTreeSet<String> = BTreeSet::new();
+        // When each task's status was last written (for the throttle of standing-only changes).
+        let mut written: BTreeMap<String, Instant> = BTreeMap::new();
+        loop {
+            let task_list = assumed_tasks.overlay(tasks.list(), false);
+            let pod_list = assumed_pods.overlay(pods.list(), true);
+            let (queue_list, node_list) = (queues.list(), nodes.list());
+            let snapshot = Snapshot {
+                tasks: &task_list,
+                queues: &queue_list,
+                nodes: &node_list,
+                pods: &pod_list,
+            };
+            let now = chrono::Utc::now();
+            let outcome = pass(&snapshot, now, config.backoff_base);
+            // Statuses first: a task whose status did not take gets no event and no pod this
+            // pass (the next pass decides again from what the API holds).
+            let (statuses, rest): (Vec<Action>, Vec<Action>) = outcome
+                .actions
+                .into_iter()
+                .partition(|a| matches!(a, Action::Status(_)));
+            let mut failed: Vec<String> = Vec::new();
+            let mut retry_soon = false;
+            let old: BTreeMap<String, Option<&MLTaskStatus>> = task_list
+                .iter()
+                .map(|t| (task_key(t), t.status.as_ref()))
+                .collect();
+            written.retain(|k, _| old.contains_key(k));
+            let mut throttled: Option<Duration> = None;
+            for action in statuses.into_iter().chain(rest) {
+                if let Action::Status(t) = &action {
+                    let key = task_key(t);
+                    let new = t.status.clone().unwrap_or_default();
+                    let since = written.get(&key).map(|at| at.elapsed());
+                    let interval = standing_interval(&new);
+                    if let Some(since) = since.filter(|s| *s < interval) {
+                        if only_standing_changed(old.get(&key).copied().flatten(), &new) {
+                            let left = interval - since;
+                            throttled = Some(throttled.map_or(left, |t| t.min(left)));
+                            continue;
+                        }
+                    }
+                    written.insert(key, Instant::now());
+                }
+                let owner = match &action {
+                    Action::Status(t) | Action::Event { task: t, .. } => Some(task_key(t)),
+                    Action::CreatePod(p) => p
+                        .metadata
+                        .labels
+                        .get(super::replicas::LABEL_TASK)
+                        .map(|t| format!("{}/{t}", p.metadata.ns())),
+                    _ => None,
+                };
+                if owner.as_ref().is_some_and(|o| failed.contains(o)) {
+                    continue;
+                }
+                let is_status = matches!(action, Action::Status(_));
+                if let Err(e) = execute(
+                    &client,
+                    &recorder,
+                    action,
+                    &mut assumed_tasks,
+                    &mut assumed_pods,
+                    &mut refused,
+                )
+                .await
+                {
+                    tracing::debug!(error = %e, "mltask write failed; the next pass retries");
+                    retry_soon = true;
+                    if let (true, Some(o)) = (is_status, owner) {
+                        failed.push(o);
+                    }
+                }
+            }
+            let mut wait = outcome
+                .next_at
+                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(30));
+            if retry_soon {
+                wait = wait.min(Duration::from_millis(500));
+            }
+            if let Some(t) = throttled {
+                wait = wait.min(t);
+            }
+            // Wake on any change, or when a back-off or deadline ends.
+            let _ = tokio::time::timeout(wait, wake.notified()).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = forward => {}
+        _ = work => {}
+    }
+}
+
+async fn execute(
+    client: &Client,
+    recorder: &EventRecorder,
+    action: Action,
+    assumed_tasks: &mut Assumed<MLTask>,
+    assumed_pods: &mut Assumed<Pod>,
+    refused: &mut BTreeSet<String>,
+) -> Result<(), kumo_client::ClientError> {
+    match action {
+        Action::Status(task) => match client.update_status(task.as_ref()).await {
+            Ok(written) => assumed_tasks.remember(written),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        },
+        Action::CreatePod(pod) => match client.create(pod.as_ref()).await {
+            Ok(created) => assumed_pods.remember(created),
+            // Created by an earlier pass the informer has not shown yet.
+            Err(e) if e.code() == Some(409) => {}
+            // Refused (the API's rules changed, a namespace is going away): say so on the task.
+            Err(e) if e.code().is_some_and(|c| (400..500).contains(&c)) => {
+                let message = format!("cannot create replica pod {}: {e}", pod.metadata.name);
+                if refused.insert(message.clone()) {
+                    if let Some(owner) = pod.metadata.owner_references.first() {
+                        let mut task = MLTask::default();
+                        task.metadata.name = owner.name.clone();
+                        task.metadata.namespace = pod.metadata.namespace.clone();
+                        task.metadata.uid = Some(owner.uid.clone());
+                        recorder
+                            .record(&task, EventType::Warning, "FailedCreate", message)
+                            .await;
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        },
+        Action::DeletePod {
+            namespace,
+            name,
+            grace_seconds,
+        } => match client
+            .delete::<Pod>(&namespace, &name, Some(grace_seconds))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        },
+        Action::Event {
+            task,
+            warning,
+            reason,
+            message,
+        } => {
+            let type_ = if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            tracing::info!(task = %task_key(&task), reason, %message, "mltask");
+            recorder.record(task.as_ref(), type_, reason, message).await;
+        }
+        Action::QueueStatus(queue) => match client.update_status(queue.as_ref()).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => return Err(e),
+        },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, rv: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = name.into();
+        p.metadata.namespace = Some("default".into());
+        p.metadata.resource_version = Some(rv.into());
+        p
+    }
+
+    fn names(pods: &[Pod]) -> Vec<String> {
+        pods.iter()
+            .map(|p| format!("{}@{}", p.metadata.name, p.metadata.revision()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_changed_standing_is_throttled() {
+        let waiting = |p: u32, reason: &str| MLTaskStatus {
+            queue_position: Some(p),
+            pending_reason: Some(reason.into()),
+            ..Default::default()
+        };
+        assert!(only_standing_changed(
+            Some(&waiting(5, "a")),
+            &waiting(4, "b")
+        ));
+        let mut admitted = waiting(1, "a");
+        admitted.phase = kumo_api::mltask::TaskPhase::Admitted;
+        assert!(!only_standing_changed(Some(&waiting(1, "a")), &admitted));
+        assert!(!only_standing_changed(None, &waiting(1, "a")));
+        assert_eq!(standing_interval(&waiting(2, "a")), Duration::from_secs(1));
+        assert_eq!(standing_interval(&waiting(40, "a")), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn written_objects_win_until_the_informer_catches_up() {
+        let mut assumed = Assumed::<Pod>::new();
+        assumed.remember(pod("a", "5"));
+        assumed.remember(pod("b", "7"));
+        // The informer still has an older `a` and no `b`.
+        let seen = assumed.overlay(vec![pod("a", "3")], true);
+        assert_eq!(names(&seen), ["a@5", "b@7"]);
+        // Without `add`, only objects the informer has are replaced (a deleted task stays gone).
+        assert_eq!(names(&assumed.overlay(vec![pod("a", "3")], false)), ["a@5"]);
+        // Once the informer shows them, the informer's copies are used and forgotten here.
+        let seen = assumed.overlay(vec![pod("a", "6"), pod("b", "7")], true);
+        assert_eq!(names(&seen), ["a@6", "b@7"]);
+        assert!(assumed.objects.is_empty());
+    }
+}

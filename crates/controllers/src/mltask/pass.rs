@@ -1,0 +1,296 @@
+//! One reconcile pass over every MLTask, as a pure function: from a snapshot of tasks, queues,
+//! nodes and pods to the writes that move each task along (statuses, pods to create or delete,
+//! events) and the time to look again.
+//!
+//! A task's life: `Queued` (waiting for admission, or for the back-off after a gang failure) →
+//! `Admitted` (admission placed the whole gang; its pods are created bound to those nodes, all
+//! with replica 0's address as `MASTER_ADDR`) → `Running` (every replica runs) →
+//! `Succeeded` (every replica exited 0), `Failed` (a replica failed with no retries left, or
+//! the deadline passed) or `Cancelled`. A failed replica stops the whole gang; the task goes
+//! back to its queue with one more attempt. A preempted task goes back with its attempts as
+//! they were.
+
+use super::admission::{admit, Decision, QueueView};
+use super::gang::{cond, create_missing, holds, phase, replica_statuses, step};
+use super::replicas::{belongs_to, GRACE_SECONDS, LABEL_TASK};
+use kumo_api::meta::set_condition;
+use kumo_api::mltask::{TaskPhase, DEFAULT_QUEUE};
+use kumo_api::node::Node;
+use kumo_api::{MLTask, Pod, PodPhase, Queue, Time};
+use kumo_scheduler::{NodeView, Resources};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use super::gang::{backoff, MAX_BACKOFF};
+
+/// What the pass sees.
+pub struct Snapshot<'a> {
+    pub tasks: &'a [MLTask],
+    pub queues: &'a [Queue],
+    pub nodes: &'a [Node],
+    /// Every pod (others' pods use node resources too).
+    pub pods: &'a [Pod],
+}
+
+/// One write the pass asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Replace the task's status with this one.
+    Status(Box<MLTask>),
+    CreatePod(Box<Pod>),
+    /// Delete a pod gracefully.
+    DeletePod {
+        namespace: String,
+        name: String,
+        grace_seconds: i64,
+    },
+    Event {
+        task: Box<MLTask>,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
+    QueueStatus(Box<Queue>),
+}
+
+/// The pass's writes and when to look again at the latest (back-offs ending, deadlines).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub actions: Vec<Action>,
+    pub next_at: Option<Time>,
+}
+
+impl Outcome {
+    pub(super) fn wake_at(&mut self, t: Time) {
+        self.next_at = Some(self.next_at.map_or(t, |n| n.min(t)));
+    }
+
+    pub(super) fn event(
+        &mut self,
+        task: &MLTask,
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.actions.push(Action::Event {
+            task: Box::new(task.clone()),
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    pub(super) fn delete(&mut self, pod: &Pod) {
+        // A pod whose node was lost has no agent left to stop it gracefully: it goes at once
+        // (even when a graceful delete was asked before its node was lost).
+        let lost = phase(pod) == PodPhase::Unknown;
+        if pod.metadata.deletion_timestamp.is_none() || lost {
+            self.actions.push(Action::DeletePod {
+                namespace: pod.metadata.ns().to_string(),
+                name: pod.metadata.name.clone(),
+                grace_seconds: if lost { 0 } else { GRACE_SECONDS },
+            });
+        }
+    }
+}
+
+/// `namespace/name`.
+pub fn task_key(task: &MLTask) -> String {
+    format!("{}/{}", task.metadata.ns(), task.metadata.name)
+}
+
+/// Decides one pass.
+pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
+    let mut out = Outcome::default();
+    let mut views: Vec<NodeView> = s.nodes.iter().map(NodeView::new).collect();
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    for pod in s.pods.iter().filter(|p| holds(p)) {
+        if let Some(v) = pod
+            .spec
+            .node_name
+            .as_ref()
+            .and_then(|n| views.iter_mut().find(|v| &v.name == n))
+        {
+            v.requested.add(&Resources::of_pod(pod));
+        }
+    }
+
+    // Replica pods by their task's key, so each task finds its own without a scan.
+    let mut by_task: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    for pod in s.pods {
+        if let Some(task) = pod.metadata.labels.get(LABEL_TASK) {
+            by_task
+                .entry(format!("{}/{task}", pod.metadata.ns()))
+                .or_default()
+                .push(pod);
+        }
+    }
+    let tasks_by_key: BTreeMap<String, &MLTask> =
+        s.tasks.iter().map(|t| (task_key(t), t)).collect();
+    // Pods whose task is gone are deleted with it (the task owned them).
+    for (key, pods) in &by_task {
+        for pod in pods {
+            if !tasks_by_key.get(key).is_some_and(|t| belongs_to(pod, t)) {
+                out.delete(pod);
+            }
+        }
+    }
+
+    let mut tasks: Vec<&MLTask> = s.tasks.iter().collect();
+    tasks.sort_by_key(|t| task_key(t));
+    let mut views_for_admission = Vec::new();
+    let mut next: BTreeMap<String, MLTask> = BTreeMap::new();
+    for task in tasks {
+        let key = task_key(task);
+        let mine: Vec<&Pod> = by_task
+            .get(&key)
+            .map(|pods| {
+                pods.iter()
+                    .copied()
+                    .filter(|p| belongs_to(p, task))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let old = task.status.clone().unwrap_or_default();
+        let mut new = old.clone();
+        if let Some(view) = step(
+            task,
+            &mine,
+            &mut new,
+            &mut views,
+            s.nodes,
+            now,
+            backoff_base,
+            &mut out,
+        ) {
+            views_for_admission.push(view);
+        }
+        let mut t = task.clone();
+        t.status = Some(new);
+        next.insert(key, t);
+    }
+
+    let mut queues: Vec<QueueView> = s
+        .queues
+        .iter()
+        .map(|q| QueueView {
+            name: q.metadata.name.clone(),
+            gpu_quota: q.spec.gpu_quota,
+        })
+        .collect();
+    if !queues.iter().any(|q| q.name == DEFAULT_QUEUE) {
+        queues.push(QueueView {
+            name: DEFAULT_QUEUE.to_string(),
+            gpu_quota: None,
+        });
+    }
+    let decision = admit(&views_for_admission, &queues, &views, now);
+    apply_decision(&decision, &mut next, s, now, &mut out);
+
+    for task in s.tasks {
+        let key = task_key(task);
+        if let Some(t) = next.remove(&key) {
+            if t.status != task.status {
+                out.actions.push(Action::Status(Box::new(t)));
+            }
+        }
+    }
+    queue_statuses(s, &mut out);
+    out
+}
+
+/// Carries out admission's decision on the tasks' next statuses.
+fn apply_decision(
+    d: &Decision,
+    next: &mut BTreeMap<String, MLTask>,
+    s: &Snapshot,
+    now: Time,
+    out: &mut Outcome,
+) {
+    for key in &d.admit {
+        let (Some(task), Some(placement)) = (next.get_mut(key), d.placements.get(key)) else {
+            continue;
+        };
+        let replicas = replica_statuses(task, placement, &[]);
+        let st = task.status.get_or_insert_with(Default::default);
+        st.phase = TaskPhase::Admitted;
+        st.attempts = st.attempts.max(1);
+        st.start_time = Some(now);
+        st.completion_time = None;
+        st.queue_position = None;
+        st.pending_reason = None;
+        st.retry_at = None;
+        st.master_addr = None;
+        st.replicas = replicas;
+        let mut nodes: Vec<&str> = placement.iter().map(String::as_str).collect();
+        nodes.dedup();
+        let message = format!(
+            "admitted: {}×{} GPUs on {} (attempt {})",
+            placement.len(),
+            task.spec.resources.gpus,
+            nodes.join(", "),
+            st.attempts
+        );
+        set_condition(
+            &mut st.conditions,
+            cond("Admitted", true, "Admitted", message.clone(), now),
+        );
+        let t = task.clone();
+        out.event(&t, false, "Admitted", message);
+        if let Some(st) = task.status.as_mut() {
+            create_missing(&t, &[], st, placement, s.nodes, out);
+        }
+    }
+    for (key, why) in &d.preempt {
+        let Some(task) = next.get_mut(key) else {
+            continue;
+        };
+        for p in s.pods.iter().filter(|p| belongs_to(p, task)) {
+            out.delete(p);
+        }
+        let st = task.status.get_or_insert_with(Default::default);
+        st.phase = TaskPhase::Queued;
+        st.pending_reason = Some(why.clone());
+        st.queue_position = None;
+        st.master_addr = None;
+        st.replicas.clear();
+        set_condition(
+            &mut st.conditions,
+            cond("Admitted", false, "Preempted", why.clone(), now),
+        );
+        let snapshot = task.clone();
+        out.event(&snapshot, true, "Preempted", why.clone());
+    }
+    for (key, w) in &d.waiting {
+        let Some(task) = next.get_mut(key) else {
+            continue;
+        };
+        let st = task.status.get_or_insert_with(Default::default);
+        if st.phase == TaskPhase::Queued {
+            st.queue_position = Some(w.position);
+            st.pending_reason = Some(w.reason.clone());
+        }
+    }
+}
+
+/// Each Queue's counts: tasks waiting, tasks admitted, GPUs they hold.
+fn queue_statuses(s: &Snapshot, out: &mut Outcome) {
+    for q in s.queues {
+        let mut st = kumo_api::mltask::QueueStatus::default();
+        for t in s.tasks.iter().filter(|t| t.spec.queue == q.metadata.name) {
+            match t.status.as_ref().map(|s| s.phase).unwrap_or_default() {
+                TaskPhase::Queued => st.pending += 1,
+                TaskPhase::Admitted | TaskPhase::Running => {
+                    st.running += 1;
+                    st.gpus_in_use += t.spec.resources.gpus * i64::from(t.spec.parallelism);
+                }
+                _ => {}
+            }
+        }
+        if q.status.as_ref() != Some(&st) {
+            let mut q = q.clone();
+            q.status = Some(st);
+            out.actions.push(Action::QueueStatus(Box::new(q)));
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The pod of each replica of an MLTask, with the distributed-training environment. Pure.
+
+use super::admission::ANNOTATION_DEADLINE;
+use kumo_api::mltask::{MLTask, DEFAULT_MASTER_PORT};
+use kumo_api::pod::{
+    Container, EnvVar, HostPathType, HostPathVolumeSource, PodSpec, RestartPolicy, Volume,
+    VolumeMount,
+};
+use kumo_api::{ObjectMeta, OwnerReference, Pod, Quantity, Resource, GPU_RESOURCE};
+use std::collections::BTreeMap;
+
+/// Label on every replica pod: the name of its task.
+pub const LABEL_TASK: &str = "kumo.dev/mltask";
+/// Label on every replica pod: its rank.
+pub const LABEL_RANK: &str = "kumo.dev/rank";
+/// Annotation on every replica pod: the attempt it belongs to.
+pub const ANNOTATION_ATTEMPT: &str = "kumo.dev/attempt";
+/// The container of a replica pod.
+pub const CONTAINER: &str = "main";
+/// Where a container replica finds `spec.data` (read-only).
+pub const DATA_PATH: &str = "/data";
+/// How long a replica gets to stop on cancel, preemption or a gang restart.
+pub const GRACE_SECONDS: i64 = 10;
+
+/// `NAME-RANK`.
+pub fn pod_name(task: &str, rank: usize) -> String {
+    format!("{task}-{rank}")
+}
+
+/// The rank of a replica pod, from its label.
+pub fn rank_of(pod: &Pod) -> Option<usize> {
+    pod.metadata.labels.get(LABEL_RANK)?.parse().ok()
+}
+
+/// Whether `pod` is a replica of `task` (same namespace, label, and owner uid when both have one).
+pub fn belongs_to(pod: &Pod, task: &MLTask) -> bool {
+    let owner_ok = match (&task.metadata.uid, pod.metadata.owner_references.first()) {
+        (Some(uid), Some(owner)) => &owner.uid == uid,
+        _ => true,
+    };
+    pod.metadata.ns() == task.metadata.ns()
+        && pod.metadata.labels.get(LABEL_TASK) == Some(&task.metadata.name)
+        && owner_ok
+}
+
+/// The port replicas rendezvous on.
+pub fn master_port(task: &MLTask) -> u16 {
+    task.spec.master_port.unwrap_or(DEFAULT_MASTER_PORT)
+}
+
+/// The environment every replica gets, in this order, after the task's own variables (so these
+/// win): torch's and torchrun's names for the same facts, and the task's name.
+pub fn replica_env(task: &MLTask, rank: usize, master_addr: &str) -> Vec<EnvVar> {
+    let world = task.spec.parallelism.max(1).to_string();
+    let port = master_port(task).to_string();
+    let rank = rank.to_string();
+    [
+        ("RANK", rank.as_str()),
+        ("WORLD_SIZE", world.as_str()),
+        ("LOCAL_RANK", "0"),
+        ("MASTER_ADDR", master_addr),
+        ("MASTER_PORT", port.as_str()),
+        ("PET_NNODES", world.as_str()),
+        ("PET_NODE_RANK", rank.as_str()),
+        ("PET_MASTER_ADDR", master_addr),
+        ("PET_MASTER_PORT", port.as_str()),
+        ("KUMO_TASK", task.metadata.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, value)| EnvVar {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+    .collect()
+}
+
+/// What one replica asks for: its requests as pod resource limits.
+fn limits(task: &MLTask) -> BTreeMap<String, Quantity> {
+    let r = &task.spec.resources;
+    let mut limits = BTreeMap::new();
+    if let Some(cpu) = &r.cpu {
+        limits.insert("cpu".to_string(), cpu.clone());
+    }
+    if let Some(mem) = &r.memory {
+        limits.insert("memory".to_string(), mem.clone());
+    }
+    if r.gpus > 0 {
+        if let Ok(q) = Quantity::parse(&r.gpus.to_string()) {
+            limits.insert(GPU_RESOURCE.to_string(), q);
+        }
+    }
+    limits
+}
+
+/// The pod of replica `rank`, bound to `node` when given (admission placed the whole gang).
+pub fn replica_pod(
+    task: &MLTask,
+    rank: usize,
+    node: Option<&str>,
+    master_addr: &str,
+    attempt: i32,
+) -> Pod {
+    let spec = &task.spec;
+    let mut node_selector = spec.node_selector.clone();
+    if let Some(model) = &spec.resources.gpu_model {
+        node_selector.insert(kumo_api::node::LABEL_GPU_MODEL.to_string(), model.clone());
+    }
+    let mut env = spec.env.clone();
+    env.extend(replica_env(task, rank, master_addr));
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_TASK.to_string(), task.metadata.name.clone());
+    labels.insert(LABEL_RANK.to_string(), rank.to_string());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(ANNOTATION_ATTEMPT.to_string(), attempt.to_string());
+    if let Some(d) = spec.active_deadline_seconds {
+        annotations.insert(ANNOTATION_DEADLINE.to_string(), d.to_string());
+    }
+    let owner = task.metadata.uid.clone().map(|uid| OwnerReference {
+        api_version: MLTask::api_version(),
+        kind: MLTask::KIND.to_string(),
+        name: task.metadata.name.clone(),
+        uid,
+        controller: Some(true),
+    });
+    // Training data from a node directory, read-only at /data (containers only: a process
+    // replica sees the host's file system and is given the directory itself as DATA_DIR).
+    let process = spec.runtime_class_name.as_deref() == Some(kumo_api::pod::RUNTIME_PROCESS);
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(dir) = spec.data.as_ref().and_then(|d| d.host_path.clone()) {
+        let data_dir = if process {
+            dir.clone()
+        } else {
+            volumes.push(Volume {
+                name: "data".into(),
+                empty_dir: None,
+                host_path: Some(HostPathVolumeSource {
+                    path: dir,
+                    type_: Some(HostPathType::Directory),
+                }),
+            });
+            mounts.push(VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_PATH.into(),
+                read_only: true,
+            });
+            DATA_PATH.to_string()
+        };
+        env.push(EnvVar {
+            name: "DATA_DIR".into(),
+            value: data_dir,
+        });
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: pod_name(&task.metadata.name, rank),
+            namespace: Some(task.metadata.ns().to_string()),
+            labels,
+            annotations,
+            owner_references: owner.into_iter().collect(),
+            ..Default::default()
+        },
+        spec: PodSpec {
+            containers: vec![Container {
+                name: CONTAINER.to_string(),
+                image: spec.image.clone(),
+                command: spec.command.clone(),
+                args: spec.args.clone(),
+                env,
+                working_dir: spec.working_dir.clone(),
+                volume_mounts: mounts,
+                resources: kumo_api::pod::ResourceRequirements {
+                    requests: BTreeMap::new(),
+                    limits: limits(task),
+                },
+                ..Default::default()
+            }],
+            restart_policy: RestartPolicy::Never,
+            node_name: node.map(str::to_string),
+            node_selector,
+            runtime_class_name: spec.runtime_class_name.clone(),
+            termination_grace_period_seconds: Some(GRACE_SECONDS),
+            volumes,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(spec: serde_json::Value) -> MLTask {
+        let v = kumo_api::object::admit::<MLTask>(
+            json!({"apiVersion": "kumo.dev/v1", "kind": "MLTask",
+                   "metadata": {"name": "resnet", "namespace": "ml", "uid": "u1"}, "spec": spec}),
+            true,
+        )
+        .unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn env_of(pod: &Pod) -> Vec<String> {
+        pod.spec.containers[0]
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect()
+    }
+
+    #[test]
+    fn every_replica_gets_the_distributed_environment() {
+        let t = task(
+            json!({"runtimeClassName": "process", "command": ["python3", "train.py"],
+                            "parallelism": 4, "env": [{"name": "LR", "value": "0.1"}, {"name": "RANK", "value": "9"}],
+                            "resources": {"gpus": 2, "cpu": "1", "gpuModel": "H100"}, "activeDeadlineSeconds": 60}),
+        );
+        let p = replica_pod(&t, 2, Some("node-b"), "10.0.0.1", 3);
+        assert_eq!(p.metadata.name, "resnet-2");
+        assert_eq!(p.metadata.namespace.as_deref(), Some("ml"));
+        assert_eq!(p.spec.node_name.as_deref(), Some("node-b"));
+        assert_eq!(p.spec.restart_policy, RestartPolicy::Never);
+        assert_eq!(p.spec.node_selector["kumo.dev/gpu-model"], "H100");
+        assert_eq!(p.metadata.labels[LABEL_TASK], "resnet");
+        assert_eq!(rank_of(&p), Some(2));
+        assert_eq!(p.metadata.annotations[ANNOTATION_DEADLINE], "60");
+        assert_eq!(p.metadata.annotations[ANNOTATION_ATTEMPT], "3");
+        assert_eq!(p.metadata.owner_references[0].uid, "u1");
+        assert_eq!(p.spec.request_millis(GPU_RESOURCE), 2000);
+        assert_eq!(
+            env_of(&p),
+            [
+                "LR=0.1",
+                "RANK=9",
+                "RANK=2",
+                "WORLD_SIZE=4",
+                "LOCAL_RANK=0",
+                "MASTER_ADDR=10.0.0.1",
+                "MASTER_PORT=29500",
+                "PET_NNODES=4",
+                "PET_NODE_RANK=2",
+                "PET_MASTER_ADDR=10.0.0.1",
+                "PET_MASTER_PORT=29500",
+                "KUMO_TASK=resnet",
+            ],
+            "the injected variables come last, so they win over the task's own"
+        );
+        let mut errors = kumo_api::validation::Errors::default();
+        kumo_api::pod::validate_pod_spec(&p.spec, &mut errors);
+        assert!(errors.into_result().is_ok());
+    }
+
+    #[test]
+    fn host_path_data_is_mounted_read_only_in_containers() {
+        let t = task(json!({"image": "train:1", "data": {"hostPath": "/srv/data"}}));
+        let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
+        assert_eq!(
+            p.spec.volumes[0].host_path.as_ref().unwrap().path,
+            "/srv/data"
+        );
+        let m = &p.spec.containers[0].volume_mounts[0];
+        assert_eq!((m.mount_path.as_str(), m.read_only), ("/data", true));
+        assert!(env_of(&p).contains(&"DATA_DIR=/data".to_string()));
+        let mut errors = kumo_api::validation::Errors::default();
+        kumo_api::pod::validate_pod_spec(&p.spec, &mut errors);
+        assert!(errors.into_result().is_ok());
+
+        let t = task(
+            json!({"runtimeClassName": "process", "command": ["x"], "data": {"hostPath": "/srv/data"}}),
+        );
+        let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
+        assert!(p.spec.volumes.is_empty());
+        assert!(env_of(&p).contains(&"DATA_DIR=/srv/data".to_string()));
+    }
+
+    #[test]
+    fn zero_gpus_ask_for_none_and_ports_can_be_set() {
+        let t = task(json!({"image": "train:1", "masterPort": 1234}));
+        let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
+        assert!(p.spec.containers[0].resources.limits.is_empty());
+        assert!(env_of(&p).contains(&"PET_MASTER_PORT=1234".to_string()));
+        assert!(belongs_to(&p, &t));
+        let mut other = t.clone();
+        other.metadata.uid = Some("u2".into());
+        assert!(
+            !belongs_to(&p, &other),
+            "a namesake task created later does not adopt old pods"
+        );
+    }
+}
