@@ -77,12 +77,29 @@ pub fn will_restart(pod: &Pod, container: &ContainerRuntimeState) -> bool {
     }
 }
 
+/// A run at least this long resets the restart back-off (as the kubelet's does: twice the
+/// longest back-off).
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+/// How long an exited container waits before its restart: the doubling back-off, or the base
+/// alone after a run of [`BACKOFF_RESET_AFTER`] or more.
+pub fn restart_delay(container: &ContainerRuntimeState, base: Duration) -> Duration {
+    let ran_long = container.terminated().is_some_and(|t| {
+        t.started_at
+            .zip(t.finished_at)
+            .and_then(|(started, finished)| (finished - started).to_std().ok())
+            .is_some_and(|ran| ran >= BACKOFF_RESET_AFTER)
+    });
+    let restarts = if ran_long { 0 } else { container.restart_count };
+    backoff_delay(base, restarts)
+}
+
 /// When an exited container that will restart may be started again.
 pub fn restart_at(container: &ContainerRuntimeState, base: Duration) -> Option<Time> {
     let t = container.terminated()?;
     let finished = t.finished_at?;
-    let delay = chrono::Duration::from_std(backoff_delay(base, container.restart_count))
-        .unwrap_or(chrono::Duration::MAX);
+    let delay =
+        chrono::Duration::from_std(restart_delay(container, base)).unwrap_or(chrono::Duration::MAX);
     Some(finished.checked_add_signed(delay).unwrap_or(finished))
 }
 

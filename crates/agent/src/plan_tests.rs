@@ -82,6 +82,33 @@ fn a_restart_waits_out_a_doubling_back_off() {
 }
 
 #[test]
+fn a_run_of_ten_minutes_resets_the_back_off() {
+    let p = pod(RestartPolicy::Always, &["a"]);
+    // Five restarts before, but the last run lasted 600 s: the next waits the base 10 s only.
+    let a = actual(&[("a", dead(5, exited(1, 100, 700)))]);
+    check(
+        &p,
+        &a,
+        t(701),
+        vec![Action::WaitBackoff {
+            container: 0,
+            until: t(710),
+        }],
+    );
+    // A run just short of that keeps the doubled (capped) back-off.
+    let a = actual(&[("a", dead(5, exited(1, 101, 700)))]);
+    check(
+        &p,
+        &a,
+        t(701),
+        vec![Action::WaitBackoff {
+            container: 0,
+            until: t(1000),
+        }],
+    );
+}
+
+#[test]
 fn only_the_exited_container_of_several_restarts() {
     let p = pod(RestartPolicy::OnFailure, &["a", "b", "c"]);
     let a = actual(&[

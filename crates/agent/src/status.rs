@@ -1,6 +1,6 @@
 //! The pure computation of a pod's status (phase, conditions, container states) from actual state.
 
-use crate::backoff::{backoff_delay, format_duration};
+use crate::backoff::format_duration;
 use crate::model::{ContainerRuntimeState, PodRuntimeState, RunState, SyncParams};
 use crate::plan::{is_process_pod, runtime_class_problem, will_restart};
 use kumo_api::meta::set_condition;
@@ -149,7 +149,7 @@ fn container_status(
             cs.last_state = terminated_state(state.last_terminated.clone());
         }
         RunState::Exited(t) if will_restart(pod, state) => {
-            let delay = backoff_delay(params.backoff_base, state.restart_count);
+            let delay = crate::plan::restart_delay(state, params.backoff_base);
             cs.state = waiting(
                 REASON_BACKOFF,
                 Some(format!(
