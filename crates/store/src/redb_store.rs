@@ -3,7 +3,9 @@
 //! Three tables: `kv` (key → create revision, mod revision, value), `events` (revision → the
 //! event, the log watchers replay) and `meta` (current and compacted revision). Every write is one
 //! write transaction committed with immediate durability before it returns; a crash loses no
-//! acknowledged write. The log keeps the last `window` events, trimmed a few per write, and is
+//! acknowledged write. Writes that arrive while a commit is in progress are committed together
+//! in the next transaction (group commit): one fsync for all of them, each acknowledged only
+//! after it. The log keeps the last `window` events, trimmed a few per write, and is
 //! reloaded into the watch hub on open, so a watch resumes across a restart.
 
 use std::fmt;
@@ -43,9 +45,18 @@ struct Inner {
     path: PathBuf,
     db: Database,
     window: usize,
-    /// Serializes writes, and with them the order events reach the hub.
+    /// Serializes commits, and with them the order events reach the hub.
     log: Mutex<Log>,
+    /// Writes waiting for the next commit.
+    pending: Mutex<Vec<Pending>>,
     hub: WatchHub,
+}
+
+/// A write waiting for its commit, and where its outcome goes.
+struct Pending {
+    key: String,
+    write: Write,
+    done: std::sync::mpsc::Sender<Result<KeyValue, StoreError>>,
 }
 
 /// What the last commit left in `meta`.
@@ -100,6 +111,7 @@ impl RedbStore {
                 db,
                 window,
                 log: Mutex::new(log),
+                pending: Mutex::new(Vec::new()),
                 hub,
             }),
         })
@@ -135,56 +147,115 @@ impl RedbStore {
 }
 
 impl Inner {
-    /// Commits one write durably, then publishes its event, all under the write lock.
+    /// Queues one write and returns once it is committed durably. Whoever holds the commit lock
+    /// commits every write queued so far in one transaction, so writers arriving during a commit
+    /// share the next one.
     fn write(&self, key: &str, write: Write) -> Result<KeyValue, StoreError> {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let revision = log.revision + 1;
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate).map_err(backend)?;
-        let (event, compacted) = {
-            let mut kv = txn.open_table(KV).map_err(backend)?;
-            let current = kv
-                .get(key)
-                .map_err(backend)?
-                .map(|guard| decode_kv(key, guard.value()));
-            let event = op::apply(key, write, current.as_ref(), revision)?;
-            match event.kind {
-                EventKind::Put => {
-                    let kv_row = (
-                        event.kv.create_revision,
-                        revision,
-                        event.kv.value.as_slice(),
-                    );
-                    kv.insert(key, kv_row).map_err(backend)?;
+        let (done, outcome) = std::sync::mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Pending {
+                key: key.to_owned(),
+                write,
+                done,
+            });
+        {
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            let batch =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            // Empty when an earlier holder of the lock committed this write already.
+            if !batch.is_empty() {
+                self.commit(&mut log, batch);
+            }
+        }
+        outcome
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("the write was not committed".into())))
+    }
+
+    /// Commits `batch` in one durable transaction, then publishes its events in order and tells
+    /// each writer its outcome. A write refused by the rules (conflict, missing, exists) changes
+    /// nothing and does not stop the others; a failed commit fails every write of the batch.
+    fn commit(&self, log: &mut Log, batch: Vec<Pending>) {
+        let mut outcomes: Vec<(Pending, Result<Event, StoreError>)> = Vec::new();
+        let result = (|| -> Result<(Revision, Revision), StoreError> {
+            let mut txn = self.db.begin_write().map_err(backend)?;
+            txn.set_durability(Durability::Immediate).map_err(backend)?;
+            let mut revision = log.revision;
+            let compacted = {
+                let mut kv = txn.open_table(KV).map_err(backend)?;
+                let mut events = txn.open_table(EVENTS).map_err(backend)?;
+                for p in batch {
+                    let current = kv
+                        .get(p.key.as_str())
+                        .map_err(backend)?
+                        .map(|guard| decode_kv(&p.key, guard.value()));
+                    let applied =
+                        op::apply(&p.key, p.write.clone(), current.as_ref(), revision + 1);
+                    if let Ok(event) = &applied {
+                        revision += 1;
+                        match event.kind {
+                            EventKind::Put => {
+                                let row = (
+                                    event.kv.create_revision,
+                                    revision,
+                                    event.kv.value.as_slice(),
+                                );
+                                kv.insert(p.key.as_str(), row).map_err(backend)?;
+                            }
+                            EventKind::Delete => {
+                                kv.remove(p.key.as_str()).map_err(backend)?;
+                            }
+                        }
+                        events
+                            .insert(revision, encode_event(event))
+                            .map_err(backend)?;
+                    }
+                    outcomes.push((p, applied));
                 }
-                EventKind::Delete => {
-                    kv.remove(key).map_err(backend)?;
+                let written = revision - log.revision;
+                let beyond_window = revision.saturating_sub(self.window as u64);
+                let compacted = beyond_window
+                    .min(log.compacted + TRIM_PER_WRITE * written.max(1))
+                    .max(log.compacted);
+                for old in log.compacted + 1..=compacted {
+                    events.remove(old).map_err(backend)?;
+                }
+                compacted
+            };
+            {
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                meta.insert(META_REVISION, revision).map_err(backend)?;
+                meta.insert(META_COMPACTED, compacted).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok((revision, compacted))
+        })();
+        match result {
+            Ok((revision, compacted)) => {
+                *log = Log {
+                    revision,
+                    compacted,
+                };
+                for (p, applied) in outcomes {
+                    let reply = applied.map(|event| {
+                        let kv = event.kv.clone();
+                        self.hub.publish(event);
+                        kv
+                    });
+                    let _ = p.done.send(reply);
                 }
             }
-            let mut events = txn.open_table(EVENTS).map_err(backend)?;
-            events
-                .insert(revision, encode_event(&event))
-                .map_err(backend)?;
-            let beyond_window = revision.saturating_sub(self.window as u64);
-            let compacted = beyond_window
-                .min(log.compacted + TRIM_PER_WRITE)
-                .max(log.compacted);
-            for old in log.compacted + 1..=compacted {
-                events.remove(old).map_err(backend)?;
+            Err(e) => {
+                let message = e.to_string();
+                for (p, applied) in outcomes {
+                    let _ = p
+                        .done
+                        .send(applied.and(Err(StoreError::Backend(message.clone()))));
+                }
             }
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            meta.insert(META_REVISION, revision).map_err(backend)?;
-            meta.insert(META_COMPACTED, compacted).map_err(backend)?;
-            (event, compacted)
-        };
-        txn.commit().map_err(backend)?;
-        *log = Log {
-            revision,
-            compacted,
-        };
-        let kv = event.kv.clone();
-        self.hub.publish(event);
-        Ok(kv)
+        }
     }
 
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

@@ -5,6 +5,7 @@
 //! the next pass neither admits a task twice nor forgets a pod it just created.
 
 use super::pass::{pass, task_key, Action, Snapshot};
+use futures_util::StreamExt;
 use kumo_api::mltask::MLTaskStatus;
 use kumo_api::{MLTask, Node, Pod, Queue, Resource};
 use kumo_client::{cache_key, Client, EventRecorder, EventType, Informer, ListParams};
@@ -31,6 +32,8 @@ impl Default for MLTaskConfig {
 
 /// How long a written object is preferred over an informer that has not caught up.
 const ASSUME_FOR: Duration = Duration::from_secs(10);
+/// How many tasks' writes are in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
 
 /// Whether `new` differs from `old` only in where the task stands in its queue and why.
 pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
@@ -146,15 +149,16 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .actions
                 .into_iter()
                 .partition(|a| matches!(a, Action::Status(_)));
-            let mut failed: Vec<String> = Vec::new();
-            let mut retry_soon = false;
             let old: BTreeMap<String, Option<&MLTaskStatus>> = task_list
                 .iter()
                 .map(|t| (task_key(t), t.status.as_ref()))
                 .collect();
             written.retain(|k, _| old.contains_key(k));
             let mut throttled: Option<Duration> = None;
-            for action in statuses.into_iter().chain(rest) {
+            // Each task's writes, in order; tasks are written concurrently (the store commits
+            // writes that arrive together in one transaction).
+            let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+            for (i, action) in statuses.into_iter().chain(rest).enumerate() {
                 if let Action::Status(t) = &action {
                     let key = task_key(t);
                     let new = t.status.clone().unwrap_or_default();
@@ -178,24 +182,43 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                         .map(|t| format!("{}/{t}", p.metadata.ns())),
                     _ => None,
                 };
-                if owner.as_ref().is_some_and(|o| failed.contains(o)) {
-                    continue;
-                }
-                let is_status = matches!(action, Action::Status(_));
-                if let Err(e) = execute(
-                    &client,
-                    &recorder,
-                    action,
-                    &mut assumed_tasks,
-                    &mut assumed_pods,
-                    &mut refused,
-                )
-                .await
-                {
-                    tracing::debug!(error = %e, "mltask write failed; the next pass retries");
-                    retry_soon = true;
-                    if let (true, Some(o)) = (is_status, owner) {
-                        failed.push(o);
+                // Writes of no task (deletions, queue statuses) each go on their own.
+                let group = owner.unwrap_or_else(|| format!("\u{0}{i}"));
+                groups.entry(group).or_default().push(action);
+            }
+            let refused_now = std::sync::Mutex::new(std::mem::take(&mut refused));
+            let results: Vec<(Vec<Written>, bool)> =
+                futures_util::stream::iter(groups.into_values().map(|actions| {
+                    let (client, recorder, refused) = (&client, &recorder, &refused_now);
+                    async move {
+                        let mut done = Vec::new();
+                        for action in actions {
+                            // A task whose status did not take gets no event and no pod this
+                            // pass (the next pass decides again from what the API holds).
+                            let is_status = matches!(action, Action::Status(_));
+                            match execute(client, recorder, action, refused).await {
+                                Ok(Some(w)) => done.push(w),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "mltask write failed; the next pass retries");
+                                    return (done, is_status);
+                                }
+                            }
+                        }
+                        (done, false)
+                    }
+                }))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+            refused = refused_now.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut retry_soon = false;
+            for (done, failed) in results {
+                retry_soon |= failed;
+                for w in done {
+                    match w {
+                        Written::Task(t) => assumed_tasks.remember(*t),
+                        Written::Pod(p) => assumed_pods.remember(*p),
                     }
                 }
             }
@@ -220,28 +243,36 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
     }
 }
 
+/// An object a write returned, to prefer over informers that have not shown it yet.
+enum Written {
+    Task(Box<MLTask>),
+    Pod(Box<Pod>),
+}
+
 async fn execute(
     client: &Client,
     recorder: &EventRecorder,
     action: Action,
-    assumed_tasks: &mut Assumed<MLTask>,
-    assumed_pods: &mut Assumed<Pod>,
-    refused: &mut BTreeSet<String>,
-) -> Result<(), kumo_client::ClientError> {
+    refused: &std::sync::Mutex<BTreeSet<String>>,
+) -> Result<Option<Written>, kumo_client::ClientError> {
     match action {
         Action::Status(task) => match client.update_status(task.as_ref()).await {
-            Ok(written) => assumed_tasks.remember(written),
+            Ok(written) => return Ok(Some(Written::Task(Box::new(written)))),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         },
         Action::CreatePod(pod) => match client.create(pod.as_ref()).await {
-            Ok(created) => assumed_pods.remember(created),
+            Ok(created) => return Ok(Some(Written::Pod(Box::new(created)))),
             // Created by an earlier pass the informer has not shown yet.
             Err(e) if e.code() == Some(409) => {}
             // Refused (the API's rules changed, a namespace is going away): say so on the task.
             Err(e) if e.code().is_some_and(|c| (400..500).contains(&c)) => {
                 let message = format!("cannot create replica pod {}: {e}", pod.metadata.name);
-                if refused.insert(message.clone()) {
+                let first = refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(message.clone());
+                if first {
                     if let Some(owner) = pod.metadata.owner_references.first() {
                         let mut task = MLTask::default();
                         task.metadata.name = owner.name.clone();
@@ -288,7 +319,7 @@ async fn execute(
             Err(e) => return Err(e),
         },
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
