@@ -135,7 +135,10 @@ pub async fn run(
     )
     .with_oci(oci)
     .with_prober(prober)
-    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)));
+    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)))
+    .with_task_data(Arc::new(crate::task_data::TaskData::new(
+        config.data_dir.join("mltask"),
+    )));
 
     tokio::pin!(shutdown);
     tokio::select! {
