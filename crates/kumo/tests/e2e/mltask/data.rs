@@ -299,3 +299,50 @@ async fn corrupt_or_incomplete_uploads_never_become_visible() {
         text(&rm)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_replica_reads_data_at_slash_data_and_writes_output() {
+    let registry = kumo_image::testing::Registry::start().expect("docker-registry");
+    let (image, _) = registry.push_busybox("train:1").expect("push busybox");
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    let data = training_data(c.dir.path());
+    let pushed = c.kumo(&["dataset", "push", data.to_str().unwrap(), "boxdata"]);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let script = "set -e; cp -r /data/. /output/; \
+        if touch /data/x 2>/dev/null; then echo writable; else echo read-only; fi > /output/data-is; \
+        echo $DATA_DIR $OUTPUT_DIR $SCRATCH_DIR > /output/env; touch /scratch/s";
+    let out = c.kumo(&[
+        "submit",
+        "boxes",
+        "--image",
+        &image,
+        "--data",
+        "boxdata",
+        "--output",
+        "boxes",
+        "--scratch",
+        "none",
+        "--follow",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_task(&client, "boxes", T, is(TaskPhase::Succeeded)).await;
+    let pulled_dir = c.dir.path().join("pulled");
+    let pulled = c.kumo(&[
+        "output",
+        "pull",
+        "mltask/boxes",
+        pulled_dir.to_str().unwrap(),
+    ]);
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    let mut want = checksums(&data).unwrap();
+    want.push(("data-is".into(), sha256_hex(b"read-only\n")));
+    want.push(("env".into(), sha256_hex(b"/data /output /scratch\n")));
+    want.sort();
+    assert_eq!(checksums(&pulled_dir).unwrap(), want);
+}
