@@ -443,3 +443,64 @@ async fn get_output(
     }
     Ok(serde_json::json!({ "task": task, "path": path, "ranks": ranks }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> DataStore {
+        let dir =
+            std::env::temp_dir().join(format!("kumo-data-store-{}", uuid::Uuid::new_v4().simple()));
+        DataStore::open(dir).unwrap()
+    }
+
+    fn manifest(size: u64, chunk: &str) -> serde_json::Value {
+        json!({"files": [{"path": "d/a", "size": size, "mode": 420, "chunks": [chunk]}]})
+    }
+
+    #[tokio::test]
+    async fn a_dataset_is_visible_only_complete_and_once() {
+        let s = store();
+        let digest = kumo_api::dataset::sha256_hex(b"abc");
+        let err = put_dataset(&s, "ds", manifest(3, &digest))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), 422);
+        assert!(err.0.message.contains("has not been uploaded"), "{err}");
+        assert!(list_datasets(&s).unwrap().is_empty());
+        std::fs::write(s.blob(&digest), b"abc").unwrap();
+        let err = put_dataset(&s, "ds", manifest(2, &digest))
+            .await
+            .unwrap_err();
+        assert!(
+            err.0
+                .message
+                .contains("files[0].size: 2 bytes, but its chunks hold 3"),
+            "{err}"
+        );
+        let err = put_dataset(&s, "Bad_Name", manifest(3, &digest))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), 422);
+        let info = put_dataset(&s, "ds", manifest(3, &digest)).await.unwrap();
+        assert_eq!((info.files, info.size), (1, 3));
+        assert_eq!(
+            put_dataset(&s, "ds", manifest(3, &digest))
+                .await
+                .unwrap_err()
+                .code(),
+            409
+        );
+        assert_eq!(list_datasets(&s).unwrap(), vec![info.clone()]);
+        assert_eq!(get_dataset(&s, "ds").unwrap().info, info);
+        // Removed: gone from the list; its blob is young, so it stays for a push in progress.
+        delete_dataset(&s, "ds").await.unwrap();
+        assert!(list_datasets(&s).unwrap().is_empty());
+        assert_eq!(get_dataset(&s, "ds").unwrap_err().code(), 404);
+        assert!(s.blob(&digest).exists());
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(s.root.join("tmp")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&s.root).unwrap();
+    }
+}

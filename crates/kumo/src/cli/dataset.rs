@@ -66,6 +66,12 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         DatasetCommand::Push { dir, name } => {
             let name = check_name(&name)?;
+            // Refused before uploading anything: a name is pushed once.
+            if data::get_dataset(&client, &name).await.is_ok() {
+                anyhow::bail!(
+                    "dataset {name:?} already exists (kumo dataset rm {name} to replace it)"
+                );
+            }
             let info = data::push_dataset(&client, &dir, &name)
                 .await
                 .map_err(lift)?;

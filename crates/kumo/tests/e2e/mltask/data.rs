@@ -43,6 +43,13 @@ async fn a_dataset_round_trips_through_a_task() {
         .find(|l| l.starts_with("mnist"))
         .unwrap_or_else(|| panic!("{ls}"));
     assert!(row.contains(" 3 ") && row.contains("sha256:"), "{ls}");
+    let again = c.kumo(&["dataset", "push", data.to_str().unwrap(), "mnist"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("dataset \"mnist\" already exists"),
+        "{}",
+        text(&again)
+    );
 
     // Each replica checks the data is what was pushed and not writable, copies it to /output,
     // writes its rank there, and leaves a mark in scratch.
