@@ -135,7 +135,10 @@ pub async fn run(
     )
     .with_oci(oci)
     .with_prober(prober)
-    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)));
+    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)))
+    .with_task_data(Arc::new(crate::task_data::TaskData::new(
+        config.data_dir.join("mltask"),
+    )));
 
     tokio::pin!(shutdown);
     tokio::select! {
@@ -204,11 +207,11 @@ fn open_runtimes(
     };
     let sandbox_dir = config.data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_dir).map_err(|e| io(&sandbox_dir, e))?;
-    let sandboxes = Arc::new(Sandboxes::new(
-        sandbox_dir,
-        network,
-        cc.allowed_host_paths.clone(),
-    ));
+    // MLTask datasets, output and scratch are host directories the agent itself mounts into
+    // replicas (`task_data`), so its own directory for them is always allowed.
+    let mut allowed_host_paths = cc.allowed_host_paths.clone();
+    allowed_host_paths.push(config.data_dir.join("mltask"));
+    let sandboxes = Arc::new(Sandboxes::new(sandbox_dir, network, allowed_host_paths));
     let shim = ShimCommand::kumo(&config.shim_exe);
     let sys: Arc<dyn crate::sys::Sys> = Arc::new(RealSys);
     let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();

@@ -35,6 +35,7 @@ pub mod status;
 pub mod sync;
 pub mod sys;
 pub mod tail;
+pub mod task_data;
 
 #[cfg(test)]
 mod fixtures;

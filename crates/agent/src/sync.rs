@@ -58,6 +58,10 @@ pub struct PodWorker {
     prober: Option<Arc<crate::probe::Prober>>,
     /// Hands out GPU devices to containers that ask for GPUs.
     gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
+    /// MLTask datasets, output and scratch on this node.
+    task_data: Option<Arc<crate::task_data::TaskData>>,
+    /// Pods whose output was collected after their containers ended, by uid.
+    collected: BTreeSet<String>,
 }
 
 impl PodWorker {
@@ -84,7 +88,15 @@ impl PodWorker {
             waiting: BTreeMap::new(),
             prober: None,
             gpus: None,
+            task_data: None,
+            collected: BTreeSet::new(),
         }
+    }
+
+    /// Lets the worker give MLTask replicas their dataset, output and scratch directories.
+    pub fn with_task_data(mut self, data: Arc<crate::task_data::TaskData>) -> Self {
+        self.task_data = Some(data);
+        self
     }
 
     /// Lets readiness probe results decide whether containers with a probe are ready.
@@ -223,7 +235,13 @@ impl PodWorker {
         }
         match pod {
             Some(pod) if current_uid.is_some() => self.sync_pod(&pod).await,
-            _ => Ok(()),
+            _ => {
+                // A replica gone may be the last trace of a deleted task on this node.
+                if let Some(td) = &self.task_data {
+                    td.remove_gone_tasks(&self.client).await;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -260,6 +278,7 @@ impl PodWorker {
         self.gone_grace.remove(uid);
         self.backoff_announced.retain(|(u, _, _)| u != uid);
         self.waiting.remove(uid);
+        self.collected.remove(uid);
         if let Some(oci) = &self.oci {
             oci.pulls
                 .lock()
@@ -387,7 +406,45 @@ impl PodWorker {
                 Action::Kill { .. } | Action::FinalizeDeletion => {}
             }
         }
+        self.collect_output(pod, &actual).await;
         self.write_status(pod, now).await
+    }
+
+    /// Uploads an MLTask replica's output once its containers have ended, before the status
+    /// that says so is written: a task is Succeeded only after its outputs are on the server.
+    /// A failed upload is reported as an event and not retried (it must not hold the status).
+    async fn collect_output(&mut self, pod: &Pod, actual: &crate::model::PodRuntimeState) {
+        let Some(td) = self.task_data.clone() else {
+            return;
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let ended = !actual.is_empty()
+            && !actual.any_running()
+            && pod
+                .spec
+                .containers
+                .iter()
+                .all(|c| actual.containers.contains_key(&c.name));
+        if !ended
+            || !pod
+                .metadata
+                .annotations
+                .contains_key(kumo_api::dataset::ANNOTATION_OUTPUT)
+            || !self.collected.insert(uid)
+        {
+            return;
+        }
+        if let Err(message) = td.collect_output(&self.client, pod).await {
+            tracing::warn!(pod = %kumo_client::cache_key(pod), %message, "collecting output failed");
+            self.recorder
+                .record(
+                    pod,
+                    EventType::Warning,
+                    "OutputCollectionFailed",
+                    format!("Collecting /output failed: {message}"),
+                )
+                .await;
+        }
     }
 
     async fn start(&mut self, pod: &Pod, index: usize) -> Result<(), SyncError> {
@@ -397,6 +454,25 @@ impl PodWorker {
             .get(index)
             .map(|c| c.name.clone())
             .unwrap_or_default();
+        let with_data;
+        let pod = match self.task_data.clone() {
+            Some(td) if crate::task_data::wants_dirs(pod) => {
+                match td.prepare(&self.client, pod).await {
+                    Ok(dirs) => {
+                        with_data = crate::task_data::with_dirs(pod, &dirs);
+                        &with_data
+                    }
+                    Err(message) => {
+                        self.config_error(pod, &name, message).await;
+                        // A dataset pushed meanwhile is found on the next try.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(2));
+                        return Ok(());
+                    }
+                }
+            }
+            _ => pod,
+        };
         let ready = if is_process_pod(pod) {
             pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
         } else {

@@ -40,6 +40,10 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 
 async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
     auth::authenticate(req.headers(), &app.tokens)?;
+    if let Some(data) = crate::datasets::parse(req.method(), req.uri().path()) {
+        let (parts, body) = req.into_parts();
+        return crate::data_store::serve(app, data?, &parts.headers, body).await;
+    }
     let request = parse(
         req.method(),
         req.uri().path(),

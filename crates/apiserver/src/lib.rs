@@ -8,6 +8,8 @@ mod auth;
 mod bind;
 mod body;
 mod create;
+mod data_store;
+mod datasets;
 mod delete;
 mod dispatch;
 mod domains;
@@ -52,6 +54,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// The token sent to agents when proxying logs; `None` means the first of `tokens`.
     pub agent_token: Option<String>,
+    /// Where datasets and task outputs are kept; `None` serves none.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             tokens,
             bookmark_interval: Duration::from_secs(5),
             agent_token: None,
+            data_dir: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub(crate) struct App {
     pub http: Client<HttpConnector, Empty<Bytes>>,
     /// Watches and log streams being served right now.
     pub open_streams: AtomicUsize,
+    /// Datasets and outputs, when the server has a data dir.
+    pub data: Option<data_store::DataStore>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -102,7 +109,13 @@ impl App {
         let agent_token = config
             .agent_token
             .or_else(|| config.tokens.first().cloned());
+        let data = config.data_dir.and_then(|dir| {
+            data_store::DataStore::open(dir.clone())
+                .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot open the data dir; datasets are not served"))
+                .ok()
+        });
         App {
+            data,
             store: config.store,
             tokens: config
                 .tokens

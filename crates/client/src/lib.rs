@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod events;
 pub mod informer;

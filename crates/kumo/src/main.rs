@@ -85,6 +85,10 @@ pub enum Command {
     Queue(cli::queue::QueueArgs),
     /// Cancel an ML task: every replica stops gracefully
     Cancel(cli::queue::CancelArgs),
+    /// Manage datasets for ML tasks: push DIR NAME, ls, rm NAME
+    Dataset(cli::dataset::DatasetArgs),
+    /// Fetch an ML task's collected /output: kumo output pull TASK DIR
+    Output(cli::dataset::OutputArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
@@ -143,6 +147,8 @@ fn main() -> ExitCode {
             Command::Submit(a) => cli::submit::run(a).await,
             Command::Queue(a) => cli::queue::run(a).await,
             Command::Cancel(a) => cli::queue::cancel(a).await,
+            Command::Dataset(a) => cli::dataset::run(a).await,
+            Command::Output(a) => cli::dataset::run_output(a).await,
             Command::Shim(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -71,6 +71,7 @@ impl Server {
             tokens: vec![TOKEN.to_string()],
             bookmark_interval,
             agent_token: Some(AGENT_TOKEN.to_string()),
+            data_dir: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {

@@ -247,6 +247,7 @@ async fn client_disconnect_ends_the_watch() {
         tokens: vec![TOKEN.to_string()],
         bookmark_interval: Duration::from_millis(50),
         agent_token: None,
+        data_dir: None,
     };
     let app = Arc::new(crate::App::new(config, rx));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -95,6 +95,27 @@ impl<K: Resource> Assumed<K> {
 }
 
 /// Runs the MLTask controller until `shutdown`.
+/// The complete datasets' names, asked only when a queued task names one (datasets live beside
+/// the store, not in it, so there is no informer for them); `None` when the server cannot say.
+async fn dataset_names(client: &Client, tasks: &[MLTask]) -> Option<BTreeSet<String>> {
+    let wanted = tasks.iter().any(|t| {
+        t.spec.data.as_ref().is_some_and(|d| d.dataset.is_some())
+            && t.status
+                .as_ref()
+                .is_none_or(|s| s.phase == kumo_api::mltask::TaskPhase::Queued)
+    });
+    if !wanted {
+        return Some(BTreeSet::new());
+    }
+    match kumo_client::data::list_datasets(client).await {
+        Ok(items) => Some(items.into_iter().map(|d| d.name).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list datasets");
+            None
+        }
+    }
+}
+
 pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Output = ()> + Send) {
     let wake = Arc::new(Notify::new());
     let (tasks, mut task_changes) =
@@ -135,11 +156,13 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
             let task_list = assumed_tasks.overlay(tasks.list(), false);
             let pod_list = assumed_pods.overlay(pods.list(), true);
             let (queue_list, node_list) = (queues.list(), nodes.list());
+            let datasets = dataset_names(&client, &task_list).await;
             let snapshot = Snapshot {
                 tasks: &task_list,
                 queues: &queue_list,
                 nodes: &node_list,
                 pods: &pod_list,
+                datasets: datasets.as_ref(),
             };
             let now = chrono::Utc::now();
             let outcome = pass(&snapshot, now, config.backoff_base);

@@ -49,6 +49,9 @@ fn failure(pod: &Pod) -> Option<String> {
     }
 }
 
+/// How often a task waiting for a missing dataset looks for it again.
+pub const DATASET_RECHECK_SECONDS: i64 = 2;
+
 /// The back-off before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped.
 pub fn backoff(base: Duration, attempt: i32) -> Duration {
     let shift = (attempt - 1).clamp(0, 16) as u32;
@@ -125,6 +128,7 @@ pub(super) fn step(
     new: &mut MLTaskStatus,
     views: &mut [NodeView],
     nodes: &[Node],
+    datasets: Option<&std::collections::BTreeSet<String>>,
     now: Time,
     backoff_base: Duration,
     out: &mut Outcome,
@@ -208,11 +212,20 @@ pub(super) fn step(
                 ));
             }
             if let Some(name) = task.spec.data.as_ref().and_then(|d| d.dataset.as_ref()) {
-                new.queue_position = None;
-                new.pending_reason = Some(format!(
-                    "spec.data.dataset: dataset {name:?} does not exist (this kumo does not serve datasets yet; use data.hostPath)"
-                ));
-                return None;
+                if !datasets.is_some_and(|d| d.contains(name)) {
+                    new.queue_position = None;
+                    new.pending_reason = Some(match datasets {
+                        Some(_) => format!(
+                            "spec.data.dataset: dataset {name:?} does not exist (push it with `kumo dataset push DIR {name}`)"
+                        ),
+                        None => format!(
+                            "spec.data.dataset: cannot tell whether dataset {name:?} exists (the server did not list datasets)"
+                        ),
+                    });
+                    // Datasets are not watched: look again for one pushed meanwhile.
+                    out.wake_at(now + chrono::Duration::seconds(DATASET_RECHECK_SECONDS));
+                    return None;
+                }
             }
             if let Some(at) = new.retry_at.filter(|at| *at > now) {
                 out.wake_at(at);

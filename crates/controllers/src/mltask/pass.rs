@@ -30,6 +30,8 @@ pub struct Snapshot<'a> {
     pub nodes: &'a [Node],
     /// Every pod (others' pods use node resources too).
     pub pods: &'a [Pod],
+    /// Names of the complete datasets (`None`: the server could not say).
+    pub datasets: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 /// One write the pass asks for.
@@ -159,6 +161,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
             &mut new,
             &mut views,
             s.nodes,
+            s.datasets,
             now,
             backoff_base,
             &mut out,

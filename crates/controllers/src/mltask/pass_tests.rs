@@ -82,6 +82,7 @@ fn run_with(tasks: &[MLTask], queues: &[Queue], nodes: &[Node], pods: &[Pod]) ->
             queues,
             nodes,
             pods,
+            datasets: Some(&["mnist".to_string()].into_iter().collect()),
         },
         t(100),
         BASE,
@@ -518,7 +519,15 @@ fn a_dataset_that_does_not_exist_is_the_reason() {
     let out = run(&[t], &[node("n1", 0)], &[]);
     assert_eq!(
         status_of(&out, "d").pending_reason.as_deref(),
-        Some("spec.data.dataset: dataset \"imagenet-mini\" does not exist (this kumo does not serve datasets yet; use data.hostPath)")
+        Some("spec.data.dataset: dataset \"imagenet-mini\" does not exist (push it with `kumo dataset push DIR imagenet-mini`)")
     );
     assert!(created(&out).is_empty());
+    // A task whose dataset exists is admitted.
+    let mut t = task("e", 1, 0, 0);
+    t.spec.data = Some(kumo_api::mltask::TaskData {
+        dataset: Some("mnist".into()),
+        host_path: None,
+    });
+    let out = run(&[t], &[node("n1", 0)], &[]);
+    assert_eq!(created(&out).len(), 1);
 }

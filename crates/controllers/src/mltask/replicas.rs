@@ -1,6 +1,7 @@
 //! The pod of each replica of an MLTask, with the distributed-training environment. Pure.
 
 use super::admission::ANNOTATION_DEADLINE;
+use kumo_api::dataset;
 use kumo_api::mltask::{MLTask, DEFAULT_MASTER_PORT};
 use kumo_api::pod::{
     Container, EnvVar, HostPathType, HostPathVolumeSource, PodSpec, RestartPolicy, Volume,
@@ -114,6 +115,21 @@ pub fn replica_pod(
     annotations.insert(ANNOTATION_ATTEMPT.to_string(), attempt.to_string());
     if let Some(d) = spec.active_deadline_seconds {
         annotations.insert(ANNOTATION_DEADLINE.to_string(), d.to_string());
+    }
+    // Datasets, output and scratch are directories of the replica's node: the agent makes them
+    // and gives them to the container (see the agent's `task_data`).
+    if let Some(name) = spec.data.as_ref().and_then(|d| d.dataset.clone()) {
+        annotations.insert(dataset::ANNOTATION_DATASET.to_string(), name);
+    }
+    if let Some(out) = &spec.output {
+        annotations.insert(dataset::ANNOTATION_OUTPUT.to_string(), out.path.clone());
+    }
+    if let Some(scratch) = &spec.scratch {
+        let limit = scratch.size_limit.as_ref().map(|q| q.to_string());
+        annotations.insert(
+            dataset::ANNOTATION_SCRATCH.to_string(),
+            limit.unwrap_or_default(),
+        );
     }
     let owner = task.metadata.uid.clone().map(|uid| OwnerReference {
         api_version: MLTask::api_version(),
@@ -273,6 +289,26 @@ mod tests {
         let p = replica_pod(&t, 0, None, "127.0.0.1", 1);
         assert!(p.spec.volumes.is_empty());
         assert!(env_of(&p).contains(&"DATA_DIR=/srv/data".to_string()));
+    }
+
+    #[test]
+    fn datasets_output_and_scratch_are_annotated_for_the_node() {
+        let t = task(json!({"image": "train:1", "data": {"dataset": "mnist"},
+            "output": {"path": "models/a"}, "scratch": {"sizeLimit": "1Gi"}}));
+        let p = replica_pod(&t, 0, Some("n1"), "10.0.0.1", 1);
+        let a = &p.metadata.annotations;
+        assert_eq!(a[dataset::ANNOTATION_DATASET], "mnist");
+        assert_eq!(a[dataset::ANNOTATION_OUTPUT], "models/a");
+        assert_eq!(a[dataset::ANNOTATION_SCRATCH], "1Gi");
+        // The node adds the volumes; the pod names none itself.
+        assert!(p.spec.volumes.is_empty());
+        let t = task(json!({"image": "train:1", "scratch": {}}));
+        let p = replica_pod(&t, 0, Some("n1"), "10.0.0.1", 1);
+        assert_eq!(p.metadata.annotations[dataset::ANNOTATION_SCRATCH], "");
+        assert!(!p
+            .metadata
+            .annotations
+            .contains_key(dataset::ANNOTATION_OUTPUT));
     }
 
     #[test]

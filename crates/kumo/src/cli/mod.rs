@@ -7,6 +7,7 @@ pub mod apply;
 pub mod completion;
 pub mod config;
 pub mod create;
+pub mod dataset;
 pub mod delete;
 pub mod deploy;
 pub mod describe;

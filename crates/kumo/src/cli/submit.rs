@@ -57,6 +57,10 @@ pub struct SubmitArgs {
     /// Where the task's /output is kept, relative to the output root
     #[arg(long, value_name = "PATH")]
     pub output: Option<String>,
+    /// Scratch space at /scratch (SCRATCH_DIR), kept across retries on the same node; a size
+    /// limit such as 50Gi, or "none"
+    #[arg(long, value_name = "SIZE")]
+    pub scratch: Option<String>,
     /// An environment variable for every replica, K=V; repeatable
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -113,6 +117,13 @@ pub fn task_from(args: &SubmitArgs) -> anyhow::Result<Value> {
         ("env", (!env.is_empty()).then(|| json!(env))),
         ("output", args.output.as_ref().map(|p| json!({"path": p}))),
         (
+            "scratch",
+            args.scratch.as_ref().map(|s| match s.as_str() {
+                "none" => json!({}),
+                size => json!({"sizeLimit": size}),
+            }),
+        ),
+        (
             "data",
             args.data.as_ref().map(|d| match d.starts_with('/') {
                 true => json!({"hostPath": d}),
@@ -152,6 +163,16 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             "spec.queue: queue {:?} does not exist (see kumo get queues)",
             task.spec.queue
         );
+    }
+    if let Some(name) = task.spec.data.as_ref().and_then(|d| d.dataset.as_ref()) {
+        if let Err(e) = kumo_client::data::get_dataset(&client, name).await {
+            if e.is_not_found() {
+                bail!(
+                    "spec.data.dataset: dataset {name:?} does not exist (see kumo dataset ls; push it with kumo dataset push DIR {name})"
+                );
+            }
+            return Err(e.into());
+        }
     }
     let created = client.create(&task).await?;
     out(format!(

@@ -258,6 +258,7 @@ async fn start_control_plane(
         tokens: tokens::all_tokens(data_dir)?,
         bookmark_interval: Duration::from_secs(5),
         agent_token: Some(token.clone()),
+        data_dir: Some(data_dir.join("data")),
     };
     let mut tasks = Vec::new();
     let stop = shutdown.wait();

@@ -260,11 +260,18 @@ async fn bad_input_is_refused_or_explained() {
         .status
         .success());
     submit(&c, "huge", &["--gpus", "3"], "true");
-    submit(&c, "ds", &["--data", "imagenet-mini"], "true");
+    // kumo submit refuses an unknown dataset (see `data`); applied directly, the task waits.
+    assert!(c
+        .kumo_stdin(
+            &["apply", "-f", "-"],
+            Some("apiVersion: kumo.dev/v1\nkind: MLTask\nmetadata: {name: ds}\nspec: {runtimeClassName: process, command: [\"true\"], data: {dataset: imagenet-mini}}\n"),
+        )
+        .status
+        .success());
     submit(&c, "h100", &["--gpus", "1", "--gpu-model", "H100"], "true");
     for (name, reason) in [
         ("h100", "needs 1×1 GPUs; free: node-1 2 (gang of 1: no replica fits: 0/1 nodes are available: 1 node(s) didn't match node selector); waiting behind huge (priority 0)"),
-        ("ds", "spec.data.dataset: dataset \"imagenet-mini\" does not exist (this kumo does not serve datasets yet; use data.hostPath)"),
+        ("ds", "spec.data.dataset: dataset \"imagenet-mini\" does not exist (push it with `kumo dataset push DIR imagenet-mini`)"),
         ("lost", "queue \"nope\" does not exist: create it or submit to another queue"),
         ("huge", "needs 1×3 GPUs, but no node has 3 GPUs (the largest has 2): it cannot start until such a node joins"),
     ] {
