@@ -5,6 +5,7 @@
 pub mod app;
 pub mod event;
 pub mod exec;
+pub mod gpu_usage;
 pub mod meta;
 pub mod mltask;
 pub mod namespace;

@@ -2,6 +2,7 @@
 //! (`queueing`), and running gangs: environment, rendezvous, restarts, cancel, logs (`running`).
 //! Helpers shared by both are here.
 
+mod gpu_use;
 mod queueing;
 mod running;
 
