@@ -30,6 +30,9 @@ pub struct Cluster {
     zones: usize,
     /// Spread group → replicas in each zone.
     zone_counts: HashMap<String, Vec<u32>>,
+    /// Each node's position in name order: ties between equal scores go to the first by name,
+    /// and comparing positions is much cheaper than comparing names for every tie.
+    name_rank: Vec<u32>,
     sample: bool,
     /// Where the next sampled search starts: after the node where the last one stopped, so
     /// successive pods look at different nodes and the work spreads over the cluster.
@@ -59,11 +62,18 @@ impl Cluster {
                 }
             }
         }
+        let mut by_name: Vec<usize> = (0..nodes.len()).collect();
+        by_name.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
+        let mut name_rank = vec![0u32; nodes.len()];
+        for (rank, i) in by_name.into_iter().enumerate() {
+            name_rank[i] = rank as u32;
+        }
         Cluster {
             nodes,
             zone_of,
             zones,
             zone_counts,
+            name_rank,
             sample: false,
             next: 0,
         }
@@ -133,7 +143,7 @@ impl Cluster {
             );
             let better = match best {
                 None => true,
-                Some((bs, bi)) => s > bs || (s == bs && node.name < self.nodes[bi].name),
+                Some((bs, bi)) => s > bs || (s == bs && self.name_rank[i] < self.name_rank[bi]),
             };
             if better {
                 best = Some((s, i));

@@ -159,14 +159,15 @@ fn resource_fits(want: &Resources, node: &NodeView) -> [bool; 4] {
 }
 
 /// Whether `node` can take `pod`: [`misfits`] is empty, without building its messages. This is
-/// the per-node check of every placement, so it allocates nothing.
+/// the per-node check of every placement, so it allocates nothing, and it tests the integer
+/// resource checks before the label lookups (the order only matters to `misfits`' message).
 pub fn fits(pod: &Pod, want: &Resources, node: &NodeView) -> bool {
     node.ready
         && !node.unschedulable
-        && selector_matches(pod, node)
+        && resource_fits(want, node) == [true; 4]
         && untolerated_taint(pod, node).is_none()
         && runtime_supported(pod, node)
-        && resource_fits(want, node) == [true; 4]
+        && selector_matches(pod, node)
 }
 
 /// The reasons `node` cannot take `pod`; empty when it fits.
