@@ -126,6 +126,12 @@ pub async fn run(
     } else {
         Arc::new(NvmlGpus::new())
     };
+    tasks.spawn(crate::gpu_usage::run(
+        client.clone(),
+        informer.clone(),
+        devices.clone(),
+        crate::gpu_usage::SAMPLE_INTERVAL,
+    ));
     let mut worker = PodWorker::new(
         client,
         informer.clone(),

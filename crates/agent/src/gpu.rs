@@ -1,5 +1,6 @@
 //! GPU discovery behind a trait: NVML on real machines, made-up devices for `--fake-gpus`.
 
+use kumo_api::gpu_usage::GpuUsage;
 use kumo_api::node::GpuDevice;
 use nvml_wrapper::Nvml;
 
@@ -9,6 +10,10 @@ pub trait GpuDiscovery: Send + Sync {
     /// Whether the devices are made up (shown on the node so nobody mistakes them for real).
     fn is_fake(&self) -> bool {
         false
+    }
+    /// The device's use now; `None` when it cannot be read.
+    fn sample(&self, _index: u32) -> Option<GpuUsage> {
+        None
     }
 }
 
@@ -77,6 +82,21 @@ impl GpuDiscovery for NvmlGpus {
             })
             .collect()
     }
+
+    fn sample(&self, index: u32) -> Option<GpuUsage> {
+        let dev = self.nvml.as_ref()?.device_by_index(index).ok()?;
+        let (util, mem) = (dev.utilization_rates().ok()?, dev.memory_info().ok()?);
+        Some(GpuUsage {
+            index,
+            uuid: dev
+                .uuid()
+                .unwrap_or_else(|_| format!("unknown-gpu-{index}")),
+            utilization_percent: util.gpu,
+            memory_used_bytes: mem.used,
+            memory_total_bytes: mem.total,
+            fake: false,
+        })
+    }
 }
 
 /// `n` made-up GPUs (`fake-gpu-<i>`, model `FakeGPU`, 80 GiB), for testing GPU scheduling.
@@ -101,6 +121,23 @@ impl GpuDiscovery for FakeGpus {
 
     fn is_fake(&self) -> bool {
         true
+    }
+
+    /// A made-up sample that depends only on the index (so it never changes and is written
+    /// once), marked fake so nobody reads it as a measurement.
+    fn sample(&self, index: u32) -> Option<GpuUsage> {
+        (index < self.0).then(|| {
+            let total: u64 = 80 << 30;
+            let percent = (index * 37 + 42) % 100;
+            GpuUsage {
+                index,
+                uuid: format!("fake-gpu-{index}"),
+                utilization_percent: percent,
+                memory_used_bytes: total / 100 * u64::from(percent),
+                memory_total_bytes: total,
+                fake: true,
+            }
+        })
     }
 }
 
@@ -152,6 +189,19 @@ mod tests {
             }
         );
         assert!(FakeGpus(1).is_fake());
+    }
+
+    #[test]
+    fn fake_samples_are_fixed_and_marked_fake() {
+        let gpus = FakeGpus(2);
+        let s = gpus.sample(1).unwrap();
+        assert_eq!(
+            (s.uuid.as_str(), s.utilization_percent, s.fake),
+            ("fake-gpu-1", 79, true)
+        );
+        assert_eq!(s.memory_used_bytes, (80u64 << 30) / 100 * 79);
+        assert_eq!(gpus.sample(1), Some(s));
+        assert_eq!(gpus.sample(2), None);
     }
 
     #[test]

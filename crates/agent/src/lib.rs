@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod gpu_alloc;
+pub mod gpu_usage;
 pub mod image_gc;
 pub mod images;
 pub mod layout;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod dataset;
 pub mod event;
 pub mod exec;
+pub mod gpu_usage;
 pub mod meta;
 pub mod mltask;
 pub mod namespace;

@@ -219,6 +219,9 @@ pub struct ReplicaStatus {
     pub phase: Option<crate::PodPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Use of each of the replica's GPUs at the agent's last sample (labelled when fake).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_usage: Vec<crate::gpu_usage::GpuUsage>,
 }
 
 /// A named queue; with a GPU quota, its tasks are guaranteed that many GPUs and may borrow idle

@@ -1,5 +1,6 @@
 //! The pure placement core: filter nodes that fit a pod, score them, pick one, or explain why none.
 
+use crate::cluster::Cluster;
 use kumo_api::node::Taint;
 use kumo_api::pod::{TaintEffect, Toleration, TolerationOperator};
 use kumo_api::{ConditionStatus, Node, Pod, GPU_RESOURCE};
@@ -125,6 +126,50 @@ fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     })
 }
 
+fn selector_matches(pod: &Pod, node: &NodeView) -> bool {
+    pod.spec
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+}
+
+fn untolerated_taint<'a>(pod: &Pod, node: &'a NodeView) -> Option<&'a Taint> {
+    node.taints
+        .iter()
+        .find(|t| t.effect == TaintEffect::NoSchedule && !tolerates(&pod.spec.tolerations, t))
+}
+
+fn runtime_supported(pod: &Pod, node: &NodeView) -> bool {
+    pod.spec
+        .runtime_class_name
+        .as_ref()
+        .is_none_or(|rc| node.runtime_classes.contains(rc))
+}
+
+/// Per resource: whether `want` fits in what `node` has left (a zero request always fits).
+fn resource_fits(want: &Resources, node: &NodeView) -> [bool; 4] {
+    let (a, r) = (&node.allocatable, &node.requested);
+    let ok = |want: i128, alloc: i128, used: i128| want <= 0 || want <= alloc - used;
+    [
+        want.pods <= a.pods - r.pods,
+        ok(want.cpu, a.cpu, r.cpu),
+        ok(want.memory, a.memory, r.memory),
+        ok(want.gpus, a.gpus, r.gpus),
+    ]
+}
+
+/// Whether `node` can take `pod`: [`misfits`] is empty, without building its messages. This is
+/// the per-node check of every placement, so it allocates nothing, and it tests the integer
+/// resource checks before the label lookups (the order only matters to `misfits`' message).
+pub fn fits(pod: &Pod, want: &Resources, node: &NodeView) -> bool {
+    node.ready
+        && !node.unschedulable
+        && resource_fits(want, node) == [true; 4]
+        && untolerated_taint(pod, node).is_none()
+        && runtime_supported(pod, node)
+        && selector_matches(pod, node)
+}
+
 /// The reasons `node` cannot take `pod`; empty when it fits.
 pub fn misfits(pod: &Pod, want: &Resources, node: &NodeView) -> Vec<String> {
     if !node.ready {
@@ -133,69 +178,85 @@ pub fn misfits(pod: &Pod, want: &Resources, node: &NodeView) -> Vec<String> {
     if node.unschedulable {
         return vec!["node(s) were unschedulable".into()];
     }
-    if pod
-        .spec
-        .node_selector
-        .iter()
-        .any(|(k, v)| node.labels.get(k) != Some(v))
-    {
+    if !selector_matches(pod, node) {
         return vec!["node(s) didn't match node selector".into()];
     }
-    if let Some(t) = node
-        .taints
-        .iter()
-        .find(|t| t.effect == TaintEffect::NoSchedule && !tolerates(&pod.spec.tolerations, t))
-    {
+    if let Some(t) = untolerated_taint(pod, node) {
         return vec![format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t.key,
             t.value.as_deref().unwrap_or("")
         )];
     }
-    if let Some(rc) = &pod.spec.runtime_class_name {
-        if !node.runtime_classes.contains(rc) {
+    if let Some(rc) = pod.spec.runtime_class_name.as_ref() {
+        if !runtime_supported(pod, node) {
             return vec![format!("node(s) didn't support runtime class {rc:?}")];
         }
     }
-    let mut reasons = Vec::new();
-    let free = |alloc: i128, used: i128| alloc - used;
-    if want.pods > free(node.allocatable.pods, node.requested.pods) {
-        reasons.push("Too many pods".to_string());
+    let names = [
+        "Too many pods".to_string(),
+        "Insufficient cpu".to_string(),
+        "Insufficient memory".to_string(),
+        format!("Insufficient {GPU_RESOURCE}"),
+    ];
+    resource_fits(want, node)
+        .into_iter()
+        .zip(names)
+        .filter(|(ok, _)| !ok)
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// Why `pod` fits on none of `nodes`, counted over every node in kube-scheduler's words.
+pub fn explain(pod: &Pod, want: &Resources, nodes: &[NodeView]) -> Unschedulable {
+    if nodes.is_empty() {
+        return Unschedulable {
+            message: "0/0 nodes are available: no nodes registered".into(),
+        };
     }
-    if want.cpu > 0 && want.cpu > free(node.allocatable.cpu, node.requested.cpu) {
-        reasons.push("Insufficient cpu".to_string());
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for node in nodes {
+        for r in misfits(pod, want, node) {
+            *reasons.entry(r).or_default() += 1;
+        }
     }
-    if want.memory > 0 && want.memory > free(node.allocatable.memory, node.requested.memory) {
-        reasons.push("Insufficient memory".to_string());
+    let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    Unschedulable {
+        message: format!(
+            "0/{} nodes are available: {}",
+            nodes.len(),
+            detail.join(", ")
+        ),
     }
-    if want.gpus > 0 && want.gpus > free(node.allocatable.gpus, node.requested.gpus) {
-        reasons.push(format!("Insufficient {GPU_RESOURCE}"));
+}
+
+/// `part * 100 / whole`, dividing in 64 bits when the values allow: a 128-bit division is a
+/// slow library call, and this runs for every node a search scores.
+fn percent(part: i128, whole: i128) -> i128 {
+    let num = part * 100;
+    match (i64::try_from(num), i64::try_from(whole)) {
+        (Ok(n), Ok(w)) => i128::from(n / w),
+        _ => num / whole,
     }
-    reasons
 }
 
 /// Scores a fitting node from 0 to 100: higher is better under `strategy`.
 pub fn score(want: &Resources, node: &NodeView, strategy: Strategy) -> i128 {
-    let fraction_used = |alloc: i128, used: i128, add: i128| -> Option<i128> {
-        (alloc > 0).then(|| ((used + add) * 100 / alloc).clamp(0, 100))
-    };
-    let mut parts = vec![
-        fraction_used(node.allocatable.cpu, node.requested.cpu, want.cpu),
-        fraction_used(node.allocatable.memory, node.requested.memory, want.memory),
+    let (a, r) = (&node.allocatable, &node.requested);
+    // (allocatable, requested, asked, counted): GPUs count only for pods that ask for them.
+    let parts = [
+        (a.cpu, r.cpu, want.cpu, true),
+        (a.memory, r.memory, want.memory, true),
+        (a.gpus, r.gpus, want.gpus, want.gpus > 0),
     ];
-    if want.gpus > 0 {
-        parts.push(fraction_used(
-            node.allocatable.gpus,
-            node.requested.gpus,
-            want.gpus,
-        ));
+    let (mut sum, mut count) = (0i128, 0i128);
+    for (alloc, used, add, counted) in parts {
+        if counted && alloc > 0 {
+            sum += percent(used + add, alloc).clamp(0, 100);
+            count += 1;
+        }
     }
-    let used: Vec<i128> = parts.into_iter().flatten().collect();
-    let avg_used = if used.is_empty() {
-        0
-    } else {
-        used.iter().sum::<i128>() / used.len() as i128
-    };
+    let avg_used = if count == 0 { 0 } else { sum / count };
     match strategy {
         Strategy::Spread => 100 - avg_used,
         Strategy::BinPack => avg_used,
@@ -214,68 +275,11 @@ pub fn spread_key(pod: &Pod) -> Option<String> {
     Some(format!("{}/{app}/{process}", pod.metadata.ns()))
 }
 
-/// (replicas of the group in the node's zone, on the node): fewer is better.
-fn spread_counts(key: Option<&str>, nodes: &[NodeView], node: &NodeView) -> (u32, u32) {
-    let Some(key) = key else {
-        return (0, 0);
-    };
-    let on = |n: &NodeView| n.spread.get(key).copied().unwrap_or(0);
-    let zone = match node.labels.get(LABEL_ZONE) {
-        Some(z) => nodes
-            .iter()
-            .filter(|n| n.labels.get(LABEL_ZONE) == Some(z))
-            .map(on)
-            .sum(),
-        None => on(node),
-    };
-    (zone, on(node))
-}
-
-/// Chooses a node for `pod`; ties go to the first node by name, so placement is deterministic.
+/// Chooses a node for `pod` among every node (no sampling; the loop samples through
+/// [`Cluster::place`]); ties go to the first node by name, so placement is deterministic.
 /// Replicas of one app process go first to the zone, then the node, with the fewest of them.
 pub fn place(pod: &Pod, nodes: &[NodeView], strategy: Strategy) -> Result<usize, Unschedulable> {
-    if nodes.is_empty() {
-        return Err(Unschedulable {
-            message: "0/0 nodes are available: no nodes registered".into(),
-        });
-    }
-    let want = Resources::of_pod(pod);
-    let key = spread_key(pod);
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<((i64, i64, i128), &str, usize)> = None;
-    for (i, node) in nodes.iter().enumerate() {
-        let why = misfits(pod, &want, node);
-        if why.is_empty() {
-            let (zone, here) = spread_counts(key.as_deref(), nodes, node);
-            let s = (
-                -i64::from(zone),
-                -i64::from(here),
-                score(&want, node, strategy),
-            );
-            let better = match best {
-                None => true,
-                Some((bs, bname, _)) => s > bs || (s == bs && node.name.as_str() < bname),
-            };
-            if better {
-                best = Some((s, node.name.as_str(), i));
-            }
-        } else {
-            for r in why {
-                *reasons.entry(r).or_default() += 1;
-            }
-        }
-    }
-    if let Some((_, _, i)) = best {
-        return Ok(i);
-    }
-    let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    Err(Unschedulable {
-        message: format!(
-            "0/{} nodes are available: {}",
-            nodes.len(),
-            detail.join(", ")
-        ),
-    })
+    Cluster::new(nodes.to_vec()).place(pod, strategy)
 }
 
 /// Label naming the gang (scheduling group) a pod belongs to; its value is unique per namespace.
@@ -290,12 +294,13 @@ pub fn place_gang(
     nodes: &[NodeView],
     strategy: Strategy,
 ) -> Result<Vec<usize>, Unschedulable> {
-    let mut views = nodes.to_vec();
+    // Every node is considered (no sampling): gangs are few and their placement is packed.
+    let mut views = Cluster::new(nodes.to_vec());
     let mut placed = Vec::with_capacity(members.len());
     for (i, pod) in members.iter().enumerate() {
-        match place(pod, &views, strategy) {
+        match views.place(pod, strategy) {
             Ok(n) => {
-                views[n].requested.add(&Resources::of_pod(pod));
+                views.assume(n, pod);
                 placed.push(n);
             }
             Err(why) => {

@@ -1,8 +1,7 @@
 //! The scheduling loop: watch pods and nodes, place pending pods, bind them, explain failures.
 
-use crate::core::{
-    place, place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG,
-};
+use crate::cluster::Cluster;
+use crate::core::{place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
 use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams};
@@ -180,7 +179,7 @@ async fn schedule_pass(
     let all_pods = pods.list();
     // Forget assumptions the cache has caught up with.
     assumed.retain(|key, _| pods.get(key).is_some_and(|p| p.spec.node_name.is_none()));
-    let mut views = snapshot(&nodes.list(), &all_pods, assumed);
+    let mut cluster = Cluster::new(snapshot(&nodes.list(), &all_pods, assumed)).sampled();
     let mut pending: Vec<&Pod> = all_pods
         .iter()
         .filter(|p| is_pending(p) && !assumed.contains_key(&kumo_client::cache_key(*p)))
@@ -191,8 +190,8 @@ async fn schedule_pass(
     });
     for unit in units(&pending, &all_pods) {
         match unit {
-            Unit::Single(pod) => match place(pod, &views, strategy) {
-                Ok(i) => bind(client, recorder, pod, &mut views[i], assumed).await,
+            Unit::Single(pod) => match cluster.place(pod, strategy) {
+                Ok(i) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
                 Err(why) => mark_unschedulable(client, recorder, pod, why.message).await,
             },
             Unit::Gang {
@@ -210,41 +209,40 @@ async fn schedule_pass(
                 }
             }
             // Gangs are packed onto as few nodes as possible: replicas talk to each other.
-            Unit::Gang { members, .. } => match place_gang(&members, &views, Strategy::BinPack) {
-                Ok(placement) => {
-                    for (pod, i) in members.iter().zip(placement) {
-                        bind(client, recorder, pod, &mut views[i], assumed).await;
+            Unit::Gang { members, .. } => {
+                match place_gang(&members, cluster.nodes(), Strategy::BinPack) {
+                    Ok(placement) => {
+                        for (pod, i) in members.iter().zip(placement) {
+                            bind(client, recorder, pod, &mut cluster, i, assumed).await;
+                        }
+                    }
+                    Err(why) => {
+                        for pod in members {
+                            mark_unschedulable(client, recorder, pod, why.message.clone()).await;
+                        }
                     }
                 }
-                Err(why) => {
-                    for pod in members {
-                        mark_unschedulable(client, recorder, pod, why.message.clone()).await;
-                    }
-                }
-            },
+            }
         }
     }
 }
 
-/// Binds `pod` to the node of `view`, counting it there for the rest of the pass.
+/// Binds `pod` to node `i`, counting it there for the rest of the pass.
 async fn bind(
     client: &Client,
     recorder: &EventRecorder,
     pod: &Pod,
-    view: &mut NodeView,
+    cluster: &mut Cluster,
+    i: usize,
     assumed: &mut HashMap<String, (String, Resources)>,
 ) {
     let key = kumo_client::cache_key(pod);
     let ns = pod.metadata.ns().to_string();
-    let node = view.name.clone();
+    let node = cluster.nodes()[i].name.clone();
     match client.bind(&ns, &pod.metadata.name, &node).await {
         Ok(()) => {
-            let want = Resources::of_pod(pod);
-            view.requested.add(&want);
-            if let Some(key) = crate::core::spread_key(pod) {
-                *view.spread.entry(key).or_default() += 1;
-            }
-            assumed.insert(key, (node.clone(), want));
+            cluster.assume(i, pod);
+            assumed.insert(key, (node.clone(), Resources::of_pod(pod)));
             let message = format!("Successfully assigned {ns}/{} to {node}", pod.metadata.name);
             recorder
                 .record(pod, EventType::Normal, "Scheduled", message)

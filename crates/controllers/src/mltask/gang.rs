@@ -5,6 +5,7 @@
 use super::admission::{TaskState, TaskView};
 use super::pass::{task_key, Action, Outcome};
 use super::replicas::{rank_of, replica_pod};
+use kumo_api::gpu_usage::ANNOTATION_GPU_USAGE;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::node::Node;
@@ -114,6 +115,11 @@ pub(super) fn replica_statuses(
                 gpus,
                 phase: pod.map(|p| phase(p)),
                 exit_code: pod.and_then(|p| exit_code(p)),
+                // Copied as the agent sampled it, fake label included.
+                gpu_usage: pod
+                    .and_then(|p| p.metadata.annotations.get(ANNOTATION_GPU_USAGE))
+                    .and_then(|a| kumo_api::gpu_usage::parse(a))
+                    .unwrap_or_default(),
             }
         })
         .collect()

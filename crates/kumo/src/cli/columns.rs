@@ -49,7 +49,7 @@ pub fn headers(kind: &KindInfo, layout: Layout) -> Vec<&'static str> {
             &[
                 "NAME", "PHASE", "QUEUE", "POSITION", "GPUS", "ATTEMPTS", "AGE",
             ],
-            &["NODES", "REASON"],
+            &["NODES", "GPU USE", "REASON"],
         ),
         ("kumo.dev", "Queue") => (&["NAME", "QUOTA", "PENDING", "RUNNING", "GPUS", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),

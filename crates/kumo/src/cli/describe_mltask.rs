@@ -1,5 +1,5 @@
 //! `kumo describe mltask`: what the task runs, where it stands in its queue and why, each
-//! replica (node, GPUs, phase, exit code), and its conditions.
+//! replica (node, GPUs, phase, exit code, GPU use once sampled), and its conditions.
 
 use super::describe_pod::conditions;
 use super::detail::Detail;
@@ -83,11 +83,17 @@ pub fn mltask(d: &mut Detail, task: &MLTask, now: DateTime<Utc>) {
         d.field(0, "Replica Pods", "<none>");
     } else {
         d.section(0, "Replica Pods");
-        let mut t = Table::new(&["Rank", "Pod", "Node", "GPUs", "Phase", "Exit Code"]);
+        // The GPU use column appears once an agent has sampled a replica's GPUs.
+        let sampled = st.replicas.iter().any(|r| !r.gpu_usage.is_empty());
+        let mut headers = vec!["Rank", "Pod", "Node", "GPUs", "Phase", "Exit Code"];
+        if sampled {
+            headers.push("GPU Use");
+        }
+        let mut t = Table::new(&headers);
         t.rows
             .push(t.headers.iter().map(|h| "-".repeat(h.len())).collect());
         for r in &st.replicas {
-            t.rows.push(vec![
+            let mut row = vec![
                 r.rank.to_string(),
                 r.pod.clone(),
                 r.node.clone().unwrap_or_else(|| "<none>".into()),
@@ -98,7 +104,11 @@ pub fn mltask(d: &mut Detail, task: &MLTask, now: DateTime<Utc>) {
                 },
                 r.phase.map_or("<not created>".into(), |p| format!("{p:?}")),
                 r.exit_code.map_or(String::new(), |c| c.to_string()),
-            ]);
+            ];
+            if sampled {
+                row.push(kumo_api::gpu_usage::summary(&r.gpu_usage));
+            }
+            t.rows.push(row);
         }
         d.table(1, &t);
     }
@@ -150,5 +160,27 @@ Conditions:
   Running   True     AllReplicasRunning   all 2 replica(s) started
 ";
         assert_eq!(d.render(), expected);
+    }
+
+    #[test]
+    fn sampled_gpu_use_says_when_fake() {
+        let task: MLTask = serde_json::from_value(json!({
+            "metadata": {"name": "t"},
+            "spec": {"runtimeClassName": "process", "command": ["x"], "resources": {"gpus": 1}},
+            "status": {"phase": "Running",
+                       "replicas": [{"rank": 0, "pod": "t-0", "node": "a", "gpus": ["0"], "phase": "Running",
+                                     "gpuUsage": [{"index": 0, "uuid": "fake-gpu-0", "utilizationPercent": 42,
+                                                   "memoryUsedBytes": 36077725286u64, "memoryTotalBytes": 85899345920u64, "fake": true}]}]}
+        }))
+        .unwrap();
+        let mut d = Detail::default();
+        mltask(&mut d, &task, Utc.timestamp_opt(1_714_564_920, 0).unwrap());
+        let out = d.render();
+        assert!(
+            out.contains(
+                "  0      t-0   a      0      Running               0: 42%, 33.6/80.0 GiB (fake)\n"
+            ),
+            "{out}"
+        );
     }
 }

@@ -1,9 +1,30 @@
 //! The `kumo get` columns of MLTasks and Queues.
 
-use kumo_api::mltask::{MLTask, Queue};
+use kumo_api::gpu_usage::GpuUsage;
+use kumo_api::mltask::{MLTask, Queue, ReplicaStatus};
 use serde_json::Value;
 
-/// NAME PHASE QUEUE POSITION GPUS ATTEMPTS AGE [NODES REASON].
+/// Mean utilization over every replica's GPUs at their last samples, `(fake)` when any is made
+/// up; `<none>` before a sample.
+fn gpu_use(replicas: &[ReplicaStatus]) -> String {
+    let samples: Vec<&GpuUsage> = replicas.iter().flat_map(|r| &r.gpu_usage).collect();
+    if samples.is_empty() {
+        return "<none>".into();
+    }
+    let mean = samples
+        .iter()
+        .map(|s| u64::from(s.utilization_percent))
+        .sum::<u64>()
+        / samples.len() as u64;
+    let fake = if samples.iter().any(|s| s.fake) {
+        " (fake)"
+    } else {
+        ""
+    };
+    format!("{mean}%{fake}")
+}
+
+/// NAME PHASE QUEUE POSITION GPUS ATTEMPTS AGE [NODES GPU-USE REASON].
 pub fn task_row(obj: &Value, name: String, age: String, wide: bool) -> Vec<String> {
     let task: MLTask = serde_json::from_value(obj.clone()).unwrap_or_default();
     let st = task.status.clone().unwrap_or_default();
@@ -28,6 +49,7 @@ pub fn task_row(obj: &Value, name: String, age: String, wide: bool) -> Vec<Strin
         } else {
             nodes.join(",")
         });
+        row.push(gpu_use(&st.replicas));
         row.push(
             st.pending_reason
                 .or(st.message)
@@ -74,8 +96,20 @@ mod tests {
                 "2",
                 "5m",
                 "<none>",
+                "<none>",
                 "needs 2×2 GPUs"
             ]
+        );
+        let running = json!({"metadata": {"name": "t"},
+            "spec": {"runtimeClassName": "process", "command": ["x"], "parallelism": 2, "resources": {"gpus": 1}},
+            "status": {"phase": "Running", "replicas": [
+                {"rank": 0, "pod": "t-0", "node": "a", "gpuUsage": [{"index": 0, "uuid": "fake-gpu-0", "utilizationPercent": 42,
+                  "memoryUsedBytes": 1, "memoryTotalBytes": 2, "fake": true}]},
+                {"rank": 1, "pod": "t-1", "node": "a", "gpuUsage": [{"index": 1, "uuid": "fake-gpu-1", "utilizationPercent": 79,
+                  "memoryUsedBytes": 1, "memoryTotalBytes": 2, "fake": true}]}]}});
+        assert_eq!(
+            task_row(&running, "t".into(), "1m".into(), true)[7..],
+            ["a", "60% (fake)", "<none>"]
         );
         let q = json!({"metadata": {"name": "research"}, "spec": {"gpuQuota": 8},
             "status": {"pending": 1, "running": 2, "gpusInUse": 6}});

@@ -3,6 +3,7 @@
 //! Helpers shared by both are here.
 
 mod data;
+mod gpu_use;
 mod queueing;
 mod running;
 
