@@ -101,12 +101,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
     }
 }
 
-/// The client's `X-Request-Id` when it sent a usable one, else a new UUID.
+/// The client's `X-Request-Id` when it sent a usable one, else a new random (v4) UUID. Its bits
+/// come from the per-thread generator: an id must be unique, not secret, and asking the OS for
+/// randomness costs a system call per request.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     match headers.get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
-        _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-            .unwrap_or(HeaderValue::from_static("-")),
+        _ => {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+            bytes[8..].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+            let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes())
+                .unwrap_or(HeaderValue::from_static("-"))
+        }
     }
 }
 

@@ -12,22 +12,25 @@ fn seed() -> u64 {
     RandomState::new().hash_one(0x6b75_6d6f_u64) | 1
 }
 
-/// A uniformly distributed number in `0..n` (0 when `n` is 0).
-pub(crate) fn below(n: usize) -> usize {
-    if n == 0 {
-        return 0;
-    }
+/// The next pseudo-random 64 bits of this thread (xorshift64*).
+pub(crate) fn next_u64() -> u64 {
     STATE.with(|s| {
-        // xorshift64*
         let mut x = s.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         s.set(x);
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        // Lemire's multiply-shift: unbiased enough for load balancing.
-        ((u128::from(r) * n as u128) >> 64) as usize
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+/// A uniformly distributed number in `0..n` (0 when `n` is 0).
+pub(crate) fn below(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    // Lemire's multiply-shift: unbiased enough for load balancing.
+    ((u128::from(next_u64()) * n as u128) >> 64) as usize
 }
 
 #[cfg(test)]
