@@ -15,6 +15,9 @@ pub struct GcPolicy {
     /// Disk usage (percent) collection brings it down to.
     pub low_percent: u8,
     pub interval: Duration,
+    /// Images pulled, imported or used more recently than this are kept (an image imported for
+    /// a pod about to be created must not go first).
+    pub min_age: Duration,
 }
 
 impl Default for GcPolicy {
@@ -23,6 +26,7 @@ impl Default for GcPolicy {
             high_percent: 85,
             low_percent: 80,
             interval: Duration::from_secs(300),
+            min_age: Duration::from_secs(120),
         }
     }
 }
@@ -40,6 +44,22 @@ pub fn bytes_to_free(total: u64, available: u64, policy: &GcPolicy) -> Option<u6
     }
     let goal = total * policy.low_percent.min(policy.high_percent) as u128 / 100;
     Some(used.saturating_sub(goal) as u64)
+}
+
+/// The digests of images used more recently than `min_age` before `now`.
+pub fn recently_used(
+    images: &[kumo_image::ImageSummary],
+    now: std::time::SystemTime,
+    min_age: Duration,
+) -> Vec<String> {
+    images
+        .iter()
+        .filter(|i| {
+            now.duration_since(i.last_used)
+                .map_or(true, |age| age < min_age)
+        })
+        .map(|i| i.digest.clone())
+        .collect()
 }
 
 /// The images the pods on this node name.
@@ -65,6 +85,12 @@ pub async fn collect_once(
         return Ok(None);
     };
     let store = store.clone();
+    let mut in_use = in_use;
+    in_use.extend(recently_used(
+        &store.list(),
+        std::time::SystemTime::now(),
+        policy.min_age,
+    ));
     tokio::task::spawn_blocking(move || {
         // With no limit the store only reports its size.
         let used = store
@@ -109,11 +135,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recently_used_images_are_kept() {
+        let now = std::time::SystemTime::now();
+        let image = |digest: &str, age: u64| kumo_image::ImageSummary {
+            references: vec![],
+            digest: digest.into(),
+            size: 1,
+            created: now - Duration::from_secs(age),
+            last_used: now - Duration::from_secs(age),
+        };
+        let images = [image("sha256:new", 30), image("sha256:old", 600)];
+        assert_eq!(
+            recently_used(&images, now, Duration::from_secs(120)),
+            vec!["sha256:new".to_string()]
+        );
+    }
+
+    #[test]
     fn collects_only_above_high_and_down_to_low() {
         let p = GcPolicy {
             high_percent: 85,
             low_percent: 80,
             interval: Duration::from_secs(1),
+            min_age: Duration::from_secs(1),
         };
         assert_eq!(bytes_to_free(1000, 200, &p), None, "80% used");
         assert_eq!(bytes_to_free(1000, 150, &p), None, "85% used");
@@ -128,6 +172,7 @@ mod tests {
             low_percent: 0,
             ..p
         };
+        assert_eq!(p.min_age, Duration::from_secs(1));
         assert_eq!(bytes_to_free(1000, 999, &always), Some(1));
     }
 }

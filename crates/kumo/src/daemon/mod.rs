@@ -95,6 +95,9 @@ pub struct NodeArgs {
     /// How often disk usage is checked for image garbage collection
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub image_gc_interval: Duration,
+    /// Images pulled, imported or used more recently than this are never collected
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub image_gc_min_age: Duration,
 }
 
 /// `kumo up`.
@@ -354,6 +357,7 @@ fn agent_config(
                 high_percent: node.image_gc_high_threshold,
                 low_percent: node.image_gc_low_threshold,
                 interval: node.image_gc_interval,
+                min_age: node.image_gc_min_age,
             },
         },
     })

@@ -122,6 +122,8 @@ async fn unused_images_are_collected_above_the_disk_threshold() {
         "0",
         "--image-gc-interval",
         "300ms",
+        "--image-gc-min-age",
+        "0s",
     ]);
     let client = c.client();
     apply(
