@@ -1,13 +1,11 @@
-//! The shim's OCI mode: `<runtime> run --detach` a bundle, wait for the container as its
+//! The shim's OCI mode: `<runtime> create` and `start` a bundle, wait for the container as its
 //! subreaper, tell an OOM kill, `delete` it, and record how it ended.
 //!
-//! Why a detached run rather than `<runtime> run` in the foreground: once it returns, the
+//! Why create/start rather than `<runtime> run` in the foreground: after `create` returns, the
 //! container's init (runc) or sandbox (runsc) is re-parented to the shim (a child subreaper), so
 //! the shim `waitpid`s the container itself and gets its true status (a signal stays a signal),
 //! while its stdout and stderr are the log file itself (the runtime hands its own stdio to the
-//! container), so logs outlive the shim. One `run --detach` is `create` and `start` in one
-//! runtime process (one Go start-up less per container). Killing goes through `<runtime> kill`
-//! from the agent.
+//! container), so logs outlive the shim. Killing goes through `<runtime> kill` from the agent.
 
 use super::{handshake, ShimArgs};
 use crate::cgroup::parse_oom_kills;
@@ -83,7 +81,7 @@ impl Oci<'_> {
         self.bundle.join("runtime.log")
     }
 
-    /// `run --detach` (the container's stdio is the log file); the container's pid.
+    /// `create` (the container's stdio is the log file), then `start`; the container's pid.
     fn start(&self, args: &ShimArgs) -> Result<i32, String> {
         let name = self.runtime.display().to_string();
         let log = std::fs::OpenOptions::new()
@@ -101,8 +99,7 @@ impl Oci<'_> {
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format=json")
-            .arg("run")
-            .arg("--detach")
+            .arg("create")
             .arg("--bundle")
             .arg(&self.bundle)
             .arg("--pid-file")
@@ -115,13 +112,29 @@ impl Oci<'_> {
             .map_err(|e| format!("exec {name}: {e}"))?;
         if !status.success() {
             return Err(runtime_error(&runtime_log)
-                .unwrap_or_else(|| format!("{name} run failed ({status})")));
+                .unwrap_or_else(|| format!("{name} create failed ({status})")));
         }
-        std::fs::read_to_string(&args.pid_file)
+        let pid = std::fs::read_to_string(&args.pid_file)
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .filter(|p| *p > 1)
-            .ok_or_else(|| format!("{name} run wrote no pid file"))
+            .ok_or_else(|| format!("{name} create wrote no pid file"))?;
+        let out = self
+            .command()
+            .arg("--log")
+            .arg(&runtime_log)
+            .arg("--log-format=json")
+            .args(["start", self.id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("exec {name}: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(runtime_error(&runtime_log)
+                .or((!stderr.is_empty()).then_some(stderr))
+                .unwrap_or_else(|| format!("{name} start failed ({})", out.status)));
+        }
+        Ok(pid)
     }
 
     /// `delete --force` in a process of its own that outlives the shim.
