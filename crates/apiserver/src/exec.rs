@@ -2,15 +2,12 @@
 //! client's upgrade, then copy bytes both ways until either side closes or the server stops.
 
 use crate::error::{ApiError, ApiResult};
-use crate::log::{agent_base, core, pick_container};
-use crate::object::str_at;
-use crate::read;
+use crate::log::{agent_base, ask_agent, pod_on_node};
 use crate::{shutting_down, App, StreamGuard};
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kumo_api::exec::PROTOCOL;
 use std::sync::Arc;
@@ -57,39 +54,14 @@ pub(crate) fn agent_exec_path(p: &ExecParams, container: &str) -> String {
 
 /// POST pods/{name}/exec: `client` is the caller's request, whose connection is upgraded.
 pub async fn exec(app: &Arc<App>, p: ExecParams, client: Request<Body>) -> ApiResult<Response> {
-    let pod = read::get(app, core("pods")?, Some(&p.ns), &p.name).await?;
-    let container = pick_container(&pod, &p.name, p.container.clone())?;
-    let Some(node_name) = str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) else {
-        return Err(ApiError::bad_request(format!(
-            "pod {} is not yet scheduled to a node",
-            p.name
-        )));
-    };
-    let node = read::get(app, core("nodes")?, None, node_name).await?;
+    let (container, node_name, node) =
+        pod_on_node(app, &p.ns, &p.name, p.container.clone()).await?;
     let uri = format!("{}{}", agent_base(&node)?, agent_exec_path(&p, &container));
-    let mut request = Request::post(uri)
+    let request = Request::post(uri)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, PROTOCOL);
-    if let Some(token) = &app.agent_token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(format!("building the agent request: {e}")))?;
-    let answer = match tokio::time::timeout(AGENT_ANSWER_TIMEOUT, app.http.request(request)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            return Err(ApiError::unavailable(format!(
-                "the agent on node {node_name} is unreachable: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(ApiError::unavailable(format!(
-                "the agent on node {node_name} did not answer within {}s",
-                AGENT_ANSWER_TIMEOUT.as_secs()
-            )))
-        }
-    };
+    let answer = ask_agent(app, &node_name, request, AGENT_ANSWER_TIMEOUT).await?;
+    let node_name = node_name.as_str();
     let status = answer.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
         return Err(agent_refusal(node_name, answer).await);

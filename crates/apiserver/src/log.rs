@@ -28,13 +28,13 @@ pub struct LogParams {
     pub tail_lines: Option<i64>,
 }
 
-pub(crate) fn core(plural: &str) -> ApiResult<Kind> {
+fn core(plural: &str) -> ApiResult<Kind> {
     Kind::lookup("", "v1", plural)
         .ok_or_else(|| ApiError::internal("core kinds are not registered"))
 }
 
 /// The container to read: the one named, or the only one.
-pub(crate) fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<String> {
+fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<String> {
     let containers: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -100,39 +100,57 @@ fn agent_uri(node: &Value, p: &LogParams, container: &str) -> ApiResult<Uri> {
     })
 }
 
-/// GET pods/{name}/log.
-pub async fn logs(app: &Arc<App>, p: LogParams) -> ApiResult<Response> {
-    let pod = read::get(app, core("pods")?, Some(&p.ns), &p.name).await?;
-    let container = pick_container(&pod, &p.name, p.container.clone())?;
+/// The container a request names (or the pod's only one), the pod's node and that node.
+pub(crate) async fn pod_on_node(
+    app: &Arc<App>,
+    ns: &str,
+    name: &str,
+    container: Option<String>,
+) -> ApiResult<(String, String, Value)> {
+    let pod = read::get(app, core("pods")?, Some(ns), name).await?;
+    let container = pick_container(&pod, name, container)?;
     let Some(node_name) = str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
-            "pod {} is not yet scheduled to a node",
-            p.name
+            "pod {name} is not yet scheduled to a node"
         )));
     };
     let node = read::get(app, core("nodes")?, None, node_name).await?;
-    let uri = agent_uri(&node, &p, &container)?;
-    let mut request = Request::get(uri);
+    Ok((container, node_name.to_string(), node))
+}
+
+/// Sends a request to the agent on `node_name` with the agent token, waiting at most `limit` for
+/// the head of its answer.
+pub(crate) async fn ask_agent(
+    app: &Arc<App>,
+    node_name: &str,
+    mut request: http::request::Builder,
+    limit: Duration,
+) -> ApiResult<http::Response<Incoming>> {
     if let Some(token) = &app.agent_token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(format!("building the agent request: {e}")))?;
-    let answer = match tokio::time::timeout(AGENT_ANSWER_TIMEOUT, app.http.request(request)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            return Err(ApiError::unavailable(format!(
-                "the agent on node {node_name} is unreachable: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(ApiError::unavailable(format!(
-                "the agent on node {node_name} did not answer within {}s",
-                AGENT_ANSWER_TIMEOUT.as_secs()
-            )))
-        }
-    };
+    match tokio::time::timeout(limit, app.http.request(request)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!(
+            "the agent on node {node_name} is unreachable: {e}"
+        ))),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "the agent on node {node_name} did not answer within {}s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// GET pods/{name}/log.
+pub async fn logs(app: &Arc<App>, p: LogParams) -> ApiResult<Response> {
+    let (container, node_name, node) =
+        pod_on_node(app, &p.ns, &p.name, p.container.clone()).await?;
+    let uri = agent_uri(&node, &p, &container)?;
+    let answer = ask_agent(app, &node_name, Request::get(uri), AGENT_ANSWER_TIMEOUT).await?;
+    let node_name = node_name.as_str();
     let status = answer.status();
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Err(ApiError::bad_gateway(format!(
