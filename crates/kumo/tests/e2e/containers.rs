@@ -52,6 +52,16 @@ fn waiting_reason(p: &Pod) -> Option<String> {
         .clone()
 }
 
+/// The message of the first container's waiting state (empty when it has none).
+fn waiting_message(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.first())
+        .and_then(|c| c.state.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default()
+}
+
 /// A real registry on loopback holding a busybox image; the registry stops when dropped.
 fn busybox_registry() -> (Registry, String) {
     let registry = Registry::start().expect("docker-registry");
@@ -351,13 +361,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
             )
         })
         .await;
-        let msg = p.status.unwrap().container_statuses[0]
-            .state
-            .waiting
-            .clone()
-            .unwrap()
-            .message
-            .unwrap_or_default();
+        let msg = waiting_message(&p);
         assert!(msg.contains(text), "{name}: {msg}");
     }
     // A runtime class no node has: the scheduler says so.
@@ -389,13 +393,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let msg = p.status.unwrap().container_statuses[0]
-        .state
-        .waiting
-        .clone()
-        .unwrap()
-        .message
-        .unwrap();
+    let msg = waiting_message(&p);
     assert!(
         msg.contains("hostPath \"/etc\" of volume \"etc\" is not allowed on this node"),
         "{msg}"
@@ -410,13 +408,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
-    let msg = p.status.unwrap().container_statuses[0]
-        .state
-        .waiting
-        .clone()
-        .unwrap()
-        .message
-        .unwrap();
+    let msg = waiting_message(&p);
     assert!(
         msg.contains("memory limit 1Mi is below the 6Mi an OCI container needs to start"),
         "{msg}"
@@ -447,12 +439,6 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         )
     })
     .await;
-    let msg = p.status.unwrap().container_statuses[0]
-        .state
-        .waiting
-        .clone()
-        .unwrap()
-        .message
-        .unwrap_or_default();
+    let msg = waiting_message(&p);
     assert!(msg.contains("digest mismatch"), "{msg}");
 }
