@@ -47,6 +47,8 @@ pub struct PodWorker {
     pub params: SyncParams,
     /// (uid, container) stops in flight.
     killing: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Pods (uids) whose cleanup is running.
+    cleaning: Arc<Mutex<BTreeSet<String>>>,
     /// (uid, container, restart count) already announced with a BackOff event.
     backoff_announced: BTreeSet<(String, String, i32)>,
     /// Grace periods of pods seen deleted from the API, by uid.
@@ -81,6 +83,7 @@ impl PodWorker {
             recorder,
             params,
             killing: Arc::default(),
+            cleaning: Arc::default(),
             backoff_announced: BTreeSet::new(),
             gone_grace: BTreeMap::new(),
             failures: BTreeMap::new(),
@@ -220,9 +223,15 @@ impl PodWorker {
         // A sandbox whose pod is gone and whose containers are all gone too.
         if let Some(oci) = self.oci.clone() {
             for rec in oci.sandboxes.pods() {
+                let cleaning = self
+                    .cleaning
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&rec.uid);
                 if rec.key() == key
                     && Some(&rec.uid) != current_uid.as_ref()
                     && !self.runtime.has_pod(&rec.uid)
+                    && !cleaning
                 {
                     tracing::info!(pod = %rec.key(), uid = %rec.uid, "removing the sandbox of a pod gone from the API");
                     oci.sandboxes
@@ -270,7 +279,7 @@ impl PodWorker {
             return Ok(());
         }
         tracing::info!(pod = %rec.key(), uid = %rec.uid, "removing the state of a pod gone from the API");
-        self.cleanup_pod(&rec.uid).await?;
+        self.cleanup_pod(&rec.uid, &rec.key()).await?;
         Ok(())
     }
 
@@ -289,16 +298,41 @@ impl PodWorker {
 
     /// Removes everything of a pod whose containers all stopped: the runtime's state (bundles,
     /// mounts, cgroups, runtime records), then its sandbox (network, volumes). Both steps run
-    /// even when the first fails; the first error is returned and the pod retried.
-    async fn cleanup_pod(&mut self, uid: &str) -> Result<(), SyncError> {
-        let runtime = self.runtime.cleanup(uid).await;
-        let sandbox = match &self.oci {
-            Some(oci) => oci.sandboxes.teardown(uid).await,
-            None => Ok(()),
-        };
-        runtime?;
-        sandbox.map_err(crate::error::RuntimeError::Shim)?;
+    /// even when the first fails. It runs off the worker, as a runtime's own cleanup can take
+    /// seconds (`runsc delete`) and must not hold up the node's other pods; on failure `key` is
+    /// queued again, and until it is done a second cleanup of the same pod is not started.
+    async fn cleanup_pod(&mut self, uid: &str, key: &str) -> Result<(), SyncError> {
+        if !self
+            .cleaning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string())
+        {
+            return Ok(());
+        }
         self.forget(uid);
+        let (runtime, oci, cleaning, queue) = (
+            self.runtime.clone(),
+            self.oci.clone(),
+            self.cleaning.clone(),
+            self.queue.clone(),
+        );
+        let (uid, key) = (uid.to_string(), key.to_string());
+        tokio::spawn(async move {
+            let runtime_done = runtime.cleanup(&uid).await;
+            let sandbox_done = match &oci {
+                Some(oci) => oci.sandboxes.teardown(&uid).await,
+                None => Ok(()),
+            };
+            cleaning
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+            if let Err(e) = runtime_done.map_err(|e| e.to_string()).and(sandbox_done) {
+                tracing::warn!(pod = %key, %uid, error = %e, "pod cleanup failed; retrying");
+                queue.add_after(key, Duration::from_secs(1));
+            }
+        });
         Ok(())
     }
 
@@ -766,7 +800,7 @@ impl PodWorker {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        self.cleanup_pod(&uid).await?;
+        self.cleanup_pod(&uid, &kumo_client::cache_key(pod)).await?;
         tracing::info!(pod = %kumo_client::cache_key(pod), "pod deleted");
         Ok(())
     }
