@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, watch};
 
 /// How often every pod is reconciled even when nothing was heard about it.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stopping agent waits for the cleanups of gone pods it started.
+const SHUTDOWN_CLEANUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the node agent until `shutdown` completes. On shutdown the loops stop and containers are
 /// left running; a restarted agent re-adopts them.
@@ -167,6 +169,12 @@ pub async fn run(
             key = queue.next() => worker.process(&key).await,
             _ = resync.tick() => worker.enqueue_all(),
         }
+    }
+    // Cleanups of gone pods run off the worker: let them finish (briefly) so a stopped agent
+    // leaves no half-removed pod behind; whatever is left is cleaned at the next start.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_CLEANUP_WAIT;
+    while worker.cleanups_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop(tasks, &runtime, &stop_tx)
 }

@@ -148,6 +148,14 @@ impl PodWorker {
         }
     }
 
+    /// How many gone pods are being cleaned up right now.
+    pub fn cleanups_in_flight(&self) -> usize {
+        self.cleaning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Notes a pod the API deleted, so its containers get its grace period.
     pub fn pod_gone(&mut self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
