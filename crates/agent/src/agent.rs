@@ -45,6 +45,7 @@ pub async fn run(
 
     let (runtime_tx, mut runtime_events) = mpsc::unbounded_channel();
     let (runtimes, oci, image_store) = open_runtimes(&config, runtime_tx)?;
+    let sandboxes = oci.sandboxes.clone();
     let classes = runtimes.classes();
     let runtime: Arc<dyn Runtime> = Arc::new(runtimes);
 
@@ -176,6 +177,7 @@ pub async fn run(
     while worker.cleanups_in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    sandboxes.shutdown().await;
     stop(tasks, &runtime, &stop_tx)
 }
 
@@ -215,9 +217,10 @@ fn open_runtimes(
             net.bridge = bridge.clone();
         }
         net.node_name = config.node_name.clone();
+        net.warm_pool = cc.pod_network_pool;
         let networks = kumo_net::PodNetworks::new(net)
             .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;
-        Arc::new(CniNetwork(networks))
+        Arc::new(CniNetwork(Arc::new(networks)))
     };
     let sandbox_dir = config.data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_dir).map_err(|e| io(&sandbox_dir, e))?;

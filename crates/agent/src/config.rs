@@ -56,6 +56,9 @@ pub struct ContainerConfig {
     pub bridge: Option<String>,
     /// Run OCI pods without a pod network (each container gets an empty namespace).
     pub no_pod_network: bool,
+    /// Pod networks kept made ahead of their pods once the node runs a container pod
+    /// (`--pod-network-pool`).
+    pub pod_network_pool: usize,
     /// When unused images are removed.
     pub image_gc: crate::image_gc::GcPolicy,
 }

@@ -35,6 +35,8 @@ pub trait NetworkProvider: Send + Sync + 'static {
     async fn setup(&self, pod: &Pod) -> Result<PodNet, String>;
     /// Removes the pod's network; idempotent.
     async fn teardown(&self, uid: &str) -> Result<(), String>;
+    /// The agent is stopping: remove what was made ahead of pods (pods' networks stay).
+    async fn shutdown(&self) {}
 }
 
 /// No pod network: containers get their own empty network namespaces (tests, isolated jobs).
@@ -51,8 +53,9 @@ impl NetworkProvider for NoNetwork {
     }
 }
 
-/// The CNI bridge network of kumo-net.
-pub struct CniNetwork(pub kumo_net::PodNetworks);
+/// The CNI bridge network of kumo-net. After each setup the warm pool is topped up in the
+/// background, so the next pod does not wait for the plugins.
+pub struct CniNetwork(pub Arc<kumo_net::PodNetworks>);
 
 #[async_trait::async_trait]
 impl NetworkProvider for CniNetwork {
@@ -75,6 +78,8 @@ impl NetworkProvider for CniNetwork {
             host_ports,
         };
         let net = self.0.setup(&req).await.map_err(|e| e.to_string())?;
+        let nets = self.0.clone();
+        tokio::spawn(async move { nets.fill_warm_pool().await });
         Ok(PodNet {
             netns_path: Some(net.netns_path),
             ip: Some(net.ip),
@@ -83,6 +88,10 @@ impl NetworkProvider for CniNetwork {
 
     async fn teardown(&self, uid: &str) -> Result<(), String> {
         self.0.teardown(uid).await.map_err(|e| e.to_string())
+    }
+
+    async fn shutdown(&self) {
+        self.0.drain_warm_pool().await;
     }
 }
 
@@ -267,6 +276,11 @@ impl Sandboxes {
             out.insert(v.name.clone(), path);
         }
         Ok(out)
+    }
+
+    /// The agent is stopping: the network provider removes what it made ahead of pods.
+    pub async fn shutdown(&self) {
+        self.network.shutdown().await;
     }
 
     /// Removes the pod's sandbox: its network, its mounts and its directory. Goes on after a

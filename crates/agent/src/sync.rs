@@ -206,17 +206,22 @@ impl PodWorker {
             return;
         };
         let (type_, reason) = exit_event(&terminated);
-        self.recorder
-            .record(
-                &obj,
-                type_,
-                reason,
-                format!(
-                    "Container {container} exited with code {}",
-                    terminated.exit_code
-                ),
-            )
-            .await;
+        self.record_later(
+            &obj,
+            type_,
+            reason,
+            format!(
+                "Container {container} exited with code {}",
+                terminated.exit_code
+            ),
+        );
+    }
+
+    /// Records an event without waiting for its write: events are best effort, and the pod's
+    /// status write (what clients wait for) should not queue behind them.
+    fn record_later(&self, pod: &Pod, type_: EventType, reason: &'static str, message: String) {
+        let (recorder, pod) = (self.recorder.clone(), pod.clone());
+        tokio::spawn(async move { recorder.record(&pod, type_, reason, message).await });
     }
 
     async fn reconcile(&mut self, key: &str) -> Result<(), SyncError> {
@@ -565,14 +570,12 @@ impl PodWorker {
             StartOutcome::ConfigError(_) => {}
             StartOutcome::Started { pid } => {
                 tracing::info!(pod = %kumo_client::cache_key(pod), container = %name, pid, "started container");
-                self.recorder
-                    .record(
-                        pod,
-                        EventType::Normal,
-                        "Started",
-                        format!("Started container {name}"),
-                    )
-                    .await;
+                self.record_later(
+                    pod,
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {name}"),
+                );
             }
             StartOutcome::Failed(message) => {
                 tracing::info!(pod = %kumo_client::cache_key(pod), container = %name, %message, "container failed to start");

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How stale an image's recorded last use may get before a use writes it again.
+const TOUCH_EVERY_MS: u64 = 60_000;
 /// The defaults an image gives its containers (a pod's `command`/`args` override
 /// `entrypoint`/`cmd` as in Kubernetes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,7 +335,18 @@ impl ImageStore {
         Some(image)
     }
 
+    /// Sets the image's last use to now, unless it was set less than [`TOUCH_EVERY_MS`] ago:
+    /// last use only orders image GC (whose minimum age is minutes), and each write is an
+    /// fsynced rewrite of the whole index, on the path of every container start.
     pub(crate) fn touch(&self, digest: &str) -> Result<(), ImageError> {
+        let recent = |meta: &crate::meta::Meta| {
+            meta.images
+                .get(digest)
+                .is_some_and(|r| now().saturating_sub(r.last_used) < TOUCH_EVERY_MS)
+        };
+        if recent(&self.meta().read()?) {
+            return Ok(());
+        }
         self.meta().update(|meta| {
             if let Some(r) = meta.images.get_mut(digest) {
                 r.last_used = now();

@@ -46,6 +46,9 @@ pub(crate) struct NetParams<'a> {
     pub cidr: Cidr,
     pub mtu: Option<u32>,
     pub ipam_dir: &'a Path,
+    /// The bridge plugin's own per-pod masquerading (`ipMasq`): only for networks made before
+    /// kumo installed one rule set per node ([`crate::masq`]), so that their DEL undoes it.
+    pub plugin_masq: bool,
 }
 
 /// The config JSON for `plugin`, with `prevResult` when the plugin is chained after another
@@ -65,8 +68,8 @@ pub(crate) fn network_config(
         Plugin::Bridge => {
             map.insert("bridge".into(), json!(params.bridge));
             map.insert("isGateway".into(), json!(true));
-            // The plugin masquerades only traffic from the pod to outside the pod CIDR.
-            map.insert("ipMasq".into(), json!(true));
+            // Egress is masqueraded by one rule set per node (`masq`), not per pod.
+            map.insert("ipMasq".into(), json!(params.plugin_masq));
             // A pod reaches itself through its own host port.
             map.insert("hairpinMode".into(), json!(true));
             if let Some(mtu) = params.mtu {
@@ -236,6 +239,7 @@ mod tests {
             cidr: Cidr::parse("10.88.0.0/16").unwrap(),
             mtu: None,
             ipam_dir: dir,
+            plugin_masq: false,
         }
     }
 
@@ -264,7 +268,7 @@ mod tests {
             network_config(Plugin::Bridge, &params(&dir), &[], None),
             json!({
                 "cniVersion": "1.0.0", "name": "kumo", "type": "bridge",
-                "bridge": "kumo0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                "bridge": "kumo0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": "10.88.0.0/16"}]],

@@ -22,6 +22,9 @@ pub struct NetworkConfig {
     pub mtu: Option<u32>,
     /// The node's name, used in messages. Default: the host name.
     pub node_name: String,
+    /// How many networks to keep made ahead of their pods ([`crate::PodNetworks::fill_warm_pool`]).
+    /// Default 0 (none).
+    pub warm_pool: usize,
 }
 
 impl NetworkConfig {
@@ -34,6 +37,7 @@ impl NetworkConfig {
             state_dir: state_dir.into(),
             mtu: None,
             node_name: host_name(),
+            warm_pool: 0,
         }
     }
 

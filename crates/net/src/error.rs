@@ -75,6 +75,9 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    /// The node's masquerade rules for pod egress could not be installed or removed.
+    #[error("pod egress masquerade: {message}")]
+    Masquerade { message: String },
     /// A per-pod state file is unreadable.
     #[error("pod network state {}", path.display())]
     State {

@@ -43,13 +43,15 @@ pub fn write_pod_files(dir: &Path, pod_name: &str, ip: IpAddr) -> Result<PodFile
     Ok(files)
 }
 
+/// A temporary file renamed over `path`, not fsynced: the files are made anew for every pod
+/// start and are worth nothing after a reboot.
 fn write_atomic(path: &Path, text: &str) -> Result<(), NetError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+        drop(f);
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| NetError::io("writing", path, e))

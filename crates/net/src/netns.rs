@@ -52,6 +52,26 @@ pub(crate) fn create(path: &Path) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Pins the namespace pinned at `from` at `to` as well (a second bind mount); `to` must not
+/// exist yet. Handing a warm network to its pod moves it to the pod's own file this way.
+pub(crate) fn rebind(from: &Path, to: &Path) -> Result<(), NetError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(to)
+        .map_err(|e| NetError::io("creating namespace file", to, e))?;
+    if let Err(source) = mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = std::fs::remove_file(to);
+        return Err(NetError::Netns {
+            path: to.to_path_buf(),
+            op: "bind mount",
+            source,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `path` is a live network namespace file (a bind-mounted nsfs inode). After a reboot
 /// the file is still there but no longer a namespace.
 pub(crate) fn is_netns(path: &Path) -> bool {

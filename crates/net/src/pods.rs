@@ -4,6 +4,7 @@ use crate::cni::{self, CniResult, NetParams, Plugin};
 use crate::config::{Cidr, NetworkConfig};
 use crate::error::NetError;
 use crate::exec::{self, Command, Invocation};
+use crate::masq;
 use crate::netns;
 use crate::ports::{require_iptables, PortMapping};
 use crate::state::{file_names, PodState, StateDir};
@@ -12,6 +13,10 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The uids of networks made ahead of their pods (the warm pool) start with this.
+pub const WARM_PREFIX: &str = "warm-";
 
 /// What a pod needs from the network.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,8 +42,13 @@ pub struct PodNetwork {
     pub gateway: IpAddr,
 }
 
-/// The pod networks of one node. One instance per state dir; its operations are serialized
-/// (the bridge plugin is not safe to run concurrently for the same bridge).
+/// The pod networks of one node. One instance per state dir.
+///
+/// Plugin runs of different pods go concurrently, as under containerd, except the first ADD,
+/// which creates the bridge and its address (two bridge plugins doing that at once race).
+/// With [`NetworkConfig::warm_pool`] set, it keeps that many networks made ahead of their pods
+/// ([`PodNetworks::fill_warm_pool`]): a pod without host ports then gets one at once instead of
+/// waiting for the plugins (about 40 ms of process starts here).
 #[derive(Debug)]
 pub struct PodNetworks {
     config: NetworkConfig,
@@ -47,7 +57,34 @@ pub struct PodNetworks {
     netns_dir: PathBuf,
     ipam_dir: PathBuf,
     states: StateDir,
-    lock: tokio::sync::Mutex<()>,
+    plugins: tokio::sync::RwLock<()>,
+    bridge_ready: AtomicBool,
+    /// Whether this process installed the node's masquerade rules since they were last removed.
+    masq: tokio::sync::Mutex<bool>,
+    warm: std::sync::Mutex<Warm>,
+    /// Held by the one task filling the pool; [`PodNetworks::drain_warm_pool`] waits for it.
+    filler: tokio::sync::Mutex<()>,
+    warm_counter: AtomicU64,
+}
+
+/// Networks made ahead of their pods.
+#[derive(Debug, Default)]
+struct Warm {
+    ready: Vec<PodState>,
+    /// Leftovers of an earlier run were removed.
+    swept: bool,
+    /// Drained for good (the agent is stopping): nothing more is made.
+    closed: bool,
+}
+
+/// A read guard for most plugin runs, a write guard for the one that makes the bridge.
+enum PluginGuard<'a> {
+    Shared {
+        _guard: tokio::sync::RwLockReadGuard<'a, ()>,
+    },
+    Exclusive {
+        _guard: tokio::sync::RwLockWriteGuard<'a, ()>,
+    },
 }
 
 impl PodNetworks {
@@ -74,8 +111,29 @@ impl PodNetworks {
             path_env: exec::plugin_path_env(std::env::var_os("PATH").as_deref()),
             cidr,
             config,
-            lock: tokio::sync::Mutex::new(()),
+            plugins: tokio::sync::RwLock::new(()),
+            bridge_ready: AtomicBool::new(false),
+            masq: tokio::sync::Mutex::new(false),
+            warm: std::sync::Mutex::new(Warm::default()),
+            filler: tokio::sync::Mutex::new(()),
+            warm_counter: AtomicU64::new(0),
         })
+    }
+
+    async fn plugin_guard(&self) -> PluginGuard<'_> {
+        if self.bridge_ready.load(Ordering::Acquire) {
+            PluginGuard::Shared {
+                _guard: self.plugins.read().await,
+            }
+        } else {
+            PluginGuard::Exclusive {
+                _guard: self.plugins.write().await,
+            }
+        }
+    }
+
+    fn lock_warm(&self) -> std::sync::MutexGuard<'_, Warm> {
+        self.warm.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The config in use (with `state_dir` made absolute).
@@ -83,44 +141,258 @@ impl PodNetworks {
         &self.config
     }
 
-    /// Creates the pod's network namespace and runs CNI ADD (loopback, then the bridge network
-    /// with host-local IPAM and, when the pod has host ports, portmap). Idempotent for a pod that
+    /// Gives the pod a network: one from the warm pool when it has no host ports and one is
+    /// ready, else a new namespace and CNI ADD (loopback, then the bridge network with
+    /// host-local IPAM and, when the pod has host ports, portmap). Idempotent for a pod that
     /// already has one (returns the existing). On failure nothing of the pod's network is left.
     pub async fn setup(&self, pod: &PodNetRequest) -> Result<PodNetwork, NetError> {
         check_uid(&pod.uid)?;
         require_iptables(&pod.host_ports, &self.path_env, &self.config.node_name)?;
-        let _guard = self.lock.lock().await;
-        if let Some(state) = self.states.read(&pod.uid)? {
-            if let Some(net) = self.network_of(&state) {
-                if netns::is_netns(&net.netns_path) {
-                    return Ok(net);
-                }
+        if pod.host_ports.is_empty() && self.states.read(&pod.uid)?.is_none() {
+            if let Some(net) = self.take_warm(pod)? {
+                return Ok(net);
             }
-            // Half made (a crash mid-setup) or stale (a reboot): start afresh.
-            self.undo(&state).await?;
         }
-        let state = PodState {
+        self.make(PodState {
             uid: pod.uid.clone(),
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             netns_path: self.netns_dir.join(&pod.uid),
             host_ports: pod.host_ports.clone(),
             result: None,
-        };
+            cni_id: None,
+            plugin_masq: false,
+        })
+        .await
+    }
+
+    /// Makes the network `state` describes (or returns the one already recorded for its uid).
+    async fn make(&self, state: PodState) -> Result<PodNetwork, NetError> {
+        let _guard = self.plugin_guard().await;
+        if let Some(old) = self.states.read(&state.uid)? {
+            if let Some(net) = self.network_of(&old) {
+                if netns::is_netns(&net.netns_path) {
+                    return Ok(net);
+                }
+            }
+            // Half made (a crash mid-setup) or stale (a reboot): start afresh.
+            self.undo(&old).await?;
+        }
         // The record first, so that whatever follows can be undone after a crash.
         self.states.write(&state)?;
+        let uid = state.uid.clone();
         match self.add(state).await {
-            Ok(net) => Ok(net),
+            Ok(net) => {
+                self.bridge_ready.store(true, Ordering::Release);
+                Ok(net)
+            }
             Err((err, state)) => {
                 if let Err(undo) = self.undo(&state).await {
-                    tracing::warn!(uid = %pod.uid, error = %undo, "cleaning up a failed pod network setup");
+                    tracing::warn!(%uid, error = %undo, "cleaning up a failed pod network setup");
+                }
+                if let Err(e) = self.release_masq_if_unused().await {
+                    tracing::warn!(%uid, error = %e, "removing the masquerade rules after a failed setup");
                 }
                 Err(err)
             }
         }
     }
 
+    /// Hands a warm network to `pod`: its namespace is pinned at the pod's own file, the pod's
+    /// record takes over the network (and its CNI container id), then the warm record and file
+    /// go. A crash in between leaves a warm record that the next sweep sees claimed.
+    fn take_warm(&self, pod: &PodNetRequest) -> Result<Option<PodNetwork>, NetError> {
+        let warm = loop {
+            let Some(warm) = self.lock_warm().ready.pop() else {
+                return Ok(None);
+            };
+            // Removed underneath us (only by hand: one agent owns a state dir).
+            if netns::is_netns(&warm.netns_path) {
+                break warm;
+            }
+        };
+        let netns_path = self.netns_dir.join(&pod.uid);
+        if netns_path.exists() {
+            // A stray file of a half-made network: the slow path undoes and redoes it.
+            self.lock_warm().ready.push(warm);
+            return Ok(None);
+        }
+        let state = PodState {
+            uid: pod.uid.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            netns_path,
+            host_ports: Vec::new(),
+            result: warm.result.clone(),
+            cni_id: Some(warm.cni_id().to_string()),
+            plugin_masq: warm.plugin_masq,
+        };
+        let Some(net) = self.network_of(&state) else {
+            // Not a usable network after all: the next start's sweep removes it.
+            return Ok(None);
+        };
+        if let Err(e) = netns::rebind(&warm.netns_path, &state.netns_path) {
+            self.lock_warm().ready.push(warm);
+            return Err(e);
+        }
+        if let Err(e) = self.states.write_unsynced(&state) {
+            let _ = netns::remove(&state.netns_path);
+            self.lock_warm().ready.push(warm);
+            return Err(e);
+        }
+        let forget = self
+            .states
+            .remove(&warm.uid)
+            .and_then(|()| netns::remove(&warm.netns_path));
+        if let Err(e) = forget {
+            tracing::warn!(uid = %warm.uid, error = %e, "removing what is left of a taken warm network");
+        }
+        tracing::info!(uid = %pod.uid, ip = %net.ip, warm = %warm.uid, "pod network taken from the warm pool");
+        Ok(Some(net))
+    }
+
+    /// Makes warm networks until the pool holds [`NetworkConfig::warm_pool`] of them. Meant to
+    /// be spawned after each setup; a call while another fills returns at once. The first call
+    /// removes warm networks an earlier run left behind.
+    pub async fn fill_warm_pool(&self) {
+        let size = self.config.warm_pool;
+        if size == 0 {
+            return;
+        }
+        let Ok(_filling) = self.filler.try_lock() else {
+            return;
+        };
+        let sweep = {
+            let mut w = self.lock_warm();
+            if w.closed {
+                return;
+            }
+            !std::mem::replace(&mut w.swept, true)
+        };
+        if sweep {
+            self.sweep_warm().await;
+        }
+        loop {
+            if self.lock_warm().ready.len() >= size {
+                return;
+            }
+            let n = self.warm_counter.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            let uid = format!(
+                "{WARM_PREFIX}{:x}{n:x}",
+                nanos ^ u64::from(std::process::id())
+            );
+            let made = self
+                .make(PodState {
+                    uid: uid.clone(),
+                    namespace: String::new(),
+                    name: String::new(),
+                    netns_path: self.netns_dir.join(&uid),
+                    host_ports: Vec::new(),
+                    result: None,
+                    cni_id: None,
+                    plugin_masq: false,
+                })
+                .await;
+            if let Err(e) = made {
+                tracing::warn!(error = %e, "making a warm pod network");
+                return;
+            }
+            match self.states.read(&uid) {
+                Ok(Some(state)) if self.network_of(&state).is_some() => {
+                    let kept = {
+                        let mut w = self.lock_warm();
+                        if !w.closed {
+                            w.ready.push(state);
+                        }
+                        !w.closed
+                    };
+                    if !kept {
+                        let _ = self.teardown(&uid).await;
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = self.teardown(&uid).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Tears down every warm network and stops making more (the agent is stopping). Waits for
+    /// a fill in progress.
+    pub async fn drain_warm_pool(&self) {
+        self.lock_warm().closed = true;
+        let _filling = self.filler.lock().await;
+        let ready = std::mem::take(&mut self.lock_warm().ready);
+        for warm in ready {
+            if let Err(e) = self.teardown(&warm.uid).await {
+                tracing::warn!(uid = %warm.uid, error = %e, "tearing down a warm pod network");
+            }
+        }
+    }
+
+    /// How many warm networks are ready.
+    pub fn warm_ready(&self) -> usize {
+        self.lock_warm().ready.len()
+    }
+
+    /// Removes the warm networks of an earlier run (recorded or only a namespace file).
+    async fn sweep_warm(&self) {
+        let mut uids = self.states.uids().unwrap_or_default();
+        uids.extend(file_names(&self.netns_dir).unwrap_or_default());
+        uids.sort();
+        uids.dedup();
+        for uid in uids.iter().filter(|u| u.starts_with(WARM_PREFIX)) {
+            if let Err(e) = self.teardown(uid).await {
+                tracing::warn!(%uid, error = %e, "removing a warm pod network left by an earlier run");
+            }
+        }
+    }
+
+    /// Whether a pod's record names `warm_uid` as its CNI id (it took that warm network and a
+    /// crash came before the warm record was removed).
+    fn claimed(&self, warm_uid: &str) -> bool {
+        self.states.uids().unwrap_or_default().iter().any(|uid| {
+            uid != warm_uid
+                && self
+                    .states
+                    .read(uid)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.cni_id() == warm_uid)
+        })
+    }
+
+    /// Installs the node's masquerade rules once (see [`crate::masq`]).
+    async fn ensure_masq(&self) -> Result<(), NetError> {
+        let mut installed = self.masq.lock().await;
+        if !*installed {
+            masq::ensure(&self.config.bridge, self.cidr, &self.path_env).await?;
+            *installed = true;
+        }
+        Ok(())
+    }
+
+    /// Removes the node's masquerade rules when no pod network is left.
+    async fn release_masq_if_unused(&self) -> Result<(), NetError> {
+        let mut installed = self.masq.lock().await;
+        if !self.states.uids()?.is_empty() {
+            return Ok(());
+        }
+        masq::remove(&self.config.bridge, self.cidr, &self.path_env).await?;
+        *installed = false;
+        Ok(())
+    }
+
     async fn add(&self, mut state: PodState) -> Result<PodNetwork, (NetError, PodState)> {
+        if let Err(e) = self.ensure_masq().await {
+            return Err((e, state));
+        }
         if let Err(e) = netns::create(&state.netns_path) {
             return Err((e, state));
         }
@@ -161,12 +433,21 @@ impl PodNetworks {
     /// an agent restart (state on disk). On a plugin error the state is kept for a retry.
     pub async fn teardown(&self, uid: &str) -> Result<(), NetError> {
         check_uid(uid)?;
-        let _guard = self.lock.lock().await;
-        match self.states.read(uid)? {
-            Some(state) => self.undo(&state).await,
-            // Nothing recorded; a namespace file without a record is removed all the same.
-            None => netns::remove(&self.netns_dir.join(uid)),
+        {
+            let _guard = self.plugin_guard().await;
+            match self.states.read(uid)? {
+                // A warm record whose network a pod took (a crash came between the two
+                // writes): the pod's record owns the network now.
+                Some(state) if uid.starts_with(WARM_PREFIX) && self.claimed(uid) => {
+                    self.states.remove(uid)?;
+                    netns::remove(&state.netns_path)?;
+                }
+                Some(state) => self.undo(&state).await?,
+                // Nothing recorded; a namespace file without a record is removed all the same.
+                None => netns::remove(&self.netns_dir.join(uid))?,
+            }
         }
+        self.release_masq_if_unused().await
     }
 
     /// Undoes `state`: DEL in the reverse order of ADD, then the namespace, then the record.
@@ -206,6 +487,7 @@ impl PodNetworks {
             cidr: self.cidr,
             mtu: self.config.mtu,
             ipam_dir: &self.ipam_dir,
+            plugin_masq: state.plugin_masq,
         };
         let config = cni::network_config(plugin, &params, &state.host_ports, prev);
         // A namespace that is gone (a reboot unmounts it) is passed as none: plugins then only
@@ -218,7 +500,7 @@ impl PodNetworks {
         let inv = Invocation {
             plugin,
             command,
-            container_id: &state.uid,
+            container_id: state.cni_id(),
             netns,
             config: &config,
         };
@@ -226,12 +508,14 @@ impl PodNetworks {
     }
 
     /// Pods that have networks (for re-adoption after an agent restart, and for cleaning
-    /// leftovers of pods that no longer exist). Records that cannot be read are skipped.
+    /// leftovers of pods that no longer exist); warm networks are not listed. Records that
+    /// cannot be read are skipped.
     pub fn list(&self) -> Vec<PodNetwork> {
         self.states
             .uids()
             .unwrap_or_default()
             .iter()
+            .filter(|uid| !uid.starts_with(WARM_PREFIX))
             .filter_map(|uid| self.states.read(uid).ok().flatten())
             .filter_map(|state| self.network_of(&state))
             .collect()
@@ -248,6 +532,13 @@ impl PodNetworks {
         uids.extend(file_names(&self.netns_dir)?);
         uids.sort();
         uids.dedup();
+        let ready: HashSet<String> = self
+            .lock_warm()
+            .ready
+            .iter()
+            .map(|w| w.uid.clone())
+            .collect();
+        uids.retain(|uid| !ready.contains(uid));
         let mut removed = Vec::new();
         let mut first_error = None;
         for uid in uids.into_iter().filter(|u| !live_uids.contains(u)) {

@@ -21,6 +21,25 @@ pub(crate) struct PodState {
     pub host_ports: Vec<PortMapping>,
     #[serde(default)]
     pub result: Option<Value>,
+    /// The CNI container id when it is not `uid`: a network made warm before its pod existed
+    /// keeps the id it was made with, which its DEL must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_id: Option<String>,
+    /// Whether the bridge plugin masquerades for this pod itself (networks made by kumo before
+    /// the per-node rules: records without the field).
+    #[serde(default = "yes")]
+    pub plugin_masq: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PodState {
+    /// The container id the plugins know this network by.
+    pub fn cni_id(&self) -> &str {
+        self.cni_id.as_deref().unwrap_or(&self.uid)
+    }
 }
 
 /// The directory of state files.
@@ -44,6 +63,17 @@ impl StateDir {
 
     /// Writes atomically: a temporary file, fsynced, renamed over the old one.
     pub(crate) fn write(&self, state: &PodState) -> Result<(), NetError> {
+        self.write_with(state, true)
+    }
+
+    /// Writes atomically without the fsync: for a warm network handed to its pod, whose warm
+    /// record (fsynced when it was made) still stands for the network if a power loss takes
+    /// this write (the next start's sweep then removes it).
+    pub(crate) fn write_unsynced(&self, state: &PodState) -> Result<(), NetError> {
+        self.write_with(state, false)
+    }
+
+    fn write_with(&self, state: &PodState, sync: bool) -> Result<(), NetError> {
         let path = self.path(&state.uid);
         let tmp = self.dir.join(format!(".{}.tmp", state.uid));
         let bytes = serde_json::to_vec_pretty(state).map_err(|source| NetError::State {
@@ -53,7 +83,10 @@ impl StateDir {
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
+            if sync {
+                f.sync_all()?;
+            }
+            drop(f);
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|e| NetError::io("writing", &path, e))
@@ -131,6 +164,8 @@ mod tests {
                 protocol: Protocol::Tcp,
             }],
             result: Some(json!({"cniVersion": "1.0.0", "ips": []})),
+            cni_id: None,
+            plugin_masq: false,
         };
         dir.write(&state).unwrap();
         dir.write(&PodState {

@@ -492,31 +492,27 @@ async fn a_missing_plugin_is_a_clear_error() {
 }
 
 /// What a reboot does to a pod network kumo recorded on disk: the namespace mount is gone (and
-/// with it the veth), and so are the iptables rules; the lease files and kumo's record remain.
-fn simulate_reboot(pod: &PodNetwork) {
+/// with it the veth), and so are the iptables rules (the node's masquerade chain); the lease
+/// files and kumo's record remain.
+fn simulate_reboot(t: &TestNet, pod: &PodNetwork) {
     nix::mount::umount2(&pod.netns_path, nix::mount::MntFlags::MNT_DETACH).unwrap();
-    let id = format!("name: \"kumo\" id: \"{}\"", pod.uid);
-    let rules = iptables(&["-S", "POSTROUTING"]).unwrap();
-    let chain = rules
-        .lines()
-        .find(|l| l.contains(&format!("id: \\\"{}\\\"", pod.uid)))
-        .and_then(|l| l.split(' ').next_back())
-        .unwrap()
-        .to_string();
-    let source = format!("{}/32", pod.ip);
-    let rule = [
+    let chain = format!("KUMO-MASQ-{}", t.bridge);
+    let cidr = format!("10.123.{}.0/24", t.n);
+    let comment = format!("kumo {} pod egress", t.bridge);
+    let jump = [
         "-s",
-        &source,
+        &cidr,
         "-m",
         "comment",
         "--comment",
-        &id,
+        &comment,
         "-j",
         &chain,
     ];
-    assert!(iptables(&[&["-D", "POSTROUTING"][..], &rule].concat()).is_some());
-    assert!(iptables(&["-F", &chain]).is_some());
-    assert!(iptables(&["-X", &chain]).is_some());
+    while iptables(&[&["-D", "POSTROUTING"][..], &jump].concat()).is_some() {}
+    if iptables(&["-F", &chain]).is_some() {
+        assert!(iptables(&["-X", &chain]).is_some());
+    }
 }
 
 /// Waits for the kernel's asynchronous clean-up of a namespace nothing holds any more.
@@ -536,8 +532,8 @@ async fn after_a_reboot_stale_networks_are_redone_or_removed() {
     let t = TestNet::new(8);
     let a = t.nets.setup(&t.request("a")).await.unwrap();
     let b = t.nets.setup(&t.request("b")).await.unwrap();
-    simulate_reboot(&a);
-    simulate_reboot(&b);
+    simulate_reboot(&t, &a);
+    simulate_reboot(&t, &b);
     wait_for("the veths of unmounted namespaces to go", || {
         t.footprint().veths == 0
     });
@@ -556,5 +552,128 @@ async fn after_a_reboot_stale_networks_are_redone_or_removed() {
         (1, 1, 1, 1)
     );
     t.nets.teardown(&a2.uid).await.unwrap();
+    t.finish().await;
+}
+
+/// The node's masquerade chain for the test's bridge, as `iptables -S` prints it.
+fn masq_rules(t: &TestNet) -> Vec<String> {
+    iptables(&["-S", &format!("KUMO-MASQ-{}", t.bridge)])
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn egress_is_masqueraded_by_one_rule_set_while_any_pod_network_exists() {
+    let t = TestNet::new(9);
+    assert_eq!(masq_rules(&t), Vec::<String>::new());
+    let a = t.nets.setup(&t.request("a")).await.unwrap();
+    let b = t.nets.setup(&t.request("b")).await.unwrap();
+    let chain = format!("KUMO-MASQ-{}", t.bridge);
+    assert_eq!(
+        masq_rules(&t),
+        vec![
+            format!("-N {chain}"),
+            format!("-A {chain} -d 10.123.9.0/24 -j RETURN"),
+            format!("-A {chain} -d 224.0.0.0/4 -j RETURN"),
+            format!("-A {chain} -j MASQUERADE"),
+        ]
+    );
+    // One jump for the node, none per pod.
+    let jumps = iptables(&["-S", "POSTROUTING"]).unwrap();
+    assert_eq!(
+        jumps.lines().filter(|l| l.contains("10.123.9.")).count(),
+        1,
+        "{jumps}"
+    );
+    t.nets.teardown(&a.uid).await.unwrap();
+    assert_eq!(masq_rules(&t).len(), 4, "kept while b has a network");
+    t.nets.teardown(&b.uid).await.unwrap();
+    assert_eq!(masq_rules(&t), Vec::<String>::new());
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn warm_networks_are_handed_to_pods_and_drained_at_the_end() {
+    let t = TestNet::with(10, |c| c.warm_pool = 2);
+    // The first pod waits for its own network; the pool is filled after it.
+    let a = t.nets.setup(&t.request("a")).await.unwrap();
+    t.nets.fill_warm_pool().await;
+    assert_eq!(t.nets.warm_ready(), 2);
+    let f = t.footprint();
+    assert_eq!(
+        (f.veths, f.netns_files, f.state_files, f.leases),
+        (3, 3, 3, 3)
+    );
+
+    let b = t.nets.setup(&t.request("b")).await.unwrap();
+    assert_eq!(t.nets.warm_ready(), 1);
+    // The pod's namespace file is its own, as for any other pod.
+    assert_eq!(b.netns_path, t.nets.netns_path("kt10-b"));
+    assert_eq!(b.uid, "kt10-b");
+    assert!(in_cidr(b.ip, 10) && b.ip != a.ip);
+    // A taken network works like any other: the host reaches it, it reaches the other pod.
+    assert!(ping(b.ip));
+    assert!(in_netns(&b.netns_path, || ping(a.ip)));
+    // Asking again gives the same network; list shows pods only.
+    assert_eq!(t.nets.setup(&t.request("b")).await.unwrap(), b);
+    assert_eq!(t.nets.list(), vec![a.clone(), b.clone()]);
+
+    // A fresh manager over the same dir (an agent restart) keeps b's network and removes the
+    // warm ones the old one made.
+    let again = PodNetworks::new(t.nets.config().clone()).unwrap();
+    again.fill_warm_pool().await;
+    assert!(ping(b.ip));
+    let f = t.footprint();
+    assert_eq!(
+        (f.veths, f.netns_files, f.state_files, f.leases),
+        (4, 4, 4, 4)
+    );
+    again.drain_warm_pool().await;
+    again.fill_warm_pool().await;
+    assert_eq!(again.warm_ready(), 0, "a drained pool stays empty");
+
+    // The old manager's pool was swept away underneath it: it finds nothing usable there and
+    // makes a network of its own.
+    let c = t.nets.setup(&t.request("c")).await.unwrap();
+    assert_eq!(c.netns_path, t.nets.netns_path("kt10-c"));
+    assert!(ping(c.ip));
+    t.nets.teardown(&c.uid).await.unwrap();
+    t.nets.teardown(&b.uid).await.unwrap();
+    assert!(!b.netns_path.exists());
+    t.nets.teardown(&a.uid).await.unwrap();
+    let f = t.footprint();
+    assert_eq!(
+        (f.veths, f.netns_files, f.state_files, f.leases),
+        (0, 0, 0, 0)
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_warm_network_claimed_before_a_crash_stays_with_its_pod() {
+    let t = TestNet::with(11, |c| c.warm_pool = 1);
+    t.nets.fill_warm_pool().await;
+    let pods_dir = t.state_dir().join("pods");
+    let warm_file = std::fs::read_dir(&pods_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("warm-")
+        })
+        .unwrap();
+    let warm_record = std::fs::read(&warm_file).unwrap();
+    let a = t.nets.setup(&t.request("a")).await.unwrap();
+    assert!(!warm_file.exists());
+    // The crash: the warm record is still there beside the pod's.
+    std::fs::write(&warm_file, &warm_record).unwrap();
+    let again = PodNetworks::new(t.nets.config().clone()).unwrap();
+    again.fill_warm_pool().await;
+    assert!(!warm_file.exists(), "the stale warm record is removed");
+    assert!(ping(a.ip), "the pod keeps its network");
+    again.drain_warm_pool().await;
+    again.teardown(&a.uid).await.unwrap();
     t.finish().await;
 }

@@ -77,6 +77,10 @@ pub struct NodeArgs {
     /// Run OCI pods without a pod network (each container gets an empty network namespace)
     #[arg(long)]
     pub no_pod_network: bool,
+    /// Pod networks to keep ready ahead of their pods, once the node has run a container pod
+    /// (a pod without host ports then starts without waiting for the CNI plugins; 0: none)
+    #[arg(long, default_value_t = 2)]
+    pub pod_network_pool: usize,
     /// The runc binary (default: found on PATH)
     #[arg(long)]
     pub runc: Option<PathBuf>,
@@ -353,6 +357,7 @@ fn agent_config(
             pod_cidr: node.pod_cidr.clone(),
             bridge: node.pod_bridge.clone(),
             no_pod_network: node.no_pod_network,
+            pod_network_pool: node.pod_network_pool,
             image_gc: kumo_agent::image_gc::GcPolicy {
                 high_percent: node.image_gc_high_threshold,
                 low_percent: node.image_gc_low_threshold,

@@ -317,6 +317,19 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Mount points under `dir` that belong to pods: all but the namespace files of the agent's
+/// warm pool of pod networks (`--pod-network-pool`), which belong to no pod.
+pub fn pod_mounts_under(dir: &Path) -> Vec<String> {
+    mounts_under(dir)
+        .into_iter()
+        .filter(|p| {
+            !Path::new(p)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(kumo_net::WARM_PREFIX))
+        })
+        .collect()
+}
+
 /// The uids of the pods an agent under `dir` has state for.
 fn pod_uids_under(dir: &Path) -> Vec<String> {
     let mut uids = Vec::new();

@@ -95,10 +95,10 @@ async fn volumes_mount_into_runc_and_process_containers() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let deadline = tokio::time::Instant::now() + T;
-    while !mounts_under(c.dir.path()).is_empty() && tokio::time::Instant::now() < deadline {
+    while !pod_mounts_under(c.dir.path()).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(mounts_under(c.dir.path()), Vec::<String>::new());
+    assert_eq!(pod_mounts_under(c.dir.path()), Vec::<String>::new());
     assert_eq!(mounts_under(host.path()), Vec::<String>::new());
 }
 
