@@ -372,6 +372,7 @@ impl Runtime for ProcessRuntime {
             log_file: l.log_file(&record.uid, name, restart_count),
             pid_file: l.pid_file(&record.uid, name),
         };
+        let began = std::time::Instant::now();
         let launch = match self.inner.driver.prepare(pod, index, &paths).await {
             Ok(launch) => launch,
             Err(Refusal::StartError(message)) => {
@@ -379,6 +380,7 @@ impl Runtime for ProcessRuntime {
             }
             Err(Refusal::Config(message)) => return Ok(StartOutcome::ConfigError(message)),
         };
+        let prepared = began.elapsed();
         rec.oom_kills_at_start = launch.oom_kills_at_start;
         rec.runtime_id = launch.runtime_id.clone();
         match self
@@ -395,6 +397,13 @@ impl Runtime for ProcessRuntime {
                 self.record_start_failure(&record, name, rec, message)
             }
             Ok((child, Handshake::Pid(pid))) => {
+                tracing::debug!(
+                    uid = %record.uid,
+                    container = name,
+                    prepare_ms = prepared.as_secs_f64() * 1000.0,
+                    shim_ms = (began.elapsed() - prepared).as_secs_f64() * 1000.0,
+                    "container started by its shim"
+                );
                 let sys = &self.inner.sys;
                 rec.pid = Some(pid);
                 rec.shim_pid = child.id().and_then(|p| i32::try_from(p).ok());
