@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, StatusCode, Uri};
 
-use crate::access_log::{LogWriter, Rfc3339};
+use crate::access_log::{push_padded, push_quoted, push_rfc3339, push_u64, LogWriter};
 use crate::balance::Lease;
 use crate::metrics::{AppMetrics, Metrics, UpstreamError};
 use crate::snapshot::Target;
@@ -89,27 +89,33 @@ impl Completion {
             return;
         };
         let app = r.target.as_ref().map(|t| &*t.app).unwrap_or("");
-        // The fields and their quoting are those of the `tracing` event this line replaced.
+        // The fields and their quoting are those of the `tracing` event this line replaced,
+        // written without the formatting machinery where it is simple to.
         log.line(|buf| {
-            let _ = write!(
-                buf,
-                "{}  INFO kumo_router::access: method={} host={} path={} status={} app={app} upstream=",
-                Rfc3339(SystemTime::now()),
-                r.method,
-                r.host,
-                r.uri.path(),
-                r.status.as_u16(),
-            );
+            push_rfc3339(buf, SystemTime::now());
+            buf.extend_from_slice(b"  INFO kumo_router::access: method=");
+            buf.extend_from_slice(r.method.as_str().as_bytes());
+            buf.extend_from_slice(b" host=");
+            buf.extend_from_slice(r.host.as_bytes());
+            buf.extend_from_slice(b" path=");
+            buf.extend_from_slice(r.uri.path().as_bytes());
+            buf.extend_from_slice(b" status=");
+            push_u64(buf, u64::from(r.status.as_u16()));
+            buf.extend_from_slice(b" app=");
+            buf.extend_from_slice(app.as_bytes());
             let _ = match r.upstream {
-                Some(addr) => write!(buf, "\"{addr}\""),
-                None => write!(buf, "\"-\""),
+                Some(addr) => write!(buf, " upstream=\"{addr}\""),
+                None => buf.write_all(b" upstream=\"-\""),
             };
-            let _ = write!(
-                buf,
-                " duration_ms={:?} request_id={:?} end=",
-                elapsed.as_secs_f64() * 1000.0,
-                r.request_id.to_str().unwrap_or("-"),
-            );
+            // Milliseconds to the microsecond.
+            let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            buf.extend_from_slice(b" duration_ms=");
+            push_u64(buf, micros / 1000);
+            buf.push(b'.');
+            push_padded(buf, micros % 1000, 3);
+            buf.extend_from_slice(b" request_id=");
+            push_quoted(buf, r.request_id.to_str().unwrap_or("-"));
+            buf.extend_from_slice(b" end=");
             let _ = match &end {
                 End::Complete => buf.write_all(b"complete"),
                 End::BodyError(e) => write!(buf, "upstream body error: {e}"),

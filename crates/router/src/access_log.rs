@@ -6,6 +6,7 @@
 //! costs a short, uncontended lock and some formatting; the system call is shared by hundreds
 //! of lines, and a line still appears within about [`FLUSH_EVERY`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -161,24 +162,76 @@ fn flush_loop(inner: Weak<Inner>) {
     }
 }
 
-/// `SystemTime` as RFC 3339 in UTC with microseconds, as `tracing-subscriber` writes it
-/// (`2026-12-04T02:33:25.123456Z`).
-pub(crate) struct Rfc3339(pub SystemTime);
-
-impl fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
+/// Appends `t` as RFC 3339 in UTC with microseconds, as `tracing-subscriber` writes it
+/// (`2026-12-04T02:33:25.123456Z`). The part down to the second is made once per second.
+pub(crate) fn push_rfc3339(buf: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let prefix = SECOND.with(|cached| {
+        let (at, prefix) = cached.get();
+        if at == secs {
+            return prefix;
+        }
         let (days, rest) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        let mut prefix = [0u8; 19];
+        let text = format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
             rest / 3600,
             rest / 60 % 60,
-            rest % 60,
-            since.subsec_micros()
-        )
+            rest % 60
+        );
+        if text.len() == prefix.len() {
+            prefix.copy_from_slice(text.as_bytes());
+            cached.set((secs, prefix));
+        }
+        prefix
+    });
+    buf.extend_from_slice(&prefix);
+    buf.push(b'.');
+    push_padded(buf, u64::from(since.subsec_micros()), 6);
+    buf.push(b'Z');
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+pub(crate) fn push_padded(buf: &mut Vec<u8>, n: u64, width: u32) {
+    let mut div = 10u64.pow(width.saturating_sub(1));
+    while div > 0 {
+        buf.push(b'0' + (n / div % 10) as u8);
+        div /= 10;
+    }
+}
+
+/// Appends `s` quoted as `{:?}` would, without the formatting machinery when nothing in it
+/// needs escaping.
+pub(crate) fn push_quoted(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        let _ = write!(buf, "{s:?}");
     }
 }
 
@@ -209,7 +262,36 @@ mod tests {
             (4_107_542_399, 999_999, "2100-02-28T23:59:59.999999Z"),
         ] {
             let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
-            assert_eq!(Rfc3339(t).to_string(), want, "{secs}");
+            // Twice: the second one comes from the per-second cache.
+            for _ in 0..2 {
+                let mut buf = Vec::new();
+                push_rfc3339(&mut buf, t);
+                assert_eq!(String::from_utf8(buf).unwrap(), want, "{secs}");
+            }
+        }
+    }
+
+    #[test]
+    fn formats_numbers_and_quotes_like_fmt() {
+        let mut buf = Vec::new();
+        for n in [0, 7, 10, 1234, u64::MAX] {
+            buf.clear();
+            push_u64(&mut buf, n);
+            assert_eq!(String::from_utf8(buf.clone()).unwrap(), n.to_string());
+        }
+        for (n, want) in [(5, "005"), (120, "120"), (4321, "321")] {
+            buf.clear();
+            push_padded(&mut buf, n, 3);
+            assert_eq!(String::from_utf8(buf.clone()).unwrap(), want);
+        }
+        for s in ["abc-1", "", "a \"b\"", "back\\slash", "tab\t", "é"] {
+            buf.clear();
+            push_quoted(&mut buf, s);
+            assert_eq!(
+                String::from_utf8(buf.clone()).unwrap(),
+                format!("{s:?}"),
+                "{s:?}"
+            );
         }
     }
 
