@@ -5,6 +5,11 @@ mod daemon;
 mod duration;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc: the router allocates a little on every request, and
+/// there glibc's malloc and free took about 7 % of its CPU (see docs/ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -107,10 +112,7 @@ fn main() -> ExitCode {
         // Joining a mount namespace needs a single-threaded process: no runtime yet.
         return ExitCode::from(kumo_agent::nsexec::run(args));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -160,6 +162,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime for `command`. `kumo router` allowed a single CPU (the benchmark pins it
+/// with taskset, as one would give it one core) runs on one thread: a work-stealing pool of one
+/// worker costs more per wake-up than a current-thread runtime and gains nothing.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if matches!(command, Command::Router(_)) && one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     }
 }
 

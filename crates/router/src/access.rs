@@ -1,24 +1,49 @@
 //! What is recorded when a response ends: the access log line and the request metrics.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Uri};
 
+use crate::access_log::{push_padded, push_quoted, push_rfc3339, push_u64, LogWriter};
 use crate::balance::Lease;
-use crate::metrics::{Metrics, UpstreamError};
+use crate::metrics::{AppMetrics, Metrics, UpstreamError};
+use crate::snapshot::Target;
+use crate::upstream::H1Sender;
+
+/// What every completion records into; one per router.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    pub metrics: Arc<Metrics>,
+    /// The series of requests that matched no route (`app=""`).
+    pub unrouted: Arc<AppMetrics>,
+    pub log: Option<LogWriter>,
+}
+
+impl Recorder {
+    pub fn new(metrics: Arc<Metrics>, log: Option<LogWriter>) -> Self {
+        Recorder {
+            unrouted: metrics.app(""),
+            metrics,
+            log,
+        }
+    }
+}
 
 /// One request as the access log sees it.
 #[derive(Debug)]
 pub(crate) struct AccessRecord {
     pub start: Instant,
     pub method: Method,
+    /// The normalized host, `-` when the request had none.
     pub host: String,
-    /// The path without the query (queries may carry secrets).
-    pub path: String,
+    /// Only its path is logged (queries may carry secrets).
+    pub uri: Uri,
     pub request_id: HeaderValue,
-    pub app: Option<Arc<str>>,
+    /// The route that took the request.
+    pub target: Option<Arc<Target>>,
     pub upstream: Option<SocketAddr>,
     pub status: StatusCode,
 }
@@ -39,39 +64,63 @@ pub(crate) struct Completion {
     pub record: AccessRecord,
     /// Held so the endpoint counts the request as outstanding until its response ends.
     pub lease: Option<Lease>,
-    pub metrics: Arc<Metrics>,
-    pub access_log: bool,
+    /// The HTTP/1.1 connection the response came on: pooled again if the body ended well.
+    pub conn: Option<H1Sender>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl Completion {
     pub fn finish(self, end: End) {
         let r = &self.record;
         let elapsed = r.start.elapsed();
-        let app = r.app.as_deref().unwrap_or("");
-        self.metrics.observe(app, r.status, elapsed.as_secs_f64());
+        let metrics = match &r.target {
+            Some(t) => &t.metrics,
+            None => &self.recorder.unrouted,
+        };
+        metrics.observe(r.status, elapsed.as_secs_f64());
         if let End::BodyError(_) = end {
-            self.metrics.upstream_error(app, UpstreamError::body);
+            metrics.upstream_error(UpstreamError::body);
+        }
+        if let (End::Complete, Some(conn), Some(lease)) = (&end, self.conn, &self.lease) {
+            lease.keep(conn, r.start + elapsed);
         }
         drop(self.lease);
-        if self.access_log {
-            let upstream = r.upstream.map(|a| a.to_string());
-            let end = match &end {
-                End::Complete => "complete".to_string(),
-                End::BodyError(e) => format!("upstream body error: {e}"),
-                End::Dropped => "client gone".to_string(),
+        let Some(log) = &self.recorder.log else {
+            return;
+        };
+        let app = r.target.as_ref().map(|t| &*t.app).unwrap_or("");
+        // The fields and their quoting are those of the `tracing` event this line replaced,
+        // written without the formatting machinery where it is simple to.
+        log.line(|buf| {
+            push_rfc3339(buf, SystemTime::now());
+            buf.extend_from_slice(b"  INFO kumo_router::access: method=");
+            buf.extend_from_slice(r.method.as_str().as_bytes());
+            buf.extend_from_slice(b" host=");
+            buf.extend_from_slice(r.host.as_bytes());
+            buf.extend_from_slice(b" path=");
+            buf.extend_from_slice(r.uri.path().as_bytes());
+            buf.extend_from_slice(b" status=");
+            push_u64(buf, u64::from(r.status.as_u16()));
+            buf.extend_from_slice(b" app=");
+            buf.extend_from_slice(app.as_bytes());
+            let _ = match r.upstream {
+                Some(addr) => write!(buf, " upstream=\"{addr}\""),
+                None => buf.write_all(b" upstream=\"-\""),
             };
-            tracing::info!(
-                target: "kumo_router::access",
-                method = %r.method,
-                host = %r.host,
-                path = %r.path,
-                status = r.status.as_u16(),
-                app = %app,
-                upstream = upstream.as_deref().unwrap_or("-"),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                request_id = r.request_id.to_str().unwrap_or("-"),
-                end = %end,
-            );
-        }
+            // Milliseconds to the microsecond.
+            let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            buf.extend_from_slice(b" duration_ms=");
+            push_u64(buf, micros / 1000);
+            buf.push(b'.');
+            push_padded(buf, micros % 1000, 3);
+            buf.extend_from_slice(b" request_id=");
+            push_quoted(buf, r.request_id.to_str().unwrap_or("-"));
+            buf.extend_from_slice(b" end=");
+            let _ = match &end {
+                End::Complete => buf.write_all(b"complete"),
+                End::BodyError(e) => write!(buf, "upstream body error: {e}"),
+                End::Dropped => buf.write_all(b"client gone"),
+            };
+        });
     }
 }

@@ -5,22 +5,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use http::uri::Authority;
+
 use crate::health::{EjectPolicy, Health};
 use crate::table::Endpoint;
+use crate::upstream::{H1Sender, IdleConns};
 
 /// What the router knows about one endpoint. It outlives route table swaps: a new table that
 /// names the same endpoint (address and id) keeps its counters and its health.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     pub endpoint: Endpoint,
+    /// `ip:port`, made once for the URIs of h2c requests.
+    pub authority: Authority,
+    /// Its idle HTTP/1.1 keep-alive connections.
+    pub idle: IdleConns,
     in_flight: AtomicUsize,
     health: Mutex<Health>,
 }
 
 impl EndpointState {
     pub fn new(endpoint: Endpoint) -> Self {
+        let authority = Authority::try_from(endpoint.addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("invalid"));
         EndpointState {
             endpoint,
+            authority,
+            idle: IdleConns::default(),
             in_flight: AtomicUsize::new(0),
             health: Mutex::new(Health::default()),
         }
@@ -49,14 +60,28 @@ pub(crate) fn pick(
     now: Instant,
     random: &mut dyn FnMut(usize) -> usize,
 ) -> Option<usize> {
-    let untried = |i: &usize| !tried.contains(i);
-    let mut candidates: Vec<usize> = (0..endpoints.len())
-        .filter(untried)
-        .filter(|&i| endpoints[i].selectable(now))
-        .collect();
-    if candidates.is_empty() {
-        candidates = (0..endpoints.len()).filter(untried).collect();
+    // The candidates' indices, on the stack for the usual handful of endpoints.
+    let mut small = [0usize; 16];
+    let mut large = Vec::new();
+    let slots: &mut [usize] = if endpoints.len() <= small.len() {
+        &mut small
+    } else {
+        large.resize(endpoints.len(), 0);
+        &mut large
+    };
+    let mut collect = |keep: &dyn Fn(usize) -> bool| {
+        let mut n = 0;
+        for i in (0..endpoints.len()).filter(|i| !tried.contains(i) && keep(*i)) {
+            slots[n] = i;
+            n += 1;
+        }
+        n
+    };
+    let mut n = collect(&|i| endpoints[i].selectable(now));
+    if n == 0 {
+        n = collect(&|_| true);
     }
+    let candidates = &slots[..n];
     match candidates.len() {
         0 => None,
         1 => Some(candidates[0]),
@@ -98,6 +123,15 @@ impl Lease {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.state.endpoint
+    }
+
+    pub fn state(&self) -> &EndpointState {
+        &self.state
+    }
+
+    /// Puts back the endpoint's connection once the response on it has been read to its end.
+    pub fn keep(&self, conn: H1Sender, now: Instant) {
+        self.state.idle.put(conn, now);
     }
 
     pub fn succeed(&mut self) {

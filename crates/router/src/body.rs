@@ -6,25 +6,55 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::access::{Completion, End};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Any response body the router sends.
-pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Any response body the router sends: a backend's, or one of its own. An enum rather than a
+/// boxed body: no allocation per response.
+pub(crate) enum ResponseBody {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    ResponseBody::Local(Full::new(bytes.into()))
 }
 
 pub(crate) fn incoming(body: Incoming) -> ResponseBody {
-    body.map_err(BoxError::from).boxed_unsync()
+    ResponseBody::Upstream(body)
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ResponseBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Local(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The client's request body, shared between attempts. The first attempt that reads it takes

@@ -4,6 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access_log::AccessLog;
+
 /// Where the TLS certificate and key come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
@@ -29,8 +31,8 @@ pub struct RouterConfig {
     pub eject_after: u32,
     /// How long an ejected endpoint rests before one probe request is let through.
     pub eject_for: Duration,
-    /// One `kumo_router::access` tracing event per request.
-    pub access_log: bool,
+    /// Where the access log goes: one line per request.
+    pub access_log: AccessLog,
     /// Limit on establishing a backend connection (a connect timeout is retried elsewhere).
     pub connect_timeout: Duration,
     /// On shutdown, how long open connections may finish their requests before being closed.
@@ -45,7 +47,7 @@ impl Default for RouterConfig {
             tls: None,
             eject_after: 5,
             eject_for: Duration::from_secs(10),
-            access_log: true,
+            access_log: AccessLog::Stderr,
             connect_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(30),
         }

@@ -1,5 +1,6 @@
 //! Header rewriting: hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`, and the request host.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -71,6 +72,11 @@ pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers. `TE: trailers` survives (gRPC needs it end to end); an upgrade
 /// keeps `Connection: upgrade` and its `Upgrade` header.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    // Most messages carry none of them: one pass over the names instead of a lookup for each.
+    let any = |k: &HeaderName| *k == header::UPGRADE || HOP_BY_HOP.contains(k);
+    if upgrade.is_none() && !headers.keys().any(any) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -123,29 +129,33 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
 pub(crate) struct Forwarded<'a> {
     pub client_ip: IpAddr,
     pub https: bool,
-    pub host: &'a str,
+    pub host: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
 }
 
 /// Appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto`, `X-Forwarded-Host` and
 /// `X-Request-Id`.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let mut chain: Vec<String> = headers
+    let mut chain = String::new();
+    for v in headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
+        .map(str::trim)
         .filter(|v| !v.is_empty())
-        .collect();
-    chain.push(f.client_ip.to_string());
-    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+    {
+        chain.push_str(v);
+        chain.push_str(", ");
+    }
+    // Writing into a String cannot fail.
+    let _ = write!(chain, "{}", f.client_ip);
+    // From the String's own bytes: no second copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     let proto = if f.https { "https" } else { "http" };
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(f.host) {
-        headers.insert(&X_FORWARDED_HOST, v);
-    }
+    headers.insert(&X_FORWARDED_HOST, f.host.clone());
     headers.insert(&X_REQUEST_ID, f.request_id.clone());
 }
 
@@ -221,10 +231,11 @@ mod tests {
     #[test]
     fn adds_forwarding_headers() {
         let id = HeaderValue::from_static("abc");
+        let host = HeaderValue::from_static("web.test");
         let f = Forwarded {
             client_ip: "127.0.0.1".parse().unwrap(),
             https: true,
-            host: "web.test",
+            host: &host,
             request_id: &id,
         };
         let mut h = map(&[

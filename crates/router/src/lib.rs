@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod access_log;
 mod balance;
 mod body;
 mod config;
@@ -21,7 +22,9 @@ mod snapshot;
 mod table;
 mod tls;
 mod upgrade;
+mod upstream;
 
+pub use access_log::AccessLog;
 pub use config::{RouterConfig, TlsSource};
 pub use error::RouterError;
 pub use metrics::Metrics;

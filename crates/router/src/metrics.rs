@@ -1,6 +1,11 @@
 //! Prometheus metrics: requests by app and status class, latency by app, upstream errors.
+//!
+//! The request path counts through [`AppMetrics`], one per app kept in the route snapshot:
+//! its series handles are looked up (and their label strings made) once per app, not per
+//! request.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +31,7 @@ impl EncodeLabelValue for StatusClass {
 
 /// Why a request to a backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[repr(usize)]
 #[allow(non_camel_case_types)]
 pub(crate) enum UpstreamError {
     /// Connection refused or not established in time (the request was retried elsewhere).
@@ -100,27 +106,16 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn observe(&self, app: &str, status: http::StatusCode, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                app: app.to_string(),
-                class: StatusClass::of(status),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&AppLabels {
-                app: app.to_string(),
-            })
-            .observe(seconds);
-    }
-
-    pub(crate) fn upstream_error(&self, app: &str, kind: UpstreamError) {
-        self.upstream_errors
-            .get_or_create(&ErrorLabels {
-                app: app.to_string(),
-                kind,
-            })
-            .inc();
+    /// The handles of `app`'s series. A series appears in the output once it is first used,
+    /// as it did when each request looked it up.
+    pub(crate) fn app(self: &Arc<Self>, app: &str) -> Arc<AppMetrics> {
+        Arc::new(AppMetrics {
+            metrics: self.clone(),
+            app: app.to_string(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            errors: Default::default(),
+        })
     }
 
     /// The metrics in the Prometheus text exposition format (for a `/metrics` endpoint).
@@ -148,5 +143,58 @@ impl Metrics {
             self.upstream_errors.get(&labels).map(|c| c.get())
         })
         .sum()
+    }
+}
+
+/// One app's series, created on first use and then counted without a lookup.
+pub(crate) struct AppMetrics {
+    metrics: Arc<Metrics>,
+    app: String,
+    /// By status class, `1xx` first.
+    requests: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+    /// By [`UpstreamError`] discriminant.
+    errors: [OnceLock<Counter>; 4],
+}
+
+impl AppMetrics {
+    pub(crate) fn observe(&self, status: http::StatusCode, seconds: f64) {
+        let class = StatusClass::of(status);
+        self.requests[usize::from(class.0 - 1)]
+            .get_or_init(|| {
+                self.metrics.requests.get_or_create_owned(&RequestLabels {
+                    app: self.app.clone(),
+                    class,
+                })
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| {
+                self.metrics.duration.get_or_create_owned(&AppLabels {
+                    app: self.app.clone(),
+                })
+            })
+            .observe(seconds);
+    }
+
+    pub(crate) fn upstream_error(&self, kind: UpstreamError) {
+        self.errors[kind as usize]
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create_owned(&ErrorLabels {
+                        app: self.app.clone(),
+                        kind,
+                    })
+            })
+            .inc();
+    }
+}
+
+impl std::fmt::Debug for AppMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppMetrics")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
     }
 }

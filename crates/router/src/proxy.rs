@@ -1,41 +1,44 @@
 //! The request path: route lookup, endpoint pick, forwarding with retries, timeouts, upgrades.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use crate::access::{AccessRecord, Completion};
+use crate::access::{AccessRecord, Completion, Recorder};
 use crate::balance::{self, Lease};
 use crate::body::{self, BodySlot, Observed, ResponseBody, RetryBody};
 use crate::headers::{self, Forwarded, HostError, X_REQUEST_ID};
 use crate::health::EjectPolicy;
-use crate::metrics::{Metrics, UpstreamError};
+use crate::metrics::UpstreamError;
 use crate::respond::{root_cause, text};
 use crate::rng;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Target};
 use crate::table::BackendProtocol;
 use crate::upgrade;
+use crate::upstream::{H1Client, H1Sender, Sent};
 
 /// Attempts per request; only attempts whose connection failed lead to another.
 const MAX_ATTEMPTS: usize = 3;
 
+/// The pooled client toward h2c backends (one multiplexed connection per endpoint).
 pub(crate) type UpstreamClient = Client<HttpConnector, RetryBody>;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
-    pub http1: UpstreamClient,
+    pub http1: H1Client,
     pub h2c: UpstreamClient,
-    pub metrics: Arc<Metrics>,
+    pub recorder: Arc<Recorder>,
     pub policy: EjectPolicy,
-    pub access_log: bool,
     /// Turns true when the drain time is over: upgraded tunnels close.
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -43,20 +46,18 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(
         snapshot: Snapshot,
-        http1: UpstreamClient,
+        http1: H1Client,
         h2c: UpstreamClient,
-        metrics: Arc<Metrics>,
+        recorder: Arc<Recorder>,
         policy: EjectPolicy,
-        access_log: bool,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             http1,
             h2c,
-            metrics,
+            recorder,
             policy,
-            access_log,
             stop,
         }
     }
@@ -83,24 +84,27 @@ pub(crate) struct ClientConn {
 /// What forwarding produced, before the access record is attached.
 struct Outcome {
     response: Response<ResponseBody>,
-    app: Option<Arc<str>>,
+    target: Option<Arc<Target>>,
     upstream: Option<SocketAddr>,
     lease: Option<Lease>,
+    /// The HTTP/1.1 connection the response came on, to pool again once its body has ended.
+    conn: Option<H1Sender>,
 }
 
 impl Outcome {
     fn local(response: Response<ResponseBody>) -> Self {
         Outcome {
             response,
-            app: None,
+            target: None,
             upstream: None,
             lease: None,
+            conn: None,
         }
     }
 
-    fn of_app(app: &Arc<str>, response: Response<ResponseBody>) -> Self {
+    fn of(target: &Arc<Target>, response: Response<ResponseBody>) -> Self {
         Outcome {
-            app: Some(app.clone()),
+            target: Some(target.clone()),
             ..Outcome::local(response)
         }
     }
@@ -115,27 +119,27 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let request_id = headers::request_id(req.headers());
     let host = headers::request_host(&req);
-    let mut record = AccessRecord {
-        start,
-        method: req.method().clone(),
-        host: host.clone().unwrap_or_else(|_| "-".to_string()),
-        path: req.uri().path().to_string(),
-        request_id: request_id.clone(),
-        app: None,
-        upstream: None,
-        status: StatusCode::OK,
-    };
-    let outcome = forward(&shared, conn, req, host, &request_id).await;
+    let method = req.method().clone();
+    // Cheap: the parts of a parsed URI are reference-counted.
+    let uri = req.uri().clone();
+    let outcome = forward(&shared, conn, req, &host, &request_id).await;
     let (mut parts, body) = outcome.response.into_parts();
+    let record = AccessRecord {
+        start,
+        method,
+        host: host.unwrap_or_else(|_| "-".to_string()),
+        uri,
+        request_id: request_id.clone(),
+        target: outcome.target,
+        upstream: outcome.upstream,
+        status: parts.status,
+    };
     parts.headers.insert(&X_REQUEST_ID, request_id);
-    record.app = outcome.app;
-    record.upstream = outcome.upstream;
-    record.status = parts.status;
     let completion = Completion {
         record,
         lease: outcome.lease,
-        metrics: shared.metrics.clone(),
-        access_log: shared.access_log,
+        conn: outcome.conn,
+        recorder: shared.recorder.clone(),
     };
     Ok(Response::from_parts(parts, Observed::new(body, completion)))
 }
@@ -144,7 +148,7 @@ async fn forward(
     shared: &Shared,
     conn: ClientConn,
     mut req: Request<Incoming>,
-    host: Result<String, HostError>,
+    host: &Result<String, HostError>,
     request_id: &HeaderValue,
 ) -> Outcome {
     if req.method() == Method::CONNECT {
@@ -157,19 +161,19 @@ async fn forward(
         Ok(h) => h,
         Err(e) => return Outcome::local(text(StatusCode::BAD_REQUEST, e)),
     };
-    let Some(target) = shared.current().find(&host, req.uri().path()).cloned() else {
+    let Some(found) = shared.current().find(host, req.uri().path()) else {
         return Outcome::local(text(
             StatusCode::NOT_FOUND,
             format!("no route for host {host}"),
         ));
     };
-    let app = target.app.clone();
+    let target = found.target;
     if target.endpoints.is_empty() {
-        return Outcome::of_app(
-            &app,
+        return Outcome::of(
+            &target,
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("no ready endpoint for app {app}"),
+                format!("no ready endpoint for app {}", target.app),
             ),
         );
     }
@@ -179,146 +183,268 @@ async fn forward(
         _ => None,
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
-    headers::strip_hop_by_hop(&mut headers, upgrade.as_ref());
+    let (mut parts, body) = req.into_parts();
+    // What the client's connection attached is no business of the backend's.
+    parts.extensions = Extensions::new();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
     headers::add_forwarded(
-        &mut headers,
+        &mut parts.headers,
         &Forwarded {
             client_ip: conn.peer.ip(),
             https: conn.https,
-            host: &host,
+            host: &found.host,
             request_id,
         },
     );
-    let (client, version) = match target.protocol {
+    let exchange = Exchange {
+        shared,
+        target: &target,
+        client_upgrade,
+        upgrade,
+    };
+    match target.protocol {
         BackendProtocol::Http1 => {
             // An HTTP/2 client names the host in `:authority`; an HTTP/1.1 backend wants `Host`.
-            if !headers.contains_key(header::HOST) {
-                if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-                    headers.insert(header::HOST, v);
+            if !parts.headers.contains_key(header::HOST) {
+                if let Some(v) = parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
+                    parts.headers.insert(header::HOST, v);
                 }
             }
-            (&shared.http1, Version::HTTP_11)
+            // Origin-form (`/path?query`) whatever form the client used.
+            if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+                parts.uri = Uri::from(
+                    parts
+                        .uri
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                );
+            }
+            parts.version = Version::HTTP_11;
+            exchange.http1(Request::from_parts(parts, body)).await
         }
         BackendProtocol::H2c => {
             // `:authority` names the endpoint (the connection pool is per endpoint); a `Host`
             // that differs from it is malformed in HTTP/2. The host goes in X-Forwarded-Host.
-            headers.remove(header::HOST);
-            (&shared.h2c, Version::HTTP_2)
-        }
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    let body = BodySlot::new(body);
-
-    let mut tried: Vec<usize> = Vec::new();
-    let mut refusals: Vec<String> = Vec::new();
-    while tried.len() < MAX_ATTEMPTS {
-        let now = Instant::now();
-        let Some(index) = balance::pick(&target.endpoints, &tried, now, &mut rng::below) else {
-            break;
-        };
-        let Some(state) = target.endpoints.get(index) else {
-            break;
-        };
-        let addr = state.endpoint.addr;
-        let mut lease = Lease::begin(state.clone(), shared.policy, now);
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(path.as_str())
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(e) => return Outcome::of_app(&app, text(StatusCode::BAD_REQUEST, e)),
-        };
-        let mut upstream = Request::new(body.attempt());
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = version;
-        *upstream.headers_mut() = headers.clone();
-
-        let sent = client.request(upstream);
-        let result = if target.timeout.is_zero() {
-            Ok(sent.await)
-        } else {
-            tokio::time::timeout(target.timeout, sent).await
-        };
-        match result {
-            Err(_elapsed) => {
-                lease.fail(Instant::now());
-                shared.metrics.upstream_error(&app, UpstreamError::timeout);
-                let message = format!(
-                    "upstream timed out: app {app} did not answer within {:?}",
-                    target.timeout
-                );
-                return upstream_failure(&app, addr, text(StatusCode::GATEWAY_TIMEOUT, message));
-            }
-            Ok(Err(e)) if e.is_connect() && body.untouched() => {
-                // Nothing was sent: another endpoint may take the request.
-                lease.fail(Instant::now());
-                shared.metrics.upstream_error(&app, UpstreamError::connect);
-                let cause = root_cause(&e);
-                tracing::debug!(app = %app, upstream = %addr, error = %cause, "connect failed, trying another endpoint");
-                refusals.push(format!("{addr}: {cause}"));
-                tried.push(index);
-            }
-            Ok(Err(e)) => {
-                lease.fail(Instant::now());
-                shared.metrics.upstream_error(&app, UpstreamError::reset);
-                let message = format!("upstream {addr} of app {app} failed: {}", root_cause(&e));
-                return upstream_failure(&app, addr, text(StatusCode::BAD_GATEWAY, message));
-            }
-            Ok(Ok(response)) => {
-                if response.status().is_server_error() {
-                    lease.fail(Instant::now());
-                } else {
-                    lease.succeed();
-                }
-                return relay(&app, response, lease, client_upgrade, upgrade, shared);
-            }
+            parts.headers.remove(header::HOST);
+            exchange.h2c(parts, body).await
         }
     }
-    Outcome::of_app(
-        &app,
-        text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "no endpoint of app {app} accepted a connection ({})",
-                refusals.join("; ")
-            ),
-        ),
-    )
 }
 
-fn upstream_failure(app: &Arc<str>, addr: SocketAddr, response: Response<ResponseBody>) -> Outcome {
+/// One request on its way to one of a route's endpoints.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    target: &'a Arc<Target>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<HeaderValue>,
+}
+
+/// Why the endpoint that took the request did not answer.
+enum Failure {
+    /// The route's time for a response head ran out.
+    Timeout(SocketAddr),
+    /// The connection broke once the request was sent.
+    Reset(SocketAddr, String),
+}
+
+impl Exchange<'_> {
+    /// Picks the next endpoint not yet tried and leases it.
+    fn next(&self, tried: &[usize]) -> Option<(usize, Lease, Instant)> {
+        let now = Instant::now();
+        let index = balance::pick(&self.target.endpoints, tried, now, &mut rng::below)?;
+        let state = self.target.endpoints.get(index)?;
+        Some((
+            index,
+            Lease::begin(state.clone(), self.shared.policy, now),
+            now,
+        ))
+    }
+
+    fn refused(&self, lease: &mut Lease, cause: String, refusals: &mut Vec<String>) {
+        let addr = lease.endpoint().addr;
+        lease.fail(Instant::now());
+        self.target.metrics.upstream_error(UpstreamError::connect);
+        tracing::debug!(app = %self.target.app, upstream = %addr, error = %cause, "connect failed, trying another endpoint");
+        refusals.push(format!("{addr}: {cause}"));
+    }
+
+    async fn http1(self, mut request: Request<Incoming>) -> Outcome {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut refusals: Vec<String> = Vec::new();
+        while tried.len() < MAX_ATTEMPTS {
+            let Some((index, mut lease, now)) = self.next(&tried) else {
+                break;
+            };
+            let state = lease.state();
+            let addr = state.endpoint.addr;
+            let sent = self.shared.http1.send(addr, &state.idle, request, now);
+            match within(self.target.timeout, sent).await {
+                None => return self.failed(lease, Failure::Timeout(addr)),
+                Some(Sent::Refused(e, back)) => {
+                    self.refused(&mut lease, root_cause(&*e), &mut refusals);
+                    tried.push(index);
+                    request = back;
+                }
+                Some(Sent::Failed(e)) => {
+                    return self.failed(lease, Failure::Reset(addr, root_cause(&e)));
+                }
+                Some(Sent::Answered(response, conn)) => {
+                    return self.relay(response, lease, Some(conn));
+                }
+            }
+        }
+        self.failed_all(refusals)
+    }
+
+    async fn h2c(self, parts: http::request::Parts, body: Incoming) -> Outcome {
+        let body = BodySlot::new(body);
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut headers = parts.headers;
+        // No attempt follows the one that could be the last: it takes the headers uncopied.
+        let attempts = MAX_ATTEMPTS.min(self.target.endpoints.len());
+        let mut tried: Vec<usize> = Vec::new();
+        let mut refusals: Vec<String> = Vec::new();
+        while tried.len() < MAX_ATTEMPTS {
+            let Some((index, mut lease, _)) = self.next(&tried) else {
+                break;
+            };
+            let state = lease.state();
+            let addr = state.endpoint.addr;
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(state.authority.clone());
+            uri.path_and_query = Some(path.clone());
+            let uri = match Uri::from_parts(uri) {
+                Ok(uri) => uri,
+                Err(e) => return Outcome::of(self.target, text(StatusCode::BAD_REQUEST, e)),
+            };
+            let mut upstream = Request::new(body.attempt());
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.version_mut() = Version::HTTP_2;
+            *upstream.headers_mut() = if tried.len() + 1 >= attempts {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            match within(self.target.timeout, self.shared.h2c.request(upstream)).await {
+                None => return self.failed(lease, Failure::Timeout(addr)),
+                Some(Err(e)) if e.is_connect() && body.untouched() => {
+                    // Nothing was sent: another endpoint may take the request.
+                    self.refused(&mut lease, root_cause(&e), &mut refusals);
+                    tried.push(index);
+                }
+                Some(Err(e)) => return self.failed(lease, Failure::Reset(addr, root_cause(&e))),
+                Some(Ok(response)) => return self.relay(response, lease, None),
+            }
+        }
+        self.failed_all(refusals)
+    }
+
+    fn failed(&self, mut lease: Lease, failure: Failure) -> Outcome {
+        lease.fail(Instant::now());
+        let app = &self.target.app;
+        let (addr, response) = match failure {
+            Failure::Timeout(addr) => {
+                self.target.metrics.upstream_error(UpstreamError::timeout);
+                let message = format!(
+                    "upstream timed out: app {app} did not answer within {:?}",
+                    self.target.timeout
+                );
+                (addr, text(StatusCode::GATEWAY_TIMEOUT, message))
+            }
+            Failure::Reset(addr, cause) => {
+                self.target.metrics.upstream_error(UpstreamError::reset);
+                let message = format!("upstream {addr} of app {app} failed: {cause}");
+                (addr, text(StatusCode::BAD_GATEWAY, message))
+            }
+        };
+        upstream_failure(self.target, addr, response)
+    }
+
+    fn failed_all(&self, refusals: Vec<String>) -> Outcome {
+        Outcome::of(
+            self.target,
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "no endpoint of app {} accepted a connection ({})",
+                    self.target.app,
+                    refusals.join("; ")
+                ),
+            ),
+        )
+    }
+
+    fn relay(
+        self,
+        response: Response<Incoming>,
+        mut lease: Lease,
+        conn: Option<H1Sender>,
+    ) -> Outcome {
+        if response.status().is_server_error() {
+            lease.fail(Instant::now());
+        } else {
+            lease.succeed();
+        }
+        relay(
+            self.target,
+            response,
+            lease,
+            conn,
+            self.client_upgrade,
+            self.upgrade,
+            self.shared,
+        )
+    }
+}
+
+/// `fut`, or `None` once `limit` has passed (zero: no limit).
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    if limit.is_zero() {
+        Some(fut.await)
+    } else {
+        tokio::time::timeout(limit, fut).await.ok()
+    }
+}
+
+fn upstream_failure(
+    target: &Arc<Target>,
+    addr: SocketAddr,
+    response: Response<ResponseBody>,
+) -> Outcome {
     Outcome {
         upstream: Some(addr),
-        ..Outcome::of_app(app, response)
+        ..Outcome::of(target, response)
     }
 }
 
 /// Turns the backend's response into the client's: hop-by-hop headers go, the body streams
 /// through (trailers included), and a `101 Switching Protocols` joins the two connections.
 fn relay(
-    app: &Arc<str>,
+    target: &Arc<Target>,
     mut response: Response<Incoming>,
     lease: Lease,
+    conn: Option<H1Sender>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     asked: Option<HeaderValue>,
     shared: &Shared,
 ) -> Outcome {
+    let app = &target.app;
     let addr = lease.endpoint().addr;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(asked)) = (client_upgrade, asked) else {
             let message = format!("upstream {addr} of app {app} switched protocols unasked");
-            return upstream_failure(app, addr, text(StatusCode::BAD_GATEWAY, message));
+            return upstream_failure(target, addr, text(StatusCode::BAD_GATEWAY, message));
         };
         let backend_upgrade = hyper::upgrade::on(&mut response);
         let protocol = headers::upgrade_of(response.headers()).unwrap_or(asked);
@@ -332,7 +458,9 @@ fn relay(
             lease,
             shared.stop.clone(),
         ));
-        return upstream_failure(app, addr, out);
+        // The connection now carries the tunnel: it is not pooled again.
+        drop(conn);
+        return upstream_failure(target, addr, out);
     }
     let (parts, incoming) = response.into_parts();
     let mut out = Response::new(body::incoming(incoming));
@@ -341,9 +469,10 @@ fn relay(
     headers::strip_hop_by_hop(out.headers_mut(), None);
     Outcome {
         response: out,
-        app: Some(app.clone()),
+        target: Some(target.clone()),
         upstream: Some(addr),
         lease: Some(lease),
+        conn,
     }
 }
 
@@ -351,7 +480,7 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("policy", &self.policy)
-            .field("access_log", &self.access_log)
+            .field("access_log", &self.recorder.log.is_some())
             .finish_non_exhaustive()
     }
 }

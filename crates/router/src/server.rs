@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::Recorder;
+use crate::access_log::LogWriter;
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::health::EjectPolicy;
@@ -25,6 +27,7 @@ use crate::proxy::{self, ClientConn, Shared, UpstreamClient};
 use crate::snapshot::Snapshot;
 use crate::table::RouteTable;
 use crate::tls;
+use crate::upstream::H1Client;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,20 +85,19 @@ impl Router {
         };
 
         let metrics = Arc::new(Metrics::new());
-        let initial = Snapshot::build(&routes.borrow_and_update(), &Snapshot::default());
+        let initial = Snapshot::build(&routes.borrow_and_update(), &Snapshot::default(), &metrics);
         let (draining_tx, draining) = watch::channel(false);
         let (stop_tx, stop) = watch::channel(false);
-        let (http1, h2c) = clients(&config);
+        let recorder = Recorder::new(metrics.clone(), LogWriter::start(&config.access_log));
         let shared = Arc::new(Shared::new(
             initial,
-            http1,
-            h2c,
-            metrics.clone(),
+            H1Client::new(config.connect_timeout),
+            h2c_client(&config),
+            Arc::new(recorder),
             EjectPolicy {
                 after: config.eject_after,
                 duration: config.eject_for,
             },
-            config.access_log,
             stop.clone(),
         ));
         let builder = server_builder();
@@ -160,23 +162,17 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ro
         .map_err(|source| RouterError::Bind { addr, source })
 }
 
-/// Pooled clients toward backends: one for HTTP/1.1, one for h2c (one multiplexed connection
-/// per endpoint).
-fn clients(config: &RouterConfig) -> (UpstreamClient, UpstreamClient) {
+/// The pooled client toward h2c backends (one multiplexed connection per endpoint).
+fn h2c_client(config: &RouterConfig) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));
-    let http1 = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector.clone());
-    let h2c = Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .http2_only(true)
-        .build(connector);
-    (http1, h2c)
+        .build(connector)
 }
 
 fn server_builder() -> auto::Builder<TokioExecutor> {
@@ -209,7 +205,7 @@ async fn follow_routes(
                     return;
                 }
                 let table = routes.borrow_and_update().clone();
-                let next = Snapshot::build(&table, &shared.current());
+                let next = Snapshot::build(&table, &shared.current(), &shared.recorder.metrics);
                 shared.replace(next);
                 tracing::info!(routes = table.routes.len(), "route table updated");
             }
@@ -277,16 +273,19 @@ async fn serve<I>(
     let service = service_fn(move |req| proxy::handle(shared.clone(), conn, req));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // Biased, the connection first: it is what wakes this task on almost every poll. `stop`
+    // is raised only after `draining`, so it is watched only once draining has begun.
     let result = tokio::select! {
+        biased;
         result = connection.as_mut() => result,
         _ = raised(&mut draining) => {
             connection.as_mut().graceful_shutdown();
             tokio::select! {
+                biased;
                 result = connection.as_mut() => result,
                 _ = raised(&mut stop) => Ok(()),
             }
         }
-        _ = raised(&mut stop) => Ok(()),
     };
     if let Err(e) = result {
         tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");

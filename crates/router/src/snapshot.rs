@@ -6,13 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use crate::balance::EndpointState;
+use crate::metrics::{AppMetrics, Metrics};
 use crate::table::{BackendProtocol, RouteTable};
 
 /// One route, ready to serve.
 #[derive(Debug)]
 pub(crate) struct Target {
     pub app: Arc<str>,
+    /// The app's metric series, looked up once here rather than per request.
+    pub metrics: Arc<AppMetrics>,
     /// Normalized: starts with `/`, no trailing `/`; empty for "every path".
     prefix: String,
     pub protocol: BackendProtocol,
@@ -32,16 +37,31 @@ impl Target {
 
 type StateKey = (SocketAddr, String);
 
+/// The routes of one host.
+#[derive(Debug)]
+struct Host {
+    /// The host as a header value, for `X-Forwarded-Host` without a copy per request.
+    header: HeaderValue,
+    targets: Vec<Arc<Target>>,
+}
+
+/// A matched route and the host it was found under.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub host: HeaderValue,
+    pub target: Arc<Target>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    hosts: HashMap<String, Vec<Arc<Target>>>,
+    hosts: HashMap<String, Host>,
     /// Every endpoint named by the table, draining ones included.
     states: HashMap<StateKey, Arc<EndpointState>>,
 }
 
 impl Snapshot {
     /// Compiles `table`, reusing the state of endpoints that `previous` already knew.
-    pub fn build(table: &RouteTable, previous: &Snapshot) -> Snapshot {
+    pub fn build(table: &RouteTable, previous: &Snapshot, metrics: &Arc<Metrics>) -> Snapshot {
         let mut states: HashMap<StateKey, Arc<EndpointState>> = HashMap::new();
         let mut state_of = |e: &crate::table::Endpoint| {
             let key = (e.addr, e.id.clone());
@@ -56,7 +76,7 @@ impl Snapshot {
                 })
                 .clone()
         };
-        let mut hosts: HashMap<String, Vec<Arc<Target>>> = HashMap::new();
+        let mut hosts: HashMap<String, Host> = HashMap::new();
         for route in &table.routes {
             for e in &route.draining {
                 state_of(e);
@@ -71,6 +91,7 @@ impl Snapshot {
             }
             let target = Arc::new(Target {
                 app: Arc::from(route.app.as_str()),
+                metrics: metrics.app(&route.app),
                 prefix: normalize_prefix(route.path_prefix.as_deref()),
                 protocol: route.protocol,
                 timeout: route.timeout,
@@ -81,7 +102,16 @@ impl Snapshot {
                     tracing::warn!(app = %route.app, host = %host, "ignoring an invalid route host");
                     continue;
                 };
-                let targets = hosts.entry(host.clone()).or_default();
+                let Ok(header) = HeaderValue::from_str(&host) else {
+                    continue;
+                };
+                let targets = &mut hosts
+                    .entry(host.clone())
+                    .or_insert_with(|| Host {
+                        header,
+                        targets: Vec::new(),
+                    })
+                    .targets;
                 if targets.iter().any(|t| t.prefix == target.prefix) {
                     tracing::warn!(app = %route.app, host = %host, "ignoring a duplicate route (the first one wins)");
                     continue;
@@ -89,16 +119,22 @@ impl Snapshot {
                 targets.push(target.clone());
             }
         }
-        for targets in hosts.values_mut() {
+        for host in hosts.values_mut() {
             // Stable: among equal lengths the table's order stays.
-            targets.sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
+            host.targets
+                .sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
         }
         Snapshot { hosts, states }
     }
 
     /// The route for a normalized host and a request path: the longest matching prefix.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
-        self.hosts.get(host)?.iter().find(|t| t.matches(path))
+    pub fn find(&self, host: &str, path: &str) -> Option<Found> {
+        let h = self.hosts.get(host)?;
+        let target = h.targets.iter().find(|t| t.matches(path))?;
+        Some(Found {
+            host: h.header.clone(),
+            target: target.clone(),
+        })
     }
 }
 
@@ -114,6 +150,14 @@ fn normalize_prefix(prefix: Option<&str>) -> String {
 /// A host (from a route, a Host header or an `:authority`) without port, trailing dot or case;
 /// `None` when it is not a valid authority.
 pub(crate) fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    match plain_host(raw) {
+        Some(host) => Some(host.to_string()),
+        None => parsed_host(raw),
+    }
+}
+
+fn parsed_host(raw: &str) -> Option<String> {
     let authority: http::uri::Authority = raw.trim().parse().ok()?;
     if authority.as_str().contains('@') {
         return None;
@@ -125,10 +169,30 @@ pub(crate) fn normalize_host(raw: &str) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// The common case without parsing a URI authority: a lower-case DNS name or IPv4 address,
+/// maybe with a port, is its own normalized host less the port and a trailing dot.
+fn plain_host(raw: &str) -> Option<&str> {
+    let (host, port) = match raw.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (raw, None),
+    };
+    let port_ok =
+        port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let host = host.trim_end_matches('.');
+    (port_ok && host_ok && !host.is_empty()).then_some(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::table::{Endpoint, Route};
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new())
+    }
 
     fn route(app: &str, hosts: &[&str], prefix: Option<&str>) -> Route {
         Route {
@@ -143,8 +207,9 @@ mod tests {
     }
 
     fn check(table: &RouteTable, host: &str, path: &str, want: Option<&str>) {
-        let snap = Snapshot::build(table, &Snapshot::default());
-        let got = normalize_host(host).and_then(|h| snap.find(&h, path).map(|t| t.app.to_string()));
+        let snap = Snapshot::build(table, &Snapshot::default(), &metrics());
+        let got = normalize_host(host)
+            .and_then(|h| snap.find(&h, path).map(|f| f.target.app.to_string()));
         assert_eq!(got.as_deref(), want, "{host} {path}");
     }
 
@@ -181,8 +246,31 @@ mod tests {
             ("", None),
             ("exa mple", None),
             (":80", None),
+            ("example.test.:80", Some("example.test")),
+            ("...", None),
+            ("10.0.0.1:8080", Some("10.0.0.1")),
         ] {
             assert_eq!(normalize_host(raw).as_deref(), want, "{raw:?}");
+        }
+        // The shortcut agrees with the parser wherever it answers.
+        for raw in [
+            "a.test",
+            "a.test:80",
+            "a.test.",
+            "a.test:",
+            "a.test:80:80",
+            "a.test:123456",
+            "a.test:65535",
+            "a-b.test:0",
+            "1.2.3.4",
+            ".",
+            "a..test",
+            "-a.test",
+            "a.test:8o",
+        ] {
+            if let Some(host) = plain_host(raw) {
+                assert_eq!(Some(host.to_string()), parsed_host(raw), "{raw:?}");
+            }
         }
     }
 
@@ -197,12 +285,13 @@ mod tests {
                 routes: vec![r.clone()],
             },
             &Snapshot::default(),
+            &metrics(),
         );
         r.endpoints = vec![b.clone()];
         r.draining = vec![a.clone()];
-        let second = Snapshot::build(&RouteTable { routes: vec![r] }, &first);
-        let t1 = first.find("w.test", "/").unwrap();
-        let t2 = second.find("w.test", "/").unwrap();
+        let second = Snapshot::build(&RouteTable { routes: vec![r] }, &first, &metrics());
+        let t1 = first.find("w.test", "/").unwrap().target;
+        let t2 = second.find("w.test", "/").unwrap().target;
         assert_eq!(t2.endpoints.len(), 1);
         assert!(Arc::ptr_eq(&t1.endpoints[1], &t2.endpoints[0]));
         assert!(second.states.contains_key(&(a.addr, a.id)));

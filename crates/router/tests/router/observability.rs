@@ -1,51 +1,23 @@
 //! The access log line and the Prometheus metrics.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use kumo_router::BackendProtocol::Http1;
+use kumo_router::{AccessLog, RouterConfig};
 
 use crate::support::*;
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-// One thread, so that every task of the router logs to this test's subscriber.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn an_access_log_line_per_request() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("kumo_router::access=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // With a single live dispatcher, tracing-core caches a callsite's interest from the thread
-    // that first hits it: another test's thread (no subscriber) would make it "never". A second
-    // live dispatcher makes it ask every dispatcher instead.
-    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-    tracing::callsite::rebuild_interest_cache();
-
+    let buffer: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let text = || String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
     let a = replica(Http1, "a").await;
-    let r = router(vec![route("web", "web.test", Http1, &[&a])]).await;
+    let config = RouterConfig {
+        access_log: AccessLog::Writer(buffer.clone()),
+        ..RouterConfig::default()
+    };
+    let r = router_with(config, vec![route("web", "web.test", Http1, &[&a])]).await;
     let client = H1::new();
     client
         .send(
@@ -57,21 +29,16 @@ async fn an_access_log_line_per_request() {
         .await;
     client.get(r.addr(), "nowhere.test", "/missing").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while buffer
-        .text()
-        .lines()
-        .filter(|l| l.contains("method="))
-        .count()
-        < 2
-    {
+    // Lines are written out in batches, at least every 100 ms.
+    while text().lines().filter(|l| l.contains("method=")).count() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "two access log lines expected in {:?}",
-            buffer.text()
+            text()
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let text = buffer.text();
+    let text = text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("method=")).collect();
     let upstream = a.addr.to_string();
     for want in [
