@@ -10,7 +10,7 @@ through the API (`/bin/busybox true`, restartPolicy Never, imagePullPolicy Never
 from the POST until a watch reports phase Succeeded. The floor runs the unpacked bundle of the
 same image directly with the runtime's CLI, the same number of times.
 """
-import argparse, http.client, json, os, shutil, signal, statistics, subprocess, tempfile, threading, time
+import argparse, glob, http.client, json, os, shutil, signal, statistics, subprocess, tempfile, threading, time
 
 
 def pct(values, p):
@@ -38,14 +38,49 @@ def build_image(tmp):
     return oci
 
 
-def floor(runtime, bundle, n, extra):
+def floor(runtime, bundle, n, extra, config=None):
+    """`runtime run` of the bundle n times; with `config`, that config.json instead of umoci's."""
+    if config is not None:
+        os.makedirs(f"{bundle}-k", exist_ok=True)
+        config = dict(config, root={"path": os.path.abspath(f"{bundle}/rootfs"), "readonly": False})
+        json.dump(config, open(f"{bundle}-k/config.json", "w"))
+        bundle = f"{bundle}-k"
     times = []
     for i in range(n):
         t0 = time.perf_counter()
         subprocess.run([runtime, *extra, "--root", f"{bundle}/../{os.path.basename(runtime)}-root", "run",
-                        "--bundle", bundle, f"floor-{i}"], check=True, stdout=subprocess.DEVNULL)
+                        "--bundle", bundle, f"floor-{i}{'-k' if config else ''}"], check=True,
+                       stdout=subprocess.DEVNULL)
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def capture_config(api, headers, tmp):
+    """kumo's own OCI config for the benchmark's pod (bundles go when containers exit: a pod
+    that sleeps is created, its config.json read, the pod deleted), made runnable by plain
+    `runc run`: the rootfs of the umoci bundle, a fresh network namespace instead of the pod's,
+    no cgroup path, no pod files (/etc/hosts...)."""
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "capture"},
+            "spec": {"runtimeClassName": "runc", "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": "local/bb:1", "imagePullPolicy": "Never",
+                                     "command": ["/bin/busybox", "sleep", "60"]}]}}
+    api.request("POST", "/api/v1/namespaces/default/pods", body=json.dumps(body), headers=headers)
+    r = api.getresponse(); r.read()
+    assert r.status == 201, r.status
+    pattern = f"{tmp}/data/agent/runc/pods/*/c/bundle/config.json"
+    deadline = time.time() + 60
+    while not glob.glob(pattern) and time.time() < deadline:
+        time.sleep(0.05)
+    cfg = json.load(open(glob.glob(pattern)[0]))
+    api.request("DELETE", "/api/v1/namespaces/default/pods/capture", headers=headers)
+    api.getresponse().read()
+    cfg["process"] = dict(cfg["process"], args=["/bin/busybox", "true"], terminal=False)
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if "path" not in n] + [{"type": "network"}]
+    cfg["linux"].pop("cgroupsPath", None)
+    cfg["mounts"] = [m for m in cfg["mounts"] if not m.get("source", "").startswith(tmp)]
+    while glob.glob(pattern) and time.time() < deadline:
+        time.sleep(0.05)
+    return cfg
 
 
 def main():
@@ -79,6 +114,7 @@ def main():
 
     threading.Thread(target=watch, daemon=True).start()
     api = http.client.HTTPConnection(host, int(port))
+    kumo_config = capture_config(api, headers, tmp)
     results = {}
     for rc in ["runc", "runsc"]:
         lat = []
@@ -104,11 +140,16 @@ def main():
     proc.wait(timeout=60)
     floors = {"runc": floor("runc", f"{tmp}/bundle", args.pods, []),
               "runsc": floor("runsc", f"{tmp}/bundle", args.pods, ["--platform=ptrace", "--network=host"])}
+    same_config = floor("runc", f"{tmp}/bundle", args.pods, [], kumo_config)
     for rc in ["runc", "runsc"]:
         k, f = results[rc], floors[rc]
         print(f"{rc}: kumo apply->exited median {statistics.median(k):.0f} ms p99 {pct(k, 99):.0f} ms | "
               f"raw {rc} run median {statistics.median(f):.0f} ms p99 {pct(f, 99):.0f} ms | "
               f"ratio of medians {statistics.median(k) / statistics.median(f):.2f}x")
+    f = same_config
+    print(f"runc with kumo's own config.json (seccomp profile, mounts, cgroup limits; no pod network): "
+          f"raw median {statistics.median(f):.0f} ms p99 {pct(f, 99):.0f} ms | kumo/raw "
+          f"{statistics.median(results['runc']) / statistics.median(f):.2f}x")
     subprocess.run(["ip", "link", "del", "kbench"], stderr=subprocess.DEVNULL)
     shutil.rmtree(tmp, ignore_errors=True)
 

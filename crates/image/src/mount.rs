@@ -28,6 +28,9 @@ fn absolute(dir: &Path) -> Result<PathBuf, ImageError> {
     std::path::absolute(dir).map_err(io_err(format!("resolving {}", dir.display())))
 }
 
+/// Whether the kernel takes overlayfs's `volatile` option (until it refuses it once).
+static VOLATILE_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Mounts `image` at `<container_dir>/merged` (see [`ImageStore::mount_rootfs`]).
 pub(crate) fn mount(
     store: &ImageStore,
@@ -74,14 +77,29 @@ pub(crate) fn mount(
         }
     }
     let options = overlay_options(&lower, &upper, &work)?;
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|source| ImageError::Mount {
+    let mount = |options: &str| {
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options),
+        )
+    };
+    // `volatile` (Linux 5.10+): the container's writes are thrown away with its rootfs, so the
+    // overlay need not sync its upper filesystem, which it otherwise does on unmount (measured:
+    // 44 ms of a container's exit, with the whole data disk synced). Older kernels refuse it.
+    let volatile = VOLATILE_OK.load(std::sync::atomic::Ordering::Relaxed);
+    let mut mounted = if volatile {
+        mount(&format!("{options},volatile"))
+    } else {
+        mount(&options)
+    };
+    if volatile && mounted == Err(nix::errno::Errno::EINVAL) {
+        VOLATILE_OK.store(false, std::sync::atomic::Ordering::Relaxed);
+        mounted = mount(&options);
+    }
+    mounted.map_err(|source| ImageError::Mount {
         context: format!("mounting the overlay rootfs at {}", merged.display()),
         source,
     })?;

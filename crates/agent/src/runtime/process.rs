@@ -164,7 +164,15 @@ impl ProcessRuntime {
         // A SIGKILL while the memory cgroup's OOM counter rose is the OOM killer's.
         let oom_now = self.inner.driver.oom_kills(&key.uid, &key.container);
         // Released before the exit is recorded, so no restart can race with the release.
+        let releasing = std::time::Instant::now();
         self.inner.driver.release(&key.uid, &key.container).await;
+        tracing::debug!(
+            uid = %key.uid,
+            container = %key.container,
+            release_ms = releasing.elapsed().as_secs_f64() * 1000.0,
+            finished_at = ?terminated.finished_at,
+            "container ended"
+        );
         let event = {
             let mut pods = self.lock_pods();
             let Some(pod) = pods.get_mut(&key.uid) else {

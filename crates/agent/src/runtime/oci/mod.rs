@@ -140,12 +140,21 @@ impl OciDriver {
     /// Unmounts and removes a run's root filesystem and bundle.
     async fn release_run(&self, uid: &str, container: &str) -> Result<(), String> {
         let target = self.rootfs_target(uid, container);
+        let t0 = std::time::Instant::now();
         let mut first = self.images.unmount(&target).await.err();
+        let t1 = t0.elapsed();
         for dir in [target, self.bundle_dir(uid, container)] {
             if let Err(e) = remove_tree(&dir) {
                 first.get_or_insert(e);
             }
         }
+        tracing::debug!(
+            uid,
+            container,
+            unmount_ms = t1.as_secs_f64() * 1000.0,
+            total_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "released"
+        );
         first.map_or(Ok(()), Err)
     }
 
