@@ -8,7 +8,10 @@ Builds a busybox OCI image with umoci (from /bin/busybox of busybox-static), imp
 fresh `kumo up` (temp dir, free port, own bridge and pod CIDR), creates pods one at a time
 through the API (`/bin/busybox true`, restartPolicy Never, imagePullPolicy Never) and times each
 from the POST until a watch reports phase Succeeded. The floor runs the unpacked bundle of the
-same image directly with the runtime's CLI, the same number of times.
+same image directly with the runtime's CLI, the same number of times. A second runc floor runs
+the same rootfs with kumo's own config.json for the pod (captured from a sleeping pod's bundle:
+the default seccomp profile, masked paths, cgroup limits; a fresh network namespace instead of
+the pod network), to tell the cost of kumo's path from the cost of its secure defaults.
 """
 import argparse, glob, http.client, json, os, shutil, signal, statistics, subprocess, tempfile, threading, time
 
