@@ -5,6 +5,7 @@
 //! the next pass neither admits a task twice nor forgets a pod it just created.
 
 use super::pass::{pass, task_key, Action, Snapshot};
+use super::settled::{self, finished_entry, pod_needed, tasks_of_holding, Finished};
 use futures_util::StreamExt;
 use kumo_api::mltask::MLTaskStatus;
 use kumo_api::{MLTask, Node, Pod, Queue, Resource};
@@ -36,16 +37,36 @@ const ASSUME_FOR: Duration = Duration::from_secs(10);
 const WRITE_CONCURRENCY: usize = 16;
 
 /// Whether `new` differs from `old` only in where the task stands in its queue and why.
+/// (Field by field rather than on copies: a long queue asks this of every waiting task per pass;
+/// the destructuring makes a new status field a compile error here until it is compared.)
 pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
     let Some(old) = old else {
         return false;
     };
-    let plain = |s: &MLTaskStatus| MLTaskStatus {
-        queue_position: None,
-        pending_reason: None,
-        ..s.clone()
-    };
-    plain(old) == plain(new)
+    let MLTaskStatus {
+        phase,
+        queue_position: _,
+        pending_reason: _,
+        attempts,
+        start_time,
+        completion_time,
+        conditions,
+        replicas,
+        message,
+        master_addr,
+        retry_at,
+        submit_revision,
+    } = new;
+    *phase == old.phase
+        && *attempts == old.attempts
+        && *start_time == old.start_time
+        && *completion_time == old.completion_time
+        && *conditions == old.conditions
+        && *replicas == old.replicas
+        && *message == old.message
+        && *master_addr == old.master_addr
+        && *retry_at == old.retry_at
+        && *submit_revision == old.submit_revision
 }
 
 /// How long a task's queue position and reason may lag behind: a long queue shifts with every
@@ -153,8 +174,22 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
         // When each task's status was last written (for the throttle of standing-only changes).
         let mut written: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
-            let task_list = assumed_tasks.overlay(tasks.list(), false);
-            let pod_list = assumed_pods.overlay(pods.list(), true);
+            let started = Instant::now();
+            // Ended tasks whose replicas hold nothing, and those replicas, are left out: they
+            // are most of a busy cluster's objects and a pass has nothing to do with them.
+            let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
+            let mut task_list =
+                assumed_tasks.overlay(tasks.list_filtered(|t| !settled::finished(t)), false);
+            let pod_list: Vec<Pod> = assumed_pods
+                .overlay(pods.list_filtered(|p| pod_needed(p, &finished)), true)
+                .into_iter()
+                .filter(|p| pod_needed(p, &finished))
+                .collect();
+            for key in tasks_of_holding(&pod_list, &finished) {
+                if !task_list.iter().any(|t| task_key(t) == key) {
+                    task_list.extend(tasks.get(&key));
+                }
+            }
             let (queue_list, node_list) = (queues.list(), nodes.list());
             let datasets = dataset_names(&client, &task_list).await;
             let snapshot = Snapshot {
@@ -166,6 +201,13 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
             };
             let now = chrono::Utc::now();
             let outcome = pass(&snapshot, now, config.backoff_base);
+            tracing::debug!(
+                tasks = task_list.len(),
+                pods = pod_list.len(),
+                actions = outcome.actions.len(),
+                us = started.elapsed().as_micros() as u64,
+                "mltask pass"
+            );
             // Statuses first: a task whose status did not take gets no event and no pod this
             // pass (the next pass decides again from what the API holds).
             let (statuses, rest): (Vec<Action>, Vec<Action>) = outcome
@@ -334,7 +376,13 @@ async fn execute(
                 EventType::Normal
             };
             tracing::info!(task = %task_key(&task), reason, %message, "mltask");
-            recorder.record(task.as_ref(), type_, reason, message).await;
+            // Off the pass: the next pass (which admits the next task) waits for this pass's
+            // writes, and an event is history, not state (best effort, as in Kubernetes). It
+            // is still only sent once the task's status before it took.
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                recorder.record(task.as_ref(), type_, reason, message).await;
+            });
         }
         Action::QueueStatus(queue) => match client.update_status(queue.as_ref()).await {
             Ok(_) => {}

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod gang;
 pub mod pass;
 pub mod replicas;
+pub mod settled;
 
 #[cfg(test)]
 mod admission_tests;
