@@ -102,7 +102,7 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         *used.entry(t.queue.as_str()).or_default() += t.gpus();
     }
     let mut views = nodes.to_vec();
-    let mut order: Vec<&TaskView> = tasks
+    let order: Vec<&TaskView> = tasks
         .iter()
         .filter(|t| t.state == TaskState::Pending)
         .collect();
@@ -113,13 +113,15 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         Some(q) => used.get(t.queue.as_str()).copied().unwrap_or(0) + t.gpus() > q,
         None => true,
     };
-    order.sort_by(|a, b| {
-        borrows(a)
-            .cmp(&borrows(b))
+    // Whether each borrows is worked out once per task, not once per comparison.
+    let mut keyed: Vec<(bool, &TaskView)> = order.into_iter().map(|t| (borrows(t), t)).collect();
+    keyed.sort_by(|(ab, a), (bb, b)| {
+        ab.cmp(bb)
             .then(b.priority.cmp(&a.priority))
             .then(a.created.cmp(&b.created))
             .then(a.key.cmp(&b.key))
     });
+    let order: Vec<&TaskView> = keyed.into_iter().map(|(_, t)| t).collect();
 
     let mut decision = Decision::default();
     // Tasks whose gang did not fit on `views` as they are now, and the reasons given to waiting

@@ -6,6 +6,7 @@ pub mod gang;
 pub mod pass;
 pub mod replicas;
 pub mod settled;
+pub mod standing;
 
 #[cfg(test)]
 mod admission_tests;

@@ -13,6 +13,7 @@
 use super::admission::{admit, Decision, QueueView};
 use super::gang::{cond, create_missing, holds, phase, replica_statuses, step};
 use super::replicas::{belongs_to, GRACE_SECONDS, LABEL_TASK};
+use super::standing::held_until;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, TaskPhase, DEFAULT_QUEUE};
 use kumo_api::node::Node;
@@ -32,6 +33,8 @@ pub struct Snapshot<'a> {
     pub pods: &'a [Pod],
     /// Names of the complete datasets (`None`: the server could not say).
     pub datasets: Option<&'a std::collections::BTreeSet<String>>,
+    /// When this controller last wrote each task's status (by key), for `standing::held_until`.
+    pub standing_written: &'a BTreeMap<String, Time>,
 }
 
 /// One write the pass asks for.
@@ -139,7 +142,10 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
     }
 
     let mut tasks: Vec<&MLTask> = s.tasks.iter().collect();
-    tasks.sort_by_key(|t| task_key(t));
+    // By namespace and name, as `task_key` orders them, without building a key per comparison.
+    tasks.sort_by(|a, b| {
+        (a.metadata.ns(), &a.metadata.name).cmp(&(b.metadata.ns(), &b.metadata.name))
+    });
     let mut views_for_admission = Vec::new();
     // Each task's next status (the task itself is cloned only when a write or an event needs it).
     let mut next: BTreeMap<String, (&MLTask, MLTaskStatus)> = BTreeMap::new();
@@ -191,7 +197,10 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
     for task in s.tasks {
         let key = task_key(task);
         if let Some((_, new)) = next.remove(&key) {
-            if task.status.as_ref() != Some(&new) {
+            let old = task.status.as_ref();
+            if let Some(at) = held_until(&key, old, &new, s.standing_written, now) {
+                out.wake_at(at);
+            } else if old != Some(&new) {
                 let mut t = task.clone();
                 t.status = Some(new);
                 out.actions.push(Action::Status(Box::new(t)));

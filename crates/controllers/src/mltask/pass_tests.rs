@@ -83,6 +83,7 @@ fn run_with(tasks: &[MLTask], queues: &[Queue], nodes: &[Node], pods: &[Pod]) ->
             nodes,
             pods,
             datasets: Some(&["mnist".to_string()].into_iter().collect()),
+            standing_written: &Default::default(),
         },
         t(100),
         BASE,
