@@ -87,6 +87,28 @@ impl<K: Resource> Informer<K> {
             .cloned()
             .collect()
     }
+
+    /// What `f` makes of each cached object, where it makes something (without cloning the rest).
+    pub fn filter_map<T>(&self, f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(f)
+            .collect()
+    }
+
+    /// The cached objects `keep` accepts. Only those are cloned: a loop that needs a few of many
+    /// objects (the pods still running among thousands that ended) pays for those few.
+    pub fn list_filtered(&self, keep: impl Fn(&K) -> bool) -> Vec<K> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|k| keep(k))
+            .cloned()
+            .collect()
+    }
 }
 
 async fn run<K: Resource>(

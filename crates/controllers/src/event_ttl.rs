@@ -35,29 +35,46 @@ pub fn expired(
     (gone, next)
 }
 
+/// When `e` expires (`None`: it has no time, so it never does).
+pub fn due(e: &Event, ttl: Duration) -> Option<Time> {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+    last_seen(e).map(|seen| seen + ttl)
+}
+
 /// Deletes events as they expire, until `shutdown`.
+///
+/// The cache is scanned only when the earliest expiry comes: a new or changed event just moves
+/// that time earlier when it is due sooner. (Scanning every event on every change cost a clone
+/// of every event per event written: busy clusters write several events per second.)
 pub async fn run(client: Client, ttl: Duration, shutdown: impl Future<Output = ()> + Send) {
     let (events, mut changes) =
         Informer::<Event>::start(client.clone(), None, ListParams::default());
     let work = async {
         events.wait_synced().await;
+        let mut next: Option<Time> = Some(chrono::Utc::now());
         loop {
-            let (gone, next) = expired(&events.list(), chrono::Utc::now(), ttl);
+            let wait = next
+                .map(|n| (n - chrono::Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(ttl)
+                .max(Duration::from_millis(100));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(change) = changes.recv() => {
+                    if let kumo_client::Change::Applied(e) = change {
+                        if let Some(d) = due(&e, ttl) {
+                            next = Some(next.map_or(d, |n| n.min(d)));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let (gone, later) = expired(&events.list(), chrono::Utc::now(), ttl);
+            next = later;
             for (ns, name) in gone {
                 match client.delete::<Event>(&ns, &name, None).await {
                     Ok(_) | Err(ClientError::Api(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot delete an expired event"),
                 }
-            }
-            // Sleep until the next expiry; a new event cannot expire sooner than `ttl` from now.
-            let wait = next
-                .and_then(|n| (n - chrono::Utc::now()).to_std().ok())
-                .unwrap_or(ttl)
-                .max(Duration::from_millis(100));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                // Drain changes so the channel does not fill; expiry is driven by time alone.
-                Some(_) = changes.recv() => continue,
             }
         }
     };
@@ -94,5 +111,10 @@ mod tests {
         let (gone, next) = expired(&[old, young, undated], now, hour);
         assert_eq!(gone, vec![("default".to_string(), "old".to_string())]);
         assert_eq!(next, Some(now + chrono::Duration::minutes(10)));
+        assert_eq!(
+            due(&event("young", Some(now)), hour),
+            Some(now + chrono::Duration::hours(1))
+        );
+        assert_eq!(due(&event("undated", None), hour), None);
     }
 }

@@ -102,7 +102,7 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         *used.entry(t.queue.as_str()).or_default() += t.gpus();
     }
     let mut views = nodes.to_vec();
-    let mut order: Vec<&TaskView> = tasks
+    let order: Vec<&TaskView> = tasks
         .iter()
         .filter(|t| t.state == TaskState::Pending)
         .collect();
@@ -113,15 +113,23 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         Some(q) => used.get(t.queue.as_str()).copied().unwrap_or(0) + t.gpus() > q,
         None => true,
     };
-    order.sort_by(|a, b| {
-        borrows(a)
-            .cmp(&borrows(b))
+    // Whether each borrows is worked out once per task, not once per comparison.
+    let mut keyed: Vec<(bool, &TaskView)> = order.into_iter().map(|t| (borrows(t), t)).collect();
+    keyed.sort_by(|(ab, a), (bb, b)| {
+        ab.cmp(bb)
             .then(b.priority.cmp(&a.priority))
             .then(a.created.cmp(&b.created))
             .then(a.key.cmp(&b.key))
     });
+    let order: Vec<&TaskView> = keyed.into_iter().map(|(_, t)| t).collect();
 
     let mut decision = Decision::default();
+    // Tasks whose gang did not fit on `views` as they are now, and the reasons given to waiting
+    // tasks: a task shaped like one of them cannot fit either and waits for the same reason.
+    // A long queue of alike tasks then costs a comparison per task, not a placement. Both are
+    // forgotten whenever `views` change (a task was admitted).
+    let mut misfits: Vec<&TaskView> = Vec::new();
+    let mut explained: Vec<(&TaskView, Option<&str>, String)> = Vec::new();
     let mut reasons: BTreeMap<String, String> = BTreeMap::new();
     let mut reservation: Option<Reservation> = None;
     let mut preempted: BTreeSet<String> = BTreeSet::new();
@@ -141,7 +149,16 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         };
         let members: Vec<&Pod> = task.replicas.iter().collect();
         let need = task.gpus();
-        let fits_now = place_gang(&members, &views, Strategy::BinPack);
+        let fits_now = if misfits.iter().any(|m| same_shape(m, task)) {
+            Err(kumo_scheduler::Unschedulable {
+                message: String::new(),
+            })
+        } else {
+            place_gang(&members, &views, Strategy::BinPack)
+        };
+        if fits_now.is_err() && !misfits.iter().any(|m| same_shape(m, task)) {
+            misfits.push(task);
+        }
         // Backfill: with a reservation in place, a later task must leave it alone or end first.
         let allowed = match (&fits_now, &reservation) {
             (Ok(_), None) => fits_now.clone().ok(),
@@ -161,6 +178,8 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
             }
             *used.entry(task.queue.as_str()).or_default() += need;
             decision.admit.push(task.key.clone());
+            misfits.clear();
+            explained.clear();
             continue;
         }
         let within_quota = task_quota
@@ -195,10 +214,15 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
                         names.join(", ")
                     )
                 }
-                None => blocked_reason(task, &views, ahead.get(task.queue.as_str()).copied()),
+                None => explain(task, &views, ahead.get(task.queue.as_str()).copied(), &mut explained),
             }
         } else {
-            blocked_reason(task, &views, ahead.get(task.queue.as_str()).copied())
+            explain(
+                task,
+                &views,
+                ahead.get(task.queue.as_str()).copied(),
+                &mut explained,
+            )
         };
         if reservation.is_none() && fits_now.is_err() {
             reservation = reserve(task, tasks, nodes, now);
@@ -241,6 +265,39 @@ fn task_deadline(task: &TaskView, now: Time) -> Option<Time> {
 
 /// Annotation on replica pods carrying the task's `activeDeadlineSeconds` (admission reads it).
 pub const ANNOTATION_DEADLINE: &str = "kumo.dev/active-deadline-seconds";
+
+/// Whether placement sees the two tasks' gangs alike: as many replicas, each asking for the same
+/// resources on the same kind of node (what `place_gang` reads of a pod).
+fn same_shape(a: &TaskView, b: &TaskView) -> bool {
+    a.replicas.len() == b.replicas.len()
+        && a.replicas.iter().zip(&b.replicas).all(|(p, q)| {
+            Resources::of_pod(p) == Resources::of_pod(q)
+                && p.spec.node_selector == q.spec.node_selector
+                && p.spec.runtime_class_name == q.spec.runtime_class_name
+                && p.spec.tolerations == q.spec.tolerations
+                && kumo_scheduler::core::spread_key(p) == kumo_scheduler::core::spread_key(q)
+        })
+}
+
+/// `blocked_reason`, given again to a task shaped like one already explained on the same views
+/// behind the same task.
+fn explain<'a>(
+    task: &'a TaskView,
+    views: &[NodeView],
+    ahead: Option<&'a TaskView>,
+    explained: &mut Vec<(&'a TaskView, Option<&'a str>, String)>,
+) -> String {
+    let behind = ahead.map(|a| a.key.as_str());
+    if let Some((_, _, reason)) = explained
+        .iter()
+        .find(|(t, b, _)| *b == behind && same_shape(t, task))
+    {
+        return reason.clone();
+    }
+    let reason = blocked_reason(task, views, ahead);
+    explained.push((task, behind, reason.clone()));
+    reason
+}
 
 /// "needs 4×2 GPUs; free: node-a 3, node-b 2; waiting behind resnet-old (priority 20)".
 fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>) -> String {

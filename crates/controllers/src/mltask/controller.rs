@@ -5,8 +5,10 @@
 //! the next pass neither admits a task twice nor forgets a pod it just created.
 
 use super::pass::{pass, task_key, Action, Snapshot};
+use super::settled::{self, finished_entry, pod_needed, tasks_of_holding, Finished};
+use super::standing;
 use futures_util::StreamExt;
-use kumo_api::mltask::MLTaskStatus;
+use kumo_api::Time;
 use kumo_api::{MLTask, Node, Pod, Queue, Resource};
 use kumo_client::{cache_key, Client, EventRecorder, EventType, Informer, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,29 +36,6 @@ impl Default for MLTaskConfig {
 const ASSUME_FOR: Duration = Duration::from_secs(10);
 /// How many tasks' writes are in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
-
-/// Whether `new` differs from `old` only in where the task stands in its queue and why.
-pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
-    let Some(old) = old else {
-        return false;
-    };
-    let plain = |s: &MLTaskStatus| MLTaskStatus {
-        queue_position: None,
-        pending_reason: None,
-        ..s.clone()
-    };
-    plain(old) == plain(new)
-}
-
-/// How long a task's queue position and reason may lag behind: a long queue shifts with every
-/// admission, and rewriting every waiting task each time would cost a write per task per
-/// admission. The next few in line are kept fresher.
-pub fn standing_interval(new: &MLTaskStatus) -> Duration {
-    match new.queue_position {
-        Some(p) if p <= 3 => Duration::from_secs(1),
-        _ => Duration::from_secs(5),
-    }
-}
 
 /// Objects this controller wrote, until the informer shows them.
 struct Assumed<K> {
@@ -151,10 +130,24 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
         // Pod creations the API refused, reported once each.
         let mut refused: BTreeSet<String> = BTreeSet::new();
         // When each task's status was last written (for the throttle of standing-only changes).
-        let mut written: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut written: BTreeMap<String, Time> = BTreeMap::new();
         loop {
-            let task_list = assumed_tasks.overlay(tasks.list(), false);
-            let pod_list = assumed_pods.overlay(pods.list(), true);
+            let started = Instant::now();
+            // Ended tasks whose replicas hold nothing, and those replicas, are left out: they
+            // are most of a busy cluster's objects and a pass has nothing to do with them.
+            let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
+            let mut task_list =
+                assumed_tasks.overlay(tasks.list_filtered(|t| !settled::finished(t)), false);
+            let pod_list: Vec<Pod> = assumed_pods
+                .overlay(pods.list_filtered(|p| pod_needed(p, &finished)), true)
+                .into_iter()
+                .filter(|p| pod_needed(p, &finished))
+                .collect();
+            for key in tasks_of_holding(&pod_list, &finished) {
+                if !task_list.iter().any(|t| task_key(t) == key) {
+                    task_list.extend(tasks.get(&key));
+                }
+            }
             let (queue_list, node_list) = (queues.list(), nodes.list());
             let datasets = dataset_names(&client, &task_list).await;
             let snapshot = Snapshot {
@@ -163,38 +156,35 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 nodes: &node_list,
                 pods: &pod_list,
                 datasets: datasets.as_ref(),
+                standing_written: &written,
             };
             let now = chrono::Utc::now();
             let outcome = pass(&snapshot, now, config.backoff_base);
+            tracing::debug!(
+                tasks = task_list.len(),
+                pods = pod_list.len(),
+                actions = outcome.actions.len(),
+                us = started.elapsed().as_micros() as u64,
+                "mltask pass"
+            );
             // Statuses first: a task whose status did not take gets no event and no pod this
             // pass (the next pass decides again from what the API holds).
             let (statuses, rest): (Vec<Action>, Vec<Action>) = outcome
                 .actions
                 .into_iter()
                 .partition(|a| matches!(a, Action::Status(_)));
-            let old: BTreeMap<String, Option<&MLTaskStatus>> = task_list
-                .iter()
-                .map(|t| (task_key(t), t.status.as_ref()))
-                .collect();
-            written.retain(|k, _| old.contains_key(k));
-            let mut throttled: Option<Duration> = None;
+            // An older write holds nothing back any more.
+            written.retain(|_, at| {
+                (now - *at)
+                    .to_std()
+                    .is_ok_and(|age| age < standing::LONGEST_INTERVAL)
+            });
             // Each task's writes, in order; tasks are written concurrently (the store commits
             // writes that arrive together in one transaction).
             let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
             for (i, action) in statuses.into_iter().chain(rest).enumerate() {
                 if let Action::Status(t) = &action {
-                    let key = task_key(t);
-                    let new = t.status.clone().unwrap_or_default();
-                    let since = written.get(&key).map(|at| at.elapsed());
-                    let interval = standing_interval(&new);
-                    if let Some(since) = since.filter(|s| *s < interval) {
-                        if only_standing_changed(old.get(&key).copied().flatten(), &new) {
-                            let left = interval - since;
-                            throttled = Some(throttled.map_or(left, |t| t.min(left)));
-                            continue;
-                        }
-                    }
-                    written.insert(key, Instant::now());
+                    written.insert(task_key(t), now);
                 }
                 let owner = match &action {
                     Action::Status(t) | Action::Event { task: t, .. } => Some(task_key(t)),
@@ -251,9 +241,6 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .unwrap_or(Duration::from_secs(30));
             if retry_soon {
                 wait = wait.min(Duration::from_millis(500));
-            }
-            if let Some(t) = throttled {
-                wait = wait.min(t);
             }
             // Wake on any change, or when a back-off or deadline ends.
             let _ = tokio::time::timeout(wait, wake.notified()).await;
@@ -334,7 +321,13 @@ async fn execute(
                 EventType::Normal
             };
             tracing::info!(task = %task_key(&task), reason, %message, "mltask");
-            recorder.record(task.as_ref(), type_, reason, message).await;
+            // Off the pass: the next pass (which admits the next task) waits for this pass's
+            // writes, and an event is history, not state (best effort, as in Kubernetes). It
+            // is still only sent once the task's status before it took.
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                recorder.record(task.as_ref(), type_, reason, message).await;
+            });
         }
         Action::QueueStatus(queue) => match client.update_status(queue.as_ref()).await {
             Ok(_) => {}
@@ -361,25 +354,6 @@ mod tests {
         pods.iter()
             .map(|p| format!("{}@{}", p.metadata.name, p.metadata.revision()))
             .collect()
-    }
-
-    #[test]
-    fn only_a_changed_standing_is_throttled() {
-        let waiting = |p: u32, reason: &str| MLTaskStatus {
-            queue_position: Some(p),
-            pending_reason: Some(reason.into()),
-            ..Default::default()
-        };
-        assert!(only_standing_changed(
-            Some(&waiting(5, "a")),
-            &waiting(4, "b")
-        ));
-        let mut admitted = waiting(1, "a");
-        admitted.phase = kumo_api::mltask::TaskPhase::Admitted;
-        assert!(!only_standing_changed(Some(&waiting(1, "a")), &admitted));
-        assert!(!only_standing_changed(None, &waiting(1, "a")));
-        assert_eq!(standing_interval(&waiting(2, "a")), Duration::from_secs(1));
-        assert_eq!(standing_interval(&waiting(40, "a")), Duration::from_secs(5));
     }
 
     #[test]

@@ -140,6 +140,13 @@ pub(super) fn step(
     out: &mut Outcome,
 ) -> Option<TaskView> {
     let n = task.spec.parallelism.max(1) as usize;
+    if new.phase.is_finished() {
+        // Nothing of a failed or cancelled task keeps running; ended pods stay for their logs.
+        for p in mine.iter().filter(|p| holds(p)) {
+            out.delete(p);
+        }
+        return None;
+    }
     if new.submit_revision.is_none() {
         new.submit_revision = Some(task.metadata.revision());
     }
@@ -154,13 +161,6 @@ pub(super) fn step(
         replicas,
         state,
     };
-    if new.phase.is_finished() {
-        // Nothing of a failed or cancelled task keeps running; ended pods stay for their logs.
-        for p in mine.iter().filter(|p| holds(p)) {
-            out.delete(p);
-        }
-        return None;
-    }
     if task.spec.cancel {
         for p in mine.iter().filter(|p| holds(p)) {
             out.delete(p);

@@ -5,6 +5,8 @@ pub mod controller;
 pub mod gang;
 pub mod pass;
 pub mod replicas;
+pub mod settled;
+pub mod standing;
 
 #[cfg(test)]
 mod admission_tests;

@@ -13,8 +13,9 @@
 use super::admission::{admit, Decision, QueueView};
 use super::gang::{cond, create_missing, holds, phase, replica_statuses, step};
 use super::replicas::{belongs_to, GRACE_SECONDS, LABEL_TASK};
+use super::standing::held_until;
 use kumo_api::meta::set_condition;
-use kumo_api::mltask::{TaskPhase, DEFAULT_QUEUE};
+use kumo_api::mltask::{MLTaskStatus, TaskPhase, DEFAULT_QUEUE};
 use kumo_api::node::Node;
 use kumo_api::{MLTask, Pod, PodPhase, Queue, Time};
 use kumo_scheduler::{NodeView, Resources};
@@ -32,6 +33,8 @@ pub struct Snapshot<'a> {
     pub pods: &'a [Pod],
     /// Names of the complete datasets (`None`: the server could not say).
     pub datasets: Option<&'a std::collections::BTreeSet<String>>,
+    /// When this controller last wrote each task's status (by key), for `standing::held_until`.
+    pub standing_written: &'a BTreeMap<String, Time>,
 }
 
 /// One write the pass asks for.
@@ -139,9 +142,13 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
     }
 
     let mut tasks: Vec<&MLTask> = s.tasks.iter().collect();
-    tasks.sort_by_key(|t| task_key(t));
+    // By namespace and name, as `task_key` orders them, without building a key per comparison.
+    tasks.sort_by(|a, b| {
+        (a.metadata.ns(), &a.metadata.name).cmp(&(b.metadata.ns(), &b.metadata.name))
+    });
     let mut views_for_admission = Vec::new();
-    let mut next: BTreeMap<String, MLTask> = BTreeMap::new();
+    // Each task's next status (the task itself is cloned only when a write or an event needs it).
+    let mut next: BTreeMap<String, (&MLTask, MLTaskStatus)> = BTreeMap::new();
     for task in tasks {
         let key = task_key(task);
         let mine: Vec<&Pod> = by_task
@@ -153,8 +160,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
                     .collect()
             })
             .unwrap_or_default();
-        let old = task.status.clone().unwrap_or_default();
-        let mut new = old.clone();
+        let mut new = task.status.clone().unwrap_or_default();
         if let Some(view) = step(
             task,
             &mine,
@@ -168,9 +174,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         ) {
             views_for_admission.push(view);
         }
-        let mut t = task.clone();
-        t.status = Some(new);
-        next.insert(key, t);
+        next.insert(key, (task, new));
     }
 
     let mut queues: Vec<QueueView> = s
@@ -192,8 +196,13 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
 
     for task in s.tasks {
         let key = task_key(task);
-        if let Some(t) = next.remove(&key) {
-            if t.status != task.status {
+        if let Some((_, new)) = next.remove(&key) {
+            let old = task.status.as_ref();
+            if let Some(at) = held_until(&key, old, &new, s.standing_written, now) {
+                out.wake_at(at);
+            } else if old != Some(&new) {
+                let mut t = task.clone();
+                t.status = Some(new);
                 out.actions.push(Action::Status(Box::new(t)));
             }
         }
@@ -205,17 +214,16 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
 /// Carries out admission's decision on the tasks' next statuses.
 fn apply_decision(
     d: &Decision,
-    next: &mut BTreeMap<String, MLTask>,
+    next: &mut BTreeMap<String, (&MLTask, MLTaskStatus)>,
     s: &Snapshot,
     now: Time,
     out: &mut Outcome,
 ) {
     for key in &d.admit {
-        let (Some(task), Some(placement)) = (next.get_mut(key), d.placements.get(key)) else {
+        let (Some((task, st)), Some(placement)) = (next.get_mut(key), d.placements.get(key)) else {
             continue;
         };
         let replicas = replica_statuses(task, placement, &[]);
-        let st = task.status.get_or_insert_with(Default::default);
         st.phase = TaskPhase::Admitted;
         st.attempts = st.attempts.max(1);
         st.start_time = Some(now);
@@ -238,20 +246,18 @@ fn apply_decision(
             &mut st.conditions,
             cond("Admitted", true, "Admitted", message.clone(), now),
         );
-        let t = task.clone();
+        let mut t = (*task).clone();
+        t.status = Some(st.clone());
         out.event(&t, false, "Admitted", message);
-        if let Some(st) = task.status.as_mut() {
-            create_missing(&t, &[], st, placement, s.nodes, out);
-        }
+        create_missing(&t, &[], st, placement, s.nodes, out);
     }
     for (key, why) in &d.preempt {
-        let Some(task) = next.get_mut(key) else {
+        let Some((task, st)) = next.get_mut(key) else {
             continue;
         };
         for p in s.pods.iter().filter(|p| belongs_to(p, task)) {
             out.delete(p);
         }
-        let st = task.status.get_or_insert_with(Default::default);
         st.phase = TaskPhase::Queued;
         st.pending_reason = Some(why.clone());
         st.queue_position = None;
@@ -261,14 +267,14 @@ fn apply_decision(
             &mut st.conditions,
             cond("Admitted", false, "Preempted", why.clone(), now),
         );
-        let snapshot = task.clone();
+        let mut snapshot = (*task).clone();
+        snapshot.status = Some(st.clone());
         out.event(&snapshot, true, "Preempted", why.clone());
     }
     for (key, w) in &d.waiting {
-        let Some(task) = next.get_mut(key) else {
+        let Some((_, st)) = next.get_mut(key) else {
             continue;
         };
-        let st = task.status.get_or_insert_with(Default::default);
         if st.phase == TaskPhase::Queued {
             st.queue_position = Some(w.position);
             st.pending_reason = Some(w.reason.clone());

@@ -83,6 +83,7 @@ fn run_with(tasks: &[MLTask], queues: &[Queue], nodes: &[Node], pods: &[Pod]) ->
             nodes,
             pods,
             datasets: Some(&["mnist".to_string()].into_iter().collect()),
+            standing_written: &Default::default(),
         },
         t(100),
         BASE,
@@ -530,4 +531,53 @@ fn a_dataset_that_does_not_exist_is_the_reason() {
     });
     let out = run(&[t], &[node("n1", 0)], &[]);
     assert_eq!(created(&out).len(), 1);
+}
+
+#[test]
+fn ended_tasks_and_their_ended_replicas_can_be_left_out() {
+    use super::settled::{finished_entry, pod_needed, tasks_of_holding, Finished};
+    let done = admitted(task("done", 1, 1, 0), &["n1"], TaskPhase::Succeeded, 1);
+    let stopping = admitted(task("stopping", 1, 1, 1), &["n1"], TaskPhase::Cancelled, 1);
+    let running = admitted(task("running", 1, 1, 2), &["n1"], TaskPhase::Running, 1);
+    let waiting = task("waiting", 1, 2, 3);
+    let pods = vec![
+        pod(&done, 0, "n1", "Succeeded", Some(0)),
+        // Still holds its GPU: the pass must stop it, and count it.
+        pod(&stopping, 0, "n1", "Running", None),
+        // Moves its task on.
+        pod(&running, 0, "n1", "Succeeded", Some(0)),
+        // Of no task: deleted.
+        pod(&task("gone", 1, 1, 0), 0, "n1", "Succeeded", Some(0)),
+    ];
+    let tasks = vec![done, stopping, running, waiting];
+    let nodes = [node("n1", 2)];
+
+    let finished: Finished = tasks.iter().filter_map(finished_entry).collect();
+    let kept_pods: Vec<Pod> = pods
+        .iter()
+        .filter(|p| pod_needed(p, &finished))
+        .cloned()
+        .collect();
+    let holding = tasks_of_holding(&kept_pods, &finished);
+    let kept_tasks: Vec<MLTask> = tasks
+        .iter()
+        .filter(|t| !finished.contains_key(&task_key(t)) || holding.contains(&task_key(t)))
+        .cloned()
+        .collect();
+    let names = |objs: Vec<&kumo_api::ObjectMeta>| -> Vec<String> {
+        objs.iter().map(|m| m.name.clone()).collect()
+    };
+    assert_eq!(
+        names(kept_pods.iter().map(|p| &p.metadata).collect()),
+        ["stopping-0", "running-0", "gone-0"]
+    );
+    assert_eq!(
+        names(kept_tasks.iter().map(|t| &t.metadata).collect()),
+        ["stopping", "running", "waiting"]
+    );
+    let full = run(&tasks, &nodes, &pods);
+    let part = run(&kept_tasks, &nodes, &kept_pods);
+    assert_eq!(full.actions, part.actions);
+    assert_eq!(deleted(&full), ["gone-0", "stopping-0"]);
+    assert_eq!(status_of(&full, "running").phase, TaskPhase::Succeeded);
 }

@@ -1,0 +1,133 @@
+//! How often a waiting task's place in line and reason are written. Pure.
+//!
+//! A long queue shifts with every admission, and rewriting every waiting task each time would
+//! cost a write per waiting task per admission: a change of `queuePosition` or `pendingReason`
+//! alone is written at most every second for the first three in line and every five seconds
+//! for the rest. The pass applies this before it builds any write, so a held-back change costs
+//! a comparison, not a copy of the task.
+
+use kumo_api::mltask::MLTaskStatus;
+use kumo_api::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Whether `new` differs from `old` only in where the task stands in its queue and why.
+/// (Field by field rather than on copies: a long queue asks this of every waiting task per pass;
+/// the destructuring makes a new status field a compile error here until it is compared.)
+pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> bool {
+    let Some(old) = old else {
+        return false;
+    };
+    let MLTaskStatus {
+        phase,
+        queue_position: _,
+        pending_reason: _,
+        attempts,
+        start_time,
+        completion_time,
+        conditions,
+        replicas,
+        message,
+        master_addr,
+        retry_at,
+        submit_revision,
+    } = new;
+    *phase == old.phase
+        && *attempts == old.attempts
+        && *start_time == old.start_time
+        && *completion_time == old.completion_time
+        && *conditions == old.conditions
+        && *replicas == old.replicas
+        && *message == old.message
+        && *master_addr == old.master_addr
+        && *retry_at == old.retry_at
+        && *submit_revision == old.submit_revision
+}
+
+/// How long a task's queue position and reason may lag behind; the next few in line are kept
+/// fresher.
+pub fn standing_interval(new: &MLTaskStatus) -> Duration {
+    match new.queue_position {
+        Some(p) if p <= 3 => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    }
+}
+
+/// The longest `standing_interval`: a write older than this holds nothing back.
+pub const LONGEST_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When `new` may be written, if it must wait: it changes only the task's standing, and the
+/// task's status was written (`written`: by key, when) less than its interval ago.
+pub fn held_until(
+    key: &str,
+    old: Option<&MLTaskStatus>,
+    new: &MLTaskStatus,
+    written: &BTreeMap<String, Time>,
+    now: Time,
+) -> Option<Time> {
+    let at = *written.get(key)?;
+    let interval = chrono::Duration::from_std(standing_interval(new)).ok()?;
+    (now - at < interval && only_standing_changed(old, new)).then(|| at + interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn only_a_changed_standing_is_throttled() {
+        let waiting = |p: u32, reason: &str| MLTaskStatus {
+            queue_position: Some(p),
+            pending_reason: Some(reason.into()),
+            ..Default::default()
+        };
+        assert!(only_standing_changed(
+            Some(&waiting(5, "a")),
+            &waiting(4, "b")
+        ));
+        let mut admitted = waiting(1, "a");
+        admitted.phase = kumo_api::mltask::TaskPhase::Admitted;
+        assert!(!only_standing_changed(Some(&waiting(1, "a")), &admitted));
+        assert!(!only_standing_changed(None, &waiting(1, "a")));
+        assert_eq!(standing_interval(&waiting(2, "a")), Duration::from_secs(1));
+        assert_eq!(standing_interval(&waiting(40, "a")), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_standing_change_waits_out_its_interval() {
+        let t = |s: i64| chrono::Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let waiting = |p: u32| MLTaskStatus {
+            queue_position: Some(p),
+            ..Default::default()
+        };
+        let written: BTreeMap<String, Time> = [("default/a".to_string(), t(0))].into();
+        let held = |p: u32, now: i64| {
+            held_until(
+                "default/a",
+                Some(&waiting(9)),
+                &waiting(p),
+                &written,
+                t(now),
+            )
+        };
+        assert_eq!(held(8, 2), Some(t(5)));
+        assert_eq!(held(8, 5), None);
+        assert_eq!(
+            held(2, 0),
+            Some(t(1)),
+            "the next few in line are kept fresher"
+        );
+        assert_eq!(
+            held_until("default/b", Some(&waiting(9)), &waiting(8), &written, t(1)),
+            None,
+            "never written by this controller: written now"
+        );
+        let mut admitted = waiting(9);
+        admitted.phase = kumo_api::mltask::TaskPhase::Admitted;
+        assert_eq!(
+            held_until("default/a", Some(&waiting(9)), &admitted, &written, t(1)),
+            None
+        );
+    }
+}
