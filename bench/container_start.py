@@ -139,6 +139,12 @@ def main():
             api.request("DELETE", f"/api/v1/namespaces/default/pods/{name}", headers=headers)
             api.getresponse().read()
         results[rc] = lat
+    # The agent tears a deleted pod down once it sees it gone: let it finish before stopping kumo
+    # (a stopped agent leaves its pods' sandboxes for its next start, which never comes here).
+    deadline = time.time() + 60
+    while time.time() < deadline and [
+            f for f in glob.glob(f"{tmp}/data/agent/net/pods/*.json") if "/warm-" not in f]:
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     floors = {"runc": floor("runc", f"{tmp}/bundle", args.pods, []),
