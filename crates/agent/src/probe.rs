@@ -152,10 +152,14 @@ impl Prober {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Only pods that can still run are cloned: a node keeps its ended pods (thousands
+            // after a run of MLTasks) and this runs every tick.
             let all: Vec<Target> = pods
-                .list()
+                .list_filtered(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                })
                 .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .flat_map(|p| {
                     let uid = p.metadata.uid.clone().unwrap_or_default();
                     targets(p, &runtime.state(&uid), &host_ip)

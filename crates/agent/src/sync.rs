@@ -531,8 +531,15 @@ impl PodWorker {
         let with_devices;
         let pod = match self.gpus.clone() {
             Some(gpus) => {
-                let pods = self.informer.list();
                 let runtime = self.runtime.clone();
+                // Ended pods hold no device unless their containers still run; leaving the
+                // others out spares a clone of every ended pod on the node per container start.
+                let pods = self.informer.list_filtered(|p| {
+                    !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                        || runtime
+                            .state(p.metadata.uid.as_deref().unwrap_or_default())
+                            .any_running()
+                });
                 let active = |uid: &str| {
                     let ended = pods.iter().any(|p| {
                         p.metadata.uid.as_deref() == Some(uid)
