@@ -206,14 +206,16 @@ def run_slurm(args):
 class Kumo:
     def __init__(self, args):
         self.tmp = tempfile.mkdtemp(prefix="kumo-bench-")
-        env = dict(os.environ, KUMO_CONFIG=f"{self.tmp}/config", HOME=self.tmp, RUST_LOG="warn")
+        env = dict(os.environ, KUMO_CONFIG=f"{self.tmp}/config", HOME=self.tmp,
+                   RUST_LOG=args.kumo_log_level)
         # A bridge and a CIDR of its own, so as not to meet another kumo on this machine.
         n = random.randrange(16, 240)
         cmd = [args.kumo, "up", "--data-dir", f"{self.tmp}/data", "--listen", "127.0.0.1:0",
                "--node-name", "bench", "--fake-gpus", "2",
                "--pod-bridge", f"kbt{os.getpid() % 100000}", "--pod-cidr", f"10.{n}.0.0/16"]
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        stderr = open(args.kumo_log, "w") if args.kumo_log else None
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         url = None
         found = threading.Event()
 
@@ -426,6 +428,8 @@ def main():
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--kumo", default="target/release/kumo")
     ap.add_argument("--slurm", action="store_true", help="also run the jobs on the Slurm of bench/slurm/")
+    ap.add_argument("--kumo-log", default=None, help="write kumo's log (stderr) to this file")
+    ap.add_argument("--kumo-log-level", default="warn", help="RUST_LOG for kumo (e.g. kumo=debug)")
     ap.add_argument("--no-kumo", action="store_true", help="skip the kumo part")
     ap.add_argument("--gpus", type=int, default=0, help="fake GPUs each job asks for (0..2)")
     ap.add_argument("--submitters", type=int, default=1, help="concurrent submitting threads")

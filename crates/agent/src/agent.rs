@@ -77,6 +77,11 @@ pub async fn run(
         exec_helper: Some(config.shim_exe.clone()),
     });
     tasks.spawn(async move {
+        // Log lines and exec output are small writes that should not wait on Nagle's algorithm.
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, router(svc)).await {
             tracing::error!(error = %e, "agent endpoint failed");
         }

@@ -25,8 +25,12 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::debug!(%method, %path, "request");
+    let started = std::time::Instant::now();
     match execute(&app, req).await {
-        Ok(response) => response,
+        Ok(response) => {
+            tracing::trace!(%method, %path, us = started.elapsed().as_micros() as u64, "answered");
+            response
+        }
         Err(e) => {
             if e.code() >= 500 {
                 tracing::warn!(%method, %path, code = e.code(), error = %e, "request failed");

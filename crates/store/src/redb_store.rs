@@ -179,6 +179,7 @@ impl Inner {
     /// nothing and does not stop the others; a failed commit fails every write of the batch.
     fn commit(&self, log: &mut Log, batch: Vec<Pending>) {
         let mut outcomes: Vec<(Pending, Result<Event, StoreError>)> = Vec::new();
+        let (started, writes) = (std::time::Instant::now(), batch.len());
         let result = (|| -> Result<(Revision, Revision), StoreError> {
             let mut txn = self.db.begin_write().map_err(backend)?;
             txn.set_durability(Durability::Immediate).map_err(backend)?;
@@ -232,6 +233,11 @@ impl Inner {
             txn.commit().map_err(backend)?;
             Ok((revision, compacted))
         })();
+        tracing::trace!(
+            writes,
+            us = started.elapsed().as_micros() as u64,
+            "committed"
+        );
         match result {
             Ok((revision, compacted)) => {
                 *log = Log {

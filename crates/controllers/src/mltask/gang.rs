@@ -4,7 +4,7 @@
 
 use super::admission::{TaskState, TaskView};
 use super::pass::{task_key, Action, Outcome};
-use super::replicas::{rank_of, replica_pod};
+use super::replicas::{placement_pod, rank_of, replica_pod};
 use kumo_api::gpu_usage::ANNOTATION_GPU_USAGE;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
@@ -238,8 +238,8 @@ pub(super) fn step(
                 new.queue_position = None;
                 return None;
             }
-            let replicas = (0..n).map(|r| replica_pod(task, r, None, "", 0)).collect();
-            Some(view(TaskState::Pending, replicas))
+            // Admission needs what placement sees of each replica, not the replica pods.
+            Some(view(TaskState::Pending, vec![placement_pod(task, None); n]))
         }
         TaskPhase::Admitted | TaskPhase::Running => {
             let mut placement: Vec<String> =
@@ -252,11 +252,11 @@ pub(super) fn step(
                 return None;
             }
             // Replicas not created yet still have their place reserved on their node.
+            let wants = Resources::of_pod(&placement_pod(task, None));
             for (rank, node) in placement.iter().enumerate() {
                 if !mine.iter().any(|p| rank_of(p) == Some(rank)) {
-                    let pod = replica_pod(task, rank, Some(node), "", 0);
                     if let Some(v) = views.iter_mut().find(|v| &v.name == node) {
-                        v.requested.add(&Resources::of_pod(&pod));
+                        v.requested.add(&wants);
                     }
                 }
             }
@@ -270,8 +270,9 @@ pub(super) fn step(
                     }),
                     preempting: false,
                 },
-                (0..n)
-                    .map(|r| replica_pod(task, r, Some(&placement[r]), "", 0))
+                placement
+                    .iter()
+                    .map(|node| placement_pod(task, Some(node)))
                     .collect(),
             );
             // A replica seen before whose pod is gone was deleted under the task: a failure too.

@@ -20,13 +20,15 @@ use kumo_api::node::Node;
 use kumo_api::{MLTask, Pod, PodPhase, Queue, Time};
 use kumo_scheduler::{NodeView, Resources};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::gang::{backoff, MAX_BACKOFF};
 
 /// What the pass sees.
 pub struct Snapshot<'a> {
-    pub tasks: &'a [MLTask],
+    /// Shared with the controller's informer cache (a pass copies only the tasks it writes).
+    pub tasks: &'a [Arc<MLTask>],
     pub queues: &'a [Queue],
     pub nodes: &'a [Node],
     /// Every pod (others' pods use node resources too).
@@ -131,7 +133,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         }
     }
     let tasks_by_key: BTreeMap<String, &MLTask> =
-        s.tasks.iter().map(|t| (task_key(t), t)).collect();
+        s.tasks.iter().map(|t| (task_key(t), &**t)).collect();
     // Pods whose task is gone are deleted with it (the task owned them).
     for (key, pods) in &by_task {
         for pod in pods {
@@ -141,7 +143,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         }
     }
 
-    let mut tasks: Vec<&MLTask> = s.tasks.iter().collect();
+    let mut tasks: Vec<&MLTask> = s.tasks.iter().map(|t| &**t).collect();
     // By namespace and name, as `task_key` orders them, without building a key per comparison.
     tasks.sort_by(|a, b| {
         (a.metadata.ns(), &a.metadata.name).cmp(&(b.metadata.ns(), &b.metadata.name))
@@ -201,7 +203,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
             if let Some(at) = held_until(&key, old, &new, s.standing_written, now) {
                 out.wake_at(at);
             } else if old != Some(&new) {
-                let mut t = task.clone();
+                let mut t = MLTask::clone(task);
                 t.status = Some(new);
                 out.actions.push(Action::Status(Box::new(t)));
             }

@@ -76,9 +76,10 @@ fn run(tasks: &[MLTask], nodes: &[Node], pods: &[Pod]) -> Outcome {
 }
 
 fn run_with(tasks: &[MLTask], queues: &[Queue], nodes: &[Node], pods: &[Pod]) -> Outcome {
+    let tasks: Vec<std::sync::Arc<MLTask>> = tasks.iter().cloned().map(Into::into).collect();
     pass(
         &Snapshot {
-            tasks,
+            tasks: &tasks,
             queues,
             nodes,
             pods,

@@ -93,6 +93,46 @@ fn limits(task: &MLTask) -> BTreeMap<String, Quantity> {
     limits
 }
 
+/// What placement sees of every replica of `task`, bound to `node` when given: the requests,
+/// node selector, runtime class, namespace and deadline, and nothing else (no name, labels or
+/// environment). Admission looks at every waiting task on every pass, so this is what it
+/// builds; [`replica_pod`] starts from it, so the two cannot disagree on placement.
+pub fn placement_pod(task: &MLTask, node: Option<&str>) -> Pod {
+    let spec = &task.spec;
+    let mut node_selector = spec.node_selector.clone();
+    if let Some(model) = &spec.resources.gpu_model {
+        node_selector.insert(kumo_api::node::LABEL_GPU_MODEL.to_string(), model.clone());
+    }
+    let mut annotations = BTreeMap::new();
+    if let Some(d) = spec.active_deadline_seconds {
+        annotations.insert(ANNOTATION_DEADLINE.to_string(), d.to_string());
+    }
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some(task.metadata.ns().to_string()),
+            annotations,
+            ..Default::default()
+        },
+        spec: PodSpec {
+            containers: vec![Container {
+                name: CONTAINER.to_string(),
+                resources: kumo_api::pod::ResourceRequirements {
+                    requests: BTreeMap::new(),
+                    limits: limits(task),
+                },
+                ..Default::default()
+            }],
+            restart_policy: RestartPolicy::Never,
+            node_name: node.map(str::to_string),
+            node_selector,
+            runtime_class_name: spec.runtime_class_name.clone(),
+            termination_grace_period_seconds: Some(GRACE_SECONDS),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// The pod of replica `rank`, bound to `node` when given (admission placed the whole gang).
 pub fn replica_pod(
     task: &MLTask,
@@ -102,20 +142,14 @@ pub fn replica_pod(
     attempt: i32,
 ) -> Pod {
     let spec = &task.spec;
-    let mut node_selector = spec.node_selector.clone();
-    if let Some(model) = &spec.resources.gpu_model {
-        node_selector.insert(kumo_api::node::LABEL_GPU_MODEL.to_string(), model.clone());
-    }
+    let mut pod = placement_pod(task, node);
     let mut env = spec.env.clone();
     env.extend(replica_env(task, rank, master_addr));
-    let mut labels = BTreeMap::new();
+    let labels = &mut pod.metadata.labels;
     labels.insert(LABEL_TASK.to_string(), task.metadata.name.clone());
     labels.insert(LABEL_RANK.to_string(), rank.to_string());
-    let mut annotations = BTreeMap::new();
+    let annotations = &mut pod.metadata.annotations;
     annotations.insert(ANNOTATION_ATTEMPT.to_string(), attempt.to_string());
-    if let Some(d) = spec.active_deadline_seconds {
-        annotations.insert(ANNOTATION_DEADLINE.to_string(), d.to_string());
-    }
     // Datasets, output and scratch are directories of the replica's node: the agent makes them
     // and gives them to the container (see the agent's `task_data`).
     if let Some(name) = spec.data.as_ref().and_then(|d| d.dataset.clone()) {
@@ -138,16 +172,16 @@ pub fn replica_pod(
         uid,
         controller: Some(true),
     });
+    pod.metadata.name = pod_name(&task.metadata.name, rank);
+    pod.metadata.owner_references = owner.into_iter().collect();
     // Training data from a node directory, read-only at /data (containers only: a process
     // replica sees the host's file system and is given the directory itself as DATA_DIR).
     let process = spec.runtime_class_name.as_deref() == Some(kumo_api::pod::RUNTIME_PROCESS);
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
     if let Some(dir) = spec.data.as_ref().and_then(|d| d.host_path.clone()) {
         let data_dir = if process {
             dir.clone()
         } else {
-            volumes.push(Volume {
+            pod.spec.volumes.push(Volume {
                 name: "data".into(),
                 empty_dir: None,
                 host_path: Some(HostPathVolumeSource {
@@ -155,7 +189,7 @@ pub fn replica_pod(
                     type_: Some(HostPathType::Directory),
                 }),
             });
-            mounts.push(VolumeMount {
+            pod.spec.containers[0].volume_mounts.push(VolumeMount {
                 name: "data".into(),
                 mount_path: DATA_PATH.into(),
                 read_only: true,
@@ -167,40 +201,13 @@ pub fn replica_pod(
             value: data_dir,
         });
     }
-    Pod {
-        metadata: ObjectMeta {
-            name: pod_name(&task.metadata.name, rank),
-            namespace: Some(task.metadata.ns().to_string()),
-            labels,
-            annotations,
-            owner_references: owner.into_iter().collect(),
-            ..Default::default()
-        },
-        spec: PodSpec {
-            containers: vec![Container {
-                name: CONTAINER.to_string(),
-                image: spec.image.clone(),
-                command: spec.command.clone(),
-                args: spec.args.clone(),
-                env,
-                working_dir: spec.working_dir.clone(),
-                volume_mounts: mounts,
-                resources: kumo_api::pod::ResourceRequirements {
-                    requests: BTreeMap::new(),
-                    limits: limits(task),
-                },
-                ..Default::default()
-            }],
-            restart_policy: RestartPolicy::Never,
-            node_name: node.map(str::to_string),
-            node_selector,
-            runtime_class_name: spec.runtime_class_name.clone(),
-            termination_grace_period_seconds: Some(GRACE_SECONDS),
-            volumes,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    let container = &mut pod.spec.containers[0];
+    container.image = spec.image.clone();
+    container.command = spec.command.clone();
+    container.args = spec.args.clone();
+    container.env = env;
+    container.working_dir = spec.working_dir.clone();
+    pod
 }
 
 #[cfg(test)]
