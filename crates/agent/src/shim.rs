@@ -4,8 +4,8 @@
 //! in its own process group, with the container's environment and working directory. The shim
 //! spawns the container in a process group of its own (so that signalling the group reaches the
 //! container and its children but not the shim), appends its stdout and stderr to the log file,
-//! writes its pid to the pid file, joins it to the cgroups, tells the agent the pid on stdout
-//! (`kumo-shim: pid N` or `kumo-shim: error MSG`), waits for it, kills what is left of its
+//! writes its pid to the pid file, tells the agent the pid on stdout (`kumo-shim: pid N` or
+//! `kumo-shim: error MSG`), joins it to the cgroups, waits for it, kills what is left of its
 //! group, and writes how it ended to the exit file. Because the shim outlives the agent, a
 //! restarted agent still learns the exit status of containers it did not start.
 //!
@@ -162,11 +162,15 @@ fn spawn(args: &ShimArgs) -> Result<std::process::Child, String> {
 fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
     let pid = child.id();
     let _ = write_atomic(&args.pid_file, format!("{pid}\n").as_bytes());
+    // The agent hears the pid before the cgroup moves: on cgroup v1 the first move of a burst
+    // waits for an RCU grace period (7-15 ms measured here), and the agent has other pods to
+    // get on with. The container runs from its exec either way; its exit is only taken (and
+    // its pid freed) after the moves, so a move can never reach a recycled pid.
+    handshake(&format!("pid {pid}"));
     for dir in &args.cgroups {
         // Best effort: the agent already warned when cgroups are unusable.
         let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
     }
-    handshake(&format!("pid {pid}"));
     let rec = match child.wait() {
         Ok(status) => ExitRecord {
             code: status.code(),

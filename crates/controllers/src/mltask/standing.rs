@@ -2,9 +2,10 @@
 //!
 //! A long queue shifts with every admission, and rewriting every waiting task each time would
 //! cost a write per waiting task per admission: a change of `queuePosition` or `pendingReason`
-//! alone is written at most every second for the first three in line and every five seconds
-//! for the rest. The pass applies this before it builds any write, so a held-back change costs
-//! a comparison, not a copy of the task.
+//! alone is written at most every second for the first three in line, every five seconds up to
+//! position 100 and every thirty seconds beyond (a thousand queued tasks used to cost three
+//! writes each while they waited, more than their whole run). The pass applies this before it
+//! builds any write, so a held-back change costs a comparison, not a copy of the task.
 
 use kumo_api::mltask::MLTaskStatus;
 use kumo_api::Time;
@@ -44,17 +45,18 @@ pub fn only_standing_changed(old: Option<&MLTaskStatus>, new: &MLTaskStatus) -> 
         && *submit_revision == old.submit_revision
 }
 
-/// How long a task's queue position and reason may lag behind; the next few in line are kept
+/// How long a task's queue position and reason may lag behind; the nearer the front, the
 /// fresher.
 pub fn standing_interval(new: &MLTaskStatus) -> Duration {
     match new.queue_position {
         Some(p) if p <= 3 => Duration::from_secs(1),
+        Some(p) if p > 100 => LONGEST_INTERVAL,
         _ => Duration::from_secs(5),
     }
 }
 
 /// The longest `standing_interval`: a write older than this holds nothing back.
-pub const LONGEST_INTERVAL: Duration = Duration::from_secs(5);
+pub const LONGEST_INTERVAL: Duration = Duration::from_secs(30);
 
 /// When `new` may be written, if it must wait: it changes only the task's standing, and the
 /// task's status was written (`written`: by key, when) less than its interval ago.
@@ -92,6 +94,14 @@ mod tests {
         assert!(!only_standing_changed(None, &waiting(1, "a")));
         assert_eq!(standing_interval(&waiting(2, "a")), Duration::from_secs(1));
         assert_eq!(standing_interval(&waiting(40, "a")), Duration::from_secs(5));
+        assert_eq!(
+            standing_interval(&waiting(100, "a")),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            standing_interval(&waiting(101, "a")),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
