@@ -5,8 +5,8 @@
 //! spawns the container in a process group of its own (so that signalling the group reaches the
 //! container and its children but not the shim), appends its stdout and stderr to the log file,
 //! writes its pid to the pid file, tells the agent the pid on stdout (`kumo-shim: pid N` or
-//! `kumo-shim: error MSG`), joins it to the cgroups, waits for it, kills what is left of its
-//! group, and writes how it ended to the exit file. Because the shim outlives the agent, a
+//! `kumo-shim: error MSG`), joins it to the cgroups while it waits for it, kills what is left of
+//! its group, writes how it ended to the exit file and says `kumo-shim: exited`. Because the shim outlives the agent, a
 //! restarted agent still learns the exit status of containers it did not start.
 //!
 //! With `--runtime` the shim drives an OCI runtime instead (see [`oci`]): `create` then `start`
@@ -14,6 +14,7 @@
 
 use crate::record::{write_json, ExitRecord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -162,30 +163,40 @@ fn spawn(args: &ShimArgs) -> Result<std::process::Child, String> {
 fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
     let pid = child.id();
     let _ = write_atomic(&args.pid_file, format!("{pid}\n").as_bytes());
-    // The agent hears the pid before the cgroup moves: on cgroup v1 the first move of a burst
-    // waits for an RCU grace period (7-15 ms measured here), and the agent has other pods to
-    // get on with. The container runs from its exec either way; its exit is only taken (and
-    // its pid freed) after the moves, so a move can never reach a recycled pid.
     handshake(&format!("pid {pid}"));
-    for dir in &args.cgroups {
-        // Best effort: the agent already warned when cgroups are unusable.
-        let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
-    }
-    let rec = match child.wait() {
-        Ok(status) => ExitRecord {
-            code: status.code(),
-            signal: status.signal(),
-            start_error: None,
-            oom_killed: false,
-            finished_at: chrono::Utc::now(),
+    // The cgroup moves run beside the wait: on cgroup v1 the first move of a burst waits for an
+    // RCU grace period (7-15 ms measured here), longer than a short container lives. The
+    // container runs from its exec either way (as it did when the moves came first).
+    let cgroups = args.cgroups.clone();
+    let mover = std::thread::spawn(move || {
+        for dir in &cgroups {
+            // Best effort: the agent already warned when cgroups are unusable.
+            let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+        }
+    });
+    // Wait without reaping: until the moves are done the pid stays the (dead) container's, so
+    // a move can never reach a recycled pid.
+    let waited = i32::try_from(pid).ok().and_then(|p| {
+        waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(p)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .ok()
+    });
+    let (code, signal) = match waited {
+        Some(WaitStatus::Exited(_, code)) => (Some(code), None),
+        Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+        _ => match child.try_wait() {
+            Ok(Some(status)) => (status.code(), status.signal()),
+            _ => (None, None),
         },
-        Err(_) => ExitRecord {
-            code: None,
-            signal: None,
-            start_error: None,
-            oom_killed: false,
-            finished_at: chrono::Utc::now(),
-        },
+    };
+    let rec = ExitRecord {
+        code,
+        signal,
+        start_error: None,
+        oom_killed: false,
+        finished_at: chrono::Utc::now(),
     };
     // Like a container's pid namespace: when the main process ends, the rest of its group goes.
     if let Ok(pgid) = i32::try_from(pid) {
@@ -193,7 +204,14 @@ fn supervise(args: &ShimArgs, mut child: std::process::Child) -> u8 {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
-    match write_json(&args.exit_file, &rec) {
+    let written = write_json(&args.exit_file, &rec);
+    if written.is_ok() {
+        // The agent takes the exit from here, without waiting for the moves and this shim.
+        handshake(EXITED);
+    }
+    let _ = mover.join();
+    let _ = child.wait();
+    match written {
         Ok(()) => 0,
         Err(_) => 2,
     }
@@ -218,6 +236,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub enum Handshake {
     Pid(i32),
     Error(String),
+}
+
+/// The line the shim prints once the container's exit record is written.
+const EXITED: &str = "exited";
+
+/// Whether a line of the shim's stdout says the exit record is written.
+pub fn is_exited_line(line: &str) -> bool {
+    let line = line.trim_end();
+    line.find(HANDSHAKE_PREFIX)
+        .is_some_and(|i| &line[i + HANDSHAKE_PREFIX.len()..] == EXITED)
 }
 
 /// Parses one line of the shim's stdout; lines without the prefix are not the shim's (a test
@@ -311,5 +339,10 @@ mod tests {
         );
         assert_eq!(parse_handshake("running 1 test"), None);
         assert_eq!(parse_handshake("kumo-shim: pid x"), None);
+        assert_eq!(parse_handshake("kumo-shim: exited"), None);
+        assert!(is_exited_line("kumo-shim: exited\n"));
+        assert!(is_exited_line("test shim_entry ... kumo-shim: exited"));
+        assert!(!is_exited_line("kumo-shim: pid 7"));
+        assert!(!is_exited_line("exited"));
     }
 }

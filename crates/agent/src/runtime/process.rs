@@ -278,9 +278,31 @@ async fn wait_spawned(
     rt: ProcessRuntime,
     key: RunKey,
     mut child: tokio::process::Child,
+    mut output: launch::ShimOutput,
     started_at: Time,
 ) {
-    let _ = child.wait().await;
+    // A shim that says `exited` has written the exit record: the container's end is known
+    // before the shim itself finishes (it may still be waiting out cgroup moves).
+    let told = async {
+        while let Ok(Some(line)) = output.next_line().await {
+            if crate::shim::is_exited_line(&line) {
+                return true;
+            }
+        }
+        false
+    };
+    let told = tokio::select! {
+        _ = child.wait() => false,
+        told = told => told,
+    };
+    if told {
+        // Reaped beside, so that no zombie shim is left.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+    } else {
+        let _ = child.wait().await;
+    }
     let terminated = match rt.read_exit(&key.uid, &key.container) {
         Some(exit) => exit.terminated(Some(started_at)),
         None => lost(
@@ -399,12 +421,12 @@ impl Runtime for ProcessRuntime {
                 self.inner.driver.release(&record.uid, name).await;
                 self.record_start_failure(&record, name, rec, message)
             }
-            Ok((mut child, Handshake::Error(message))) => {
+            Ok((mut child, Handshake::Error(message), _)) => {
                 let _ = child.wait().await;
                 self.inner.driver.release(&record.uid, name).await;
                 self.record_start_failure(&record, name, rec, message)
             }
-            Ok((child, Handshake::Pid(pid))) => {
+            Ok((child, Handshake::Pid(pid), output)) => {
                 tracing::debug!(
                     uid = %record.uid,
                     container = name,
@@ -423,7 +445,7 @@ impl Runtime for ProcessRuntime {
                     container: name.to_string(),
                     restart_count,
                 };
-                self.spawn_task(wait_spawned(self.clone(), key, child, started_at));
+                self.spawn_task(wait_spawned(self.clone(), key, child, output, started_at));
                 Ok(StartOutcome::Started { pid })
             }
         }

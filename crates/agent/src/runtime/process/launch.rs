@@ -5,7 +5,11 @@ use crate::shim::{parse_handshake, Handshake, ShimArgs};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::Lines;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The rest of a shim's stdout after its handshake (where it says `exited`).
+pub(super) type ShimOutput = Lines<BufReader<tokio::process::ChildStdout>>;
 
 /// How long a shim may take to report the container's pid.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +42,7 @@ impl ProcessRuntime {
         args: &ShimArgs,
         env: &[(String, String)],
         cwd: &Path,
-    ) -> Result<(tokio::process::Child, Handshake), String> {
+    ) -> Result<(tokio::process::Child, Handshake, ShimOutput), String> {
         let shim = &self.inner.shim;
         let mut cmd = tokio::process::Command::new(&shim.program);
         cmd.args(&shim.leading_args);
@@ -80,7 +84,7 @@ impl ProcessRuntime {
             None
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, read).await {
-            Ok(Some(h)) => Ok((child, h)),
+            Ok(Some(h)) => Ok((child, h, lines)),
             Ok(None) => {
                 let _ = child.wait().await;
                 Err("the shim exited without starting the container".to_string())
