@@ -332,22 +332,35 @@ pub fn pod_mounts_under(dir: &Path) -> Vec<String> {
 
 /// The uids of the pods an agent under `dir` has state for.
 fn pod_uids_under(dir: &Path) -> Vec<String> {
-    let mut uids = Vec::new();
-    for pods in [
-        "data/agent/pods",
-        "agent/pods",
-        "data/agent/runc/pods",
-        "data/agent/runsc/pods",
-        "data/agent/sandboxes",
-    ] {
-        for entry in std::fs::read_dir(dir.join(pods))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            uids.push(entry.file_name().to_string_lossy().to_string());
+    // Every agent's state under `dir` (the cluster's own, `data/agent`, and the extra agents
+    // tests start in dirs of their own, like `agent-n1`): the children of its `pods` and
+    // `sandboxes` dirs, per runtime too, are named by pod uid.
+    fn walk(dir: &Path, depth: usize, uids: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == "pods" || name == "sandboxes" {
+                for pod in std::fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let uid = pod.file_name().to_string_lossy().to_string();
+                    if uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                        uids.push(uid);
+                    }
+                }
+            } else if depth > 0 {
+                walk(&entry.path(), depth - 1, uids);
+            }
         }
     }
+    let mut uids = Vec::new();
+    walk(dir, 3, &mut uids);
+    uids.sort();
+    uids.dedup();
     uids
 }
 
