@@ -5,6 +5,7 @@ kumo (MLTask through the HTTP API) against Slurm (sbatch), with identical per-jo
 Usage:
   python3 bench/mltask_throughput.py --tasks 1000 [--kumo target/release/kumo] [--slurm] [--no-kumo]
                                      [--gpus 0] [--submitters 1] [--stall-timeout 120]
+                                     [--kumo-log FILE [--kumo-log-level kumo=debug]]
 
 --slurm needs the one-machine Slurm of bench/slurm/ running (as root: sh bench/slurm/setup.sh,
 afterwards sh bench/slurm/teardown.sh); see bench/slurm/slurm.conf for its configuration.
