@@ -399,11 +399,34 @@ pub fn remove_cgroups_under(dir: &Path) {
             let pod = root.join(uid);
             for c in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
                 if c.path().is_dir() {
-                    let _ = std::fs::remove_dir(c.path());
+                    remove_cgroup(&c.path());
                 }
             }
-            let _ = std::fs::remove_dir(&pod);
+            remove_cgroup(&pod);
         }
+    }
+}
+
+/// Removes one cgroup. A killed multi-threaded process (a gRPC server) stays in its cgroup
+/// until its last thread has exited, so `rmdir` may be refused (EBUSY) for a moment: kill what
+/// the cgroup still lists and try again until it is empty, for at most five seconds.
+fn remove_cgroup(dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while dir.exists() {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {}
+            Err(_) => return,
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("cgroup {} still busy after 5 s", dir.display());
+            return;
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::yield_now();
     }
 }
 
