@@ -64,11 +64,6 @@ pub struct PodWorker {
     task_data: Option<Arc<crate::task_data::TaskData>>,
     /// Pods whose output was collected after their containers ended, by uid.
     collected: BTreeSet<String>,
-    /// The pod as this worker's last status write returned it, by uid, until the informer
-    /// shows that revision or a later one: the next status write starts from it instead of
-    /// the informer's older copy (which the API would refuse as a conflict, costing a read
-    /// and a second write).
-    written: Mutex<BTreeMap<String, Pod>>,
 }
 
 impl PodWorker {
@@ -98,7 +93,6 @@ impl PodWorker {
             gpus: None,
             task_data: None,
             collected: BTreeSet::new(),
-            written: Mutex::default(),
         }
     }
 
@@ -307,10 +301,6 @@ impl PodWorker {
         self.backoff_announced.retain(|(u, _, _)| u != uid);
         self.waiting.remove(uid);
         self.collected.remove(uid);
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
         if let Some(oci) = &self.oci {
             oci.pulls
                 .lock()
@@ -788,18 +778,16 @@ impl PodWorker {
         if let Some(prober) = &self.prober {
             actual.probes_passed = prober.passed(pod, &actual);
         }
-        let mut current = {
-            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-            // Forget writes the informer has caught up with (or whose pod is gone).
-            written.retain(|_, w| {
-                self.informer
-                    .get_shared(&kumo_client::cache_key(w))
-                    .is_some_and(|c| c.metadata.revision() < w.metadata.revision())
-            });
-            match written.get(&uid) {
-                Some(w) if w.metadata.revision() > pod.metadata.revision() => w.clone(),
-                _ => pod.clone(),
+        // The informer's copy holds this worker's last status write (`Informer::assume`), so a
+        // write starts from the latest revision instead of being refused as a conflict.
+        let mut current = match self.informer.get(&kumo_client::cache_key(pod)) {
+            Some(c)
+                if c.metadata.uid == pod.metadata.uid
+                    && c.metadata.revision() > pod.metadata.revision() =>
+            {
+                c
             }
+            _ => pod.clone(),
         };
         for _ in 0..5 {
             let status = pod_status(&current, &actual, now, &self.params);
@@ -810,10 +798,7 @@ impl PodWorker {
             obj.status = Some(status);
             match self.client.update_status(&obj).await {
                 Ok(written) => {
-                    self.written
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(uid, written);
+                    self.informer.assume(written);
                     return Ok(());
                 }
                 Err(e) if e.is_conflict() => {

@@ -37,7 +37,61 @@ pub fn cache_key<K: Resource>(obj: &K) -> String {
 }
 
 /// The cache: each object behind an `Arc`, so a loop can hold many of them without copying.
-type Cache<K> = Arc<RwLock<BTreeMap<String, Arc<K>>>>;
+type Cache<K> = Arc<RwLock<Store<K>>>;
+
+/// How long a deletion is remembered against a write assumed late (see `Informer::assume`).
+const TOMBSTONE_FOR: Duration = Duration::from_secs(60);
+
+/// The cached objects by key, and the keys deleted lately with their last revision: a write
+/// whose answer came after its object's deletion event must not bring the object back.
+struct Store<K> {
+    objects: BTreeMap<String, Arc<K>>,
+    deleted: BTreeMap<String, (u64, std::time::Instant)>,
+}
+
+impl<K> Default for Store<K> {
+    fn default() -> Self {
+        Store {
+            objects: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Resource> Store<K> {
+    /// Whether this revision of the object, or a later one, was seen (cached or deleted).
+    /// Objects without a revision are never taken as seen.
+    fn has_seen(&self, key: &str, obj: &K) -> bool {
+        let revision = obj.meta().revision();
+        revision > 0
+            && (self
+                .objects
+                .get(key)
+                .is_some_and(|c| c.meta().revision() >= revision)
+                || self.deleted.get(key).is_some_and(|(r, _)| *r >= revision))
+    }
+
+    /// Applies a watched `Added`/`Modified` object; the change to report, if any.
+    fn apply(&mut self, obj: K) -> Option<Change<K>> {
+        let key = cache_key(&obj);
+        if self.has_seen(&key, &obj) {
+            return None;
+        }
+        self.deleted.remove(&key);
+        self.objects.insert(key, Arc::new(obj.clone()));
+        Some(Change::Applied(obj))
+    }
+
+    /// Applies a watched deletion.
+    fn delete(&mut self, obj: &K) {
+        let key = cache_key(obj);
+        self.objects.remove(&key);
+        self.deleted
+            .retain(|_, (_, at)| at.elapsed() < TOMBSTONE_FOR);
+        self.deleted
+            .insert(key, (obj.meta().revision(), std::time::Instant::now()));
+    }
+}
 
 /// A read-only view of an informer's cache; cheap to clone.
 pub struct Informer<K> {
@@ -61,7 +115,7 @@ impl<K: Resource> Informer<K> {
         ns: Option<String>,
         params: ListParams,
     ) -> (Self, mpsc::UnboundedReceiver<Change<K>>) {
-        let cache = Arc::new(RwLock::new(BTreeMap::new()));
+        let cache = Arc::new(RwLock::new(Store::default()));
         let (synced_tx, synced) = watch::channel(false);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(client, ns, params, cache.clone(), synced_tx, tx));
@@ -74,64 +128,55 @@ impl<K: Resource> Informer<K> {
         let _ = s.wait_for(|v| *v).await;
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store<K>> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get(&self, key: &str) -> Option<K> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .map(|k| K::clone(k))
+        self.read().objects.get(key).map(|k| K::clone(k))
     }
 
     /// The cached object under `key`, shared with the cache (no copy).
     pub fn get_shared(&self, key: &str) -> Option<Arc<K>> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.read().objects.get(key).cloned()
     }
 
     pub fn list(&self) -> Vec<K> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|k| K::clone(k))
-            .collect()
+        self.read().objects.values().map(|k| K::clone(k)).collect()
     }
 
     /// What `f` makes of each cached object, where it makes something (without cloning the rest).
     pub fn filter_map<T>(&self, mut f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(|k| f(k))
-            .collect()
+        self.read().objects.values().filter_map(|k| f(k)).collect()
     }
 
     /// The cached objects `keep` accepts. Only those are cloned: a loop that needs a few of many
     /// objects (the pods still running among thousands that ended) pays for those few.
     pub fn list_filtered(&self, keep: impl Fn(&K) -> bool) -> Vec<K> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|k| keep(k))
-            .map(|k| K::clone(k))
-            .collect()
+        self.filter_map(|k| keep(k).then(|| k.clone()))
     }
 
     /// Like [`Informer::list_filtered`], but shares the objects with the cache instead of
-    /// copying them, in key order (`cache_key`): for loops that read many objects every pass.
+    /// copying them: for loops that read many objects every pass.
     pub fn list_filtered_shared(&self, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.read()
+            .objects
             .values()
             .filter(|k| keep(k))
             .cloned()
             .collect()
+    }
+
+    /// Takes an object its owner just wrote, as the API returned it, into the cache (unless
+    /// that revision or a later one was seen already, deletions included). The owner's next look
+    /// sees its own write at once, and the write's watch event, arriving later, is no change:
+    /// it is not reported (so it wakes no loop) and changes nothing (client-go's mutation cache).
+    pub fn assume(&self, obj: K) {
+        let mut store = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let key = cache_key(&obj);
+        if !store.has_seen(&key, &obj) {
+            store.objects.insert(key, Arc::new(obj));
+        }
     }
 }
 
@@ -158,20 +203,21 @@ async fn run<K: Resource>(
                         .map(|k| (cache_key(&k), Arc::new(k)))
                         .collect();
                     let mut c = cache.write().unwrap_or_else(|e| e.into_inner());
-                    for (key, old) in c.iter() {
+                    for (key, old) in c.objects.iter() {
                         if !fresh.contains_key(key) {
                             let _ = tx.send(Change::Deleted(K::clone(old)));
                         }
                     }
                     for (key, obj) in &fresh {
-                        if c.get(key)
+                        if c.objects
+                            .get(key)
                             .map(|o| o.meta().resource_version != obj.meta().resource_version)
                             .unwrap_or(true)
                         {
                             let _ = tx.send(Change::Applied(K::clone(obj)));
                         }
                     }
-                    *c = fresh;
+                    c.objects = fresh;
                     drop(c);
                     revision = list.metadata.resource_version;
                     let _ = synced.send(true);
@@ -204,18 +250,12 @@ async fn run<K: Resource>(
             let (change, rv) = match item {
                 Ok(Watched::Added(k)) | Ok(Watched::Modified(k)) => {
                     let rv = k.meta().resource_version.clone();
-                    cache
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(cache_key(&k), Arc::new(k.clone()));
-                    (Some(Change::Applied(k)), rv)
+                    let change = cache.write().unwrap_or_else(|e| e.into_inner()).apply(k);
+                    (change, rv)
                 }
                 Ok(Watched::Deleted(k)) => {
                     let rv = k.meta().resource_version.clone();
-                    cache
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&cache_key(&k));
+                    cache.write().unwrap_or_else(|e| e.into_inner()).delete(&k);
                     (Some(Change::Deleted(k)), rv)
                 }
                 Ok(Watched::Bookmark(rv)) => (None, Some(rv)),
@@ -244,4 +284,96 @@ async fn run<K: Resource>(
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis((100u64 << failures.min(5)).min(2000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kumo_api::Pod;
+
+    fn pod(name: &str, rv: &str, phase: &str) -> Pod {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv},
+            "status": {"phase": phase}
+        }))
+        .unwrap();
+        p.metadata.resource_version = Some(rv.into());
+        p
+    }
+
+    fn informer() -> Informer<Pod> {
+        let (_, synced) = watch::channel(true);
+        Informer {
+            cache: Arc::default(),
+            synced,
+        }
+    }
+
+    fn phase(i: &Informer<Pod>) -> Option<String> {
+        let p = i.get("default/a")?;
+        Some(format!("{:?}@{}", p.status?.phase, p.metadata.revision()))
+    }
+
+    #[test]
+    fn an_assumed_write_is_seen_at_once_and_its_own_event_is_no_change() {
+        let i = informer();
+        assert!(i
+            .cache
+            .write()
+            .unwrap()
+            .apply(pod("a", "3", "Pending"))
+            .is_some());
+        // The owner's write (revision 5) is in the cache before its watch event.
+        i.assume(pod("a", "5", "Running"));
+        assert_eq!(phase(&i).as_deref(), Some("Running@5"));
+        // Its own event, and an older one still on the way, change nothing and are not reported.
+        assert!(i
+            .cache
+            .write()
+            .unwrap()
+            .apply(pod("a", "4", "Pending"))
+            .is_none());
+        assert!(i
+            .cache
+            .write()
+            .unwrap()
+            .apply(pod("a", "5", "Running"))
+            .is_none());
+        assert_eq!(phase(&i).as_deref(), Some("Running@5"));
+        // A later write by someone else is applied and reported.
+        let change = i.cache.write().unwrap().apply(pod("a", "7", "Succeeded"));
+        assert!(matches!(change, Some(Change::Applied(_))));
+        assert_eq!(phase(&i).as_deref(), Some("Succeeded@7"));
+        // An assumed write older than what the cache holds is dropped.
+        i.assume(pod("a", "6", "Running"));
+        assert_eq!(phase(&i).as_deref(), Some("Succeeded@7"));
+        // A created object the watch has not shown yet is there too.
+        let mut b = pod("b", "8", "Pending");
+        b.metadata.name = "b".into();
+        i.assume(b);
+        assert!(i.get("default/b").is_some());
+    }
+
+    #[test]
+    fn a_write_answered_after_its_objects_deletion_does_not_bring_it_back() {
+        let i = informer();
+        assert!(i
+            .cache
+            .write()
+            .unwrap()
+            .apply(pod("a", "3", "Pending"))
+            .is_some());
+        // The pod is deleted (revision 6) before the answer to a status write (5) arrives.
+        i.cache.write().unwrap().delete(&pod("a", "6", "Running"));
+        i.assume(pod("a", "5", "Running"));
+        assert!(i.get("default/a").is_none());
+        // A namesake created later is applied as usual.
+        assert!(i
+            .cache
+            .write()
+            .unwrap()
+            .apply(pod("a", "9", "Pending"))
+            .is_some());
+        assert!(i.get("default/a").is_some());
+    }
 }
