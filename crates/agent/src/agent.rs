@@ -25,8 +25,12 @@ use tokio::sync::{mpsc, watch};
 
 /// How often every pod is reconciled even when nothing was heard about it.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a stopping agent waits for the cleanups of gone pods it started.
+/// How long a stopping agent waits for the syncs and cleanups of pods it started.
 const SHUTDOWN_CLEANUP_WAIT: Duration = Duration::from_secs(10);
+/// How many pods are synced at the same time (each pod by one sync at a time). Like kubelet's
+/// per-pod workers: one pod's slow start (an image pull is off the worker, but a runtime's
+/// create and a status write are not) does not hold up another's exit report.
+const MAX_CONCURRENT_SYNCS: usize = 16;
 
 /// Runs the node agent until `shutdown` completes. On shutdown the loops stop and containers are
 /// left running; a restarted agent re-adopts them.
@@ -140,7 +144,7 @@ pub async fn run(
         devices.clone(),
         crate::gpu_usage::SAMPLE_INTERVAL,
     ));
-    let mut worker = PodWorker::new(
+    let worker = PodWorker::new(
         client,
         informer.clone(),
         queue.clone(),
@@ -153,6 +157,9 @@ pub async fn run(
     .with_task_data(Arc::new(crate::task_data::TaskData::new(
         config.data_dir.join("mltask"),
     )));
+    let worker = Arc::new(worker);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SYNCS));
+    let mut syncs = tokio::task::JoinSet::new();
 
     tokio::pin!(shutdown);
     tokio::select! {
@@ -172,18 +179,48 @@ pub async fn run(
                 queue.add(kumo_client::cache_key(change.object()));
             }
             Some(event) = runtime_events.recv() => worker.container_exited(event).await,
-            key = queue.next() => worker.process(&key).await,
+            (Ok(slot), key) = async {
+                (slots.clone().acquire_owned().await, queue.claim().await)
+            } => {
+                let (worker, claim) = (worker.clone(), Claim { queue: queue.clone(), key });
+                syncs.spawn(async move {
+                    worker.process(&claim.key).await;
+                    drop((claim, slot));
+                });
+            }
+            Some(joined) = syncs.join_next() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "a pod sync failed to finish");
+                }
+            }
             _ = resync.tick() => worker.enqueue_all(),
         }
     }
-    // Cleanups of gone pods run off the worker: let them finish (briefly) so a stopped agent
-    // leaves no half-removed pod behind; whatever is left is cleaned at the next start.
+    // Syncs in flight end, and cleanups of gone pods (which run off the syncs) finish, briefly,
+    // so a stopped agent leaves no half-made or half-removed pod behind; whatever is left is
+    // re-adopted or cleaned at the next start.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_CLEANUP_WAIT;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while syncs.join_next().await.is_some() {}
+    })
+    .await;
     while worker.cleanups_in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sandboxes.shutdown().await;
     stop(tasks, &runtime, &stop_tx)
+}
+
+/// A key a sync has claimed; handed back to the queue when the sync ends, panics included.
+struct Claim {
+    queue: WorkQueue<String>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.queue.done(&self.key);
+    }
 }
 
 /// The node's runtimes: `runc` and `runsc` where installed, then `process`; and what OCI pods
@@ -234,7 +271,7 @@ fn open_runtimes(
     let mut allowed_host_paths = cc.allowed_host_paths.clone();
     allowed_host_paths.push(config.data_dir.join("mltask"));
     let sandboxes = Arc::new(Sandboxes::new(sandbox_dir, network, allowed_host_paths));
-    let shim = ShimCommand::kumo(&config.shim_exe);
+    let shim = ShimCommand::kumo(&config.shim_exe, &config.data_dir);
     let sys: Arc<dyn crate::sys::Sys> = Arc::new(RealSys);
     let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
     let runsc_args: Vec<String> = if cc.runsc_args.is_empty() {

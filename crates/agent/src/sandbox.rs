@@ -134,6 +134,10 @@ impl Sandboxes {
         network: Arc<dyn NetworkProvider>,
         allowed_host_paths: Vec<PathBuf>,
     ) -> Self {
+        // Made now (not with the first sandbox) so that its subdirectories are spread out.
+        if std::fs::create_dir_all(&dir).is_ok() {
+            crate::layout::spread_subdirs(&dir);
+        }
         Sandboxes {
             dir,
             network,

@@ -11,6 +11,10 @@
 //!
 //! With `--runtime` the shim drives an OCI runtime instead (see [`oci`]): `create` then `start`
 //! of the bundle, as the containers' subreaper, so it waits for the container itself.
+//!
+//! The agent keeps one shim started ahead (`kumo shim-standby`, see [`standby`]): it waits for
+//! its container's job (arguments, environment, working directory) as one JSON line on stdin,
+//! so starting a container does not wait for the kumo binary to load (3-5 ms per container).
 
 use crate::record::{write_json, ExitRecord};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -99,6 +103,75 @@ impl ShimArgs {
         }
         out
     }
+}
+
+/// What a started-ahead shim is to do: its arguments (as `kumo shim` takes them), and the
+/// environment and working directory it would otherwise have been started with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShimJob {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+}
+
+/// Arguments of `kumo shim-standby` (internal).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
+pub struct StandbyArgs {
+    /// The data directory of the agent that started it (shown by `ps`; not used otherwise)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Parser)]
+#[command(name = "shim")]
+struct ShimCli {
+    #[command(flatten)]
+    args: ShimArgs,
+}
+
+/// `kumo shim-standby`: waits for one job on stdin, then becomes the shim it describes. Ends
+/// quietly when stdin closes first (the agent stopped, or let it go).
+pub fn standby() -> u8 {
+    use clap::Parser as _;
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => return 0,
+        Ok(_) => {}
+    }
+    let job: ShimJob = match serde_json::from_str(&line) {
+        Ok(job) => job,
+        Err(e) => {
+            handshake(&format!("error invalid shim job: {e}"));
+            return 2;
+        }
+    };
+    let cli = match ShimCli::try_parse_from(std::iter::once("shim".to_string()).chain(job.argv)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            handshake(&format!("error invalid shim arguments: {e}"));
+            return 2;
+        }
+    };
+    // Still one thread: the environment and directory are the shim's as if it had been
+    // started with them, for its container and any runtime it runs alike.
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    for (key, value) in &job.env {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            handshake(&format!("error invalid environment variable {key:?}"));
+            return 2;
+        }
+        std::env::set_var(key, value);
+    }
+    if let Err(e) = std::env::set_current_dir(&job.cwd) {
+        handshake(&format!(
+            "error working directory {}: {e}",
+            job.cwd.display()
+        ));
+        return 2;
+    }
+    run(cli.args)
 }
 
 /// Runs the shim to the end of its container; returns the shim's own exit code.

@@ -12,7 +12,7 @@ use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{ObjectMeta, Pod};
 use kumo_client::{Client, ClientError, EventRecorder, EventType, Informer, WorkQueue};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Grace period for containers of a pod that vanished from the API without one.
@@ -37,7 +37,14 @@ pub enum SyncError {
     Runtime(#[from] crate::error::RuntimeError),
 }
 
-/// Reconciles the pods bound to this node.
+/// A lock that a panic elsewhere does not poison for good.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reconciles the pods bound to this node. Shared by the agent's concurrent syncs (one per pod
+/// at a time, see `WorkQueue::claim`), so what it remembers sits behind locks that are never
+/// held across an await.
 pub struct PodWorker {
     pub client: Client,
     pub informer: Informer<Pod>,
@@ -50,20 +57,20 @@ pub struct PodWorker {
     /// Pods (uids) whose cleanup is running.
     cleaning: Arc<Mutex<BTreeSet<String>>>,
     /// (uid, container, restart count) already announced with a BackOff event.
-    backoff_announced: BTreeSet<(String, String, i32)>,
+    backoff_announced: Mutex<BTreeSet<(String, String, i32)>>,
     /// Grace periods of pods seen deleted from the API, by uid.
-    gone_grace: BTreeMap<String, Duration>,
-    failures: BTreeMap<String, u32>,
+    gone_grace: Mutex<BTreeMap<String, Duration>>,
+    failures: Mutex<BTreeMap<String, u32>>,
     oci: Option<OciParts>,
     /// Why not-yet-started containers wait, by pod uid and container name.
-    waiting: BTreeMap<String, BTreeMap<String, Waiting>>,
+    waiting: Mutex<BTreeMap<String, BTreeMap<String, Waiting>>>,
     prober: Option<Arc<crate::probe::Prober>>,
     /// Hands out GPU devices to containers that ask for GPUs.
     gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
     /// MLTask datasets, output and scratch on this node.
     task_data: Option<Arc<crate::task_data::TaskData>>,
     /// Pods whose output was collected after their containers ended, by uid.
-    collected: BTreeSet<String>,
+    collected: Mutex<BTreeSet<String>>,
 }
 
 impl PodWorker {
@@ -84,15 +91,15 @@ impl PodWorker {
             params,
             killing: Arc::default(),
             cleaning: Arc::default(),
-            backoff_announced: BTreeSet::new(),
-            gone_grace: BTreeMap::new(),
-            failures: BTreeMap::new(),
+            backoff_announced: Mutex::default(),
+            gone_grace: Mutex::default(),
+            failures: Mutex::default(),
             oci: None,
-            waiting: BTreeMap::new(),
+            waiting: Mutex::default(),
             prober: None,
             gpus: None,
             task_data: None,
-            collected: BTreeSet::new(),
+            collected: Mutex::default(),
         }
     }
 
@@ -120,15 +127,15 @@ impl PodWorker {
         self
     }
 
-    fn set_waiting(&mut self, uid: &str, container: &str, w: Waiting) {
-        self.waiting
+    fn set_waiting(&self, uid: &str, container: &str, w: Waiting) {
+        lock(&self.waiting)
             .entry(uid.to_string())
             .or_default()
             .insert(container.to_string(), w);
     }
 
-    fn clear_waiting(&mut self, uid: &str, container: &str) {
-        if let Some(m) = self.waiting.get_mut(uid) {
+    fn clear_waiting(&self, uid: &str, container: &str) {
+        if let Some(m) = lock(&self.waiting).get_mut(uid) {
             m.remove(container);
         }
     }
@@ -157,29 +164,31 @@ impl PodWorker {
     }
 
     /// Notes a pod the API deleted, so its containers get its grace period.
-    pub fn pod_gone(&mut self, pod: &Pod) {
+    pub fn pod_gone(&self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
             let grace = pod
                 .metadata
                 .deletion_grace_period_seconds
                 .unwrap_or_else(|| pod.spec.grace_period_seconds());
-            self.gone_grace
-                .insert(uid.clone(), Duration::from_secs(grace.max(0) as u64));
+            lock(&self.gone_grace).insert(uid.clone(), Duration::from_secs(grace.max(0) as u64));
         }
     }
 
     /// Reconciles one key and applies the error policy: a failure is retried after a back-off
     /// that doubles per consecutive failure (200 ms up to 30 s).
-    pub async fn process(&mut self, key: &str) {
+    pub async fn process(&self, key: &str) {
         match self.reconcile(key).await {
             Ok(()) => {
-                self.failures.remove(key);
+                lock(&self.failures).remove(key);
             }
             Err(e) => {
-                let n = self.failures.entry(key.to_string()).or_insert(0);
-                *n += 1;
-                let delay =
-                    Duration::from_millis(200u64 << (*n).min(8)).min(Duration::from_secs(30));
+                let n = {
+                    let mut failures = lock(&self.failures);
+                    let n = failures.entry(key.to_string()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let delay = Duration::from_millis(200u64 << n.min(8)).min(Duration::from_secs(30));
                 tracing::warn!(pod = key, error = %e, retry_in = ?delay, "pod sync failed");
                 self.queue.add_after(key.to_string(), delay);
             }
@@ -187,7 +196,7 @@ impl PodWorker {
     }
 
     /// Records the event for a container exit and requeues its pod.
-    pub async fn container_exited(&mut self, event: RuntimeEvent) {
+    pub async fn container_exited(&self, event: RuntimeEvent) {
         let RuntimeEvent::Exited {
             pod,
             container,
@@ -224,7 +233,7 @@ impl PodWorker {
         tokio::spawn(async move { recorder.record(&pod, type_, reason, message).await });
     }
 
-    async fn reconcile(&mut self, key: &str) -> Result<(), SyncError> {
+    async fn reconcile(&self, key: &str) -> Result<(), SyncError> {
         let pod = self.informer.get(key);
         let current_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
         // Containers of pods that are gone from the API (or replaced by a namesake) stop.
@@ -267,11 +276,10 @@ impl PodWorker {
         }
     }
 
-    async fn stop_orphan(&mut self, rec: &PodRecord) -> Result<(), SyncError> {
+    async fn stop_orphan(&self, rec: &PodRecord) -> Result<(), SyncError> {
         let state = self.runtime.state(&rec.uid);
         if state.any_running() {
-            let grace = self
-                .gone_grace
+            let grace = lock(&self.gone_grace)
                 .get(&rec.uid)
                 .copied()
                 .unwrap_or(ORPHAN_GRACE);
@@ -296,11 +304,11 @@ impl PodWorker {
         Ok(())
     }
 
-    fn forget(&mut self, uid: &str) {
-        self.gone_grace.remove(uid);
-        self.backoff_announced.retain(|(u, _, _)| u != uid);
-        self.waiting.remove(uid);
-        self.collected.remove(uid);
+    fn forget(&self, uid: &str) {
+        lock(&self.gone_grace).remove(uid);
+        lock(&self.backoff_announced).retain(|(u, _, _)| u != uid);
+        lock(&self.waiting).remove(uid);
+        lock(&self.collected).remove(uid);
         if let Some(oci) = &self.oci {
             oci.pulls
                 .lock()
@@ -314,7 +322,7 @@ impl PodWorker {
     /// even when the first fails. It runs off the worker, as a runtime's own cleanup can take
     /// seconds (`runsc delete`) and must not hold up the node's other pods; on failure `key` is
     /// queued again, and until it is done a second cleanup of the same pod is not started.
-    async fn cleanup_pod(&mut self, uid: &str, key: &str) -> Result<(), SyncError> {
+    async fn cleanup_pod(&self, uid: &str, key: &str) -> Result<(), SyncError> {
         if !self
             .cleaning
             .lock()
@@ -389,12 +397,12 @@ impl PodWorker {
         });
     }
 
-    async fn sync_pod(&mut self, pod: &Pod) -> Result<(), SyncError> {
+    async fn sync_pod(&self, pod: &Pod) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         // Remember the pod's grace period now: when it vanishes from the API, the informer's
         // cache may say so before its Deleted change arrives, and its containers must still get
         // the pod's own grace period rather than the orphan default.
-        self.gone_grace
+        lock(&self.gone_grace)
             .entry(uid.clone())
             .or_insert_with(|| Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64));
         let key = kumo_client::cache_key(pod);
@@ -427,10 +435,12 @@ impl PodWorker {
                         .containers
                         .get(&c.name)
                         .map_or(0, |s| s.restart_count);
-                    if self
-                        .backoff_announced
-                        .insert((uid.clone(), c.name.clone(), restarts))
-                    {
+                    let first = lock(&self.backoff_announced).insert((
+                        uid.clone(),
+                        c.name.clone(),
+                        restarts,
+                    ));
+                    if first {
                         self.recorder
                             .record(
                                 pod,
@@ -444,8 +454,11 @@ impl PodWorker {
                 // A container waiting for its image, sandbox or config is requeued by that.
                 Action::Start { container } => {
                     let name = pod.spec.containers.get(container).map(|c| c.name.as_str());
-                    let waits = name
-                        .is_some_and(|n| self.waiting.get(&uid).is_some_and(|m| m.contains_key(n)));
+                    let waits = name.is_some_and(|n| {
+                        lock(&self.waiting)
+                            .get(&uid)
+                            .is_some_and(|m| m.contains_key(n))
+                    });
                     if !waits {
                         self.queue.add(key.clone());
                     }
@@ -460,7 +473,7 @@ impl PodWorker {
     /// Uploads an MLTask replica's output once its containers have ended, before the status
     /// that says so is written: a task is Succeeded only after its outputs are on the server.
     /// A failed upload is reported as an event and not retried (it must not hold the status).
-    async fn collect_output(&mut self, pod: &Pod, actual: &crate::model::PodRuntimeState) {
+    async fn collect_output(&self, pod: &Pod, actual: &crate::model::PodRuntimeState) {
         let Some(td) = self.task_data.clone() else {
             return;
         };
@@ -477,7 +490,7 @@ impl PodWorker {
                 .metadata
                 .annotations
                 .contains_key(kumo_api::dataset::ANNOTATION_OUTPUT)
-            || !self.collected.insert(uid)
+            || !lock(&self.collected).insert(uid)
         {
             return;
         }
@@ -494,7 +507,7 @@ impl PodWorker {
         }
     }
 
-    async fn start(&mut self, pod: &Pod, index: usize) -> Result<(), SyncError> {
+    async fn start(&self, pod: &Pod, index: usize) -> Result<(), SyncError> {
         let name = pod
             .spec
             .containers
@@ -601,13 +614,14 @@ impl PodWorker {
 
     /// A container's configuration is refused: it waits with `CreateContainerConfigError`
     /// and is tried again after the back-off base.
-    async fn config_error(&mut self, pod: &Pod, container: &str, message: String) {
+    async fn config_error(&self, pod: &Pod, container: &str, message: String) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let w = Waiting {
             reason: REASON_CONFIG_ERROR.to_string(),
             message: Some(message.clone()),
         };
-        if self.waiting.get(&uid).and_then(|m| m.get(container)) != Some(&w) {
+        let changed = lock(&self.waiting).get(&uid).and_then(|m| m.get(container)) != Some(&w);
+        if changed {
             self.recorder
                 .record(
                     pod,
@@ -625,7 +639,7 @@ impl PodWorker {
     /// Whether container `index` of an OCI pod can start now: its image is here (else a pull
     /// starts or is waited for) and the pod's sandbox is made. Otherwise the container's
     /// waiting reason is recorded and the pod requeued.
-    async fn oci_ready(&mut self, pod: &Pod, index: usize) -> bool {
+    async fn oci_ready(&self, pod: &Pod, index: usize) -> bool {
         let Some(oci) = self.oci.clone() else {
             return true;
         };
@@ -719,7 +733,7 @@ impl PodWorker {
 
     /// Makes the pod's sandbox (its network, for OCI pods, and its volumes); false while it
     /// cannot be made, with the container's waiting reason set.
-    async fn sandbox_ready(&mut self, pod: &Pod, index: usize) -> bool {
+    async fn sandbox_ready(&self, pod: &Pod, index: usize) -> bool {
         let Some(oci) = self.oci.clone() else {
             return true;
         };
@@ -761,7 +775,7 @@ impl PodWorker {
     /// The runtime's state of a pod plus what the worker knows: waiting reasons and the pod IP.
     fn observed(&self, uid: &str) -> crate::model::PodRuntimeState {
         let mut actual = self.runtime.state(uid);
-        actual.waiting = self.waiting.get(uid).cloned().unwrap_or_default();
+        actual.waiting = lock(&self.waiting).get(uid).cloned().unwrap_or_default();
         actual.pod_ip = self
             .oci
             .as_ref()
@@ -819,7 +833,7 @@ impl PodWorker {
     }
 
     /// All containers stopped: final status, remove the pod from the API, then its local state.
-    async fn finalize(&mut self, pod: &Pod) -> Result<(), SyncError> {
+    async fn finalize(&self, pod: &Pod) -> Result<(), SyncError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         self.write_status(pod, chrono::Utc::now()).await?;
         match self

@@ -1,4 +1,8 @@
 //! A de-duplicating work queue with delayed re-adds, as controllers use between informer and reconcile.
+//!
+//! Workers that reconcile several keys at once take keys with `claim` and hand them back with
+//! `done` (client-go's processing set): a claimed key added again waits until it is done, so one
+//! key is never reconciled twice at the same time and no change to it is lost.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,10 @@ pub struct WorkQueue<T> {
 struct State<T> {
     order: VecDeque<T>,
     pending: BTreeSet<T>,
+    /// Keys claimed and not yet done.
+    claimed: BTreeSet<T>,
+    /// Claimed keys added again meanwhile: queued when they are done.
+    again: BTreeSet<T>,
 }
 
 impl<T> Clone for WorkQueue<T> {
@@ -37,6 +45,8 @@ impl<T: Ord + Clone + Send + 'static> WorkQueue<T> {
             state: Arc::new(Mutex::new(State {
                 order: VecDeque::new(),
                 pending: BTreeSet::new(),
+                claimed: BTreeSet::new(),
+                again: BTreeSet::new(),
             })),
             notify: Arc::new(Notify::new()),
         }
@@ -44,6 +54,10 @@ impl<T: Ord + Clone + Send + 'static> WorkQueue<T> {
 
     pub fn add(&self, key: T) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.claimed.contains(&key) {
+            s.again.insert(key);
+            return;
+        }
         if s.pending.insert(key.clone()) {
             s.order.push_back(key);
             drop(s);
@@ -63,14 +77,38 @@ impl<T: Ord + Clone + Send + 'static> WorkQueue<T> {
         });
     }
 
+    /// Waits for the next key and claims it: until `done(key)`, adding the key again only
+    /// marks it to be queued then. Cancel-safe (a key is taken only when it is returned).
+    pub async fn claim(&self) -> T {
+        self.pop(true).await
+    }
+
+    /// Ends a claim; a key added again while claimed is queued now.
+    pub fn done(&self, key: &T) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.claimed.remove(key);
+        if s.again.remove(key) && s.pending.insert(key.clone()) {
+            s.order.push_back(key.clone());
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
     /// Waits for the next key.
     pub async fn next(&self) -> T {
+        self.pop(false).await
+    }
+
+    async fn pop(&self, claim: bool) -> T {
         loop {
             let notified = self.notify.notified();
             {
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(k) = s.order.pop_front() {
                     s.pending.remove(&k);
+                    if claim {
+                        s.claimed.insert(k.clone());
+                    }
                     if !s.order.is_empty() {
                         self.notify.notify_one();
                     }
@@ -112,5 +150,27 @@ mod tests {
         assert_eq!(got, ["a", "b", "c"]);
         q.add("a".to_string());
         assert_eq!(q.next().await, "a");
+    }
+
+    #[tokio::test]
+    async fn a_claimed_key_added_again_waits_until_done() {
+        let q = WorkQueue::new();
+        q.add("a".to_string());
+        q.add("b".to_string());
+        let a = q.claim().await;
+        assert_eq!(a, "a");
+        q.add("a".to_string());
+        q.add("a".to_string());
+        // "a" is not handed out while claimed: only "b" is there.
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.claim().await, "b");
+        assert!(q.is_empty());
+        q.done(&a);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.claim().await, "a");
+        q.done(&"a".to_string());
+        q.done(&"b".to_string());
+        // Done without a re-add queues nothing.
+        assert!(q.is_empty());
     }
 }

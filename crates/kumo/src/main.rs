@@ -97,6 +97,9 @@ pub enum Command {
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_agent::shim::ShimArgs),
+    /// (internal) a shim started ahead: waits for its container's job on stdin
+    #[command(hide = true, name = "shim-standby")]
+    ShimStandby(kumo_agent::shim::StandbyArgs),
     /// (internal) join a container's cgroups and namespaces, then run a command (for exec)
     #[command(hide = true)]
     Nsexec(kumo_agent::nsexec::NsExecArgs),
@@ -107,6 +110,9 @@ fn main() -> ExitCode {
     if let Command::Shim(args) = cli.command {
         // The shim is synchronous and must not start a runtime before it forks its child.
         return ExitCode::from(kumo_agent::shim::run(args));
+    }
+    if let Command::ShimStandby(_) = cli.command {
+        return ExitCode::from(kumo_agent::shim::standby());
     }
     if let Command::Nsexec(args) = cli.command {
         // Joining a mount namespace needs a single-threaded process: no runtime yet.
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
             Command::Cancel(a) => cli::queue::cancel(a).await,
             Command::Dataset(a) => cli::dataset::run(a).await,
             Command::Output(a) => cli::dataset::run_output(a).await,
-            Command::Shim(_) | Command::Nsexec(_) => {
+            Command::Shim(_) | Command::ShimStandby(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }

@@ -52,6 +52,8 @@ pub struct ProcessRuntime {
 struct Inner {
     layout: Layout,
     shim: ShimCommand,
+    /// The shim started ahead for the next container.
+    standby: launch::Standby,
     driver: Arc<dyn Driver>,
     sys: Arc<dyn Sys>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
@@ -118,10 +120,12 @@ impl ProcessRuntime {
         let layout = Layout::new(data_dir);
         let pods_dir = layout.pods_dir();
         std::fs::create_dir_all(&pods_dir).map_err(|e| RuntimeError::io(&pods_dir, e))?;
+        crate::layout::spread_subdirs(&pods_dir);
         let rt = ProcessRuntime {
             inner: Arc::new(Inner {
                 layout,
                 shim,
+                standby: launch::Standby::default(),
                 driver,
                 sys,
                 events,
@@ -593,6 +597,7 @@ impl Runtime for ProcessRuntime {
         for t in tasks {
             t.abort();
         }
+        self.inner.standby.release();
     }
 }
 

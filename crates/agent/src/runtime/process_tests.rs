@@ -1,38 +1,28 @@
 //! Tests of the process runtime with real processes, the shim being this test binary itself.
 //!
-//! The runtime spawns `<test binary> --exact runtime::process::tests::shim_entry` with the shim's
-//! arguments in `SHIM_ARGV_ENV`; that test then runs the real `shim::run` and exits the process.
+//! The runtime spawns `<test binary> --exact runtime::process::tests::shim_entry` marked by
+//! `SHIM_ENV`; that test then runs the real `shim::standby` (which takes its job on stdin and
+//! runs `shim::run`) and exits the process.
 
 use super::*;
 use crate::fixtures::pod;
 use crate::model::RunState;
-use crate::shim::ShimArgs;
 use crate::sys::RealSys;
-use clap::Parser;
 use kumo_api::pod::EnvVar;
 use kumo_api::RestartPolicy;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-const SHIM_ARGV_ENV: &str = "KUMO_AGENT_TEST_SHIM_ARGV";
-
-#[derive(Parser)]
-struct ShimCli {
-    #[command(flatten)]
-    shim: ShimArgs,
-}
+const SHIM_ENV: &str = "KUMO_AGENT_TEST_SHIM";
 
 /// Not a test: the entry point of the shim when this binary is started as one.
 #[test]
 fn shim_entry() {
-    let Ok(argv) = std::env::var(SHIM_ARGV_ENV) else {
+    if std::env::var_os(SHIM_ENV).is_none() {
         return;
-    };
-    let argv: Vec<String> = serde_json::from_str(&argv).expect("shim argv");
-    let cli = ShimCli::try_parse_from(std::iter::once("shim".to_string()).chain(argv))
-        .expect("shim args");
-    std::process::exit(i32::from(crate::shim::run(cli.shim)));
+    }
+    std::process::exit(i32::from(crate::shim::standby()));
 }
 
 struct Harness {
@@ -46,7 +36,7 @@ fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEven
     let (tx, rx) = mpsc::unbounded_channel();
     let shim = ShimCommand {
         program: std::env::current_exe().expect("test exe"),
-        leading_args: [
+        args: [
             "--exact",
             "runtime::process::tests::shim_entry",
             "--nocapture",
@@ -55,7 +45,7 @@ fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEven
         .iter()
         .map(OsString::from)
         .collect(),
-        argv_env: Some(SHIM_ARGV_ENV.to_string()),
+        env: vec![(SHIM_ENV.into(), "1".into())],
     };
     let config = ProcessRuntimeConfig {
         data_dir: data_dir.to_path_buf(),
@@ -120,7 +110,7 @@ async fn runs_a_container_to_its_exit_with_logs_env_and_workdir() {
 
     let log = std::fs::read_to_string(h.rt.log_path("uid-1", "c", 0)).expect("log");
     let work = h.data_dir.join("pods/uid-1/work");
-    // PATH, HOSTNAME, GREETING, PWD (set by sh) and the test shim's argv variable, nothing else.
+    // PATH, HOSTNAME, GREETING and what sh sets itself (PWD, ...), nothing else.
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(
         &lines[..3],
@@ -144,6 +134,41 @@ async fn runs_a_container_to_its_exit_with_logs_env_and_workdir() {
         .expect("read")
         .expect("some");
     assert_eq!(pod_rec.key(), "default/p");
+}
+
+#[tokio::test]
+async fn a_shim_started_ahead_that_died_is_replaced() {
+    let mut h = harness();
+    started(h.rt.start(&shell_pod("exit 0"), 0).await.expect("start"));
+    next_exit(&mut h.events).await;
+    // The next containers' shims wait; something on the host kills them.
+    let pids = h.rt.inner.standby.pids();
+    assert!(!pids.is_empty(), "shims started ahead");
+    for &pid in &pids {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, Signal::SIGKILL).expect("kill");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in &pids {
+        let stat = format!("/proc/{pid}/stat");
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "a killed shim did not die");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut second = shell_pod("echo second");
+    second.metadata.name = "q".into();
+    second.metadata.uid = Some("uid-2".into());
+    started(h.rt.start(&second, 0).await.expect("start"));
+    let (term, _) = next_exit(&mut h.events).await;
+    assert_eq!(term.exit_code, 0);
+    let log = std::fs::read_to_string(h.rt.log_path("uid-2", "c", 0)).expect("log");
+    assert_eq!(log, "second\n");
+    let now = h.rt.inner.standby.pids();
+    assert!(
+        !now.is_empty() && now.iter().all(|p| !pids.contains(p)),
+        "new shims wait: {now:?} (killed {pids:?})"
+    );
 }
 
 #[tokio::test]

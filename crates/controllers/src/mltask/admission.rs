@@ -16,7 +16,8 @@
 
 use kumo_api::{Pod, Time};
 use kumo_scheduler::{place_gang, NodeView, Resources, Strategy};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A task as admission sees it.
 #[derive(Debug, Clone)]
@@ -26,8 +27,9 @@ pub struct TaskView {
     pub queue: String,
     pub priority: i32,
     pub created: Time,
-    /// One pod per replica, as the controller would create them (requests, node selector).
-    pub replicas: Vec<Pod>,
+    /// One pod per replica, as the controller would create them (requests, node selector);
+    /// tasks of one shape share them.
+    pub replicas: Vec<Arc<Pod>>,
     pub state: TaskState,
 }
 
@@ -83,8 +85,8 @@ pub struct Decision {
     pub placements: BTreeMap<String, Vec<String>>,
     /// Tasks to stop (gracefully) and put back in their queue, with the reason.
     pub preempt: Vec<(String, String)>,
-    /// Every task left waiting.
-    pub waiting: BTreeMap<String, Waiting>,
+    /// Every task left waiting (hashed: a long queue's keys share long prefixes).
+    pub waiting: HashMap<String, Waiting>,
 }
 
 /// Decides one admission pass. `nodes` already count every bound pod, including the pods of
@@ -130,24 +132,22 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
     // forgotten whenever `views` change (a task was admitted).
     let mut misfits: Vec<&TaskView> = Vec::new();
     let mut explained: Vec<(&TaskView, Option<&str>, String)> = Vec::new();
-    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+    // Each waiting task's reason, by its place in `order`.
+    let mut reasons: Vec<Option<String>> = vec![None; order.len()];
     let mut reservation: Option<Reservation> = None;
     let mut preempted: BTreeSet<String> = BTreeSet::new();
     // The first waiting task of each queue, for "waiting behind" reasons.
     let mut ahead: BTreeMap<&str, &TaskView> = BTreeMap::new();
 
-    for task in &order {
+    for (at, task) in order.iter().enumerate() {
         let Some(task_quota) = quota.get(task.queue.as_str()).copied() else {
-            reasons.insert(
-                task.key.clone(),
-                format!(
-                    "queue {:?} does not exist: create it or submit to another queue",
-                    task.queue
-                ),
-            );
+            reasons[at] = Some(format!(
+                "queue {:?} does not exist: create it or submit to another queue",
+                task.queue
+            ));
             continue;
         };
-        let members: Vec<&Pod> = task.replicas.iter().collect();
+        let members: Vec<&Pod> = task.replicas.iter().map(|p| &**p).collect();
         let need = task.gpus();
         let fits_now = if misfits.iter().any(|m| same_shape(m, task)) {
             Err(kumo_scheduler::Unschedulable {
@@ -228,13 +228,13 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
             reservation = reserve(task, tasks, nodes, now);
         }
         ahead.entry(task.queue.as_str()).or_insert(task);
-        reasons.insert(task.key.clone(), reason);
+        reasons[at] = Some(reason);
     }
 
     // Positions count per queue, in admission order, among the tasks still waiting.
     let mut position: BTreeMap<&str, u32> = BTreeMap::new();
-    for task in &order {
-        if let Some(reason) = reasons.remove(&task.key) {
+    for (task, reason) in order.iter().zip(reasons) {
+        if let Some(reason) = reason {
             let p = position.entry(task.queue.as_str()).or_default();
             *p += 1;
             decision.waiting.insert(
@@ -271,11 +271,12 @@ pub const ANNOTATION_DEADLINE: &str = "kumo.dev/active-deadline-seconds";
 fn same_shape(a: &TaskView, b: &TaskView) -> bool {
     a.replicas.len() == b.replicas.len()
         && a.replicas.iter().zip(&b.replicas).all(|(p, q)| {
-            Resources::of_pod(p) == Resources::of_pod(q)
-                && p.spec.node_selector == q.spec.node_selector
-                && p.spec.runtime_class_name == q.spec.runtime_class_name
-                && p.spec.tolerations == q.spec.tolerations
-                && kumo_scheduler::core::spread_key(p) == kumo_scheduler::core::spread_key(q)
+            Arc::ptr_eq(p, q)
+                || Resources::of_pod(p) == Resources::of_pod(q)
+                    && p.spec.node_selector == q.spec.node_selector
+                    && p.spec.runtime_class_name == q.spec.runtime_class_name
+                    && p.spec.tolerations == q.spec.tolerations
+                    && kumo_scheduler::core::spread_key(p) == kumo_scheduler::core::spread_key(q)
         })
 }
 
@@ -335,7 +336,7 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
             }
         );
         // When GPUs are not (only) what is missing, say what is: a GPU model, cpu, memory.
-        let members: Vec<&Pod> = task.replicas.iter().collect();
+        let members: Vec<&Pod> = task.replicas.iter().map(|p| &**p).collect();
         if let Err(why) = place_gang(&members, views, Strategy::BinPack) {
             if !why.message.contains("Insufficient nvidia.com/gpu") {
                 r.push_str(&format!(" ({})", why.message));
@@ -343,7 +344,7 @@ fn blocked_reason(task: &TaskView, views: &[NodeView], ahead: Option<&TaskView>)
         }
         r
     } else {
-        let members: Vec<&Pod> = task.replicas.iter().collect();
+        let members: Vec<&Pod> = task.replicas.iter().map(|p| &**p).collect();
         match place_gang(&members, views, Strategy::BinPack) {
             Err(why) => format!("needs {} replica(s): {}", task.replicas.len(), why.message),
             Ok(_) => format!("needs {} replica(s)", task.replicas.len()),
@@ -386,7 +387,7 @@ fn reserve(
     nodes: &[NodeView],
     now: Time,
 ) -> Option<Reservation> {
-    let members: Vec<&Pod> = task.replicas.iter().collect();
+    let members: Vec<&Pod> = task.replicas.iter().map(|p| &**p).collect();
     let mut holders: Vec<&TaskView> = tasks
         .iter()
         .filter(|t| matches!(t.state, TaskState::Holding { .. }))
@@ -462,7 +463,7 @@ fn reclaim(
         })
         .collect();
     candidates.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.created.cmp(&a.created)));
-    let members: Vec<&Pod> = task.replicas.iter().collect();
+    let members: Vec<&Pod> = task.replicas.iter().map(|p| &**p).collect();
     let mut trial = views.to_vec();
     // Tasks already on their way out free their resources too.
     for t in tasks.iter().filter(|t| {

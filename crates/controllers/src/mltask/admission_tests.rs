@@ -108,7 +108,7 @@ fn run(tasks: Vec<Task>, queues: &[(&str, Option<i64>)], mut nodes: Vec<NodeView
                 queue: x.queue.into(),
                 priority: x.priority,
                 created: t(x.created),
-                replicas,
+                replicas: replicas.into_iter().map(std::sync::Arc::new).collect(),
                 state,
             }
         })

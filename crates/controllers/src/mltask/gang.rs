@@ -3,8 +3,8 @@
 //! restart or the end after a failure, cancel, and how admission should see the task.
 
 use super::admission::{TaskState, TaskView};
-use super::pass::{task_key, Action, Outcome};
-use super::replicas::{placement_pod, rank_of, replica_pod};
+use super::pass::{Action, Outcome};
+use super::replicas::{placement_pod, rank_of, replica_pod, same_placement};
 use kumo_api::gpu_usage::ANNOTATION_GPU_USAGE;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
@@ -12,6 +12,7 @@ use kumo_api::node::Node;
 use kumo_api::pod::ANNOTATION_GPU_DEVICES;
 use kumo_api::{Condition, ConditionStatus, MLTask, Pod, PodPhase, Time};
 use kumo_scheduler::{NodeView, Resources};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest back-off between two attempts of a task.
@@ -125,11 +126,35 @@ pub(super) fn replica_statuses(
         .collect()
 }
 
+/// Placement pods of waiting tasks, shared by the tasks of one shape within a pass: a long
+/// queue of alike tasks then builds (and drops) one pod, not one per task.
+#[derive(Default)]
+pub(super) struct PlacementPods<'a>(Vec<(&'a MLTask, Arc<Pod>)>);
+
+impl<'a> PlacementPods<'a> {
+    /// How many shapes are remembered; more are built each time (a pass over very mixed
+    /// tasks stays linear).
+    const SHAPES: usize = 16;
+
+    fn get(&mut self, task: &'a MLTask) -> Arc<Pod> {
+        if let Some((_, pod)) = self.0.iter().find(|(t, _)| same_placement(t, task)) {
+            return pod.clone();
+        }
+        let pod = Arc::new(placement_pod(task, None));
+        if self.0.len() < Self::SHAPES {
+            self.0.push((task, pod.clone()));
+        }
+        pod
+    }
+}
+
 /// Moves one task along from what its pods show; returns how admission should see it (`None`:
 /// not at all, e.g. finished or waiting out a back-off).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn step(
-    task: &MLTask,
+pub(super) fn step<'a>(
+    task: &'a MLTask,
+    key: &str,
+    placements: &mut PlacementPods<'a>,
     mine: &[&Pod],
     new: &mut MLTaskStatus,
     views: &mut [NodeView],
@@ -153,8 +178,8 @@ pub(super) fn step(
     // Timestamps have whole seconds: within one, the earlier revision was submitted first.
     let created = task.metadata.creation_timestamp.unwrap_or(now)
         + chrono::Duration::nanoseconds((new.submit_revision.unwrap_or(0) % 1_000_000_000) as i64);
-    let view = |state: TaskState, replicas: Vec<Pod>| TaskView {
-        key: task_key(task),
+    let view = |state: TaskState, replicas: Vec<Arc<Pod>>| TaskView {
+        key: key.to_string(),
         queue: task.spec.queue.clone(),
         priority: task.spec.priority,
         created,
@@ -207,7 +232,7 @@ pub(super) fn step(
                     .iter()
                     .map(|p| p.spec.node_name.clone().unwrap_or_default())
                     .collect();
-                let replicas = holding.iter().map(|p| (*p).clone()).collect();
+                let replicas = holding.iter().map(|p| Arc::new((*p).clone())).collect();
                 return Some(view(
                     TaskState::Holding {
                         nodes,
@@ -239,7 +264,7 @@ pub(super) fn step(
                 return None;
             }
             // Admission needs what placement sees of each replica, not the replica pods.
-            Some(view(TaskState::Pending, vec![placement_pod(task, None); n]))
+            Some(view(TaskState::Pending, vec![placements.get(task); n]))
         }
         TaskPhase::Admitted | TaskPhase::Running => {
             let mut placement: Vec<String> =
@@ -272,7 +297,7 @@ pub(super) fn step(
                 },
                 placement
                     .iter()
-                    .map(|node| placement_pod(task, Some(node)))
+                    .map(|node| Arc::new(placement_pod(task, Some(node))))
                     .collect(),
             );
             // A replica seen before whose pod is gone was deleted under the task: a failure too.

@@ -11,7 +11,7 @@
 //! they were.
 
 use super::admission::{admit, Decision, QueueView};
-use super::gang::{cond, create_missing, holds, phase, replica_statuses, step};
+use super::gang::{cond, create_missing, holds, phase, replica_statuses, step, PlacementPods};
 use super::replicas::{belongs_to, GRACE_SECONDS, LABEL_TASK};
 use super::standing::held_until;
 use kumo_api::meta::set_condition;
@@ -19,7 +19,7 @@ use kumo_api::mltask::{MLTaskStatus, TaskPhase, DEFAULT_QUEUE};
 use kumo_api::node::Node;
 use kumo_api::{MLTask, Pod, PodPhase, Queue, Time};
 use kumo_scheduler::{NodeView, Resources};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,29 +132,37 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
                 .push(pod);
         }
     }
-    let tasks_by_key: BTreeMap<String, &MLTask> =
-        s.tasks.iter().map(|t| (task_key(t), &**t)).collect();
+    // Each task's key, made once a pass (a long queue would otherwise format it a few times).
+    let keys: Vec<String> = s.tasks.iter().map(|t| task_key(t)).collect();
+    let tasks_by_key: HashMap<&str, &MLTask> = keys
+        .iter()
+        .zip(s.tasks)
+        .map(|(k, t)| (k.as_str(), &**t))
+        .collect();
     // Pods whose task is gone are deleted with it (the task owned them).
     for (key, pods) in &by_task {
         for pod in pods {
-            if !tasks_by_key.get(key).is_some_and(|t| belongs_to(pod, t)) {
+            if !tasks_by_key
+                .get(key.as_str())
+                .is_some_and(|t| belongs_to(pod, t))
+            {
                 out.delete(pod);
             }
         }
     }
 
-    let mut tasks: Vec<&MLTask> = s.tasks.iter().map(|t| &**t).collect();
+    let mut tasks: Vec<(&MLTask, &String)> = s.tasks.iter().map(|t| &**t).zip(&keys).collect();
     // By namespace and name, as `task_key` orders them, without building a key per comparison.
-    tasks.sort_by(|a, b| {
+    tasks.sort_by(|(a, _), (b, _)| {
         (a.metadata.ns(), &a.metadata.name).cmp(&(b.metadata.ns(), &b.metadata.name))
     });
     let mut views_for_admission = Vec::new();
     // Each task's next status (the task itself is cloned only when a write or an event needs it).
-    let mut next: BTreeMap<String, (&MLTask, MLTaskStatus)> = BTreeMap::new();
-    for task in tasks {
-        let key = task_key(task);
+    let mut next: HashMap<&str, (&MLTask, MLTaskStatus)> = HashMap::with_capacity(keys.len());
+    let mut placements = PlacementPods::default();
+    for (task, key) in tasks {
         let mine: Vec<&Pod> = by_task
-            .get(&key)
+            .get(key)
             .map(|pods| {
                 pods.iter()
                     .copied()
@@ -165,6 +173,8 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         let mut new = task.status.clone().unwrap_or_default();
         if let Some(view) = step(
             task,
+            key,
+            &mut placements,
             &mine,
             &mut new,
             &mut views,
@@ -176,7 +186,7 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         ) {
             views_for_admission.push(view);
         }
-        next.insert(key, (task, new));
+        next.insert(key.as_str(), (task, new));
     }
 
     let mut queues: Vec<QueueView> = s
@@ -196,11 +206,10 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
     let decision = admit(&views_for_admission, &queues, &views, now);
     apply_decision(&decision, &mut next, s, now, &mut out);
 
-    for task in s.tasks {
-        let key = task_key(task);
-        if let Some((_, new)) = next.remove(&key) {
+    for (task, key) in s.tasks.iter().zip(&keys) {
+        if let Some((_, new)) = next.remove(key.as_str()) {
             let old = task.status.as_ref();
-            if let Some(at) = held_until(&key, old, &new, s.standing_written, now) {
+            if let Some(at) = held_until(key, old, &new, s.standing_written, now) {
                 out.wake_at(at);
             } else if old != Some(&new) {
                 let mut t = MLTask::clone(task);
@@ -216,13 +225,15 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
 /// Carries out admission's decision on the tasks' next statuses.
 fn apply_decision(
     d: &Decision,
-    next: &mut BTreeMap<String, (&MLTask, MLTaskStatus)>,
+    next: &mut HashMap<&str, (&MLTask, MLTaskStatus)>,
     s: &Snapshot,
     now: Time,
     out: &mut Outcome,
 ) {
     for key in &d.admit {
-        let (Some((task, st)), Some(placement)) = (next.get_mut(key), d.placements.get(key)) else {
+        let (Some((task, st)), Some(placement)) =
+            (next.get_mut(key.as_str()), d.placements.get(key))
+        else {
             continue;
         };
         let replicas = replica_statuses(task, placement, &[]);
@@ -254,7 +265,7 @@ fn apply_decision(
         create_missing(&t, &[], st, placement, s.nodes, out);
     }
     for (key, why) in &d.preempt {
-        let Some((task, st)) = next.get_mut(key) else {
+        let Some((task, st)) = next.get_mut(key.as_str()) else {
             continue;
         };
         for p in s.pods.iter().filter(|p| belongs_to(p, task)) {
@@ -274,7 +285,7 @@ fn apply_decision(
         out.event(&snapshot, true, "Preempted", why.clone());
     }
     for (key, w) in &d.waiting {
-        let Some((_, st)) = next.get_mut(key) else {
+        let Some((_, st)) = next.get_mut(key.as_str()) else {
             continue;
         };
         if st.phase == TaskPhase::Queued {

@@ -133,6 +133,15 @@ pub fn placement_pod(task: &MLTask, node: Option<&str>) -> Pod {
     }
 }
 
+/// Whether [`placement_pod`] makes the same pod of both tasks: what it reads of them is equal.
+pub fn same_placement(a: &MLTask, b: &MLTask) -> bool {
+    a.metadata.ns() == b.metadata.ns()
+        && a.spec.resources == b.spec.resources
+        && a.spec.node_selector == b.spec.node_selector
+        && a.spec.runtime_class_name == b.spec.runtime_class_name
+        && a.spec.active_deadline_seconds == b.spec.active_deadline_seconds
+}
+
 /// The pod of replica `rank`, bound to `node` when given (admission placed the whole gang).
 pub fn replica_pod(
     task: &MLTask,
@@ -231,6 +240,50 @@ mod tests {
             .iter()
             .map(|e| format!("{}={}", e.name, e.value))
             .collect()
+    }
+
+    #[test]
+    fn tasks_of_one_placement_make_one_placement_pod() {
+        let base = json!({"runtimeClassName": "process", "command": ["python3", "train.py"],
+                          "parallelism": 2, "resources": {"gpus": 1, "cpu": "1", "gpuModel": "H100"},
+                          "nodeSelector": {"disk": "ssd"}, "activeDeadlineSeconds": 60, "priority": 1});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut spec = base.clone();
+            spec[key] = value;
+            task(spec)
+        };
+        let a = task(base.clone());
+        // What placement does not read may differ.
+        let mut renamed = with("command", json!(["sh"]));
+        renamed.metadata.name = "other".into();
+        renamed.spec.priority = 7;
+        assert!(same_placement(&a, &renamed));
+        assert_eq!(placement_pod(&a, None), placement_pod(&renamed, None));
+        // Each thing it reads tells them apart.
+        let mut elsewhere = task(base.clone());
+        elsewhere.metadata.namespace = Some("other".into());
+        for b in [
+            with(
+                "resources",
+                json!({"gpus": 2, "cpu": "1", "gpuModel": "H100"}),
+            ),
+            with(
+                "resources",
+                json!({"gpus": 1, "cpu": "1", "gpuModel": "A100"}),
+            ),
+            with("nodeSelector", json!({"disk": "hdd"})),
+            {
+                let mut spec = base.clone();
+                spec["runtimeClassName"] = json!("runc");
+                spec["image"] = json!("127.0.0.1:5000/train:1");
+                task(spec)
+            },
+            with("activeDeadlineSeconds", json!(61)),
+            elsewhere,
+        ] {
+            assert!(!same_placement(&a, &b), "{:?}", b.spec);
+            assert_ne!(placement_pod(&a, None), placement_pod(&b, None));
+        }
     }
 
     #[test]

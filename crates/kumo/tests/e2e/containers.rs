@@ -245,8 +245,11 @@ fn footprint(c: &Cluster, bridge: &str) -> (usize, usize, usize, usize) {
                 &std::fs::read(e.path().join("cmdline")).unwrap_or_default(),
             )
             .to_string();
-            // `kumo up` itself names the temp dir too: count only shims.
-            cmdline.contains(&needle) && cmdline.contains("shim")
+            // `kumo up` itself names the temp dir too: count only shims of containers (the
+            // shims started ahead for the next containers, `shim-standby`, hold none).
+            cmdline.contains(&needle)
+                && cmdline.contains("shim")
+                && !cmdline.contains("shim-standby")
         })
         .count();
     (veths, netns, mounts, shims)
@@ -324,6 +327,11 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
         left,
         (0, 0, 0, 0),
         "(veths, netns files, mounts, shims) left after 50 create/delete cycles; shims: {shims:#?}"
+    );
+    // Nor any shim started ahead: a stopped agent ends them.
+    assert!(
+        shims.is_empty(),
+        "shims left after kumo stopped: {shims:#?}"
     );
     let leases: Vec<String> = std::fs::read_dir(c.data_dir().join("agent/net/ipam/kumo"))
         .map(|d| {

@@ -13,7 +13,7 @@ use kumo_api::{Quantity, RestartPolicy};
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-const SHIM_ARGV_ENV: &str = "KUMO_AGENT_TEST_SHIM_ARGV";
+const SHIM_ENV: &str = "KUMO_AGENT_TEST_SHIM";
 const APPLETS: [&str; 17] = [
     "sh", "cat", "echo", "hostname", "grep", "tail", "sleep", "ls", "ps", "dmesg", "tr", "wc",
     "id", "true", "head", "seq", "touch",
@@ -47,7 +47,7 @@ struct Harness {
 fn shim() -> ShimCommand {
     ShimCommand {
         program: std::env::current_exe().expect("test exe"),
-        leading_args: [
+        args: [
             "--exact",
             "runtime::process::tests::shim_entry",
             "--nocapture",
@@ -56,7 +56,7 @@ fn shim() -> ShimCommand {
         .iter()
         .map(OsString::from)
         .collect(),
-        argv_env: Some(SHIM_ARGV_ENV.to_string()),
+        env: vec![(SHIM_ENV.into(), "1".into())],
     }
 }
 

@@ -1,12 +1,17 @@
 //! Starting a shim and reading its handshake (the container's pid, or why it did not start).
+//!
+//! Shims are started ahead: two wait (`kumo shim-standby`) until containers need them, each then
+//! getting its container's job on stdin; the next ones are started once the handshake is in (two,
+//! as pods often start in pairs: a slot's end frees a slot, a gang has replicas). A start that
+//! finds none waiting (the first, or a burst) starts its own the same way.
 
 use super::ProcessRuntime;
-use crate::shim::{parse_handshake, Handshake, ShimArgs};
+use crate::shim::{parse_handshake, Handshake, ShimArgs, ShimJob};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::Lines;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::Child;
 
 /// The rest of a shim's stdout after its handshake (where it says `exited`).
 pub(super) type ShimOutput = Lines<BufReader<tokio::process::ChildStdout>>;
@@ -14,24 +19,97 @@ pub(super) type ShimOutput = Lines<BufReader<tokio::process::ChildStdout>>;
 /// How long a shim may take to report the container's pid.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How to run the shim: normally `<kumo> shim ARGS`.
+/// How to run a shim that waits for its job: normally `<kumo> shim-standby`.
 #[derive(Debug, Clone)]
 pub struct ShimCommand {
     pub program: PathBuf,
-    /// Arguments before the shim's own (`["shim"]` for the kumo binary).
-    pub leading_args: Vec<OsString>,
-    /// When set, the shim's own arguments travel JSON-encoded in this environment variable
-    /// instead of on the command line (for test harnesses that run the shim in-process).
-    pub argv_env: Option<String>,
+    /// Its arguments (`["shim-standby"]` for the kumo binary).
+    pub args: Vec<OsString>,
+    /// Its own environment (none for the kumo binary; test harnesses that run the shim
+    /// in-process mark it here). A container's environment comes with its job.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl ShimCommand {
-    /// `<exe> shim ...`: the kumo binary's hidden subcommand.
-    pub fn kumo(exe: &Path) -> Self {
+    /// `<exe> shim-standby --data-dir DIR`: the kumo binary's hidden subcommand, naming the
+    /// agent's data directory so that `ps` tells whose shim it is.
+    pub fn kumo(exe: &Path, data_dir: &Path) -> Self {
         ShimCommand {
             program: exe.to_path_buf(),
-            leading_args: vec!["shim".into()],
-            argv_env: None,
+            args: vec!["shim-standby".into(), "--data-dir".into(), data_dir.into()],
+            env: Vec::new(),
+        }
+    }
+
+    /// Starts a shim that waits for its job, in a process group of its own.
+    fn start(&self) -> Result<Child, String> {
+        tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("start shim {}: {e}", self.program.display()))
+    }
+}
+
+/// The shims started ahead. Dropping one closes its stdin: it ends without a job.
+#[derive(Default)]
+pub(super) struct Standby(std::sync::Mutex<Vec<Child>>);
+
+/// How many shims wait ahead.
+const STANDBY: usize = 2;
+
+impl Standby {
+    /// A waiting shim that is still alive, if any.
+    fn take(&self) -> Option<Child> {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut child) = waiting.pop() {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Some(child);
+            }
+        }
+        None
+    }
+
+    /// The waiting shims' pids (for tests).
+    #[cfg(test)]
+    pub(super) fn pids(&self) -> Vec<u32> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.iter().filter_map(Child::id).collect()
+    }
+
+    /// Ends the waiting shims and reaps them (the agent is stopping: nothing of it is left
+    /// behind once it has stopped).
+    pub(super) fn release(&self) {
+        let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        // A killed process that did nothing is gone within milliseconds; the bound is only
+        // against a stuck kernel.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        for mut child in waiting {
+            let _ = child.start_kill();
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Starts shims ahead until enough wait.
+    fn refill(&self, shim: &ShimCommand) {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while waiting.len() < STANDBY {
+            match shim.start() {
+                Ok(child) => waiting.push(child),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot start a shim ahead");
+                    break;
+                }
+            }
         }
     }
 }
@@ -42,37 +120,36 @@ impl ProcessRuntime {
         args: &ShimArgs,
         env: &[(String, String)],
         cwd: &Path,
-    ) -> Result<(tokio::process::Child, Handshake, ShimOutput), String> {
+    ) -> Result<(Child, Handshake, ShimOutput), String> {
+        let job = ShimJob {
+            argv: args
+                .to_args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env: env.to_vec(),
+            cwd: cwd.to_path_buf(),
+        };
+        let mut line = serde_json::to_string(&job).map_err(|e| e.to_string())?;
+        line.push('\n');
         let shim = &self.inner.shim;
-        let mut cmd = tokio::process::Command::new(&shim.program);
-        cmd.args(&shim.leading_args);
-        cmd.env_clear();
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        match &shim.argv_env {
+        // One that died while waiting cannot take the job: a fresh one does.
+        let mut child = match self.inner.standby.take() {
+            Some(mut child) => match give_job(&mut child, &line).await {
+                Ok(()) => child,
+                Err(_) => {
+                    let _ = child.start_kill();
+                    let mut fresh = shim.start()?;
+                    give_job(&mut fresh, &line).await?;
+                    fresh
+                }
+            },
             None => {
-                cmd.args(args.to_args());
+                let mut fresh = shim.start()?;
+                give_job(&mut fresh, &line).await?;
+                fresh
             }
-            Some(var) => {
-                let argv: Vec<String> = args
-                    .to_args()
-                    .iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect();
-                cmd.env(
-                    var,
-                    serde_json::to_string(&argv).map_err(|e| e.to_string())?,
-                );
-            }
-        }
-        cmd.current_dir(cwd)
-            .process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("start shim {}: {e}", shim.program.display()))?;
+        };
         let stdout = child.stdout.take().ok_or("shim has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let read = async {
@@ -83,7 +160,10 @@ impl ProcessRuntime {
             }
             None
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read).await {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, read).await;
+        // The next container's shim loads while this one runs.
+        self.inner.standby.refill(shim);
+        match handshake {
             Ok(Some(h)) => Ok((child, h, lines)),
             Ok(None) => {
                 let _ = child.wait().await;
@@ -97,4 +177,13 @@ impl ProcessRuntime {
             }
         }
     }
+}
+
+/// Writes the job to a waiting shim and closes its stdin.
+async fn give_job(child: &mut Child, line: &str) -> Result<(), String> {
+    let mut stdin = child.stdin.take().ok_or("shim has no stdin")?;
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| format!("give the shim its job: {e}"))
 }
