@@ -59,6 +59,9 @@ struct Inner {
     events: mpsc::UnboundedSender<RuntimeEvent>,
     pods: Mutex<BTreeMap<String, PodEntry>>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Ended runs whose release (cgroups, root filesystem) is under way, by (uid, container):
+    /// the container's next run waits for it.
+    releasing: Mutex<BTreeMap<(String, String), watch::Receiver<bool>>>,
 }
 
 struct PodEntry {
@@ -102,7 +105,7 @@ impl ProcessRuntime {
         events: mpsc::UnboundedSender<RuntimeEvent>,
     ) -> Result<Self, RuntimeError> {
         let driver = Arc::new(process_driver::ProcessDriver {
-            cgroups: config.cgroups,
+            cgroups: Arc::new(config.cgroups),
             sys: config.sys.clone(),
             sandboxes: config.sandboxes,
         });
@@ -131,6 +134,7 @@ impl ProcessRuntime {
                 events,
                 pods: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
+                releasing: Mutex::default(),
             }),
         };
         rt.adopt_all()?;
@@ -164,30 +168,77 @@ impl ProcessRuntime {
     }
 
     /// Records the end of a run (once) and tells the agent.
-    async fn finish_run(&self, key: &RunKey, mut terminated: ContainerStateTerminated) {
+    async fn finish_run(&self, key: &RunKey, terminated: ContainerStateTerminated) {
         // A SIGKILL while the memory cgroup's OOM counter rose is the OOM killer's.
         let oom_now = self.inner.driver.oom_kills(&key.uid, &key.container);
-        // Released before the exit is recorded, so no restart can race with the release.
+        // The exit is told first and the run's release follows (on cgroup v1 removing a cgroup
+        // just emptied takes milliseconds); a restart of the container waits for the release.
+        let run = (key.uid.clone(), key.container.clone());
+        let (released, release_seen) = watch::channel(false);
+        self.lock_releasing().insert(run.clone(), release_seen);
+        if let Some(event) = self.record_exit(key, terminated, oom_now) {
+            let _ = self.inner.events.send(event);
+        }
         let releasing = std::time::Instant::now();
         self.inner.driver.release(&key.uid, &key.container).await;
         tracing::debug!(
             uid = %key.uid,
             container = %key.container,
             release_ms = releasing.elapsed().as_secs_f64() * 1000.0,
+            "container released"
+        );
+        let _ = released.send(true);
+        let mut map = self.lock_releasing();
+        if map
+            .get(&run)
+            .is_some_and(|rx| rx.same_channel(&released.subscribe()))
+        {
+            map.remove(&run);
+        }
+    }
+
+    fn lock_releasing(&self) -> MutexGuard<'_, BTreeMap<(String, String), watch::Receiver<bool>>> {
+        self.inner
+            .releasing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the releases of the pod's ended runs (of `container` only, when given) are
+    /// done.
+    async fn released(&self, uid: &str, container: Option<&str>) {
+        let pending: Vec<watch::Receiver<bool>> = self
+            .lock_releasing()
+            .iter()
+            .filter(|((u, c), _)| u == uid && container.is_none_or(|name| name == c))
+            .map(|(_, rx)| rx.clone())
+            .collect();
+        for mut rx in pending {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    /// Records how the run ended (on disk and in memory); the event to tell, unless the run is
+    /// not the container's current one or its end was recorded before.
+    fn record_exit(
+        &self,
+        key: &RunKey,
+        mut terminated: ContainerStateTerminated,
+        oom_now: Option<u64>,
+    ) -> Option<RuntimeEvent> {
+        tracing::debug!(
+            uid = %key.uid,
+            container = %key.container,
             finished_at = ?terminated.finished_at,
             "container ended"
         );
-        let event = {
+        {
             let mut pods = self.lock_pods();
-            let Some(pod) = pods.get_mut(&key.uid) else {
-                return;
-            };
-            let Some(entry) = pod.containers.get_mut(&key.container) else {
-                return;
-            };
+            let pod = pods.get_mut(&key.uid)?;
+            let entry = pod.containers.get_mut(&key.container)?;
             if entry.record.restart_count != key.restart_count || entry.record.terminated.is_some()
             {
-                return;
+                return None;
             }
             if terminated.signal == Some(9) && oom_rose(entry.record.oom_kills_at_start, oom_now) {
                 terminated.reason = Some("OOMKilled".into());
@@ -199,14 +250,13 @@ impl ProcessRuntime {
             }
             let killed = std::mem::take(&mut entry.killing);
             entry.exited.send_replace(true);
-            RuntimeEvent::Exited {
+            Some(RuntimeEvent::Exited {
                 pod: pod.record.clone(),
                 container: key.container.clone(),
                 terminated,
                 killed,
-            }
-        };
-        let _ = self.inner.events.send(event);
+            })
+        }
     }
 
     /// Records a run that never got a process.
@@ -379,6 +429,8 @@ impl Runtime for ProcessRuntime {
                 },
             }
         };
+        // The previous run's cgroups and root filesystem go before this run makes its own.
+        self.released(&record.uid, Some(name)).await;
         self.prepare_dirs(&record, name)?;
         let l = self.layout();
         let _ = std::fs::remove_file(l.log_file(&record.uid, name, restart_count - 2));
@@ -582,6 +634,8 @@ impl Runtime for ProcessRuntime {
             }
             pods.remove(uid);
         }
+        // What an ended run held goes before the pod's directories do.
+        self.released(uid, None).await;
         self.inner.driver.cleanup(uid).await?;
         let dir = self.layout().pod_dir(uid);
         match tokio::fs::remove_dir_all(&dir).await {

@@ -136,14 +136,27 @@ async fn runs_a_container_to_its_exit_with_logs_env_and_workdir() {
     assert_eq!(pod_rec.key(), "default/p");
 }
 
+/// The pids of the shims started ahead, once `ready` says they are as expected.
+async fn standby_pids(h: &Harness, ready: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = h.rt.inner.standby.pids();
+        if ready(&pids) {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "shims started ahead: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_shim_started_ahead_that_died_is_replaced() {
     let mut h = harness();
     started(h.rt.start(&shell_pod("exit 0"), 0).await.expect("start"));
     next_exit(&mut h.events).await;
-    // The next containers' shims wait; something on the host kills them.
-    let pids = h.rt.inner.standby.pids();
-    assert!(!pids.is_empty(), "shims started ahead");
+    // The next containers' shims wait (started beside the first start); something on the host
+    // kills them.
+    let pids = standby_pids(&h, |p| !p.is_empty()).await;
     for &pid in &pids {
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(pid, Signal::SIGKILL).expect("kill");
@@ -164,11 +177,11 @@ async fn a_shim_started_ahead_that_died_is_replaced() {
     assert_eq!(term.exit_code, 0);
     let log = std::fs::read_to_string(h.rt.log_path("uid-2", "c", 0)).expect("log");
     assert_eq!(log, "second\n");
-    let now = h.rt.inner.standby.pids();
-    assert!(
-        !now.is_empty() && now.iter().all(|p| !pids.contains(p)),
-        "new shims wait: {now:?} (killed {pids:?})"
-    );
+    // New ones wait.
+    standby_pids(&h, |now| {
+        !now.is_empty() && now.iter().all(|p| !pids.contains(p))
+    })
+    .await;
 }
 
 #[tokio::test]

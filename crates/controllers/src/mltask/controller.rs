@@ -186,6 +186,15 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .collect()
                 .await;
             refused = refused_now.into_inner().unwrap_or_else(|e| e.into_inner());
+            // A pass over a long queue costs milliseconds. The next one starts no sooner than
+            // as long again after this one ended (at most MAX_BATCH_WAIT): changes that arrive
+            // meanwhile join it, and with many tasks the controller takes about half a CPU at
+            // most. A change that comes later is taken at once; a short queue is not held back.
+            let cooldown = pass_cost.min(MAX_BATCH_WAIT);
+            if cooldown >= MIN_BATCH_WAIT {
+                let ended = tokio::time::Instant::from_std(started + pass_cost);
+                tokio::time::sleep_until(ended + cooldown).await;
+            }
             let retry_soon = failed.contains(&true);
             let mut wait = outcome
                 .next_at
@@ -196,14 +205,6 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
             }
             // Wake on any change, or when a back-off or deadline ends.
             let _ = tokio::time::timeout(wait, wake.notified()).await;
-            // A pass over a long queue costs milliseconds. Changes that arrive within as long
-            // again join the next pass instead of each waking one: with many tasks this bounds
-            // the controller to about half a CPU and lets a replica's Running and Succeeded,
-            // seen together, move its task in one write. A short queue is not held back.
-            let batch = pass_cost.min(MAX_BATCH_WAIT);
-            if batch >= MIN_BATCH_WAIT {
-                tokio::time::sleep(batch).await;
-            }
         }
     };
     tokio::select! {

@@ -161,8 +161,11 @@ impl ProcessRuntime {
             None
         };
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, read).await;
-        // The next container's shim loads while this one runs.
-        self.inner.standby.refill(shim);
+        // The next containers' shims load while this one runs. Starting a process from the
+        // agent (a fork of a large process) takes a millisecond or more: not on this start's
+        // path, nor on an async worker.
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || rt.inner.standby.refill(&rt.inner.shim));
         match handshake {
             Ok(Some(h)) => Ok((child, h, lines)),
             Ok(None) => {
