@@ -4,7 +4,10 @@
 //! Policies as in Kubernetes: `IfNotPresent` pulls a missing image; `Never` refuses a missing
 //! one (`ErrImageNeverPull`); `Always` pulls once per pod (restarts of its containers reuse it).
 //! A failed pull shows `ErrImagePull` with the registry's message, then `ImagePullBackOff` until
-//! it is retried after `base * 2^(failures-1)`, capped at five minutes.
+//! it is retried after `base * 2^(failures-1)`, capped at five minutes. The back-off is the pod's
+//! own, as kubelet keys it by pod and image: pods pull with their own namespace's credentials,
+//! and one whose pull is refused must not hold back another's. One pull of an image runs at a
+//! time; pods that wait for it are queued again when it ends.
 
 use crate::model::Waiting;
 use kumo_api::pod::PullPolicy;
@@ -32,24 +35,34 @@ pub struct Failure {
 #[derive(Debug, Clone, Default)]
 pub struct PullTable {
     pub in_flight: BTreeSet<String>,
-    pub failed: BTreeMap<String, Failure>,
+    /// Pods (keys) waiting for an image's pull in flight, to queue again when it ends.
+    pub waiters: BTreeMap<String, BTreeSet<String>>,
+    /// Failed pulls, by `(pod uid, image)`.
+    pub failed: BTreeMap<(String, String), Failure>,
     /// `(pod uid, image)` pulled for a pod whose policy is `Always`.
     pub pulled_for: BTreeSet<(String, String)>,
 }
 
 impl PullTable {
-    /// A pull of `image` for pod `uid` ended.
-    pub fn finish(&mut self, uid: &str, image: &str, result: Result<(), String>, now: Time) {
+    /// A pull of `image` for pod `uid` ended; returns the pods that waited for it.
+    pub fn finish(
+        &mut self,
+        uid: &str,
+        image: &str,
+        result: Result<(), String>,
+        now: Time,
+    ) -> BTreeSet<String> {
         self.in_flight.remove(image);
+        let key = (uid.to_string(), image.to_string());
         match result {
             Ok(()) => {
-                self.failed.remove(image);
-                self.pulled_for.insert((uid.to_string(), image.to_string()));
+                self.failed.remove(&key);
+                self.pulled_for.insert(key);
             }
             Err(message) => {
-                let failures = self.failed.get(image).map_or(0, |f| f.failures) + 1;
+                let failures = self.failed.get(&key).map_or(0, |f| f.failures) + 1;
                 self.failed.insert(
-                    image.to_string(),
+                    key,
                     Failure {
                         message,
                         at: now,
@@ -59,11 +72,21 @@ impl PullTable {
                 );
             }
         }
+        self.waiters.remove(image).unwrap_or_default()
     }
 
-    /// Forgets what was pulled for pod `uid`.
+    /// Pod `key` waits for the pull of `image` in flight.
+    pub fn wait_for(&mut self, image: &str, key: &str) {
+        self.waiters
+            .entry(image.to_string())
+            .or_default()
+            .insert(key.to_string());
+    }
+
+    /// Forgets what was pulled for pod `uid`, and its failures.
     pub fn forget_pod(&mut self, uid: &str) {
         self.pulled_for.retain(|(u, _)| u != uid);
+        self.failed.retain(|(u, _), _| u != uid);
     }
 }
 
@@ -126,7 +149,7 @@ pub fn decide(
     if !needs_pull {
         return PullStep::Ready;
     }
-    let failure = table.failed.get(image);
+    let failure = table.failed.get(&(uid.to_string(), image.to_string()));
     if table.in_flight.contains(image) {
         let w = match failure {
             Some(f) => waiting(
@@ -262,7 +285,11 @@ mod tests {
                 Some(Duration::from_secs(6))
             )
         );
-        table.failed.get_mut("img:1").expect("failed").reported = true;
+        table
+            .failed
+            .get_mut(&("u".to_string(), "img:1".to_string()))
+            .expect("failed")
+            .reported = true;
         assert_eq!(
             reason(&decide(
                 &table,
@@ -307,5 +334,21 @@ mod tests {
             Some(Duration::from_secs(19))
         );
         assert_eq!(pull_backoff(BASE, 9), MAX_PULL_BACKOFF);
+    }
+
+    #[test]
+    fn a_pods_failed_pull_holds_back_only_that_pod() {
+        let mut table = PullTable::default();
+        table.in_flight.insert("img:1".into());
+        // Another pod asks meanwhile: it waits for this pull and is told when it ends.
+        table.wait_for("img:1", "team-a/authed");
+        let waiters = table.finish("anon", "img:1", Err("401 unauthorized".into()), t(0));
+        assert_eq!(waiters.into_iter().collect::<Vec<_>>(), ["team-a/authed"]);
+        let d = |uid| decide(&table, uid, "img:1", Always, false, t(1), BASE);
+        assert_eq!(reason(&d("anon")).0, "ErrImagePull");
+        assert_eq!(reason(&d("authed")).0, "Pull", "another pod pulls at once");
+        table.forget_pod("anon");
+        assert!(table.failed.is_empty());
+        assert!(table.finish("x", "img:1", Ok(()), t(2)).is_empty());
     }
 }

@@ -661,11 +661,15 @@ impl PodWorker {
                 chrono::Utc::now(),
                 self.params.backoff_base,
             );
-            if let PullStep::Wait { waiting, .. } = &step {
+            if let PullStep::Wait { waiting, retry_in } = &step {
                 if waiting.reason == REASON_ERR_IMAGE_PULL {
-                    if let Some(f) = table.failed.get_mut(&image) {
+                    if let Some(f) = table.failed.get_mut(&(uid.clone(), image.clone())) {
                         f.reported = true;
                     }
+                }
+                // Waiting for another pod's pull of the image: told when it ends.
+                if retry_in.is_none() && table.in_flight.contains(&image) {
+                    table.wait_for(&image, &key);
                 }
             }
             if let PullStep::Pull { .. } = &step {
@@ -709,7 +713,7 @@ impl PodWorker {
                             format!("Failed to pull image {image:?}: {e}"),
                         ),
                     };
-                    pulls.lock().unwrap_or_else(|e| e.into_inner()).finish(
+                    let waiters = pulls.lock().unwrap_or_else(|e| e.into_inner()).finish(
                         &uid2,
                         &image,
                         result,
@@ -717,6 +721,9 @@ impl PodWorker {
                     );
                     recorder.record(&obj, event.0, event.1, event.2).await;
                     queue.add(key);
+                    for waiter in waiters {
+                        queue.add(waiter);
+                    }
                 });
                 return false;
             }
