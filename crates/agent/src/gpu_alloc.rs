@@ -29,6 +29,11 @@ fn wanted(pod: &Pod) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// Whether any container of `pod` asks for GPUs.
+pub fn wants_gpus(pod: &Pod) -> bool {
+    !wanted(pod).is_empty()
+}
+
 /// Picks devices for every container of `pod` that asks for GPUs: healthy ones not in `taken`,
 /// lowest index first. An error says why the node cannot give them now.
 pub fn allocate(

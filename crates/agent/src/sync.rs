@@ -142,8 +142,11 @@ impl PodWorker {
 
     /// Queues every pod the API or the runtime knows of (start-up and the periodic resync).
     pub fn enqueue_all(&self) {
-        for pod in self.informer.list() {
-            self.queue.add(kumo_client::cache_key(&pod));
+        for key in self
+            .informer
+            .filter_map(|p| Some(kumo_client::cache_key(p)))
+        {
+            self.queue.add(key);
         }
         for rec in self.runtime.pods() {
             self.queue.add(rec.key());
@@ -237,8 +240,9 @@ impl PodWorker {
         let pod = self.informer.get(key);
         let current_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
         // Containers of pods that are gone from the API (or replaced by a namesake) stop.
-        for rec in self.runtime.pods() {
-            if rec.key() == key && Some(&rec.uid) != current_uid.as_ref() {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        for rec in self.runtime.pods_named(namespace, name) {
+            if Some(&rec.uid) != current_uid.as_ref() {
                 self.stop_orphan(&rec).await?;
             }
         }
@@ -543,7 +547,7 @@ impl PodWorker {
         }
         let with_devices;
         let pod = match self.gpus.clone() {
-            Some(gpus) => {
+            Some(gpus) if crate::gpu_alloc::wants_gpus(pod) => {
                 let runtime = self.runtime.clone();
                 // Ended pods hold no device unless their containers still run; leaving the
                 // others out spares a clone of every ended pod on the node per container start.
@@ -576,7 +580,7 @@ impl PodWorker {
                     }
                 }
             }
-            None => pod,
+            _ => pod,
         };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let pod = &crate::app_port::ensure(&self.client, pod).await?;

@@ -62,6 +62,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every pod this runtime has state for.
     fn pods(&self) -> Vec<PodRecord>;
 
+    /// The pods this runtime has state for named `namespace/name` (one, or two while a namesake
+    /// replaces a deleted pod). Every sync asks it, and a node keeps its ended pods' records.
+    fn pods_named(&self, namespace: &str, name: &str) -> Vec<PodRecord> {
+        self.pods()
+            .into_iter()
+            .filter(|r| r.namespace == namespace && r.name == name)
+            .collect()
+    }
+
     /// The log file of run `restart_count` of a container.
     fn log_path(&self, uid: &str, container: &str, restart_count: i32) -> PathBuf;
 

@@ -65,6 +65,13 @@ impl Runtime for Runtimes {
         self.runtimes.iter().flat_map(|r| r.pods()).collect()
     }
 
+    fn pods_named(&self, namespace: &str, name: &str) -> Vec<PodRecord> {
+        self.runtimes
+            .iter()
+            .flat_map(|r| r.pods_named(namespace, name))
+            .collect()
+    }
+
     fn log_path(&self, uid: &str, container: &str, restart_count: i32) -> PathBuf {
         match self.for_uid(uid).or(self.runtimes.first()) {
             Some(r) => r.log_path(uid, container, restart_count),

@@ -605,6 +605,14 @@ impl Runtime for ProcessRuntime {
             .collect()
     }
 
+    fn pods_named(&self, namespace: &str, name: &str) -> Vec<PodRecord> {
+        self.lock_pods()
+            .values()
+            .filter(|p| p.record.namespace == namespace && p.record.name == name)
+            .map(|p| p.record.clone())
+            .collect()
+    }
+
     // A lookup, not the trait's scan of `pods()`: `Runtimes` asks it on every call by uid, and
     // a node keeps the records of its ended pods (1,000 finished task replicas made every
     // `state` call clone 1,000 records).
