@@ -8,7 +8,6 @@ use crate::record::PodRecord;
 use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
-use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{ObjectMeta, Pod};
 use kumo_client::{Client, ClientError, EventRecorder, EventType, Informer, WorkQueue};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,7 +197,9 @@ impl PodWorker {
         }
     }
 
-    /// Records the event for a container exit and requeues its pod.
+    /// Requeues the pod of an exited container, and records a Warning event when it failed.
+    /// A container that exited 0 gets none, as in kubelet: its status says so, and a node that
+    /// runs short tasks would otherwise write an event per task for nothing.
     pub async fn container_exited(&self, event: RuntimeEvent) {
         let RuntimeEvent::Exited {
             pod,
@@ -207,7 +208,7 @@ impl PodWorker {
             killed,
         } = event;
         self.queue.add(pod.key());
-        if killed {
+        if killed || terminated.exit_code == 0 {
             return;
         }
         let Some(obj) = self
@@ -217,11 +218,10 @@ impl PodWorker {
         else {
             return;
         };
-        let (type_, reason) = exit_event(&terminated);
         self.record_later(
             &obj,
-            type_,
-            reason,
+            EventType::Warning,
+            "Failed",
             format!(
                 "Container {container} exited with code {}",
                 terminated.exit_code
@@ -859,14 +859,5 @@ impl PodWorker {
         self.cleanup_pod(&uid, &kumo_client::cache_key(pod)).await?;
         tracing::info!(pod = %kumo_client::cache_key(pod), "pod deleted");
         Ok(())
-    }
-}
-
-/// The event reason and type of a container's exit.
-pub fn exit_event(t: &ContainerStateTerminated) -> (EventType, &'static str) {
-    if t.exit_code == 0 {
-        (EventType::Normal, "Completed")
-    } else {
-        (EventType::Warning, "Failed")
     }
 }
