@@ -163,7 +163,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = &mut shutdown => return stop(tasks, &runtime, &stop_tx),
+        _ = &mut shutdown => return stop(tasks, &runtime, &stop_tx).await,
         _ = informer.wait_synced() => {}
     }
     worker.enqueue_all();
@@ -208,7 +208,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sandboxes.shutdown().await;
-    stop(tasks, &runtime, &stop_tx)
+    stop(tasks, &runtime, &stop_tx).await
 }
 
 /// A key a sync has claimed; handed back to the queue when the sync ends, panics included.
@@ -330,14 +330,14 @@ fn open_runtimes(
     ))
 }
 
-fn stop(
+async fn stop(
     mut tasks: tokio::task::JoinSet<()>,
     runtime: &Arc<dyn Runtime>,
     stop: &watch::Sender<bool>,
 ) -> Result<(), AgentError> {
     let _ = stop.send(true);
     tasks.abort_all();
-    runtime.shutdown();
+    runtime.shutdown().await;
     tracing::info!("kumo agent stopped; containers keep running");
     Ok(())
 }

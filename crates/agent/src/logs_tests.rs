@@ -53,7 +53,7 @@ impl Runtime for FakeRuntime {
     async fn cleanup(&self, _: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
-    fn shutdown(&self) {}
+    async fn shutdown(&self) {}
 }
 
 struct Server {

@@ -77,8 +77,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Forgets a pod whose containers have all stopped: removes its state, logs and cgroups.
     async fn cleanup(&self, uid: &str) -> Result<(), RuntimeError>;
 
-    /// Stops supervising (the agent is shutting down); containers keep running.
-    fn shutdown(&self);
+    /// Stops supervising (the agent is shutting down); containers keep running, shims started
+    /// ahead for the next containers end.
+    async fn shutdown(&self);
 
     /// Whether this runtime has state for pod `uid`.
     fn has_pod(&self, uid: &str) -> bool {

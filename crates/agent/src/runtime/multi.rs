@@ -89,9 +89,9 @@ impl Runtime for Runtimes {
         first.map_or(Ok(()), Err)
     }
 
-    fn shutdown(&self) {
+    async fn shutdown(&self) {
         for r in &self.runtimes {
-            r.shutdown();
+            r.shutdown().await;
         }
     }
 

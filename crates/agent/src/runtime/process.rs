@@ -653,13 +653,13 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    fn shutdown(&self) {
+    async fn shutdown(&self) {
         let tasks =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             t.abort();
         }
-        self.inner.standby.release();
+        self.inner.standby.release().await;
     }
 }
 

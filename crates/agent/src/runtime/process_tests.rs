@@ -300,7 +300,7 @@ async fn a_restarted_runtime_re_adopts_running_containers_and_learns_their_exit(
     other.metadata.uid = Some("uid-2".into());
     started(h.rt.start(&other, 0).await.expect("start"));
     assert_eq!(next_exit(&mut h.events).await.0.exit_code, 4);
-    h.rt.shutdown();
+    h.rt.shutdown().await;
 
     // A new agent on the same data dir: the same process is running, the other pod has ended.
     let (rt2, mut events2) = open(&h.data_dir);
@@ -324,7 +324,7 @@ async fn a_restarted_runtime_re_adopts_running_containers_and_learns_their_exit(
         (term.exit_code, term.signal, killed),
         (143, Some(15), false)
     );
-    rt2.shutdown();
+    rt2.shutdown().await;
 }
 
 #[tokio::test]

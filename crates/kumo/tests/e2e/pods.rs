@@ -79,6 +79,41 @@ async fn apply_runs_to_success_with_logs() {
             "describe lacks {reason} event:\n{text}"
         );
     }
+
+    // A failed exit is a Warning event naming the code; a clean one, as in kubelet, is none.
+    let f = c.write("fails.yaml", &process_pod("fails", "Never", "exit 3"));
+    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + T;
+    let exits = loop {
+        let events = client
+            .list::<kumo_api::Event>(Some("default"), &kumo_client::ListParams::default())
+            .await
+            .unwrap();
+        let exits: Vec<(String, String, String)> = events
+            .items
+            .into_iter()
+            .filter(|e| e.message.contains("exited with code"))
+            .map(|e| (e.involved_object.name, e.reason, e.message))
+            .collect();
+        if !exits.is_empty() {
+            break exits;
+        }
+        assert!(Instant::now() < deadline, "no exit event for pod fails");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        exits,
+        [(
+            "fails".to_string(),
+            "Failed".to_string(),
+            "Container main exited with code 3".to_string()
+        )]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -344,7 +344,7 @@ async fn a_restarted_agent_re_adopts_a_running_runc_container() {
     let p = shell_pod("runc", "echo ready; exec sleep 1000");
     let pid = h.started(&p).await;
     h.wait_for_log(&p, "ready").await;
-    h.rt.shutdown();
+    h.rt.shutdown().await;
 
     let (rt2, mut events2) = open_runtime(h.dir.path(), "runc", h.sandboxes.clone());
     let c = &rt2.state(&uid(&p)).containers["c"];

@@ -86,16 +86,13 @@ impl Standby {
 
     /// Ends the waiting shims and reaps them (the agent is stopping: nothing of it is left
     /// behind once it has stopped).
-    pub(super) fn release(&self) {
+    pub(super) async fn release(&self) {
         let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        // A killed process that did nothing is gone within milliseconds; the bound is only
-        // against a stuck kernel.
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
         for mut child in waiting {
             let _ = child.start_kill();
-            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            // A killed process that did nothing is gone within milliseconds; the bound is only
+            // against a stuck kernel.
+            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
         }
     }
 
@@ -133,17 +130,19 @@ impl ProcessRuntime {
         let mut line = serde_json::to_string(&job).map_err(|e| e.to_string())?;
         line.push('\n');
         let shim = &self.inner.shim;
-        // One that died while waiting cannot take the job: a fresh one does.
-        let mut child = match self.inner.standby.take() {
+        let waiting = match self.inner.standby.take() {
             Some(mut child) => match give_job(&mut child, &line).await {
-                Ok(()) => child,
+                Ok(()) => Some(child),
+                // It died while waiting and cannot take the job: a fresh one does.
                 Err(_) => {
                     let _ = child.start_kill();
-                    let mut fresh = shim.start()?;
-                    give_job(&mut fresh, &line).await?;
-                    fresh
+                    None
                 }
             },
+            None => None,
+        };
+        let mut child = match waiting {
+            Some(child) => child,
             None => {
                 let mut fresh = shim.start()?;
                 give_job(&mut fresh, &line).await?;
