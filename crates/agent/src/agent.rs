@@ -47,8 +47,14 @@ pub async fn run(
         source,
     })?;
 
+    // One discovery for the heartbeat, the allocator, the usage sampler and the runtimes.
+    let devices: Arc<dyn GpuDiscovery> = if config.fake_gpus > 0 {
+        Arc::new(FakeGpus(config.fake_gpus))
+    } else {
+        Arc::new(NvmlGpus::new())
+    };
     let (runtime_tx, mut runtime_events) = mpsc::unbounded_channel();
-    let (runtimes, oci, image_store) = open_runtimes(&config, runtime_tx)?;
+    let (runtimes, oci, image_store) = open_runtimes(&config, runtime_tx, devices.clone())?;
     let sandboxes = oci.sandboxes.clone();
     let classes = runtimes.classes();
     let runtime: Arc<dyn Runtime> = Arc::new(runtimes);
@@ -91,11 +97,6 @@ pub async fn run(
         }
     });
 
-    let gpus: Box<dyn GpuDiscovery> = if config.fake_gpus > 0 {
-        Box::new(FakeGpus(config.fake_gpus))
-    } else {
-        Box::new(NvmlGpus::new())
-    };
     let node = NodeAgent {
         client: client.clone(),
         id: NodeIdentity {
@@ -106,7 +107,7 @@ pub async fn run(
             runtime_classes: classes.clone(),
         },
         facts: HostFacts::read(),
-        gpus,
+        gpus: devices.clone(),
         interval: config.heartbeat_interval,
     };
     tasks.spawn(node.run());
@@ -132,12 +133,6 @@ pub async fn run(
         queue.clone(),
         params.host_ip.clone(),
     ));
-    // The allocator has a discovery of its own (the node agent's moved into its heartbeat).
-    let devices: Arc<dyn GpuDiscovery> = if config.fake_gpus > 0 {
-        Arc::new(FakeGpus(config.fake_gpus))
-    } else {
-        Arc::new(NvmlGpus::new())
-    };
     tasks.spawn(crate::gpu_usage::run(
         client.clone(),
         informer.clone(),
@@ -228,6 +223,7 @@ impl Drop for Claim {
 fn open_runtimes(
     config: &AgentConfig,
     events: mpsc::UnboundedSender<crate::runtime::RuntimeEvent>,
+    gpus: Arc<dyn GpuDiscovery>,
 ) -> Result<(Runtimes, OciParts, kumo_image::ImageStore), AgentError> {
     let cc = &config.containers;
     let io = |path: &Path, source: std::io::Error| AgentError::Io {
@@ -303,6 +299,8 @@ fn open_runtimes(
                 sandboxes: sandboxes.clone(),
                 allow_privileged: cc.allow_privileged,
                 cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+                gpus: gpus.clone(),
+                cdi_spec_dirs: crate::runtime::oci::cdi::spec_dirs(&cc.cdi_spec_dirs),
             },
             events.clone(),
         )?;

@@ -61,6 +61,9 @@ pub struct ContainerConfig {
     pub pod_network_pool: usize,
     /// When unused images are removed.
     pub image_gc: crate::image_gc::GcPolicy,
+    /// Directories of CDI specs, lowest priority first (`--cdi-spec-dir`); empty for the CDI
+    /// defaults, `/etc/cdi` and `/var/run/cdi`.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// runsc's flags on these machines: the ptrace platform (KVM hangs here; systrap is newer than

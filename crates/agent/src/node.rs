@@ -170,7 +170,7 @@ pub struct NodeAgent {
     pub client: Client,
     pub id: NodeIdentity,
     pub facts: HostFacts,
-    pub gpus: Box<dyn GpuDiscovery>,
+    pub gpus: std::sync::Arc<dyn GpuDiscovery>,
     pub interval: Duration,
 }
 

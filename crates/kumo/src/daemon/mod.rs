@@ -102,6 +102,10 @@ pub struct NodeArgs {
     /// Images pulled, imported or used more recently than this are never collected
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub image_gc_min_age: Duration,
+    /// A directory of CDI specs for runc GPU containers, lowest priority first; repeatable
+    /// (default: /etc/cdi, then /var/run/cdi)
+    #[arg(long = "cdi-spec-dir")]
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// `kumo up`.
@@ -315,13 +319,8 @@ async fn start_control_plane(
     Ok(ControlPlane { url, token, tasks })
 }
 
-fn agent_config(
-    node: &NodeArgs,
-    data_dir: PathBuf,
-    listen: SocketAddr,
-    advertise: String,
-    token: String,
-) -> anyhow::Result<kumo_agent::AgentConfig> {
+/// The node's flags checked, before anything is started or written; the node name.
+fn check_node_args(node: &NodeArgs) -> anyhow::Result<String> {
     let node_name = node.node_name.clone().unwrap_or_else(hostname);
     if !kumo_api::validation::is_dns_subdomain(&node_name) {
         return Err(anyhow!(
@@ -335,6 +334,25 @@ fn agent_config(
             node.image_gc_high_threshold
         ));
     }
+    // A directory not there (yet) is fine, as for the CDI defaults: specs are read per start.
+    if let Some(d) = node
+        .cdi_spec_dirs
+        .iter()
+        .find(|d| d.exists() && !d.is_dir())
+    {
+        return Err(anyhow!("--cdi-spec-dir {} is not a directory", d.display()));
+    }
+    Ok(node_name)
+}
+
+fn agent_config(
+    node: &NodeArgs,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    advertise: String,
+    token: String,
+) -> anyhow::Result<kumo_agent::AgentConfig> {
+    let node_name = check_node_args(node)?;
     Ok(kumo_agent::AgentConfig {
         node_name,
         data_dir,
@@ -364,6 +382,7 @@ fn agent_config(
                 interval: node.image_gc_interval,
                 min_age: node.image_gc_min_age,
             },
+            cdi_spec_dirs: node.cdi_spec_dirs.clone(),
         },
     })
 }
@@ -378,6 +397,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .clone()
         .unwrap_or_else(crate::default_data_dir);
+    // Bad node flags stop `up` before the store or the client config is touched.
+    check_node_args(&args.node)?;
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     let config_path = ClientConfig::default_path();
     ClientConfig {
@@ -513,6 +534,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let shutdown = Shutdown::on_signals();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| home_dir("agent"));
+    check_node_args(&args.node)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {

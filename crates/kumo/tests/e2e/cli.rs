@@ -343,3 +343,41 @@ fn an_unreachable_server_is_named() {
         stderr(&out)
     );
 }
+
+#[test]
+fn bad_node_flags_stop_up_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let data = dir.path().join("data");
+    for (flags, wanted) in [
+        (
+            vec!["--cdi-spec-dir", file.to_str().unwrap()],
+            format!("--cdi-spec-dir {} is not a directory", file.display()),
+        ),
+        (
+            vec!["--node-name", "Bad_Name"],
+            "--node-name \"Bad_Name\" is not valid".to_string(),
+        ),
+        (
+            vec!["--image-gc-low-threshold", "90"],
+            "--image-gc-low-threshold (90) must not be above --image-gc-high-threshold (85)"
+                .to_string(),
+        ),
+    ] {
+        let out = Command::new(kumo_exe())
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(&flags)
+            .env("HOME", dir.path())
+            .output()
+            .expect("run kumo up");
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(stderr(&out).contains(&wanted), "{}", stderr(&out));
+        assert!(!data.exists(), "{flags:?} left a data dir");
+        assert!(
+            !dir.path().join(".kumo").exists(),
+            "{flags:?} left a client config"
+        );
+    }
+}

@@ -487,3 +487,67 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
     let msg = waiting_message(&p);
     assert!(msg.contains("digest mismatch"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_gpu_pods_get_their_devices_from_the_cdi_spec() {
+    let (_registry, image) = busybox_registry();
+    // A CDI spec for the fake GPUs, as `nvidia-ctk cdi generate` would install one: a "driver
+    // library" for every GPU container, and per device a node and a file of its own.
+    let cdi = tempfile::tempdir().expect("cdi dir");
+    let file = |name: &str, text: &str| {
+        let p = cdi.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let lib = file("libcuda.so.1", "fake driver\n");
+    let dev = |i: u32| {
+        let mark = file(&format!("gpu{i}"), &format!("device {i}\n"));
+        format!("- name: \"{i}\"\n  containerEdits:\n    env: [DEV={i}]\n    deviceNodes: [{{path: /dev/nvidia{i}, hostPath: /dev/null}}]\n    mounts: [{{hostPath: {mark}, containerPath: /gpu/mark, options: [ro, bind]}}]\n")
+    };
+    file(
+        "nvidia.yaml",
+        &format!(
+            "cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ncontainerEdits:\n  env: [NVIDIA_VISIBLE_DEVICES=void, LD_LIBRARY_PATH=/usr/lib/nvidia]\n  mounts: [{{hostPath: {lib}, containerPath: /usr/lib/nvidia/libcuda.so.1, options: [ro, nosuid, nodev, bind]}}]\ndevices:\n{}{}",
+            dev(0),
+            dev(1)
+        ),
+    );
+    let c = Cluster::up(&[
+        "--fake-gpus",
+        "2",
+        "--cdi-spec-dir",
+        cdi.path().to_str().unwrap(),
+    ]);
+    let script = "echo gpus: NVIDIA=$NVIDIA_VISIBLE_DEVICES CUDA=$CUDA_VISIBLE_DEVICES DEV=$DEV LD=$LD_LIBRARY_PATH; \
+        echo files: $(cat /usr/lib/nvidia/libcuda.so.1 /gpu/mark); echo nodes: $(ls /dev | grep nvidia)";
+    let manifest = format!(
+        "{}    resources:\n      limits: {{nvidia.com/gpu: 1}}\n",
+        image_pod("trainer", &image, None, "Never", script)
+    );
+    apply(&c, "trainer.yaml", &manifest);
+    let client = c.client();
+    let p = wait_pod(&client, "default", "trainer", T, |p| {
+        phase(p).is_some_and(|ph| ph != PodPhase::Pending && ph != PodPhase::Running)
+    })
+    .await;
+    let out = logs(&c, "trainer");
+    assert_eq!(phase(&p), Some(PodPhase::Succeeded), "{out}");
+    // The allocator recorded one device; the container got exactly its edits.
+    let i = p.metadata.annotations["kumo.dev/gpu-devices"]
+        .strip_prefix("main=")
+        .expect("main's devices")
+        .to_string();
+    let line = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        line("gpus:"),
+        format!("NVIDIA={i} CUDA=fake-gpu-{i} DEV={i} LD=/usr/lib/nvidia")
+    );
+    assert_eq!(line("files:"), format!("fake driver device {i}"));
+    assert_eq!(line("nodes:"), format!("nvidia{i}"));
+}

@@ -75,31 +75,44 @@ pub fn host_nodes(paths: &[String]) -> Vec<DeviceNode> {
 
 /// Adds `nodes` to the container's devices and allows them in its device cgroup.
 pub fn add_devices(spec: &mut Spec, nodes: &[DeviceNode]) -> Result<(), String> {
-    if nodes.is_empty() {
-        return Ok(());
-    }
-    let devices: Vec<LinuxDevice> = nodes
+    let devices = nodes
         .iter()
         .map(|n| {
-            LinuxDeviceBuilder::default()
+            let dev = LinuxDeviceBuilder::default()
                 .path(n.path.clone())
                 .typ(LinuxDeviceType::C)
                 .major(n.major)
                 .minor(n.minor)
                 .file_mode(0o666u32)
                 .build()
-                .map_err(|e| format!("device {}: {e}", n.path))
+                .map_err(|e| format!("device {}: {e}", n.path))?;
+            let rule = LinuxDeviceCgroup::from(&dev);
+            Ok((dev, rule))
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
+    add_linux_devices(spec, devices)
+}
+
+/// Adds devices (each with its device cgroup rule) the container does not have yet by path.
+pub fn add_linux_devices(
+    spec: &mut Spec,
+    devices: Vec<(LinuxDevice, LinuxDeviceCgroup)>,
+) -> Result<(), String> {
+    if devices.is_empty() {
+        return Ok(());
+    }
     let linux = spec
         .linux_mut()
         .as_mut()
         .ok_or("the bundle has no linux section")?;
-    let rules: Vec<LinuxDeviceCgroup> = devices.iter().map(LinuxDeviceCgroup::from).collect();
-    linux
-        .devices_mut()
-        .get_or_insert_with(Vec::new)
-        .extend(devices);
+    let have = linux.devices_mut().get_or_insert_with(Vec::new);
+    let mut rules = Vec::new();
+    for (dev, rule) in devices {
+        if !have.iter().any(|d| d.path() == dev.path()) {
+            have.push(dev);
+            rules.push(rule);
+        }
+    }
     if let Some(resources) = linux.resources_mut().as_mut() {
         resources
             .devices_mut()

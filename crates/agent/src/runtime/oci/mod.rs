@@ -13,6 +13,7 @@
 //! The runtime's container id is `<uid>_<container>_<restart count>` and its state lives under
 //! `<data dir>/state` (`--root`), so a restarted agent finds its containers and no one else's.
 
+pub mod cdi;
 pub mod cli;
 pub mod config;
 pub mod gpu_devices;
@@ -25,6 +26,7 @@ use super::process::{ProcessRuntime, ShimCommand};
 use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
 use crate::error::RuntimeError;
+use crate::gpu::GpuDiscovery;
 use crate::images::RootfsProvider;
 use crate::layout::Layout;
 use crate::mounts::{remove_tree, unmount_all_under};
@@ -56,6 +58,10 @@ pub struct OciRuntimeConfig {
     pub allow_privileged: bool,
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// The node's GPUs (their UUIDs name devices in CDI specs and `CUDA_VISIBLE_DEVICES`).
+    pub gpus: Arc<dyn GpuDiscovery>,
+    /// Where CDI specs are read, lowest priority first.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// Opens the OCI runtime, re-adopting the containers recorded under its data dir.
@@ -77,6 +83,8 @@ pub fn open(
         sandboxes: config.sandboxes,
         allow_privileged: config.allow_privileged,
         cgroup_root: config.cgroup_root,
+        gpus: config.gpus,
+        cdi_spec_dirs: config.cdi_spec_dirs,
     };
     ProcessRuntime::with_driver(
         &config.data_dir,
@@ -95,6 +103,8 @@ pub struct OciDriver {
     sandboxes: Arc<Sandboxes>,
     allow_privileged: bool,
     cgroup_root: PathBuf,
+    gpus: Arc<dyn GpuDiscovery>,
+    cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// Reads a small file of the container's root filesystem, refusing symlinks (an image must not
@@ -110,6 +120,44 @@ fn read_rootfs_file(rootfs: &Path, rel: &str) -> String {
 }
 
 impl OciDriver {
+    /// Gives the container its GPUs: what an installed CDI spec says for them, else their
+    /// `/dev/nvidia*` nodes; and `CUDA_VISIBLE_DEVICES` as their UUIDs, which name the same
+    /// devices whether CUDA numbers the container's GPUs from 0 or as the host does.
+    fn add_gpus(&self, spec: &mut oci_spec::runtime::Spec, indices: &[u32]) -> Result<(), Refusal> {
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let known = self.gpus.discover();
+        let uuid = |i: u32| known.iter().find(|g| g.index == i).map(|g| g.uuid.clone());
+        let names: Vec<Vec<String>> = indices
+            .iter()
+            .map(|&i| std::iter::once(i.to_string()).chain(uuid(i)).collect())
+            .collect();
+        let (specs, skipped) = cdi::load(&self.cdi_spec_dirs);
+        for s in &skipped {
+            tracing::warn!("{s}; skipped");
+        }
+        let resolved = cdi::resolve(&specs, &names).map_err(Refusal::StartError)?;
+        match resolved {
+            Some(r) => cdi::apply(spec, &r.edits).map_err(|e| {
+                let files: Vec<String> = r.files.iter().map(|f| f.display().to_string()).collect();
+                Refusal::StartError(format!("CDI spec {}: {e}", files.join(", ")))
+            })?,
+            None => {
+                let wanted = gpu_devices::wanted_paths(indices);
+                gpu_devices::add_devices(spec, &gpu_devices::host_nodes(&wanted))
+                    .map_err(Refusal::StartError)?;
+            }
+        }
+        let uuids: Option<Vec<String>> = indices.iter().map(|&i| uuid(i)).collect();
+        if let (Some(uuids), Some(process)) = (uuids, spec.process_mut().as_mut()) {
+            let env = process.env_mut().get_or_insert_with(Vec::new);
+            env.retain(|v| !v.starts_with("CUDA_VISIBLE_DEVICES="));
+            env.push(format!("CUDA_VISIBLE_DEVICES={}", uuids.join(",")));
+        }
+        Ok(())
+    }
+
     /// Writes, into the run's bundle, the container's own process spec with `command` as its
     /// arguments and a terminal; returns its path.
     fn terminal_process_spec(&self, bundle: &Path, command: &[String]) -> Result<PathBuf, String> {
@@ -187,9 +235,7 @@ impl OciDriver {
             oci_config(pod, index, &rootfs.config, &sb).map_err(|e| Refusal::Config(e.0))?;
         if self.class == kumo_api::pod::RUNTIME_RUNC {
             // gVisor reaches GPUs only through its nvproxy, which kumo does not set up.
-            let wanted = gpu_devices::wanted_paths(&gpu_devices::visible_devices(c));
-            gpu_devices::add_devices(&mut spec, &gpu_devices::host_nodes(&wanted))
-                .map_err(Refusal::Config)?;
+            self.add_gpus(&mut spec, &gpu_devices::visible_devices(c))?;
         }
         let bundle = self.bundle_dir(&p.uid, &p.container);
         remove_tree(&bundle).map_err(Refusal::StartError)?;

@@ -97,6 +97,8 @@ fn open_runtime(
             sandboxes,
             allow_privileged: false,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            gpus: Arc::new(crate::gpu::FakeGpus(2)),
+            cdi_spec_dirs: vec![dir.join("cdi-etc"), dir.join("cdi-run")],
         },
         tx,
     )
@@ -412,5 +414,109 @@ async fn bad_containers_leave_nothing_behind() {
     assert!(h.rt.state(&uid(&q)).is_empty());
     let cdir = h.dir.path().join("runc/pods").join(uid(&q)).join("c");
     assert!(!cdir.join("bundle").exists() && !cdir.join("rootfs").exists());
+    h.cleanup_and_check(&q).await;
+}
+
+/// A CDI spec installed for the fake GPUs: device "0" by index in the higher-priority directory,
+/// device 1 by its UUID in the other; spec-wide edits from both.
+fn install_cdi_specs(dir: &Path) {
+    let (etc, run) = (dir.join("cdi-etc"), dir.join("cdi-run"));
+    for d in [&etc, &run, &dir.join("driver")] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(dir.join("driver/libfake.so.1"), "driver library\n").expect("lib");
+    let hook_out = dir.join("hook-ran");
+    std::fs::write(
+        etc.join("nvidia.yaml"),
+        format!(
+            r#"cdiVersion: 0.6.0
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    env: [GPU0=etc]
+- name: fake-gpu-1
+  containerEdits:
+    env: [GPU1=by-uuid]
+    deviceNodes: [{{path: /dev/kumo-gpu1, hostPath: /dev/full}}]
+containerEdits:
+  env: [FROM_SPEC=1, NVIDIA_VISIBLE_DEVICES=void]
+  deviceNodes: [{{path: /dev/kumo-ctl, hostPath: /dev/zero, permissions: rw}}]
+  mounts:
+  - {{hostPath: {lib}, containerPath: /usr/lib/kumo/libfake.so.1, options: [ro, nosuid, nodev, bind]}}
+  hooks:
+  - {{hookName: createRuntime, path: /bin/sh, args: [sh, -c, "cat > {hook}"]}}
+"#,
+            lib = dir.join("driver/libfake.so.1").display(),
+            hook = hook_out.display()
+        ),
+    )
+    .expect("spec");
+    std::fs::write(
+        run.join("override.json"),
+        r#"{"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+            "devices": [{"name": "0", "containerEdits": {"env": ["GPU0=run"],
+                "deviceNodes": [{"path": "/dev/kumo-gpu0", "hostPath": "/dev/null"}]}}]}"#,
+    )
+    .expect("override");
+    // Neither a broken spec nor another vendor's gets in the way.
+    std::fs::write(run.join("broken.yaml"), "cdiVersion: [").expect("broken");
+    std::fs::write(
+        run.join("other.json"),
+        r#"{"cdiVersion": "0.5.0", "kind": "example.com/fpga", "devices": [{"name": "0"}]}"#,
+    )
+    .expect("other vendor");
+}
+
+#[tokio::test]
+async fn runc_gives_gpus_what_the_cdi_spec_says() {
+    let mut h = harness("runc");
+    install_cdi_specs(h.dir.path());
+    let script = "echo env: GPU0=$GPU0 GPU1=$GPU1 FROM_SPEC=$FROM_SPEC \
+        NVIDIA=$NVIDIA_VISIBLE_DEVICES CUDA=$CUDA_VISIBLE_DEVICES; \
+        echo lib: $(cat /usr/lib/kumo/libfake.so.1); \
+        touch /usr/lib/kumo/libfake.so.1 2>/dev/null && echo lib-writable; \
+        echo dev: $(ls /dev/kumo-gpu0 /dev/kumo-gpu1 /dev/kumo-ctl | tr '\\n' ' '); \
+        echo x > /dev/kumo-gpu0 && echo wrote-gpu0; \
+        head -c 4 /dev/kumo-ctl | wc -c; echo done";
+    let mut p = shell_pod("runc", script);
+    p.spec.containers[0].env = vec![kumo_api::pod::EnvVar {
+        name: "NVIDIA_VISIBLE_DEVICES".into(),
+        value: "0,1".into(),
+    }];
+    h.started(&p).await;
+    assert_eq!(h.next_exit().await.exit_code, 0, "{}", h.log(&p));
+    let log = h.log(&p);
+    assert_eq!(
+        field(&log, "env:"),
+        "GPU0=run GPU1=by-uuid FROM_SPEC=1 NVIDIA=0,1 CUDA=fake-gpu-0,fake-gpu-1"
+    );
+    assert_eq!(field(&log, "lib:"), "driver library");
+    assert!(!log.contains("lib-writable"), "{log}");
+    assert_eq!(
+        field(&log, "dev:"),
+        "/dev/kumo-ctl /dev/kumo-gpu0 /dev/kumo-gpu1"
+    );
+    assert!(log.contains("wrote-gpu0\n4\ndone"), "{log}");
+    let state = std::fs::read_to_string(h.dir.path().join("hook-ran")).expect("hook ran");
+    assert!(
+        state.contains(&uid(&p)),
+        "the hook got the container's state: {state}"
+    );
+    h.cleanup_and_check(&p).await;
+
+    // A device no spec names fails clearly and leaves nothing behind.
+    let mut q = shell_pod("runc", "true");
+    q.spec.containers[0].env = vec![kumo_api::pod::EnvVar {
+        name: "NVIDIA_VISIBLE_DEVICES".into(),
+        value: "2".into(),
+    }];
+    let StartOutcome::Failed(message) = h.start(&q).await else {
+        panic!("started")
+    };
+    assert!(
+        message.starts_with("no CDI device nvidia.com/gpu=2 ("),
+        "{message}"
+    );
     h.cleanup_and_check(&q).await;
 }

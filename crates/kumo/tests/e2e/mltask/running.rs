@@ -291,7 +291,15 @@ async fn container_replicas_rendezvous_at_replica_0s_pod_ip() {
     let logs = text(&c.kumo(&["logs", "mltask/boxes"]));
     let mut lines: Vec<&str> = logs.lines().collect();
     lines.sort();
-    let gpus: Vec<String> = st.replicas.iter().map(|r| r.gpus.join(",")).collect();
+    // In runc containers CUDA_VISIBLE_DEVICES names the devices by UUID (fake ones here).
+    let gpus: Vec<String> = st
+        .replicas
+        .iter()
+        .map(|r| {
+            let uuids: Vec<String> = r.gpus.iter().map(|i| format!("fake-gpu-{i}")).collect();
+            uuids.join(",")
+        })
+        .collect();
     assert_eq!(
         lines,
         [
