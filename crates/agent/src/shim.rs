@@ -54,6 +54,9 @@ pub struct ShimArgs {
     /// The OCI container id (with `--runtime`)
     #[arg(long, requires = "runtime")]
     pub id: Option<String>,
+    /// Start the bundle with one `run --detach` instead of `create` then `start` (runc)
+    #[arg(long, requires = "runtime")]
+    pub run_detached: bool,
     /// A volume to bind-mount for a process container, as JSON (repeatable)
     #[arg(long = "bind", value_parser = binds::parse_bind)]
     pub binds: Vec<binds::Bind>,
@@ -92,6 +95,9 @@ impl ShimArgs {
         if let Some(id) = &self.id {
             out.push("--id".into());
             out.push(id.into());
+        }
+        if self.run_detached {
+            out.push("--run-detached".into());
         }
         for b in &self.binds {
             out.push("--bind".into());
@@ -378,6 +384,7 @@ mod tests {
             ],
             bundle: Some("/d/bundle".into()),
             id: Some("u_c_0".into()),
+            run_detached: true,
             binds: vec![],
             command: vec![],
         };

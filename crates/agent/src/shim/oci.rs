@@ -1,7 +1,8 @@
-//! The shim's OCI mode: `<runtime> create` and `start` a bundle, wait for the container as its
-//! subreaper, tell an OOM kill, `delete` it, and record how it ended.
+//! The shim's OCI mode: `<runtime> create` and `start` a bundle (runc: `run --detach`, the same
+//! in one runtime process), wait for the container as its subreaper, tell an OOM kill, `delete`
+//! it, and record how it ended.
 //!
-//! Why create/start rather than `<runtime> run` in the foreground: after `create` returns, the
+//! Why create/start (or a detached run) rather than `<runtime> run` in the foreground: after `create` returns, the
 //! container's init (runc) or sandbox (runsc) is re-parented to the shim (a child subreaper), so
 //! the shim `waitpid`s the container itself and gets its true status (a signal stays a signal),
 //! while its stdout and stderr are the log file itself (the runtime hands its own stdio to the
@@ -81,7 +82,8 @@ impl Oci<'_> {
         self.bundle.join("runtime.log")
     }
 
-    /// `create` (the container's stdio is the log file), then `start`; the container's pid.
+    /// `create` (the container's stdio is the log file), then `start` — or both in one
+    /// `run --detach` when `args.run_detached` — ; the container's pid.
     fn start(&self, args: &ShimArgs) -> Result<i32, String> {
         let name = self.runtime.display().to_string();
         let log = std::fs::OpenOptions::new()
@@ -99,7 +101,11 @@ impl Oci<'_> {
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format=json")
-            .arg("create")
+            .args(if args.run_detached {
+                &["run", "--detach"][..]
+            } else {
+                &["create"][..]
+            })
             .arg("--bundle")
             .arg(&self.bundle)
             .arg("--pid-file")
@@ -110,15 +116,20 @@ impl Oci<'_> {
             .stderr(log2)
             .status()
             .map_err(|e| format!("exec {name}: {e}"))?;
+        let verb = if args.run_detached { "run" } else { "create" };
         if !status.success() {
             return Err(runtime_error(&runtime_log)
-                .unwrap_or_else(|| format!("{name} create failed ({status})")));
+                .unwrap_or_else(|| format!("{name} {verb} failed ({status})")));
         }
         let pid = std::fs::read_to_string(&args.pid_file)
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .filter(|p| *p > 1)
-            .ok_or_else(|| format!("{name} create wrote no pid file"))?;
+            .ok_or_else(|| format!("{name} {verb} wrote no pid file"))?;
+        if args.run_detached {
+            // Started already; if it has ended, its zombie waits for this subreaper.
+            return Ok(pid);
+        }
         let out = self
             .command()
             .arg("--log")
