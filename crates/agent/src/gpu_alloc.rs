@@ -65,6 +65,23 @@ pub fn allocate(
         .collect())
 }
 
+/// Whether a recorded assignment can be `pod`'s: the same containers with the same counts as
+/// its requests, devices this node has, none twice and none in `taken` by another pod.
+pub fn record_fits(
+    a: &Assignment,
+    pod: &Pod,
+    devices: &[GpuDevice],
+    taken: &BTreeSet<u32>,
+) -> bool {
+    let want: BTreeMap<String, usize> = wanted(pod).into_iter().collect();
+    let counts: BTreeMap<String, usize> = a.iter().map(|(c, ids)| (c.clone(), ids.len())).collect();
+    let mut seen = BTreeSet::new();
+    want == counts
+        && a.values()
+            .flatten()
+            .all(|i| seen.insert(*i) && !taken.contains(i) && devices.iter().any(|d| d.index == *i))
+}
+
 /// `main=0,1;side=2`.
 pub fn format_assignment(a: &Assignment) -> String {
     a.iter()
@@ -151,9 +168,11 @@ impl GpuAllocator {
             .unwrap_or_else(|e| e.into_inner())
             .get(&uid)
             .cloned();
-        if let Some(a) = recorded.or(recent) {
+        // Ours, made by this agent and not yet shown by the informer.
+        if let Some(a) = recent {
             return Ok(with_visible_devices(pod, &a));
         }
+        let devices = self.discovery.discover();
         let assignment = {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             recent.retain(|u, _| active(u));
@@ -174,10 +193,26 @@ impl GpuAllocator {
                     taken.extend(a.values().flatten());
                 }
             }
-            for a in recent.values() {
-                taken.extend(a.values().flatten());
+            for (u, a) in recent.iter() {
+                if u != &uid {
+                    taken.extend(a.values().flatten());
+                }
             }
-            let a = allocate(pod, &self.discovery.discover(), &taken)?;
+            // The record on the pod stands (a restarted agent keeps a running pod's devices)
+            // unless it cannot be this pod's: a manifest copied from another pod, say, names
+            // devices still in use, or counts that do not match its requests.
+            match recorded {
+                Some(a) if record_fits(&a, pod, &devices, &taken) => {
+                    return Ok(with_visible_devices(pod, &a));
+                }
+                Some(a) => tracing::warn!(
+                    pod = %pod.metadata.name,
+                    record = %format_assignment(&a),
+                    "the pod's recorded GPUs are not free or do not match its requests; allocating anew"
+                ),
+                None => {}
+            }
+            let a = allocate(pod, &devices, &taken)?;
             recent.insert(uid.clone(), a.clone());
             a
         };
@@ -261,6 +296,26 @@ mod tests {
             Err("needs 2 GPU(s) but only 1 of this node's 3 are free and healthy (1 in use, 1 unhealthy)"),
         );
         check(&pod(&[("main", 0)]), &four, &[0, 1, 2, 3], Ok(""));
+    }
+
+    #[test]
+    fn a_record_stands_only_if_it_can_be_the_pods() {
+        let p = pod(&[("main", 2), ("side", 1)]);
+        let four = devices(&[true, true, true, false]);
+        let fits = |record: &str, taken: &[u32]| {
+            let taken: BTreeSet<u32> = taken.iter().copied().collect();
+            record_fits(&parse_assignment(record).unwrap(), &p, &four, &taken)
+        };
+        assert!(fits("main=0,1;side=2", &[]));
+        // A running pod keeps a device that became unhealthy.
+        assert!(fits("main=0,3;side=2", &[]));
+        // Another pod holds a device; counts or containers differ; a device twice or unknown.
+        assert!(!fits("main=0,1;side=2", &[1]));
+        assert!(!fits("main=0;side=2", &[]));
+        assert!(!fits("main=0,1", &[]));
+        assert!(!fits("main=0,1;side=2;other=3", &[]));
+        assert!(!fits("main=0,1;side=1", &[]));
+        assert!(!fits("main=0,1;side=7", &[]));
     }
 
     #[test]

@@ -347,6 +347,42 @@ async fn fake_gpus_are_advertised_and_scheduled() {
     assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
 }
 
+/// A pod applied from another's manifest carries its `kumo.dev/gpu-devices` record; while the
+/// other pod holds those devices, the copy gets devices of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_gpu_record_does_not_share_a_device() {
+    let c = Cluster::up(&["--fake-gpus", "2"]);
+    let client = c.client();
+    let gpu_pod = |name: &str, annotations: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec:\n  runtimeClassName: process\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    command: [\"sleep\", \"60\"]\n    resources:\n      limits:\n        nvidia.com/gpu: 1\n")
+    };
+    let record = |p: &Pod| p.metadata.annotations.get("kumo.dev/gpu-devices").cloned();
+    let f = c.write("first.yaml", &gpu_pod("first", ""));
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let first = wait_pod(&client, "default", "first", T, |p| {
+        phase(p) == Some(PodPhase::Running) && record(p).is_some()
+    })
+    .await;
+    let held = record(&first).unwrap();
+    let f = c.write(
+        "copy.yaml",
+        &gpu_pod("copy", &format!("kumo.dev/gpu-devices: \"{held}\"")),
+    );
+    assert!(c
+        .kumo(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let copy = wait_pod(&client, "default", "copy", T, |p| {
+        phase(p) == Some(PodPhase::Running) && record(p) != Some(held.clone())
+    })
+    .await;
+    let other = if held == "main=0" { "main=1" } else { "main=0" };
+    assert_eq!(record(&copy).as_deref(), Some(other));
+}
+
 pub fn phase(p: &Pod) -> Option<PodPhase> {
     p.status.as_ref().map(|s| s.phase)
 }

@@ -25,8 +25,17 @@ pub struct DeviceNode {
     pub minor: i64,
 }
 
-/// The device indices the agent gave the container (`NVIDIA_VISIBLE_DEVICES`, its last value).
+/// The device indices the agent gave the container (`NVIDIA_VISIBLE_DEVICES`, its last value,
+/// which the agent appends to a container that asks for GPUs). A container that asks for none
+/// gets none, whatever its own environment says: devices are handed out only by allocation.
 pub fn visible_devices(c: &Container) -> Vec<u32> {
+    let asks = c
+        .resources
+        .request(kumo_api::GPU_RESOURCE)
+        .is_some_and(|q| q.millis() >= 1000);
+    if !asks {
+        return Vec::new();
+    }
     c.env
         .iter()
         .rev()
@@ -129,7 +138,7 @@ mod tests {
 
     #[test]
     fn only_the_containers_own_devices_and_the_control_nodes() {
-        let c = Container {
+        let mut c = Container {
             env: vec![
                 EnvVar {
                     name: "NVIDIA_VISIBLE_DEVICES".into(),
@@ -142,6 +151,10 @@ mod tests {
             ],
             ..Default::default()
         };
+        // Without a GPU request its own NVIDIA_VISIBLE_DEVICES gives it nothing.
+        assert_eq!(visible_devices(&c), Vec::<u32>::new());
+        c.resources =
+            serde_json::from_value(serde_json::json!({"limits": {"nvidia.com/gpu": "2"}})).unwrap();
         assert_eq!(visible_devices(&c), [1, 3]);
         assert_eq!(
             wanted_paths(&[1, 3]),

@@ -480,10 +480,7 @@ async fn runc_gives_gpus_what_the_cdi_spec_says() {
         echo x > /dev/kumo-gpu0 && echo wrote-gpu0; \
         head -c 4 /dev/kumo-ctl | wc -c; echo done";
     let mut p = shell_pod("runc", script);
-    p.spec.containers[0].env = vec![kumo_api::pod::EnvVar {
-        name: "NVIDIA_VISIBLE_DEVICES".into(),
-        value: "0,1".into(),
-    }];
+    gpus(&mut p, "0,1");
     h.started(&p).await;
     assert_eq!(h.next_exit().await.exit_code, 0, "{}", h.log(&p));
     let log = h.log(&p);
@@ -507,10 +504,7 @@ async fn runc_gives_gpus_what_the_cdi_spec_says() {
 
     // A device no spec names fails clearly and leaves nothing behind.
     let mut q = shell_pod("runc", "true");
-    q.spec.containers[0].env = vec![kumo_api::pod::EnvVar {
-        name: "NVIDIA_VISIBLE_DEVICES".into(),
-        value: "2".into(),
-    }];
+    gpus(&mut q, "2");
     let StartOutcome::Failed(message) = h.start(&q).await else {
         panic!("started")
     };
@@ -519,4 +513,29 @@ async fn runc_gives_gpus_what_the_cdi_spec_says() {
         "{message}"
     );
     h.cleanup_and_check(&q).await;
+
+    // A container that asks for no GPU gets none, whatever its environment says.
+    let mut r = shell_pod("runc", "echo env: GPU0=$GPU0; ls /dev | grep -c kumo-");
+    gpus(&mut r, "0");
+    r.spec.containers[0].resources = Default::default();
+    h.started(&r).await;
+    h.next_exit().await;
+    let log = h.log(&r);
+    assert_eq!(field(&log, "env:"), "GPU0=");
+    assert!(log.ends_with("0\n"), "{log}");
+    h.cleanup_and_check(&r).await;
+}
+
+/// The container as the agent starts one given `devices`: a GPU request and the allocator's
+/// `NVIDIA_VISIBLE_DEVICES`.
+fn gpus(p: &mut Pod, devices: &str) {
+    let c = &mut p.spec.containers[0];
+    let n = devices.split(',').count();
+    c.resources =
+        serde_json::from_value(serde_json::json!({"limits": {"nvidia.com/gpu": n.to_string()}}))
+            .expect("resources");
+    c.env = vec![kumo_api::pod::EnvVar {
+        name: "NVIDIA_VISIBLE_DEVICES".into(),
+        value: devices.into(),
+    }];
 }
