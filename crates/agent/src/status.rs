@@ -6,8 +6,9 @@ use crate::plan::{is_process_pod, runtime_class_problem, will_restart};
 use kumo_api::meta::set_condition;
 use kumo_api::pod::{
     ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, PodStatus,
+    ResourceHealth, ResourceStatus, ANNOTATION_GPU_DEVICES,
 };
-use kumo_api::{Condition, ConditionStatus, Pod, PodPhase, Time};
+use kumo_api::{Condition, ConditionStatus, Pod, PodPhase, Time, GPU_RESOURCE};
 
 /// Waiting reason of a container that has not been started yet.
 pub const REASON_CREATING: &str = "ContainerCreating";
@@ -73,6 +74,12 @@ pub fn pod_status(
         return status;
     }
 
+    // The allocator's record (written before the first container starts).
+    let gpus = pod
+        .metadata
+        .annotations
+        .get(ANNOTATION_GPU_DEVICES)
+        .and_then(|a| crate::gpu_alloc::parse_assignment(a));
     status.container_statuses = pod
         .spec
         .containers
@@ -94,6 +101,17 @@ pub fn pod_status(
                 cs.ready = false;
             }
             cs.image = c.image.clone();
+            if let Some(ids) = gpus.as_ref().and_then(|a| a.get(&c.name)) {
+                cs.allocated_resources_status = vec![ResourceStatus {
+                    name: GPU_RESOURCE.to_string(),
+                    resources: ids
+                        .iter()
+                        .map(|i| ResourceHealth {
+                            resource_id: i.to_string(),
+                        })
+                        .collect(),
+                }];
+            }
             cs
         })
         .collect();

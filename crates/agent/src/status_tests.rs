@@ -238,3 +238,35 @@ fn oci_pods_show_waiting_reasons_and_their_own_ip() {
         Some("127.0.0.1")
     );
 }
+
+#[test]
+fn allocated_gpus_are_in_the_container_statuses() {
+    let mut p = pod(RestartPolicy::Never, &["a", "b"]);
+    p.metadata
+        .annotations
+        .insert(ANNOTATION_GPU_DEVICES.into(), "a=1,3".into());
+    let s = pod_status(&p, &actual(&[("a", running(0, 0))]), t(1000), &params());
+    let a = &s.container_statuses[0].allocated_resources_status;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].name, "nvidia.com/gpu");
+    let ids: Vec<&str> = a[0]
+        .resources
+        .iter()
+        .map(|r| r.resource_id.as_str())
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+    // Also while it waits to start; none for a container without devices.
+    assert_eq!(
+        pod_status(&p, &actual(&[]), t(1000), &params()).container_statuses[0]
+            .allocated_resources_status,
+        s.container_statuses[0].allocated_resources_status
+    );
+    assert!(s.container_statuses[1]
+        .allocated_resources_status
+        .is_empty());
+    let json = serde_json::to_value(&s.container_statuses[0]).unwrap();
+    assert_eq!(
+        json["allocatedResourcesStatus"],
+        serde_json::json!([{"name": "nvidia.com/gpu", "resources": [{"resourceID": "1"}, {"resourceID": "3"}]}])
+    );
+}

@@ -282,6 +282,29 @@ pub struct ContainerStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub container_id: Option<String>,
+    /// The devices the node gave the container, per resource (Kubernetes' field): for
+    /// `nvidia.com/gpu`, the GPU indices of the `kumo.dev/gpu-devices` record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocated_resources_status: Vec<ResourceStatus>,
+}
+
+/// Devices of one resource allocated to a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceStatus {
+    /// The resource, e.g. `nvidia.com/gpu`.
+    pub name: String,
+    #[serde(default)]
+    pub resources: Vec<ResourceHealth>,
+}
+
+/// One allocated device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceHealth {
+    /// The device's id on its node (a GPU's index).
+    #[serde(rename = "resourceID")]
+    pub resource_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -132,6 +132,10 @@ fn container(d: &mut Detail, c: &Container, cs: Option<&ContainerStatus>) {
             }
             d.field(2, "Ready", if s.ready { "True" } else { "False" });
             d.field(2, "Restart Count", s.restart_count.to_string());
+            for r in &s.allocated_resources_status {
+                let ids: Vec<&str> = r.resources.iter().map(|h| h.resource_id.as_str()).collect();
+                d.field(2, &format!("Allocated {}", r.name), ids.join(","));
+            }
         }
         None => {
             d.field(2, "State", "Waiting");

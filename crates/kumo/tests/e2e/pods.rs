@@ -345,6 +345,23 @@ async fn fake_gpus_are_advertised_and_scheduled() {
     })
     .await;
     assert_eq!(p.spec.node_name.as_deref(), Some("node-1"));
+    // The devices are in the container's status, as Kubernetes' allocatedResourcesStatus.
+    let cs = &p.status.as_ref().unwrap().container_statuses[0];
+    let ids: Vec<&str> = cs.allocated_resources_status[0]
+        .resources
+        .iter()
+        .map(|r| r.resource_id.as_str())
+        .collect();
+    assert_eq!(
+        (cs.allocated_resources_status[0].name.as_str(), ids),
+        ("nvidia.com/gpu", vec!["0", "1"])
+    );
+    let describe =
+        String::from_utf8_lossy(&c.kumo(&["describe", "pod", "trainer"]).stdout).to_string();
+    assert!(
+        describe.contains("Allocated nvidia.com/gpu:  0,1"),
+        "{describe}"
+    );
 }
 
 /// A pod applied from another's manifest carries its `kumo.dev/gpu-devices` record; while the
