@@ -89,6 +89,7 @@ YEOF
 sed s/NAME/cdi/ "$W/pod.yaml" | k apply -f -
 wait_phase pod cdi 60 "Completed|Succeeded|Failed|Error"
 k get pod cdi; k logs cdi; k get pod cdi -o yaml | grep -A8 "terminated:"
+k describe pod cdi | grep -E "Allocated|gpu-devices"
 
 step "runc pod without a CDI spec: the bare device nodes (driver libraries are the image's business)"
 rm "$W/cdi/nvidia.json"
