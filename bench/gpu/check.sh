@@ -99,9 +99,10 @@ k get pod bare; k logs bare; k get pod bare -o yaml | grep -A8 "terminated:"
 
 step "delete the pods and the task; stop kumo; what is left"
 k delete pod cdi bare; k delete mltask torch1
-for _ in $(seq 1 40); do [ -z "$(ls /sys/fs/cgroup/kumo 2>/dev/null | grep -v '^cgroup\.')" ] && break; sleep 0.5; done
+pod_cgroups() { find /sys/fs/cgroup/kumo /sys/fs/cgroup/*/kumo -mindepth 1 -maxdepth 1 -type d 2>/dev/null; }
+for _ in $(seq 1 40); do [ -z "$(pod_cgroups)" ] && break; sleep 0.5; done
 kill -TERM $UP; wait $UP; echo "kumo up exited $?"
 tail -5 "$W/up.log"
-grep -c kumo /proc/mounts; ls /sys/fs/cgroup/kumo 2>&1 | head -3; ps -eo pid,ppid,stat,args | grep -E "kumo|runc" | grep -v grep | head
+echo "kumo mounts: $(grep -c kumo /proc/mounts)"; echo "pod cgroups left: $(pod_cgroups | wc -l)"; ps -eo pid,ppid,stat,args | grep -E "kumo|runc" | grep -v grep | head
 cp "$W/up.log" "${OUT:-/tmp}/up.log" 2>/dev/null
 echo "== done"
