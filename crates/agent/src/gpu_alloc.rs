@@ -8,7 +8,7 @@
 
 use crate::gpu::GpuDiscovery;
 use kumo_api::node::GpuDevice;
-use kumo_api::pod::{EnvVar, ANNOTATION_GPU_DEVICES};
+use kumo_api::pod::{Container, EnvVar, ANNOTATION_GPU_DEVICES};
 use kumo_api::{Pod, GPU_RESOURCE};
 use kumo_client::Client;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,16 +17,33 @@ use std::sync::{Arc, Mutex};
 /// Device indices per container name.
 pub type Assignment = BTreeMap<String, Vec<u32>>;
 
+/// The variables naming a GPU container's devices, set last in its environment.
+pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
+pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+
+/// Whole GPUs `c` asks for (0 when none).
+pub fn gpus_wanted(c: &Container) -> usize {
+    c.resources
+        .request(GPU_RESOURCE)
+        .map_or(0, |q| (q.millis() / 1000).max(0) as usize)
+}
+
 /// GPUs each container asks for (only those asking for some).
 fn wanted(pod: &Pod) -> Vec<(String, usize)> {
     pod.spec
         .containers
         .iter()
-        .filter_map(|c| {
-            let n = c.resources.request(GPU_RESOURCE)?.millis() / 1000;
-            (n > 0).then(|| (c.name.clone(), n as usize))
-        })
+        .map(|c| (c.name.clone(), gpus_wanted(c)))
+        .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// The allocation recorded on `pod` (annotation `kumo.dev/gpu-devices`), if any.
+pub fn recorded(pod: &Pod) -> Option<Assignment> {
+    pod.metadata
+        .annotations
+        .get(ANNOTATION_GPU_DEVICES)
+        .and_then(|a| parse_assignment(a))
 }
 
 /// Whether any container of `pod` asks for GPUs.
@@ -116,7 +133,7 @@ pub fn with_visible_devices(pod: &Pod, a: &Assignment) -> Pod {
     for c in &mut pod.spec.containers {
         if let Some(ids) = a.get(&c.name) {
             let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-            for name in ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"] {
+            for name in [CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES] {
                 c.env.push(EnvVar {
                     name: name.to_string(),
                     value: list.join(","),
@@ -157,11 +174,7 @@ impl GpuAllocator {
             return Ok(pod.clone());
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let recorded = pod
-            .metadata
-            .annotations
-            .get(ANNOTATION_GPU_DEVICES)
-            .and_then(|a| parse_assignment(a));
+        let own_record = recorded(pod);
         let recent = self
             .recent
             .lock()
@@ -184,12 +197,7 @@ impl GpuAllocator {
                 if u == uid || !active(u) {
                     continue;
                 }
-                if let Some(a) = p
-                    .metadata
-                    .annotations
-                    .get(ANNOTATION_GPU_DEVICES)
-                    .and_then(|a| parse_assignment(a))
-                {
+                if let Some(a) = recorded(p) {
                     taken.extend(a.values().flatten());
                 }
             }
@@ -201,7 +209,7 @@ impl GpuAllocator {
             // The record on the pod stands (a restarted agent keeps a running pod's devices)
             // unless it cannot be this pod's: a manifest copied from another pod, say, names
             // devices still in use, or counts that do not match its requests.
-            match recorded {
+            match own_record {
                 Some(a) if record_fits(&a, pod, &devices, &taken) => {
                     return Ok(with_visible_devices(pod, &a));
                 }

@@ -3,9 +3,8 @@
 //! interval, so sampling never floods the store.
 
 use crate::gpu::GpuDiscovery;
-use crate::gpu_alloc::parse_assignment;
+use crate::gpu_alloc::recorded;
 use kumo_api::gpu_usage::{GpuUsage, ANNOTATION_GPU_USAGE};
-use kumo_api::pod::ANNOTATION_GPU_DEVICES;
 use kumo_api::{Pod, PodPhase};
 use kumo_client::{Client, Informer};
 use std::sync::Arc;
@@ -20,13 +19,7 @@ pub fn held_devices(pod: &Pod) -> Vec<u32> {
         .status
         .as_ref()
         .is_some_and(|s| s.phase == PodPhase::Running);
-    let Some(a) = pod
-        .metadata
-        .annotations
-        .get(ANNOTATION_GPU_DEVICES)
-        .filter(|_| running)
-        .and_then(|a| parse_assignment(a))
-    else {
+    let Some(a) = running.then(|| recorded(pod)).flatten() else {
         return Vec::new();
     };
     let mut ids: Vec<u32> = a.into_values().flatten().collect();
@@ -80,6 +73,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::gpu::FakeGpus;
+    use kumo_api::pod::ANNOTATION_GPU_DEVICES;
     use serde_json::json;
 
     fn pod(phase: &str, devices: Option<&str>, usage: Option<&str>) -> Pod {

@@ -6,7 +6,7 @@ use crate::plan::{is_process_pod, runtime_class_problem, will_restart};
 use kumo_api::meta::set_condition;
 use kumo_api::pod::{
     ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, PodStatus,
-    ResourceHealth, ResourceStatus, ANNOTATION_GPU_DEVICES,
+    ResourceHealth, ResourceStatus,
 };
 use kumo_api::{Condition, ConditionStatus, Pod, PodPhase, Time, GPU_RESOURCE};
 
@@ -75,11 +75,7 @@ pub fn pod_status(
     }
 
     // The allocator's record (written before the first container starts).
-    let gpus = pod
-        .metadata
-        .annotations
-        .get(ANNOTATION_GPU_DEVICES)
-        .and_then(|a| crate::gpu_alloc::parse_assignment(a));
+    let gpus = crate::gpu_alloc::recorded(pod);
     status.container_statuses = pod
         .spec
         .containers

@@ -3,7 +3,7 @@
 use super::*;
 use crate::fixtures::{actual, dead, exited, params, pod, running, t};
 use kumo_api::meta::find_condition;
-use kumo_api::pod::ContainerStateTerminated;
+use kumo_api::pod::{ContainerStateTerminated, ANNOTATION_GPU_DEVICES};
 use kumo_api::RestartPolicy;
 
 fn check_phase(policy: RestartPolicy, a: &PodRuntimeState, expected: PodPhase) {

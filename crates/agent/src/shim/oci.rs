@@ -2,8 +2,8 @@
 //! in one runtime process), wait for the container as its subreaper, tell an OOM kill, `delete`
 //! it, and record how it ended.
 //!
-//! Why create/start (or a detached run) rather than `<runtime> run` in the foreground: after `create` returns, the
-//! container's init (runc) or sandbox (runsc) is re-parented to the shim (a child subreaper), so
+//! Why create/start (or a detached run) rather than `<runtime> run` in the foreground: once
+//! `create` (or `run --detach`) returns, the container's init (runc) or sandbox (runsc) is re-parented to the shim (a child subreaper), so
 //! the shim `waitpid`s the container itself and gets its true status (a signal stays a signal),
 //! while its stdout and stderr are the log file itself (the runtime hands its own stdio to the
 //! container), so logs outlive the shim. Killing goes through `<runtime> kill` from the agent.
@@ -82,8 +82,8 @@ impl Oci<'_> {
         self.bundle.join("runtime.log")
     }
 
-    /// `create` (the container's stdio is the log file), then `start` — or both in one
-    /// `run --detach` when `args.run_detached` — ; the container's pid.
+    /// `create` (the container's stdio is the log file), then `start`, or both in one
+    /// `run --detach` when `args.run_detached`; the container's pid.
     fn start(&self, args: &ShimArgs) -> Result<i32, String> {
         let name = self.runtime.display().to_string();
         let log = std::fs::OpenOptions::new()
@@ -96,16 +96,17 @@ impl Oci<'_> {
             .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
         let runtime_log = self.runtime_log();
         let _ = std::fs::remove_file(&runtime_log);
+        let (verb, verb_args): (&str, &[&str]) = if args.run_detached {
+            ("run", &["run", "--detach"])
+        } else {
+            ("create", &["create"])
+        };
         let status = self
             .command()
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format=json")
-            .args(if args.run_detached {
-                &["run", "--detach"][..]
-            } else {
-                &["create"][..]
-            })
+            .args(verb_args)
             .arg("--bundle")
             .arg(&self.bundle)
             .arg("--pid-file")
@@ -116,7 +117,6 @@ impl Oci<'_> {
             .stderr(log2)
             .status()
             .map_err(|e| format!("exec {name}: {e}"))?;
-        let verb = if args.run_detached { "run" } else { "create" };
         if !status.success() {
             return Err(runtime_error(&runtime_log)
                 .unwrap_or_else(|| format!("{name} {verb} failed ({status})")));

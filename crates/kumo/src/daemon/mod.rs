@@ -345,14 +345,15 @@ fn check_node_args(node: &NodeArgs) -> anyhow::Result<String> {
     Ok(node_name)
 }
 
+/// The agent's configuration from flags already checked by [`check_node_args`].
 fn agent_config(
     node: &NodeArgs,
+    node_name: String,
     data_dir: PathBuf,
     listen: SocketAddr,
     advertise: String,
     token: String,
 ) -> anyhow::Result<kumo_agent::AgentConfig> {
-    let node_name = check_node_args(node)?;
     Ok(kumo_agent::AgentConfig {
         node_name,
         data_dir,
@@ -398,7 +399,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(crate::default_data_dir);
     // Bad node flags stop `up` before the store or the client config is touched.
-    check_node_args(&args.node)?;
+    let node_name = check_node_args(&args.node)?;
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     let config_path = ClientConfig::default_path();
     ClientConfig {
@@ -409,6 +410,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("cannot write the client config {}", config_path.display()))?;
     let agent_cfg = agent_config(
         &args.node,
+        node_name,
         data_dir.join("agent"),
         args.agent_listen,
         if args.agent_listen.ip().is_unspecified() {
@@ -534,7 +536,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let shutdown = Shutdown::on_signals();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| home_dir("agent"));
-    check_node_args(&args.node)?;
+    let node_name = check_node_args(&args.node)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {
@@ -554,6 +556,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let cfg = agent_config(
         &args.node,
+        node_name,
         data_dir,
         args.listen,
         advertise,

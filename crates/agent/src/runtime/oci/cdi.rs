@@ -11,6 +11,7 @@
 //! logged); a later directory wins over an earlier one for the same device; a device asked for
 //! that no spec of the kind names is an error, not a silent fallback.
 
+use crate::gpu_alloc::{CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES};
 use oci_spec::runtime::{
     Hook, HookBuilder, Hooks, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Spec,
@@ -27,7 +28,19 @@ pub const DEFAULT_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 /// Environment variables kumo sets for the devices it assigned; a spec's value (NVIDIA's say
 /// `NVIDIA_VISIBLE_DEVICES=void`, meant for the legacy runtime hook, which kumo does not run)
 /// does not replace them, so the container sees which GPUs it was given.
-const KUMO_GPU_ENV: [&str; 2] = ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"];
+const KUMO_GPU_ENV: [&str; 2] = [CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES];
+
+/// The name of a `NAME=VALUE` entry.
+fn env_name(var: &str) -> &str {
+    var.split_once('=').map_or(var, |(n, _)| n)
+}
+
+/// Sets `var` (`NAME=VALUE`) in an OCI environment, replacing any entry of the same name.
+pub fn set_env(env: &mut Vec<String>, var: String) {
+    let name = env_name(&var).to_string();
+    env.retain(|v| env_name(v) != name);
+    env.push(var);
+}
 
 /// A CDI spec file (the fields kumo applies; others, such as annotations, are ignored).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -370,12 +383,9 @@ pub fn apply(spec: &mut Spec, edits: &[ContainerEdits]) -> Result<(), String> {
         .ok_or("the bundle has no process")?;
     let env = process.env_mut().get_or_insert_with(Vec::new);
     for var in edits.iter().flat_map(|e| &e.env) {
-        let name = var.split_once('=').map_or(var.as_str(), |(n, _)| n);
-        if KUMO_GPU_ENV.contains(&name) {
-            continue;
+        if !KUMO_GPU_ENV.contains(&env_name(var)) {
+            set_env(env, var.clone());
         }
-        env.retain(|v| v.split_once('=').map_or(v.as_str(), |(n, _)| n) != name);
-        env.push(var.clone());
     }
     let gids: Vec<u32> = edits
         .iter()
@@ -578,15 +588,7 @@ mod tests {
         let devices = linux.devices().as_ref().unwrap();
         assert_eq!(devices.len(), 1);
         assert_eq!((devices[0].major(), devices[0].minor()), (195, 1));
-        let rule = linux
-            .resources()
-            .as_ref()
-            .unwrap()
-            .devices()
-            .as_ref()
-            .unwrap()
-            .last()
-            .unwrap();
+        let rule = crate::runtime::oci::gpu_devices::tests::last_device_rule(&spec);
         assert_eq!(
             (rule.major(), rule.access().as_deref()),
             (Some(195), Some("rwm"))

@@ -3,6 +3,7 @@
 //! cgroup. Only nodes present on the host are added, so with fake GPUs nothing changes. (Driver
 //! libraries are the image's business here; a CDI spec would bring them, not done yet.)
 
+use crate::gpu_alloc::{gpus_wanted, NVIDIA_VISIBLE_DEVICES};
 use kumo_api::pod::Container;
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceType, Spec,
@@ -29,17 +30,13 @@ pub struct DeviceNode {
 /// which the agent appends to a container that asks for GPUs). A container that asks for none
 /// gets none, whatever its own environment says: devices are handed out only by allocation.
 pub fn visible_devices(c: &Container) -> Vec<u32> {
-    let asks = c
-        .resources
-        .request(kumo_api::GPU_RESOURCE)
-        .is_some_and(|q| q.millis() >= 1000);
-    if !asks {
+    if gpus_wanted(c) == 0 {
         return Vec::new();
     }
     c.env
         .iter()
         .rev()
-        .find(|e| e.name == "NVIDIA_VISIBLE_DEVICES")
+        .find(|e| e.name == NVIDIA_VISIBLE_DEVICES)
         .map(|e| e.value.split(',').filter_map(|i| i.parse().ok()).collect())
         .unwrap_or_default()
 }
@@ -132,7 +129,7 @@ pub fn add_linux_devices(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use kumo_api::pod::EnvVar;
 
@@ -171,6 +168,15 @@ mod tests {
         assert_eq!(visible_devices(&Container::default()), Vec::<u32>::new());
     }
 
+    /// The last device cgroup rule of the bundle (the one a test just added).
+    pub(in crate::runtime::oci) fn last_device_rule(spec: &Spec) -> &LinuxDeviceCgroup {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let rules = resources
+            .and_then(|r| r.devices().as_ref())
+            .expect("device rules");
+        rules.last().expect("a device rule")
+    }
+
     #[test]
     fn device_numbers_and_the_bundle() {
         // /dev/nvidia0 is 195:0, /dev/null 1:3; large numbers use the high bits.
@@ -203,15 +209,7 @@ mod tests {
         let linux = spec.linux().as_ref().unwrap();
         let dev = &linux.devices().as_ref().unwrap()[0];
         assert_eq!((dev.major(), dev.minor()), (1, 3));
-        let rule = linux
-            .resources()
-            .as_ref()
-            .unwrap()
-            .devices()
-            .as_ref()
-            .unwrap()
-            .last()
-            .unwrap();
+        let rule = last_device_rule(&spec);
         assert!(rule.allow());
         assert_eq!((rule.major(), rule.minor()), (Some(1), Some(3)));
         assert_eq!(rule.access().as_deref(), Some("rwm"));

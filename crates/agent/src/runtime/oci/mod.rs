@@ -27,6 +27,7 @@ use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
 use crate::error::RuntimeError;
 use crate::gpu::GpuDiscovery;
+use crate::gpu_alloc::CUDA_VISIBLE_DEVICES;
 use crate::images::RootfsProvider;
 use crate::layout::Layout;
 use crate::mounts::{remove_tree, unmount_all_under};
@@ -157,8 +158,8 @@ impl OciDriver {
         let uuids: Option<Vec<String>> = indices.iter().map(|&i| uuid(i)).collect();
         if let (Some(uuids), Some(process)) = (uuids, spec.process_mut().as_mut()) {
             let env = process.env_mut().get_or_insert_with(Vec::new);
-            env.retain(|v| !v.starts_with("CUDA_VISIBLE_DEVICES="));
-            env.push(format!("CUDA_VISIBLE_DEVICES={}", uuids.join(",")));
+            let var = format!("{CUDA_VISIBLE_DEVICES}={}", uuids.join(","));
+            cdi::set_env(env, var);
         }
         Ok(())
     }
