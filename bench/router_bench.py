@@ -6,6 +6,10 @@ Usage (as root, after `sh bench/router/setup.sh` and `cargo build --release -p k
     python3 bench/router_bench.py [--duration 10] [--warmup 3] [--rounds 1] [--replicas 3]
         [--scenarios http1,h2,h2-h1,grpc] [--targets direct,kumo,nginx,haproxy]
         [--access-log on|off] [--nice -20] [--proxy-cpu 1] [--load-cpu 0] [--kumo target/release/kumo]
+        [--kumo-base OTHER_BUILD]
+
+`--kumo-base` measures a second kumo build's router too (target `kumo-base`, right after `kumo`
+in every round): a change against the build before it, in the same rounds.
 
 What it does, in one run:
 - builds the backend (bench/router/backend: one hyper thread per replica answering HTTP/1.1,
@@ -70,13 +74,13 @@ GRPC_FRAME = b"\x00" + len(GRPC_MESSAGE).to_bytes(4, "big") + GRPC_MESSAGE
 SCENARIOS = {
     # name: (client, host, what the client speaks, what each proxy speaks upstream)
     "http1": ("wrk", H1_HOST, "HTTP/1.1 keep-alive",
-              {"kumo": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "-"}),
+              {"kumo": "HTTP/1.1", "kumo-base": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "-"}),
     "h2": ("h2load", H2_HOST, "h2c",
-           {"kumo": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
+           {"kumo": "h2c", "kumo-base": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
     "h2-h1": ("h2load", H1_HOST, "h2c",
-              {"kumo": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "- (h2c)"}),
+              {"kumo": "HTTP/1.1", "kumo-base": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "- (h2c)"}),
     "grpc": ("h2load-grpc", H2_HOST, "gRPC unary (h2c)",
-             {"kumo": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
+             {"kumo": "h2c", "kumo-base": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
 }
 
 
@@ -418,14 +422,14 @@ def render(template, fields):
     return text
 
 
-def start_kumo_router(kumo, procs, tmp, cpu, access_log):
+def start_kumo_router(kumo, procs, tmp, cpu, access_log, binary=None, name="kumo"):
     port = free_port()
     env = dict(kumo.env, RUST_LOG="info" if access_log else "info,kumo_router::access=off")
-    p = procs.start("kumo router",
-                    pin(cpu) + [kumo.binary, "router", "--server", kumo.url,
+    p = procs.start(f"{name} router",
+                    pin(cpu) + [binary or kumo.binary, "router", "--server", kumo.url,
                      "--token", kumo.token, "--listen", f"127.0.0.1:{port}"],
-                    env=env, stdout=open(f"{tmp}/kumo-router.out", "w"),
-                    stderr=open(f"{tmp}/kumo-router.log", "w"))
+                    env=env, stdout=open(f"{tmp}/{name}-router.out", "w"),
+                    stderr=open(f"{tmp}/{name}-router.log", "w"))
     wait_port(port, p)
     # The route table follows watches: wait until both hosts are routed to ready replicas.
     deadline = time.monotonic() + 30
@@ -436,9 +440,9 @@ def start_kumo_router(kumo, procs, tmp, cpu, access_log):
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"kumo router does not route the bench apps; see {tmp}/kumo-router.log")
+            raise RuntimeError(f"{name} router does not route the bench apps; see {tmp}/{name}-router.log")
         time.sleep(0.2)
-    return {"name": "kumo", "procs": [p], "h1": port, "h2": port}
+    return {"name": name, "procs": [p], "h1": port, "h2": port}
 
 
 def start_nginx(procs, tmp, cpu, h1_eps, h2_eps, access_log):
@@ -650,6 +654,9 @@ def main():
     ap.add_argument("--nice", type=int, default=-20 if os.geteuid() == 0 else 0,
                     help="nice value of the proxies, backends, kumo and clients (the same for all; -20 keeps "
                          "other work on the machine from taking their CPUs; 0 to leave it)")
+    ap.add_argument("--kumo-base", metavar="BINARY",
+                    help="another kumo build whose router is measured too, as target kumo-base, right after "
+                         "kumo in every round (to compare a change with the build before it)")
     ap.add_argument("--keep-raw", action="store_true", help="print every client's raw output")
     args = ap.parse_args()
     global NICE
@@ -659,11 +666,16 @@ def main():
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     scenarios = [s for s in args.scenarios.split(",") if s]
     targets = [t for t in args.targets.split(",") if t]
+    if args.kumo_base:
+        if not os.path.exists(args.kumo_base):
+            sys.exit(f"{args.kumo_base} not found")
+        if "kumo-base" not in targets:
+            targets.insert(targets.index("kumo") + 1 if "kumo" in targets else len(targets), "kumo-base")
     for s in scenarios:
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     for t in targets:
-        if t not in ("direct", "kumo", "nginx", "haproxy"):
+        if t not in ("direct", "kumo", "kumo-base", "nginx", "haproxy") or (t == "kumo-base" and not args.kumo_base):
             sys.exit(f"unknown target {t}")
     missing = [tool for tool in ["taskset", "wrk", "h2load"] + [t for t in ("nginx", "haproxy") if t in targets]
                if not shutil.which(tool)]
@@ -708,6 +720,9 @@ def main():
                 t = {"name": "direct", "procs": [], "h1": h1_eps[0][1], "h2": h2_eps[0][1]}
             elif name == "kumo":
                 t = start_kumo_router(kumo, procs, tmp, args.proxy_cpu, args.access_log == "on")
+            elif name == "kumo-base":
+                t = start_kumo_router(kumo, procs, tmp, args.proxy_cpu, args.access_log == "on",
+                                      binary=args.kumo_base, name="kumo-base")
             elif name == "nginx":
                 t = start_nginx(procs, tmp, args.proxy_cpu, h1_eps, h2_eps, args.access_log == "on")
             else:
@@ -731,7 +746,9 @@ def main():
                     res = measure(s, t, args, tmp)
                     results.setdefault((s, t["name"]), []).append(res)
                     print(f"round {rnd + 1} {s:6} {t['name']:8} {res['rps']:>10.0f} req/s  p50 {fmt_ms(res['p50'])}"
-                          f"  p99 {fmt_ms(res['p99'])}  proxy CPU {res['cpu']:.0f}%  errors {res['errors']}"
+                          f"  p99 {fmt_ms(res['p99'])}  proxy CPU {res['cpu']:.0f}%"
+                          f"  {res['rps'] / (res['cpu'] / 100) if res['cpu'] > 0 else float('nan'):>6.0f} req/CPU-s"
+                          f"  errors {res['errors']}"
                           f"  (whole machine: CPU {args.load_cpu} {res['load_core']:.0f}% busy, "
                           f"CPU {args.proxy_cpu} {res['proxy_core']:.0f}% busy)",
                           file=sys.stderr)

@@ -11,7 +11,7 @@ use crate::access_log::{push_padded, push_quoted, push_rfc3339, push_u64, LogWri
 use crate::balance::Lease;
 use crate::metrics::{AppMetrics, Metrics, UpstreamError};
 use crate::snapshot::Target;
-use crate::upstream::H1Sender;
+use crate::upstream::Pooled;
 
 /// What every completion records into; one per router.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ pub(crate) struct Completion {
     /// Held so the endpoint counts the request as outstanding until its response ends.
     pub lease: Option<Lease>,
     /// The HTTP/1.1 connection the response came on: pooled again if the body ended well.
-    pub conn: Option<H1Sender>,
+    pub conn: Option<Pooled>,
     pub recorder: Arc<Recorder>,
 }
 

@@ -9,7 +9,7 @@ use http::uri::Authority;
 
 use crate::health::{EjectPolicy, Health};
 use crate::table::Endpoint;
-use crate::upstream::{H1Sender, IdleConns};
+use crate::upstream::{IdleConns, Pooled};
 
 /// What the router knows about one endpoint. It outlives route table swaps: a new table that
 /// names the same endpoint (address and id) keeps its counters and its health.
@@ -130,7 +130,7 @@ impl Lease {
     }
 
     /// Puts back the endpoint's connection once the response on it has been read to its end.
-    pub fn keep(&self, conn: H1Sender, now: Instant) {
+    pub fn keep(&self, conn: Pooled, now: Instant) {
         self.state.idle.put(conn, now);
     }
 

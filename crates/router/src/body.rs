@@ -10,13 +10,16 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::access::{Completion, End};
+use crate::h1::H1Body;
+use crate::upstream::Pooled;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Any response body the router sends: a backend's, or one of its own. An enum rather than a
-/// boxed body: no allocation per response.
+/// Any response body the router sends: a backend's (through hyper, or read inline), or one of
+/// its own. An enum rather than a boxed body: no allocation per response.
 pub(crate) enum ResponseBody {
     Upstream(Incoming),
+    Inline(H1Body),
     Local(Full<Bytes>),
 }
 
@@ -38,6 +41,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ResponseBody::Inline(b) => Pin::new(b).poll_frame(cx),
             ResponseBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -45,6 +49,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Inline(b) => b.is_end_stream(),
             ResponseBody::Local(b) => b.is_end_stream(),
         }
     }
@@ -52,6 +57,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Inline(b) => b.size_hint(),
             ResponseBody::Local(b) => b.size_hint(),
         }
     }
@@ -152,7 +158,11 @@ impl Observed {
     }
 
     fn finish(&mut self, end: End) {
-        if let Some(c) = self.completion.take() {
+        if let Some(mut c) = self.completion.take() {
+            // A body read inline holds its connection: it goes back with the completion.
+            if let (End::Complete, ResponseBody::Inline(body)) = (&end, &mut self.inner) {
+                c.conn = body.reusable().map(Pooled::Inline);
+            }
             c.finish(end);
         }
     }

@@ -11,6 +11,7 @@ mod balance;
 mod body;
 mod config;
 mod error;
+mod h1;
 mod headers;
 mod health;
 mod metrics;

@@ -1,5 +1,7 @@
 //! HTTP/1.1 toward backends: keep-alive connections pooled per endpoint, taken before the
-//! request is handed over.
+//! request is handed over. Requests without a body go over [`H1Conn`]s, driven by the client
+//! connection's own task ([`crate::h1`]); requests with a body and upgrades over hyper's
+//! client connections, each with a task of its own.
 //!
 //! Why not hyper-util's pooled client (still used for h2c): per request it boxes its future,
 //! looks the connection up in one map keyed by scheme and authority, spawns a task to put back
@@ -21,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::h1::{ExchangeError, H1Body, H1Conn};
 
 /// A connection to one backend, ready for one request at a time.
 pub(crate) type H1Sender = SendRequest<Incoming>;
@@ -30,52 +33,81 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint; more are closed when their response ends.
 const MAX_IDLE: usize = 512;
 
+/// A connection whose response has been read to its end, on its way back to the pool.
+#[derive(Debug)]
+pub(crate) enum Pooled {
+    Hyper(H1Sender),
+    Inline(H1Conn),
+}
+
 /// One endpoint's idle keep-alive connections, the most recently used last (it is the likeliest
 /// to be still open, and the others age out).
 #[derive(Default)]
-pub(crate) struct IdleConns(Mutex<Vec<Idle>>);
+pub(crate) struct IdleConns {
+    hyper: Mutex<Vec<Idle<H1Sender>>>,
+    inline: Mutex<Vec<Idle<H1Conn>>>,
+}
 
-struct Idle {
-    sender: H1Sender,
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
+fn lock<T>(list: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding the lock; a poisoned list is still a valid list.
+    list.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The most recently used connection of `list` that is still open and young enough.
+fn take_from<C>(
+    list: &Mutex<Vec<Idle<C>>>,
+    now: Instant,
+    closed: impl Fn(&C) -> bool,
+) -> Option<C> {
+    let mut idle = lock(list);
+    while let Some(c) = idle.pop() {
+        if !closed(&c.conn) && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
+            return Some(c.conn);
+        }
+    }
+    None
+}
+
+fn put_into<C>(list: &Mutex<Vec<Idle<C>>>, conn: C, now: Instant) {
+    let mut idle = lock(list);
+    if idle.len() < MAX_IDLE {
+        idle.push(Idle { conn, since: now });
+    }
+}
+
 impl IdleConns {
-    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
-        // Nothing panics while holding the lock; a poisoned list is still a valid list.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn take(&self, now: Instant) -> Option<H1Sender> {
+        take_from(&self.hyper, now, SendRequest::is_closed)
     }
 
-    fn take(&self, now: Instant) -> Option<H1Sender> {
-        let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
-            if !c.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
-                return Some(c.sender);
-            }
-        }
-        None
+    fn take_inline(&self, now: Instant) -> Option<H1Conn> {
+        take_from(&self.inline, now, H1Conn::is_stale)
     }
 
     /// Puts back a connection whose last response has been read to its end.
-    pub fn put(&self, sender: H1Sender, now: Instant) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: now });
+    pub fn put(&self, conn: Pooled, now: Instant) {
+        match conn {
+            Pooled::Hyper(sender) if !sender.is_closed() => put_into(&self.hyper, sender, now),
+            Pooled::Hyper(_) => {}
+            Pooled::Inline(conn) => put_into(&self.inline, conn, now),
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.hyper).len() + lock(&self.inline).len()
     }
 }
 
 impl std::fmt::Debug for IdleConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IdleConns({})", self.lock().len())
+        let (hyper, inline) = (lock(&self.hyper).len(), lock(&self.inline).len());
+        write!(f, "IdleConns(hyper: {hyper}, inline: {inline})")
     }
 }
 
@@ -87,6 +119,18 @@ pub(crate) enum Sent {
     Failed(hyper::Error),
     /// The response head; the connection goes back to the pool once its body has ended.
     Answered(Response<Incoming>, H1Sender),
+}
+
+/// How a request without a body went toward one endpoint.
+// The response is the common case; boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Exchanged {
+    /// No connection could be had, or the request could not be written: it was not sent.
+    Refused(BoxError),
+    /// The connection failed once the request was on its way.
+    Failed(BoxError),
+    /// The response; its body carries the connection back to the pool once read to its end.
+    Answered(Response<H1Body>),
 }
 
 /// Opens and reuses HTTP/1.1 connections.
@@ -143,7 +187,37 @@ impl H1Client {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<H1Sender, BoxError> {
+    /// Sends `req`, which has no body (origin-form URI, `Host` set), to `addr` over an idle
+    /// connection of `idle` or a new one, within the caller's task.
+    pub async fn exchange(
+        &self,
+        addr: SocketAddr,
+        idle: &IdleConns,
+        req: &Request<Incoming>,
+        now: Instant,
+    ) -> Exchanged {
+        loop {
+            let (conn, reused) = match idle.take_inline(now) {
+                Some(conn) => (conn, true),
+                // Boxed for the same reason as in `send`.
+                None => match Box::pin(self.open(addr)).await {
+                    Ok(stream) => (H1Conn::new(stream), false),
+                    Err(e) => return Exchanged::Refused(e),
+                },
+            };
+            match conn.exchange(req).await {
+                Ok(response) => return Exchanged::Answered(response),
+                // The write failed: the backend let the keep-alive connection go. As in `send`,
+                // another connection is tried; a new one that fails is a refusal.
+                Err(ExchangeError::Unsent(_)) if reused => continue,
+                Err(ExchangeError::Unsent(e)) => return Exchanged::Refused(e.into()),
+                Err(ExchangeError::Sent(e)) => return Exchanged::Failed(e),
+            }
+        }
+    }
+
+    /// A new connection to `addr`.
+    async fn open(&self, addr: SocketAddr) -> Result<TcpStream, BoxError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(connected) => connected?,
@@ -153,6 +227,11 @@ impl H1Client {
             };
         // Request heads are small and latency-bound: no Nagle delay.
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<H1Sender, BoxError> {
+        let stream = self.open(addr).await?;
         let (sender, conn) = self.builder.handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -229,7 +308,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(&body.to_bytes()[..], b"ok");
-            idle.put(sender, now);
+            idle.put(Pooled::Hyper(sender), now);
             assert_eq!(idle.len(), 1);
         }
         accepted.recv().await.unwrap();

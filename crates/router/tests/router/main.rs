@@ -6,6 +6,7 @@ mod balancing;
 mod errors;
 mod failures;
 mod forwarding;
+mod framing;
 mod lifecycle;
 mod observability;
 mod streams;
