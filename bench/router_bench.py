@@ -411,6 +411,32 @@ class Kumo:
 # ---------------------------------------------------------------- proxies
 
 
+def start_backends(kumo, replicas, tmp):
+    """The two bench Apps, their Ready replicas' (host, port) lists, and the replicas' pids, at the
+    benchmark's priority."""
+    kumo.create_app("bench-h1", "http1", H1_HOST, replicas, [BACKEND_BIN])
+    kumo.create_app("bench-h2", "h2c", H2_HOST, replicas, [BACKEND_BIN])
+    h1_eps = kumo.wait_endpoints("bench-h1", replicas)
+    h2_eps = kumo.wait_endpoints("bench-h2", replicas)
+    pids = backend_processes(tmp)
+    for pid in pids:
+        if NICE:
+            os.setpriority(os.PRIO_PROCESS, pid, NICE)
+            set_group_nice(pid)
+    return h1_eps, h2_eps, pids
+
+
+def tear_down(procs, kumo, tmp):
+    """The proxies and clients first, then the apps' backends, then kumo up, then the temp dir."""
+    for name, p in reversed(procs.items):
+        if name != "kumo up":
+            procs.stop(p)
+    if kumo is not None:
+        kumo.remove_apps(["bench-h1", "bench-h2"])
+    procs.stop_all()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def render(template, fields):
     with open(os.path.join(HERE, template)) as f:
         text = f.read()
@@ -702,15 +728,7 @@ def main():
     kumo = None
     try:
         kumo = Kumo(args.kumo, tmp, procs, args.load_cpu)
-        kumo.create_app("bench-h1", "http1", H1_HOST, args.replicas, [BACKEND_BIN])
-        kumo.create_app("bench-h2", "h2c", H2_HOST, args.replicas, [BACKEND_BIN])
-        h1_eps = kumo.wait_endpoints("bench-h1", args.replicas)
-        h2_eps = kumo.wait_endpoints("bench-h2", args.replicas)
-        backend_pids = backend_processes(tmp)
-        for pid in backend_pids:
-            if NICE:
-                os.setpriority(os.PRIO_PROCESS, pid, NICE)
-                set_group_nice(pid)
+        h1_eps, h2_eps, backend_pids = start_backends(kumo, args.replicas, tmp)
         notes["backends"] = f"h1 {h1_eps}, h2c {h2_eps}"
         print(f"backends: {notes['backends']}", file=sys.stderr)
 
@@ -758,14 +776,7 @@ def main():
         notes["backend CPUs"] = sorted({c for p in backend_pids for c in affinity(p)})
         notes["kumo router threads"] = next((t.get("threads") for t in live if t["name"] == "kumo"), None)
     finally:
-        # The proxies and clients first, then the apps' backends, then kumo up.
-        for name, p in reversed(procs.items):
-            if name != "kumo up":
-                procs.stop(p)
-        if kumo is not None:
-            kumo.remove_apps(["bench-h1", "bench-h2"])
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(procs, kumo, tmp)
 
     facts = machine_facts(args, args.kumo)
     print()

@@ -31,10 +31,10 @@ import threading
 import router_bench as rb
 
 
-def wrk(port, args, out):
-    argv = rb.pin(args.load_cpu) + ["wrk", "-t1", f"-c{args.connections}", f"-d{args.window}s", "--latency",
+def wrk(port, args, seconds, out):
+    argv = rb.pin(args.load_cpu) + ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency",
                                      "-H", f"Host: {rb.H1_HOST}", f"http://127.0.0.1:{port}/"]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=args.window + 60, preexec_fn=rb.new_session)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, preexec_fn=rb.new_session)
     out.append(r.stdout + r.stderr)
 
 
@@ -85,14 +85,7 @@ def main():
     rows = []
     try:
         kumo = rb.Kumo(args.kumo, tmp, procs, args.load_cpu)
-        kumo.create_app("bench-h1", "http1", rb.H1_HOST, args.replicas, [rb.BACKEND_BIN])
-        kumo.create_app("bench-h2", "h2c", rb.H2_HOST, args.replicas, [rb.BACKEND_BIN])
-        h1_eps = kumo.wait_endpoints("bench-h1", args.replicas)
-        h2_eps = kumo.wait_endpoints("bench-h2", args.replicas)
-        for pid in rb.backend_processes(tmp):
-            if rb.NICE:
-                os.setpriority(os.PRIO_PROCESS, pid, rb.NICE)
-                rb.set_group_nice(pid)
+        h1_eps, h2_eps, _ = rb.start_backends(kumo, args.replicas, tmp)
         log = args.access_log == "on"
         ours = rb.start_kumo_router(kumo, procs, tmp, args.proxy_cpu, log)
         if args.other == "nginx":
@@ -114,14 +107,11 @@ def main():
         def window(seconds):
             outs = {t["name"]: [] for t in targets}
             before = {t["name"]: rb.cpu_seconds(t["pids"]) for t in targets}
-            saved = args.window
-            args.window = seconds
-            threads = [threading.Thread(target=wrk, args=(t["h1"], args, outs[t["name"]])) for t in targets]
+            threads = [threading.Thread(target=wrk, args=(t["h1"], args, seconds, outs[t["name"]])) for t in targets]
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
-            args.window = saved
             return {t["name"]: (outs[t["name"]][0], rb.cpu_seconds(t["pids"]) - before[t["name"]])
                     for t in targets}
 
@@ -140,13 +130,7 @@ def main():
                   f"{theirs['name']} {o['rps']:.0f} req/s, {o['cpu']:.0f}% CPU, {o['per_cpu']:.0f} req/CPU-s; "
                   f"ratio {k['per_cpu'] / o['per_cpu']:.3f}", file=sys.stderr)
     finally:
-        for name, p in reversed(procs.items):
-            if name != "kumo up":
-                procs.stop(p)
-        if kumo is not None:
-            kumo.remove_apps(["bench-h1", "bench-h2"])
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        rb.tear_down(procs, kumo, tmp)
 
     other = theirs["name"]
     ratios = [r["kumo"]["per_cpu"] / r[other]["per_cpu"] for r in rows]

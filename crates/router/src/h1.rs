@@ -322,17 +322,15 @@ impl Framing {
             match *self {
                 Framing::Done => return Ok(Step::End),
                 Framing::Length(left) => {
-                    if buf.is_empty() {
+                    let Some((data, left)) = take_data(left, buf) else {
                         return Ok(Step::More);
-                    }
-                    let take = take_len(left, buf.len());
-                    let left = left - take as u64;
+                    };
                     *self = if left == 0 {
                         Framing::Done
                     } else {
                         Framing::Length(left)
                     };
-                    return Ok(Step::Frame(Frame::data(buf.split_to(take).freeze())));
+                    return Ok(Step::Frame(Frame::data(data)));
                 }
                 Framing::Close => {
                     if buf.is_empty() {
@@ -356,17 +354,15 @@ impl Framing {
                     Err(_) => return Err(invalid("chunk size")),
                 },
                 Framing::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
+                    let Some((data, left)) = take_data(left, buf) else {
                         return Ok(Step::More);
-                    }
-                    let take = take_len(left, buf.len());
-                    let left = left - take as u64;
+                    };
                     *self = Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
                         Chunk::Data(left)
                     });
-                    return Ok(Step::Frame(Frame::data(buf.split_to(take).freeze())));
+                    return Ok(Step::Frame(Frame::data(data)));
                 }
                 Framing::Chunked(Chunk::DataEnd) => {
                     if buf.len() < 2 {
@@ -409,9 +405,14 @@ impl Framing {
     }
 }
 
-/// The most of `left` body bytes that `buffered` bytes hold.
-fn take_len(left: u64, buffered: usize) -> usize {
-    usize::try_from(left).map_or(buffered, |left| left.min(buffered))
+/// As much of the `left` bytes still due as `buf` holds, and how many are then left; `None`
+/// when `buf` is empty.
+fn take_data(left: u64, buf: &mut BytesMut) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+    Some((buf.split_to(take).freeze(), left - take as u64))
 }
 
 /// A backend's response body, read from its connection as it is polled. Once read to its

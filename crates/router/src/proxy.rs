@@ -132,15 +132,9 @@ pub(crate) fn handle(
     async move {
         let outcome = match prepared {
             Prepared::Answered(outcome) => outcome,
-            Prepared::Http1Inline(route, request) => {
-                route.exchange(&shared).http1_inline(request).await
-            }
-            Prepared::Http1(route, request) => {
-                Box::pin(route.exchange(&shared).http1(request)).await
-            }
-            Prepared::H2c(route, parts, body) => {
-                Box::pin(route.exchange(&shared).h2c(parts, body)).await
-            }
+            Prepared::Http1Inline(to, request) => to.exchange(&shared).http1_inline(request).await,
+            Prepared::Http1(to, request) => Box::pin(to.exchange(&shared).http1(request)).await,
+            Prepared::H2c(to, parts, body) => Box::pin(to.exchange(&shared).h2c(parts, body)).await,
         };
         let (mut parts, body) = outcome.response.into_parts();
         let record = AccessRecord {
@@ -165,13 +159,13 @@ pub(crate) fn handle(
 }
 
 /// Where a request that goes upstream goes: the route's target and the upgrade it asks for.
-struct Upstream {
+struct Destination {
     target: Arc<Target>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: Option<HeaderValue>,
 }
 
-impl Upstream {
+impl Destination {
     fn exchange(self, shared: &Shared) -> Exchange<'_> {
         Exchange {
             shared,
@@ -186,9 +180,9 @@ impl Upstream {
 enum Prepared {
     Answered(Outcome),
     /// HTTP/1.1 without a body or an upgrade: most requests.
-    Http1Inline(Upstream, Request<Incoming>),
-    Http1(Upstream, Request<Incoming>),
-    H2c(Upstream, http::request::Parts, Incoming),
+    Http1Inline(Destination, Request<Incoming>),
+    Http1(Destination, Request<Incoming>),
+    H2c(Destination, http::request::Parts, Incoming),
 }
 
 fn prepare(
@@ -245,7 +239,7 @@ fn prepare(
         },
     );
     let protocol = target.protocol;
-    let exchange = Upstream {
+    let destination = Destination {
         target,
         client_upgrade,
         upgrade,
@@ -274,17 +268,17 @@ fn prepare(
             }
             parts.version = Version::HTTP_11;
             let request = Request::from_parts(parts, body);
-            if exchange.upgrade.is_none() && request.body().is_end_stream() {
-                Prepared::Http1Inline(exchange, request)
+            if destination.upgrade.is_none() && request.body().is_end_stream() {
+                Prepared::Http1Inline(destination, request)
             } else {
-                Prepared::Http1(exchange, request)
+                Prepared::Http1(destination, request)
             }
         }
         BackendProtocol::H2c => {
             // `:authority` names the endpoint (the connection pool is per endpoint); a `Host`
             // that differs from it is malformed in HTTP/2. The host goes in X-Forwarded-Host.
             parts.headers.remove(header::HOST);
-            Prepared::H2c(exchange, parts, body)
+            Prepared::H2c(destination, parts, body)
         }
     }
 }

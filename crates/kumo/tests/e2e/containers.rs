@@ -26,16 +26,6 @@ fn image_pod(
     )
 }
 
-fn apply(c: &Cluster, file: &str, manifest: &str) {
-    let f = c.write(file, manifest);
-    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn logs(c: &Cluster, pod: &str) -> String {
     String::from_utf8_lossy(&c.kumo(&["logs", pod]).stdout).to_string()
 }
@@ -75,13 +65,11 @@ async fn registry_images_run_isolated_under_runc_and_runsc() {
     let c = Cluster::up(&[]);
     let client = c.client();
     let script = "echo host=$(hostname); echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); echo procs=$(ls /proc | grep -c '^[0-9]'); grep CapEff /proc/self/status; cat /proc/version";
-    apply(
-        &c,
+    c.apply(
         "runc.yaml",
         &image_pod("in-runc", &image, None, "Never", script),
     );
-    apply(
-        &c,
+    c.apply(
         "runsc.yaml",
         &image_pod("in-gvisor", &image, Some("runsc"), "Never", script),
     );
@@ -151,8 +139,7 @@ async fn pods_reach_each_other_and_the_host_reaches_them() {
     let c = Cluster::up(&[]);
     let client = c.client();
     let server = "mkdir -p /www && echo hello-from-server > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www";
-    apply(
-        &c,
+    c.apply(
         "server.yaml",
         &image_pod("server", &image, None, "Always", server),
     );
@@ -161,8 +148,7 @@ async fn pods_reach_each_other_and_the_host_reaches_them() {
 
     // Another pod fetches from the first over its pod IP.
     let fetch = format!("/bin/busybox wget -q -O - http://{ip}:8080/index.html");
-    apply(
-        &c,
+    c.apply(
         "client.yaml",
         &image_pod("client", &image, None, "OnFailure", &fetch),
     );
@@ -186,8 +172,7 @@ async fn restarted_agent_readopts_a_runc_container() {
     let (_registry, image) = busybox_registry();
     let mut c = Cluster::up(&[]);
     let client = c.client();
-    apply(
-        &c,
+    c.apply(
         "long.yaml",
         &image_pod(
             "long",
@@ -264,8 +249,7 @@ async fn fifty_create_delete_cycles_leave_nothing_behind() {
     let mut uids = Vec::new();
     for i in 0..50 {
         let name = format!("cycle-{i}");
-        apply(
-            &c,
+        c.apply(
             "cycle.yaml",
             &image_pod(&name, &image, None, "Never", "exec /bin/busybox sleep 1000"),
         );
@@ -379,18 +363,15 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
     let c = Cluster::up(&[]);
     let client = c.client();
     let missing_tag = image.replace(":1", ":nope");
-    apply(
-        &c,
+    c.apply(
         "missing.yaml",
         &image_pod("missing", &missing_tag, None, "Never", "true"),
     );
-    apply(
-        &c,
+    c.apply(
         "unreachable.yaml",
         &image_pod("unreachable", "127.0.0.1:1/test:1", None, "Never", "true"),
     );
-    apply(
-        &c,
+    c.apply(
         "malformed.yaml",
         &image_pod("malformed", "Bad:Ref:", None, "Never", "true"),
     );
@@ -410,8 +391,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         assert!(msg.contains(text), "{name}: {msg}");
     }
     // A runtime class no node has: the scheduler says so.
-    apply(
-        &c,
+    c.apply(
         "kata.yaml",
         &image_pod("kata", &image, Some("kata"), "Never", "true"),
     );
@@ -433,7 +413,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
     let host_path = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: peek\nspec:\n  restartPolicy: Never\n  volumes:\n  - name: etc\n    hostPath: {{path: /etc}}\n  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/busybox\", \"cat\", \"/host/passwd\"]\n    volumeMounts:\n    - {{name: etc, mountPath: /host}}\n"
     );
-    apply(&c, "peek.yaml", &host_path);
+    c.apply("peek.yaml", &host_path);
     let p = wait_pod(&client, "default", "peek", T, |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
@@ -444,9 +424,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
         "{msg}"
     );
     // A memory limit below what the runtime needs to start is refused with the reason.
-    apply(
-        &c,
-        "tiny.yaml",
+    c.apply("tiny.yaml",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: tiny\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/busybox\", \"true\"]\n    resources: {{limits: {{memory: 1Mi}}}}\n"),
     );
     let p = wait_pod(&client, "default", "tiny", T, |p| {
@@ -472,8 +450,7 @@ async fn bad_images_and_runtimes_get_clear_statuses() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
-    apply(
-        &c,
+    c.apply(
         "corrupt.yaml",
         &image_pod("corrupt", &corrupt, None, "Never", "true"),
     );
@@ -524,7 +501,7 @@ async fn runc_gpu_pods_get_their_devices_from_the_cdi_spec() {
         "{}    resources:\n      limits: {{nvidia.com/gpu: 1}}\n",
         image_pod("trainer", &image, None, "Never", script)
     );
-    apply(&c, "trainer.yaml", &manifest);
+    c.apply("trainer.yaml", &manifest);
     let client = c.client();
     let p = wait_pod(&client, "default", "trainer", T, |p| {
         phase(p).is_some_and(|ph| ph != PodPhase::Pending && ph != PodPhase::Running)

@@ -15,12 +15,6 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn apply(c: &Cluster, file: &str, manifest: &str) {
-    let f = c.write(file, manifest);
-    let o = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", err(&o));
-}
-
 fn sleeper(name: &str, image: &str, runtime: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  runtimeClassName: {runtime}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: \"{image}\"\n    env: [{{name: GREETING, value: hello-{name}}}]\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n"
@@ -33,11 +27,9 @@ async fn exec_runs_commands_inside_containers() {
     let (image, _) = registry.push_busybox("exec:1").expect("push busybox");
     let c = Cluster::up(&[]);
     let client = c.client();
-    apply(&c, "runc.yaml", &sleeper("in-runc", &image, "runc"));
-    apply(&c, "runsc.yaml", &sleeper("in-gvisor", &image, "runsc"));
-    apply(
-        &c,
-        "proc.yaml",
+    c.apply("runc.yaml", &sleeper("in-runc", &image, "runc"));
+    c.apply("runsc.yaml", &sleeper("in-gvisor", &image, "runsc"));
+    c.apply("proc.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: in-process\nspec:\n  runtimeClassName: process\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    env: [{name: GREETING, value: hello-in-process}]\n    command: [\"/bin/sleep\", \"3600\"]\n",
     );
     for name in ["in-runc", "in-gvisor", "in-process"] {
@@ -122,7 +114,7 @@ async fn exec_runs_commands_inside_containers() {
     assert!(err(&o).contains("not found"), "{}", err(&o));
 
     // A container that is no longer running.
-    apply(&c, "done.yaml", &process_pod("finished", "Never", "exit 0"));
+    c.apply("done.yaml", &process_pod("finished", "Never", "exit 0"));
     wait_pod(&client, "default", "finished", T, |p| {
         crate::pods::phase(p).is_some_and(|ph| ph.is_terminal())
     })

@@ -204,6 +204,18 @@ impl Cluster {
         child.wait_with_output().expect("kumo cli output")
     }
 
+    /// Writes `manifest` to `file` in the temp dir and runs `kumo apply -f` on it; panics with
+    /// the CLI's stderr if that fails.
+    pub fn apply(&self, file: &str, manifest: &str) {
+        let path = self.write(file, manifest);
+        let out = self.kumo(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "kumo apply -f {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Writes a file into the temp dir and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.dir.path().join(name);

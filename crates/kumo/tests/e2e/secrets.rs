@@ -10,12 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn apply(c: &Cluster, file: &str, manifest: &str) {
-    let f = c.write(file, manifest);
-    let o = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn pod(name: &str, ns: &str, image: &str, secret: Option<&str>, policy: &str) -> String {
     let secrets = secret
         .map(|s| format!("  imagePullSecrets: [{{name: {s}}}]\n"))
@@ -45,15 +39,13 @@ async fn pull_secrets_of_the_pods_namespace_authenticate_pulls() {
     let (image, _) = registry.push_busybox("private:1").expect("push busybox");
     let c = Cluster::up(&[]);
     let client = c.client();
-    apply(
-        &c,
+    c.apply(
         "ns.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n",
     );
 
     // Without credentials the registry's own refusal is the pod's status.
-    apply(
-        &c,
+    c.apply(
         "anon.yaml",
         &pod("anon", "default", &image, None, "IfNotPresent"),
     );
@@ -94,8 +86,7 @@ async fn pull_secrets_of_the_pods_namespace_authenticate_pulls() {
     let o = c.kumo(&["get", "secrets", "-n", "team-a"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("regcred"));
 
-    apply(
-        &c,
+    c.apply(
         "authed.yaml",
         &pod("authed", "team-a", &image, Some("regcred"), "Always"),
     );
@@ -108,8 +99,7 @@ async fn pull_secrets_of_the_pods_namespace_authenticate_pulls() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "pulled-ok\n");
 
     // The secret belongs to team-a: a pod elsewhere naming it pulls without it, and says so.
-    apply(
-        &c,
+    c.apply(
         "other.yaml",
         &pod("other", "default", &image, Some("regcred"), "Always"),
     );

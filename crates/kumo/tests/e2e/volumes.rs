@@ -8,12 +8,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn apply(c: &Cluster, file: &str, manifest: &str) {
-    let f = c.write(file, manifest);
-    let o = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn logs(c: &Cluster, pod: &str) -> String {
     String::from_utf8_lossy(&c.kumo(&["logs", pod]).stdout).into_owned()
 }
@@ -36,9 +30,7 @@ async fn volumes_mount_into_runc_and_process_containers() {
 
     // runc: the mounts are in the container's own root.
     let script = "cat /host/greeting; echo w > /scratch/f && cat /scratch/f; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; touch /host/x 2>/dev/null && echo host-writable || echo host-read-only; echo d > /disk/f && cat /disk/f";
-    apply(
-        &c,
-        "runc.yaml",
+    c.apply("runc.yaml",
         &format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: vol-runc\nspec:\n  restartPolicy: Never\n{}  containers:\n  - name: main\n    image: \"{image}\"\n    command: [\"/bin/sh\", \"-c\", {script:?}]\n    volumeMounts:\n    - {{name: scratch, mountPath: /scratch}}\n    - {{name: disk, mountPath: /disk}}\n    - {{name: shared, mountPath: /host, readOnly: true}}\n",
             volumes(&shared)
@@ -53,9 +45,7 @@ async fn volumes_mount_into_runc_and_process_containers() {
         mnt.join("host").display().to_string(),
     );
     let script = format!("cat {hostmnt}/greeting; echo w > {scratch}/f && cat {scratch}/f; grep ' {scratch} ' /proc/mounts | cut -d' ' -f3; touch {hostmnt}/x 2>/dev/null && echo host-writable || echo host-read-only; echo d > {disk}/f && cat {disk}/f; exec sleep 3600");
-    apply(
-        &c,
-        "proc.yaml",
+    c.apply("proc.yaml",
         &format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: vol-proc\nspec:\n  runtimeClassName: process\n  terminationGracePeriodSeconds: 1\n{}  containers:\n  - name: main\n    command: [\"/bin/sh\", \"-c\", {script:?}]\n    volumeMounts:\n    - {{name: scratch, mountPath: {scratch}}}\n    - {{name: disk, mountPath: {disk}}}\n    - {{name: shared, mountPath: {hostmnt}, readOnly: true}}\n",
             volumes(&shared)
@@ -126,15 +116,11 @@ async fn unused_images_are_collected_above_the_disk_threshold() {
         "0s",
     ]);
     let client = c.client();
-    apply(
-        &c,
-        "used.yaml",
+    c.apply("used.yaml",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: used\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: \"{busybox}\"\n    command: [\"/bin/sleep\", \"3600\"]\n"),
     );
     // The tiny image has no program: its pod fails, but the image was pulled for it.
-    apply(
-        &c,
-        "unused.yaml",
+    c.apply("unused.yaml",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: unused\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: \"{tiny}\"\n    command: [\"/hello\"]\n"),
     );
     wait_pod(&client, "default", "used", T, pod_ready).await;

@@ -50,7 +50,7 @@ async fn bad_apps_are_refused_naming_the_field() {
     assert_eq!(err.code(), Some(422), "{err}");
 
     // A domain belongs to one app: the second app naming it is refused, naming the first.
-    apply(&c, "one", &app_manifest("one", 1, "1"));
+    c.apply("one.json", &app_manifest("one", 1, "1"));
     let mut two = serde_json::from_str::<serde_json::Value>(&app_manifest("two", 1, "1")).unwrap();
     two["spec"]["domains"] = serde_json::json!(["two.test", "one.test"]);
     let f = c.write("two.json", &two.to_string());

@@ -66,16 +66,6 @@ pub fn cluster_with_router() -> (Cluster, SocketAddr) {
     (c, addr)
 }
 
-pub fn apply(c: &Cluster, name: &str, manifest: &str) {
-    let f = c.write(&format!("{name}.json"), manifest);
-    let out = c.kumo(&["apply", "-f", f.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Waits until `pred` holds for the app, polling its status; panics with the last seen.
 pub async fn wait_app(client: &Client, name: &str, what: &str, pred: impl Fn(&App) -> bool) -> App {
     let deadline = tokio::time::Instant::now() + T;

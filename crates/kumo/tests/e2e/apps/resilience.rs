@@ -6,7 +6,7 @@ use super::*;
 async fn crashed_and_deleted_replicas_are_replaced() {
     let (c, router) = cluster_with_router();
     let client = c.client();
-    apply(&c, "crash", &app_manifest("crash", 2, "1"));
+    c.apply("crash.json", &app_manifest("crash", 2, "1"));
     wait_app(&client, "crash", "2 ready replicas", serving(1, 2)).await;
     let pods = web_pods(&client, "crash").await;
 
@@ -119,7 +119,7 @@ async fn replicas_spread_over_zones_and_leave_a_lost_node() {
         assert!(tokio::time::Instant::now() < deadline, "n2 never joined");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    apply(&c, "spread", &app_manifest("spread", 2, "1"));
+    c.apply("spread.json", &app_manifest("spread", 2, "1"));
     wait_app(&client, "spread", "2 ready replicas", serving(1, 2)).await;
     let nodes: std::collections::BTreeSet<String> = web_pods(&client, "spread")
         .await
@@ -203,7 +203,7 @@ async fn an_agent_restart_keeps_ready_replicas_serving() {
         .parse()
         .unwrap();
     let client = c.client();
-    apply(&c, "steady", &app_manifest("steady", 2, "1"));
+    c.apply("steady.json", &app_manifest("steady", 2, "1"));
     wait_app(&client, "steady", "v1 serving", serving(1, 2)).await;
     let deadline = tokio::time::Instant::now() + T;
     while get(router, "steady.test", "/").await.unwrap().0 != 200 {

@@ -7,7 +7,7 @@ use super::*;
 async fn blue_green_config_changes_abandon_rollback_and_one_off_runs() {
     let (c, router) = cluster_with_router();
     let client = c.client();
-    apply(&c, "web", &app_manifest("web", 2, "1"));
+    c.apply("web.json", &app_manifest("web", 2, "1"));
     wait_app(&client, "web", "v1 serving", serving(1, 2)).await;
 
     // Constant load while the config changes: no request fails, and the answers go from the
@@ -149,7 +149,7 @@ async fn image_apps_run_under_runc_and_deploy_follows_the_rollout() {
             "deploy": {"drainSeconds": 1, "timeoutSeconds": 30}
         }
     });
-    apply(&c, "box", &app.to_string());
+    c.apply("box.json", &app.to_string());
     wait_app(&client, "box", "v1 serving", serving(1, 2)).await;
     // Each replica on its own pod IP, PORT being the declared port.
     let pods = web_pods(&client, "box").await;
@@ -200,7 +200,7 @@ async fn rolling_updates_and_scale_down_drain_without_failing_requests() {
     let client = c.client();
     let mut app: serde_json::Value = serde_json::from_str(&app_manifest("roll", 3, "1")).unwrap();
     app["spec"]["deploy"]["strategy"] = serde_json::json!("Rolling");
-    apply(&c, "roll", &app.to_string());
+    c.apply("roll.json", &app.to_string());
     wait_app(&client, "roll", "v1 serving", serving(1, 3)).await;
 
     // One replica at a time; both versions serve meanwhile; no request fails.

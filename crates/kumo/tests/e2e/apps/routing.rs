@@ -21,7 +21,7 @@ async fn the_router_serves_http2_over_tls_with_a_self_signed_certificate() {
         .parse()
         .unwrap();
     let client = c.client();
-    apply(&c, "secure", &app_manifest("secure", 1, "s"));
+    c.apply("secure.json", &app_manifest("secure", 1, "s"));
     wait_app(&client, "secure", "v1 serving", serving(1, 1)).await;
     let port = tls.port().to_string();
     let resolve = format!("secure.test:{port}:127.0.0.1");
@@ -54,7 +54,7 @@ async fn the_router_serves_http2_over_tls_with_a_self_signed_certificate() {
 async fn replicas_behind_the_router_over_http1_and_h2c() {
     let (c, router) = cluster_with_router();
     let client = c.client();
-    apply(&c, "hello", &app_manifest("hello", 3, "1"));
+    c.apply("hello.json", &app_manifest("hello", 3, "1"));
     ok(&c.kumo(&[
         "wait",
         "app/hello",
@@ -114,7 +114,7 @@ async fn replicas_behind_the_router_over_http1_and_h2c() {
     // An unknown host is 404; an app with no ready replica is 503 with a body saying so.
     let (code, _) = get(router, "nobody.test", "/").await.unwrap();
     assert_eq!(code, 404);
-    apply(&c, "idle", &app_manifest("idle", 0, "1"));
+    c.apply("idle.json", &app_manifest("idle", 0, "1"));
     wait_app(&client, "idle", "an active release", serving(1, 0)).await;
     // The router learns of the app from its watch: 404 until then, 503 after.
     let deadline = tokio::time::Instant::now() + T;
@@ -167,7 +167,7 @@ async fn a_standalone_router_follows_the_api() {
         .parse()
         .unwrap();
     assert_eq!(get(router, "solo.test", "/").await.unwrap().0, 404);
-    apply(&c, "solo", &app_manifest("solo", 1, "7"));
+    c.apply("solo.json", &app_manifest("solo", 1, "7"));
     let client = c.client();
     wait_app(&client, "solo", "v1 serving", serving(1, 1)).await;
     // The route follows the watch: poll until it is in (no restart of the router).
@@ -249,7 +249,7 @@ async fn grpc_calls_of_one_channel_spread_over_replicas() {
             "domains": ["grpc.test"]
         }
     });
-    apply(&c, "grpc", &app.to_string());
+    c.apply("grpc.json", &app.to_string());
     wait_app(&client, "grpc", "3 ready replicas", serving(1, 3)).await;
     let names: Vec<String> = web_pods(&client, "grpc")
         .await
