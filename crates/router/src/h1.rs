@@ -436,11 +436,17 @@ impl H1Body {
     /// The connection, if the body was read to its end and the backend may take another
     /// request on it.
     pub fn reusable(&mut self) -> Option<H1Conn> {
-        if self.framing == Framing::Done && self.keep_alive {
-            self.conn.take().filter(|c| c.buf.is_empty())
-        } else {
-            None
+        if self.framing != Framing::Done || !self.keep_alive {
+            return None;
         }
+        let mut conn = self.conn.take().filter(|c| c.buf.is_empty())?;
+        // A large body grew the reads; an idle connection (up to 512 an endpoint) keeps none
+        // of that.
+        if conn.buf.capacity() > READ_CHUNK {
+            conn.buf = BytesMut::new();
+        }
+        conn.read_size = READ_CHUNK;
+        Some(conn)
     }
 }
 
@@ -680,6 +686,25 @@ mod tests {
         assert_eq!(f.data_ref().unwrap(), "abc");
         assert_eq!(framing, Framing::Done);
         assert_eq!(&buf[..], b"NEXT", "the body takes no more than its length");
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_back_only_after_a_whole_kept_body_and_without_its_large_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = H1Conn::new(stream);
+        conn.buf.reserve(MAX_READ);
+        conn.read_size = MAX_READ;
+        let mut body = H1Body::new(conn, Framing::Length(3), true);
+        assert!(body.reusable().is_none(), "a body not read to its end");
+        body.framing = Framing::Done;
+        let conn = body.reusable().expect("a whole body on a kept connection");
+        assert!(conn.buf.capacity() <= READ_CHUNK);
+        assert_eq!(conn.read_size, READ_CHUNK);
+        let mut closing = H1Body::new(conn, Framing::Done, false);
+        assert!(closing.reusable().is_none(), "the backend said close");
     }
 
     #[test]
