@@ -74,13 +74,13 @@ GRPC_FRAME = b"\x00" + len(GRPC_MESSAGE).to_bytes(4, "big") + GRPC_MESSAGE
 SCENARIOS = {
     # name: (client, host, what the client speaks, what each proxy speaks upstream)
     "http1": ("wrk", H1_HOST, "HTTP/1.1 keep-alive",
-              {"kumo": "HTTP/1.1", "kumo-base": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "-"}),
+              {"kumo": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "-"}),
     "h2": ("h2load", H2_HOST, "h2c",
-           {"kumo": "h2c", "kumo-base": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
+           {"kumo": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
     "h2-h1": ("h2load", H1_HOST, "h2c",
-              {"kumo": "HTTP/1.1", "kumo-base": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "- (h2c)"}),
+              {"kumo": "HTTP/1.1", "nginx": "HTTP/1.1", "haproxy": "HTTP/1.1", "direct": "- (h2c)"}),
     "grpc": ("h2load-grpc", H2_HOST, "gRPC unary (h2c)",
-             {"kumo": "h2c", "kumo-base": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
+             {"kumo": "h2c", "nginx": "h2c (grpc_pass)", "haproxy": "h2c", "direct": "-"}),
 }
 
 
@@ -701,8 +701,10 @@ def main():
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     for t in targets:
-        if t not in ("direct", "kumo", "kumo-base", "nginx", "haproxy") or (t == "kumo-base" and not args.kumo_base):
-            sys.exit(f"unknown target {t}")
+        if t == "kumo-base" and not args.kumo_base:
+            sys.exit("target kumo-base needs --kumo-base BINARY (another kumo build)")
+        if t not in ("direct", "kumo", "kumo-base", "nginx", "haproxy"):
+            sys.exit(f"unknown target {t}; known: direct, kumo, kumo-base, nginx, haproxy")
     missing = [tool for tool in ["taskset", "wrk", "h2load"] + [t for t in ("nginx", "haproxy") if t in targets]
                if not shutil.which(tool)]
     if missing:
@@ -812,7 +814,7 @@ def main():
             cpu = "-" if t == "direct" else f"{m['cpu']:.0f}%"
             per_cpu = "-" if t == "direct" or not m["cpu"] > 0 else f"{m['rps'] / (m['cpu'] / 100):.0f}"
             name = "direct (ceiling)" if t == "direct" else t
-            print(f"| {label} | {name} | {upstream[t]} | {m['rps']:.0f} | {fmt_ms(m['p50'])} | {fmt_ms(m['p99'])} "
+            print(f"| {label} | {name} | {upstream['kumo' if t == 'kumo-base' else t]} | {m['rps']:.0f} | {fmt_ms(m['p50'])} | {fmt_ms(m['p99'])} "
                   f"| {vs} | {cpu} | {per_cpu} | {m['errors']} |")
         if "kumo" in med and "nginx" in med:
             k, n = med["kumo"], med["nginx"]

@@ -92,9 +92,7 @@ impl H1Conn {
                 Err(e) => return Err(ExchangeError::Sent(e.into())),
             }
             if self.buf.len() > MAX_HEAD {
-                return Err(ExchangeError::Sent(
-                    invalid("response head too large").into(),
-                ));
+                return Err(ExchangeError::Sent(head_too_large().into()));
             }
             let n = std::future::poll_fn(|cx| self.poll_fill(cx))
                 .await
@@ -123,6 +121,10 @@ impl H1Conn {
         }
         Poll::Ready(Ok(read))
     }
+}
+
+fn head_too_large() -> io::Error {
+    invalid(&format!("response head over {} KiB", MAX_HEAD / 1024))
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -200,6 +202,8 @@ fn parse_head(
             buf,
             &mut fields,
         ) {
+            // The limit holds however the head arrived: in one read or in many.
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(head_too_large()),
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(invalid(&e.to_string())),
@@ -646,6 +650,14 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+        let mut huge = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        huge.extend_from_slice(b"\r\n\r\n");
+        let err = head(&huge, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid response: response head over 64 KiB"
+        );
         // The same length said twice is one length.
         let (_, framing, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false)
             .unwrap()

@@ -329,16 +329,8 @@ impl Exchange<'_> {
             };
             let state = lease.state();
             let addr = state.endpoint.addr;
-            // The call goes straight into the `match`: a local of it would take its room twice
-            // in this future.
-            let limit = self.target.timeout;
-            match within(
-                limit,
-                self.shared.http1.send(addr, &state.idle, request, now),
-            )
-            .await
-            .ok()
-            {
+            let sent = self.shared.http1.send(addr, &state.idle, request, now);
+            match within(self.target.timeout, sent).await.ok() {
                 None => return self.failed(lease, Failure::Timeout(addr)),
                 Some(Sent::Refused(e, back)) => {
                     self.refused(&mut lease, root_cause(&*e), &mut refusals);
@@ -366,14 +358,8 @@ impl Exchange<'_> {
             };
             let state = lease.state();
             let addr = state.endpoint.addr;
-            let limit = self.target.timeout;
-            match within(
-                limit,
-                self.shared.http1.exchange(addr, &state.idle, &request, now),
-            )
-            .await
-            .ok()
-            {
+            let sent = self.shared.http1.exchange(addr, &state.idle, &request, now);
+            match within(self.target.timeout, sent).await.ok() {
                 None => return self.failed(lease, Failure::Timeout(addr)),
                 Some(Exchanged::Refused(e)) => {
                     self.refused(&mut lease, root_cause(&*e), &mut refusals);
@@ -492,6 +478,20 @@ impl Exchange<'_> {
             self.shared,
         )
     }
+
+    /// A response read inline: it has no upgrade (the reader refuses an unasked `101`), and
+    /// its body carries its connection back to the pool.
+    fn relay_inline(self, response: Response<H1Body>, mut lease: Lease) -> Outcome {
+        judge(&mut lease, response.status());
+        let (parts, inline) = response.into_parts();
+        passed_on(
+            &self.target,
+            lease,
+            parts,
+            ResponseBody::Inline(inline),
+            None,
+        )
+    }
 }
 
 /// The endpoint's health verdict from its response's status.
@@ -503,9 +503,9 @@ fn judge(lease: &mut Lease, status: StatusCode) {
     }
 }
 
-/// `fut`, or an error once `limit` has passed (zero: no limit, which tokio reads as a
-/// deadline some 30 years away). Not an `async fn`: that would hold `fut` twice over in the
-/// request's future, which is moved whole into hyper for every request.
+/// `fut`, or an error once `limit` has passed. Zero is no limit: a deadline past what
+/// `Instant` can hold, for which tokio sets no timer. Not an `async fn`: that would hold `fut`
+/// twice over in the request's future, which hyper moves whole for every request.
 fn within<F: Future>(limit: Duration, fut: F) -> tokio::time::Timeout<F> {
     tokio::time::timeout(
         if limit.is_zero() {
@@ -563,7 +563,26 @@ fn relay(
         return upstream_failure(target, addr, out);
     }
     let (parts, incoming) = response.into_parts();
-    let mut out = Response::new(body::incoming(incoming));
+    passed_on(
+        target,
+        lease,
+        parts,
+        body::incoming(incoming),
+        conn.map(Pooled::Hyper),
+    )
+}
+
+/// The backend's response as the client gets it: its status and end-to-end headers, and
+/// `body`; `conn` goes back to the pool once the body has ended.
+fn passed_on(
+    target: &Arc<Target>,
+    lease: Lease,
+    parts: http::response::Parts,
+    body: ResponseBody,
+    conn: Option<Pooled>,
+) -> Outcome {
+    let addr = lease.endpoint().addr;
+    let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     *out.headers_mut() = parts.headers;
     headers::strip_hop_by_hop(out.headers_mut(), None);
@@ -572,28 +591,7 @@ fn relay(
         target: Some(target.clone()),
         upstream: Some(addr),
         lease: Some(lease),
-        conn: conn.map(Pooled::Hyper),
-    }
-}
-
-impl Exchange<'_> {
-    /// A response read inline: it has no upgrade (an unasked `101` is refused by the reader),
-    /// and its body carries its connection back to the pool.
-    fn relay_inline(self, response: Response<H1Body>, mut lease: Lease) -> Outcome {
-        judge(&mut lease, response.status());
-        let addr = lease.endpoint().addr;
-        let (parts, inline) = response.into_parts();
-        let mut out = Response::new(ResponseBody::Inline(inline));
-        *out.status_mut() = parts.status;
-        *out.headers_mut() = parts.headers;
-        headers::strip_hop_by_hop(out.headers_mut(), None);
-        Outcome {
-            response: out,
-            target: Some(self.target.clone()),
-            upstream: Some(addr),
-            lease: Some(lease),
-            conn: None,
-        }
+        conn,
     }
 }
 

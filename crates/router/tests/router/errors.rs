@@ -54,6 +54,33 @@ async fn a_slow_backend_is_504_after_the_route_timeout() {
     assert_eq!(slow.hits(), 1);
 }
 
+#[tokio::test]
+async fn a_zero_route_timeout_waits_as_long_as_the_backend_takes() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let slow = backend(Http1, "slow", move |_req, _id| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            respond(StatusCode::OK, "late")
+        }
+    })
+    .await;
+    let mut web = route("web", "web.test", Http1, &[&slow]);
+    web.timeout = Duration::ZERO;
+    let r = router(vec![web]).await;
+    let client = H1::new();
+    let reply = tokio::spawn(async move { client.get(r.addr(), "web.test", "/").await });
+    // The request waits at the backend; only then is it let go.
+    eventually("the request at the backend", || slow.hits() == 1).await;
+    release.notify_one();
+    let reply = within("the reply", reply).await.unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "late")
+    );
+}
+
 /// Sends raw bytes and returns everything the router answers before closing.
 async fn raw(addr: std::net::SocketAddr, input: &[u8]) -> String {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
