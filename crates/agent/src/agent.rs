@@ -5,6 +5,7 @@ use crate::config::AgentConfig;
 use crate::config::{find_runtime, DEFAULT_RUNSC_ARGS};
 use crate::error::AgentError;
 use crate::gpu::{FakeGpus, GpuDiscovery, NvmlGpus};
+use crate::host_path::HostPathPolicy;
 use crate::images::{RootfsProvider, StoreImages};
 use crate::logs::{router, LogService};
 use crate::model::SyncParams;
@@ -262,11 +263,12 @@ fn open_runtimes(
     };
     let sandbox_dir = config.data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_dir).map_err(|e| io(&sandbox_dir, e))?;
-    // MLTask datasets, output and scratch are host directories the agent itself mounts into
-    // replicas (`task_data`), so its own directory for them is always allowed.
-    let mut allowed_host_paths = cc.allowed_host_paths.clone();
-    allowed_host_paths.push(config.data_dir.join("mltask"));
-    let sandboxes = Arc::new(Sandboxes::new(sandbox_dir, network, allowed_host_paths));
+    // MLTask datasets, output and scratch reach replicas as the agent's own node-dir volumes
+    // (`task_data`), never as hostPaths: no hostPath may reach the agent's directories.
+    let mut protected = cc.protected_host_paths.clone();
+    protected.push(config.data_dir.clone());
+    let host_paths = HostPathPolicy::new(cc.allowed_host_paths.clone(), protected);
+    let sandboxes = Arc::new(Sandboxes::new(sandbox_dir, network, host_paths));
     let shim = ShimCommand::kumo(&config.shim_exe, &config.data_dir);
     let sys: Arc<dyn crate::sys::Sys> = Arc::new(RealSys);
     let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();

@@ -48,6 +48,9 @@ pub struct ContainerConfig {
     pub insecure_registries: Vec<String>,
     /// Host paths under which hostPath volumes are allowed (`--allow-host-path`).
     pub allowed_host_paths: Vec<PathBuf>,
+    /// Directories besides the agent's own that no hostPath may reach into or contain (the
+    /// server's data dir under `kumo up`, the client config's directory).
+    pub protected_host_paths: Vec<PathBuf>,
     /// Whether privileged containers may run (`--allow-privileged`).
     pub allow_privileged: bool,
     /// The pod network's CIDR (`--pod-cidr`); `None` for kumo-net's default (10.88.0.0/16).

@@ -7,8 +7,10 @@
 //! <dir>/<uid>/sandbox.json    the finished sandbox (SandboxInfo)
 //! <dir>/<uid>/etc/            hosts, resolv.conf, hostname
 //! <dir>/<uid>/volumes/<name>  emptyDir volumes (a tmpfs mount for medium Memory)
+//! <dir>/<uid>/hostpaths/<name> hostPath volumes: bind mounts of what `host_path::open` opened
 //! ```
 
+use crate::host_path::{HostPathPolicy, OpenedHostPath};
 use crate::layout::is_safe_component;
 use crate::mounts::remove_tree;
 use crate::record::{read_json, write_json, PodRecord};
@@ -125,14 +127,14 @@ pub enum SandboxError {
 pub struct Sandboxes {
     dir: PathBuf,
     network: Arc<dyn NetworkProvider>,
-    allowed_host_paths: Vec<PathBuf>,
+    host_paths: HostPathPolicy,
 }
 
 impl Sandboxes {
     pub fn new(
         dir: PathBuf,
         network: Arc<dyn NetworkProvider>,
-        allowed_host_paths: Vec<PathBuf>,
+        host_paths: HostPathPolicy,
     ) -> Self {
         // Made now (not with the first sandbox) so that its subdirectories are spread out.
         if std::fs::create_dir_all(&dir).is_ok() {
@@ -141,7 +143,7 @@ impl Sandboxes {
         Sandboxes {
             dir,
             network,
-            allowed_host_paths,
+            host_paths,
         }
     }
 
@@ -198,7 +200,7 @@ impl Sandboxes {
         pod: &Pod,
         uid: &str,
         dir: &Path,
-        mut volumes: BTreeMap<String, PathBuf>,
+        host_paths: BTreeMap<String, OpenedHostPath>,
     ) -> Result<SandboxInfo, SandboxError> {
         let io = |what: &str, p: &Path, e: std::io::Error| {
             SandboxError::Failed(format!("{what} {}: {e}", p.display()))
@@ -211,8 +213,9 @@ impl Sandboxes {
         };
         let rec_path = dir.join("pod.json");
         write_json(&rec_path, &record).map_err(|e| io("write", &rec_path, e))?;
-        // Process pods share the host's network: their sandbox holds only their volumes.
-        let net = if crate::plan::is_process_pod(pod) {
+        // Process and hostNetwork pods share the host's network: their sandbox holds only their
+        // volumes and /etc files.
+        let net = if crate::plan::is_process_pod(pod) || pod.spec.host_network == Some(true) {
             PodNet::default()
         } else {
             self.network.setup(pod).await.map_err(|e| {
@@ -221,6 +224,17 @@ impl Sandboxes {
         };
         let etc = dir.join("etc");
         let etc_files = write_etc_files(&etc, &pod.metadata.name, net.ip)?;
+        let mut volumes = BTreeMap::new();
+        for (name, opened) in &host_paths {
+            let target = dir.join("hostpaths").join(name);
+            crate::host_path::mount_at(opened, &target).map_err(SandboxError::Failed)?;
+            volumes.insert(name.clone(), target);
+        }
+        for v in &pod.spec.volumes {
+            if let Some(d) = &v.node_dir {
+                volumes.insert(v.name.clone(), d.0.clone());
+            }
+        }
         for v in &pod.spec.volumes {
             let Some(e) = &v.empty_dir else { continue };
             let path = dir.join("volumes").join(&v.name);
@@ -255,29 +269,25 @@ impl Sandboxes {
         Ok(info)
     }
 
-    /// The host paths of the pod's hostPath volumes, each checked against the allow-list and
-    /// its `type` (creating what `*OrCreate` asks for).
-    fn host_paths(&self, volumes: &[Volume]) -> Result<BTreeMap<String, PathBuf>, SandboxError> {
+    /// The pod's hostPath volumes, each opened beneath its allowed root (creating what
+    /// `*OrCreate` asks for) and checked against its `type`; mounted once the sandbox's
+    /// directory exists.
+    fn host_paths(
+        &self,
+        volumes: &[Volume],
+    ) -> Result<BTreeMap<String, OpenedHostPath>, SandboxError> {
         let mut out = BTreeMap::new();
         for v in volumes {
             let Some(h) = &v.host_path else { continue };
-            let path = PathBuf::from(&h.path);
-            if !host_path_allowed(&path, &self.allowed_host_paths) {
-                let allowed: Vec<String> = self
-                    .allowed_host_paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                return Err(SandboxError::Config(format!(
-                    "hostPath {:?} of volume {:?} is not allowed on this node (allowed: {}; see --allow-host-path)",
-                    h.path,
-                    v.name,
-                    if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
-                )));
-            }
-            check_host_path_type(&path, h.type_.unwrap_or(HostPathType::Unset))
-                .map_err(|m| SandboxError::Config(format!("hostPath volume {:?}: {m}", v.name)))?;
-            out.insert(v.name.clone(), path);
+            let opened = crate::host_path::open(
+                &self.host_paths,
+                &h.path,
+                h.type_.unwrap_or(HostPathType::Unset),
+            )
+            .map_err(|m| {
+                SandboxError::Config(format!("hostPath {:?} of volume {:?} {m}", h.path, v.name))
+            })?;
+            out.insert(v.name.clone(), opened);
         }
         Ok(out)
     }
@@ -301,51 +311,6 @@ impl Sandboxes {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
-    }
-}
-
-/// Whether `path` lies under one of `allowed` (component-wise; `..` is refused by validation).
-pub fn host_path_allowed(path: &Path, allowed: &[PathBuf]) -> bool {
-    path.is_absolute() && allowed.iter().any(|a| path.starts_with(a))
-}
-
-fn check_host_path_type(path: &Path, t: HostPathType) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(path);
-    let shown = path.display();
-    match t {
-        HostPathType::Unset => Ok(()),
-        HostPathType::DirectoryOrCreate => match meta {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(format!("{shown} is not a directory")),
-            Err(_) => std::fs::create_dir_all(path).map_err(|e| format!("create {shown}: {e}")),
-        },
-        HostPathType::FileOrCreate => match meta {
-            Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!("{shown} is not a file")),
-            Err(_) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(|_| ())
-                .map_err(|e| format!("create {shown}: {e}")),
-        },
-        _ => {
-            let m = meta.map_err(|e| format!("{shown}: {e}"))?;
-            let ft = m.file_type();
-            let (ok, what) = match t {
-                HostPathType::Directory => (ft.is_dir(), "a directory"),
-                HostPathType::File => (ft.is_file(), "a file"),
-                HostPathType::Socket => (ft.is_socket(), "a socket"),
-                HostPathType::CharDevice => (ft.is_char_device(), "a character device"),
-                _ => (ft.is_block_device(), "a block device"),
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{shown} is not {what}"))
-            }
-        }
     }
 }
 
@@ -389,25 +354,4 @@ fn write_etc_files(
         ("/etc/resolv.conf".to_string(), resolv),
         ("/etc/hostname".to_string(), hostname),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_paths_must_lie_under_an_allowed_one() {
-        let allowed = [PathBuf::from("/srv/data"), PathBuf::from("/tmp")];
-        for (path, ok) in [
-            ("/srv/data", true),
-            ("/srv/data/x/y", true),
-            ("/srv/database", false),
-            ("/etc", false),
-            ("/", false),
-            ("tmp/x", false),
-        ] {
-            assert_eq!(host_path_allowed(Path::new(path), &allowed), ok, "{path}");
-        }
-        assert!(!host_path_allowed(Path::new("/srv/data"), &[]));
-    }
 }

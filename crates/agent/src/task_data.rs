@@ -7,14 +7,13 @@
 use kumo_api::dataset::{
     ANNOTATION_DATASET, ANNOTATION_OUTPUT, ANNOTATION_SCRATCH, DATA_PATH, OUTPUT_PATH, SCRATCH_PATH,
 };
-use kumo_api::pod::{EnvVar, HostPathType, HostPathVolumeSource, Volume, VolumeMount};
+use kumo_api::pod::{EnvVar, NodeDir, Volume, VolumeMount};
 use kumo_api::{MLTask, Pod, Resource};
 use kumo_client::data::{fetch_into, get_dataset, upload_dir, DATA_PREFIX};
 use kumo_client::Client;
 use std::path::{Path, PathBuf};
 
-/// Label on replica pods naming their task and rank (set by the MLTask controller).
-const LABEL_TASK: &str = "kumo.dev/mltask";
+/// Label on replica pods naming their rank (set by the MLTask controller).
 const LABEL_RANK: &str = "kumo.dev/rank";
 
 /// The node directories one replica gets.
@@ -28,7 +27,8 @@ pub struct Dirs {
 /// The pod as its container is started: a process replica gets the directories themselves in
 /// `DATA_DIR`, `OUTPUT_DIR`, `SCRATCH_DIR` (it sees the host's file system, as with
 /// `data.hostPath`); a container replica gets them bind-mounted at `/data` (read-only),
-/// `/output` and `/scratch`, with the variables naming those. Pure.
+/// `/output` and `/scratch`, with the variables naming those, as the agent's own node-dir
+/// volumes (not hostPaths: no user can name those, and they pass no allow-list). Pure.
 pub fn with_dirs(pod: &Pod, dirs: &Dirs) -> Pod {
     let mut pod = pod.clone();
     let process = crate::plan::is_process_pod(&pod);
@@ -47,10 +47,8 @@ pub fn with_dirs(pod: &Pod, dirs: &Dirs) -> Pod {
             pod.spec.volumes.push(Volume {
                 name: volume.clone(),
                 empty_dir: None,
-                host_path: Some(HostPathVolumeSource {
-                    path: host,
-                    type_: Some(HostPathType::Directory),
-                }),
+                host_path: None,
+                node_dir: Some(NodeDir(dir.clone())),
             });
             for c in &mut pod.spec.containers {
                 c.volume_mounts.push(VolumeMount {
@@ -71,16 +69,48 @@ pub fn with_dirs(pod: &Pod, dirs: &Dirs) -> Pod {
     pod
 }
 
-/// The task uid and rank of a replica pod, when it is one.
-fn replica_of(pod: &Pod) -> Option<(String, u32)> {
-    pod.metadata.labels.get(LABEL_TASK)?;
+/// The task (its uid and name, from the pod's MLTask owner reference) and rank of a replica
+/// pod, when it claims to be one. The owner reference, not the `kumo.dev/mltask` label, names
+/// the task; [`check_owner`] makes sure the claim is true before any directory is given.
+fn replica_of(pod: &Pod) -> Option<(String, String, u32)> {
     let rank = pod.metadata.labels.get(LABEL_RANK)?.parse().ok()?;
     let owner = pod
         .metadata
         .owner_references
         .iter()
         .find(|o| o.kind == MLTask::KIND)?;
-    crate::layout::is_safe_component(&owner.uid).then(|| (owner.uid.clone(), rank))
+    crate::layout::is_safe_component(&owner.uid)
+        .then(|| (owner.uid.clone(), owner.name.clone(), rank))
+}
+
+/// A pod gets a task's output and scratch only if it is that task's replica: its owner is an
+/// MLTask of the pod's own namespace with that uid, and its name is the replica's (names are
+/// unique, and the controller made that one). Anyone may write labels and ownerReferences, so
+/// without this a pod could name another task's uid and rank and read or write its directories.
+async fn check_owner(
+    client: &Client,
+    pod: &Pod,
+    (uid, owner, rank): (&str, &str, u32),
+) -> Result<(), String> {
+    let ns = pod.metadata.ns();
+    let task = client
+        .get_opt::<MLTask>(ns, owner)
+        .await
+        .map_err(|e| format!("cannot read the pod's MLTask {ns}/{owner}: {e}"))?;
+    let owned = task.is_some_and(|t| t.metadata.uid.as_deref() == Some(uid))
+        && pod.metadata.name == replica_pod_name(owner, rank);
+    if owned {
+        Ok(())
+    } else {
+        Err(format!(
+            "output and scratch belong to the replicas of MLTask {ns}/{owner} (uid {uid}), and this pod is not its rank {rank} replica"
+        ))
+    }
+}
+
+/// The name the MLTask controller gives replica `rank` of task `task`.
+fn replica_pod_name(task: &str, rank: u32) -> String {
+    format!("{task}-{rank}")
 }
 
 /// Whether the pod asks for any of these directories.
@@ -145,21 +175,16 @@ impl TaskData {
         if !wants_own {
             return Ok(dirs);
         }
-        let Some((uid, rank)) = replica_of(pod) else {
+        let Some((uid, name, rank)) = replica_of(pod) else {
             return Err("output and scratch need an MLTask replica (owner and rank)".into());
         };
+        check_owner(client, pod, (&uid, &name, rank)).await?;
         let replica = self.replica_dir(&uid, rank);
         let task_file = self.task_dir(&uid).join("task");
         let make =
             |d: &Path| std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()));
         make(&replica)?;
         // Which task the directory belongs to, to remove it once the task is gone.
-        let name = pod
-            .metadata
-            .labels
-            .get(LABEL_TASK)
-            .cloned()
-            .unwrap_or_default();
         std::fs::write(&task_file, format!("{}/{name}", pod.metadata.ns()))
             .map_err(|e| format!("{}: {e}", task_file.display()))?;
         if a.contains_key(ANNOTATION_OUTPUT) {
@@ -180,19 +205,13 @@ impl TaskData {
         if !pod.metadata.annotations.contains_key(ANNOTATION_OUTPUT) {
             return Ok(());
         }
-        let Some((uid, rank)) = replica_of(pod) else {
+        let Some((uid, task, rank)) = replica_of(pod) else {
             return Ok(());
         };
         let dir = self.replica_dir(&uid, rank).join("output");
         if !dir.is_dir() {
             return Ok(());
         }
-        let task = pod
-            .metadata
-            .labels
-            .get(LABEL_TASK)
-            .cloned()
-            .unwrap_or_default();
         let manifest = upload_dir(client, &dir).await.map_err(|e| e.to_string())?;
         let body = serde_json::to_value(&manifest).map_err(|e| e.to_string())?;
         let path = format!(
@@ -287,9 +306,11 @@ mod tests {
             .map(|m| (m.mount_path.clone(), m.read_only))
             .collect();
         assert_eq!(mounts, [("/data".into(), true), ("/output".into(), false)]);
+        // As the agent's own kind of volume, which no manifest can name.
+        assert_eq!(p.spec.volumes[0].host_path, None);
         assert_eq!(
-            p.spec.volumes[0].host_path.as_ref().unwrap().path,
-            "/n/datasets/abc"
+            p.spec.volumes[0].node_dir,
+            Some(NodeDir("/n/datasets/abc".into()))
         );
         // Nothing asked, nothing changed.
         assert_eq!(with_dirs(&pod(None), &Dirs::default()), pod(None));

@@ -141,7 +141,7 @@ fn volume_and_security_errors_name_their_field() {
         ),
         (
             pod(json!({"securityContext": {"privileged": true}, "containers": [c(json!({}))]})),
-            "spec.securityContext.privileged: unknown field `privileged`, expected one of `runAsUser`, `runAsGroup`, `runAsNonRoot`",
+            "spec.securityContext.privileged: unknown field `privileged`, expected one of `runAsUser`, `runAsGroup`, `runAsNonRoot`, `seccompProfile`",
         ),
         (
             pod(json!({"containers": [c(json!({"securityContext": {"privileged": true, "allowPrivilegeEscalation": false}}))]})),
@@ -150,6 +150,22 @@ fn volume_and_security_errors_name_their_field() {
         (
             pod(json!({"containers": [c(json!({"ports": [{"containerPort": 80, "hostPort": 70000}]}))]})),
             "spec.containers[0].ports[0].hostPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            pod(json!({"securityContext": {"seccompProfile": {"type": "Localhost"}}, "containers": [c(json!({}))]})),
+            "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../../etc/x.json"}}}))]})),
+            r#"spec.containers[0].securityContext.seccompProfile.localhostProfile: Invalid value: "../../etc/x.json": must be a relative path of at most 255 characters without '.' or '..' components"#,
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "x.json"}}}))]})),
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile: Forbidden: may only be set when seccomp type is Localhost",
+        ),
+        (
+            pod(json!({"containers": [c(json!({"securityContext": {"seccompProfile": {"type": "Lax"}}}))]})),
+            "spec.containers[0].securityContext.seccompProfile.type: unknown variant `Lax`, expected one of `RuntimeDefault`, `Unconfined`, `Localhost`",
         ),
         (
             pod(json!({"containers": [c(json!({"imagePullPolicy": "Sometimes"}))]})),

@@ -14,6 +14,7 @@ pub mod node;
 pub mod object;
 pub mod patch;
 pub mod pod;
+pub mod pod_security;
 pub mod quantity;
 pub mod secret;
 pub mod selector;

@@ -113,7 +113,7 @@ resource!(
     "Namespace",
     "namespaces",
     false,
-    |_, _| {}
+    |n, e| crate::pod_security::validate_namespace_labels(&n.metadata.labels, e)
 );
 resource!(
     MLTask,

@@ -10,10 +10,12 @@ mod security;
 mod volume;
 
 pub use security::{
-    canonical_capability, Capabilities, PodSecurityContext, SecurityContext, CAPABILITY_NAMES,
+    canonical_capability, Capabilities, PodSecurityContext, SeccompProfile, SeccompProfileType,
+    SecurityContext, CAPABILITY_NAMES,
 };
 pub use volume::{
-    EmptyDirVolumeSource, HostPathType, HostPathVolumeSource, Volume, VolumeMount, MEDIUM_MEMORY,
+    EmptyDirVolumeSource, HostPathType, HostPathVolumeSource, NodeDir, Volume, VolumeMount,
+    MEDIUM_MEMORY,
 };
 
 /// Extended resource name for NVIDIA GPUs.
@@ -66,6 +68,15 @@ pub struct PodSpec {
     /// Secrets of the pod's namespace holding registry credentials for its images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Use the node's network namespace (runc; needs a privileged namespace and node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    /// Use the node's process ID namespace (runc; needs a privileged namespace and node).
+    #[serde(default, rename = "hostPID", skip_serializing_if = "Option::is_none")]
+    pub host_pid: Option<bool>,
+    /// Use the node's IPC namespace (runc; needs a privileged namespace and node).
+    #[serde(default, rename = "hostIPC", skip_serializing_if = "Option::is_none")]
+    pub host_ipc: Option<bool>,
 }
 
 /// A reference to an object in the same namespace.
@@ -77,6 +88,19 @@ pub struct LocalObjectReference {
 }
 
 impl PodSpec {
+    /// The host namespaces the pod asks to share, by their field names.
+    pub fn host_namespaces(&self) -> Vec<&'static str> {
+        [
+            ("hostNetwork", self.host_network),
+            ("hostPID", self.host_pid),
+            ("hostIPC", self.host_ipc),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on == Some(true))
+        .map(|(name, _)| name)
+        .collect()
+    }
+
     /// The grace period for a stop, 30 s by default as in Kubernetes.
     pub fn grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds.unwrap_or(30)

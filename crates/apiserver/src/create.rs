@@ -62,20 +62,22 @@ pub fn check_namespace_field(kind: &Kind, ns: Option<&str>, body: &mut Value) ->
     Ok(())
 }
 
-/// The namespace must exist and not be terminating for anything to be created in it.
-async fn check_namespace_open(app: &App, ns: &str) -> ApiResult<()> {
+/// The namespace must exist and not be terminating for anything to be created in it; returns
+/// it as stored.
+async fn check_namespace_open(app: &App, ns: &str) -> ApiResult<Value> {
     let kv = app
         .store
         .get(&namespace_key(ns))
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found_resource("namespaces", ns))?;
-    if is_deleting(&decode(&kv)?) {
+    let namespace = decode(&kv)?;
+    if is_deleting(&namespace) {
         return Err(ApiError::forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"
         )));
     }
-    Ok(())
+    Ok(namespace)
 }
 
 /// Kubernetes ignores the status a client sends on create, except for these kinds.
@@ -98,9 +100,10 @@ fn random_suffix() -> String {
 pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) -> ApiResult<Value> {
     check_type(&kind, &mut body)?;
     check_namespace_field(&kind, ns, &mut body)?;
-    if let (true, Some(ns)) = (kind.namespaced, ns) {
-        check_namespace_open(app, ns).await?;
-    }
+    let namespace = match (kind.namespaced, ns) {
+        (true, Some(ns)) => Some(check_namespace_open(app, ns).await?),
+        _ => None,
+    };
     for field in SERVER_FIELDS {
         remove_meta(&mut body, field);
     }
@@ -141,6 +144,9 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
             if let Some(map) = admitted.as_object_mut() {
                 map.insert("status".into(), json!({"phase": "Active"}));
             }
+        }
+        if kind.is("", "pods") {
+            crate::pod_security::admit(&object_name, namespace.as_ref(), &admitted)?;
         }
         crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();

@@ -19,6 +19,7 @@ mod keys;
 mod log;
 mod namespace;
 mod object;
+mod pod_security;
 mod query;
 mod read;
 mod request;

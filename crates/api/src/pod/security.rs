@@ -14,6 +14,9 @@ pub struct PodSecurityContext {
     pub run_as_group: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_non_root: Option<bool>,
+    /// The seccomp profile of every container that sets none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
 }
 
 /// Container-level security settings; the identity fields override the pod's.
@@ -34,6 +37,42 @@ pub struct SecurityContext {
     pub privileged: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// Overrides the pod's seccomp profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// Which seccomp filter a container runs under (Kubernetes' `SeccompProfile`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeccompProfile {
+    #[serde(rename = "type")]
+    pub type_: SeccompProfileType,
+    /// With `Localhost`: a file under the node's seccomp directory (`<agent dir>/seccomp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
+}
+
+/// `RuntimeDefault` is the runtime's default filter (also what an unset profile gets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfileType {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+    Localhost,
+}
+
+impl SecurityContext {
+    /// The seccomp profile in effect: the container's, else the pod's, else `RuntimeDefault`.
+    pub fn effective_seccomp(
+        container: Option<&SecurityContext>,
+        pod: Option<&PodSecurityContext>,
+    ) -> SeccompProfile {
+        container
+            .and_then(|c| c.seccomp_profile.clone())
+            .or_else(|| pod.and_then(|p| p.seccomp_profile.clone()))
+            .unwrap_or_default()
+    }
 }
 
 /// Capabilities added to and dropped from the runtime's default set.
@@ -114,6 +153,9 @@ pub fn validate_security_context(sc: &SecurityContext, path: &str, errors: &mut 
             }
         }
     }
+    if let Some(p) = &sc.seccomp_profile {
+        validate_seccomp(p, &format!("{path}.seccompProfile"), errors);
+    }
     if sc.privileged == Some(true) && sc.allow_privilege_escalation == Some(false) {
         errors.add(
             format!("{path}.allowPrivilegeEscalation"),
@@ -130,6 +172,40 @@ pub fn validate_pod_security_context(sc: &PodSecurityContext, errors: &mut Error
         "spec.securityContext",
         errors,
     );
+    if let Some(p) = &sc.seccomp_profile {
+        validate_seccomp(p, "spec.securityContext.seccompProfile", errors);
+    }
+}
+
+/// `localhostProfile` is given exactly with `Localhost`, as a relative path that stays inside
+/// the node's seccomp directory.
+fn validate_seccomp(p: &SeccompProfile, path: &str, errors: &mut Errors) {
+    let field = format!("{path}.localhostProfile");
+    match (p.type_, p.localhost_profile.as_deref()) {
+        (SeccompProfileType::Localhost, None | Some("")) => errors.add(
+            field,
+            "Required value: must be set when seccomp type is Localhost",
+        ),
+        (SeccompProfileType::Localhost, Some(file)) => {
+            let bad = file.starts_with('/')
+                || file.len() > 255
+                || file
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+                || file.chars().any(|c| c.is_control());
+            if bad {
+                errors.add(
+                    field,
+                    format!("Invalid value: {file:?}: must be a relative path of at most 255 characters without '.' or '..' components"),
+                );
+            }
+        }
+        (_, Some(_)) => errors.add(
+            field,
+            "Forbidden: may only be set when seccomp type is Localhost",
+        ),
+        (_, None) => {}
+    }
 }
 
 fn validate_identity(user: Option<i64>, group: Option<i64>, path: &str, errors: &mut Errors) {

@@ -15,7 +15,16 @@ pub struct Volume {
     pub empty_dir: Option<EmptyDirVolumeSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathVolumeSource>,
+    /// A directory the node agent itself made for the pod (an MLTask replica's data, output and
+    /// scratch). Never on the wire: no client can set it, so it is not a way to reach the
+    /// agent's directories; the agent adds it to the pod it runs.
+    #[serde(skip)]
+    pub node_dir: Option<NodeDir>,
 }
+
+/// A node directory the agent mounts for a pod (see [`Volume::node_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDir(pub std::path::PathBuf);
 
 /// A directory that lives as long as the pod, shared by its containers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

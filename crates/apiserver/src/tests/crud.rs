@@ -447,3 +447,49 @@ async fn status_subresource_is_isolated() {
     )
     .await;
 }
+
+/// Pods are admitted by their namespace's pod security level: `default` without a label is
+/// baseline (no host process runtime); labelled privileged, the same pod is created. A refused
+/// pod names the level and the field, and nothing is stored.
+#[tokio::test]
+async fn pod_security_by_namespace_label() {
+    let s = Server::start().await;
+    let mut host = pod("host");
+    host["spec"]["runtimeClassName"] = json!("process");
+    host["spec"]["containers"][0]["securityContext"] =
+        json!({"capabilities": {"add": ["SYS_TIME"]}});
+    s.check(
+        req("POST", "/api/v1/namespaces/default/pods", Some(host.clone())),
+        403,
+        r#"pods \"host\" is forbidden: violates PodSecurity \"baseline:latest\": spec.runtimeClassName: host process runtime"#,
+    )
+    .await;
+    s.check(
+        req("GET", "/api/v1/namespaces/default/pods/host", None),
+        404,
+        "",
+    )
+    .await;
+    s.check(
+        req(
+            "PATCH",
+            "/api/v1/namespaces/default",
+            Some(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "superuser"}}})),
+        ),
+        422,
+        "metadata.labels.pod-security.kubernetes.io/enforce: Unsupported value",
+    )
+    .await;
+    s.check(
+        req(
+            "PATCH",
+            "/api/v1/namespaces/default",
+            Some(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})),
+        ),
+        200,
+        "",
+    )
+    .await;
+    s.create("/api/v1/namespaces/default/pods", host).await;
+    s.stop().await;
+}

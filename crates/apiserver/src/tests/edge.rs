@@ -202,8 +202,7 @@ async fn logs_are_proxied_from_the_agent() {
 
     // Several containers: one must be named; the agent's 4xx passes through.
     let mut two = pod("two");
-    two["spec"]["containers"] =
-        json!([{"name": "main", "command": ["x"]}, {"name": "missing", "command": ["y"]}]);
+    two["spec"]["containers"] = json!([{"name": "main", "image": "busybox", "command": ["x"]}, {"name": "missing", "image": "busybox", "command": ["y"]}]);
     s.create(PODS, two).await;
     s.check(
         req(

@@ -156,12 +156,12 @@ impl Server {
     }
 }
 
-/// A process pod (no image needed) in namespace `default`.
+/// A pod in namespace `default` (which these servers hold to the baseline pod security level).
 pub fn pod(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "web"}},
-        "spec": {"runtimeClassName": "process", "containers": [{"name": "c", "command": ["sleep", "1"]}]}
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1"]}]}
     })
 }
 

@@ -197,6 +197,7 @@ pub fn replica_pod(
                     path: dir,
                     type_: Some(HostPathType::Directory),
                 }),
+                node_dir: None,
             });
             pod.spec.containers[0].volume_mounts.push(VolumeMount {
                 name: "data".into(),

@@ -319,6 +319,26 @@ async fn start_control_plane(
     Ok(ControlPlane { url, token, tasks })
 }
 
+/// `kumo up` is one person's own machine: its `default` namespace enforces the `privileged`
+/// Pod Security Standards level, so pods there may use the process runtime and host paths as
+/// the node allows. A level already set on it (by its owner) is kept. Returns the level.
+async fn label_default_namespace(client: &Client) -> anyhow::Result<String> {
+    use kumo_api::pod_security::LABEL_ENFORCE;
+    let ns: kumo_api::Namespace = client
+        .get("", kumo_api::DEFAULT_NAMESPACE)
+        .await
+        .context("cannot read the default namespace")?;
+    if let Some(level) = ns.metadata.labels.get(LABEL_ENFORCE) {
+        return Ok(level.clone());
+    }
+    let patch = serde_json::json!({"metadata": {"labels": {LABEL_ENFORCE: "privileged"}}});
+    client
+        .patch::<kumo_api::Namespace>("", kumo_api::DEFAULT_NAMESPACE, &patch)
+        .await
+        .context("cannot label the default namespace privileged")?;
+    Ok("privileged".to_string())
+}
+
 /// The node's flags checked, before anything is started or written; the node name.
 fn check_node_args(node: &NodeArgs) -> anyhow::Result<String> {
     let node_name = node.node_name.clone().unwrap_or_else(hostname);
@@ -354,6 +374,7 @@ fn agent_config(
     advertise: String,
     token: String,
 ) -> anyhow::Result<kumo_agent::AgentConfig> {
+    let protected = data_dir.clone();
     Ok(kumo_agent::AgentConfig {
         node_name,
         data_dir,
@@ -372,6 +393,13 @@ fn agent_config(
             runsc_args: node.runsc_args.clone(),
             insecure_registries: node.insecure_registries.clone(),
             allowed_host_paths: node.allow_host_paths.clone(),
+            // Under `kumo up` the server's data dir (store, tokens, keys) is the agent's parent.
+            protected_host_paths: protected
+                .parent()
+                .into_iter()
+                .chain(ClientConfig::default_path().parent())
+                .map(Path::to_path_buf)
+                .collect(),
             allow_privileged: node.allow_privileged,
             pod_cidr: node.pod_cidr.clone(),
             bridge: node.pod_bridge.clone(),
@@ -425,6 +453,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         server: cp.url.clone(),
         token: cp.token.clone(),
     })?;
+    let default_level = label_default_namespace(&client).await?;
     let mut agent = tokio::spawn(kumo_agent::run(client.clone(), agent_cfg, shutdown.wait()));
     // Say "up" once this machine's node is registered and Ready, so the next command can use it.
     tokio::select! {
@@ -458,6 +487,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!("kumo: API server listening on {}", cp.url);
+    println!(
+        "kumo: pod security: namespace default is {default_level} (pods there may use the host: the process runtime, hostPath, host namespaces); other namespaces are baseline unless labelled {}",
+        kumo_api::pod_security::LABEL_ENFORCE
+    );
     println!("kumo: client config written to {}", config_path.display());
     println!(
         "kumo: data in {}; node {node_name} joined; Ctrl-C stops",

@@ -240,6 +240,8 @@ async fn concurrent_increments_lose_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_node_becomes_not_ready_and_its_pods_are_marked() {
     let cp = Cluster::start_with(vec!["server".into(), "--node-grace".into(), "2s".into()]);
+    // `kumo server` holds `default` to baseline: these pods run as host processes.
+    cp.privileged_namespace("default");
     let agent_dir = cp.dir.path().join("agent");
     let mut agent = Command::new(kumo_exe())
         .args([

@@ -30,7 +30,7 @@ fn logs(c: &Cluster, pod: &str) -> String {
     String::from_utf8_lossy(&c.kumo(&["logs", pod]).stdout).to_string()
 }
 
-fn waiting_reason(p: &Pod) -> Option<String> {
+pub fn waiting_reason(p: &Pod) -> Option<String> {
     p.status
         .as_ref()?
         .container_statuses
@@ -43,7 +43,7 @@ fn waiting_reason(p: &Pod) -> Option<String> {
 }
 
 /// The message of the first container's waiting state (empty when it has none).
-fn waiting_message(p: &Pod) -> String {
+pub fn waiting_message(p: &Pod) -> String {
     p.status
         .as_ref()
         .and_then(|s| s.container_statuses.first())
@@ -53,7 +53,7 @@ fn waiting_message(p: &Pod) -> String {
 }
 
 /// A real registry on loopback holding a busybox image; the registry stops when dropped.
-fn busybox_registry() -> (Registry, String) {
+pub fn busybox_registry() -> (Registry, String) {
     let registry = Registry::start().expect("docker-registry");
     let (image, _) = registry.push_busybox("test:1").expect("push busybox");
     (registry, image)

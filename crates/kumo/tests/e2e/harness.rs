@@ -216,6 +216,17 @@ impl Cluster {
         );
     }
 
+    /// Labels namespace `ns` (made if missing) with the `privileged` Pod Security Standards
+    /// level, as a test that runs process or host-path pods outside `kumo up`'s `default` needs.
+    pub fn privileged_namespace(&self, ns: &str) {
+        self.apply(
+            &format!("ns-{ns}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    pod-security.kubernetes.io/enforce: privileged\n"
+            ),
+        );
+    }
+
     /// Writes a file into the temp dir and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.dir.path().join(name);

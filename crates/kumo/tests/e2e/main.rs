@@ -11,5 +11,6 @@ mod exec;
 mod mltask;
 mod pods;
 mod secrets;
+mod security;
 mod store;
 mod volumes;

@@ -6,14 +6,19 @@
 //! `HOSTNAME`, then the container's (a later name wins); the working directory is the
 //! container's, else the image's, else `/`; the user is `runAsUser`/`runAsGroup` (container
 //! over pod), else the image's `User`; capabilities are containerd's default set adjusted by
-//! `add`/`drop`; seccomp is the default profile; masked and read-only paths as containerd's.
+//! `add`/`drop`; seccomp is the `seccompProfile` in effect (the default profile for
+//! `RuntimeDefault` or none set, none for `Unconfined` or a privileged container, the node's
+//! file for `Localhost`); `hostNetwork`/`hostPID`/`hostIPC` leave out those namespaces (on a node
+//! that allows privileged pods); masked and read-only paths as containerd's.
 
 use super::seccomp;
 use super::user::{resolve, Identity};
 use crate::cgroup::CFS_PERIOD_US;
 use crate::images::ImageConfig;
 use crate::runtime::env::DEFAULT_PATH;
-use kumo_api::pod::{canonical_capability, Container, CAPABILITY_NAMES};
+use kumo_api::pod::{
+    canonical_capability, Container, SeccompProfileType, SecurityContext, CAPABILITY_NAMES,
+};
 use kumo_api::Pod;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
@@ -86,8 +91,12 @@ pub struct Sandbox {
     /// The rootfs's `/etc/passwd` and `/etc/group` (empty when it has none).
     pub passwd: String,
     pub group: String,
-    /// Whether this node runs privileged containers (`--allow-privileged`).
+    /// Whether this node runs privileged containers and pods sharing host namespaces
+    /// (`--allow-privileged`).
     pub allow_privileged: bool,
+    /// The node's file named by the container's `Localhost` seccomp profile, read by the
+    /// driver (`None` when the container has no such profile).
+    pub localhost_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// Why a container's config cannot be made (`CreateContainerConfigError`).
@@ -424,25 +433,39 @@ pub fn oci_config(
         .build()
         .map_err(spec_err)?;
 
+    let spec = &pod.spec;
+    let shared = spec.host_namespaces();
+    if !shared.is_empty() && !sb.allow_privileged {
+        return Err(ConfigError(format!(
+            "the pod shares the host's namespaces ({}), and this node does not allow host access (start the agent with --allow-privileged)",
+            shared.join(", ")
+        )));
+    }
+    let host_network = spec.host_network == Some(true);
     let mut namespaces = Vec::new();
-    for typ in [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
+    for (typ, own) in [
+        (LinuxNamespaceType::Pid, spec.host_pid != Some(true)),
+        (LinuxNamespaceType::Ipc, spec.host_ipc != Some(true)),
+        // Kubernetes gives a host-network pod the host's hostname too.
+        (LinuxNamespaceType::Uts, !host_network),
+        (LinuxNamespaceType::Mount, true),
     ] {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(typ)
-                .build()
-                .map_err(spec_err)?,
-        );
+        if own {
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(typ)
+                    .build()
+                    .map_err(spec_err)?,
+            );
+        }
     }
-    let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
-    if let Some(path) = &sb.netns {
-        net = net.path(path.clone());
+    if !host_network {
+        let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+        if let Some(path) = &sb.netns {
+            net = net.path(path.clone());
+        }
+        namespaces.push(net.build().map_err(spec_err)?);
     }
-    namespaces.push(net.build().map_err(spec_err)?);
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -463,13 +486,33 @@ pub fn oci_config(
                     .iter()
                     .map(|s| s.to_string())
                     .collect::<Vec<_>>(),
-            )
-            .seccomp(seccomp::default_profile().map_err(|e| {
-                ConfigError(format!("the default seccomp profile is invalid: {e}"))
-            })?);
+            );
+        let profile = SecurityContext::effective_seccomp(
+            c.security_context.as_ref(),
+            spec.security_context.as_ref(),
+        );
+        match profile.type_ {
+            SeccompProfileType::RuntimeDefault => {
+                linux = linux.seccomp(seccomp::default_profile().map_err(|e| {
+                    ConfigError(format!("the default seccomp profile is invalid: {e}"))
+                })?);
+            }
+            SeccompProfileType::Unconfined => {}
+            SeccompProfileType::Localhost => {
+                let loaded = sb.localhost_seccomp.clone().ok_or_else(|| {
+                    ConfigError(format!(
+                        "container {:?}: the Localhost seccomp profile {:?} was not loaded",
+                        c.name,
+                        profile.localhost_profile.unwrap_or_default()
+                    ))
+                })?;
+                linux = linux.seccomp(loaded);
+            }
+        }
     }
     let hostname: String = pod.metadata.name.chars().take(63).collect();
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
+        .hostname(hostname)
         .version("1.0.2")
         .root(
             RootBuilder::default()
@@ -478,12 +521,16 @@ pub fn oci_config(
                 .build()
                 .map_err(spec_err)?,
         )
-        .hostname(hostname)
         .process(process)
         .mounts(mounts(c, sb, privileged)?)
         .linux(linux.build().map_err(spec_err)?)
         .build()
-        .map_err(spec_err)
+        .map_err(spec_err)?;
+    if host_network {
+        // Without a UTS namespace of its own the container keeps the host's name.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]

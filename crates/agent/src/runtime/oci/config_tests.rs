@@ -26,6 +26,7 @@ fn sandbox() -> Sandbox {
         passwd: "root:x:0:0::/root:/bin/sh\nweb:x:1000:1000::/:/bin/sh\n".into(),
         group: "root:x:0:\n".into(),
         allow_privileged: false,
+        localhost_seccomp: None,
     }
 }
 
@@ -421,4 +422,94 @@ fn a_memory_limit_too_small_to_start_is_refused() {
         refusal(&tiny, &image(&[], &[]), &sandbox()),
         "container \"c\": memory limit 1Mi is below the 6Mi an OCI container needs to start"
     );
+}
+
+#[test]
+fn host_namespaces_need_a_node_that_allows_them() {
+    let mut p = oci_pod(|c| c.command = strings(&["sh"]));
+    p.spec.host_network = Some(true);
+    p.spec.host_pid = Some(true);
+    assert_eq!(
+        refusal(&p, &image(&[], &[]), &sandbox()),
+        "the pod shares the host's namespaces (hostNetwork, hostPID), and this node does not allow host access (start the agent with --allow-privileged)"
+    );
+    let sb = Sandbox {
+        allow_privileged: true,
+        ..sandbox()
+    };
+    let spec = oci_config(&p, 0, &image(&[], &[]), &sb).expect("allowed");
+    let types: Vec<LinuxNamespaceType> = spec
+        .linux()
+        .clone()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n.typ())
+        .collect();
+    // The host's network, PID and UTS namespaces; the pod's own IPC and mount namespaces.
+    assert_eq!(types, [LinuxNamespaceType::Ipc, LinuxNamespaceType::Mount]);
+    assert_eq!(spec.hostname(), &None);
+}
+
+#[test]
+fn seccomp_profile_types() {
+    use kumo_api::pod::{PodSecurityContext, SeccompProfile, SeccompProfileType};
+    let profile = |t, file: Option<&str>| SeccompProfile {
+        type_: t,
+        localhost_profile: file.map(str::to_string),
+    };
+    let with = |pod_level: Option<SeccompProfile>, own: Option<SeccompProfile>| {
+        let mut p = oci_pod(|c| {
+            c.command = strings(&["sh"]);
+            c.security_context = Some(SecurityContext {
+                seccomp_profile: own,
+                ..Default::default()
+            });
+        });
+        p.spec.security_context = Some(PodSecurityContext {
+            seccomp_profile: pod_level,
+            ..Default::default()
+        });
+        p
+    };
+    let seccomp = |p: &Pod, sb: &Sandbox| {
+        oci_config(p, 0, &image(&[], &[]), sb)
+            .map(|s| s.linux().clone().and_then(|l| l.seccomp().clone()))
+    };
+    // Unset and RuntimeDefault: the default profile; Unconfined (the container's own setting
+    // winning over the pod's): none.
+    let default = seccomp(&with(None, None), &sandbox()).unwrap();
+    assert!(default.is_some());
+    assert_eq!(
+        seccomp(
+            &with(
+                None,
+                Some(profile(SeccompProfileType::RuntimeDefault, None))
+            ),
+            &sandbox()
+        )
+        .unwrap(),
+        default
+    );
+    let unconfined = with(
+        Some(profile(SeccompProfileType::RuntimeDefault, None)),
+        Some(profile(SeccompProfileType::Unconfined, None)),
+    );
+    assert_eq!(seccomp(&unconfined, &sandbox()).unwrap(), None);
+    // Localhost: the file the driver read, or a refusal when it has none.
+    let local = with(
+        Some(profile(SeccompProfileType::Localhost, Some("audit.json"))),
+        None,
+    );
+    assert_eq!(
+        seccomp(&local, &sandbox()).unwrap_err().0,
+        "container \"c\": the Localhost seccomp profile \"audit.json\" was not loaded"
+    );
+    let file: oci_spec::runtime::LinuxSeccomp =
+        serde_json::from_str(r#"{"defaultAction": "SCMP_ACT_LOG"}"#).unwrap();
+    let sb = Sandbox {
+        localhost_seccomp: Some(file.clone()),
+        ..sandbox()
+    };
+    assert_eq!(seccomp(&local, &sb).unwrap(), Some(file));
 }

@@ -91,6 +91,11 @@ pub fn open(
         cgroup_root: config.cgroup_root,
         gpus: config.gpus,
         cdi_spec_dirs: config.cdi_spec_dirs,
+        seccomp_dir: config
+            .data_dir
+            .parent()
+            .unwrap_or(&config.data_dir)
+            .join("seccomp"),
     };
     ProcessRuntime::with_driver(
         &config.data_dir,
@@ -111,6 +116,8 @@ pub struct OciDriver {
     cgroup_root: PathBuf,
     gpus: Arc<dyn GpuDiscovery>,
     cdi_spec_dirs: Vec<PathBuf>,
+    /// `Localhost` seccomp profiles: `<agent data dir>/seccomp`.
+    seccomp_dir: PathBuf,
 }
 
 /// Reads a small file of the container's root filesystem, refusing symlinks (an image must not
@@ -212,6 +219,39 @@ impl OciDriver {
         first.map_or(Ok(()), Err)
     }
 
+    /// The node's seccomp file a `Localhost` profile names (`<agent dir>/seccomp/<name>`, an
+    /// OCI `linux.seccomp` object), if the container's profile is one.
+    fn localhost_seccomp(
+        &self,
+        pod: &Pod,
+        c: &kumo_api::pod::Container,
+    ) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, Refusal> {
+        let profile = kumo_api::pod::SecurityContext::effective_seccomp(
+            c.security_context.as_ref(),
+            pod.spec.security_context.as_ref(),
+        );
+        let Some(name) = profile
+            .localhost_profile
+            .filter(|_| profile.type_ == kumo_api::pod::SeccompProfileType::Localhost)
+        else {
+            return Ok(None);
+        };
+        // Validation keeps the name relative and free of '..'; the directory is the node's.
+        let path = self.seccomp_dir.join(&name);
+        let text = std::fs::read(&path).map_err(|e| {
+            Refusal::Config(format!(
+                "seccomp profile {name:?}: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            Refusal::Config(format!(
+                "seccomp profile {name:?} ({}) is not an OCI seccomp object: {e}",
+                path.display()
+            ))
+        })
+    }
+
     async fn build(&self, pod: &Pod, index: usize, p: &RunPaths) -> Result<Launch, Refusal> {
         let c = &pod.spec.containers[index];
         let image = c
@@ -227,7 +267,15 @@ impl OciDriver {
         let rootfs = self.images.mount(image, &target).await.map_err(|e| {
             Refusal::StartError(format!("cannot make the root filesystem of {image:?}: {e}"))
         })?;
+        if self.class == kumo_api::pod::RUNTIME_RUNSC && !pod.spec.host_namespaces().is_empty() {
+            return Err(Refusal::Config(format!(
+                "runsc (gVisor) does not share the host's namespaces ({}); use runtimeClassName runc",
+                pod.spec.host_namespaces().join(", ")
+            )));
+        }
+        let localhost_seccomp = self.localhost_seccomp(pod, c)?;
         let sb = Sandbox {
+            localhost_seccomp,
             netns: sandbox.netns_path.clone(),
             etc_files: sandbox.etc_files.clone(),
             volumes: sandbox.volumes.clone(),

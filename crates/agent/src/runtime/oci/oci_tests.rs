@@ -112,7 +112,7 @@ fn harness(class: &'static str) -> Harness {
     let sandboxes = Arc::new(Sandboxes::new(
         dir.path().join("sandboxes"),
         Arc::new(NoNetwork),
-        vec![dir.path().join("host")],
+        crate::host_path::HostPathPolicy::new(vec![dir.path().join("host")], Vec::new()),
     ));
     let (rt, events) = open_runtime(dir.path(), class, sandboxes.clone());
     Harness {

@@ -174,6 +174,8 @@ fn spawn_agent(c: &Cluster, dir: &std::path::Path) -> RouterProcess {
 async fn an_agent_restart_keeps_ready_replicas_serving() {
     use std::io::BufRead;
     let c = Cluster::start_with(vec!["server".into()]);
+    // `kumo server` holds `default` to baseline: these pods run as host processes.
+    c.privileged_namespace("default");
     let agent_dir = c.dir.path().join("agent-n1");
     let agent = spawn_agent(&c, &agent_dir);
     let mut child = std::process::Command::new(kumo_exe())

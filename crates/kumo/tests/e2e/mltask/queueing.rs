@@ -67,6 +67,8 @@ async fn a_third_task_waits_first_in_line_then_runs_when_gpus_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gangs_span_nodes_or_start_no_replica() {
     let cp = Cluster::start_with(vec!["server".into()]);
+    // `kumo server` holds `default` to baseline: these pods run as host processes.
+    cp.privileged_namespace("default");
     let client = cp.client();
     let mut agents = vec![
         start_agent(&cp, "gpu-a", "3"),
