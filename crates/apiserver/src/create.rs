@@ -70,7 +70,7 @@ async fn check_namespace_open(app: &App, ns: &str) -> ApiResult<()> {
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found_resource("namespaces", ns))?;
-    if is_deleting(&decode(&kv)?) {
+    if is_deleting(&decode(&app.transformer, &kv)?) {
         return Err(ApiError::forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"
         )));
@@ -145,8 +145,12 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
         crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();
         let key = object_key(&kind, ns, &name);
-        match app.store.create(&key, encode(&admitted)?).await {
-            Ok(kv) => return decode(&kv),
+        match app
+            .store
+            .create(&key, encode(&app.transformer, &key, &admitted)?)
+            .await
+        {
+            Ok(kv) => return decode(&app.transformer, &kv),
             Err(StoreError::AlreadyExists(_)) => {
                 last = Some(ApiError::already_exists(&kind, &name))
             }

@@ -13,6 +13,7 @@ mod datasets;
 mod delete;
 mod dispatch;
 mod domains;
+mod encryption;
 mod error;
 mod exec;
 mod keys;
@@ -22,14 +23,17 @@ mod object;
 mod query;
 mod read;
 mod request;
+mod transformer;
 mod update;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
+pub use encryption::ConfigError as EncryptionConfigError;
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
+pub use transformer::Transformer;
 
 use axum::routing::get;
 use axum::Router;
@@ -56,6 +60,18 @@ pub struct Config {
     pub agent_token: Option<String>,
     /// Where datasets and task outputs are kept; `None` serves none.
     pub data_dir: Option<std::path::PathBuf>,
+    /// How objects are encrypted at rest ([`parse_encryption_config`]); identity by default.
+    pub encryption: Arc<Transformer>,
+}
+
+/// Parses an `EncryptionConfiguration` (kube-apiserver's `--encryption-provider-config`).
+pub fn parse_encryption_config(text: &str) -> Result<Transformer, EncryptionConfigError> {
+    encryption::parse(text)
+}
+
+/// A new `EncryptionConfiguration` encrypting Secrets with one fresh random key.
+pub fn generate_encryption_config() -> std::io::Result<String> {
+    encryption::generate().map_err(std::io::Error::other)
 }
 
 impl Config {
@@ -67,6 +83,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(5),
             agent_token: None,
             data_dir: None,
+            encryption: Arc::new(Transformer::identity()),
         }
     }
 }
@@ -84,6 +101,8 @@ pub(crate) struct App {
     pub open_streams: AtomicUsize,
     /// Datasets and outputs, when the server has a data dir.
     pub data: Option<data_store::DataStore>,
+    /// Encrypts and decrypts stored objects (Secrets, by default config).
+    pub transformer: Arc<Transformer>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -116,6 +135,7 @@ impl App {
         });
         App {
             data,
+            transformer: config.encryption,
             store: config.store,
             tokens: config
                 .tokens
