@@ -11,5 +11,6 @@ mod exec;
 mod mltask;
 mod pods;
 mod secrets;
+mod secrets_at_rest;
 mod store;
 mod volumes;
