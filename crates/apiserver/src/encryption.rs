@@ -225,9 +225,9 @@ fn aes_key(
 
 /// A new config for secrets: one fresh random key (`key1`), then identity so that secrets
 /// stored in plain text before encryption was on stay readable.
-pub fn generate() -> Result<String, getrandom::Error> {
+pub fn generate() -> std::io::Result<String> {
     let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut secret)?;
+    getrandom::getrandom(&mut secret).map_err(std::io::Error::other)?;
     let secret = base64::engine::general_purpose::STANDARD.encode(secret);
     Ok(format!(
         "# Secrets at rest: the first key encrypts new writes, every key listed reads.\n\

@@ -13,7 +13,7 @@ mod datasets;
 mod delete;
 mod dispatch;
 mod domains;
-mod encryption;
+pub mod encryption;
 mod error;
 mod exec;
 mod keys;
@@ -30,7 +30,6 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use encryption::ConfigError as EncryptionConfigError;
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
 pub use transformer::Transformer;
@@ -60,18 +59,8 @@ pub struct Config {
     pub agent_token: Option<String>,
     /// Where datasets and task outputs are kept; `None` serves none.
     pub data_dir: Option<std::path::PathBuf>,
-    /// How objects are encrypted at rest ([`parse_encryption_config`]); identity by default.
+    /// How objects are encrypted at rest ([`encryption::parse`]); identity by default.
     pub encryption: Arc<Transformer>,
-}
-
-/// Parses an `EncryptionConfiguration` (kube-apiserver's `--encryption-provider-config`).
-pub fn parse_encryption_config(text: &str) -> Result<Transformer, EncryptionConfigError> {
-    encryption::parse(text)
-}
-
-/// A new `EncryptionConfiguration` encrypting Secrets with one fresh random key.
-pub fn generate_encryption_config() -> std::io::Result<String> {
-    encryption::generate().map_err(std::io::Error::other)
 }
 
 impl Config {

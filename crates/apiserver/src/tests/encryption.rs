@@ -18,7 +18,7 @@ fn config(keys: &[(&str, &str)]) -> Arc<crate::Transformer> {
         .map(|(n, s)| format!("      - {{name: {n}, secret: {s}}}\n"))
         .collect();
     let text = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n{keys}  - identity: {{}}\n");
-    Arc::new(crate::parse_encryption_config(&text).unwrap())
+    Arc::new(crate::encryption::parse(&text).unwrap())
 }
 
 fn secret(name: &str) -> Value {

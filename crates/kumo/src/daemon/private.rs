@@ -57,7 +57,7 @@ pub fn default_encryption_config(data_dir: &Path) -> PathBuf {
 pub fn load_encryption_config(path: &Path) -> anyhow::Result<kumo_apiserver::Transformer> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the encryption config {}", path.display()))?;
-    kumo_apiserver::parse_encryption_config(&text)
+    kumo_apiserver::encryption::parse(&text)
         .map_err(|e| anyhow!("encryption config {}: {e}", path.display()))
 }
 
@@ -68,8 +68,8 @@ pub fn data_dir_encryption_config(data_dir: &Path) -> anyhow::Result<kumo_apiser
     if path.exists() {
         file(&path)?;
     } else {
-        let text = kumo_apiserver::generate_encryption_config()
-            .context("cannot make an encryption key")?;
+        let text =
+            kumo_apiserver::encryption::generate().context("cannot make an encryption key")?;
         create_file(&path, &text)?;
     }
     load_encryption_config(&path)
