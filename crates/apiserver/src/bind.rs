@@ -93,7 +93,7 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
             .await
             .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::not_found(&pods, name))?;
-        let mut pod = decode(&kv)?;
+        let mut pod = decode(&app.transformer, &kv)?;
         if let Some(current) = str_at(&pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
             return Err(ApiError::conflict(format!(
                 "pod {name} is already assigned to node {current}"
@@ -112,7 +112,11 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
         mark_scheduled(&mut pod);
         match app
             .store
-            .update(&key, encode(&pod)?, Some(kv.mod_revision))
+            .update(
+                &key,
+                encode(&app.transformer, &key, &pod)?,
+                Some(kv.mod_revision),
+            )
             .await
         {
             Ok(_) => {

@@ -71,7 +71,7 @@ async fn check_namespace_open(app: &App, ns: &str) -> ApiResult<Value> {
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found_resource("namespaces", ns))?;
-    let namespace = decode(&kv)?;
+    let namespace = decode(&app.transformer, &kv)?;
     if is_deleting(&namespace) {
         return Err(ApiError::forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"
@@ -151,8 +151,12 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
         crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();
         let key = object_key(&kind, ns, &name);
-        match app.store.create(&key, encode(&admitted)?).await {
-            Ok(kv) => return decode(&kv),
+        match app
+            .store
+            .create(&key, encode(&app.transformer, &key, &admitted)?)
+            .await
+        {
+            Ok(kv) => return decode(&app.transformer, &kv),
             Err(StoreError::AlreadyExists(_)) => {
                 last = Some(ApiError::already_exists(&kind, &name))
             }

@@ -41,9 +41,17 @@ fn io_err(what: &str, e: std::io::Error) -> ApiError {
 }
 
 impl DataStore {
+    /// Creates the dirs, 0700 (users' data: only the server's user reads it), tightening ones
+    /// an older kumo made looser.
     pub fn open(root: PathBuf) -> std::io::Result<Self> {
-        for sub in ["blobs", "datasets", "outputs", "tmp"] {
-            std::fs::create_dir_all(root.join(sub))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        for sub in ["", "blobs", "datasets", "outputs", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(DataStore {
             root,
@@ -453,6 +461,19 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("kumo-data-store-{}", uuid::Uuid::new_v4().simple()));
         DataStore::open(dir).unwrap()
+    }
+
+    #[test]
+    fn dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let s = store();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = DataStore::open(s.root.clone()).unwrap();
+        for sub in ["", "blobs", "datasets", "outputs", "tmp"] {
+            assert_eq!(mode(&s.root.join(sub)), 0o700, "{sub}");
+        }
+        std::fs::remove_dir_all(&s.root).unwrap();
     }
 
     fn manifest(size: u64, chunk: &str) -> serde_json::Value {

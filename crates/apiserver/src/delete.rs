@@ -53,7 +53,7 @@ pub async fn delete_object(
             .await
             .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::not_found(kind, name))?;
-        let old = decode(&kv)?;
+        let old = decode(&app.transformer, &kv)?;
         let running = is_running_bound_pod(kind.is_pod(), &old);
         if has_finalizers(&old) || (running && grace != Some(0)) {
             let grace = if running {
@@ -79,17 +79,21 @@ pub async fn delete_object(
             set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
             match app
                 .store
-                .update(key, encode(&new)?, Some(kv.mod_revision))
+                .update(
+                    key,
+                    encode(&app.transformer, key, &new)?,
+                    Some(kv.mod_revision),
+                )
                 .await
             {
-                Ok(kv) => return Ok((decode(&kv)?, false)),
+                Ok(kv) => return Ok((decode(&app.transformer, &kv)?, false)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(kind, name)),
                 Err(e) => return Err(ApiError::store(e)),
             }
         }
         match app.store.delete(key, Some(kv.mod_revision)).await {
-            Ok(kv) => return Ok((decode(&kv)?, true)),
+            Ok(kv) => return Ok((decode(&app.transformer, &kv)?, true)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(kind, name)),
             Err(e) => return Err(ApiError::store(e)),

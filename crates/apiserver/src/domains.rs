@@ -27,7 +27,10 @@ pub async fn check_unique(
         .list(&prefix(kind, None))
         .await
         .map_err(ApiError::store)?;
-    let others = kvs.iter().map(decode).collect::<ApiResult<Vec<Value>>>()?;
+    let others = kvs
+        .iter()
+        .map(|kv| decode(&app.transformer, kv))
+        .collect::<ApiResult<Vec<Value>>>()?;
     let errors = conflicts(obj, &others);
     if errors.is_empty() {
         Ok(())

@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::Kind;
+use crate::transformer::Transformer;
 use kumo_store::KeyValue;
 use serde_json::Value;
 
@@ -33,8 +34,18 @@ pub fn namespace_key(name: &str) -> String {
 }
 
 /// Decodes a stored object, setting `metadata.resourceVersion` to the value's mod revision.
-pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
-    let mut value: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+pub fn decode(t: &Transformer, kv: &KeyValue) -> ApiResult<Value> {
+    decode_stale(t, kv).map(|(v, _)| v)
+}
+
+/// [`decode`], and whether the stored bytes should be written again (encrypted with a key that
+/// is no longer the first, or not encrypted while they should be).
+pub fn decode_stale(t: &Transformer, kv: &KeyValue) -> ApiResult<(Value, bool)> {
+    let read = t.from_storage(&kv.key, &kv.value).map_err(|e| {
+        tracing::error!(key = %kv.key, error = %e, "cannot read a stored object");
+        ApiError::internal(format!("stored object {:?} cannot be read: {e}", kv.key))
+    })?;
+    let mut value: Value = serde_json::from_slice(&read.plain).map_err(|e| {
         ApiError::internal(format!("stored object {:?} is not valid json: {e}", kv.key))
     })?;
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -43,18 +54,22 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
             Value::String(kv.mod_revision.to_string()),
         );
     }
-    Ok(value)
+    Ok((value, read.stale))
 }
 
-/// Encodes an object for storage, without `metadata.resourceVersion` (the store's revision is
-/// the only truth).
-pub fn encode(value: &Value) -> ApiResult<Vec<u8>> {
+/// Encodes an object for storage under `key`, without `metadata.resourceVersion` (the store's
+/// revision is the only truth), encrypted when the config covers `key`.
+pub fn encode(t: &Transformer, key: &str, value: &Value) -> ApiResult<Vec<u8>> {
     let mut value = value.clone();
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    serde_json::to_vec(&value)
-        .map_err(|e| ApiError::internal(format!("failed to encode object: {e}")))
+    let plain = serde_json::to_vec(&value)
+        .map_err(|e| ApiError::internal(format!("failed to encode object: {e}")))?;
+    t.to_storage(key, plain).map_err(|e| {
+        tracing::error!(%key, error = %e, "cannot encrypt an object");
+        ApiError::internal(format!("object {key:?} cannot be stored: {e}"))
+    })
 }
 
 #[cfg(test)]
@@ -91,14 +106,15 @@ mod tests {
             create_revision: 3,
             mod_revision: 5,
         };
-        let v = decode(&kv).unwrap();
+        let t = Transformer::identity();
+        let v = decode(&t, &kv).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "5");
-        let stored: Value = serde_json::from_slice(&encode(&v).unwrap()).unwrap();
+        let stored: Value = serde_json::from_slice(&encode(&t, "k", &v).unwrap()).unwrap();
         assert_eq!(stored, serde_json::json!({"metadata": {"name": "a"}}));
         let bad = KeyValue {
             value: b"{".to_vec(),
             ..kv
         };
-        assert_eq!(decode(&bad).unwrap_err().code(), 500);
+        assert_eq!(decode(&t, &bad).unwrap_err().code(), 500);
     }
 }

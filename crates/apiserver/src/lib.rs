@@ -13,6 +13,7 @@ mod datasets;
 mod delete;
 mod dispatch;
 mod domains;
+pub mod encryption;
 mod error;
 mod exec;
 mod keys;
@@ -23,6 +24,7 @@ mod pod_security;
 mod query;
 mod read;
 mod request;
+mod transformer;
 mod update;
 mod watch;
 
@@ -31,6 +33,7 @@ mod tests;
 
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
+pub use transformer::Transformer;
 
 use axum::routing::get;
 use axum::Router;
@@ -57,6 +60,8 @@ pub struct Config {
     pub agent_token: Option<String>,
     /// Where datasets and task outputs are kept; `None` serves none.
     pub data_dir: Option<std::path::PathBuf>,
+    /// How objects are encrypted at rest ([`encryption::parse`]); identity by default.
+    pub encryption: Arc<Transformer>,
 }
 
 impl Config {
@@ -68,6 +73,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(5),
             agent_token: None,
             data_dir: None,
+            encryption: Arc::new(Transformer::identity()),
         }
     }
 }
@@ -85,6 +91,8 @@ pub(crate) struct App {
     pub open_streams: AtomicUsize,
     /// Datasets and outputs, when the server has a data dir.
     pub data: Option<data_store::DataStore>,
+    /// Encrypts and decrypts stored objects (Secrets, by default config).
+    pub transformer: Arc<Transformer>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -117,6 +125,7 @@ impl App {
         });
         App {
             data,
+            transformer: config.encryption,
             store: config.store,
             tokens: config
                 .tokens

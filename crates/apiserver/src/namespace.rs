@@ -52,7 +52,7 @@ pub async fn delete(app: &App, kind: Kind, name: &str) -> ApiResult<Value> {
             .await
             .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::not_found(&kind, name))?;
-        let old = decode(&kv)?;
+        let old = decode(&app.transformer, &kv)?;
         if is_deleting(&old) {
             marked = Some(old);
             break;
@@ -66,11 +66,15 @@ pub async fn delete(app: &App, kind: Kind, name: &str) -> ApiResult<Value> {
         }
         match app
             .store
-            .update(&key, encode(&new)?, Some(kv.mod_revision))
+            .update(
+                &key,
+                encode(&app.transformer, &key, &new)?,
+                Some(kv.mod_revision),
+            )
             .await
         {
             Ok(kv) => {
-                marked = Some(decode(&kv)?);
+                marked = Some(decode(&app.transformer, &kv)?);
                 break;
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -109,7 +113,7 @@ pub async fn finalize(app: &App, ns: &str) -> ApiResult<Option<Value>> {
     let Some(kv) = app.store.get(&key).await.map_err(ApiError::store)? else {
         return Ok(None);
     };
-    let obj = decode(&kv)?;
+    let obj = decode(&app.transformer, &kv)?;
     if !is_deleting(&obj) || has_finalizers(&obj) {
         return Ok(None);
     }
@@ -124,7 +128,7 @@ pub async fn finalize(app: &App, ns: &str) -> ApiResult<Option<Value>> {
         }
     }
     match app.store.delete(&key, Some(kv.mod_revision)).await {
-        Ok(kv) => Ok(Some(decode(&kv)?)),
+        Ok(kv) => Ok(Some(decode(&app.transformer, &kv)?)),
         Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(ApiError::store(e)),
     }

@@ -25,7 +25,7 @@ pub async fn get(app: &App, kind: Kind, ns: Option<&str>, name: &str) -> ApiResu
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(&kind, name))?;
-    decode(&kv)
+    decode(&app.transformer, &kv)
 }
 
 /// The `{Kind}List` of matching objects, at the revision the store read them.
@@ -43,7 +43,11 @@ pub async fn list(
         .map_err(ApiError::store)?;
     let mut items = Vec::with_capacity(kvs.len());
     for kv in &kvs {
-        let obj = decode(kv)?;
+        // One object that cannot be read (a Secret under a key no longer configured) is logged
+        // by `decode` and left out; the others are still listed.
+        let Ok(obj) = decode(&app.transformer, kv) else {
+            continue;
+        };
         if matches(&obj, label_selector, field_selector) {
             items.push(obj);
         }

@@ -5,7 +5,7 @@
 
 use crate::create::{check_namespace_field, check_type};
 use crate::error::{ApiError, ApiResult};
-use crate::keys::{decode, encode, object_key};
+use crate::keys::{decode, decode_stale, encode, object_key};
 use crate::object::{
     get_meta, has_finalizers, is_deleting, is_running_bound_pod, remove_meta, set_meta,
 };
@@ -115,12 +115,14 @@ async fn write(
         if pre.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::stale(&kind, name));
         }
-        let old = decode(&kv)?;
+        let (old, stale) = decode_stale(&app.transformer, &kv)?;
         let new = next_object(&kind, name, sub, &old, make(&old)?)?;
         crate::domains::check_unique(app, &kind, Some(&old), &new).await?;
         let mut old_plain = old.clone();
         remove_meta(&mut old_plain, "resourceVersion");
-        if new == old_plain {
+        // An unchanged object is not written, unless its stored bytes are stale (encrypted with
+        // an old key, or plain): then a read-and-write-back re-encrypts it, as in Kubernetes.
+        if new == old_plain && !stale {
             return Ok(old);
         }
         match commit(app, &kind, ns, &key, kv.mod_revision, new).await? {
@@ -208,13 +210,17 @@ async fn commit(
     new: Value,
 ) -> ApiResult<Commit> {
     let name = crate::object::name(&new).to_string();
-    let kv = match app.store.update(key, encode(&new)?, Some(rev)).await {
+    let kv = match app
+        .store
+        .update(key, encode(&app.transformer, key, &new)?, Some(rev))
+        .await
+    {
         Ok(kv) => kv,
         Err(StoreError::Conflict { .. }) => return Ok(Commit::Retry),
         Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(kind, &name)),
         Err(e) => return Err(ApiError::store(e)),
     };
-    let stored = decode(&kv)?;
+    let stored = decode(&app.transformer, &kv)?;
     if kind.is_namespace() {
         // A namespace goes only once it is empty.
         if deletion_finished(kind, &stored) {
@@ -231,7 +237,7 @@ async fn commit(
     match app.store.delete(key, Some(kv.mod_revision)).await {
         Ok(deleted) => {
             namespace::after_removal(app, kind, ns).await;
-            Ok(Commit::Done(decode(&deleted)?))
+            Ok(Commit::Done(decode(&app.transformer, &deleted)?))
         }
         // Someone wrote in between; the next write that finds it finished removes it.
         Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(Commit::Done(stored)),

@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys::{decode, prefix};
 use crate::read::matches;
 use crate::request::Kind;
+use crate::transformer::Transformer;
 use crate::{shutting_down, App, StreamGuard};
 use axum::body::Body;
 use axum::response::Response;
@@ -45,6 +46,8 @@ fn line(type_: &str, object: &impl serde::Serialize) -> Bytes {
 
 struct WatchState {
     kind: Kind,
+    /// Decrypts the objects of encrypted kinds.
+    transformer: Arc<Transformer>,
     /// Lines to send before following the store (the initial ADDED events).
     initial: VecDeque<Bytes>,
     stream: WatchStream,
@@ -86,10 +89,11 @@ impl WatchState {
                 event = self.stream.next() => {
                     let out = match event {
                         None => return None,
+                        // An event whose object cannot be read is logged by `decode` and
+                        // skipped: the watch goes on for every other object.
                         Some(Ok(event)) => match self.translate(event) {
-                            Ok(None) => continue,
                             Ok(Some(l)) => l,
-                            Err(e) => self.fail(e),
+                            Ok(None) | Err(_) => continue,
                         },
                         Some(Err(e)) => self.fail(ApiError::store(e)),
                     };
@@ -125,7 +129,7 @@ impl WatchState {
     }
 
     fn translate(&mut self, event: Event) -> ApiResult<Option<Bytes>> {
-        let obj = decode(&event.kv)?;
+        let obj = decode(&self.transformer, &event.kv)?;
         let key = event.kv.key;
         let type_ = match (event.kind, self.filtered) {
             (EventKind::Put, false) if event.created => "ADDED",
@@ -171,7 +175,10 @@ pub async fn watch(app: &Arc<App>, p: WatchParams) -> ApiResult<Response> {
         None => {
             let (kvs, revision) = app.store.list(&prefix).await.map_err(ApiError::store)?;
             for kv in &kvs {
-                let obj = decode(kv)?;
+                // Left out (and logged by `decode`) when it cannot be read, as in a list.
+                let Ok(obj) = decode(&app.transformer, kv) else {
+                    continue;
+                };
                 if matches(&obj, &p.label_selector, &p.field_selector) {
                     if filtered {
                         seen.insert(kv.key.clone());
@@ -192,6 +199,7 @@ pub async fn watch(app: &Arc<App>, p: WatchParams) -> ApiResult<Response> {
     let bookmark_every = p.bookmarks.then_some(app.bookmark_interval);
     let state = WatchState {
         kind: p.kind,
+        transformer: Arc::clone(&app.transformer),
         initial,
         stream,
         label_selector: p.label_selector,

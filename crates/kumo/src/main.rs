@@ -46,6 +46,8 @@ pub enum Command {
     Apply(cli::apply::ApplyArgs),
     /// Create an object from flags (secret docker-registry|generic)
     Create(cli::create::CreateArgs),
+    /// Manage Secrets at rest: reencrypt (after an encryption key rotation)
+    Secrets(cli::secrets::SecretsArgs),
     /// List objects or show one
     Get(cli::get::GetArgs),
     /// Show an object in detail, with its conditions and events
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
             Command::Router(a) => daemon::router::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Create(a) => cli::create::run(a).await,
+            Command::Secrets(a) => cli::secrets::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
             Command::Describe(a) => cli::describe::run(a).await,
             Command::Delete(a) => cli::delete::run(a).await,

@@ -67,13 +67,33 @@ struct Log {
     compacted: Revision,
 }
 
+/// Creates `path` empty with mode 0600 (redb initializes an empty file), or sets an existing
+/// one to 0600.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o7777 != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 fn backend(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
 
 impl RedbStore {
     /// Opens (or creates) the database at `path`, keeping the last `window` events for watchers.
+    /// The file is 0600 (it holds every object, Secrets included), tightened if found looser.
     pub fn open(path: &Path, window: usize) -> Result<Self, StoreError> {
+        private_file(path).map_err(|e| {
+            StoreError::Backend(format!("cannot make {} private: {e}", path.display()))
+        })?;
         let db = Database::create(path).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         let (log, events) = {

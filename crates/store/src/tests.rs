@@ -565,3 +565,17 @@ fn redb_open_rejects_a_file_that_is_not_a_database() {
         other => panic!("expected a backend error, got {other:?}"),
     }
 }
+
+#[test]
+fn redb_file_is_private_and_tightened_on_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kumo.redb");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    drop(reopen(&path, 10));
+    assert_eq!(mode(&path), 0o600);
+    // A file left readable by an older kumo is tightened, and still opens as the same store.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(reopen(&path, 10));
+    assert_eq!(mode(&path), 0o600);
+}

@@ -3,6 +3,7 @@
 
 mod crud;
 mod edge;
+mod encryption;
 mod lifecycle;
 mod watch;
 
@@ -64,14 +65,25 @@ impl Server {
     }
 
     pub async fn with(store: MemStore, bookmark_interval: Duration) -> Server {
+        let identity = Arc::new(crate::Transformer::identity());
+        Server::with_config(Arc::new(store), bookmark_interval, identity).await
+    }
+
+    /// A server on a store the test keeps a handle on, encrypting as `encryption` says.
+    pub async fn with_config(
+        store: Arc<dyn kumo_store::Store>,
+        bookmark_interval: Duration,
+        encryption: Arc<crate::Transformer>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
-            store: Arc::new(store),
+            store,
             tokens: vec![TOKEN.to_string()],
             bookmark_interval,
             agent_token: Some(AGENT_TOKEN.to_string()),
             data_dir: None,
+            encryption,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {

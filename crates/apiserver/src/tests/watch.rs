@@ -4,13 +4,13 @@
 use super::*;
 
 /// The lines of a watch response.
-struct Lines {
+pub(super) struct Lines {
     body: Incoming,
     buf: Vec<u8>,
 }
 
 impl Lines {
-    async fn open(s: &Server, path: &str) -> Lines {
+    pub(super) async fn open(s: &Server, path: &str) -> Lines {
         let response = s.send(req("GET", path, None)).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
@@ -21,7 +21,7 @@ impl Lines {
     }
 
     /// The next event, or `None` when the stream ends.
-    async fn next(&mut self) -> Option<Value> {
+    pub(super) async fn next(&mut self) -> Option<Value> {
         loop {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
@@ -42,7 +42,7 @@ impl Lines {
     }
 
     /// The next event's type and object name.
-    async fn expect(&mut self, type_: &str, name: &str) -> Value {
+    pub(super) async fn expect(&mut self, type_: &str, name: &str) -> Value {
         let event = self.next().await.expect("the stream goes on");
         assert_eq!(
             (
@@ -248,6 +248,7 @@ async fn client_disconnect_ends_the_watch() {
         bookmark_interval: Duration::from_millis(50),
         agent_token: None,
         data_dir: None,
+        encryption: Arc::new(crate::Transformer::identity()),
     };
     let app = Arc::new(crate::App::new(config, rx));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -16,6 +16,7 @@ pub mod get;
 pub mod image;
 pub mod logs;
 pub mod run_once;
+pub mod secrets;
 pub mod version;
 pub mod wait;
 // MLTasks: submit, queue, cancel, and the logs of every replica.

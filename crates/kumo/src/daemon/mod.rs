@@ -1,5 +1,6 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
+mod private;
 pub mod router;
 mod tokens;
 
@@ -39,6 +40,10 @@ pub struct ControlPlaneArgs {
     /// Back-off before an MLTask's gang restarts after a replica failed (doubles per attempt)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub task_backoff: Duration,
+    /// EncryptionConfiguration for Secrets at rest (default: DATA_DIR/encryption-config.yaml,
+    /// made with a fresh key on first start)
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -243,8 +248,20 @@ async fn start_control_plane(
     data_dir: &Path,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ControlPlane> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    // A given encryption config that cannot be used stops the server before anything is written.
+    let given = match &args.encryption_provider_config {
+        Some(path) => Some(
+            private::load_encryption_config(path)
+                .context("--encryption-provider-config is not usable")?,
+        ),
+        None => None,
+    };
+    // The data dir holds tokens, keys and every Secret: only its owner may enter it.
+    private::dir(data_dir)?;
+    let encryption = match given {
+        Some(t) => t,
+        None => private::data_dir_encryption_config(data_dir)?,
+    };
     let token = tokens::admin_token(data_dir)?;
     let store_path = data_dir.join("store.redb");
     let store = kumo_store::RedbStore::open(&store_path, args.watch_window).map_err(|e| {
@@ -274,6 +291,7 @@ async fn start_control_plane(
         bookmark_interval: Duration::from_secs(5),
         agent_token: Some(token.clone()),
         data_dir: Some(data_dir.join("data")),
+        encryption: Arc::new(encryption),
     };
     let mut tasks = Vec::new();
     let stop = shutdown.wait();
@@ -553,7 +571,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     println!("kumo: API server listening on {}", cp.url);
     println!(
-        "kumo: agents join with: kumo agent --server {} --token $(head -1 {})",
+        "kumo: agents join with: KUMO_TOKEN=$(head -1 {1}) kumo agent --server {0}",
         cp.url,
         tokens::tokens_path(&data_dir).display()
     );

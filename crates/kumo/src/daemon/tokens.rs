@@ -22,7 +22,8 @@ pub fn all_tokens(data_dir: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// The admin token, created (random, 256 bits, mode 0600) on first start.
+/// The admin token, created (random, 256 bits, mode 0600) on first start; a tokens file found
+/// with a looser mode is tightened to 0600.
 pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = tokens_path(data_dir);
     if !path.exists() {
@@ -40,6 +41,7 @@ pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
         writeln!(f, "{token}")?;
         f.sync_all()?;
     }
+    super::private::file(&path)?;
     all_tokens(data_dir)?.into_iter().next().with_context(|| {
         format!(
             "{} holds no token: add one line with a token, or remove the file to make a new one",

@@ -11,6 +11,7 @@ mod exec;
 mod mltask;
 mod pods;
 mod secrets;
+mod secrets_at_rest;
 mod security;
 mod store;
 mod volumes;
