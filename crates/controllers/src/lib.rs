@@ -7,3 +7,4 @@ pub mod apps;
 pub mod event_ttl;
 pub mod mltask;
 pub mod node_lifecycle;
+pub mod replica_failure;

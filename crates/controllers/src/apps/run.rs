@@ -2,6 +2,7 @@
 //! reconcile acts out `plan` through the API and says when to look again.
 
 use super::plan::plan;
+use crate::replica_failure;
 use kumo_api::app::{App, Release, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
 use kumo_api::Pod;
 use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, WorkQueue};
@@ -17,6 +18,30 @@ async fn caught_up(seen: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     while !seen() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sets (or, with `None`, clears) the App's `ReplicaFailure` condition, on the latest copy the
+/// informer has; a conflicting write is left to the next reconcile, which sets it again.
+async fn mark_replica_failure(
+    client: &Client,
+    apps: &Informer<App>,
+    key: &str,
+    refusal: Option<&str>,
+) {
+    let Some(mut app) = apps.get(key) else {
+        return;
+    };
+    let mut status = app.status.clone().unwrap_or_default();
+    if !replica_failure::set(&mut status.conditions, refusal, chrono::Utc::now()) {
+        return;
+    }
+    app.status = Some(status);
+    match client.update_status(&app).await {
+        Ok(stored) => apps.assume(stored),
+        Err(e) => {
+            tracing::debug!(app = key, error = %e, "cannot write the ReplicaFailure condition")
+        }
     }
 }
 
@@ -196,6 +221,9 @@ async fn reconcile(
             Err(e) => {
                 // Say so where the user looks; the reconcile is retried with back-off.
                 let message = format!("cannot create a replica: {e}");
+                if replica_failure::is_refusal(&e) {
+                    mark_replica_failure(client, apps, key, Some(&message)).await;
+                }
                 recorder
                     .record(
                         &app,
@@ -209,6 +237,9 @@ async fn reconcile(
         };
         let key = kumo_client::cache_key(&created);
         caught_up(|| pods.get(&key).is_some()).await;
+    }
+    if !p.create.is_empty() {
+        mark_replica_failure(client, apps, key, None).await;
     }
     for (pname, until) in &p.drain {
         let stamp = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -229,12 +229,18 @@ async fn execute(
             Err(e) => return Err(e),
         },
         Action::CreatePod(pod) => match client.create(pod.as_ref()).await {
-            Ok(created) => pods.assume(created),
+            Ok(created) => {
+                pods.assume(created);
+                mark_replica_failure(client, tasks, &pod, None).await;
+            }
             // Created by an earlier pass the informer has not shown yet.
             Err(e) if e.code() == Some(409) => {}
             // Refused (the API's rules changed, a namespace is going away): say so on the task.
             Err(e) if e.code().is_some_and(|c| (400..500).contains(&c)) => {
                 let message = format!("cannot create replica pod {}: {e}", pod.metadata.name);
+                if crate::replica_failure::is_refusal(&e) {
+                    mark_replica_failure(client, tasks, &pod, Some(&message)).await;
+                }
                 let first = refused
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -293,4 +299,33 @@ async fn execute(
         },
     }
     Ok(())
+}
+
+/// Sets (or, with `None`, clears) the `ReplicaFailure` condition of the task that owns `pod`,
+/// on the latest copy the informer has (the pass keeps conditions it does not own); a
+/// conflicting write is left to the next refusal, which sets it again.
+async fn mark_replica_failure(
+    client: &Client,
+    tasks: &Informer<MLTask>,
+    pod: &Pod,
+    refusal: Option<&str>,
+) {
+    let Some(owner) = pod.metadata.owner_references.first() else {
+        return;
+    };
+    let key = format!("{}/{}", pod.metadata.ns(), owner.name);
+    let Some(mut task) = tasks.get(&key) else {
+        return;
+    };
+    let mut status = task.status.clone().unwrap_or_default();
+    if !crate::replica_failure::set(&mut status.conditions, refusal, chrono::Utc::now()) {
+        return;
+    }
+    task.status = Some(status);
+    match client.update_status(&task).await {
+        Ok(stored) => tasks.assume(stored),
+        Err(e) => {
+            tracing::debug!(task = key, error = %e, "cannot write the ReplicaFailure condition")
+        }
+    }
 }

@@ -264,3 +264,67 @@ async fn a_tasks_directories_belong_to_its_replicas_alone() {
         );
     }
 }
+
+/// Replicas that the namespace's level refuses show the refusal on their owner: the
+/// `ReplicaFailure` condition (reason `FailedCreate`) and a Warning event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_replicas_show_on_their_owner() {
+    use kumo_api::meta::find_condition;
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    c.apply(
+        "team.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n",
+    );
+    c.apply(
+        "app.yaml",
+        "apiVersion: kumo.dev/v1\nkind: App\nmetadata: {name: web, namespace: team}\nspec:\n  runtimeClassName: process\n  processes:\n    web: {command: [\"sleep\", \"3600\"], replicas: 1, port: 8080}\n",
+    );
+    let o = c.kumo(&[
+        "submit",
+        "train",
+        "-n",
+        "team",
+        "--runtime",
+        "process",
+        "-d",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = "violates PodSecurity \"baseline:latest\": spec.runtimeClassName";
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let app: kumo_api::App = client.get("team", "web").await.unwrap();
+        let task: MLTask = client.get("team", "train").await.unwrap();
+        let app_cond = app
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "ReplicaFailure").cloned());
+        let task_cond = task
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "ReplicaFailure").cloned());
+        let shown = |c: &Option<kumo_api::Condition>| {
+            c.as_ref().is_some_and(|c| {
+                c.reason.as_deref() == Some("FailedCreate")
+                    && c.message.as_deref().is_some_and(|m| m.contains(want))
+            })
+        };
+        if shown(&app_cond) && shown(&task_cond) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ReplicaFailure: app {app_cond:?}, task {task_cond:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events =
+        String::from_utf8_lossy(&c.kumo(&["get", "events", "-n", "team"]).stdout).into_owned();
+    assert!(
+        events.contains("FailedCreate") && events.contains("violates PodSecurity"),
+        "{events}"
+    );
+}

@@ -1,0 +1,59 @@
+//! The `ReplicaFailure` condition (Deployment's of that name) that an owner of replica pods
+//! (an App, an MLTask) carries while the API refuses to create them, e.g. because the pod
+//! security level of their namespace forbids what they ask for. Pure.
+
+use kumo_api::meta::{set_condition, Condition, Time};
+use kumo_api::ConditionStatus;
+use kumo_client::ClientError;
+
+/// The condition's type.
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+/// Its reason while replicas are refused.
+pub const FAILED_CREATE: &str = "FailedCreate";
+
+/// Whether a create's error is the API refusing the pod itself (a 4xx other than the 409 of a
+/// pod that already exists), rather than a fault to retry quietly.
+pub fn is_refusal(e: &ClientError) -> bool {
+    e.code()
+        .is_some_and(|c| (400..500).contains(&c) && c != 409)
+}
+
+/// Sets the condition to the refusal's message, or removes it (`None`: a replica was created).
+/// Returns whether the conditions changed.
+pub fn set(conditions: &mut Vec<Condition>, refusal: Option<&str>, now: Time) -> bool {
+    match refusal {
+        Some(message) => set_condition(
+            conditions,
+            Condition::new(
+                REPLICA_FAILURE,
+                ConditionStatus::True,
+                Some(FAILED_CREATE),
+                Some(message.to_string()),
+                now,
+            ),
+        ),
+        None => {
+            let before = conditions.len();
+            conditions.retain(|c| c.type_ != REPLICA_FAILURE);
+            conditions.len() != before
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_then_cleared() {
+        let now = chrono::Utc::now();
+        let mut c = Vec::new();
+        assert!(set(&mut c, Some("pods \"a-1\" is forbidden"), now));
+        assert!(!set(&mut c, Some("pods \"a-1\" is forbidden"), now));
+        assert_eq!(c[0].type_, REPLICA_FAILURE);
+        assert_eq!(c[0].reason.as_deref(), Some(FAILED_CREATE));
+        assert!(set(&mut c, None, now));
+        assert!(c.is_empty());
+        assert!(!set(&mut c, None, now));
+    }
+}
