@@ -581,3 +581,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "unpack_props.rs"]
+mod props;
