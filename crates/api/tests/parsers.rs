@@ -405,3 +405,20 @@ fn every_base_manifest_is_valid() {
     }
     assert!(refused.is_empty(), "{refused:#?}");
 }
+
+/// The issue's value passed validation as a negative CPU request in release builds.
+#[test]
+fn the_issues_quantity_is_refused_naming_its_field() {
+    let pod = kinds().iter().find(|k| k.kind == "Pod").unwrap();
+    let value = "170141183460469231731687303715.884105727";
+    let mut manifest = valid_manifests()[2].clone();
+    manifest["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!(value);
+    let errors = (pod.admit)(manifest).unwrap_err();
+    let text = kumo_api::validation::join_errors(&errors);
+    assert!(
+        text.contains(&format!(
+            "spec.containers[0].resources.requests.cpu: invalid quantity {value:?}: larger than the largest quantity"
+        )),
+        "{text}"
+    );
+}
