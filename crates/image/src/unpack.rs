@@ -205,16 +205,17 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &Path) -> Result<Xatt
     Ok(out)
 }
 
-/// Sets the allowed extended attributes on a written entry (after its owner, since a chown
-/// clears `security.capability`); the others are skipped.
+/// Sets the allowed extended attributes on a written file or directory (after its owner, since
+/// a chown clears `security.capability`); the others are skipped.
 fn set_xattrs(
     path: &Path,
     xattrs: &Xattrs,
     raw: &Path,
     kind: tar::EntryType,
 ) -> Result<(), ImageError> {
-    // A hard link's attributes are its target's, set by the target's own entry.
-    if kind == tar::EntryType::Link {
+    // Only files and directories: a hard link's attributes are its target's, set by the
+    // target's own entry, and the kernel takes no `user.*` xattr on links, devices or fifos.
+    if !(kind.is_file() || kind.is_dir()) {
         return Ok(());
     }
     for (name, value) in xattrs {
