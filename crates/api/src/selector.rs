@@ -1,6 +1,7 @@
 //! Label selectors (`app=web,tier!=db,env in (a,b),!canary`) and field selectors (`spec.nodeName=n1`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requirement {
@@ -129,6 +130,27 @@ fn parse_set(rest: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The selector's text, as a client sends it (`app=web,tier!=db,env in (a,b),!canary`); it
+/// parses back to the same selector.
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match r {
+                Requirement::Equals(k, v) => write!(f, "{k}={v}")?,
+                Requirement::NotEquals(k, v) => write!(f, "{k}!={v}")?,
+                Requirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(","))?,
+                Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(","))?,
+                Requirement::Exists(k) => f.write_str(k)?,
+                Requirement::NotExists(k) => write!(f, "!{k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A parsed field selector: `path=value` or `path!=value` over the object's JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(Vec<String>, bool, String)>);
@@ -186,6 +208,18 @@ impl FieldSelector {
     }
 }
 
+/// The selector's text (`spec.nodeName=n1,status.phase!=Failed`).
+impl fmt::Display for FieldSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (path, eq, value)) in self.0.iter().enumerate() {
+            let op = if *eq { "=" } else { "!=" };
+            let sep = if i > 0 { "," } else { "" };
+            write!(f, "{sep}{}{op}{value}", path.join("."))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +257,20 @@ mod tests {
         for bad in ["a=b=c d", "=x", "env in a", "-bad-=1"] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn selectors_print_as_they_parse() {
+        let check = |text: &str, printed: &str| {
+            assert_eq!(LabelSelector::parse(text).unwrap().to_string(), printed);
+        };
+        check("", "");
+        check("app=web", "app=web");
+        check("app==web", "app=web");
+        check(" env in (a, b) , tier!=db", "env in (a,b),tier!=db");
+        check("env notin (c),canary,!x", "env notin (c),canary,!x");
+        let field = FieldSelector::parse("spec.nodeName==n1, status.phase!=Failed").unwrap();
+        assert_eq!(field.to_string(), "spec.nodeName=n1,status.phase!=Failed");
     }
 
     #[test]

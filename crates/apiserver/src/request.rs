@@ -377,3 +377,7 @@ pub fn parse(
 #[cfg(test)]
 #[path = "request_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "request_props.rs"]
+mod props;

@@ -59,6 +59,7 @@ mod manifest;
 mod meta;
 mod mount;
 mod policy;
+mod private;
 mod pull;
 mod reference;
 mod registries;

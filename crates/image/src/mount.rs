@@ -41,6 +41,10 @@ pub(crate) fn mount(
     let merged = container_dir.join("merged");
     let upper = container_dir.join("upper");
     let work = container_dir.join("work");
+    // The merged root holds the image's setuid files and the container's own: only root may
+    // enter the container dir (checked again on every mount, for dirs made by an older kumo).
+    // `upper/` itself keeps 0755: its mode is the mode of the container's `/`.
+    crate::private::private_dir(&container_dir)?;
     for d in [&merged, &upper, &work] {
         crate::blobs::mkdirs(d)?;
     }

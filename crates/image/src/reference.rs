@@ -26,6 +26,11 @@ impl ImageRef {
         let inner = s
             .parse::<oci_client::Reference>()
             .map_err(|e| fail(&e.to_string()))?;
+        // oci-client takes `A/busybox` as `docker.io/A/busybox`, a name that no registry
+        // serves and that does not parse again (found by the property tests).
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(fail("repository name must be lowercase"));
+        }
         // The tag is explicit when the last path component carries `:tag` before any digest.
         let name = s.split('@').next().unwrap_or(s);
         let last = name.rsplit('/').next().unwrap_or(name);
@@ -165,5 +170,7 @@ mod tests {
         check("busybox@sha256:abc", Err("invalid reference format"));
         check("a//b", Err("invalid"));
         check(":tag", Err("invalid"));
+        check("A/busybox", Err("repository name must be lowercase"));
+        check("user/App:1", Err("invalid"));
     }
 }

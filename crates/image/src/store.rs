@@ -134,8 +134,14 @@ impl ImageStore {
     pub fn open_with(dir: &Path, registries: Registries) -> Result<ImageStore, ImageError> {
         let dir = std::path::absolute(dir)
             .map_err(crate::error::io_err(format!("resolving {}", dir.display())))?;
-        for sub in ["blobs/sha256", "layers", "mounts", "tmp"] {
+        for sub in ["blobs/sha256", "mounts"] {
             mkdirs(&dir.join(sub))?;
+        }
+        // Layers keep their setuid files and device nodes: only root may reach them, where
+        // they lie (layers/) and while they are unpacked or deleted (tmp/). Also fixes a store
+        // made by an older kumo.
+        for sub in ["layers", "tmp"] {
+            crate::private::private_dir(&dir.join(sub))?;
         }
         Ok(ImageStore {
             inner: Arc::new(Inner {

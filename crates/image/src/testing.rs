@@ -174,13 +174,6 @@ pub fn write_busybox_layout(dir: &Path, tag: &str) -> io::Result<TestImage> {
 /// Writes an OCI layout at `dir` with one tiny image tagged `tag`: a single uncompressed layer
 /// holding `/hello` with `content` (distinct contents make distinct images, e.g. for GC tests).
 pub fn write_tiny_layout(dir: &Path, tag: &str, content: &str) -> io::Result<TestImage> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs)?;
-    let put = |bytes: &[u8]| -> io::Result<(String, usize)> {
-        let d = crate::Digest::of(bytes);
-        std::fs::write(blobs.join(d.hex()), bytes)?;
-        Ok((d.to_string(), bytes.len()))
-    };
     let mut b = tar::Builder::new(Vec::new());
     append(
         &mut b,
@@ -190,8 +183,20 @@ pub fn write_tiny_layout(dir: &Path, tag: &str, content: &str) -> io::Result<Tes
         content.as_bytes(),
         None,
     )?;
-    let layer = b.into_inner()?;
-    let (l, ls) = put(&layer)?;
+    write_layout_with_layer(dir, tag, &b.into_inner()?)
+}
+
+/// Writes an OCI layout at `dir` with one image tagged `tag` whose only layer is `layer` (an
+/// uncompressed tar), e.g. a hostile one made by a test.
+pub fn write_layout_with_layer(dir: &Path, tag: &str, layer: &[u8]) -> io::Result<TestImage> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |bytes: &[u8]| -> io::Result<(String, usize)> {
+        let d = crate::Digest::of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes)?;
+        Ok((d.to_string(), bytes.len()))
+    };
+    let (l, ls) = put(layer)?;
     let config = serde_json::json!({
         "architecture": crate::manifest::host_platform().1, "os": "linux",
         "config": { "Cmd": ["/hello"] },

@@ -9,6 +9,23 @@ use std::path::{Component, Path, PathBuf};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Where a PAX header carries an extended attribute (`SCHILY.xattr.<name>`).
+const PAX_XATTR: &[u8] = b"SCHILY.xattr.";
+
+/// Whether a layer may set the extended attribute `name` on the host's disk. Kept: `user.*`
+/// (but not `user.overlay.*`, overlayfs's own under `userxattr`), `security.capability` (file
+/// capabilities, as `ping` in many images has) and POSIX ACLs. Skipped: `trusted.*`, where
+/// overlayfs keeps its own state (`trusted.overlay.opaque`, `redirect`, `metacopy`: a layer
+/// could hide or redirect files of the layers below; kumo sets the opaque marker itself from
+/// `.wh..wh..opq`), every other `security.*` (SELinux labels, IMA/EVM signatures: the host's
+/// policy, not an image's) and every other `system.*`.
+pub(crate) fn xattr_allowed(name: &[u8]) -> bool {
+    (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+        || matches!(
+            name,
+            b"security.capability" | b"system.posix_acl_access" | b"system.posix_acl_default"
+        )
+}
 
 /// What one tar entry asks for, once its path is checked.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +135,8 @@ pub(crate) fn unpack_tar(reader: &mut dyn Read, root: &Path) -> Result<u64, Imag
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(true);
+    // Extended attributes go through `xattr_allowed` (set_xattrs), never all of them.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let mut size = 0u64;
     let entries = archive.entries().map_err(io_err("reading a layer"))?;
@@ -153,11 +171,65 @@ pub(crate) fn unpack_tar(reader: &mut dyn Read, root: &Path) -> Result<u64, Imag
             }
             Plan::Write(rel) => {
                 let path = safe_parent(root, &rel, &raw)?;
+                let xattrs = pax_xattrs(&mut entry, &raw)?;
                 size += write_entry(&mut entry, root, &path, &raw)?;
+                set_xattrs(&path, &xattrs, &raw, entry.header().entry_type())?;
             }
         }
     }
     Ok(size)
+}
+
+/// Extended attributes as (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The entry's extended attributes from its PAX header.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &Path) -> Result<Xattrs, ImageError> {
+    let Some(exts) = entry.pax_extensions().map_err(io_err(format!(
+        "reading the PAX header of {}",
+        raw.display()
+    )))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(io_err(format!(
+            "reading the PAX header of {}",
+            raw.display()
+        )))?;
+        if let Some(name) = ext.key_bytes().strip_prefix(PAX_XATTR) {
+            out.push((name.to_vec(), ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets the allowed extended attributes on a written file or directory (after its owner, since
+/// a chown clears `security.capability`); the others are skipped.
+fn set_xattrs(
+    path: &Path,
+    xattrs: &Xattrs,
+    raw: &Path,
+    kind: tar::EntryType,
+) -> Result<(), ImageError> {
+    // Only files and directories: a hard link's attributes are its target's, set by the
+    // target's own entry, and the kernel takes no `user.*` xattr on links, devices or fifos.
+    if !(kind.is_file() || kind.is_dir()) {
+        return Ok(());
+    }
+    for (name, value) in xattrs {
+        let shown = String::from_utf8_lossy(name);
+        if !xattr_allowed(name) {
+            tracing::debug!(entry = %raw.display(), xattr = %shown, "skipping an extended attribute a layer may not set");
+            continue;
+        }
+        xattr::set(path, OsStr::from_bytes(name), value).map_err(io_err(format!(
+            "setting the extended attribute {shown} of {}",
+            raw.display()
+        )))?;
+    }
+    Ok(())
 }
 
 /// `root/rel`, after checking that every parent inside the layer is a real directory (created
@@ -311,6 +383,29 @@ mod tests {
         check("var/cache/.wh..wh..opq", Ok(Plan::Opaque(p("var/cache"))));
         check(".wh..wh..opq", Ok(Plan::Opaque(p(""))));
         check("etc/.whiteout", Ok(Plan::Write(p("etc/.whiteout"))));
+    }
+
+    #[test]
+    fn layers_may_set_only_container_xattrs() {
+        let check = |name: &str, allowed: bool| {
+            assert_eq!(xattr_allowed(name.as_bytes()), allowed, "{name}");
+        };
+        check("user.mime_type", true);
+        check("security.capability", true);
+        check("system.posix_acl_access", true);
+        check("system.posix_acl_default", true);
+        check("trusted.overlay.opaque", false);
+        check("trusted.overlay.redirect", false);
+        check("trusted.overlay.metacopy", false);
+        check("trusted.foo", false);
+        check("user.overlay.opaque", false);
+        check("security.selinux", false);
+        check("security.ima", false);
+        check("security.evm", false);
+        check("security.capability2", false);
+        check("system.nfs4_acl", false);
+        check("user", false);
+        check("", false);
     }
 
     #[test]
@@ -487,3 +582,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "unpack_props.rs"]
+mod props;

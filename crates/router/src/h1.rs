@@ -736,3 +736,7 @@ mod tests {
         assert!(frames(Framing::Chunked(Chunk::Size), &endless, 1000).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "h1_props.rs"]
+mod props;
