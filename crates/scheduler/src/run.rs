@@ -1,13 +1,25 @@
 //! The scheduling loop: watch pods and nodes, place pending pods, bind them, explain failures.
+//! A placement that panics for one pod (or gang) leaves it out of the pass, and a pass that
+//! panics is caught; either is logged, counted and tried again after a back-off.
 
 use crate::cluster::Cluster;
 use crate::core::{place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
-use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams};
+use kumo_client::{
+    guard, guard_pure, Backoff, Client, EventRecorder, EventType, Informer, ListParams,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// First retry of a pass that panicked (or left a pod out); doubles per consecutive one.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Pods (or gangs) whose placement panicked in a pass, with the panic's message.
+type Failed = Vec<(String, String)>;
 
 /// Options of the scheduler.
 #[derive(Debug, Clone, Default)]
@@ -83,17 +95,37 @@ pub async fn run(
     let work = async {
         pods.wait_synced().await;
         nodes.wait_synced().await;
+        let backoff: Backoff<()> = Backoff::new(RETRY_BASE, RETRY_MAX);
         loop {
-            schedule_pass(
+            let pass = schedule_pass(
                 &client,
                 &recorder,
                 &pods,
                 &nodes,
                 &mut assumed,
                 config.strategy,
-            )
-            .await;
-            wake.notified().await;
+            );
+            match guard(async { Ok::<Failed, std::convert::Infallible>(pass.await) }).await {
+                Ok(failed) if failed.is_empty() => {
+                    backoff.succeeded(&());
+                    wake.notified().await;
+                }
+                Ok(failed) => {
+                    // The others were placed; the left-out ones are tried again at the next
+                    // change or after the back-off.
+                    let retry = backoff.failed(&());
+                    for (unit, why) in failed {
+                        tracing::error!(%unit, error = %why, retry_in = ?retry.delay, failures = retry.total, "placement panicked");
+                    }
+                    let _ = tokio::time::timeout(retry.delay, wake.notified()).await;
+                }
+                Err(failure) => {
+                    // Not at the next change: a pass that always panics would spin.
+                    let retry = backoff.failed(&());
+                    tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "scheduling pass panicked");
+                    tokio::time::sleep(retry.delay).await;
+                }
+            }
         }
     };
     tokio::select! {
@@ -175,7 +207,8 @@ async fn schedule_pass(
     nodes: &Informer<Node>,
     assumed: &mut HashMap<String, (String, Resources)>,
     strategy: Strategy,
-) {
+) -> Failed {
+    let mut failed = Failed::new();
     // Pods that ended and hold nothing play no part in a pass; most pods of a busy batch
     // cluster are such (they stay for their logs), and cloning them all made every pass slower.
     let all_pods = pods.list_filtered(|p| is_pending(p) || holds_resources(p));
@@ -192,9 +225,10 @@ async fn schedule_pass(
     });
     for unit in units(&pending, &all_pods) {
         match unit {
-            Unit::Single(pod) => match cluster.place(pod, strategy) {
-                Ok(i) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
-                Err(why) => mark_unschedulable(client, recorder, pod, why.message).await,
+            Unit::Single(pod) => match guard_pure(|| cluster.place(pod, strategy)) {
+                Ok(Ok(i)) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
+                Ok(Err(why)) => mark_unschedulable(client, recorder, pod, why.message).await,
+                Err(panic) => failed.push((kumo_client::cache_key(pod), panic)),
             },
             Unit::Gang {
                 name,
@@ -211,22 +245,24 @@ async fn schedule_pass(
                 }
             }
             // Gangs are packed onto as few nodes as possible: replicas talk to each other.
-            Unit::Gang { members, .. } => {
-                match place_gang(&members, cluster.nodes(), Strategy::BinPack) {
-                    Ok(placement) => {
+            Unit::Gang { name, members, .. } => {
+                match guard_pure(|| place_gang(&members, cluster.nodes(), Strategy::BinPack)) {
+                    Ok(Ok(placement)) => {
                         for (pod, i) in members.iter().zip(placement) {
                             bind(client, recorder, pod, &mut cluster, i, assumed).await;
                         }
                     }
-                    Err(why) => {
+                    Ok(Err(why)) => {
                         for pod in members {
                             mark_unschedulable(client, recorder, pod, why.message.clone()).await;
                         }
                     }
+                    Err(panic) => failed.push((format!("gang {name}"), panic)),
                 }
             }
         }
     }
+    failed
 }
 
 /// Binds `pod` to node `i`, counting it there for the rest of the pass.
