@@ -225,7 +225,11 @@ async fn schedule_pass(
     });
     for unit in units(&pending, &all_pods) {
         match unit {
-            Unit::Single(pod) => match guard_pure(|| cluster.place(pod, strategy)) {
+            Unit::Single(pod) => match guard_pure(|| {
+                #[cfg(test)]
+                tests::panic_if_asked(pod);
+                cluster.place(pod, strategy)
+            }) {
                 Ok(Ok(i)) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
                 Ok(Err(why)) => mark_unschedulable(client, recorder, pod, why.message).await,
                 Err(panic) => failed.push((kumo_client::cache_key(pod), panic)),
@@ -326,6 +330,90 @@ async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Pods with this annotation panic in placement (the test hook of `schedule_pass`).
+    const PANIC_IN_PLACEMENT: &str = "test.kumo.dev/panic-in-placement";
+
+    pub(super) fn panic_if_asked(pod: &Pod) {
+        if pod.metadata.annotations.contains_key(PANIC_IN_PLACEMENT) {
+            panic!("test: placement panicked for {}", pod.metadata.name);
+        }
+    }
+
+    /// Against a real API server on an in-memory store: a pod whose placement panics is left
+    /// out, the pod beside it in the same pass is bound, and the loop goes on binding the pod
+    /// created after them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_whose_placement_panics_does_not_stop_the_others() {
+        use kumo_client::ClientConfig;
+        let store = std::sync::Arc::new(kumo_store::MemStore::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let config = kumo_apiserver::Config::new(store, vec!["t0ken".into()]);
+        tokio::spawn(kumo_apiserver::serve(
+            listener,
+            config,
+            std::future::pending(),
+        ));
+        let client = Client::new(&ClientConfig {
+            server,
+            token: "t0ken".into(),
+        })
+        .unwrap();
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+        let mut node = client.create(&node).await.unwrap();
+        node.status = Some(
+            serde_json::from_value(
+                json!({"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                                          "conditions": [{"type": "Ready", "status": "True"}]}),
+            )
+            .unwrap(),
+        );
+        client.update_status(&node).await.unwrap();
+        let pod = |name: &str, panics: bool| -> Pod {
+            let annotations = if panics {
+                json!({PANIC_IN_PLACEMENT: "yes"})
+            } else {
+                json!({})
+            };
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}
+            }))
+            .unwrap()
+        };
+        client.create(&pod("bomb", true)).await.unwrap();
+        client.create(&pod("beside", false)).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = tokio::spawn(run(client.clone(), SchedulerConfig::default(), async {
+            let _ = stopped.await;
+        }));
+        let bound = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let p: Pod = client.get("default", name).await.unwrap();
+                    if p.spec.node_name.is_some() {
+                        return p.spec.node_name;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{name} was not bound"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(bound("beside").await.as_deref(), Some("n1"));
+        client.create(&pod("after", false)).await.unwrap();
+        assert_eq!(bound("after").await.as_deref(), Some("n1"));
+        let bomb: Pod = client.get("default", "bomb").await.unwrap();
+        assert_eq!(bomb.spec.node_name, None);
+        assert!(!scheduler.is_finished(), "the loop is still running");
+        let _ = stop.send(());
+        scheduler.await.unwrap();
+    }
 
     fn pod(name: &str, gang: Option<(&str, usize)>, node: Option<&str>, created: i64) -> Pod {
         let mut p: Pod = serde_json::from_value(json!({
