@@ -866,3 +866,7 @@ impl PodWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;
