@@ -182,3 +182,45 @@ fn a_finished_pod_is_not_rerun_after_losing_local_state() {
     });
     check(&p, &PodRuntimeState::default(), t(0), vec![]);
 }
+
+/// Numbers at their extremes (a grace period of i64::MAX seconds stored before any bound, an
+/// exit stamped at the calendar's end, i32::MAX restarts): the plan neither panics nor
+/// restarts early.
+#[test]
+fn extreme_numbers_do_not_panic_the_plan() {
+    let mut deleting = pod(RestartPolicy::Always, &["a"]);
+    deleting.metadata.deletion_timestamp = Some(t(0));
+    deleting.metadata.deletion_grace_period_seconds = Some(i64::MAX);
+    check(
+        &deleting,
+        &actual(&[("a", running(0, 0))]),
+        t(1),
+        vec![Action::Kill {
+            container: 0,
+            grace: Duration::from_secs(i64::MAX as u64),
+        }],
+    );
+    let late = kumo_api::pod::ContainerStateTerminated {
+        finished_at: Some(Time::MAX_UTC),
+        ..exited(1, 0, 0)
+    };
+    let p = pod(RestartPolicy::Always, &["a"]);
+    check(
+        &p,
+        &actual(&[("a", dead(i32::MAX, late))]),
+        t(1),
+        vec![Action::WaitBackoff {
+            container: 0,
+            until: Time::MAX_UTC,
+        }],
+    );
+    check(
+        &p,
+        &actual(&[("a", dead(i32::MAX, exited(1, 0, 5)))]),
+        t(5),
+        vec![Action::WaitBackoff {
+            container: 0,
+            until: t(5 + 300),
+        }],
+    );
+}

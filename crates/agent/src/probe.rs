@@ -389,4 +389,28 @@ mod tests {
         a.probes_passed.insert("web".into());
         assert_eq!(ready(&a), (true, kumo_api::ConditionStatus::True));
     }
+
+    /// Probe numbers of i64::MAX seconds (pods' probe numbers have no bound yet): the timeout
+    /// saturates in tokio's timer instead of overflowing, and a refused connect still fails
+    /// the probe at once.
+    #[tokio::test]
+    async fn huge_probe_numbers_do_not_panic() {
+        let mut p = pod(RestartPolicy::Always, &["web"]);
+        p.metadata.uid = Some("u1".into());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        p.spec.containers[0].readiness_probe = Some(Probe {
+            tcp_socket: Some(TcpSocketAction {
+                port: Some(i64::from(port)),
+            }),
+            timeout_seconds: Some(i64::MAX),
+            period_seconds: Some(i64::MAX),
+            ..Default::default()
+        });
+        let a = actual(&[("web", running(0, 0))]);
+        let t = targets(&p, &a, "127.0.0.1").pop().expect("a target");
+        assert_eq!(t.timeout, Duration::from_secs(i64::MAX as u64));
+        assert!(!probe(&t).await);
+    }
 }

@@ -9,13 +9,18 @@ use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
 use kumo_api::{ObjectMeta, Pod};
-use kumo_client::{Client, ClientError, EventRecorder, EventType, Informer, WorkQueue};
+use kumo_client::{
+    guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer, WorkQueue,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Grace period for containers of a pod that vanished from the API without one.
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+/// First retry of a failed pod sync; doubles per consecutive failure up to `RETRY_MAX`.
+const RETRY_BASE: Duration = Duration::from_millis(400);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Waiting reason of a container whose configuration this node refuses to run.
 pub const REASON_CONFIG_ERROR: &str = "CreateContainerConfigError";
 
@@ -59,7 +64,8 @@ pub struct PodWorker {
     backoff_announced: Mutex<BTreeSet<(String, String, i32)>>,
     /// Grace periods of pods seen deleted from the API, by uid.
     gone_grace: Mutex<BTreeMap<String, Duration>>,
-    failures: Mutex<BTreeMap<String, u32>>,
+    /// Consecutive failed (or panicked) syncs by pod key, and the node's total.
+    failures: Backoff<String>,
     oci: Option<OciParts>,
     /// Why not-yet-started containers wait, by pod uid and container name.
     waiting: Mutex<BTreeMap<String, BTreeMap<String, Waiting>>>,
@@ -92,7 +98,7 @@ impl PodWorker {
             cleaning: Arc::default(),
             backoff_announced: Mutex::default(),
             gone_grace: Mutex::default(),
-            failures: Mutex::default(),
+            failures: Backoff::new(RETRY_BASE, RETRY_MAX),
             oci: None,
             waiting: Mutex::default(),
             prober: None,
@@ -176,23 +182,22 @@ impl PodWorker {
         }
     }
 
-    /// Reconciles one key and applies the error policy: a failure is retried after a back-off
-    /// that doubles per consecutive failure (200 ms up to 30 s).
+    /// Reconciles one key and applies the error policy: a failure, or a panic, is logged,
+    /// counted and retried after a back-off that doubles per consecutive failure (400 ms up to
+    /// 30 s); the node's other pods go on being synced meanwhile.
     pub async fn process(&self, key: &str) {
-        match self.reconcile(key).await {
-            Ok(()) => {
-                lock(&self.failures).remove(key);
-            }
-            Err(e) => {
-                let n = {
-                    let mut failures = lock(&self.failures);
-                    let n = failures.entry(key.to_string()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                let delay = Duration::from_millis(200u64 << n.min(8)).min(Duration::from_secs(30));
-                tracing::warn!(pod = key, error = %e, retry_in = ?delay, "pod sync failed");
-                self.queue.add_after(key.to_string(), delay);
+        let key = key.to_string();
+        match guard(self.reconcile(&key)).await {
+            Ok(()) => self.failures.succeeded(&key),
+            Err(failure) => {
+                let retry = self.failures.failed(&key);
+                let (delay, failures) = (retry.delay, retry.total);
+                if let Failure::Panic(_) = failure {
+                    tracing::error!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync panicked");
+                } else {
+                    tracing::warn!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync failed");
+                }
+                self.queue.add_after(key, delay);
             }
         }
     }
@@ -861,3 +866,7 @@ impl PodWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
 //! The App and Release kinds (`kumo.dev/v1`): a Heroku-style app (image or command, processes,
 //! config, domains) and the immutable releases every change to it makes.
 
+use crate::bounds::{check_range, check_seconds, MAX_RELEASE_VERSION, MAX_REPLICAS};
 use crate::meta::{Condition, ObjectMeta};
 use crate::quantity::Quantity;
 use crate::validation::{is_dns_label, is_dns_subdomain, Errors, FieldError};
@@ -435,20 +436,7 @@ pub fn validate_app_spec(app_name: &str, spec: &AppSpec, errors: &mut Errors) {
                 "Required value: a process needs a command when the app has no image",
             );
         }
-        if p.replicas < 0 {
-            errors.add(
-                format!("{path}.replicas"),
-                format!("Invalid value: {}: must be 0 or more", p.replicas),
-            );
-        }
-        if let Some(port) = p.port {
-            if !(1..=65535).contains(&port) {
-                errors.add(
-                    format!("{path}.port"),
-                    format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
-                );
-            }
-        }
+        validate_process_numbers(&path, p, errors);
         if name == WEB_PROCESS && p.port.is_none() && !process {
             errors.add(
                 format!("{path}.port"),
@@ -488,13 +476,8 @@ pub fn validate_app_spec(app_name: &str, spec: &AppSpec, errors: &mut Errors) {
                 );
             }
         }
-        if let Some(t) = h.timeout_seconds.filter(|t| *t < 1) {
-            errors.add(
-                "spec.healthcheck.timeoutSeconds",
-                format!("Invalid value: {t}: must be at least 1"),
-            );
-        }
     }
+    validate_healthcheck_numbers(spec.healthcheck.as_ref(), errors);
     let mut seen = std::collections::BTreeSet::new();
     for (i, d) in spec.domains.iter().enumerate() {
         let path = format!("spec.domains[{i}]");
@@ -507,17 +490,32 @@ pub fn validate_app_spec(app_name: &str, spec: &AppSpec, errors: &mut Errors) {
             errors.add(path, format!("Duplicate value: {d:?}"));
         }
     }
-    if let Some(d) = spec.deploy.drain_seconds.filter(|d| *d < 0) {
-        errors.add(
-            "spec.deploy.drainSeconds",
-            format!("Invalid value: {d}: must be 0 or more"),
-        );
+    if let Some(d) = spec.deploy.drain_seconds {
+        check_seconds(errors, "spec.deploy.drainSeconds", d, 0);
     }
-    if let Some(t) = spec.deploy.timeout_seconds.filter(|t| *t < 1) {
-        errors.add(
-            "spec.deploy.timeoutSeconds",
-            format!("Invalid value: {t}: must be at least 1"),
-        );
+    if let Some(t) = spec.deploy.timeout_seconds {
+        check_seconds(errors, "spec.deploy.timeoutSeconds", t, 1);
+    }
+}
+
+/// The numbers of one process (at `path`), shared by apps and releases.
+fn validate_process_numbers(path: &str, p: &ProcessSpec, errors: &mut Errors) {
+    check_range(
+        errors,
+        format!("{path}.replicas"),
+        p.replicas,
+        0,
+        MAX_REPLICAS,
+    );
+    if let Some(port) = p.port {
+        check_range(errors, format!("{path}.port"), port, 1, 65535);
+    }
+}
+
+/// The numbers of a healthcheck, shared by apps and releases.
+fn validate_healthcheck_numbers(h: Option<&Healthcheck>, errors: &mut Errors) {
+    if let Some(t) = h.and_then(|h| h.timeout_seconds) {
+        check_seconds(errors, "spec.healthcheck.timeoutSeconds", t, 1);
     }
 }
 
@@ -529,15 +527,18 @@ pub fn validate_release(release: &Release, errors: &mut Errors) {
             format!("Invalid value: {:?}: must name an app", release.spec.app),
         );
     }
-    if release.spec.version < 1 {
-        errors.add(
-            "spec.version",
-            format!(
-                "Invalid value: {}: must be at least 1",
-                release.spec.version
-            ),
-        );
+    check_range(
+        errors,
+        "spec.version",
+        release.spec.version,
+        1,
+        MAX_RELEASE_VERSION,
+    );
+    // A release's replica counts and healthcheck reach the controller as an app's do.
+    for (name, p) in &release.spec.content.processes {
+        validate_process_numbers(&format!("spec.processes.{name}"), p, errors);
     }
+    validate_healthcheck_numbers(release.spec.content.healthcheck.as_ref(), errors);
 }
 
 /// Releases are immutable: only metadata and status may change.

@@ -37,7 +37,9 @@ fn bad_apps_name_their_field() {
     let cases = [
         (proc_app(json!({})), "spec.processes.web.command: Required value: a process needs a command when the app has no image"),
         (json!({"processes": {"web": {"command": ["x"], "port": 80}}}), "spec.image: Required value: an image is required unless runtimeClassName is \"process\""),
-        (proc_app(json!({"command": ["x"], "replicas": -1})), "spec.processes.web.replicas: Invalid value: -1: must be 0 or more"),
+        (proc_app(json!({"command": ["x"], "replicas": -1})), "spec.processes.web.replicas: Invalid value: -1: must be between 0 and 1000, inclusive"),
+        (proc_app(json!({"command": ["x"], "replicas": 1001})), "spec.processes.web.replicas: Invalid value: 1001: must be between 0 and 1000, inclusive"),
+        (proc_app(json!({"command": ["x"], "replicas": 9_000_000_000_i64})), "spec.processes.web.replicas: invalid value: integer `9000000000`, expected i32"),
         (proc_app(json!({"command": ["x"], "port": 0})), "spec.processes.web.port: Invalid value: 0: must be between 1 and 65535, inclusive"),
         (proc_app(json!({"command": ["x"], "port": 70000})), "spec.processes.web.port: Invalid value: 70000: must be between 1 and 65535, inclusive"),
         (proc_app(json!({"command": ["x"], "protocol": "h3"})), "spec.processes.web.protocol: unknown variant `h3`, expected `http1` or `h2c`"),
@@ -61,6 +63,65 @@ fn bad_apps_name_their_field() {
     for (spec, expected) in cases {
         check(spec, expected);
     }
+}
+
+#[test]
+fn app_numbers_are_bounded() {
+    let app = |extra: Value| {
+        let mut spec =
+            json!({"runtimeClassName": "process", "processes": {"web": {"command": ["x"]}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    let cases = [
+        // The issue's App: this timeout overflowed the controller's clock arithmetic.
+        (app(json!({"deploy": {"timeoutSeconds": 9_000_000_000_000_000_000_i64}})),
+         "spec.deploy.timeoutSeconds: Invalid value: 9000000000000000000: must be between 1 and 31536000, inclusive"),
+        (app(json!({"deploy": {"timeoutSeconds": 0}})),
+         "spec.deploy.timeoutSeconds: Invalid value: 0: must be between 1 and 31536000, inclusive"),
+        (app(json!({"deploy": {"timeoutSeconds": 31_536_000}})), "ok"),
+        (app(json!({"deploy": {"drainSeconds": i64::MAX}})),
+         "spec.deploy.drainSeconds: Invalid value: 9223372036854775807: must be between 0 and 31536000, inclusive"),
+        (app(json!({"deploy": {"drainSeconds": -1}})),
+         "spec.deploy.drainSeconds: Invalid value: -1: must be between 0 and 31536000, inclusive"),
+        (app(json!({"deploy": {"drainSeconds": 0}})), "ok"),
+        (app(json!({"healthcheck": {"timeoutSeconds": 0}})),
+         "spec.healthcheck.timeoutSeconds: Invalid value: 0: must be between 1 and 31536000, inclusive"),
+        (app(json!({"healthcheck": {"timeoutSeconds": i64::MAX}})),
+         "spec.healthcheck.timeoutSeconds: Invalid value: 9223372036854775807: must be between 1 and 31536000, inclusive"),
+        (app(json!({"processes": {"web": {"command": ["x"], "replicas": 1000}}})), "ok"),
+    ];
+    for (spec, expected) in cases {
+        check(spec, expected);
+    }
+}
+
+#[test]
+fn release_numbers_are_bounded() {
+    let check = |spec: Value, expected: &str| {
+        let release = json!({"apiVersion": "kumo.dev/v1", "kind": "Release", "metadata": {"name": "web-v1"}, "spec": spec});
+        let got = match admit::<crate::app::Release>(release, true) {
+            Ok(_) => "ok".to_string(),
+            Err(errors) => crate::validation::join_errors(&errors),
+        };
+        assert_eq!(got, expected);
+    };
+    check(
+        json!({"app": "web", "version": 1, "processes": {"web": {"replicas": 2}}}),
+        "ok",
+    );
+    check(
+        json!({"app": "web", "version": 0}),
+        "spec.version: Invalid value: 0: must be between 1 and 999999, inclusive",
+    );
+    check(
+        json!({"app": "web", "version": 1, "processes": {"web": {"replicas": 5000}},
+               "healthcheck": {"timeoutSeconds": 9_000_000_000_000_000_000_i64}}),
+        "spec.processes.web.replicas: Invalid value: 5000: must be between 0 and 1000, inclusive, \
+         spec.healthcheck.timeoutSeconds: Invalid value: 9000000000000000000: must be between 1 and 31536000, inclusive",
+    );
 }
 
 fn content(image: &str, env: &[(&str, &str)], replicas: i32) -> ReleaseContent {

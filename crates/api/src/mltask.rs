@@ -1,6 +1,10 @@
 //! The MLTask and Queue kinds (`kumo.dev/v1`): a GPU training job in a handful of fields, and the
 //! named queues tasks wait in.
 
+use crate::bounds::{
+    check_range, check_seconds, MAX_GPUS_PER_REPLICA, MAX_GPU_QUOTA, MAX_PARALLELISM, MAX_PRIORITY,
+    MAX_RETRIES,
+};
 use crate::meta::{Condition, ObjectMeta, Time};
 use crate::pod::EnvVar;
 use crate::quantity::Quantity;
@@ -278,18 +282,20 @@ pub fn validate_mltask_spec(spec: &MLTaskSpec, errors: &mut Errors) {
             "Required value: a task without an image needs a command",
         );
     }
-    if spec.parallelism < 1 {
-        errors.add(
-            "spec.parallelism",
-            format!("Invalid value: {}: must be at least 1", spec.parallelism),
-        );
-    }
-    if spec.resources.gpus < 0 {
-        errors.add(
-            "spec.resources.gpus",
-            format!("Invalid value: {}: must be 0 or more", spec.resources.gpus),
-        );
-    }
+    check_range(
+        errors,
+        "spec.parallelism",
+        spec.parallelism,
+        1,
+        MAX_PARALLELISM,
+    );
+    check_range(
+        errors,
+        "spec.resources.gpus",
+        spec.resources.gpus,
+        0,
+        MAX_GPUS_PER_REPLICA,
+    );
     if let Some(m) = &spec.resources.gpu_model {
         if m.is_empty() || !is_label_value(m) {
             errors.add(
@@ -331,19 +337,16 @@ pub fn validate_mltask_spec(spec: &MLTaskSpec, errors: &mut Errors) {
             format!("Invalid value: {:?}: must be a DNS label", spec.queue),
         );
     }
-    if spec.max_retries < 0 {
-        errors.add(
-            "spec.maxRetries",
-            format!("Invalid value: {}: must be 0 or more", spec.max_retries),
-        );
-    }
+    check_range(
+        errors,
+        "spec.priority",
+        spec.priority,
+        -MAX_PRIORITY,
+        MAX_PRIORITY,
+    );
+    check_range(errors, "spec.maxRetries", spec.max_retries, 0, MAX_RETRIES);
     if let Some(d) = spec.active_deadline_seconds {
-        if d <= 0 {
-            errors.add(
-                "spec.activeDeadlineSeconds",
-                format!("Invalid value: {d}: must be greater than 0"),
-            );
-        }
+        check_seconds(errors, "spec.activeDeadlineSeconds", d, 1);
     }
     if spec.master_port == Some(0) {
         errors.add(
@@ -425,11 +428,6 @@ pub fn is_contained_path(path: &str) -> bool {
 /// Checks a queue's spec.
 pub fn validate_queue_spec(spec: &QueueSpec, errors: &mut Errors) {
     if let Some(q) = spec.gpu_quota {
-        if q < 0 {
-            errors.add(
-                "spec.gpuQuota",
-                format!("Invalid value: {q}: must be 0 or more"),
-            );
-        }
+        check_range(errors, "spec.gpuQuota", q, 0, MAX_GPU_QUOTA);
     }
 }

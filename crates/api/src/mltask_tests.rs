@@ -35,8 +35,8 @@ fn valid_tasks_get_defaults() {
 #[test]
 fn bad_tasks_name_their_field() {
     let cases = [
-        (json!({"runtimeClassName": "process", "command": ["x"], "parallelism": 0}), "spec.parallelism: Invalid value: 0: must be at least 1"),
-        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"gpus": -1}}), "spec.resources.gpus: Invalid value: -1: must be 0 or more"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "parallelism": 0}), "spec.parallelism: Invalid value: 0: must be between 1 and 1000, inclusive"),
+        (json!({"runtimeClassName": "process", "command": ["x"], "resources": {"gpus": -1}}), "spec.resources.gpus: Invalid value: -1: must be between 0 and 64, inclusive"),
         (json!({"command": ["x"]}), "spec.image: Required value: an image is required unless runtimeClassName is \"process\""),
         (json!({"runtimeClassName": "process"}), "spec.command: Required value: a task without an image needs a command"),
         (
@@ -99,6 +99,46 @@ fn queues_are_served_cluster_wide() {
         .unwrap_err();
     assert_eq!(
         crate::validation::join_errors(&err),
-        "spec.gpuQuota: Invalid value: -1: must be 0 or more"
+        "spec.gpuQuota: Invalid value: -1: must be between 0 and 1000000, inclusive"
+    );
+}
+
+#[test]
+fn task_numbers_are_bounded() {
+    let task = |extra: Value| {
+        let mut spec = json!({"runtimeClassName": "process", "command": ["x"]});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        spec
+    };
+    let cases = [
+        // The task: this deadline overflowed the controller's clock arithmetic.
+        (task(json!({"activeDeadlineSeconds": 9_000_000_000_000_000_000_i64})),
+         "spec.activeDeadlineSeconds: Invalid value: 9000000000000000000: must be between 1 and 31536000, inclusive"),
+        (task(json!({"activeDeadlineSeconds": 0})),
+         "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 31536000, inclusive"),
+        (task(json!({"activeDeadlineSeconds": 31_536_000})), "ok"),
+        (task(json!({"parallelism": 1001})), "spec.parallelism: Invalid value: 1001: must be between 1 and 1000, inclusive"),
+        (task(json!({"parallelism": 1000})), "ok"),
+        (task(json!({"resources": {"gpus": i64::MAX}})),
+         "spec.resources.gpus: Invalid value: 9223372036854775807: must be between 0 and 64, inclusive"),
+        (task(json!({"priority": i32::MAX})),
+         "spec.priority: Invalid value: 2147483647: must be between -1000000000 and 1000000000, inclusive"),
+        (task(json!({"priority": -1_000_000_000})), "ok"),
+        (task(json!({"maxRetries": -1})), "spec.maxRetries: Invalid value: -1: must be between 0 and 100, inclusive"),
+        (task(json!({"maxRetries": i32::MAX})),
+         "spec.maxRetries: Invalid value: 2147483647: must be between 0 and 100, inclusive"),
+        (task(json!({"masterPort": 0})), "spec.masterPort: Invalid value: 0: must be between 1 and 65535, inclusive"),
+    ];
+    for (spec, expected) in cases {
+        check(spec, expected);
+    }
+    let kind = crate::kind_by_name("queues").unwrap();
+    let err = (kind.admit)(json!({"apiVersion": "kumo.dev/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {"gpuQuota": i64::MAX}}))
+        .unwrap_err();
+    assert_eq!(
+        crate::validation::join_errors(&err),
+        "spec.gpuQuota: Invalid value: 9223372036854775807: must be between 0 and 1000000, inclusive"
     );
 }

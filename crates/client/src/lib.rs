@@ -4,12 +4,14 @@
 //! none reads the store.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod events;
 pub mod informer;
 pub mod queue;
+pub mod retry;
 
 pub use client::{
     with_query, Client, ExecParams, LineStream, ListParams, LogParams, WatchStream, Watched,
@@ -19,3 +21,4 @@ pub use error::ClientError;
 pub use events::{EventRecorder, EventType};
 pub use informer::{cache_key, Change, Informer};
 pub use queue::WorkQueue;
+pub use retry::{guard, guard_pure, Backoff, Failure, Retry};

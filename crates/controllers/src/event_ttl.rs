@@ -2,7 +2,7 @@
 //! default, as the Kubernetes API server's), so that a long-running cluster's store stays small.
 
 use kumo_api::{Event, Time};
-use kumo_client::{Client, ClientError, Informer, ListParams};
+use kumo_client::{clock, guard_pure, Backoff, Client, ClientError, Informer, ListParams};
 use std::future::Future;
 use std::time::Duration;
 
@@ -20,12 +20,10 @@ pub fn expired(
     now: Time,
     ttl: Duration,
 ) -> (Vec<(String, String)>, Option<Time>) {
-    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
     let mut gone = Vec::new();
     let mut next: Option<Time> = None;
     for e in events {
-        let Some(seen) = last_seen(e) else { continue };
-        let due = seen + ttl;
+        let Some(due) = due(e, ttl) else { continue };
         if due <= now {
             gone.push((e.metadata.ns().to_string(), e.metadata.name.clone()));
         } else {
@@ -35,10 +33,10 @@ pub fn expired(
     (gone, next)
 }
 
-/// When `e` expires (`None`: it has no time, so it never does).
+/// When `e` expires (`None`: it has no time, or one so late that it expires past the
+/// calendar's end, so it never does). Event times are written by clients: any may be stored.
 pub fn due(e: &Event, ttl: Duration) -> Option<Time> {
-    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-    last_seen(e).map(|seen| seen + ttl)
+    last_seen(e).and_then(|seen| clock::add(seen, ttl))
 }
 
 /// Deletes events as they expire, until `shutdown`.
@@ -52,6 +50,7 @@ pub async fn run(client: Client, ttl: Duration, shutdown: impl Future<Output = (
     let work = async {
         events.wait_synced().await;
         let mut next: Option<Time> = Some(chrono::Utc::now());
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let wait = next
                 .map(|n| (n - chrono::Utc::now()).to_std().unwrap_or_default())
@@ -68,7 +67,20 @@ pub async fn run(client: Client, ttl: Duration, shutdown: impl Future<Output = (
                     continue;
                 }
             }
-            let (gone, later) = expired(&events.list(), chrono::Utc::now(), ttl);
+            let list = events.list();
+            let (gone, later) = match guard_pure(|| expired(&list, chrono::Utc::now(), ttl)) {
+                Ok(found) => {
+                    backoff.succeeded(&());
+                    found
+                }
+                Err(why) => {
+                    // The scan is tried again after a back-off; nothing is deleted meanwhile.
+                    let retry = backoff.failed(&());
+                    tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "event expiry scan panicked");
+                    next = clock::add(chrono::Utc::now(), retry.delay);
+                    continue;
+                }
+            };
             next = later;
             for (ns, name) in gone {
                 match client.delete::<Event>(&ns, &name, None).await {
@@ -116,5 +128,20 @@ mod tests {
             Some(now + chrono::Duration::hours(1))
         );
         assert_eq!(due(&event("undated", None), hour), None);
+    }
+
+    /// An event stamped at the calendar's end (clients write event times), or a TTL beyond
+    /// chrono's range, never expires; neither panics the scan.
+    #[test]
+    fn times_past_the_calendars_end_never_expire() {
+        let now = chrono::Utc::now();
+        let hour = Duration::from_secs(3600);
+        let late = event("late", Some(Time::MAX_UTC));
+        assert_eq!(due(&late, hour), None);
+        let old = event("old", Some(now - chrono::Duration::minutes(61)));
+        let (gone, next) = expired(&[late, old.clone()], now, hour);
+        assert_eq!(gone, vec![("default".to_string(), "old".to_string())]);
+        assert_eq!(next, None);
+        assert_eq!(expired(&[old], now, Duration::MAX), (vec![], None));
     }
 }

@@ -3,9 +3,16 @@
 use chrono::Duration as ChronoDuration;
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod, PodPhase, Time};
-use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams, WorkQueue};
+use kumo_client::{
+    clock, guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer,
+    ListParams, WorkQueue,
+};
 use std::future::Future;
 use std::time::Duration;
+
+/// First retry of a failed reconcile of a node; doubles per consecutive failure.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Reason set on a node's Ready condition when its heartbeats stopped.
 pub const REASON_NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";
@@ -33,14 +40,17 @@ pub fn assess(node: &Node, now: Time, grace: Duration) -> Verdict {
     let last = ready
         .and_then(|c| c.last_heartbeat_time.or(c.last_transition_time))
         .or(node.metadata.creation_timestamp);
+    // Times come from agents (and whoever may write a node's status): a heartbeat at the
+    // calendar's end is healthy until then, never an overflow.
     let Some(last) = last else {
         return Verdict::Healthy {
-            recheck_at: now + grace,
+            recheck_at: clock::add(now, grace.to_std().unwrap_or_default()).unwrap_or(now),
         };
     };
     if now - last <= grace {
+        let wait = grace + ChronoDuration::milliseconds(100);
         return Verdict::Healthy {
-            recheck_at: last + grace + ChronoDuration::milliseconds(100),
+            recheck_at: last.checked_add_signed(wait).unwrap_or(Time::MAX_UTC),
         };
     }
     if ready.is_some_and(|c| c.status == ConditionStatus::Unknown) {
@@ -104,38 +114,28 @@ pub async fn run(client: Client, grace: Duration, shutdown: impl Future<Output =
     };
     let work = async {
         pods.wait_synced().await;
+        let backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
         loop {
             let name = queue.next().await;
             let Some(node) = nodes.get(&name) else {
                 continue;
             };
-            let now = chrono::Utc::now();
-            match assess(&node, now, grace) {
-                Verdict::Healthy { recheck_at } => {
-                    let wait = (recheck_at - now).to_std().unwrap_or(Duration::ZERO);
-                    queue.add_after(name, wait);
-                }
-                Verdict::Lost { condition } => {
-                    let mut updated = node.clone();
-                    let status = updated.status.get_or_insert_with(Default::default);
-                    let message = condition.message.clone().unwrap_or_default();
-                    set_condition(&mut status.conditions, condition);
-                    match client.update_status(&updated).await {
-                        Ok(_) => {
-                            recorder
-                                .record(&node, EventType::Warning, "NodeNotReady", message)
-                                .await;
-                            mark_pods(&client, &pods, &name).await;
-                        }
-                        Err(e) => {
-                            tracing::debug!(node = %name, error = %e, "could not mark node not ready");
-                            queue.add_after(name, Duration::from_secs(1));
-                        }
+            match guard(reconcile(&client, &recorder, &pods, &node, grace)).await {
+                Ok(after) => {
+                    backoff.succeeded(&name);
+                    if let Some(after) = after {
+                        queue.add_after(name, after);
                     }
                 }
-                Verdict::StillLost => {
-                    mark_pods(&client, &pods, &name).await;
-                    queue.add_after(name, Duration::from_secs(10));
+                Err(failure) => {
+                    let retry = backoff.failed(&name);
+                    let (delay, failures) = (retry.delay, retry.total);
+                    if let Failure::Panic(_) = failure {
+                        tracing::error!(node = %name, error = %failure, retry_in = ?delay, failures, "node reconcile panicked");
+                    } else {
+                        tracing::warn!(node = %name, error = %failure, retry_in = ?delay, failures, "could not mark node not ready");
+                    }
+                    queue.add_after(name, delay);
                 }
             }
         }
@@ -144,6 +144,37 @@ pub async fn run(client: Client, grace: Duration, shutdown: impl Future<Output =
         _ = shutdown => {}
         _ = feed => {}
         _ = work => {}
+    }
+}
+
+/// Acts on one node's verdict; says when to look at the node again.
+async fn reconcile(
+    client: &Client,
+    recorder: &EventRecorder,
+    pods: &Informer<Pod>,
+    node: &Node,
+    grace: Duration,
+) -> Result<Option<Duration>, ClientError> {
+    let now = chrono::Utc::now();
+    let name = &node.metadata.name;
+    match assess(node, now, grace) {
+        Verdict::Healthy { recheck_at } => Ok(Some(clock::until(recheck_at, now))),
+        Verdict::Lost { condition } => {
+            let mut updated = node.clone();
+            let status = updated.status.get_or_insert_with(Default::default);
+            let message = condition.message.clone().unwrap_or_default();
+            set_condition(&mut status.conditions, condition);
+            client.update_status(&updated).await?;
+            recorder
+                .record(node, EventType::Warning, "NodeNotReady", message)
+                .await;
+            mark_pods(client, pods, name).await;
+            Ok(None)
+        }
+        Verdict::StillLost => {
+            mark_pods(client, pods, name).await;
+            Ok(Some(Duration::from_secs(10)))
+        }
     }
 }
 
@@ -204,6 +235,28 @@ mod tests {
         assert_eq!(
             assess(&node("Unknown", 0), t(100), grace),
             Verdict::StillLost
+        );
+    }
+
+    /// A heartbeat stamped at the calendar's end, and a grace beyond chrono's range: healthy
+    /// until then, no overflow.
+    #[test]
+    fn times_at_the_calendars_end_do_not_panic() {
+        let mut n = node("True", 0);
+        n.status.as_mut().unwrap().conditions[0].last_heartbeat_time = Some(Time::MAX_UTC);
+        assert_eq!(
+            assess(&n, t(0), Duration::from_secs(40)),
+            Verdict::Healthy {
+                recheck_at: Time::MAX_UTC
+            }
+        );
+        let mut none = node("True", 0);
+        none.status = None;
+        assert_eq!(
+            assess(&none, Time::MAX_UTC, Duration::MAX),
+            Verdict::Healthy {
+                recheck_at: Time::MAX_UTC
+            }
         );
     }
 

@@ -30,7 +30,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::from_secs_f64(value * scale);
+        // Checked: `from_secs_f64` and `+` panic past Duration's range (about 584 billion years).
+        total = Duration::try_from_secs_f64(value * scale)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -42,7 +46,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let cases: [(&str, Option<u64>); 8] = [
+        let cases: [(&str, Option<u64>); 10] = [
             ("500ms", Some(500)),
             ("40s", Some(40_000)),
             ("5m", Some(300_000)),
@@ -51,6 +55,8 @@ mod tests {
             ("1.5s", Some(1500)),
             ("10", None),
             ("s", None),
+            ("99999999999999999999999h", None),
+            ("18446744073709551615s1s", None),
         ];
         for (input, expected) in cases {
             assert_eq!(

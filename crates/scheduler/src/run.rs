@@ -1,13 +1,25 @@
 //! The scheduling loop: watch pods and nodes, place pending pods, bind them, explain failures.
+//! A placement that panics for one pod (or gang) leaves it out of the pass, and a pass that
+//! panics is caught; either is logged, counted and tried again after a back-off.
 
 use crate::cluster::Cluster;
 use crate::core::{place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
-use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams};
+use kumo_client::{
+    guard, guard_pure, Backoff, Client, EventRecorder, EventType, Informer, ListParams,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// First retry of a pass that panicked (or left a pod out); doubles per consecutive one.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Pods (or gangs) whose placement panicked in a pass, with the panic's message.
+type Failed = Vec<(String, String)>;
 
 /// Options of the scheduler.
 #[derive(Debug, Clone, Default)]
@@ -83,17 +95,37 @@ pub async fn run(
     let work = async {
         pods.wait_synced().await;
         nodes.wait_synced().await;
+        let backoff: Backoff<()> = Backoff::new(RETRY_BASE, RETRY_MAX);
         loop {
-            schedule_pass(
+            let pass = schedule_pass(
                 &client,
                 &recorder,
                 &pods,
                 &nodes,
                 &mut assumed,
                 config.strategy,
-            )
-            .await;
-            wake.notified().await;
+            );
+            match guard(async { Ok::<Failed, std::convert::Infallible>(pass.await) }).await {
+                Ok(failed) if failed.is_empty() => {
+                    backoff.succeeded(&());
+                    wake.notified().await;
+                }
+                Ok(failed) => {
+                    // The others were placed; the left-out ones are tried again at the next
+                    // change or after the back-off.
+                    let retry = backoff.failed(&());
+                    for (unit, why) in failed {
+                        tracing::error!(%unit, error = %why, retry_in = ?retry.delay, failures = retry.total, "placement panicked");
+                    }
+                    let _ = tokio::time::timeout(retry.delay, wake.notified()).await;
+                }
+                Err(failure) => {
+                    // Not at the next change: a pass that always panics would spin.
+                    let retry = backoff.failed(&());
+                    tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "scheduling pass panicked");
+                    tokio::time::sleep(retry.delay).await;
+                }
+            }
         }
     };
     tokio::select! {
@@ -175,7 +207,8 @@ async fn schedule_pass(
     nodes: &Informer<Node>,
     assumed: &mut HashMap<String, (String, Resources)>,
     strategy: Strategy,
-) {
+) -> Failed {
+    let mut failed = Failed::new();
     // Pods that ended and hold nothing play no part in a pass; most pods of a busy batch
     // cluster are such (they stay for their logs), and cloning them all made every pass slower.
     let all_pods = pods.list_filtered(|p| is_pending(p) || holds_resources(p));
@@ -192,9 +225,14 @@ async fn schedule_pass(
     });
     for unit in units(&pending, &all_pods) {
         match unit {
-            Unit::Single(pod) => match cluster.place(pod, strategy) {
-                Ok(i) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
-                Err(why) => mark_unschedulable(client, recorder, pod, why.message).await,
+            Unit::Single(pod) => match guard_pure(|| {
+                #[cfg(test)]
+                tests::panic_if_asked(pod);
+                cluster.place(pod, strategy)
+            }) {
+                Ok(Ok(i)) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
+                Ok(Err(why)) => mark_unschedulable(client, recorder, pod, why.message).await,
+                Err(panic) => failed.push((kumo_client::cache_key(pod), panic)),
             },
             Unit::Gang {
                 name,
@@ -211,22 +249,24 @@ async fn schedule_pass(
                 }
             }
             // Gangs are packed onto as few nodes as possible: replicas talk to each other.
-            Unit::Gang { members, .. } => {
-                match place_gang(&members, cluster.nodes(), Strategy::BinPack) {
-                    Ok(placement) => {
+            Unit::Gang { name, members, .. } => {
+                match guard_pure(|| place_gang(&members, cluster.nodes(), Strategy::BinPack)) {
+                    Ok(Ok(placement)) => {
                         for (pod, i) in members.iter().zip(placement) {
                             bind(client, recorder, pod, &mut cluster, i, assumed).await;
                         }
                     }
-                    Err(why) => {
+                    Ok(Err(why)) => {
                         for pod in members {
                             mark_unschedulable(client, recorder, pod, why.message.clone()).await;
                         }
                     }
+                    Err(panic) => failed.push((format!("gang {name}"), panic)),
                 }
             }
         }
     }
+    failed
 }
 
 /// Binds `pod` to node `i`, counting it there for the rest of the pass.
@@ -290,6 +330,90 @@ async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Pods with this annotation panic in placement (the test hook of `schedule_pass`).
+    const PANIC_IN_PLACEMENT: &str = "test.kumo.dev/panic-in-placement";
+
+    pub(super) fn panic_if_asked(pod: &Pod) {
+        if pod.metadata.annotations.contains_key(PANIC_IN_PLACEMENT) {
+            panic!("test: placement panicked for {}", pod.metadata.name);
+        }
+    }
+
+    /// Against a real API server on an in-memory store: a pod whose placement panics is left
+    /// out, the pod beside it in the same pass is bound, and the loop goes on binding the pod
+    /// created after them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_whose_placement_panics_does_not_stop_the_others() {
+        use kumo_client::ClientConfig;
+        let store = std::sync::Arc::new(kumo_store::MemStore::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let config = kumo_apiserver::Config::new(store, vec!["t0ken".into()]);
+        tokio::spawn(kumo_apiserver::serve(
+            listener,
+            config,
+            std::future::pending(),
+        ));
+        let client = Client::new(&ClientConfig {
+            server,
+            token: "t0ken".into(),
+        })
+        .unwrap();
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+        let mut node = client.create(&node).await.unwrap();
+        node.status = Some(
+            serde_json::from_value(
+                json!({"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                                          "conditions": [{"type": "Ready", "status": "True"}]}),
+            )
+            .unwrap(),
+        );
+        client.update_status(&node).await.unwrap();
+        let pod = |name: &str, panics: bool| -> Pod {
+            let annotations = if panics {
+                json!({PANIC_IN_PLACEMENT: "yes"})
+            } else {
+                json!({})
+            };
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}
+            }))
+            .unwrap()
+        };
+        client.create(&pod("bomb", true)).await.unwrap();
+        client.create(&pod("beside", false)).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = tokio::spawn(run(client.clone(), SchedulerConfig::default(), async {
+            let _ = stopped.await;
+        }));
+        let bound = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let p: Pod = client.get("default", name).await.unwrap();
+                    if p.spec.node_name.is_some() {
+                        return p.spec.node_name;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{name} was not bound"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(bound("beside").await.as_deref(), Some("n1"));
+        client.create(&pod("after", false)).await.unwrap();
+        assert_eq!(bound("after").await.as_deref(), Some("n1"));
+        let bomb: Pod = client.get("default", "bomb").await.unwrap();
+        assert_eq!(bomb.spec.node_name, None);
+        assert!(!scheduler.is_finished(), "the loop is still running");
+        let _ = stop.send(());
+        scheduler.await.unwrap();
+    }
 
     fn pod(name: &str, gang: Option<(&str, usize)>, node: Option<&str>, created: i64) -> Pod {
         let mut p: Pod = serde_json::from_value(json!({

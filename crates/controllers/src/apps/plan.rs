@@ -8,14 +8,14 @@
 use super::pods::{
     delete_grace, drain_until, pod_process, pod_release, replica, replica_state, ReplicaState,
 };
-use chrono::Duration as ChronoDuration;
 use kumo_api::app::{
     release_name, App, AppStatus, DeployStrategy, Drain, Release, ReleaseContent, ReleasePhase,
     ReleaseSpec, ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
 };
+use kumo_api::bounds::{MAX_DURATION_SECONDS, MAX_REPLICAS};
 use kumo_api::meta::set_condition;
 use kumo_api::{Condition, ConditionStatus, ObjectMeta, Pod, Time};
-use kumo_client::EventType;
+use kumo_client::{clock, EventType};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -74,7 +74,8 @@ pub fn next_release(app: &App, latest: Option<&Release>) -> Option<Release> {
 }
 
 /// Replicas wanted of each process of `release`: the app's current counts (scaling is not a
-/// release), or the release's own for a process the app no longer has.
+/// release), or the release's own for a process the app no longer has; within the API's bound
+/// (an object stored before the bound existed may ask for more).
 fn wanted(app: &App, release: &Release) -> BTreeMap<String, i32> {
     release
         .spec
@@ -87,7 +88,7 @@ fn wanted(app: &App, release: &Release) -> BTreeMap<String, i32> {
                 .processes
                 .get(name)
                 .map_or(p.replicas, |a| a.replicas);
-            (name.clone(), n.max(0))
+            (name.clone(), n.clamp(0, MAX_REPLICAS))
         })
         .collect()
 }
@@ -105,8 +106,17 @@ fn cond(type_: &str, ok: bool, reason: &str, message: Option<String>, now: Time)
     Condition::new(type_, status, Some(reason), message, now)
 }
 
-fn to_std(d: ChronoDuration) -> Duration {
-    d.to_std().unwrap_or_default()
+/// How long old replicas drain, within the API's bound (as for `wanted`).
+fn drain_seconds(app: &App) -> i64 {
+    app.spec
+        .deploy
+        .drain_seconds()
+        .clamp(0, MAX_DURATION_SECONDS)
+}
+
+/// `now` plus the app's drain.
+fn drain_end(app: &App, now: Time) -> Time {
+    clock::add_seconds(now, drain_seconds(app)).unwrap_or(now)
 }
 
 /// The replicas that count, by (release version, process): not terminating, not dead, not
@@ -160,7 +170,7 @@ fn sort_pods<'a>(
                 out.delete
                     .push((pod.metadata.name.clone(), delete_grace(pod)));
             } else {
-                requeue.push(to_std(until - now));
+                requeue.push(clock::until(until, now));
             }
             continue;
         }
@@ -219,13 +229,15 @@ fn step<'a>(
     let t = latest;
     let v = t.spec.version;
     let want = wanted(app, t);
-    let timeout = ChronoDuration::seconds(app.spec.deploy.timeout_seconds());
+    let timeout = app.spec.deploy.timeout_seconds();
     let started = t.metadata.creation_timestamp.unwrap_or(now);
+    // A deadline past the calendar's end (a timeout stored before the bound) never comes.
+    let deadline = clock::add_seconds(started, timeout);
     if want.iter().all(|(p, n)| replicas.ready(v, p) >= *n) {
         if let Some(a) = active {
             r.draining = Some(Drain {
                 release: a.spec.version,
-                until: now + ChronoDuration::seconds(app.spec.deploy.drain_seconds()),
+                until: drain_end(app, now),
             });
             r.phases.push((a, ReleasePhase::Superseded, None));
         }
@@ -236,10 +248,9 @@ fn step<'a>(
             format!("Traffic switched to v{v}"),
         ));
         r.active = Some(t);
-    } else if now - started >= timeout {
+    } else if deadline.is_some_and(|d| now >= d) {
         let why = format!(
-            "release v{v} abandoned: its replicas were not all ready within {}s ({} ready){}",
-            timeout.num_seconds(),
+            "release v{v} abandoned: its replicas were not all ready within {timeout}s ({} ready){}",
             replicas.counts(v, &want),
             match active {
                 Some(a) => format!("; v{} keeps serving", a.spec.version),
@@ -259,7 +270,7 @@ fn step<'a>(
             "deploying v{v}: {} ready",
             replicas.counts(v, &want)
         ));
-        out.requeue_after = Some(to_std(started + timeout - now));
+        out.requeue_after = deadline.map(|d| clock::until(d, now));
     }
     r
 }
@@ -280,7 +291,7 @@ fn fit_replicas(
     let active_v = rollout.active.map(|a| a.spec.version);
     let target_v = rollout.target;
     let drain_v = rollout.draining.as_ref().map(|d| d.release);
-    let drain = ChronoDuration::seconds(app.spec.deploy.drain_seconds());
+    let drain = drain_seconds(app);
     let mut versions: Vec<i64> = replicas.0.keys().map(|(v, _)| *v).collect();
     versions.extend(active_v);
     versions.extend(target_v);
@@ -330,9 +341,10 @@ fn fit_replicas(
                 });
                 for pod in &have[..have.len() - n] {
                     let serving = Some(v) == active_v && replica_state(pod) == ReplicaState::Ready;
-                    if serving && drain > ChronoDuration::zero() {
-                        out.drain.push((pod.metadata.name.clone(), now + drain));
-                        requeue.push(to_std(drain));
+                    if serving && drain > 0 {
+                        out.drain
+                            .push((pod.metadata.name.clone(), drain_end(app, now)));
+                        requeue.push(Duration::from_secs(drain as u64));
                     } else {
                         out.delete
                             .push((pod.metadata.name.clone(), delete_grace(pod)));
@@ -456,7 +468,7 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         if now >= d.until || Some(d.release) == active_v {
             rollout.draining = None;
         } else {
-            requeue.push(to_std(d.until - now));
+            requeue.push(clock::until(d.until, now));
         }
     }
     fit_replicas(

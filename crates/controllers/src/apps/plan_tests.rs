@@ -319,3 +319,57 @@ fn rolling_surges_one_replica_at_a_time() {
     assert_eq!(p.status.active_release, Some(2));
     assert!(p.delete.is_empty() && p.create.is_empty());
 }
+
+/// An app stored before its numbers were bounded (the issue's `timeoutSeconds:
+/// 9000000000000000000`, i64::MAX seconds, i32::MAX replicas): the plan neither panics nor
+/// acts on the overflow. A deadline past the calendar's end never comes; a drain and a replica
+/// count are held to the API's bound.
+#[test]
+fn numbers_stored_before_their_bound_do_not_panic_the_plan() {
+    let year = kumo_api::bounds::MAX_DURATION_SECONDS;
+    for huge in [9_000_000_000_000_000_000, i64::MAX] {
+        let mut a = app("1", i32::MAX);
+        a.spec.deploy.timeout_seconds = Some(huge);
+        a.spec.deploy.drain_seconds = Some(huge);
+        let v1 = release_of(&a, None, 0, ReleasePhase::Deploying);
+        // Deploying for ever: not abandoned, no wake-up for a deadline that never comes.
+        let p = plan(&a, std::slice::from_ref(&v1), &[pod("a", 1, true)], t(10));
+        assert_eq!(p.status.phase.as_deref(), Some("Deploying"), "{huge}");
+        assert_eq!(p.requeue_after, None);
+        assert_eq!(
+            p.create.len(),
+            kumo_api::bounds::MAX_REPLICAS as usize - 1,
+            "replicas held to the bound"
+        );
+
+        // A switch drains the old release for at most the bound.
+        let mut a = app("1", 1);
+        a.spec.deploy.timeout_seconds = Some(huge);
+        a.spec.deploy.drain_seconds = Some(huge);
+        let v1 = release_of(&a, None, 0, ReleasePhase::Active);
+        let mut a2 = app("2", 1);
+        a2.spec.deploy = a.spec.deploy.clone();
+        let v2 = release_of(&a2, Some(&v1), 5, ReleasePhase::Deploying);
+        let a2 = with_status(a2, Some(1), None);
+        let p = plan(
+            &a2,
+            &[v1.clone(), v2],
+            &[pod("old", 1, true), pod("new", 2, true)],
+            t(20),
+        );
+        assert_eq!(p.status.active_release, Some(2));
+        assert_eq!(p.status.draining.map(|d| d.until), Some(t(20 + year)));
+
+        // Scaling down drains a serving replica for at most the bound too.
+        let a = with_status(a, Some(1), None);
+        let p = plan(
+            &a,
+            std::slice::from_ref(&v1),
+            &[pod("a", 1, true), pod("b", 1, true)],
+            t(30),
+        );
+        assert_eq!(p.drain.len(), 1);
+        assert_eq!(p.drain[0].1, t(30 + year));
+        assert_eq!(p.requeue_after, Some(Duration::from_secs(year as u64)));
+    }
+}

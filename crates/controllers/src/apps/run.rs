@@ -1,13 +1,23 @@
 //! The app controller's loop: App, Release and Pod informers feed a queue of app keys; each
-//! reconcile acts out `plan` through the API and says when to look again.
+//! reconcile acts out `plan` through the API and says when to look again. A reconcile that
+//! fails or panics for one app is logged, counted and retried with back-off; the others go on.
 
-use super::plan::plan;
+use super::plan::{plan, Plan};
 use crate::replica_failure;
 use kumo_api::app::{App, Release, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
-use kumo_api::Pod;
-use kumo_client::{Client, ClientError, EventRecorder, Informer, ListParams, WorkQueue};
+use kumo_api::{Pod, Time};
+use kumo_client::{
+    guard, Backoff, Client, ClientError, EventRecorder, Failure, Informer, ListParams, WorkQueue,
+};
 use std::future::Future;
 use std::time::Duration;
+
+/// The pure core a loop acts out (`plan`; tests put one in that panics for an app).
+pub(crate) type PlanFn = fn(&App, &[Release], &[Pod], Time) -> Plan;
+
+/// First retry of a failed reconcile; it doubles per consecutive failure up to `RETRY_MAX`.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How long a reconcile waits for the informers to show its own writes.
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -47,6 +57,14 @@ async fn mark_replica_failure(
 
 /// Runs the app controller until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
+    run_with(client, plan, shutdown).await
+}
+
+pub(crate) async fn run_with(
+    client: Client,
+    plan: PlanFn,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let (apps, mut app_changes) =
         Informer::<App>::start(client.clone(), None, ListParams::default());
     let (releases, mut release_changes) =
@@ -85,22 +103,32 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
         for a in apps.list() {
             queue.add(kumo_client::cache_key(&a));
         }
-        let mut failures: std::collections::BTreeMap<String, u32> = Default::default();
+        let backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
         loop {
             let key = queue.next().await;
-            match reconcile(&client, &recorder, &apps, &releases, &pods, &key).await {
+            let informers = (&apps, &releases, &pods);
+            match guard(reconcile(&client, &recorder, informers, plan, &key)).await {
                 Ok(after) => {
-                    failures.remove(&key);
+                    backoff.succeeded(&key);
                     if let Some(after) = after {
                         queue.add_after(key, after);
                     }
                 }
-                Err(e) => {
-                    let n = failures.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    let delay =
-                        Duration::from_millis(100u64 << (*n).min(8)).min(Duration::from_secs(30));
-                    tracing::debug!(app = %key, error = %e, retry_in = ?delay, "app reconcile failed");
+                Err(failure) => {
+                    let retry = backoff.failed(&key);
+                    let (delay, failures) = (retry.delay, retry.total);
+                    match &failure {
+                        // Another writer came first: routine, the retry reads the new version.
+                        Failure::Error(e) if e.is_conflict() => {
+                            tracing::debug!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
+                        }
+                        Failure::Error(_) => {
+                            tracing::warn!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
+                        }
+                        Failure::Panic(_) => {
+                            tracing::error!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile panicked")
+                        }
+                    }
                     queue.add_after(key, delay);
                 }
             }
@@ -155,9 +183,8 @@ async fn remove_app(
 async fn reconcile(
     client: &Client,
     recorder: &EventRecorder,
-    apps: &Informer<App>,
-    releases: &Informer<Release>,
-    pods: &Informer<Pod>,
+    (apps, releases, pods): (&Informer<App>, &Informer<Release>, &Informer<Pod>),
+    plan: PlanFn,
     key: &str,
 ) -> Result<Option<Duration>, ClientError> {
     let Some(app) = apps
@@ -276,3 +303,7 @@ async fn reconcile(
     }
     Ok(p.requeue_after)
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

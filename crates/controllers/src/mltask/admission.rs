@@ -37,14 +37,14 @@ impl TaskView {
     fn gpus(&self) -> i64 {
         self.replicas
             .iter()
-            .map(|p| (Resources::of_pod(p).gpus / 1000) as i64)
-            .sum()
+            .map(|p| i64::try_from(Resources::of_pod(p).gpus / 1000).unwrap_or(i64::MAX))
+            .fold(0i64, i64::saturating_add)
     }
 
     fn per_replica_gpus(&self) -> i64 {
-        self.replicas
-            .first()
-            .map_or(0, |p| (Resources::of_pod(p).gpus / 1000) as i64)
+        self.replicas.first().map_or(0, |p| {
+            i64::try_from(Resources::of_pod(p).gpus / 1000).unwrap_or(i64::MAX)
+        })
     }
 }
 
@@ -101,7 +101,8 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
         .iter()
         .filter(|t| matches!(t.state, TaskState::Holding { .. }))
     {
-        *used.entry(t.queue.as_str()).or_default() += t.gpus();
+        let u = used.entry(t.queue.as_str()).or_default();
+        *u = u.saturating_add(t.gpus());
     }
     let mut views = nodes.to_vec();
     let order: Vec<&TaskView> = tasks
@@ -112,7 +113,13 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
     // preempted borrower of higher priority could take back the GPUs just reclaimed from it
     // before the task they were reclaimed for (and be preempted again, forever).
     let borrows = |t: &TaskView| match quota.get(t.queue.as_str()).copied().flatten() {
-        Some(q) => used.get(t.queue.as_str()).copied().unwrap_or(0) + t.gpus() > q,
+        Some(q) => {
+            used.get(t.queue.as_str())
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(t.gpus())
+                > q
+        }
         None => true,
     };
     // Whether each borrows is worked out once per task, not once per comparison.
@@ -176,14 +183,20 @@ pub fn admit(tasks: &[TaskView], queues: &[QueueView], nodes: &[NodeView], now: 
             for (pod, i) in members.iter().zip(placement) {
                 views[i].requested.add(&Resources::of_pod(pod));
             }
-            *used.entry(task.queue.as_str()).or_default() += need;
+            let u = used.entry(task.queue.as_str()).or_default();
+            *u = u.saturating_add(need);
             decision.admit.push(task.key.clone());
             misfits.clear();
             explained.clear();
             continue;
         }
-        let within_quota = task_quota
-            .is_some_and(|q| used.get(task.queue.as_str()).copied().unwrap_or(0) + need <= q);
+        let within_quota = task_quota.is_some_and(|q| {
+            used.get(task.queue.as_str())
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(need)
+                <= q
+        });
         let reason = if fits_now.is_ok() {
             let r = reservation.as_ref().map(|r| r.owner.as_str()).unwrap_or("");
             format!("needs {}×{} GPUs; would delay {r}, which has GPUs reserved (backfill only takes what cannot delay it)", task.replicas.len(), task.per_replica_gpus())
@@ -260,7 +273,8 @@ fn task_deadline(task: &TaskView, now: Time) -> Option<Time> {
         .first()
         .and_then(|p| p.metadata.annotations.get(ANNOTATION_DEADLINE))
         .and_then(|s| s.parse::<i64>().ok())?;
-    Some(now + chrono::Duration::seconds(seconds))
+    // Past the calendar's end (a deadline stored before the bound): no deadline.
+    kumo_client::clock::add_seconds(now, seconds)
 }
 
 /// Annotation on replica pods carrying the task's `activeDeadlineSeconds` (admission reads it).

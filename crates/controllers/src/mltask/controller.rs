@@ -11,7 +11,7 @@ use super::standing;
 use futures_util::StreamExt;
 use kumo_api::Time;
 use kumo_api::{MLTask, Node, Pod, Queue};
-use kumo_client::{Client, EventRecorder, EventType, Informer, ListParams};
+use kumo_client::{guard_pure, Backoff, Client, EventRecorder, EventType, Informer, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +39,11 @@ const MIN_BATCH_WAIT: Duration = Duration::from_millis(1);
 const MAX_BATCH_WAIT: Duration = Duration::from_millis(10);
 /// How many tasks' writes are in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
+/// First retry of a pass (or of a task's step) that panicked; doubles per consecutive panic.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The key of the pass itself in the back-off (task keys always hold a '/').
+const PASS: &str = "pass";
 
 /// The complete datasets' names, asked only when a queued task names one (datasets live beside
 /// the store, not in it, so there is no informer for them); `None` when the server cannot say.
@@ -98,6 +103,8 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
         let mut refused: BTreeSet<String> = BTreeSet::new();
         // When each task's status was last written (for the throttle of standing-only changes).
         let mut written: BTreeMap<String, Time> = BTreeMap::new();
+        // Panics of the pass, and of single tasks' steps inside it, by key.
+        let backoff: Backoff<String> = Backoff::new(RETRY_BASE, RETRY_MAX);
         loop {
             let started = Instant::now();
             // Ended tasks whose replicas hold nothing, and those replicas, are left out: they
@@ -122,7 +129,35 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 standing_written: &written,
             };
             let now = chrono::Utc::now();
-            let outcome = pass(&snapshot, now, config.backoff_base);
+            let outcome = match guard_pure(|| pass(&snapshot, now, config.backoff_base)) {
+                Ok(outcome) => {
+                    backoff.succeeded(&PASS.to_string());
+                    outcome
+                }
+                Err(why) => {
+                    // Nothing of this pass is written; it is tried again after a back-off
+                    // (not at the next change, which would spin on a pass that always panics).
+                    let retry = backoff.failed(&PASS.to_string());
+                    tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "mltask pass panicked");
+                    tokio::time::sleep(retry.delay).await;
+                    continue;
+                }
+            };
+            // Tasks whose own step panicked: the pass decided for the others; these are
+            // looked at again after their back-off.
+            let mut retry_failed: Option<Duration> = None;
+            let failed_now: BTreeSet<&String> = outcome.failed.iter().map(|(k, _)| k).collect();
+            for (key, why) in &outcome.failed {
+                let retry = backoff.failed(key);
+                tracing::error!(task = %key, error = %why, retry_in = ?retry.delay, failures = retry.total, "mltask step panicked");
+                retry_failed = Some(retry_failed.map_or(retry.delay, |d| d.min(retry.delay)));
+            }
+            for t in &task_list {
+                let key = task_key(t);
+                if !failed_now.contains(&key) {
+                    backoff.succeeded(&key);
+                }
+            }
             let pass_cost = started.elapsed();
             tracing::debug!(
                 tasks = task_list.len(),
@@ -202,6 +237,9 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                 .unwrap_or(Duration::from_secs(30));
             if retry_soon {
                 wait = wait.min(Duration::from_millis(500));
+            }
+            if let Some(retry) = retry_failed {
+                wait = wait.min(retry);
             }
             // Wake on any change, or when a back-off or deadline ends.
             let _ = tokio::time::timeout(wait, wake.notified()).await;

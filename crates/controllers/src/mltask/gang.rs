@@ -11,6 +11,7 @@ use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::node::Node;
 use kumo_api::pod::ANNOTATION_GPU_DEVICES;
 use kumo_api::{Condition, ConditionStatus, MLTask, Pod, PodPhase, Time};
+use kumo_client::clock;
 use kumo_scheduler::{NodeView, Resources};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +165,11 @@ pub(super) fn step<'a>(
     backoff_base: Duration,
     out: &mut Outcome,
 ) -> Option<TaskView> {
-    let n = task.spec.parallelism.max(1) as usize;
+    // Within the API's bound: a task stored before it may ask for more.
+    let n = task
+        .spec
+        .parallelism
+        .clamp(1, kumo_api::bounds::MAX_PARALLELISM) as usize;
     if new.phase.is_finished() {
         // Nothing of a failed or cancelled task keeps running; ended pods stay for their logs.
         for p in mine.iter().filter(|p| holds(p)) {
@@ -176,8 +181,9 @@ pub(super) fn step<'a>(
         new.submit_revision = Some(task.metadata.revision());
     }
     // Timestamps have whole seconds: within one, the earlier revision was submitted first.
-    let created = task.metadata.creation_timestamp.unwrap_or(now)
-        + chrono::Duration::nanoseconds((new.submit_revision.unwrap_or(0) % 1_000_000_000) as i64);
+    let created = task.metadata.creation_timestamp.unwrap_or(now);
+    let within_second = Duration::from_nanos(new.submit_revision.unwrap_or(0) % 1_000_000_000);
+    let created = clock::add(created, within_second).unwrap_or(created);
     let view = |state: TaskState, replicas: Vec<Arc<Pod>>| TaskView {
         key: key.to_string(),
         queue: task.spec.queue.clone(),
@@ -254,7 +260,9 @@ pub(super) fn step<'a>(
                         ),
                     });
                     // Datasets are not watched: look again for one pushed meanwhile.
-                    out.wake_at(now + chrono::Duration::seconds(DATASET_RECHECK_SECONDS));
+                    if let Some(at) = clock::add_seconds(now, DATASET_RECHECK_SECONDS) {
+                        out.wake_at(at);
+                    }
                     return None;
                 }
             }
@@ -288,10 +296,11 @@ pub(super) fn step<'a>(
             let holding = view(
                 TaskState::Holding {
                     nodes: placement.clone(),
+                    // A deadline past the calendar's end (stored before the bound) never comes.
                     ends_by: new.start_time.and_then(|s| {
                         task.spec
                             .active_deadline_seconds
-                            .map(|d| s + chrono::Duration::seconds(d))
+                            .and_then(|d| clock::add_seconds(s, d))
                     }),
                     preempting: false,
                 },
@@ -456,7 +465,7 @@ fn gang_failed(
         }
     }
     let attempt = new.attempts.max(1);
-    let allowed = task.spec.max_retries + 1;
+    let allowed = task.spec.max_retries.saturating_add(1);
     if attempt >= allowed {
         let message = format!(
             "replica {rank} failed ({why}) on attempt {attempt} of {allowed}; no retries left"
@@ -471,21 +480,21 @@ fn gang_failed(
         }
     }
     let delay = backoff(backoff_base, attempt);
-    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let at = clock::add(now, delay).unwrap_or(now);
     let delay_text = if delay < Duration::from_secs(1) {
         format!("{}ms", delay.as_millis())
     } else {
         format!("{}s", delay.as_secs())
     };
     new.phase = TaskPhase::Queued;
-    new.attempts = attempt + 1;
+    new.attempts = attempt.saturating_add(1);
     new.retry_at = Some(at);
     new.master_addr = None;
     new.queue_position = None;
     new.replicas.clear();
     let message = format!(
         "replica {rank} failed ({why}): restarting the whole gang as attempt {} of {allowed} after a {delay_text} back-off",
-        attempt + 1,
+        new.attempts,
     );
     new.pending_reason = Some(message.clone());
     set_condition(

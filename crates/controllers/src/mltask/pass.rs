@@ -65,6 +65,9 @@ pub enum Action {
 pub struct Outcome {
     pub actions: Vec<Action>,
     pub next_at: Option<Time>,
+    /// Tasks whose step panicked, with the panic's message: this pass wrote nothing for them
+    /// and decided for the others (the loop logs, counts and retries them).
+    pub failed: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -171,20 +174,36 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
             })
             .unwrap_or_default();
         let mut new = task.status.clone().unwrap_or_default();
-        if let Some(view) = step(
-            task,
-            key,
-            &mut placements,
-            &mine,
-            &mut new,
-            &mut views,
-            s.nodes,
-            s.datasets,
-            now,
-            backoff_base,
-            &mut out,
-        ) {
-            views_for_admission.push(view);
+        let (actions_before, next_at_before) = (out.actions.len(), out.next_at);
+        let stepped = kumo_client::guard_pure(|| {
+            #[cfg(test)]
+            super::pass_tests::panic_if_asked(key);
+            step(
+                task,
+                key,
+                &mut placements,
+                &mine,
+                &mut new,
+                &mut views,
+                s.nodes,
+                s.datasets,
+                now,
+                backoff_base,
+                &mut out,
+            )
+        });
+        match stepped {
+            Ok(Some(view)) => views_for_admission.push(view),
+            Ok(None) => {}
+            Err(why) => {
+                // One task's numbers broke its step (one stored before a bound): its writes of
+                // this pass go, its status is not written, and the pass goes on for the others.
+                // (A reservation it made on a node stays for this pass: the safe side.)
+                out.actions.truncate(actions_before);
+                out.next_at = next_at_before;
+                out.failed.push((key.clone(), why));
+                continue;
+            }
         }
         next.insert(key.as_str(), (task, new));
     }
@@ -304,7 +323,13 @@ fn queue_statuses(s: &Snapshot, out: &mut Outcome) {
                 TaskPhase::Queued => st.pending += 1,
                 TaskPhase::Admitted | TaskPhase::Running => {
                     st.running += 1;
-                    st.gpus_in_use += t.spec.resources.gpus * i64::from(t.spec.parallelism);
+                    // Saturating: a task stored before the bounds may ask for anything.
+                    let gpus = t
+                        .spec
+                        .resources
+                        .gpus
+                        .saturating_mul(i64::from(t.spec.parallelism));
+                    st.gpus_in_use = st.gpus_in_use.saturating_add(gpus);
                 }
                 _ => {}
             }

@@ -582,3 +582,83 @@ fn ended_tasks_and_their_ended_replicas_can_be_left_out() {
     assert_eq!(deleted(&full), ["gone-0", "stopping-0"]);
     assert_eq!(status_of(&full, "running").phase, TaskPhase::Succeeded);
 }
+
+thread_local! {
+    /// The task key whose step panics in this thread's passes (the test hook of `pass`).
+    static PANIC_FOR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by `pass` before each task's step in tests: panics for the key a test asked for.
+pub(super) fn panic_if_asked(key: &str) {
+    if PANIC_FOR.with(|p| p.borrow().as_deref() == Some(key)) {
+        panic!("test: the step of {key} panicked");
+    }
+}
+
+#[test]
+fn a_task_whose_step_panics_is_left_out_and_the_others_are_decided() {
+    let tasks = [task("bad", 1, 1, 0), task("good", 1, 1, 1)];
+    PANIC_FOR.with(|p| *p.borrow_mut() = Some("default/bad".into()));
+    let out = run(&tasks, &[node("a", 8)], &[]);
+    PANIC_FOR.with(|p| *p.borrow_mut() = None);
+    assert_eq!(
+        out.failed,
+        vec![(
+            "default/bad".to_string(),
+            "test: the step of default/bad panicked".to_string()
+        )]
+    );
+    assert_eq!(status_of(&out, "good").phase, TaskPhase::Admitted);
+    assert_eq!(created(&out).len(), 1);
+    // Nothing is written for the task whose step panicked.
+    let names: Vec<&str> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Status(t) | Action::Event { task: t, .. } => Some(t.metadata.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!names.contains(&"bad"), "{names:?}");
+}
+
+/// Tasks stored before their numbers were bounded (the issue's `activeDeadlineSeconds`,
+/// i64::MAX, i32::MAX retries and replicas): the pass neither panics nor acts on an overflow.
+#[test]
+fn numbers_stored_before_their_bound_do_not_panic_the_pass() {
+    for huge in [9_000_000_000_000_000_000, i64::MAX] {
+        // Queued with a deadline past the calendar's end: admitted, with no deadline.
+        let mut queued = task("queued", 1, 1, 0);
+        queued.spec.active_deadline_seconds = Some(huge);
+        queued.spec.priority = i32::MAX;
+        // Running since 0: never past its deadline.
+        let mut running = task("running", 1, 1, 0);
+        running.spec.active_deadline_seconds = Some(huge);
+        let running = admitted(running, &["a"], TaskPhase::Running, 1);
+        let running_pod = pod(&running, 0, "a", "Running", None);
+        // A failure with retries without end: restarted; attempts saturate.
+        let mut failing = task("failing", 1, 1, 0);
+        failing.spec.max_retries = i32::MAX;
+        let failing = admitted(failing, &["b"], TaskPhase::Running, i32::MAX - 1);
+        let failing_pod = pod(&failing, 0, "b", "Failed", Some(1));
+        // More replicas and GPUs than any bound: it waits, and says so.
+        let big = task("big", i32::MAX, huge, 0);
+        let out = run(
+            &[queued, running, failing, big],
+            &[node("a", 8), node("b", 8)],
+            &[running_pod, failing_pod],
+        );
+        assert!(out.failed.is_empty(), "{:?}", out.failed);
+        assert_eq!(status_of(&out, "queued").phase, TaskPhase::Admitted);
+        assert!(
+            !events(&out)
+                .iter()
+                .any(|e| e.starts_with("DeadlineExceeded")),
+            "{:?}",
+            events(&out)
+        );
+        let f = status_of(&out, "failing");
+        assert_eq!((f.phase, f.attempts), (TaskPhase::Queued, i32::MAX));
+        assert_eq!(status_of(&out, "big").phase, TaskPhase::Queued);
+    }
+}

@@ -255,6 +255,22 @@ mod tests {
             new_app(&a).unwrap_err().to_string(),
             "the app is invalid: spec.healthcheck.path: Invalid value: \"up\": must start with '/'"
         );
+        let a = parse(&[
+            "kumo",
+            "app",
+            "create",
+            "web",
+            "--image",
+            "r/web:1",
+            "--port",
+            "1",
+            "--replicas",
+            "1001",
+        ]);
+        assert_eq!(
+            new_app(&a).unwrap_err().to_string(),
+            "the app is invalid: spec.processes.web.replicas: Invalid value: 1001: must be between 0 and 1000, inclusive"
+        );
         let a = parse(&["kumo", "app", "create", "web", "--image", "r/web:1"]);
         assert_eq!(
             new_app(&a).unwrap_err().to_string(),

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, bail};
 use kumo_api::app::{App, Release, ReleasePhase, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE};
+use kumo_api::bounds::MAX_DURATION_SECONDS;
 use kumo_client::{Client, ListParams};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -194,7 +195,10 @@ pub async fn follow_rollout(
     loop {
         let a: App = client.get(ns, app).await?;
         // The controller abandons a release at its deadline; past that and a grace, it is down.
-        let limit = Duration::from_secs(a.spec.deploy.timeout_seconds().max(0) as u64 + 30);
+        // Held to the bound: an app stored before it may ask for i64::MAX seconds, and an
+        // `Instant` plus that panics.
+        let timeout = (a.spec.deploy.timeout_seconds()).clamp(0, MAX_DURATION_SECONDS);
+        let limit = Duration::from_secs(timeout as u64 + 30);
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
         if tokio::time::Instant::now() > deadline {
             bail!("release v{version} of app {app} neither served nor was abandoned in {limit:?}; is the app controller running?");

@@ -380,11 +380,28 @@ mod tests {
                 "--",
                 "true"
             ]),
-            "the task is not valid: spec.parallelism: Invalid value: 0: must be at least 1"
+            "the task is not valid: spec.parallelism: Invalid value: 0: must be between 1 and 1000, inclusive"
         );
         assert_eq!(
             err(&["t", "--runtime", "process", "--gpus", "-1", "--", "true"]),
-            "the task is not valid: spec.resources.gpus: Invalid value: -1: must be 0 or more"
+            "the task is not valid: spec.resources.gpus: Invalid value: -1: must be between 0 and 64, inclusive"
+        );
+        // The deadline, refused before anything is sent.
+        assert_eq!(
+            err(&[
+                "t",
+                "--runtime",
+                "process",
+                "--deadline",
+                "9000000000000000000",
+                "--",
+                "true"
+            ]),
+            "the task is not valid: spec.activeDeadlineSeconds: Invalid value: 9000000000000000000: must be between 1 and 31536000, inclusive"
+        );
+        assert_eq!(
+            err(&["t", "--runtime", "process", "--priority", "2147483647", "--", "true"]),
+            "the task is not valid: spec.priority: Invalid value: 2147483647: must be between -1000000000 and 1000000000, inclusive"
         );
         assert_eq!(
             err(&[

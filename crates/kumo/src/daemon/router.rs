@@ -91,12 +91,38 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// The routes for `apps`: each domain of an app goes to the ready `web` replicas of its active
-/// release; the ready replicas of the release it replaced drain (no new requests).
-pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
+/// release; the ready replicas of the release it replaced drain (no new requests). Also the
+/// apps whose route panicked (left out of the table), as (route name, the panic's message):
+/// one app never takes the others' routes with it.
+pub fn route_table(apps: &[App], pods: &[Pod]) -> (RouteTable, Vec<(String, String)>) {
     let mut routes = Vec::new();
+    let mut failed = Vec::new();
     for app in apps {
+        match kumo_client::guard_pure(|| app_route(app, pods)) {
+            Ok(Some(route)) => routes.push(route),
+            Ok(None) => {}
+            Err(why) => failed.push((route_name(app), why)),
+        }
+    }
+    routes.sort_by(|a, b| a.app.cmp(&b.app));
+    (RouteTable { routes }, failed)
+}
+
+/// The name of an app's route: `name` in the default namespace, else `ns/name`.
+fn route_name(app: &App) -> String {
+    let ns = app.metadata.ns();
+    if ns == kumo_api::DEFAULT_NAMESPACE {
+        app.metadata.name.clone()
+    } else {
+        format!("{ns}/{}", app.metadata.name)
+    }
+}
+
+/// One app's route (`None`: it has no domain, or it is going).
+fn app_route(app: &App, pods: &[Pod]) -> Option<Route> {
+    {
         if app.spec.domains.is_empty() || app.metadata.deletion_timestamp.is_some() {
-            continue;
+            return None;
         }
         let ns = app.metadata.ns();
         let status = app.status.clone().unwrap_or_default();
@@ -154,12 +180,8 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
         if endpoints_now.is_empty() {
             endpoints_now = std::mem::take(&mut draining);
         }
-        routes.push(Route {
-            app: if ns == kumo_api::DEFAULT_NAMESPACE {
-                app.metadata.name.clone()
-            } else {
-                format!("{ns}/{}", app.metadata.name)
-            },
+        Some(Route {
+            app: route_name(app),
             hosts: app.spec.domains.clone(),
             path_prefix: None,
             protocol: if protocol {
@@ -170,10 +192,8 @@ pub fn route_table(apps: &[App], pods: &[Pod]) -> RouteTable {
             endpoints: endpoints_now,
             timeout: ROUTE_TIMEOUT,
             draining,
-        });
+        })
     }
-    routes.sort_by(|a, b| a.app.cmp(&b.app));
-    RouteTable { routes }
 }
 
 /// Keeps `tx` at the route table of the API's current Apps and pods.
@@ -184,8 +204,37 @@ pub async fn follow(client: Client, tx: watch::Sender<Arc<RouteTable>>) {
         Informer::<Pod>::start(client, None, ListParams::labels(LABEL_APP));
     apps.wait_synced().await;
     pods.wait_synced().await;
+    let backoff: kumo_client::Backoff<()> =
+        kumo_client::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        let table = route_table(&apps.list(), &pods.list());
+        let (apps_now, pods_now) = (apps.list(), pods.list());
+        let (table, retry) = match kumo_client::guard_pure(|| route_table(&apps_now, &pods_now)) {
+            Ok((mut table, failed)) if !failed.is_empty() => {
+                // An app whose route panicked keeps the route it had; it is tried again at the
+                // next change or after the back-off.
+                let retry = backoff.failed(&());
+                let previous = tx.borrow().clone();
+                for (app, why) in failed {
+                    tracing::error!(%app, error = %why, retry_in = ?retry.delay, failures = retry.total, "route of an app panicked");
+                    table
+                        .routes
+                        .extend(previous.routes.iter().filter(|r| r.app == app).cloned());
+                }
+                table.routes.sort_by(|a, b| a.app.cmp(&b.app));
+                (table, Some(retry.delay))
+            }
+            Ok((table, _)) => {
+                backoff.succeeded(&());
+                (table, None)
+            }
+            Err(why) => {
+                // The table stays as it was; tried again after the back-off.
+                let retry = backoff.failed(&());
+                tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "route table panicked");
+                tokio::time::sleep(retry.delay).await;
+                continue;
+            }
+        };
         if **tx.borrow() != table {
             tracing::info!(
                 routes = table.routes.len(),
@@ -201,6 +250,7 @@ pub async fn follow(client: Client, tx: watch::Sender<Arc<RouteTable>>) {
         tokio::select! {
             Some(_) = app_changes.recv() => {}
             Some(_) = pod_changes.recv() => {}
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             else => return,
         }
     }
@@ -344,7 +394,7 @@ mod tests {
             pod("a-v1-web-1", "a", 1, "web", 4000, true),
             pod("a-v3-web-1", "a", 3, "web", 4004, true),
         ];
-        let t = route_table(&apps, &pods);
+        let t = route_table(&apps, &pods).0;
         assert_eq!(t.routes.len(), 2);
         let a = &t.routes[0];
         assert_eq!(a.hosts, vec!["a.test"]);
@@ -363,7 +413,7 @@ mod tests {
             .annotations
             .insert(ANNOTATION_DRAIN_UNTIL.into(), "2030-01-01T00:00:00Z".into());
         pods.push(pod("a-v2-web-3", "a", 2, "web", 4005, true));
-        let t = route_table(&apps[..1], &pods);
+        let t = route_table(&apps[..1], &pods).0;
         assert_eq!(
             ids(&t.routes[0].endpoints),
             vec!["a-v2-web-3@127.0.0.1:4005"]
@@ -374,7 +424,7 @@ mod tests {
         );
 
         // Switched, but no new replica seen ready yet: the draining ones keep serving.
-        let t = route_table(&apps[..1], &pods[1..5]);
+        let t = route_table(&apps[..1], &pods[1..5]).0;
         assert_eq!(
             ids(&t.routes[0].endpoints),
             vec!["a-v1-web-1@127.0.0.1:4000"]

@@ -2,6 +2,7 @@
 //! replicas (a small python3 HTTP server that names its replica and its config).
 
 mod input;
+mod limits;
 mod resilience;
 mod rollout;
 mod routing;

@@ -223,8 +223,8 @@ async fn bad_input_is_refused_or_explained() {
     let c = Cluster::up(&["--fake-gpus", "2"]);
     let client = c.client();
     for (flags, expected) in [
-        (vec!["--parallelism", "0"], "spec.parallelism: Invalid value: 0: must be at least 1"),
-        (vec!["--gpus", "-1"], "spec.resources.gpus: Invalid value: -1: must be 0 or more"),
+        (vec!["--parallelism", "0"], "spec.parallelism: Invalid value: 0: must be between 1 and 1000, inclusive"),
+        (vec!["--gpus", "-1"], "spec.resources.gpus: Invalid value: -1: must be between 0 and 64, inclusive"),
         (
             vec!["--output", "../../etc"],
             "spec.output.path: Invalid value: \"../../etc\": must be a relative path that stays inside the output root",
