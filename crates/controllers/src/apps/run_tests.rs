@@ -65,6 +65,17 @@ async fn one_app_that_panics_or_overflows_does_not_stop_the_others() {
     })
     .unwrap();
 
+    // These apps run as host processes: their namespace must be privileged.
+    let privileged =
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    eventually("the default namespace labelled privileged", || async {
+        client
+            .patch::<kumo_api::Namespace>("", "default", &privileged)
+            .await
+            .is_ok()
+    })
+    .await;
+
     // The App, stored as it was before the bound: the API refuses it now.
     let huge = process_app(
         "huge",
