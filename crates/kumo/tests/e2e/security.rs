@@ -98,6 +98,15 @@ async fn namespaces_enforce_their_pod_security_level() {
     let o = c.kumo(&["logs", "hard", "-n", "locked"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "65534\n");
 
+    // The example of a namespace with a process pod labels its namespace privileged.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/team.yaml");
+    let o = c.kumo(&["apply", "-f", example]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_pod(&client, "team-a", "worker", T, |p| {
+        p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+    })
+    .await;
+
     // A level the standard does not have is refused on the namespace, naming the label.
     let err = refused(
         &c,
