@@ -45,7 +45,9 @@ fn pod_errors_name_their_field() {
         (pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]})), "spec.containers[0].resources.requests.cpu: Invalid value: \"2\": must be less than or equal to the limit \"1\""),
         (pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "500m"}}}]})), "spec.containers[0].resources.limits.nvidia.com/gpu: Invalid value: \"500m\": must be a whole number"),
         (pod(json!({"restartPolicy": "Sometimes", "containers": [{"name": "c", "image": "x"}]})), "spec.restartPolicy: unknown variant `Sometimes`, expected one of `Always`, `OnFailure`, `Never`"),
-        (pod(json!({"terminationGracePeriodSeconds": -1, "containers": [{"name": "c", "image": "x"}]})), "spec.terminationGracePeriodSeconds: Invalid value: -1: must be >= 0"),
+        (pod(json!({"terminationGracePeriodSeconds": -1, "containers": [{"name": "c", "image": "x"}]})), "spec.terminationGracePeriodSeconds: Invalid value: -1: must be between 0 and 31536000, inclusive"),
+        (pod(json!({"terminationGracePeriodSeconds": i64::MAX, "containers": [{"name": "c", "image": "x"}]})), "spec.terminationGracePeriodSeconds: Invalid value: 9223372036854775807: must be between 0 and 31536000, inclusive"),
+        (pod(json!({"containers": [{"name": "c", "image": "x", "readinessProbe": {"tcpSocket": {}, "timeoutSeconds": 9_000_000_000_000_000_000_i64}}]})), "spec.containers[0].readinessProbe.timeoutSeconds: Invalid value: 9000000000000000000: must be between 1 and 31536000, inclusive"),
         (pod(json!({"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 70000}]}]})), "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"),
     ];
     for (object, expected) in cases {

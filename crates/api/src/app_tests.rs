@@ -215,7 +215,7 @@ fn readiness_probes_name_their_field() {
         (json!({}), "spec.containers[0].readinessProbe: Invalid value: give exactly one of httpGet or tcpSocket"),
         (json!({"tcpSocket": {"port": 0}}), "spec.containers[0].readinessProbe.tcpSocket.port: Invalid value: 0: must be between 1 and 65535, inclusive"),
         (json!({"httpGet": {"path": "x"}}), "spec.containers[0].readinessProbe.httpGet.path: Invalid value: \"x\": must start with '/'"),
-        (json!({"tcpSocket": {}, "periodSeconds": 0}), "spec.containers[0].readinessProbe.periodSeconds: Invalid value: 0: must be at least 1"),
+        (json!({"tcpSocket": {}, "periodSeconds": 0}), "spec.containers[0].readinessProbe.periodSeconds: Invalid value: 0: must be between 1 and 31536000, inclusive"),
     ];
     for (probe, expected) in cases {
         assert_eq!(got(probe), expected);

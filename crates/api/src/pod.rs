@@ -447,11 +447,8 @@ fn validate_probe(p: &Probe, path: &str, errors: &mut Errors) {
         (p.timeout_seconds, "timeoutSeconds"),
         (p.period_seconds, "periodSeconds"),
     ] {
-        if let Some(v) = v.filter(|v| *v < 1) {
-            errors.add(
-                format!("{path}.{field}"),
-                format!("Invalid value: {v}: must be at least 1"),
-            );
+        if let Some(v) = v {
+            crate::bounds::check_seconds(errors, format!("{path}.{field}"), v, 1);
         }
     }
 }
@@ -600,12 +597,7 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
         }
     }
     if let Some(g) = spec.termination_grace_period_seconds {
-        if g < 0 {
-            errors.add(
-                "spec.terminationGracePeriodSeconds",
-                format!("Invalid value: {g}: must be >= 0"),
-            );
-        }
+        crate::bounds::check_seconds(errors, "spec.terminationGracePeriodSeconds", g, 0);
     }
     for (k, v) in &spec.node_selector {
         if !crate::validation::is_qualified_name(k) || !crate::validation::is_label_value(v) {
