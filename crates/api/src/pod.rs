@@ -4,7 +4,7 @@ use crate::meta::{Condition, ObjectMeta, Time};
 use crate::quantity::Quantity;
 use crate::validation::{check_name, is_dns_label, Errors};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 mod security;
 mod volume;
@@ -485,116 +485,11 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
     if let Some(sc) = &spec.security_context {
         security::validate_pod_security_context(sc, errors);
     }
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = BTreeSet::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let path = format!("spec.containers[{i}]");
-        volume::validate_mounts(c, &path, &volumes, errors);
-        if let Some(sc) = &c.security_context {
-            security::validate_security_context(sc, &format!("{path}.securityContext"), errors);
-        }
-        check_name(errors, &format!("{path}.name"), &c.name, true);
-        if let Some(p) = &c.readiness_probe {
-            validate_probe(p, &format!("{path}.readinessProbe"), errors);
-        }
-        if !c.name.is_empty() && !names.insert(c.name.as_str()) {
-            errors.add(
-                format!("{path}.name"),
-                format!("Duplicate value: {:?}", c.name),
-            );
-        }
-        match &c.image {
-            None if !process => errors.add(
-                format!("{path}.image"),
-                "Required value: an image is required unless runtimeClassName is \"process\"",
-            ),
-            Some(img) if img.trim().is_empty() => {
-                errors.add(format!("{path}.image"), "Required value: image is empty")
-            }
-            _ => {}
-        }
-        if process && c.command.is_empty() && c.image.is_none() {
-            errors.add(
-                format!("{path}.command"),
-                "Required value: a process container needs a command",
-            );
-        }
-        for (j, e) in c.env.iter().enumerate() {
-            let ok = !e.name.is_empty()
-                && !e.name.starts_with(|ch: char| ch.is_ascii_digit())
-                && e.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-            if !ok {
-                errors.add(
-                    format!("{path}.env[{j}].name"),
-                    format!("Invalid value: {:?}: must be a C identifier", e.name),
-                );
-            }
-        }
-        for (j, p) in c.ports.iter().enumerate() {
-            if !(1..=65535).contains(&p.container_port) {
-                errors.add(
-                    format!("{path}.ports[{j}].containerPort"),
-                    format!(
-                        "Invalid value: {}: must be between 1 and 65535, inclusive",
-                        p.container_port
-                    ),
-                );
-            }
-            if let Some(hp) = p.host_port {
-                if hp != 0 && !(1..=65535).contains(&hp) {
-                    errors.add(
-                        format!("{path}.ports[{j}].hostPort"),
-                        format!("Invalid value: {hp}: must be between 1 and 65535, inclusive"),
-                    );
-                }
-            }
-        }
-        for (kind, map) in [
-            ("requests", &c.resources.requests),
-            ("limits", &c.resources.limits),
-        ] {
-            for (res, q) in map {
-                let qpath = format!("{path}.resources.{kind}.{res}");
-                if !KNOWN_RESOURCES.contains(&res.as_str()) {
-                    errors.add(
-                        qpath,
-                        format!("Unsupported value: {res:?}: supported values: \"cpu\", \"memory\", \"{GPU_RESOURCE}\", \"ephemeral-storage\""),
-                    );
-                } else if res != "cpu" && q.millis() % 1000 != 0 {
-                    errors.add(
-                        qpath,
-                        format!("Invalid value: {:?}: must be a whole number", q.as_str()),
-                    );
-                }
-            }
-            if let (Some(r), Some(l)) = (
-                c.resources.requests.get(GPU_RESOURCE),
-                c.resources.limits.get(GPU_RESOURCE),
-            ) {
-                if kind == "limits" && r.millis() != l.millis() {
-                    errors.add(
-                        format!("{path}.resources.requests.{GPU_RESOURCE}"),
-                        "Invalid value: must be equal to the limit for GPUs",
-                    );
-                }
-            }
-        }
-        for res in c.resources.requests.keys() {
-            if let (Some(r), Some(l)) = (c.resources.requests.get(res), c.resources.limits.get(res))
-            {
-                if r.millis() > l.millis() {
-                    errors.add(
-                        format!("{path}.resources.requests.{res}"),
-                        format!(
-                            "Invalid value: {:?}: must be less than or equal to the limit {:?}",
-                            r.as_str(),
-                            l.as_str()
-                        ),
-                    );
-                }
-            }
-        }
+        validate_container(c, &path, process, (&volumes, &mut names), errors);
+        validate_resources(&c.resources, &path, errors);
     }
     if let Some(g) = spec.termination_grace_period_seconds {
         crate::bounds::check_seconds(errors, "spec.terminationGracePeriodSeconds", g, 0);
@@ -621,6 +516,127 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
                 format!("spec.tolerations[{i}].operator"),
                 "Invalid value: must be Exists when key is empty",
             );
+        }
+    }
+}
+
+/// Checks one container (`path` is `spec.containers[i]`) but its resources, against the pod's
+/// volume names and the container names seen so far.
+fn validate_container<'a>(
+    c: &'a Container,
+    path: &str,
+    process: bool,
+    (volumes, names): (&BTreeSet<String>, &mut BTreeSet<&'a str>),
+    errors: &mut Errors,
+) {
+    volume::validate_mounts(c, path, volumes, errors);
+    if let Some(sc) = &c.security_context {
+        security::validate_security_context(sc, &format!("{path}.securityContext"), errors);
+    }
+    check_name(errors, &format!("{path}.name"), &c.name, true);
+    if let Some(p) = &c.readiness_probe {
+        validate_probe(p, &format!("{path}.readinessProbe"), errors);
+    }
+    if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+        errors.add(
+            format!("{path}.name"),
+            format!("Duplicate value: {:?}", c.name),
+        );
+    }
+    match &c.image {
+        None if !process => errors.add(
+            format!("{path}.image"),
+            "Required value: an image is required unless runtimeClassName is \"process\"",
+        ),
+        Some(img) if img.trim().is_empty() => {
+            errors.add(format!("{path}.image"), "Required value: image is empty")
+        }
+        _ => {}
+    }
+    if process && c.command.is_empty() && c.image.is_none() {
+        errors.add(
+            format!("{path}.command"),
+            "Required value: a process container needs a command",
+        );
+    }
+    for (j, e) in c.env.iter().enumerate() {
+        let ok = !e.name.is_empty()
+            && !e.name.starts_with(|ch: char| ch.is_ascii_digit())
+            && e.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !ok {
+            errors.add(
+                format!("{path}.env[{j}].name"),
+                format!("Invalid value: {:?}: must be a C identifier", e.name),
+            );
+        }
+    }
+    for (j, p) in c.ports.iter().enumerate() {
+        if !(1..=65535).contains(&p.container_port) {
+            errors.add(
+                format!("{path}.ports[{j}].containerPort"),
+                format!(
+                    "Invalid value: {}: must be between 1 and 65535, inclusive",
+                    p.container_port
+                ),
+            );
+        }
+        if let Some(hp) = p.host_port {
+            if hp != 0 && !(1..=65535).contains(&hp) {
+                errors.add(
+                    format!("{path}.ports[{j}].hostPort"),
+                    format!("Invalid value: {hp}: must be between 1 and 65535, inclusive"),
+                );
+            }
+        }
+    }
+}
+
+/// Checks a container's requests and limits (`path` is `spec.containers[i]`).
+fn validate_resources(resources: &ResourceRequirements, path: &str, errors: &mut Errors) {
+    for (kind, map) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        for (res, q) in map {
+            let qpath = format!("{path}.resources.{kind}.{res}");
+            if !KNOWN_RESOURCES.contains(&res.as_str()) {
+                errors.add(
+                    qpath,
+                    format!("Unsupported value: {res:?}: supported values: \"cpu\", \"memory\", \"{GPU_RESOURCE}\", \"ephemeral-storage\""),
+                );
+            } else if res != "cpu" && q.millis() % 1000 != 0 {
+                errors.add(
+                    qpath,
+                    format!("Invalid value: {:?}: must be a whole number", q.as_str()),
+                );
+            }
+        }
+        if let (Some(r), Some(l)) = (
+            resources.requests.get(GPU_RESOURCE),
+            resources.limits.get(GPU_RESOURCE),
+        ) {
+            if kind == "limits" && r.millis() != l.millis() {
+                errors.add(
+                    format!("{path}.resources.requests.{GPU_RESOURCE}"),
+                    "Invalid value: must be equal to the limit for GPUs",
+                );
+            }
+        }
+    }
+    for res in resources.requests.keys() {
+        if let (Some(r), Some(l)) = (resources.requests.get(res), resources.limits.get(res)) {
+            if r.millis() > l.millis() {
+                errors.add(
+                    format!("{path}.resources.requests.{res}"),
+                    format!(
+                        "Invalid value: {:?}: must be less than or equal to the limit {:?}",
+                        r.as_str(),
+                        l.as_str()
+                    ),
+                );
+            }
         }
     }
 }
