@@ -4,6 +4,7 @@
 mod crud;
 mod edge;
 mod lifecycle;
+mod limits;
 mod watch;
 
 use crate::{serve, Config};
@@ -64,6 +65,14 @@ impl Server {
     }
 
     pub async fn with(store: MemStore, bookmark_interval: Duration) -> Server {
+        Server::with_limits(store, bookmark_interval, kumo_serve::Limits::default()).await
+    }
+
+    pub async fn with_limits(
+        store: MemStore,
+        bookmark_interval: Duration,
+        limits: kumo_serve::Limits,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
@@ -72,6 +81,7 @@ impl Server {
             bookmark_interval,
             agent_token: Some(AGENT_TOKEN.to_string()),
             data_dir: None,
+            limits,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {

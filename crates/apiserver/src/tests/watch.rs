@@ -248,6 +248,7 @@ async fn client_disconnect_ends_the_watch() {
         bookmark_interval: Duration::from_millis(50),
         agent_token: None,
         data_dir: None,
+        limits: kumo_serve::Limits::default(),
     };
     let app = Arc::new(crate::App::new(config, rx));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -326,4 +327,21 @@ async fn compaction_mid_stream_ends_with_an_error_line() {
         app.open_streams.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+#[tokio::test]
+async fn a_watch_outlives_the_idle_and_header_timeouts() {
+    let limits = kumo_serve::Limits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        max_anonymous: 16,
+    };
+    let s = Server::with_limits(MemStore::new(), Duration::from_secs(5), limits).await;
+    let mut lines = Lines::open(&s, &format!("{PODS}?watch=true")).await;
+    // Quiet for more than three times both timeouts: the stream is a response in flight, not
+    // an idle connection.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.create(PODS, pod("late")).await;
+    lines.expect("ADDED", "late").await;
+    s.stop().await;
 }
