@@ -30,7 +30,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::from_secs_f64(value * scale);
+        // Checked: an absurd number is an error, not a panic.
+        total = Duration::try_from_secs_f64(value * scale)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(err)?;
         rest = &rest[unit_len..];
     }
     Ok(total)

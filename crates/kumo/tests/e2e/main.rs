@@ -8,6 +8,7 @@ mod apps;
 mod cli;
 mod containers;
 mod exec;
+mod limits;
 mod mltask;
 mod pods;
 mod secrets;
