@@ -181,6 +181,38 @@ async fn compacted_revision_is_gone() {
 }
 
 #[tokio::test]
+async fn a_revision_dropped_for_bytes_is_gone() {
+    // Room for many events by count, but only a few pods' worth of bytes.
+    let window = kumo_store::WatchWindow::new(10_000, 8 * 1024);
+    let s = Server::with(MemStore::with_window(window), Duration::from_secs(5)).await;
+    let mut big = pod("big");
+    big["metadata"]["annotations"] = json!({"filler": "x".repeat(3000)});
+    let mut revisions = Vec::new();
+    for i in 0..6 {
+        let mut p = big.clone();
+        p["metadata"]["name"] = json!(format!("big{i}"));
+        revisions.push(rv(&s.create(PODS, p).await));
+    }
+    s.check(
+        req(
+            "GET",
+            &format!("{PODS}?watch=true&resourceVersion={}", revisions[0]),
+            None,
+        ),
+        410,
+        "too old resource version",
+    )
+    .await;
+    // The newest are still there to resume from.
+    let mut w = Lines::open(
+        &s,
+        &format!("{PODS}?watch=true&resourceVersion={}", revisions[4]),
+    )
+    .await;
+    w.expect("ADDED", "big5").await;
+}
+
+#[tokio::test]
 async fn bookmarks_report_progress() {
     let s = Server::with(MemStore::new(), Duration::from_millis(50)).await;
     let a = s.create(PODS, pod("a")).await;
