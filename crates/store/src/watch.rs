@@ -61,7 +61,8 @@ pub fn event_bytes(event: &Event) -> usize {
 /// The recent history: events with revision in `(compacted, current]`, oldest first.
 #[derive(Debug)]
 struct Ring {
-    events: VecDeque<Event>,
+    /// Shared, so a watcher takes one out under the lock without copying its value there.
+    events: VecDeque<Arc<Event>>,
     /// The sum of [`event_bytes`] over `events`.
     bytes: usize,
     window: WatchWindow,
@@ -75,7 +76,7 @@ impl Ring {
     fn push(&mut self, event: Event) {
         self.current = event.revision();
         self.bytes += event_bytes(&event);
-        self.events.push_back(event);
+        self.events.push_back(Arc::new(event));
         while self.events.len() > 1
             && (self.events.len() > self.window.events || self.bytes > self.window.bytes)
         {
@@ -91,7 +92,7 @@ impl Ring {
         &'a self,
         prefix: &'a str,
         after: Revision,
-    ) -> impl Iterator<Item = &'a Event> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<Event>> + 'a {
         let start = self.events.partition_point(|e| e.revision() <= after);
         self.events
             .range(start..)
@@ -226,7 +227,8 @@ impl WatchStream {
             // Marked seen before the ring is read, so a write after the read wakes `changed`.
             self.rx.borrow_and_update();
             match self.take() {
-                Ok(Some(event)) => return Some(Ok(event)),
+                // The copy is made here, outside the ring's lock.
+                Ok(Some(event)) => return Some(Ok(Event::clone(&event))),
                 Ok(None) => {}
                 Err(e) => {
                     self.done = true;
@@ -245,7 +247,7 @@ impl WatchStream {
 
     /// The next matching event in the ring, if it holds one; `Compacted` when the stream has
     /// fallen behind what the ring keeps.
-    fn take(&mut self) -> Result<Option<Event>, StoreError> {
+    fn take(&mut self) -> Result<Option<Arc<Event>>, StoreError> {
         let ring = lock(&self.ring);
         if self.scanned < ring.compacted {
             return Err(StoreError::Compacted {
