@@ -23,7 +23,7 @@ struct Server {
 }
 
 /// `/hello` answers at once; `/slow` sends one chunk after `SLOW`, then ends.
-const SLOW: Duration = Duration::from_millis(1200);
+const SLOW: Duration = Duration::from_millis(2500);
 
 async fn start(limits: Limits) -> Server {
     let router = axum::Router::new()
@@ -217,13 +217,13 @@ async fn anonymous_connections_beyond_the_cap_are_refused_and_authenticated_ones
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_but_a_long_response_is_not_cut() {
-    let idle = Duration::from_millis(500);
-    let server = start(limits(200, 500, 100)).await;
+    let idle = Duration::from_millis(1000);
+    let server = start(limits(200, 1000, 100)).await;
     let ok = ("HTTP/1.1 200 OK".to_string(), "hi".to_string());
     let mut conn = server.connect().await;
     assert_eq!(get_on(&mut conn, "/hello", Some(TOKEN)).await, ok);
-    // Idle past the header timeout, but not the idle one: still served.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Idle past the header timeout, but well within the idle one: still served.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(get_on(&mut conn, "/hello", Some(TOKEN)).await, ok);
     let took = closed_after(&mut conn).await;
     assert!(
@@ -258,4 +258,43 @@ async fn shutdown_returns_with_slow_and_idle_connections_open() {
     closed_after(&mut idle).await;
     closed_after(&mut silent).await;
     closed_after(&mut partial).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_response_in_flight_finish() {
+    let server = start(limits(60_000, 60_000, 100)).await;
+    let mut conn = server.connect().await;
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The head is read once the response has started (the chunked head comes first).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = timeout(PATIENCE, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let Server { stop, task, .. } = server;
+    let _ = stop.send(());
+    timeout(PATIENCE, async {
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the connection closes after its response");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("done") && text.ends_with("0\r\n\r\n"),
+        "{text}"
+    );
+    timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
 }
