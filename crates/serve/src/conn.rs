@@ -26,19 +26,49 @@ use tower_service::Service;
 
 use crate::{Authenticate, Limits};
 
-/// A place among the anonymous connections, given up on drop.
-pub(crate) struct Anonymous(Arc<AtomicUsize>);
+/// How long a connection accepted beyond the anonymous cap has for its first request head:
+/// enough for a client that sends its request right after connecting (as every real client
+/// does), far less than the header timeout a slow client could otherwise hold a socket for.
+pub(crate) const PROBATION_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The answer to a request without a valid credential on a connection on probation; the
+/// connection closes after it.
+fn over_the_cap() -> http::Response<Body> {
+    let status = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too many connections that have not authenticated: present a valid bearer token","reason":"ServiceUnavailable","code":503}"#;
+    let mut response = http::Response::new(Body::from(status));
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A place among the anonymous connections, or among those on probation (accepted beyond the
+/// anonymous cap), given up on drop.
+pub(crate) struct Anonymous {
+    count: Arc<AtomicUsize>,
+    probation: bool,
+}
 
 impl Anonymous {
-    pub(crate) fn count(count: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn count(count: &Arc<AtomicUsize>, probation: bool) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Anonymous(Arc::clone(count))
+        Anonymous {
+            count: Arc::clone(count),
+            probation,
+        }
     }
 }
 
 impl Drop for Anonymous {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -60,6 +90,8 @@ struct Shared {
     changed: Notify,
     /// Held until a request authenticates.
     anonymous: Mutex<Option<Anonymous>>,
+    /// Accepted beyond the anonymous cap: the first request must authenticate, and soon.
+    probation: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,15 +113,21 @@ impl Shared {
         }
     }
 
-    fn request_started(&self, authenticated: bool) {
-        if authenticated {
-            lock(&self.anonymous).take();
-        }
+    /// Notes a request whose head is complete; whether the connection is still anonymous.
+    fn request_started(&self, authenticated: bool) -> bool {
+        let anonymous = {
+            let mut place = lock(&self.anonymous);
+            if authenticated {
+                place.take();
+            }
+            place.is_some()
+        };
         self.update(|s| {
             s.in_flight += 1;
             s.head_started = None;
             s.served = true;
         });
+        anonymous
     }
 
     /// When the connection is to be closed, and why; `None` while a request is in flight.
@@ -99,6 +137,11 @@ impl Shared {
             return None;
         }
         let (from, limit, why) = match (s.served, s.head_started) {
+            (false, _) if self.probation => (
+                s.idle_since,
+                limits.header_timeout.min(PROBATION_HEAD_TIMEOUT),
+                "on probation: no request head in time",
+            ),
             // The first head is timed from the accept: a byte now and then does not extend it.
             (false, _) => (
                 s.idle_since,
@@ -198,7 +241,9 @@ async fn watchdog(shared: &Shared, limits: &Limits) -> &'static str {
 }
 
 /// Serves one connection until it ends, the watchdog closes it, or the server stops (then it
-/// finishes the request in flight and closes).
+/// finishes the request in flight and closes). On probation (accepted beyond the anonymous
+/// cap) its first request head must come within [`PROBATION_HEAD_TIMEOUT`] and carry a valid
+/// credential, or the connection is closed (after a 503).
 pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -216,6 +261,7 @@ pub(crate) async fn serve(
             served: false,
         }),
         changed: Notify::new(),
+        probation: anonymous.probation,
         anonymous: Mutex::new(Some(anonymous)),
     });
     let io = TokioIo::new(Watched {
@@ -225,13 +271,18 @@ pub(crate) async fn serve(
     let service = {
         let shared = Arc::clone(&shared);
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            shared.request_started(authenticate(req.headers()));
+            let anonymous = shared.request_started(authenticate(req.headers()));
+            let refuse = shared.probation && anonymous;
             let in_flight = InFlight(Arc::clone(&shared));
             let mut router = router.clone();
             async move {
-                let response = match router.call(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
+                let response = if refuse {
+                    over_the_cap()
+                } else {
+                    match router.call(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
                 };
                 // The request stays in flight for as long as its body is being sent.
                 Ok::<_, Infallible>(response.map(|body| {

@@ -3,9 +3,13 @@
 //! on connections that have not authenticated.
 //!
 //! A connection counts as anonymous from its accept until one of its requests carries a valid
-//! credential (the caller's [`Authenticate`]); beyond [`Limits::max_anonymous`] a new connection
-//! is closed at once, so clients that connect and dawdle cannot use up the file descriptors
-//! while authenticated clients (agents' heartbeats on their kept-alive connections) go on.
+//! credential (the caller's [`Authenticate`]). Beyond [`Limits::max_anonymous`] a new connection
+//! is on probation: its first request must arrive within a second and authenticate, or the
+//! connection is closed (after a 503 for a request without a valid credential); beyond as many
+//! again on probation, a new connection is closed at once. So clients that connect and dawdle
+//! hold at most `max_anonymous` sockets for long, and authenticated clients go on: on their
+//! kept-alive connections, and on new ones too (an HTTP client's pool opens one whenever its
+//! idle connection is not back yet, so "keep your connection" alone would not do).
 //! This crate knows nothing of tokens or paths: what authenticates is the caller's to say.
 #![forbid(unsafe_code)]
 
@@ -32,7 +36,8 @@ pub struct Limits {
     /// How long a kept-alive connection may wait for its next request once a response is done.
     /// A response still being sent (a watch, a followed log) is never idle.
     pub idle_timeout: Duration,
-    /// The most connections open at once that have not authenticated.
+    /// The most connections open at once that have not authenticated; as many again may be on
+    /// probation (see the crate's documentation).
     pub max_anonymous: usize,
 }
 
@@ -73,6 +78,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let anonymous = Arc::new(AtomicUsize::new(0));
+    let on_probation = Arc::new(AtomicUsize::new(0));
     let mut conns = JoinSet::new();
     let mut refusals = Refusals::default();
     tokio::pin!(shutdown);
@@ -88,11 +94,15 @@ pub async fn serve(
                 }
             },
         };
-        // Only this loop adds to the count, so the check and the add below do not race.
-        if anonymous.load(Ordering::Relaxed) >= limits.max_anonymous {
+        // Only this loop adds to the counts, so the checks and the adds below do not race.
+        let probation = anonymous.load(Ordering::Relaxed) >= limits.max_anonymous;
+        if probation && on_probation.load(Ordering::Relaxed) >= limits.max_anonymous {
             drop(tcp);
-            refusals.note(peer, limits.max_anonymous);
+            refusals.note(peer, limits.max_anonymous, true);
             continue;
+        }
+        if probation {
+            refusals.note(peer, limits.max_anonymous, false);
         }
         // Without TCP_NODELAY a small write right after another (a watch event, a log line)
         // waits, in the kernel, for the client to acknowledge the first (Nagle's algorithm
@@ -106,7 +116,10 @@ pub async fn serve(
             router.clone(),
             limits,
             Arc::clone(&authenticate),
-            conn::Anonymous::count(&anonymous),
+            conn::Anonymous::count(
+                if probation { &on_probation } else { &anonymous },
+                probation,
+            ),
             stop_rx.clone(),
         ));
     }
@@ -130,16 +143,22 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
-/// Connections refused at the cap, logged at most every [`REFUSALS_LOG_EVERY`].
+/// Connections put on probation or refused at the cap, logged at most every
+/// [`REFUSALS_LOG_EVERY`].
 #[derive(Default)]
 struct Refusals {
-    unlogged: u64,
+    refused: u64,
+    on_probation: u64,
     logged_at: Option<Instant>,
 }
 
 impl Refusals {
-    fn note(&mut self, peer: std::net::SocketAddr, max: usize) {
-        self.unlogged += 1;
+    fn note(&mut self, peer: std::net::SocketAddr, max: usize, refused: bool) {
+        if refused {
+            self.refused += 1;
+        } else {
+            self.on_probation += 1;
+        }
         if self
             .logged_at
             .is_some_and(|at| at.elapsed() < REFUSALS_LOG_EVERY)
@@ -147,12 +166,14 @@ impl Refusals {
             return;
         }
         tracing::warn!(
-            refused = self.unlogged,
+            refused = self.refused,
+            on_probation = self.on_probation,
             last_peer = %peer,
             max,
-            "refusing connections: {max} connections that have not authenticated are open"
+            "{max} connections that have not authenticated are open: new ones must authenticate at once, or are refused"
         );
-        self.unlogged = 0;
+        self.refused = 0;
+        self.on_probation = 0;
         self.logged_at = Some(Instant::now());
     }
 }

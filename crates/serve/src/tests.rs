@@ -171,46 +171,85 @@ async fn a_connection_without_a_whole_head_in_time_is_closed() {
     server.stop().await;
 }
 
+/// Sends `GET /hello` with `token` on a new connection; the status line, or `None` when the
+/// connection closes without an answer.
+async fn try_hello(server: &Server, token: Option<&str>) -> Option<String> {
+    let mut conn = server.connect().await;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET /hello HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    // A refused connection may be closed before the request is even written.
+    let _ = conn.write_all(request.as_bytes()).await;
+    let mut buf = [0u8; 1024];
+    match timeout(PATIENCE, conn.read(&mut buf))
+        .await
+        .expect("an answer or a close in time")
+    {
+        Ok(n) if n > 0 => {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
-async fn anonymous_connections_beyond_the_cap_are_refused_and_authenticated_ones_go_on() {
+async fn anonymous_connections_beyond_the_cap_are_on_probation_then_refused() {
     let server = start(limits(60_000, 60_000, 2)).await;
+    let ok = ("HTTP/1.1 200 OK".to_string(), "hi".to_string());
     // Authenticated before the cap fills: it no longer counts.
     let mut authed = server.connect().await;
-    let ok = ("HTTP/1.1 200 OK".to_string(), "hi".to_string());
     assert_eq!(get_on(&mut authed, "/hello", Some(TOKEN)).await, ok);
     let mut a1 = server.connect().await;
     let _a2 = server.connect().await;
-    let mut refused = server.connect().await;
-    closed_after(&mut refused).await;
+
+    // The cap is reached. A new connection that says nothing is closed within the probation,
+    // long before the minute-long header timeout.
+    let mut silent = server.connect().await;
+    let took = closed_after(&mut silent).await;
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    // One that authenticates at once is served, and stays served.
+    let mut late = server.connect().await;
+    assert_eq!(get_on(&mut late, "/hello", Some(TOKEN)).await, ok);
+    assert_eq!(get_on(&mut late, "/hello", None).await, ok);
+    // One without a valid token gets a 503 and is closed.
+    let mut stranger = server.connect().await;
+    let (status, body) = get_on(&mut stranger, "/hello", Some("bad")).await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert!(body.contains("present a valid bearer token"), "{body}");
+    closed_after(&mut stranger).await;
+
+    // With as many again on probation, a new connection is refused at once: even a valid
+    // token gets no answer.
+    let mut p1 = server.connect().await;
+    let mut p2 = server.connect().await;
+    assert_eq!(try_hello(&server, Some(TOKEN)).await, None);
+    // The authenticated connections go on.
     assert_eq!(get_on(&mut authed, "/hello", Some(TOKEN)).await, ok);
+    assert_eq!(get_on(&mut late, "/hello", Some(TOKEN)).await, ok);
+    // Once the probation ends, new connections are let in again.
+    closed_after(&mut p1).await;
+    closed_after(&mut p2).await;
+    assert_eq!(
+        try_hello(&server, Some(TOKEN)).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+
     // A wrong token leaves a connection anonymous; the right one frees its place.
     assert_eq!(get_on(&mut a1, "/hello", Some("bad")).await, ok);
-    let mut refused = server.connect().await;
-    closed_after(&mut refused).await;
     assert_eq!(get_on(&mut a1, "/hello", Some(TOKEN)).await, ok);
     let mut a3 = server.connect().await;
     assert_eq!(get_on(&mut a3, "/hello", None).await, ok);
-    let mut refused = server.connect().await;
-    closed_after(&mut refused).await;
     // A closed anonymous connection frees its place too (the server sees the close when it
-    // reads, so the new connection is tried until it is served).
+    // reads, so a new anonymous connection is tried until it is served).
     drop(a3);
     let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut conn = server.connect().await;
-        let request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
-        let _ = conn.write_all(request).await;
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(n)) = timeout(PATIENCE, conn.read(&mut buf)).await {
-            if buf[..n].starts_with(b"HTTP/1.1 200") {
-                break;
-            }
-        }
+    while try_hello(&server, None).await.as_deref() != Some("HTTP/1.1 200 OK") {
         assert!(
             Instant::now() < deadline,
             "the closed connection's place is never freed"
         );
-        tokio::task::yield_now().await;
     }
     server.stop().await;
 }

@@ -73,7 +73,7 @@ async fn a_connection_that_never_finishes_its_head_is_closed() {
 }
 
 #[tokio::test]
-async fn anonymous_connections_beyond_the_cap_are_refused_while_tokens_work() {
+async fn beyond_the_anonymous_cap_only_tokens_are_served() {
     let limits = kumo_serve::Limits {
         max_anonymous: 3,
         ..kumo_serve::Limits::default()
@@ -95,8 +95,21 @@ async fn anonymous_connections_beyond_the_cap_are_refused_while_tokens_work() {
         status_on(&mut stranger, "/api/v1/nodes", Some("wrong")).await,
         "HTTP/1.1 401 Unauthorized"
     );
-    let mut refused = TcpStream::connect(&addr).await.unwrap();
-    closed_after(&mut refused).await;
+    // At the cap: a new connection that says nothing is closed within its probation (the
+    // header timeout is 30 s), one with a valid token is served.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let took = closed_after(&mut silent).await;
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    let mut late = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(
+        status_on(&mut late, "/api/v1/nodes", Some(TOKEN)).await,
+        "HTTP/1.1 200 OK"
+    );
+    let mut no_token = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(
+        status_on(&mut no_token, "/healthz", None).await,
+        "HTTP/1.1 503 Service Unavailable"
+    );
     // The authenticated connection, and the shared client's, go on.
     for _ in 0..3 {
         assert_eq!(
