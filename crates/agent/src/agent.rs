@@ -80,6 +80,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut endpoint_stop = stop_rx.clone();
     let svc = Arc::new(LogService {
         pods: Arc::new(informer.clone()),
         runtime: runtime.clone(),
@@ -87,13 +88,17 @@ pub async fn run(
         stop: stop_rx,
         exec_helper: Some(config.shim_exe.clone()),
     });
+    let token = config.token.clone();
+    let authenticate: kumo_serve::Authenticate =
+        Arc::new(move |headers| crate::logs::authorized(headers, &token));
+    let limits = config.endpoint_limits;
     tasks.spawn(async move {
-        // Log lines and exec output are small writes that should not wait on Nagle's algorithm.
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(listener, router(svc)).await {
+        let stopped = async move {
+            let _ = endpoint_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) =
+            kumo_serve::serve(listener, router(svc), limits, authenticate, stopped).await
+        {
             tracing::error!(error = %e, "agent endpoint failed");
         }
     });

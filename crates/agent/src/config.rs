@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub shim_exe: PathBuf,
     /// The agent's API token; the log endpoint requires it as a bearer token.
     pub token: String,
+    /// The endpoint's request-header and idle timeouts and its cap on connections that have
+    /// not presented the token.
+    pub endpoint_limits: kumo_serve::Limits,
     /// How OCI containers are run.
     pub containers: ContainerConfig,
 }

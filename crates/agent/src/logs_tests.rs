@@ -80,6 +80,13 @@ impl Server {
     }
 }
 
+/// The endpoint's limits in these tests: an idle timeout shorter than a followed log's pauses.
+const LIMITS: kumo_serve::Limits = kumo_serve::Limits {
+    header_timeout: Duration::from_secs(5),
+    idle_timeout: Duration::from_millis(300),
+    max_anonymous: 2,
+};
+
 async fn server(policy: RestartPolicy) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let pods = Arc::new(Pods::default());
@@ -103,9 +110,15 @@ async fn server(policy: RestartPolicy) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(svc)).await;
-    });
+    let authenticate: kumo_serve::Authenticate =
+        Arc::new(|headers| crate::logs::authorized(headers, "sekret"));
+    tokio::spawn(kumo_serve::serve(
+        listener,
+        router(svc),
+        LIMITS,
+        authenticate,
+        std::future::pending(),
+    ));
     Server {
         addr,
         pods,
@@ -294,4 +307,109 @@ fn query_parsing() {
     );
     assert!(q(&[("follow", "maybe")]).is_err());
     assert!(q(&[("tailLines", "ten")]).is_err());
+    // Extreme numbers: the largest is a valid (if pointless) tail, the rest are errors naming
+    // the parameter, never a wrapped value.
+    let tail = |v: &str| match q(&[("tailLines", v)]) {
+        Ok(AgentRequest::ContainerLogs { tail_lines, .. }) => Ok(tail_lines),
+        Err(e) => Err(e),
+    };
+    assert_eq!(tail("9223372036854775807"), Ok(Some(i64::MAX as u64)));
+    for bad in [
+        "9223372036854775808",
+        "18446744073709551616",
+        "-1",
+        "-9223372036854775808",
+        "",
+    ] {
+        let e = tail(bad).unwrap_err();
+        assert!(e.starts_with("tailLines: invalid value"), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_followed_log_outlives_the_idle_timeout() {
+    let s = server(RestartPolicy::Never).await;
+    s.append("c-0.log", "first\n");
+    s.set(&[("c", running(0, 1))]);
+    let mut req = Exchange::send(
+        s.addr,
+        "/containerLogs/default/p/c?follow=true",
+        Some("sekret"),
+    )
+    .await;
+    req.wait_for("first\n").await;
+    // Quiet for three times the idle timeout: a stream in flight is not idle.
+    tokio::time::sleep(LIMITS.idle_timeout * 3).await;
+    s.append("c-0.log", "second\n");
+    req.wait_for("second\n").await;
+    s.set(&[("c", dead(0, exited(0, 0, 1)))]);
+    let (code, body) = req.finish().await;
+    assert_eq!((code, body.as_str()), (200, "first\nsecond\n"));
+}
+
+#[tokio::test]
+async fn beyond_the_cap_silent_connections_are_closed_and_the_token_is_served() {
+    let s = server(RestartPolicy::Never).await;
+    s.append("c-0.log", "hello\n");
+    s.set(&[("c", running(0, 1))]);
+    // The API server's connection, kept alive after a request with the token: it does not count.
+    let mut api = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let request = "GET /containerLogs/default/p/c HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer sekret\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    // One chunked answer on the kept-alive connection, whole.
+    async fn answer(api: &mut tokio::net::TcpStream, request: &str) -> String {
+        api.write_all(request.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), api.read(&mut buf))
+                .await
+                .expect("in time")
+                .expect("read");
+            assert!(n > 0, "closed before the answer ended");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    for _ in 0..2 {
+        let answer = answer(&mut api, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("hello"),
+            "{answer}"
+        );
+    }
+    let _idle: Vec<_> = [
+        tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect"),
+        tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect"),
+    ]
+    .into();
+    let mut refused = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let started = tokio::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(20), refused.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a silent connection beyond the cap is closed");
+    assert!(
+        started.elapsed() < LIMITS.header_timeout,
+        "closed within its probation, not by the header timeout"
+    );
+    // The API server's next connection (its kept one went idle meanwhile) is served at the
+    // cap: it presents the token at once.
+    let mut api = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let answer = answer(&mut api, request).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("hello"),
+        "{answer}"
+    );
 }

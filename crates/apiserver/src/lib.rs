@@ -62,10 +62,12 @@ pub struct Config {
     pub data_dir: Option<std::path::PathBuf>,
     /// How objects are encrypted at rest ([`encryption::parse`]); identity by default.
     pub encryption: Arc<Transformer>,
+    /// The request-header and idle timeouts, and the cap on connections not yet authenticated.
+    pub limits: kumo_serve::Limits,
 }
 
 impl Config {
-    /// A config with the default bookmark interval (5 s) and agent token.
+    /// A config with the default bookmark interval (5 s), agent token and connection limits.
     pub fn new(store: Arc<dyn kumo_store::Store>, tokens: Vec<String>) -> Self {
         Config {
             store,
@@ -74,6 +76,7 @@ impl Config {
             agent_token: None,
             data_dir: None,
             encryption: Arc::new(Transformer::identity()),
+            limits: kumo_serve::Limits::default(),
         }
     }
 }
@@ -164,30 +167,26 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
-/// streams and returns. First makes sure the `default` namespace exists.
+/// streams and returns. First makes sure the `default` namespace exists. Connections are held
+/// to `config.limits`; one counts as authenticated once a request on it carries an accepted
+/// bearer token.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = signal::channel(false);
-    let app = App::new(config, rx);
+    let limits = config.limits;
+    let app = Arc::new(App::new(config, rx));
     namespace::ensure_default(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating the default namespace: {e}")))?;
-    // Without TCP_NODELAY a watch event written right after another waits, in the kernel, for
-    // the client to acknowledge the first (Nagle's algorithm against the peer's delayed ACK):
-    // 10-40 ms per event were measured before this, on every informer in the cluster.
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
-        }
-    });
-    axum::serve(listener, build(Arc::new(app)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await
+    let tokens = Arc::clone(&app);
+    let authenticate: kumo_serve::Authenticate =
+        Arc::new(move |headers| auth::authenticate(headers, &tokens.tokens).is_ok());
+    kumo_serve::serve(listener, build(app), limits, authenticate, async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await
 }

@@ -29,7 +29,6 @@ pub struct Query {
 const IGNORED: &[&str] = &[
     "pretty",
     "timeout",
-    "limit",
     "continue",
     "fieldManager",
     "fieldValidation",
@@ -80,10 +79,26 @@ fn parse_bool(param: &str, value: &str) -> ApiResult<bool> {
     }
 }
 
+/// The largest number of seconds a query may ask for (a year): more than any timeout or grace
+/// period needs, and small enough that no deadline computed from it can overflow.
+pub const MAX_SECONDS: i64 = 365 * 24 * 3600;
+
 fn parse_non_negative(param: &str, value: &str) -> ApiResult<i64> {
     match value.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
         _ => Err(invalid(param, value, "must be a non-negative integer")),
+    }
+}
+
+/// A number of seconds from 0 to [`MAX_SECONDS`].
+fn parse_seconds(param: &str, value: &str) -> ApiResult<i64> {
+    match value.parse::<i64>() {
+        Ok(n) if (0..=MAX_SECONDS).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            param,
+            value,
+            &format!("must be a whole number of seconds from 0 to {MAX_SECONDS}"),
+        )),
     }
 }
 
@@ -125,9 +140,13 @@ impl Query {
                     })?)
                 }
             }
-            "timeoutSeconds" => self.timeout_seconds = Some(parse_non_negative(key, value)? as u64),
-            "gracePeriodSeconds" => {
-                self.grace_period_seconds = Some(parse_non_negative(key, value)?)
+            "timeoutSeconds" => {
+                self.timeout_seconds = Some(parse_seconds(key, value)?.unsigned_abs())
+            }
+            "gracePeriodSeconds" => self.grace_period_seconds = Some(parse_seconds(key, value)?),
+            // Lists are answered whole; a page size is still checked, as Kubernetes does.
+            "limit" => {
+                parse_non_negative(key, value)?;
             }
             "tailLines" => self.tail_lines = Some(parse_non_negative(key, value)?),
             "container" => {
@@ -181,6 +200,43 @@ mod tests {
         }
     }
 
+    /// Numbers out of their bounds, each a 400 naming the parameter (and the bound where there
+    /// is one), never a panic or a wrapped value.
+    #[test]
+    fn numbers_out_of_bounds() {
+        let seconds = "must be a whole number of seconds from 0 to 31536000";
+        for (raw, message) in [
+            ("timeoutSeconds=9223372036854775807", seconds),
+            ("timeoutSeconds=9223372036854775808", seconds),
+            ("timeoutSeconds=31536001", seconds),
+            ("timeoutSeconds=-1", seconds),
+            ("timeoutSeconds=-9223372036854775808", seconds),
+            ("timeoutSeconds=1e3", seconds),
+            ("timeoutSeconds=", seconds),
+            ("gracePeriodSeconds=9223372036854775807", seconds),
+            ("gracePeriodSeconds=-1", seconds),
+            (
+                "tailLines=-1",
+                "tailLines: invalid value \"-1\": must be a non-negative integer",
+            ),
+            ("tailLines=9223372036854775808", "tailLines: invalid value"),
+            (
+                "limit=-1",
+                "limit: invalid value \"-1\": must be a non-negative integer",
+            ),
+            ("limit=99999999999999999999", "limit: invalid value"),
+            (
+                "resourceVersion=18446744073709551616",
+                "resourceVersion: invalid value",
+            ),
+            ("resourceVersion=-1", "resourceVersion: invalid value"),
+        ] {
+            let param = raw.split('=').next().unwrap();
+            check(raw, Err(&format!("{param}: invalid value")));
+            check(raw, Err(message));
+        }
+    }
+
     #[test]
     fn parameters_as_data() {
         check(
@@ -222,6 +278,28 @@ mod tests {
             Err("fieldSelector: invalid selector"),
         );
         check("bogus=1", Err("unknown query parameter \"bogus\""));
+        check(
+            "timeoutSeconds=31536000",
+            Ok(Query {
+                timeout_seconds: Some(31_536_000),
+                ..Default::default()
+            }),
+        );
+        check(
+            "gracePeriodSeconds=0",
+            Ok(Query {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            }),
+        );
+        check(
+            "tailLines=9223372036854775807",
+            Ok(Query {
+                tail_lines: Some(i64::MAX),
+                ..Default::default()
+            }),
+        );
+        check("limit=9223372036854775807", Ok(Query::default()));
         check("dryRun=All", Err("dryRun"));
         check("container=", Err("container: invalid value"));
     }

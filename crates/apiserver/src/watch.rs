@@ -209,7 +209,7 @@ pub async fn watch(app: &Arc<App>, p: WatchParams) -> ApiResult<Response> {
         seen,
         bookmark_every,
         next_bookmark: Instant::now() + bookmark_every.unwrap_or_default(),
-        deadline: p.timeout.map(|t| Instant::now() + t),
+        deadline: p.timeout.and_then(|t| Instant::now().checked_add(t)),
         shutdown: app.shutdown.clone(),
         done: false,
         _open: StreamGuard::new(app),

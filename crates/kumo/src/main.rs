@@ -35,7 +35,8 @@ pub struct ConnectArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run everything on this machine: API server, scheduler, controllers and one agent
-    Up(daemon::UpArgs),
+    // Boxed: its flags make it many times the size of the other commands.
+    Up(Box<daemon::UpArgs>),
     /// Run the control plane: API server, scheduler and controllers
     Server(daemon::ServerArgs),
     /// Run a node agent that joins a control plane
@@ -129,7 +130,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up(a) => daemon::up(a).await,
+            Command::Up(a) => daemon::up(*a).await,
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
             Command::Router(a) => daemon::router::run(a).await,

@@ -16,7 +16,7 @@ mod tests;
 
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
-pub use watch::{WatchStream, DEFAULT_WINDOW};
+pub use watch::{event_bytes, WatchStream, WatchWindow, DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES};
 
 /// A global, monotonic revision number. 0 means "before any write".
 pub type Revision = u64;

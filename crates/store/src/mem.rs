@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use crate::op::{self, Write};
-use crate::watch::{WatchHub, DEFAULT_WINDOW};
+use crate::watch::{WatchHub, WatchWindow};
 use crate::{EventKind, KeyValue, Revision, Store, StoreError, WatchStream};
 
 /// A store that lives and dies with the process; for tests and throwaway clusters.
@@ -23,16 +23,17 @@ struct State {
 }
 
 impl MemStore {
-    /// An empty store keeping the last 10 000 events for watchers.
+    /// An empty store keeping the default [`WatchWindow`] for watchers.
     pub fn new() -> Self {
-        Self::with_window(DEFAULT_WINDOW)
+        Self::with_window(WatchWindow::default())
     }
 
-    /// An empty store keeping the last `window` events for watchers.
-    pub fn with_window(window: usize) -> Self {
+    /// An empty store keeping the history `window` allows for watchers (a number alone bounds
+    /// the events and keeps the default byte bound).
+    pub fn with_window(window: impl Into<WatchWindow>) -> Self {
         MemStore {
             state: Mutex::new(State::default()),
-            hub: WatchHub::new(window),
+            hub: WatchHub::new(window.into()),
         }
     }
 

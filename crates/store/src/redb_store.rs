@@ -5,8 +5,9 @@
 //! write transaction committed with immediate durability before it returns; a crash loses no
 //! acknowledged write. Writes that arrive while a commit is in progress are committed together
 //! in the next transaction (group commit): one fsync for all of them, each acknowledged only
-//! after it. The log keeps the last `window` events, trimmed a few per write, and is
-//! reloaded into the watch hub on open, so a watch resumes across a restart.
+//! after it. The log keeps what the watch hub keeps (the newest events within the [`WatchWindow`]
+//! in events and in bytes), trimmed a few per write, and is reloaded into the hub on open (newest
+//! first, only what the window allows), so a watch resumes across a restart.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::op::{self, Write};
-use crate::watch::WatchHub;
+use crate::watch::{event_bytes, WatchHub, WatchWindow};
 use crate::{Event, EventKind, KeyValue, Revision, Store, StoreError, WatchStream};
 
 /// key → (create revision, mod revision, value)
@@ -44,7 +45,7 @@ pub struct RedbStore {
 struct Inner {
     path: PathBuf,
     db: Database,
-    window: usize,
+    window: WatchWindow,
     /// Serializes commits, and with them the order events reach the hub.
     log: Mutex<Log>,
     /// Writes waiting for the next commit.
@@ -88,9 +89,11 @@ fn backend(e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database at `path`, keeping the last `window` events for watchers.
-    /// The file is 0600 (it holds every object, Secrets included), tightened if found looser.
-    pub fn open(path: &Path, window: usize) -> Result<Self, StoreError> {
+    /// Opens (or creates) the database at `path`, keeping the history `window` allows for
+    /// watchers (a number alone bounds the events and keeps the default byte bound). The file
+    /// is 0600 (it holds every object, Secrets included), tightened if found looser.
+    pub fn open(path: &Path, window: impl Into<WatchWindow>) -> Result<Self, StoreError> {
+        let window = window.into();
         private_file(path).map_err(|e| {
             StoreError::Backend(format!("cannot make {} private: {e}", path.display()))
         })?;
@@ -104,17 +107,29 @@ impl RedbStore {
             meta.insert(META_COMPACTED, compacted).map_err(backend)?;
             txn.open_table(KV).map_err(backend)?;
             let table = txn.open_table(EVENTS).map_err(backend)?;
-            let from = (compacted + 1).max((revision + 1).saturating_sub(window as u64));
-            let mut events = Vec::new();
-            for entry in table.range(from..=revision).map_err(backend)? {
+            let from = (compacted + 1).max((revision + 1).saturating_sub(window.events as u64));
+            // Newest first, so that no more than the window is ever read into memory.
+            let (mut events, mut bytes, mut expected) = (Vec::new(), 0usize, revision);
+            for entry in table.range(from..=revision).map_err(backend)?.rev() {
                 let (rev, value) = entry.map_err(backend)?;
-                events.push(decode_event(rev.value(), value.value())?);
+                if rev.value() != expected {
+                    break;
+                }
+                let event = decode_event(rev.value(), value.value())?;
+                bytes = bytes.saturating_add(event_bytes(&event));
+                if !events.is_empty() && bytes > window.bytes {
+                    break;
+                }
+                events.push(event);
+                expected -= 1;
             }
-            if events.len() as u64 != (revision + 1).saturating_sub(from) {
+            let oldest = revision + 1 - events.len() as u64;
+            if oldest > from && bytes <= window.bytes {
                 return Err(StoreError::Backend(format!(
                     "event log has a gap between revisions {from} and {revision}"
                 )));
             }
+            events.reverse();
             (
                 Log {
                     revision,
@@ -236,7 +251,10 @@ impl Inner {
                     outcomes.push((p, applied));
                 }
                 let written = revision - log.revision;
-                let beyond_window = revision.saturating_sub(self.window as u64);
+                // What the hub no longer keeps (by bytes, as of the last commit) goes too.
+                let beyond_window = revision
+                    .saturating_sub(self.window.events as u64)
+                    .max(self.hub.compacted_revision());
                 let compacted = beyond_window
                     .min(log.compacted + TRIM_PER_WRITE * written.max(1))
                     .max(log.compacted);

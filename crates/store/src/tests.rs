@@ -8,7 +8,8 @@ use futures_util::FutureExt;
 use tempfile::TempDir;
 
 use crate::{
-    Event, EventKind, KeyValue, MemStore, RedbStore, Revision, Store, StoreError, WatchStream,
+    event_bytes, Event, EventKind, KeyValue, MemStore, RedbStore, Revision, Store, StoreError,
+    WatchStream, WatchWindow,
 };
 
 /// How long a test waits for an event it knows is coming before it fails instead of hanging.
@@ -26,7 +27,7 @@ struct Harness {
     _dir: Option<TempDir>,
 }
 
-fn open(backend: Backend, window: usize) -> Harness {
+fn open(backend: Backend, window: WatchWindow) -> Harness {
     match backend {
         Backend::Mem => Harness {
             store: Arc::new(MemStore::with_window(window)),
@@ -51,13 +52,13 @@ macro_rules! on_every_backend {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mem() {
-                let Harness { store, _dir } = open(Backend::Mem, $window);
+                let Harness { store, _dir } = open(Backend::Mem, $window.into());
                 super::$name(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redb() {
-                let Harness { store, _dir } = open(Backend::Redb, $window);
+                let Harness { store, _dir } = open(Backend::Redb, $window.into());
                 super::$name(store).await;
             }
         }
@@ -73,6 +74,7 @@ on_every_backend! {
     watch_filters_by_prefix: 100;
     progress_advances_over_non_matching_events: 100;
     old_revisions_are_compacted: 5;
+    large_values_are_compacted_by_bytes: WatchWindow::new(100, 4 * BIG_EVENT);
     dropping_the_store_ends_watches: 100;
 }
 
@@ -437,6 +439,50 @@ async fn old_revisions_are_compacted(store: Arc<dyn Store>) {
     assert_eq!((items.len(), revision), (20, 20), "compaction keeps data");
 }
 
+/// A value of 1 KiB; [`BIG_EVENT`] is what its event under `/big/NN` counts for.
+const BIG: usize = 1024;
+const BIG_EVENT: usize = "/big/00".len() + BIG + std::mem::size_of::<Event>();
+
+#[test]
+fn big_event_is_what_the_hub_counts() {
+    let kv = KeyValue {
+        key: "/big/00".into(),
+        value: vec![0; BIG],
+        create_revision: 1,
+        mod_revision: 1,
+    };
+    let event = Event {
+        kind: EventKind::Put,
+        kv,
+        created: true,
+    };
+    assert_eq!(event_bytes(&event), BIG_EVENT);
+}
+
+/// With room for 4 big events, 10 of them leave revisions 7 to 10 for watches to start after 6.
+async fn large_values_are_compacted_by_bytes(store: Arc<dyn Store>) {
+    for i in 0..10 {
+        store
+            .create(&format!("/big/{i:02}"), vec![0; BIG])
+            .await
+            .unwrap();
+    }
+    match store.watch("/big/", 5).await {
+        Err(StoreError::Compacted {
+            requested: 5,
+            compacted: 6,
+        }) => {}
+        other => panic!("expected compacted at 6, got {other:?}"),
+    }
+    let mut stream = store.watch("/big/", 6).await.unwrap();
+    let revisions: Vec<Revision> = next_events(&mut stream, 4)
+        .await
+        .iter()
+        .map(Event::revision)
+        .collect();
+    assert_eq!(revisions, [7, 8, 9, 10]);
+}
+
 async fn dropping_the_store_ends_watches(store: Arc<dyn Store>) {
     let mut stream = store.watch("/", 0).await.unwrap();
     store.create("/k", vec![]).await.unwrap();
@@ -448,7 +494,7 @@ async fn dropping_the_store_ends_watches(store: Arc<dyn Store>) {
 
 // ---- redb only: what survives a restart ----
 
-fn reopen(path: &Path, window: usize) -> RedbStore {
+fn reopen(path: &Path, window: impl Into<WatchWindow>) -> RedbStore {
     RedbStore::open(path, window).unwrap()
 }
 
@@ -553,6 +599,43 @@ async fn redb_log_is_trimmed_to_the_window_across_reopens() {
         sizes
     };
     assert_eq!(trimmed, [43, 36, 29, 22, 15, 8, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_log_is_bounded_in_bytes_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kumo.redb");
+    let window = WatchWindow::new(100, 4 * BIG_EVENT);
+    let store = reopen(&path, window);
+    for i in 0..10 {
+        store
+            .create(&format!("/big/{i:02}"), vec![0; BIG])
+            .await
+            .unwrap();
+    }
+    // The log trims what the hub dropped as of the commit before: revisions 6 to 10 stay.
+    assert_eq!(store.logged_events().unwrap(), 5);
+    drop(store);
+    let store = reopen(&path, window);
+    assert!(matches!(
+        store.watch("/big/", 5).await,
+        Err(StoreError::Compacted { compacted: 6, .. })
+    ));
+    let mut stream = store.watch("/big/", 6).await.unwrap();
+    let revisions: Vec<Revision> = next_events(&mut stream, 4)
+        .await
+        .iter()
+        .map(Event::revision)
+        .collect();
+    assert_eq!(revisions, [7, 8, 9, 10]);
+    // Reopened with room for 2: only the newest 2 are read back.
+    drop(stream);
+    drop(store);
+    let store = reopen(&path, WatchWindow::new(100, 2 * BIG_EVENT));
+    assert!(matches!(
+        store.watch("/big/", 7).await,
+        Err(StoreError::Compacted { compacted: 8, .. })
+    ));
 }
 
 #[test]

@@ -1,29 +1,71 @@
-//! Watch machinery shared by every backend: a ring of recent events plus a live broadcast.
+//! Watch machinery shared by every backend: a ring of recent events, bounded in events and in
+//! bytes, that every watcher reads.
 //!
 //! A backend publishes each committed event while holding the lock that orders its writes, so
-//! the ring is in revision order and revisions in it are contiguous. A [`WatchStream`] replays
-//! the ring after the requested revision, then follows the broadcast; it subscribes while holding
-//! the ring lock, so nothing falls between replay and live.
+//! the ring is in revision order and revisions in it are contiguous. A [`WatchStream`] reads the
+//! ring after the revision it has examined, one event at a time, and waits on a revision signal
+//! when it has read everything. The ring is the only copy of the history: watchers hold no
+//! queue of their own and there is no per-event channel buffer, so what the history costs in
+//! memory is what [`WatchWindow`] allows (a watcher that falls behind the kept history gets
+//! `Compacted`, as a watch from a dropped revision does).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch as signal;
 
 use crate::{Event, Revision, StoreError};
 
 /// How many events a store keeps for watchers unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 10_000;
 
-/// The most live events a slow watcher may lag behind before it falls back to the ring.
-const MAX_BROADCAST_CAPACITY: usize = 1024;
+/// How many bytes of events a store keeps for watchers unless told otherwise.
+pub const DEFAULT_WINDOW_BYTES: usize = 64 << 20;
+
+/// How much history a store keeps for watches to resume from: the newest events within both
+/// bounds. The newest event is always kept, even alone over the byte bound (a watcher following
+/// live writes must still see it), so a bound of 0 events means 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchWindow {
+    /// The most events kept.
+    pub events: usize,
+    /// The most bytes of events kept, counted by [`event_bytes`].
+    pub bytes: usize,
+}
+
+impl WatchWindow {
+    pub fn new(events: usize, bytes: usize) -> Self {
+        WatchWindow { events, bytes }
+    }
+}
+
+impl Default for WatchWindow {
+    fn default() -> Self {
+        WatchWindow::new(DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES)
+    }
+}
+
+/// A bound in events alone keeps the default byte bound.
+impl From<usize> for WatchWindow {
+    fn from(events: usize) -> Self {
+        WatchWindow::new(events, DEFAULT_WINDOW_BYTES)
+    }
+}
+
+/// What an event counts for against the byte bound: its key and value plus the event itself.
+pub fn event_bytes(event: &Event) -> usize {
+    event.kv.key.len() + event.kv.value.len() + std::mem::size_of::<Event>()
+}
 
 /// The recent history: events with revision in `(compacted, current]`, oldest first.
 #[derive(Debug)]
 struct Ring {
-    events: VecDeque<Event>,
-    window: usize,
+    /// Shared, so a watcher takes one out under the lock without copying its value there.
+    events: VecDeque<Arc<Event>>,
+    /// The sum of [`event_bytes`] over `events`.
+    bytes: usize,
+    window: WatchWindow,
     /// Events with a revision at or below this are gone.
     compacted: Revision,
     /// The revision of the last published event.
@@ -31,13 +73,39 @@ struct Ring {
 }
 
 impl Ring {
+    fn push(&mut self, event: Event) {
+        self.current = event.revision();
+        self.bytes += event_bytes(&event);
+        self.events.push_back(Arc::new(event));
+        while self.events.len() > 1
+            && (self.events.len() > self.window.events || self.bytes > self.window.bytes)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= event_bytes(&old);
+                self.compacted = old.revision();
+            }
+        }
+    }
+
     /// The kept events with revision > `after` whose key starts with `prefix`.
-    fn matching_after(&self, prefix: &str, after: Revision) -> impl Iterator<Item = &Event> + '_ {
+    fn matching_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Revision,
+    ) -> impl Iterator<Item = &'a Arc<Event>> + 'a {
         let start = self.events.partition_point(|e| e.revision() <= after);
-        let prefix = prefix.to_owned();
         self.events
             .range(start..)
-            .filter(move |e| e.kv.key.starts_with(&prefix))
+            .filter(move |e| e.kv.key.starts_with(prefix))
+    }
+
+    /// How far past `after` the history holds nothing under `prefix`: just before the next
+    /// matching event, or the current revision when there is none.
+    fn quiet_until(&self, prefix: &str, after: Revision) -> Revision {
+        match self.matching_after(prefix, after).next() {
+            Some(next) => next.revision() - 1,
+            None => self.current.max(after),
+        }
     }
 }
 
@@ -45,80 +113,58 @@ fn lock(ring: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
     ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Holds the event window and the live channel; owned by a backend.
+/// Holds the event window and the revision signal; owned by a backend.
 ///
-/// Dropping the hub closes the channel: every stream ends with `None` once drained.
+/// Dropping the hub closes the signal: every stream ends with `None` once it has read the rest.
 #[derive(Debug)]
 pub(crate) struct WatchHub {
     ring: Arc<Mutex<Ring>>,
-    tx: broadcast::Sender<Event>,
+    tx: signal::Sender<Revision>,
 }
 
 impl WatchHub {
-    /// An empty hub at revision 0 keeping the last `window` events.
-    pub(crate) fn new(window: usize) -> Self {
+    /// An empty hub at revision 0.
+    pub(crate) fn new(window: WatchWindow) -> Self {
         Self::restore(window, 0, Vec::new())
     }
 
     /// A hub at revision `current` that already holds `events`, the contiguous history ending at
-    /// `current` (only the last `window` are kept).
-    pub(crate) fn restore(window: usize, current: Revision, events: Vec<Event>) -> Self {
-        Self::with_capacity(
-            window,
-            current,
-            events,
-            window.clamp(1, MAX_BROADCAST_CAPACITY),
-        )
-    }
-
-    fn with_capacity(
-        window: usize,
-        current: Revision,
-        events: Vec<Event>,
-        capacity: usize,
-    ) -> Self {
-        let skip = events.len().saturating_sub(window);
-        let events: VecDeque<Event> = events.into_iter().skip(skip).collect();
+    /// `current` (only the newest within `window` are kept).
+    pub(crate) fn restore(window: WatchWindow, current: Revision, events: Vec<Event>) -> Self {
         debug_assert!(events
             .iter()
             .zip(events.iter().skip(1))
             .all(|(a, b)| a.revision() + 1 == b.revision()));
-        debug_assert!(events.back().is_none_or(|e| e.revision() == current));
+        debug_assert!(events.last().is_none_or(|e| e.revision() == current));
         let compacted = current - events.len() as Revision;
-        let (tx, _) = broadcast::channel(capacity);
-        let ring = Ring {
-            events,
+        let mut ring = Ring {
+            events: VecDeque::new(),
+            bytes: 0,
             window,
             compacted,
-            current,
+            current: compacted,
         };
+        for event in events {
+            ring.push(event);
+        }
+        ring.current = current;
+        let (tx, _) = signal::channel(current);
         WatchHub {
             ring: Arc::new(Mutex::new(ring)),
             tx,
         }
     }
 
-    /// Records a committed event and sends it to live watchers. Call it in revision order, under
-    /// the lock that orders writes.
+    /// Records a committed event and wakes the watchers. Call it in revision order, under the
+    /// lock that orders writes.
     pub(crate) fn publish(&self, event: Event) {
-        let mut ring = lock(&self.ring);
-        debug_assert_eq!(
-            event.revision(),
-            ring.current + 1,
-            "revisions are contiguous"
-        );
-        ring.current = event.revision();
-        ring.events.push_back(event.clone());
-        while ring.events.len() > ring.window {
-            if let Some(old) = ring.events.pop_front() {
-                ring.compacted = old.revision();
-            }
+        let revision = event.revision();
+        {
+            let mut ring = lock(&self.ring);
+            debug_assert_eq!(revision, ring.current + 1, "revisions are contiguous");
+            ring.push(event);
         }
-        if ring.window == 0 {
-            ring.compacted = ring.current;
-        }
-        // An error only means nobody is watching right now.
-        let _ = self.tx.send(event);
+        self.tx.send_replace(revision);
     }
 
     /// The revision of the last published event.
@@ -126,8 +172,15 @@ impl WatchHub {
         lock(&self.ring).current
     }
 
+    /// Events at or below this revision are no longer kept.
+    pub(crate) fn compacted_revision(&self) -> Revision {
+        lock(&self.ring).compacted
+    }
+
     /// A stream of events under `prefix` with revision > `after`.
     pub(crate) fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        // Subscribed before the ring is read: a write after the check wakes the stream.
+        let rx = self.tx.subscribe();
         let ring = lock(&self.ring);
         if after < ring.compacted {
             return Err(StoreError::Compacted {
@@ -135,16 +188,14 @@ impl WatchHub {
                 compacted: ring.compacted,
             });
         }
-        let pending = ring.matching_after(prefix, after).cloned().collect();
-        let scanned = after.max(ring.current);
-        let rx = self.tx.subscribe();
+        let scanned = ring.quiet_until(prefix, after);
         drop(ring);
         Ok(WatchStream {
             prefix: prefix.to_owned(),
             ring: Arc::clone(&self.ring),
             rx,
-            pending,
             scanned,
+            closed: false,
             done: false,
         })
     }
@@ -155,11 +206,11 @@ impl WatchHub {
 pub struct WatchStream {
     prefix: String,
     ring: Arc<Mutex<Ring>>,
-    rx: broadcast::Receiver<Event>,
-    /// Matching events already taken from the ring, not yet returned.
-    pending: VecDeque<Event>,
-    /// Every event with revision <= this has been examined (queued in `pending` or skipped).
+    rx: signal::Receiver<Revision>,
+    /// Every event with revision <= this has been returned or skipped.
     scanned: Revision,
+    /// The hub is gone: what the ring still holds is the last to read.
+    closed: bool,
     done: bool,
 }
 
@@ -170,51 +221,33 @@ impl WatchStream {
     /// Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(Ok(event));
-            }
             if self.done {
                 return None;
             }
-            match self.rx.recv().await {
-                Ok(event) => {
-                    let revision = event.revision();
-                    if revision <= self.scanned {
-                        continue;
-                    }
-                    debug_assert_eq!(revision, self.scanned + 1, "no gap in live events");
-                    self.scanned = revision;
-                    if event.kv.key.starts_with(&self.prefix) {
-                        return Some(Ok(event));
-                    }
-                }
-                Err(RecvError::Closed) => {
+            // Marked seen before the ring is read, so a write after the read wakes `changed`.
+            self.rx.borrow_and_update();
+            match self.take() {
+                // The copy is made here, outside the ring's lock.
+                Ok(Some(event)) => return Some(Ok(Event::clone(&event))),
+                Ok(None) => {}
+                Err(e) => {
                     self.done = true;
-                    return None;
+                    return Some(Err(e));
                 }
-                Err(RecvError::Lagged(_)) => {
-                    if let Err(e) = self.catch_up() {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
+            }
+            if self.closed {
+                self.done = true;
+                return None;
+            }
+            if self.rx.changed().await.is_err() {
+                self.closed = true;
             }
         }
     }
 
-    /// The highest revision this stream has fully processed: every matching event at or below it
-    /// has been returned by [`next`](Self::next). Non-matching events advance it too, so it is
-    /// what a server sends as a bookmark.
-    pub fn progress(&self) -> Revision {
-        match self.pending.front() {
-            Some(event) => event.revision() - 1,
-            None => self.scanned,
-        }
-    }
-
-    /// After the live channel dropped events: take what was missed from the ring and subscribe
-    /// afresh, both under the ring lock.
-    fn catch_up(&mut self) -> Result<(), StoreError> {
+    /// The next matching event in the ring, if it holds one; `Compacted` when the stream has
+    /// fallen behind what the ring keeps.
+    fn take(&mut self) -> Result<Option<Arc<Event>>, StoreError> {
         let ring = lock(&self.ring);
         if self.scanned < ring.compacted {
             return Err(StoreError::Compacted {
@@ -222,11 +255,22 @@ impl WatchStream {
                 compacted: ring.compacted,
             });
         }
-        self.pending
-            .extend(ring.matching_after(&self.prefix, self.scanned).cloned());
-        self.scanned = self.scanned.max(ring.current);
-        self.rx = self.rx.resubscribe();
-        Ok(())
+        let found = ring
+            .matching_after(&self.prefix, self.scanned)
+            .next()
+            .cloned();
+        if let Some(event) = &found {
+            self.scanned = event.revision();
+        }
+        self.scanned = ring.quiet_until(&self.prefix, self.scanned);
+        Ok(found)
+    }
+
+    /// The highest revision this stream has fully processed: every matching event at or below it
+    /// has been returned by [`next`](Self::next). Non-matching events advance it too, so it is
+    /// what a server sends as a bookmark.
+    pub fn progress(&self) -> Revision {
+        self.scanned
     }
 }
 
@@ -245,17 +289,21 @@ mod tests {
     use super::*;
     use crate::{EventKind, KeyValue};
 
-    fn put(revision: Revision, key: &str) -> Event {
+    fn event(revision: Revision, key: &str, value: Vec<u8>) -> Event {
         Event {
             kind: EventKind::Put,
             kv: KeyValue {
                 key: key.to_owned(),
-                value: revision.to_string().into_bytes(),
+                value,
                 create_revision: revision,
                 mod_revision: revision,
             },
             created: true,
         }
+    }
+
+    fn put(revision: Revision, key: &str) -> Event {
+        event(revision, key, revision.to_string().into_bytes())
     }
 
     async fn revisions(stream: &mut WatchStream, n: usize) -> Vec<Revision> {
@@ -267,8 +315,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lagging_stream_catches_up_from_the_ring() {
-        let hub = WatchHub::with_capacity(100, 0, Vec::new(), 4);
+    async fn streams_read_the_ring_in_order_by_prefix() {
+        let hub = WatchHub::new(100.into());
         let mut all = hub.watch("/", 0).unwrap();
         let mut odd = hub.watch("/odd/", 0).unwrap();
         for rev in 1..=50 {
@@ -290,8 +338,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lagging_past_the_window_is_compacted_then_ends() {
-        let hub = WatchHub::with_capacity(5, 0, Vec::new(), 2);
+    async fn a_stream_behind_the_window_is_compacted_then_ends() {
+        let hub = WatchHub::new(5.into());
         let mut stream = hub.watch("/", 0).unwrap();
         for rev in 1..=20 {
             hub.publish(put(rev, "/k"));
@@ -307,9 +355,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_live_stream_wakes_on_publish() {
+        let hub = Arc::new(WatchHub::new(10.into()));
+        let mut stream = hub.watch("/", 0).unwrap();
+        let publisher = Arc::clone(&hub);
+        let waiting = tokio::spawn(async move { revisions(&mut stream, 2).await });
+        tokio::task::yield_now().await;
+        publisher.publish(put(1, "/k"));
+        publisher.publish(put(2, "/k"));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the stream wakes")
+            .unwrap();
+        assert_eq!(got, vec![1, 2]);
+    }
+
+    #[tokio::test]
     async fn restore_keeps_the_last_window_events() {
         let events = (1..=10).map(|r| put(r, "/k")).collect();
-        let hub = WatchHub::restore(4, 10, events);
+        let hub = WatchHub::restore(4.into(), 10, events);
         assert_eq!(hub.current_revision(), 10);
         assert!(matches!(
             hub.watch("/", 5),
@@ -325,17 +389,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn zero_window_still_follows_live_events() {
-        let hub = WatchHub::new(0);
+    async fn a_zero_window_keeps_the_newest_event() {
+        let hub = WatchHub::new(0.into());
         let mut stream = hub.watch("/", 0).unwrap();
         hub.publish(put(1, "/k"));
-        assert!(hub.watch("/", 0).is_err());
         assert_eq!(revisions(&mut stream, 1).await, vec![1]);
+        hub.publish(put(2, "/k"));
+        assert!(hub.watch("/", 0).is_err());
+        assert_eq!(revisions(&mut stream, 1).await, vec![2]);
+    }
+
+    /// Publishes events of `sizes` bytes each, as [`event_bytes`] counts them (revisions 1, 2,
+    /// ...), into a ring bounded by `events` and `bytes`, then checks the oldest revision a watch
+    /// may still start from.
+    fn check_bytes(events: usize, bytes: usize, sizes: &[usize], oldest: Revision) {
+        let overhead = event_bytes(&event(0, "/k", Vec::new()));
+        let hub = WatchHub::new(WatchWindow::new(events, bytes));
+        for (i, size) in sizes.iter().enumerate() {
+            hub.publish(event(i as Revision + 1, "/k", vec![0; size - overhead]));
+        }
+        let what = format!("{events} events, {bytes} bytes, sizes {sizes:?}");
+        assert_eq!(hub.compacted_revision(), oldest, "{what}");
+        assert!(hub.watch("/", oldest).is_ok(), "{what}");
+        if oldest > 0 {
+            assert!(
+                matches!(
+                    hub.watch("/", oldest - 1),
+                    Err(StoreError::Compacted { .. })
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_in_bytes_and_in_events() {
+        // All fit, to the byte.
+        check_bytes(10, 3000, &[1000, 1000, 1000], 0);
+        // The byte bound drops the oldest first, as many as it takes.
+        check_bytes(10, 3000, &[1000, 1000, 1000, 1000], 1);
+        check_bytes(10, 3000, &[1000, 1000, 1000, 2500], 3);
+        // The event bound still holds when the bytes would fit.
+        check_bytes(2, 1 << 20, &[200, 200, 200, 200], 2);
+        // One event over the whole bound is still kept, alone: live watchers must see it.
+        check_bytes(10, 3000, &[200, 200, 5000], 2);
+        check_bytes(10, 3000, &[200, 200, 5000, 200], 3);
+    }
+
+    #[test]
+    fn restore_keeps_the_newest_within_the_byte_bound() {
+        let per_event = event_bytes(&event(0, "/k", Vec::new()));
+        let events = (1..=10).map(|r| event(r, "/k", vec![0; 100])).collect();
+        let hub = WatchHub::restore(WatchWindow::new(100, 3 * (100 + per_event)), 10, events);
+        assert_eq!(hub.compacted_revision(), 7);
+        assert_eq!(hub.current_revision(), 10);
     }
 
     #[tokio::test]
-    async fn dropping_the_hub_ends_streams_after_buffered_events() {
-        let hub = WatchHub::new(10);
+    async fn dropping_the_hub_ends_streams_after_kept_events() {
+        let hub = WatchHub::new(10.into());
         let mut stream = hub.watch("/", 0).unwrap();
         hub.publish(put(1, "/k"));
         drop(hub);

@@ -5,6 +5,7 @@ mod crud;
 mod edge;
 mod encryption;
 mod lifecycle;
+mod limits;
 mod watch;
 
 use crate::{serve, Config};
@@ -65,8 +66,17 @@ impl Server {
     }
 
     pub async fn with(store: MemStore, bookmark_interval: Duration) -> Server {
+        Server::with_limits(store, bookmark_interval, kumo_serve::Limits::default()).await
+    }
+
+    /// A server with these connection limits.
+    pub async fn with_limits(
+        store: MemStore,
+        bookmark_interval: Duration,
+        limits: kumo_serve::Limits,
+    ) -> Server {
         let identity = Arc::new(crate::Transformer::identity());
-        Server::with_config(Arc::new(store), bookmark_interval, identity).await
+        Server::with_all(Arc::new(store), bookmark_interval, identity, limits).await
     }
 
     /// A server on a store the test keeps a handle on, encrypting as `encryption` says.
@@ -74,6 +84,21 @@ impl Server {
         store: Arc<dyn kumo_store::Store>,
         bookmark_interval: Duration,
         encryption: Arc<crate::Transformer>,
+    ) -> Server {
+        Server::with_all(
+            store,
+            bookmark_interval,
+            encryption,
+            kumo_serve::Limits::default(),
+        )
+        .await
+    }
+
+    async fn with_all(
+        store: Arc<dyn kumo_store::Store>,
+        bookmark_interval: Duration,
+        encryption: Arc<crate::Transformer>,
+        limits: kumo_serve::Limits,
     ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -84,6 +109,7 @@ impl Server {
             agent_token: Some(AGENT_TOKEN.to_string()),
             data_dir: None,
             encryption,
+            limits,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {

@@ -181,6 +181,38 @@ async fn compacted_revision_is_gone() {
 }
 
 #[tokio::test]
+async fn a_revision_dropped_for_bytes_is_gone() {
+    // Room for many events by count, but only a few pods' worth of bytes.
+    let window = kumo_store::WatchWindow::new(10_000, 8 * 1024);
+    let s = Server::with(MemStore::with_window(window), Duration::from_secs(5)).await;
+    let mut big = pod("big");
+    big["metadata"]["annotations"] = json!({"filler": "x".repeat(3000)});
+    let mut revisions = Vec::new();
+    for i in 0..6 {
+        let mut p = big.clone();
+        p["metadata"]["name"] = json!(format!("big{i}"));
+        revisions.push(rv(&s.create(PODS, p).await));
+    }
+    s.check(
+        req(
+            "GET",
+            &format!("{PODS}?watch=true&resourceVersion={}", revisions[0]),
+            None,
+        ),
+        410,
+        "too old resource version",
+    )
+    .await;
+    // The newest are still there to resume from.
+    let mut w = Lines::open(
+        &s,
+        &format!("{PODS}?watch=true&resourceVersion={}", revisions[4]),
+    )
+    .await;
+    w.expect("ADDED", "big5").await;
+}
+
+#[tokio::test]
 async fn bookmarks_report_progress() {
     let s = Server::with(MemStore::new(), Duration::from_millis(50)).await;
     let a = s.create(PODS, pod("a")).await;
@@ -249,6 +281,7 @@ async fn client_disconnect_ends_the_watch() {
         agent_token: None,
         data_dir: None,
         encryption: Arc::new(crate::Transformer::identity()),
+        limits: kumo_serve::Limits::default(),
     };
     let app = Arc::new(crate::App::new(config, rx));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -327,4 +360,21 @@ async fn compaction_mid_stream_ends_with_an_error_line() {
         app.open_streams.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+#[tokio::test]
+async fn a_watch_outlives_the_idle_and_header_timeouts() {
+    let limits = kumo_serve::Limits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        max_anonymous: 16,
+    };
+    let s = Server::with_limits(MemStore::new(), Duration::from_secs(5), limits).await;
+    let mut lines = Lines::open(&s, &format!("{PODS}?watch=true")).await;
+    // Quiet for more than three times both timeouts: the stream is a response in flight, not
+    // an idle connection.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.create(PODS, pod("late")).await;
+    lines.expect("ADDED", "late").await;
+    s.stop().await;
 }

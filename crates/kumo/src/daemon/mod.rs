@@ -1,5 +1,6 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
+pub mod limits;
 mod private;
 pub mod router;
 mod tokens;
@@ -32,8 +33,14 @@ pub struct ControlPlaneArgs {
     #[arg(long, default_value = "spread")]
     pub scheduler_strategy: kumo_scheduler::Strategy,
     /// Watch history kept for resuming watches, in events
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = limits::watch_window)]
     pub watch_window: usize,
+    /// Watch history kept for resuming watches, in bytes (the oldest events go first when over
+    /// this or --watch-window)
+    #[arg(long, default_value = "64Mi", value_parser = limits::watch_window_bytes)]
+    pub watch_window_bytes: usize,
+    #[command(flatten)]
+    pub connection_limits: limits::ServerLimitArgs,
     /// How long Events are kept after they last happened
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub event_ttl: Duration,
@@ -111,6 +118,8 @@ pub struct NodeArgs {
     /// (default: /etc/cdi, then /var/run/cdi)
     #[arg(long = "cdi-spec-dir")]
     pub cdi_spec_dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub endpoint_limits: limits::AgentLimitArgs,
 }
 
 /// `kumo up`.
@@ -264,7 +273,11 @@ async fn start_control_plane(
     };
     let token = tokens::admin_token(data_dir)?;
     let store_path = data_dir.join("store.redb");
-    let store = kumo_store::RedbStore::open(&store_path, args.watch_window).map_err(|e| {
+    let store = kumo_store::RedbStore::open(
+        &store_path,
+        kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes),
+    )
+    .map_err(|e| {
         anyhow!(
             "cannot open the store {}: {e} (is another kumo using this data dir?)",
             store_path.display()
@@ -292,6 +305,7 @@ async fn start_control_plane(
         agent_token: Some(token.clone()),
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::new(encryption),
+        limits: args.connection_limits.limits(),
     };
     let mut tasks = Vec::new();
     let stop = shutdown.wait();
@@ -405,6 +419,7 @@ fn agent_config(
         shim_exe: std::env::current_exe()
             .context("cannot find the kumo executable for the shim")?,
         token,
+        endpoint_limits: node.endpoint_limits.limits(),
         containers: kumo_agent::config::ContainerConfig {
             runc: node.runc.clone(),
             runsc: node.runsc.clone(),

@@ -9,6 +9,7 @@ mod cli;
 mod containers;
 mod exec;
 mod layers;
+mod limits;
 mod mltask;
 mod pods;
 mod secrets;

@@ -1,0 +1,166 @@
+//! Flags that bound what clients may cost: the connection limits of the API server and of the
+//! agent's endpoint, and the watch history's size. Each is checked when parsed (0 and absurd
+//! values are a CLI error naming the flag's range).
+
+use crate::duration::parse_duration;
+use clap::Args;
+use std::time::Duration;
+
+/// The API server's connections, for `up` and `server`.
+#[derive(Args, Debug, Clone)]
+pub struct ServerLimitArgs {
+    /// How long a client has to send a whole request head before its connection is closed
+    #[arg(long, default_value = "30s", value_parser = header_timeout)]
+    pub request_header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (watches and log
+    /// streams in flight are never idle)
+    #[arg(long, default_value = "2m", value_parser = idle_timeout)]
+    pub idle_connection_timeout: Duration,
+    /// The most connections open at once that have not presented a valid token; more are
+    /// closed at once
+    #[arg(long, default_value_t = kumo_serve::Limits::DEFAULT_MAX_ANONYMOUS, value_parser = connection_count)]
+    pub max_anonymous_connections: usize,
+}
+
+impl ServerLimitArgs {
+    pub fn limits(&self) -> kumo_serve::Limits {
+        kumo_serve::Limits {
+            header_timeout: self.request_header_timeout,
+            idle_timeout: self.idle_connection_timeout,
+            max_anonymous: self.max_anonymous_connections,
+        }
+    }
+}
+
+/// The agent's endpoint (logs, exec), for `up` and `agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentLimitArgs {
+    /// How long a client of the agent's endpoint has to send a whole request head
+    #[arg(long, default_value = "30s", value_parser = header_timeout)]
+    pub agent_request_header_timeout: Duration,
+    /// How long a kept-alive connection to the agent's endpoint may wait for its next request
+    #[arg(long, default_value = "2m", value_parser = idle_timeout)]
+    pub agent_idle_connection_timeout: Duration,
+    /// The most connections to the agent's endpoint open at once without the agent's token
+    #[arg(long, default_value_t = kumo_serve::Limits::DEFAULT_MAX_ANONYMOUS, value_parser = connection_count)]
+    pub agent_max_anonymous_connections: usize,
+}
+
+impl AgentLimitArgs {
+    pub fn limits(&self) -> kumo_serve::Limits {
+        kumo_serve::Limits {
+            header_timeout: self.agent_request_header_timeout,
+            idle_timeout: self.agent_idle_connection_timeout,
+            max_anonymous: self.agent_max_anonymous_connections,
+        }
+    }
+}
+
+fn duration_within(
+    text: &str,
+    min: Duration,
+    max: Duration,
+    range: &str,
+) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < min || d > max {
+        return Err(format!("must be from {range}"));
+    }
+    Ok(d)
+}
+
+fn header_timeout(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        "1s to 1h",
+    )
+}
+
+fn idle_timeout(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+        "1s to 24h",
+    )
+}
+
+fn count_within(text: &str, max: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}")),
+    }
+}
+
+fn connection_count(text: &str) -> Result<usize, String> {
+    count_within(text, 1_000_000)
+}
+
+/// `--watch-window`: events kept for watches to resume from.
+pub fn watch_window(text: &str) -> Result<usize, String> {
+    count_within(text, 10_000_000)
+}
+
+/// `--watch-window-bytes`: a size (`64Mi`, `1Gi`, `500000000`) from 1Mi to 64Gi.
+pub fn watch_window_bytes(text: &str) -> Result<usize, String> {
+    const RANGE: &str = "must be a size from 1Mi to 64Gi, e.g. 64Mi";
+    let q = kumo_api::Quantity::parse(text).map_err(|_| RANGE.to_string())?;
+    let bytes = q.units_ceil();
+    if !((1 << 20)..=(64 << 30)).contains(&bytes) {
+        return Err(RANGE.into());
+    }
+    usize::try_from(bytes).map_err(|_| RANGE.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: PartialEq + std::fmt::Debug>(
+        parse: fn(&str) -> Result<T, String>,
+        input: &str,
+        expected: Result<T, &str>,
+    ) {
+        match (parse(input), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{input}"),
+            (Err(e), Err(want)) => assert!(e.contains(want), "{input}: {e}"),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn bounds() {
+        let secs = Duration::from_secs;
+        check(header_timeout, "30s", Ok(secs(30)));
+        check(header_timeout, "0s", Err("must be from 1s to 1h"));
+        check(header_timeout, "2h", Err("must be from 1s to 1h"));
+        check(
+            header_timeout,
+            "99999999999999999999h",
+            Err("invalid duration"),
+        );
+        check(idle_timeout, "2m", Ok(secs(120)));
+        check(idle_timeout, "500ms", Err("must be from 1s to 24h"));
+        check(connection_count, "1024", Ok(1024));
+        check(connection_count, "0", Err("from 1 to 1000000"));
+        check(connection_count, "-1", Err("from 1 to 1000000"));
+        check(connection_count, "1000001", Err("from 1 to 1000000"));
+        check(
+            connection_count,
+            "18446744073709551616",
+            Err("from 1 to 1000000"),
+        );
+        check(watch_window, "10000", Ok(10_000));
+        check(watch_window, "0", Err("from 1 to 10000000"));
+        check(watch_window_bytes, "64Mi", Ok(64 << 20));
+        check(watch_window_bytes, "1Gi", Ok(1 << 30));
+        check(watch_window_bytes, "1048576", Ok(1 << 20));
+        check(watch_window_bytes, "0", Err("from 1Mi to 64Gi"));
+        check(watch_window_bytes, "1Ki", Err("from 1Mi to 64Gi"));
+        check(watch_window_bytes, "65Gi", Err("from 1Mi to 64Gi"));
+        check(watch_window_bytes, "1Ei", Err("from 1Mi to 64Gi"));
+        check(watch_window_bytes, "lots", Err("from 1Mi to 64Gi"));
+    }
+}

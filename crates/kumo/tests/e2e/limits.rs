@@ -1,0 +1,136 @@
+//! Slow or strange clients against a real `kumo up`: the cap on unauthenticated connections
+//! keeps the node's heartbeats landing, and the limits' flags refuse absurd values.
+
+use crate::harness::*;
+use kumo_api::meta::find_condition;
+use kumo_api::Node;
+use std::process::Command;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const T: Duration = Duration::from_secs(30);
+
+fn heartbeat(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .and_then(|c| c.last_heartbeat_time.as_ref())
+        .map(|t| serde_json::to_string(t).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_go_on_while_slow_clients_fill_the_anonymous_cap() {
+    let c = Cluster::up(&[
+        "--max-anonymous-connections",
+        "4",
+        "--request-header-timeout",
+        "5m",
+    ]);
+    let client = c.client();
+    // This client's connection is made (and authenticated) before the cap fills.
+    let node: Node = client.get("", "node-1").await.unwrap();
+    let mut last = heartbeat(&node).expect("the node reports heartbeats");
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(conn);
+    }
+    // One more slow client is closed within its probation (not by the 5-minute header
+    // timeout).
+    let mut refused = TcpStream::connect(&addr).await.unwrap();
+    refused
+        .write_all(b"GET /api/v1/nodes HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(T, refused.read(&mut buf))
+        .await
+        .expect("a slow connection beyond the cap is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The agent's heartbeats (every second here) keep landing on its kept-alive connection.
+    for _ in 0..3 {
+        let deadline = Instant::now() + T;
+        loop {
+            let node: Node = client.get("", "node-1").await.unwrap();
+            let now = heartbeat(&node).expect("the node reports heartbeats");
+            if now != last {
+                last = now;
+                break;
+            }
+            assert!(Instant::now() < deadline, "the heartbeat stopped at {last}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The slow clients were held all along: none of them got an answer or a close.
+    for conn in &mut slow {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(50), conn.read(&mut buf)).await {
+            Err(_) => {}
+            Ok(got) => panic!("a slow client's connection changed: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn absurd_limits_are_refused_on_the_command_line() {
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["up", "--max-anonymous-connections", "0"],
+            "from 1 to 1000000",
+        ),
+        (
+            &["server", "--max-anonymous-connections", "99999999999"],
+            "from 1 to 1000000",
+        ),
+        (
+            &["server", "--request-header-timeout", "0s"],
+            "from 1s to 1h",
+        ),
+        (
+            &["up", "--idle-connection-timeout", "99999999999999999999h"],
+            "invalid duration",
+        ),
+        (
+            &["up", "--agent-max-anonymous-connections", "0"],
+            "from 1 to 1000000",
+        ),
+        (
+            &["up", "--agent-request-header-timeout", "2h"],
+            "from 1s to 1h",
+        ),
+        (&["server", "--watch-window", "0"], "from 1 to 10000000"),
+        (
+            &["server", "--watch-window-bytes", "1Ei"],
+            "from 1Mi to 64Gi",
+        ),
+    ];
+    for (args, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(kumo_exe())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains(args[1]) && stderr.contains(message),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("store.redb").exists(),
+            "{args:?}: nothing is started"
+        );
+    }
+}
