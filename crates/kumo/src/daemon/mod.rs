@@ -356,19 +356,36 @@ async fn start_control_plane(
 /// the node allows. A level already set on it (by its owner) is kept. Returns the level.
 async fn label_default_namespace(client: &Client) -> anyhow::Result<String> {
     use kumo_api::pod_security::LABEL_ENFORCE;
-    let ns: kumo_api::Namespace = client
-        .get("", kumo_api::DEFAULT_NAMESPACE)
-        .await
-        .context("cannot read the default namespace")?;
-    if let Some(level) = ns.metadata.labels.get(LABEL_ENFORCE) {
-        return Ok(level.clone());
+    // Every component connects at once while the server starts: past its anonymous-connection
+    // cap a new connection may be closed (`--max-anonymous-connections`), so a connection that
+    // fails is tried again, for a few seconds.
+    let mut attempt = 0;
+    loop {
+        let labelled = async {
+            let ns: kumo_api::Namespace = client.get("", kumo_api::DEFAULT_NAMESPACE).await?;
+            if let Some(level) = ns.metadata.labels.get(LABEL_ENFORCE) {
+                return Ok(level.clone());
+            }
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL_ENFORCE: "privileged"}}});
+            client
+                .patch::<kumo_api::Namespace>("", kumo_api::DEFAULT_NAMESPACE, &patch)
+                .await?;
+            Ok("privileged".to_string())
+        }
+        .await;
+        match labelled {
+            Ok(level) => return Ok(level),
+            Err(kumo_client::ClientError::Connect { .. }) if attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context("cannot label the default namespace privileged")
+                )
+            }
+        }
     }
-    let patch = serde_json::json!({"metadata": {"labels": {LABEL_ENFORCE: "privileged"}}});
-    client
-        .patch::<kumo_api::Namespace>("", kumo_api::DEFAULT_NAMESPACE, &patch)
-        .await
-        .context("cannot label the default namespace privileged")?;
-    Ok("privileged".to_string())
 }
 
 /// The node's flags checked, before anything is started or written; the node name.
