@@ -8,11 +8,10 @@
 use super::admission::{TaskState, TaskView};
 use super::outcome::{cond, holds, phase, Action, Outcome};
 use super::replicas::{placement_pod, rank_of, replica_pod, same_placement};
-use kumo_api::gpu_usage::ANNOTATION_GPU_USAGE;
+use kumo_api::keys::{parse_gpu_devices, ANNOTATION_GPU_DEVICES, ANNOTATION_GPU_USAGE};
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::node::Node;
-use kumo_api::pod::ANNOTATION_GPU_DEVICES;
 use kumo_api::{MLTask, Pod, PodPhase, Time};
 use kumo_client::clock;
 use kumo_scheduler::{NodeView, Resources};
@@ -88,13 +87,8 @@ pub(super) fn replica_statuses(
             let pod = pods.iter().find(|p| rank_of(p) == Some(rank));
             let gpus = pod
                 .and_then(|p| p.metadata.annotations.get(ANNOTATION_GPU_DEVICES))
-                .map(|a| {
-                    a.split(';')
-                        .filter_map(|part| part.split_once('='))
-                        .flat_map(|(_, ids)| ids.split(',').map(str::to_string))
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
+                .and_then(|a| parse_gpu_devices(a))
+                .map(|a| a.into_values().flatten().map(|i| i.to_string()).collect())
                 .unwrap_or_default();
             ReplicaStatus {
                 rank: rank as i32,

@@ -13,8 +13,9 @@
 use super::admission::{admit, Decision, QueueView};
 use super::gang::{create_missing, replica_statuses, step, PlacementPods, StepInput};
 use super::outcome::{cond, holds};
-use super::replicas::{belongs_to, LABEL_TASK};
+use super::replicas::belongs_to;
 use super::standing::held_until;
+use kumo_api::keys::LABEL_TASK;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, TaskPhase, DEFAULT_QUEUE};
 use kumo_api::node::Node;

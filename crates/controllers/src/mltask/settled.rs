@@ -8,7 +8,7 @@
 
 use super::outcome::holds;
 use super::pass::task_key;
-use super::replicas::LABEL_TASK;
+use kumo_api::keys::LABEL_TASK;
 use kumo_api::{MLTask, Pod};
 use std::collections::HashMap;
 
