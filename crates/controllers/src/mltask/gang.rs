@@ -660,3 +660,7 @@ fn finish_failed(
     );
     out.event(task, true, reason, message);
 }
+
+#[cfg(test)]
+#[path = "gang_tests.rs"]
+mod tests;
