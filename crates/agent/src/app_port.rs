@@ -2,7 +2,9 @@
 //! port of this node, recorded in its `kumo.dev/assigned-port` annotation (so a restart and a
 //! restarted agent reuse it, and the router finds `hostIP:port`) and given as `PORT`.
 
-use kumo_api::app::{ANNOTATION_ASSIGNED_PORT, ANNOTATION_PORT};
+use kumo_api::keys::{
+    format_port, parse_port, ANNOTATION_ASSIGNED_PORT, ANNOTATION_PORT, PORT_AUTO,
+};
 use kumo_api::pod::EnvVar;
 use kumo_api::Pod;
 use kumo_client::{Client, ClientError};
@@ -16,7 +18,7 @@ pub fn wants_port(pod: &Pod) -> bool {
             .annotations
             .get(ANNOTATION_PORT)
             .map(String::as_str)
-            == Some("auto")
+            == Some(PORT_AUTO)
 }
 
 /// The port the agent gave the pod, if any.
@@ -24,7 +26,7 @@ pub fn assigned_port(pod: &Pod) -> Option<u16> {
     pod.metadata
         .annotations
         .get(ANNOTATION_ASSIGNED_PORT)
-        .and_then(|p| p.parse().ok())
+        .and_then(|p| parse_port(p))
 }
 
 /// The pod as its containers run: with an assigned port, every container's `PORT` is it.
@@ -49,7 +51,7 @@ pub async fn ensure(client: &Client, pod: &Pod) -> Result<Pod, ClientError> {
         return Ok(with_assigned_port(pod));
     }
     let port = free_port().map_err(|e| ClientError::Request(format!("no free port: {e}")))?;
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_ASSIGNED_PORT: port.to_string()}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_ASSIGNED_PORT: format_port(port)}}});
     let updated: Pod = client
         .patch(pod.metadata.ns(), &pod.metadata.name, &patch)
         .await?;

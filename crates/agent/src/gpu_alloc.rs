@@ -7,15 +7,16 @@
 //! restarted agent keeps every running container's devices and never hands them out twice.
 
 use crate::gpu::GpuDiscovery;
+use kumo_api::keys::{format_gpu_devices, parse_gpu_devices, GpuDevices, ANNOTATION_GPU_DEVICES};
 use kumo_api::node::GpuDevice;
-use kumo_api::pod::{Container, EnvVar, ANNOTATION_GPU_DEVICES};
+use kumo_api::pod::{Container, EnvVar};
 use kumo_api::{Pod, GPU_RESOURCE};
 use kumo_client::Client;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-/// Device indices per container name.
-pub type Assignment = BTreeMap<String, Vec<u32>>;
+/// Device indices per container name (the pod's record, `kumo_api::keys::GpuDevices`).
+pub type Assignment = GpuDevices;
 
 /// The variables naming a GPU container's devices, set last in its environment.
 pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
@@ -43,7 +44,7 @@ pub fn recorded(pod: &Pod) -> Option<Assignment> {
     pod.metadata
         .annotations
         .get(ANNOTATION_GPU_DEVICES)
-        .and_then(|a| parse_assignment(a))
+        .and_then(|a| parse_gpu_devices(a))
 }
 
 /// Whether any container of `pod` asks for GPUs.
@@ -97,32 +98,6 @@ pub fn record_fits(
         && a.values()
             .flatten()
             .all(|i| seen.insert(*i) && !taken.contains(i) && devices.iter().any(|d| d.index == *i))
-}
-
-/// `main=0,1;side=2`.
-pub fn format_assignment(a: &Assignment) -> String {
-    a.iter()
-        .map(|(c, ids)| {
-            let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-            format!("{c}={}", ids.join(","))
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// Reads an assignment back; `None` when it is not one.
-pub fn parse_assignment(text: &str) -> Option<Assignment> {
-    let mut a = Assignment::new();
-    for part in text.split(';').filter(|p| !p.is_empty()) {
-        let (c, ids) = part.split_once('=')?;
-        let ids: Option<Vec<u32>> = ids
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().ok())
-            .collect();
-        a.insert(c.to_string(), ids?);
-    }
-    Some(a)
 }
 
 /// The pod as its containers should be started: each GPU container's environment ends with
@@ -215,7 +190,7 @@ impl GpuAllocator {
                 }
                 Some(a) => tracing::warn!(
                     pod = %pod.metadata.name,
-                    record = %format_assignment(&a),
+                    record = %format_gpu_devices(&a),
                     "the pod's recorded GPUs are not free or do not match its requests; allocating anew"
                 ),
                 None => {}
@@ -225,7 +200,7 @@ impl GpuAllocator {
             a
         };
         let patch = serde_json::json!({"metadata": {"annotations": {
-            ANNOTATION_GPU_DEVICES: format_assignment(&assignment)
+            ANNOTATION_GPU_DEVICES: format_gpu_devices(&assignment)
         }}});
         if let Err(e) = client
             .patch::<Pod>(pod.metadata.ns(), &pod.metadata.name, &patch)
@@ -276,7 +251,7 @@ mod tests {
 
     fn check(pod: &Pod, healthy: &[bool], taken: &[u32], expected: Result<&str, &str>) {
         let taken: BTreeSet<u32> = taken.iter().copied().collect();
-        let got = allocate(pod, &devices(healthy), &taken).map(|a| format_assignment(&a));
+        let got = allocate(pod, &devices(healthy), &taken).map(|a| format_gpu_devices(&a));
         assert_eq!(got, expected.map(str::to_string).map_err(str::to_string));
     }
 
@@ -312,7 +287,7 @@ mod tests {
         let four = devices(&[true, true, true, false]);
         let fits = |record: &str, taken: &[u32]| {
             let taken: BTreeSet<u32> = taken.iter().copied().collect();
-            record_fits(&parse_assignment(record).unwrap(), &p, &four, &taken)
+            record_fits(&parse_gpu_devices(record).unwrap(), &p, &four, &taken)
         };
         assert!(fits("main=0,1;side=2", &[]));
         // A running pod keeps a device that became unhealthy.
@@ -328,9 +303,9 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_set_the_environment() {
-        let a = parse_assignment("main=0,1;side=3").unwrap();
-        assert_eq!(format_assignment(&a), "main=0,1;side=3");
-        assert_eq!(parse_assignment("main=x"), None);
+        let a = parse_gpu_devices("main=0,1;side=3").unwrap();
+        assert_eq!(format_gpu_devices(&a), "main=0,1;side=3");
+        assert_eq!(parse_gpu_devices("main=x"), None);
         let p = with_visible_devices(&pod(&[("main", 2), ("side", 1)]), &a);
         let env: Vec<String> = p.spec.containers[1]
             .env

@@ -34,7 +34,7 @@ pub fn annotation_update(pod: &Pod, samples: &[GpuUsage]) -> Option<String> {
     if samples.is_empty() {
         return None;
     }
-    let value = serde_json::to_string(samples).ok()?;
+    let value = kumo_api::gpu_usage::format(samples);
     (pod.metadata.annotations.get(ANNOTATION_GPU_USAGE) != Some(&value)).then_some(value)
 }
 

@@ -1,6 +1,7 @@
 //! Node registration and heartbeat: the Node object's labels and status, built purely from facts.
 
 use crate::gpu::{model_label, GpuDiscovery};
+use kumo_api::keys::ANNOTATION_FAKE_GPUS;
 use kumo_api::meta::set_condition;
 use kumo_api::node::{
     AgentEndpoint, DaemonEndpoints, GpuDevice, NodeAddress, NodeStatus, NodeSystemInfo,
@@ -13,8 +14,6 @@ use kumo_client::{Client, ClientError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Annotation marking a node whose GPUs are made up.
-pub const FAKE_GPUS: &str = "kumo.dev/fake-gpus";
 /// Condition type saying the same, visible in `kumo describe node`.
 pub const FAKE_GPUS_CONDITION: &str = "FakeGPUs";
 /// Pods a node accepts, as kubelet's default.
@@ -221,7 +220,8 @@ impl NodeAgent {
                         ..Default::default()
                     };
                     if fake {
-                        meta.annotations.insert(FAKE_GPUS.into(), "true".into());
+                        meta.annotations
+                            .insert(ANNOTATION_FAKE_GPUS.into(), "true".into());
                     }
                     let mut node = Node {
                         metadata: meta,
@@ -240,9 +240,9 @@ impl NodeAgent {
                     if fake {
                         node.metadata
                             .annotations
-                            .insert(FAKE_GPUS.into(), "true".into());
+                            .insert(ANNOTATION_FAKE_GPUS.into(), "true".into());
                     } else {
-                        node.metadata.annotations.remove(FAKE_GPUS);
+                        node.metadata.annotations.remove(ANNOTATION_FAKE_GPUS);
                     }
                     if node.metadata == before {
                         return Ok(());

@@ -7,14 +7,12 @@
 use kumo_api::dataset::{
     ANNOTATION_DATASET, ANNOTATION_OUTPUT, ANNOTATION_SCRATCH, DATA_PATH, OUTPUT_PATH, SCRATCH_PATH,
 };
+use kumo_api::keys::{parse_rank, LABEL_RANK};
 use kumo_api::pod::{EnvVar, NodeDir, Volume, VolumeMount};
 use kumo_api::{MLTask, Pod, Resource};
 use kumo_client::data::{fetch_into, get_dataset, upload_dir, DATA_PREFIX};
 use kumo_client::Client;
 use std::path::{Path, PathBuf};
-
-/// Label on replica pods naming their rank (set by the MLTask controller).
-const LABEL_RANK: &str = "kumo.dev/rank";
 
 /// The node directories one replica gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +71,7 @@ pub fn with_dirs(pod: &Pod, dirs: &Dirs) -> Pod {
 /// pod, when it claims to be one. The owner reference, not the `kumo.dev/mltask` label, names
 /// the task; [`check_owner`] makes sure the claim is true before any directory is given.
 fn replica_of(pod: &Pod) -> Option<(String, String, u32)> {
-    let rank = pod.metadata.labels.get(LABEL_RANK)?.parse().ok()?;
+    let rank = u32::try_from(parse_rank(pod.metadata.labels.get(LABEL_RANK)?)?).ok()?;
     let owner = pod
         .metadata
         .owner_references

@@ -8,27 +8,12 @@ use crate::validation::{is_dns_label, is_dns_subdomain, Errors, FieldError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Label naming the app a pod belongs to.
-pub const LABEL_APP: &str = "kumo.dev/app";
-/// Label naming the release version (`3`) a pod runs.
-pub const LABEL_RELEASE: &str = "kumo.dev/release";
-/// Label naming the process type (`web`, `worker`) a pod runs.
-pub const LABEL_PROCESS: &str = "kumo.dev/process";
-/// Label of one-off pods (`kumo run`), which no rollout counts.
-pub const LABEL_ONE_OFF: &str = "kumo.dev/one-off";
-/// Pod annotation asking the agent for a free host port (value `auto`); process runtime only.
-pub const ANNOTATION_PORT: &str = "kumo.dev/port";
-/// Pod annotation where the agent records the host port it gave the pod.
-pub const ANNOTATION_ASSIGNED_PORT: &str = "kumo.dev/assigned-port";
-/// Pod annotation naming the protocol (`http1`, `h2c`) its port speaks.
-pub const ANNOTATION_PROTOCOL: &str = "kumo.dev/protocol";
-/// Pod annotation the app controller sets on a replica it removes while it serves (scale down,
-/// Rolling): the router sends it no new requests, and it is deleted at this time (RFC 3339).
-pub const ANNOTATION_DRAIN_UNTIL: &str = "kumo.dev/drain-until";
-/// App annotation the CLI sets to say what a change is (copied into the release).
-pub const ANNOTATION_CHANGE_CAUSE: &str = "kumo.dev/change-cause";
-/// App annotation the CLI sets to say who made a change (copied into the release).
-pub const ANNOTATION_CHANGED_BY: &str = "kumo.dev/changed-by";
+// The app's keys, defined in `keys`.
+pub use crate::keys::{
+    ANNOTATION_ASSIGNED_PORT, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
+    ANNOTATION_DRAIN_UNTIL, ANNOTATION_PORT, ANNOTATION_PROTOCOL, LABEL_APP, LABEL_ONE_OFF,
+    LABEL_PROCESS, LABEL_RELEASE,
+};
 /// The process the router sends traffic to.
 pub const WEB_PROCESS: &str = "web";
 /// Seconds old replicas keep serving in-flight requests after a switch.

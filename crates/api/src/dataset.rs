@@ -11,14 +11,7 @@ pub const CHUNK_SIZE: usize = 4 * 1024 * 1024;
 /// The largest blob the server accepts: a chunk, with room to spare.
 pub const BLOB_LIMIT: usize = 2 * CHUNK_SIZE;
 
-/// Annotation on an MLTask replica pod: the dataset its node mounts read-only at [`DATA_PATH`].
-pub const ANNOTATION_DATASET: &str = "kumo.dev/dataset";
-/// Annotation on an MLTask replica pod: the task's `spec.output.path`; the node gives the replica
-/// a writable [`OUTPUT_PATH`] and uploads it when the replica ends.
-pub const ANNOTATION_OUTPUT: &str = "kumo.dev/output";
-/// Annotation on an MLTask replica pod: scratch space at [`SCRATCH_PATH`] (its size limit, or
-/// empty for none).
-pub const ANNOTATION_SCRATCH: &str = "kumo.dev/scratch";
+pub use crate::keys::{ANNOTATION_DATASET, ANNOTATION_OUTPUT, ANNOTATION_SCRATCH};
 /// Where a container replica finds its data (read-only).
 pub const DATA_PATH: &str = "/data";
 /// Where a container replica writes what is collected.

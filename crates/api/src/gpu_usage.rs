@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Annotation the agent keeps on a pod holding GPUs: a JSON list of [`GpuUsage`], one per device.
-pub const ANNOTATION_GPU_USAGE: &str = "kumo.dev/gpu-usage";
+pub use crate::keys::ANNOTATION_GPU_USAGE;
 
 /// One device's use at the last sample.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +19,12 @@ pub struct GpuUsage {
     /// Made up by `--fake-gpus`: not a measurement.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fake: bool,
+}
+
+/// The annotation's value for `samples`.
+pub fn format(samples: &[GpuUsage]) -> String {
+    // A list of plain structs always serialises.
+    serde_json::to_string(samples).unwrap_or_default()
 }
 
 /// Reads the annotation back; `None` when it is not a list of samples.
@@ -72,7 +78,7 @@ mod tests {
                 fake: false,
             },
         ];
-        let text = serde_json::to_string(&s).unwrap();
+        let text = format(&s);
         assert!(text.contains(r#""utilizationPercent":37"#), "{text}");
         assert_eq!(parse(&text), Some(s.clone()));
         assert_eq!(parse("main=0"), None);

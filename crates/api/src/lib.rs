@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod event;
 pub mod exec;
 pub mod gpu_usage;
+pub mod keys;
 pub mod meta;
 pub mod mltask;
 pub mod namespace;

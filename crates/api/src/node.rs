@@ -7,8 +7,7 @@ use crate::validation::Errors;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Label holding the model of a node's GPUs (`gpuModel` in MLTask selects on it).
-pub const LABEL_GPU_MODEL: &str = "kumo.dev/gpu-model";
+pub use crate::keys::LABEL_GPU_MODEL;
 /// Label every node carries with its own name.
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 

@@ -20,8 +20,7 @@ pub use volume::{
 
 /// Extended resource name for NVIDIA GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// Annotation the agent sets on a pod it gave GPUs: `CONTAINER=INDEX,INDEX;...` (device indices).
-pub const ANNOTATION_GPU_DEVICES: &str = "kumo.dev/gpu-devices";
+pub use crate::keys::ANNOTATION_GPU_DEVICES;
 /// Runtime class that runs containers as host processes.
 pub const RUNTIME_PROCESS: &str = "process";
 /// Runtime class of OCI containers run by runc (the default where runc is installed).

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p kumo-scheduler --example throughput -- --nodes 5000 --pods 50000`
 
+use kumo_api::keys::{LABEL_APP, LABEL_PROCESS, LABEL_ZONE};
 use kumo_api::{Node, Pod};
 use kumo_scheduler::run::snapshot;
 use kumo_scheduler::{Cluster, Strategy};
@@ -38,7 +39,7 @@ fn node(i: usize) -> Node {
     }
     serde_json::from_value(json!({
         "metadata": {"name": format!("node-{i:05}"), "labels": {
-            "kumo.dev/zone": ZONES[i % ZONES.len()],
+            LABEL_ZONE: ZONES[i % ZONES.len()],
             "pool": if gpu { "gpu" } else { "general" },
         }},
         "status": {
@@ -61,9 +62,9 @@ fn pod(i: usize, rng: &mut Rng) -> Pod {
     match rng.next() % 100 {
         0..70 => {}
         70..85 => {
-            labels = json!({"kumo.dev/app": format!("app-{}", rng.next() % 200), "kumo.dev/process": "web"});
+            labels = json!({LABEL_APP: format!("app-{}", rng.next() % 200), LABEL_PROCESS: "web"});
         }
-        85..95 => selector = json!({"kumo.dev/zone": rng.pick(&ZONES)}),
+        85..95 => selector = json!({LABEL_ZONE: rng.pick(&ZONES)}),
         _ => {
             requests["nvidia.com/gpu"] = json!("1");
             selector = json!({"pool": "gpu"});

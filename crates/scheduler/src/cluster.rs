@@ -1,8 +1,8 @@
 //! The scheduler's working copy of the cluster for one pass: node views, per-zone counts of
 //! app replicas, and where the last sampled search stopped.
 
-use crate::core::LABEL_ZONE;
 use crate::core::{explain, fits, score, spread_key, NodeView, Resources, Strategy, Unschedulable};
+use kumo_api::keys::LABEL_ZONE;
 use kumo_api::Pod;
 use std::collections::HashMap;
 

@@ -1,6 +1,7 @@
 //! The pure placement core: filter nodes that fit a pod, score them, pick one, or explain why none.
 
 use crate::cluster::Cluster;
+use kumo_api::keys::{LABEL_APP, LABEL_PROCESS};
 use kumo_api::node::Taint;
 use kumo_api::pod::{TaintEffect, Toleration, TolerationOperator};
 use kumo_api::{ConditionStatus, Node, Pod, GPU_RESOURCE};
@@ -263,15 +264,12 @@ pub fn score(want: &Resources, node: &NodeView, strategy: Strategy) -> i128 {
     }
 }
 
-/// Node label naming a node's zone; replicas of one app process spread across zones first.
-pub const LABEL_ZONE: &str = "kumo.dev/zone";
-
 /// The spread group of a pod: replicas of one app process (`ns/app/process`), which the
 /// scheduler places on the zones, then the nodes, holding the fewest of them.
 pub fn spread_key(pod: &Pod) -> Option<String> {
     let labels = &pod.metadata.labels;
-    let app = labels.get(kumo_api::app::LABEL_APP)?;
-    let process = labels.get(kumo_api::app::LABEL_PROCESS)?;
+    let app = labels.get(LABEL_APP)?;
+    let process = labels.get(LABEL_PROCESS)?;
     Some(format!("{}/{app}/{process}", pod.metadata.ns()))
 }
 
@@ -281,11 +279,6 @@ pub fn spread_key(pod: &Pod) -> Option<String> {
 pub fn place(pod: &Pod, nodes: &[NodeView], strategy: Strategy) -> Result<usize, Unschedulable> {
     Cluster::new(nodes.to_vec()).place(pod, strategy)
 }
-
-/// Label naming the gang (scheduling group) a pod belongs to; its value is unique per namespace.
-pub const LABEL_GANG: &str = "kumo.dev/gang";
-/// Annotation giving the number of pods in the pod's gang.
-pub const ANNOTATION_GANG_SIZE: &str = "kumo.dev/gang-size";
 
 /// Places every member of a gang at once, or none of them: one node index per member, in order.
 /// Members are placed one after another on views that count the members placed before them.

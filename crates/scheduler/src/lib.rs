@@ -5,8 +5,5 @@ pub mod core;
 pub mod run;
 
 pub use cluster::{feasible_nodes_to_find, Cluster};
-pub use core::{
-    place, place_gang, NodeView, Resources, Strategy, Unschedulable, ANNOTATION_GANG_SIZE,
-    LABEL_GANG,
-};
+pub use core::{place, place_gang, NodeView, Resources, Strategy, Unschedulable};
 pub use run::{run, SchedulerConfig};

@@ -3,7 +3,8 @@
 //! panics is caught; either is logged, counted and tried again after a back-off.
 
 use crate::cluster::Cluster;
-use crate::core::{place_gang, NodeView, Resources, Strategy, ANNOTATION_GANG_SIZE, LABEL_GANG};
+use crate::core::{place_gang, NodeView, Resources, Strategy};
+use kumo_api::keys::{parse_gang_size, ANNOTATION_GANG_SIZE, LABEL_GANG};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
 use kumo_client::{
@@ -178,7 +179,7 @@ fn units<'a>(pending: &[&'a Pod], all: &[Pod]) -> Vec<Unit<'a>> {
                 p.metadata
                     .annotations
                     .get(ANNOTATION_GANG_SIZE)
-                    .and_then(|s| s.parse().ok())
+                    .and_then(|s| parse_gang_size(s))
             })
             .unwrap_or(members.len());
         units.push(Unit::Gang {
@@ -329,6 +330,7 @@ async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kumo_api::keys::format_gang_size;
     use serde_json::json;
 
     /// Pods with this annotation panic in placement (the test hook of `schedule_pass`).
@@ -426,7 +428,7 @@ mod tests {
             p.metadata.labels.insert(LABEL_GANG.into(), g.into());
             p.metadata
                 .annotations
-                .insert(ANNOTATION_GANG_SIZE.into(), size.to_string());
+                .insert(ANNOTATION_GANG_SIZE.into(), format_gang_size(size));
         }
         p
     }

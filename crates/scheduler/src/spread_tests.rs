@@ -1,6 +1,7 @@
 //! Replicas of one app process spread over zones, then nodes, before resources decide.
 
 use super::*;
+use kumo_api::keys::LABEL_ZONE;
 use serde_json::json;
 
 fn node(name: &str, zone: Option<&str>, replicas: u32) -> NodeView {

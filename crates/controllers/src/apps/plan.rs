@@ -10,9 +10,10 @@ use super::pods::{
 };
 use kumo_api::app::{
     release_name, App, AppStatus, DeployStrategy, Drain, Release, ReleaseContent, ReleasePhase,
-    ReleaseSpec, ReleaseStatus, ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE,
+    ReleaseSpec, ReleaseStatus,
 };
 use kumo_api::bounds::{MAX_DURATION_SECONDS, MAX_REPLICAS};
+use kumo_api::keys::{ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE, LABEL_APP};
 use kumo_api::meta::set_condition;
 use kumo_api::{Condition, ConditionStatus, ObjectMeta, Pod, Time};
 use kumo_client::{clock, EventType};
@@ -69,7 +70,7 @@ pub fn next_release(app: &App, latest: Option<&Release>) -> Option<Release> {
     release
         .metadata
         .labels
-        .insert(kumo_api::app::LABEL_APP.into(), app.metadata.name.clone());
+        .insert(LABEL_APP.into(), app.metadata.name.clone());
     Some(release)
 }
 

@@ -1,8 +1,9 @@
 //! The pods of a release: how one replica looks (pure), and how a replica's state is read.
 
-use kumo_api::app::{
-    App, Protocol, Release, ANNOTATION_DRAIN_UNTIL, ANNOTATION_PORT, ANNOTATION_PROTOCOL,
-    LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, WEB_PROCESS,
+use kumo_api::app::{App, Protocol, Release, WEB_PROCESS};
+use kumo_api::keys::{
+    format_release, parse_release, parse_time, ANNOTATION_DRAIN_UNTIL, ANNOTATION_PORT,
+    ANNOTATION_PROTOCOL, LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, PORT_AUTO,
 };
 use kumo_api::meta::find_condition;
 use kumo_api::pod::{
@@ -62,15 +63,12 @@ pub fn delete_grace(pod: &Pod) -> i64 {
 
 /// When a draining replica is to be deleted, if it is draining.
 pub fn drain_until(pod: &Pod) -> Option<kumo_api::Time> {
-    let text = pod.metadata.annotations.get(ANNOTATION_DRAIN_UNTIL)?;
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
+    parse_time(pod.metadata.annotations.get(ANNOTATION_DRAIN_UNTIL)?)
 }
 
 /// The release version a pod runs, from its label.
 pub fn pod_release(pod: &Pod) -> Option<i64> {
-    pod.metadata.labels.get(LABEL_RELEASE)?.parse().ok()
+    parse_release(pod.metadata.labels.get(LABEL_RELEASE)?)
 }
 
 /// The process a pod runs, from its label.
@@ -101,7 +99,7 @@ pub fn replica(app: &App, release: &Release, process: &str) -> Pod {
     };
     meta.labels.insert(LABEL_APP.into(), r.app.clone());
     meta.labels
-        .insert(LABEL_RELEASE.into(), r.version.to_string());
+        .insert(LABEL_RELEASE.into(), format_release(r.version));
     meta.labels.insert(LABEL_PROCESS.into(), process.into());
     if let Some(uid) = &app.metadata.uid {
         meta.owner_references.push(OwnerReference {
@@ -145,7 +143,7 @@ pub fn replica(app: &App, release: &Release, process: &str) -> Pod {
         if process_runtime {
             // Host network: the agent picks a free port per replica and sets PORT.
             meta.annotations
-                .insert(ANNOTATION_PORT.into(), "auto".into());
+                .insert(ANNOTATION_PORT.into(), PORT_AUTO.into());
         } else {
             let port = spec.port.unwrap_or(5000);
             env.push(EnvVar {

@@ -4,7 +4,8 @@
 
 use super::plan::{plan, Plan};
 use crate::replica_failure;
-use kumo_api::app::{App, Release, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
+use kumo_api::app::{App, Release};
+use kumo_api::keys::{format_time, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
 use kumo_api::{Pod, Time};
 use kumo_client::{
     guard, Backoff, Client, ClientError, EventRecorder, Failure, Informer, ListParams, WorkQueue,
@@ -269,7 +270,7 @@ async fn reconcile(
         mark_replica_failure(client, apps, key, None).await;
     }
     for (pname, until) in &p.drain {
-        let stamp = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let stamp = format_time(*until);
         let patch =
             serde_json::json!({"metadata": {"annotations": {ANNOTATION_DRAIN_UNTIL: stamp}}});
         match client.patch::<Pod>(&ns, pname, &patch).await {

@@ -14,6 +14,7 @@
 //!   that reservation, or if its own deadline ends before the reserved start. Either way it
 //!   cannot delay the first task's start.
 
+use kumo_api::keys::{parse_seconds, ANNOTATION_DEADLINE};
 use kumo_api::{Pod, Time};
 use kumo_scheduler::{place_gang, NodeView, Resources, Strategy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -272,13 +273,10 @@ fn task_deadline(task: &TaskView, now: Time) -> Option<Time> {
         .replicas
         .first()
         .and_then(|p| p.metadata.annotations.get(ANNOTATION_DEADLINE))
-        .and_then(|s| s.parse::<i64>().ok())?;
+        .and_then(|s| parse_seconds(s))?;
     // Past the calendar's end (a deadline stored before the bound): no deadline.
     kumo_client::clock::add_seconds(now, seconds)
 }
-
-/// Annotation on replica pods carrying the task's `activeDeadlineSeconds` (admission reads it).
-pub const ANNOTATION_DEADLINE: &str = "kumo.dev/active-deadline-seconds";
 
 /// Whether placement sees the two tasks' gangs alike: as many replicas, each asking for the same
 /// resources on the same kind of node (what `place_gang` reads of a pod).

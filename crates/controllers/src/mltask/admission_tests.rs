@@ -2,6 +2,7 @@
 
 use super::admission::*;
 use chrono::TimeZone;
+use kumo_api::keys::ANNOTATION_DEADLINE;
 use kumo_api::{Node, Pod, Time};
 use kumo_scheduler::{NodeView, Resources};
 use serde_json::json;

@@ -190,7 +190,7 @@ pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Out
                     Action::CreatePod(p) => p
                         .metadata
                         .labels
-                        .get(super::replicas::LABEL_TASK)
+                        .get(kumo_api::keys::LABEL_TASK)
                         .map(|t| format!("{}/{t}", p.metadata.ns())),
                     _ => None,
                 };

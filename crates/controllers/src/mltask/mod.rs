@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod controller;
 pub mod gang;
+pub mod outcome;
 pub mod pass;
 pub mod replicas;
 pub mod settled;

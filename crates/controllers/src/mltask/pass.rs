@@ -11,19 +11,22 @@
 //! they were.
 
 use super::admission::{admit, Decision, QueueView};
-use super::gang::{cond, create_missing, holds, phase, replica_statuses, step, PlacementPods};
-use super::replicas::{belongs_to, GRACE_SECONDS, LABEL_TASK};
+use super::gang::{create_missing, replica_statuses, step, PlacementPods, StepInput};
+use super::outcome::{cond, holds};
+use super::replicas::belongs_to;
 use super::standing::held_until;
+use kumo_api::keys::LABEL_TASK;
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, TaskPhase, DEFAULT_QUEUE};
 use kumo_api::node::Node;
-use kumo_api::{MLTask, Pod, PodPhase, Queue, Time};
+use kumo_api::{MLTask, Pod, Queue, Time};
 use kumo_scheduler::{NodeView, Resources};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::gang::{backoff, MAX_BACKOFF};
+pub use super::outcome::{Action, Outcome};
 
 /// What the pass sees.
 pub struct Snapshot<'a> {
@@ -37,71 +40,6 @@ pub struct Snapshot<'a> {
     pub datasets: Option<&'a std::collections::BTreeSet<String>>,
     /// When this controller last wrote each task's status (by key), for `standing::held_until`.
     pub standing_written: &'a BTreeMap<String, Time>,
-}
-
-/// One write the pass asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Replace the task's status with this one.
-    Status(Box<MLTask>),
-    CreatePod(Box<Pod>),
-    /// Delete a pod gracefully.
-    DeletePod {
-        namespace: String,
-        name: String,
-        grace_seconds: i64,
-    },
-    Event {
-        task: Box<MLTask>,
-        warning: bool,
-        reason: &'static str,
-        message: String,
-    },
-    QueueStatus(Box<Queue>),
-}
-
-/// The pass's writes and when to look again at the latest (back-offs ending, deadlines).
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub actions: Vec<Action>,
-    pub next_at: Option<Time>,
-    /// Tasks whose step panicked, with the panic's message: this pass wrote nothing for them
-    /// and decided for the others (the loop logs, counts and retries them).
-    pub failed: Vec<(String, String)>,
-}
-
-impl Outcome {
-    pub(super) fn wake_at(&mut self, t: Time) {
-        self.next_at = Some(self.next_at.map_or(t, |n| n.min(t)));
-    }
-
-    pub(super) fn event(
-        &mut self,
-        task: &MLTask,
-        warning: bool,
-        reason: &'static str,
-        message: String,
-    ) {
-        self.actions.push(Action::Event {
-            task: Box::new(task.clone()),
-            warning,
-            reason,
-            message,
-        });
-    }
-
-    pub(super) fn delete(&mut self, pod: &Pod) {
-        // A pod whose node was lost has no agent left to stop it gracefully: it goes at once
-        // (even when a graceful delete was asked before its node was lost).
-        let lost = phase(pod) == PodPhase::Unknown;
-        if pod.metadata.deletion_timestamp.is_none() || lost {
-            self.actions.push(Action::DeletePod {
-                namespace: pod.metadata.ns().to_string(),
-                name: pod.metadata.name.clone(),
-                grace_seconds: if lost { 0 } else { GRACE_SECONDS },
-            });
-        }
-    }
 }
 
 /// `namespace/name`.
@@ -178,19 +116,16 @@ pub fn pass(s: &Snapshot, now: Time, backoff_base: Duration) -> Outcome {
         let stepped = kumo_client::guard_pure(|| {
             #[cfg(test)]
             super::pass_tests::panic_if_asked(key);
-            step(
+            let input = StepInput {
                 task,
                 key,
-                &mut placements,
-                &mine,
-                &mut new,
-                &mut views,
-                s.nodes,
-                s.datasets,
+                mine: &mine,
+                nodes: s.nodes,
+                datasets: s.datasets,
                 now,
                 backoff_base,
-                &mut out,
-            )
+            };
+            step(&input, &mut new, &mut placements, &mut views, &mut out)
         });
         match stepped {
             Ok(Some(view)) => views_for_admission.push(view),
@@ -281,7 +216,7 @@ fn apply_decision(
         let mut t = (*task).clone();
         t.status = Some(st.clone());
         out.event(&t, false, "Admitted", message);
-        create_missing(&t, &[], st, placement, s.nodes, out);
+        create_missing(&t, &[], st.attempts, placement, s.nodes).apply(st, out);
     }
     for (key, why) in &d.preempt {
         let Some((task, st)) = next.get_mut(key.as_str()) else {

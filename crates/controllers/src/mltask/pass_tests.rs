@@ -1,8 +1,9 @@
 //! The controller's pass as data: tasks, nodes and pods in; statuses, pods and events out.
 
 use super::pass::*;
-use super::replicas::{replica_pod, LABEL_TASK};
+use super::replicas::replica_pod;
 use chrono::TimeZone;
+use kumo_api::keys::LABEL_TASK;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::{MLTask, Node, Pod, Queue, Time};
 use serde_json::json;

@@ -1,7 +1,10 @@
 //! The pod of each replica of an MLTask, with the distributed-training environment. Pure.
 
-use super::admission::ANNOTATION_DEADLINE;
-use kumo_api::dataset;
+use kumo_api::keys::{
+    format_attempt, format_rank, format_seconds, parse_rank, ANNOTATION_ATTEMPT,
+    ANNOTATION_DATASET, ANNOTATION_DEADLINE, ANNOTATION_OUTPUT, ANNOTATION_SCRATCH,
+    LABEL_GPU_MODEL, LABEL_RANK, LABEL_TASK,
+};
 use kumo_api::mltask::{MLTask, DEFAULT_MASTER_PORT};
 use kumo_api::pod::{
     Container, EnvVar, HostPathType, HostPathVolumeSource, PodSpec, RestartPolicy, Volume,
@@ -10,12 +13,6 @@ use kumo_api::pod::{
 use kumo_api::{ObjectMeta, OwnerReference, Pod, Quantity, Resource, GPU_RESOURCE};
 use std::collections::BTreeMap;
 
-/// Label on every replica pod: the name of its task.
-pub const LABEL_TASK: &str = "kumo.dev/mltask";
-/// Label on every replica pod: its rank.
-pub const LABEL_RANK: &str = "kumo.dev/rank";
-/// Annotation on every replica pod: the attempt it belongs to.
-pub const ANNOTATION_ATTEMPT: &str = "kumo.dev/attempt";
 /// The container of a replica pod.
 pub const CONTAINER: &str = "main";
 /// Where a container replica finds `spec.data` (read-only).
@@ -30,7 +27,7 @@ pub fn pod_name(task: &str, rank: usize) -> String {
 
 /// The rank of a replica pod, from its label.
 pub fn rank_of(pod: &Pod) -> Option<usize> {
-    pod.metadata.labels.get(LABEL_RANK)?.parse().ok()
+    parse_rank(pod.metadata.labels.get(LABEL_RANK)?)
 }
 
 /// Whether `pod` is a replica of `task` (same namespace, label, and owner uid when both have one).
@@ -101,11 +98,11 @@ pub fn placement_pod(task: &MLTask, node: Option<&str>) -> Pod {
     let spec = &task.spec;
     let mut node_selector = spec.node_selector.clone();
     if let Some(model) = &spec.resources.gpu_model {
-        node_selector.insert(kumo_api::node::LABEL_GPU_MODEL.to_string(), model.clone());
+        node_selector.insert(LABEL_GPU_MODEL.to_string(), model.clone());
     }
     let mut annotations = BTreeMap::new();
     if let Some(d) = spec.active_deadline_seconds {
-        annotations.insert(ANNOTATION_DEADLINE.to_string(), d.to_string());
+        annotations.insert(ANNOTATION_DEADLINE.to_string(), format_seconds(d));
     }
     Pod {
         metadata: ObjectMeta {
@@ -156,23 +153,20 @@ pub fn replica_pod(
     env.extend(replica_env(task, rank, master_addr));
     let labels = &mut pod.metadata.labels;
     labels.insert(LABEL_TASK.to_string(), task.metadata.name.clone());
-    labels.insert(LABEL_RANK.to_string(), rank.to_string());
+    labels.insert(LABEL_RANK.to_string(), format_rank(rank));
     let annotations = &mut pod.metadata.annotations;
-    annotations.insert(ANNOTATION_ATTEMPT.to_string(), attempt.to_string());
+    annotations.insert(ANNOTATION_ATTEMPT.to_string(), format_attempt(attempt));
     // Datasets, output and scratch are directories of the replica's node: the agent makes them
     // and gives them to the container (see the agent's `task_data`).
     if let Some(name) = spec.data.as_ref().and_then(|d| d.dataset.clone()) {
-        annotations.insert(dataset::ANNOTATION_DATASET.to_string(), name);
+        annotations.insert(ANNOTATION_DATASET.to_string(), name);
     }
     if let Some(out) = &spec.output {
-        annotations.insert(dataset::ANNOTATION_OUTPUT.to_string(), out.path.clone());
+        annotations.insert(ANNOTATION_OUTPUT.to_string(), out.path.clone());
     }
     if let Some(scratch) = &spec.scratch {
         let limit = scratch.size_limit.as_ref().map(|q| q.to_string());
-        annotations.insert(
-            dataset::ANNOTATION_SCRATCH.to_string(),
-            limit.unwrap_or_default(),
-        );
+        annotations.insert(ANNOTATION_SCRATCH.to_string(), limit.unwrap_or_default());
     }
     let owner = task.metadata.uid.clone().map(|uid| OwnerReference {
         api_version: MLTask::api_version(),
@@ -358,18 +352,15 @@ mod tests {
             "output": {"path": "models/a"}, "scratch": {"sizeLimit": "1Gi"}}));
         let p = replica_pod(&t, 0, Some("n1"), "10.0.0.1", 1);
         let a = &p.metadata.annotations;
-        assert_eq!(a[dataset::ANNOTATION_DATASET], "mnist");
-        assert_eq!(a[dataset::ANNOTATION_OUTPUT], "models/a");
-        assert_eq!(a[dataset::ANNOTATION_SCRATCH], "1Gi");
+        assert_eq!(a[ANNOTATION_DATASET], "mnist");
+        assert_eq!(a[ANNOTATION_OUTPUT], "models/a");
+        assert_eq!(a[ANNOTATION_SCRATCH], "1Gi");
         // The node adds the volumes; the pod names none itself.
         assert!(p.spec.volumes.is_empty());
         let t = task(json!({"image": "train:1", "scratch": {}}));
         let p = replica_pod(&t, 0, Some("n1"), "10.0.0.1", 1);
-        assert_eq!(p.metadata.annotations[dataset::ANNOTATION_SCRATCH], "");
-        assert!(!p
-            .metadata
-            .annotations
-            .contains_key(dataset::ANNOTATION_OUTPUT));
+        assert_eq!(p.metadata.annotations[ANNOTATION_SCRATCH], "");
+        assert!(!p.metadata.annotations.contains_key(ANNOTATION_OUTPUT));
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! pass would clone and look at every task and pod a cluster ever ran: a batch of 1,000 short
 //! tasks made the last pass a thousand times the work of the first.
 
-use super::gang::holds;
+use super::outcome::holds;
 use super::pass::task_key;
-use super::replicas::LABEL_TASK;
+use kumo_api::keys::LABEL_TASK;
 use kumo_api::{MLTask, Pod};
 use std::collections::HashMap;
 

@@ -2,16 +2,13 @@
 
 use super::out;
 use anyhow::bail;
+use kumo_api::keys::{LABEL_RANK, LABEL_TASK};
 use kumo_api::mltask::MLTask;
 use kumo_api::Pod;
 use kumo_client::{Client, ListParams, LogParams, Watched};
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use tokio::sync::mpsc;
-
-/// Label on replica pods naming their task (set by the MLTask controller).
-const LABEL_TASK: &str = "kumo.dev/mltask";
-const LABEL_RANK: &str = "kumo.dev/rank";
 
 /// The task named by `mltask/NAME` (or `mlt/NAME`, ...); `None` for other kinds.
 pub fn task_name(arg: &str) -> anyhow::Result<Option<String>> {
