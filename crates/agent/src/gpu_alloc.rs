@@ -8,25 +8,15 @@
 
 use crate::gpu::GpuDiscovery;
 use kumo_api::node::GpuDevice;
-use kumo_api::pod::{Container, EnvVar, ANNOTATION_GPU_DEVICES};
-use kumo_api::{Pod, GPU_RESOURCE};
+use kumo_api::pod::{EnvVar, ANNOTATION_GPU_DEVICES};
+use kumo_api::Pod;
 use kumo_client::Client;
+pub use kumo_runtime::gpus::{gpus_wanted, CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Device indices per container name.
 pub type Assignment = BTreeMap<String, Vec<u32>>;
-
-/// The variables naming a GPU container's devices, set last in its environment.
-pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
-pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
-
-/// Whole GPUs `c` asks for (0 when none).
-pub fn gpus_wanted(c: &Container) -> usize {
-    c.resources
-        .request(GPU_RESOURCE)
-        .map_or(0, |q| (q.millis() / 1000).max(0) as usize)
-}
 
 /// GPUs each container asks for (only those asking for some).
 fn wanted(pod: &Pod) -> Vec<(String, usize)> {

@@ -4,14 +4,14 @@ use crate::images::RootfsProvider;
 use crate::model::{SyncParams, Waiting};
 use crate::plan::{is_process_pod, plan, Action};
 use crate::pulls::{decide, PullStep, PullTable, REASON_ERR_IMAGE_PULL};
-use crate::record::PodRecord;
-use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
 use kumo_api::{ObjectMeta, Pod};
 use kumo_client::{
     guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer, WorkQueue,
 };
+use kumo_runtime::record::PodRecord;
+use kumo_runtime::{Runtime, RuntimeEvent, StartOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub enum SyncError {
     #[error(transparent)]
     Api(#[from] ClientError),
     #[error(transparent)]
-    Runtime(#[from] crate::error::RuntimeError),
+    Runtime(#[from] kumo_runtime::RuntimeError),
 }
 
 /// A lock that a panic elsewhere does not poison for good.
@@ -268,7 +268,7 @@ impl PodWorker {
                     oci.sandboxes
                         .teardown(&rec.uid)
                         .await
-                        .map_err(crate::error::RuntimeError::Shim)?;
+                        .map_err(kumo_runtime::RuntimeError::Shim)?;
                     self.forget(&rec.uid);
                 }
             }

@@ -26,13 +26,13 @@ use super::process::{ProcessRuntime, ShimCommand};
 use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
 use crate::error::RuntimeError;
-use crate::gpu::GpuDiscovery;
-use crate::gpu_alloc::CUDA_VISIBLE_DEVICES;
-use crate::images::RootfsProvider;
+use crate::gpus::GpuDevices;
+use crate::gpus::CUDA_VISIBLE_DEVICES;
 use crate::layout::Layout;
 use crate::mounts::{remove_tree, unmount_all_under};
 use crate::record::ContainerRecord;
-use crate::sandbox::Sandboxes;
+use crate::rootfs::RootfsMounter;
+use crate::sandbox::PodSandboxes;
 use crate::shim::ShimArgs;
 use crate::sys::Sys;
 use cli::{container_id, is_of_pod, OciCli};
@@ -54,13 +54,13 @@ pub struct OciRuntimeConfig {
     pub extra_args: Vec<String>,
     pub shim: ShimCommand,
     pub sys: Arc<dyn Sys>,
-    pub images: Arc<dyn RootfsProvider>,
-    pub sandboxes: Arc<Sandboxes>,
+    pub images: Arc<dyn RootfsMounter>,
+    pub sandboxes: Arc<dyn PodSandboxes>,
     pub allow_privileged: bool,
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
     /// The node's GPUs (their UUIDs name devices in CDI specs and `CUDA_VISIBLE_DEVICES`).
-    pub gpus: Arc<dyn GpuDiscovery>,
+    pub gpus: Arc<dyn GpuDevices>,
     /// Where CDI specs are read, lowest priority first.
     pub cdi_spec_dirs: Vec<PathBuf>,
 }
@@ -110,11 +110,11 @@ pub struct OciDriver {
     class: &'static str,
     layout: Layout,
     cli: OciCli,
-    images: Arc<dyn RootfsProvider>,
-    sandboxes: Arc<Sandboxes>,
+    images: Arc<dyn RootfsMounter>,
+    sandboxes: Arc<dyn PodSandboxes>,
     allow_privileged: bool,
     cgroup_root: PathBuf,
-    gpus: Arc<dyn GpuDiscovery>,
+    gpus: Arc<dyn GpuDevices>,
     cdi_spec_dirs: Vec<PathBuf>,
     /// `Localhost` seccomp profiles: `<agent data dir>/seccomp`.
     seccomp_dir: PathBuf,
@@ -368,7 +368,7 @@ impl Driver for OciDriver {
         _work_dir: &Path,
         command: &[String],
         tty: bool,
-    ) -> Result<crate::runtime::ExecSpec, String> {
+    ) -> Result<crate::ExecSpec, String> {
         let id = record
             .runtime_id
             .as_deref()
@@ -400,7 +400,7 @@ impl Driver for OciDriver {
             argv.push(id);
             argv.extend(command.iter().cloned());
         }
-        Ok(crate::runtime::ExecSpec {
+        Ok(crate::ExecSpec {
             argv,
             ..Default::default()
         })
@@ -461,7 +461,3 @@ impl Driver for OciDriver {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "oci_tests.rs"]
-mod tests;

@@ -12,11 +12,11 @@ use super::{Runtime, RuntimeEvent, StartOutcome};
 use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
 use crate::layout::{is_safe_component, Layout};
-use crate::model::PodRuntimeState;
 use crate::record::{
     read_json, write_json, ContainerRecord, ExitRecord, PodRecord, START_ERROR_CODE,
 };
 use crate::shim::Handshake;
+use crate::state::PodRuntimeState;
 use crate::sys::Sys;
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{Pod, Time};
@@ -40,7 +40,7 @@ pub struct ProcessRuntimeConfig {
     pub cgroups: Cgroups,
     pub sys: Arc<dyn Sys>,
     /// The node's pod sandboxes, where process pods' volumes are made.
-    pub sandboxes: Option<Arc<crate::sandbox::Sandboxes>>,
+    pub sandboxes: Option<Arc<dyn crate::sandbox::PodSandboxes>>,
 }
 
 /// The process runtime; cheap to clone.

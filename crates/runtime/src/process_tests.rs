@@ -1,12 +1,12 @@
 //! Tests of the process runtime with real processes, the shim being this test binary itself.
 //!
-//! The runtime spawns `<test binary> --exact runtime::process::tests::shim_entry` marked by
+//! The runtime spawns `<test binary> --exact process::tests::shim_entry` marked by
 //! `SHIM_ENV`; that test then runs the real `shim::standby` (which takes its job on stdin and
 //! runs `shim::run`) and exits the process.
 
 use super::*;
 use crate::fixtures::pod;
-use crate::model::RunState;
+use crate::state::RunState;
 use crate::sys::RealSys;
 use kumo_api::pod::EnvVar;
 use kumo_api::RestartPolicy;
@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-const SHIM_ENV: &str = "KUMO_AGENT_TEST_SHIM";
+const SHIM_ENV: &str = "KUMO_RUNTIME_TEST_SHIM";
 
 /// Not a test: the entry point of the shim when this binary is started as one.
 #[test]
@@ -38,7 +38,7 @@ fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEven
         program: std::env::current_exe().expect("test exe"),
         args: [
             "--exact",
-            "runtime::process::tests::shim_entry",
+            "process::tests::shim_entry",
             "--nocapture",
             "--test-threads=1",
         ]

@@ -6,7 +6,7 @@ use super::super::env::{argv, environment};
 use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
 use crate::record::ContainerRecord;
-use crate::sandbox::Sandboxes;
+use crate::sandbox::PodSandboxes;
 use crate::shim::binds::Bind;
 use crate::shim::ShimArgs;
 use crate::sys::Sys;
@@ -19,7 +19,7 @@ pub struct ProcessDriver {
     pub cgroups: Arc<Cgroups>,
     pub sys: Arc<dyn Sys>,
     /// Where the pod's volumes are (made by the agent before the first container starts).
-    pub sandboxes: Option<Arc<Sandboxes>>,
+    pub sandboxes: Option<Arc<dyn PodSandboxes>>,
 }
 
 impl ProcessDriver {
