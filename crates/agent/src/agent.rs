@@ -17,7 +17,7 @@ use kumo_client::{Change, Client, Informer, ListParams, WorkQueue};
 use kumo_runtime::cgroup::Cgroups;
 use kumo_runtime::oci::OciRuntimeConfig;
 use kumo_runtime::sys::RealSys;
-use kumo_runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, Runtimes, ShimCommand};
+use kumo_runtime::{ProcessRuntimeConfig, Runtime, Runtimes, ShimCommand};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -309,7 +309,7 @@ fn open_runtimes(
         )?;
         runtimes.push(Arc::new(rt));
     }
-    let process = ProcessRuntime::open(
+    let process = kumo_runtime::process::open(
         ProcessRuntimeConfig {
             data_dir: config.data_dir.clone(),
             shim,

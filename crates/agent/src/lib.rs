@@ -42,7 +42,7 @@ pub use config::AgentConfig;
 pub use error::AgentError;
 pub use gpu::{FakeGpus, GpuDiscovery, NvmlGpus};
 pub use kumo_runtime::RuntimeError;
-pub use kumo_runtime::{ProcessRuntime, Runtime};
+pub use kumo_runtime::{Runtime, ShimRuntime};
 pub use model::{PodRuntimeState, SyncParams};
 pub use plan::{plan, Action};
 pub use status::pod_status;

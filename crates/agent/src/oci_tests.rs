@@ -14,7 +14,7 @@ use kumo_api::{Quantity, RestartPolicy};
 use kumo_runtime::oci::cli::is_of_pod;
 use kumo_runtime::oci::{open, OciRuntimeConfig};
 use kumo_runtime::sys::{RealSys, Sys};
-use kumo_runtime::{ProcessRuntime, Runtime, RuntimeEvent, ShimCommand, StartOutcome};
+use kumo_runtime::{Runtime, RuntimeEvent, ShimCommand, ShimRuntime, StartOutcome};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ fn shim_entry() {
 
 struct Harness {
     dir: tempfile::TempDir,
-    rt: ProcessRuntime,
+    rt: ShimRuntime,
     events: mpsc::UnboundedReceiver<RuntimeEvent>,
     sandboxes: Arc<Sandboxes>,
     class: &'static str,
@@ -81,7 +81,7 @@ fn open_runtime(
     dir: &Path,
     class: &'static str,
     sandboxes: Arc<Sandboxes>,
-) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+) -> (ShimRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
     let images = DirImages::new().with(
         "busybox",
         &dir.join("busybox"),

@@ -28,6 +28,7 @@ pub mod record;
 pub mod rootfs;
 pub mod sandbox;
 pub mod shim;
+pub mod shim_runtime;
 pub mod state;
 pub mod sys;
 
@@ -43,7 +44,8 @@ use std::time::Duration;
 
 pub use error::RuntimeError;
 pub use multi::Runtimes;
-pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
+pub use process::ProcessRuntimeConfig;
+pub use shim_runtime::{ShimCommand, ShimRuntime};
 
 /// The runtime class of a pod that names none (an OCI image run by runc).
 pub const DEFAULT_RUNTIME_CLASS: &str = "runc";

@@ -1,4 +1,4 @@
-//! The kernel-touching bits of the process runtime (process liveness, signals) behind a trait.
+//! The kernel-touching bits of the runtime (process liveness, signals) behind a trait.
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;

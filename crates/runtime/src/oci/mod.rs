@@ -22,7 +22,6 @@ pub mod user;
 
 use super::driver::{Driver, Launch, Refusal, RunPaths};
 use super::env::DEFAULT_PATH;
-use super::process::{ProcessRuntime, ShimCommand};
 use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
 use crate::error::RuntimeError;
@@ -34,6 +33,7 @@ use crate::record::ContainerRecord;
 use crate::rootfs::RootfsMounter;
 use crate::sandbox::PodSandboxes;
 use crate::shim::ShimArgs;
+use crate::shim_runtime::{ShimCommand, ShimRuntime};
 use crate::sys::Sys;
 use cli::{container_id, is_of_pod, OciCli};
 use config::{oci_config, Sandbox};
@@ -69,7 +69,7 @@ pub struct OciRuntimeConfig {
 pub fn open(
     config: OciRuntimeConfig,
     events: mpsc::UnboundedSender<RuntimeEvent>,
-) -> Result<ProcessRuntime, RuntimeError> {
+) -> Result<ShimRuntime, RuntimeError> {
     let root = config.data_dir.join("state");
     std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io(&root, e))?;
     // The seccomp profile is made once, reading the kernel's symbol table (about 50 ms of
@@ -97,7 +97,7 @@ pub fn open(
             .unwrap_or(&config.data_dir)
             .join("seccomp"),
     };
-    ProcessRuntime::with_driver(
+    ShimRuntime::with_driver(
         &config.data_dir,
         config.shim,
         config.sys,
