@@ -313,7 +313,7 @@ fn open_runtimes(
         ProcessRuntimeConfig {
             data_dir: config.data_dir.clone(),
             shim,
-            cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
+            cgroups: Cgroups::detect(sys.clone(), Path::new("/sys/fs/cgroup")),
             sys,
             sandboxes: Some(sandboxes.clone()),
         },

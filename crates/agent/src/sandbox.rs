@@ -18,6 +18,7 @@ use kumo_runtime::mounts::remove_tree;
 use kumo_runtime::record::{read_json, write_json, PodRecord};
 use kumo_runtime::sandbox::PodSandboxes;
 pub use kumo_runtime::sandbox::SandboxInfo;
+use kumo_runtime::sys::RealSys;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -299,7 +300,7 @@ impl Sandboxes {
         if let Err(e) = self.network.teardown(uid).await {
             first.get_or_insert(format!("tear down the pod network: {e}"));
         }
-        if let Err(e) = remove_tree(&self.pod_dir(uid)) {
+        if let Err(e) = remove_tree(&RealSys, &self.pod_dir(uid)) {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)

@@ -1,7 +1,18 @@
-//! The kernel-touching bits of the runtime (process liveness, signals) behind a trait.
+//! The system calls the runtime makes itself behind one trait, [`Sys`] (as youki's `Syscall`):
+//! process liveness and signals, cgroup files and directories, and mounts. [`RealSys`] is the
+//! kernel; [`FakeSys`] an in-memory stand-in, so that what uses them is tested without root.
+//!
+//! Not behind it: the runtime's own data directories (records, logs, bundles: plain files it
+//! owns), the shim (a separate process that forks, waits and joins cgroups), `nsexec` (it
+//! enters namespaces before it becomes the command), and the OCI runtimes' CLI (`runc`).
 
+mod fake;
+
+pub use fake::FakeSys;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// What the runtime asks the kernel; faked in tests.
 pub trait Sys: Send + Sync + 'static {
@@ -9,6 +20,26 @@ pub trait Sys: Send + Sync + 'static {
     fn start_time(&self, pid: i32) -> Option<u64>;
     /// Sends `signal` to the process group `pgid`; a group that is gone is not an error.
     fn signal_group(&self, pgid: i32, signal: Signal) -> Result<(), nix::Error>;
+
+    /// Whether `path` is a directory (a cgroup, or a hierarchy's root).
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Whether `path` is a file (a cgroup's control file).
+    fn is_file(&self, path: &Path) -> bool;
+    /// Makes cgroup directory `path` and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Writes a cgroup control file.
+    fn write(&self, path: &Path, contents: &str) -> io::Result<()>;
+    /// Reads a cgroup control file.
+    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// Removes the empty cgroup directory `path`.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// The directories directly under `path` (child cgroups, or a root's hierarchies).
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+
+    /// This process's mount table (`/proc/self/mountinfo`).
+    fn mountinfo(&self) -> io::Result<String>;
+    /// Unmounts `path` lazily (`MNT_DETACH`).
+    fn unmount(&self, path: &Path) -> Result<(), nix::Error>;
 }
 
 /// The real kernel.
@@ -34,6 +65,46 @@ impl Sys for RealSys {
             Err(nix::Error::ESRCH) => Ok(()),
             r => r,
         }
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn write(&self, path: &Path, contents: &str) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
+    fn subdirs(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(path)?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect())
+    }
+
+    fn mountinfo(&self) -> io::Result<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+    }
+
+    fn unmount(&self, path: &Path) -> Result<(), nix::Error> {
+        nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
     }
 }
 
@@ -89,5 +160,34 @@ mod tests {
             RealSys.signal_group(-1, Signal::SIGTERM),
             Err(nix::Error::EINVAL)
         );
+    }
+
+    #[test]
+    fn the_fake_refuses_what_the_kernel_refuses_and_records_the_rest() {
+        let fake = FakeSys::new().with_process(42, 7).with_dir("/cg/a");
+        for pgid in [1, 0, -1] {
+            assert_eq!(
+                fake.signal_group(pgid, Signal::SIGTERM),
+                Err(nix::Error::EINVAL)
+            );
+        }
+        fake.signal_group(42, Signal::SIGTERM).expect("term");
+        assert_eq!(fake.start_time(42), Some(7));
+        fake.signal_group(42, Signal::SIGKILL).expect("kill");
+        assert_eq!(fake.start_time(42), None);
+        assert_eq!(
+            fake.signals(),
+            vec![(42, Signal::SIGTERM), (42, Signal::SIGKILL)]
+        );
+        let kind = |r: std::io::Result<()>| r.map_err(|e| e.kind());
+        use std::io::ErrorKind::*;
+        assert_eq!(kind(fake.write(Path::new("/cg/b/x"), "1")), Err(NotFound));
+        assert_eq!(kind(fake.write(Path::new("/cg/a"), "1")), Err(IsADirectory));
+        assert_eq!(
+            kind(fake.remove_dir(Path::new("/cg"))),
+            Err(DirectoryNotEmpty)
+        );
+        assert_eq!(kind(fake.remove_dir(Path::new("/cg/b"))), Err(NotFound));
+        assert_eq!(fake.unmount(Path::new("/cg")), Err(nix::Error::EINVAL));
     }
 }

@@ -89,6 +89,7 @@ pub fn open(
         sandboxes: config.sandboxes,
         allow_privileged: config.allow_privileged,
         cgroup_root: config.cgroup_root,
+        sys: config.sys.clone(),
         gpus: config.gpus,
         cdi_spec_dirs: config.cdi_spec_dirs,
         seccomp_dir: config
@@ -114,6 +115,8 @@ pub struct OciDriver {
     sandboxes: Arc<dyn PodSandboxes>,
     allow_privileged: bool,
     cgroup_root: PathBuf,
+    /// Cgroups and mounts go through it.
+    sys: Arc<dyn Sys>,
     gpus: Arc<dyn GpuDevices>,
     cdi_spec_dirs: Vec<PathBuf>,
     /// `Localhost` seccomp profiles: `<agent data dir>/seccomp`.
@@ -205,7 +208,7 @@ impl OciDriver {
         let mut first = self.images.unmount(&target).await.err();
         let t1 = t0.elapsed();
         for dir in [target, self.bundle_dir(uid, container)] {
-            if let Err(e) = remove_tree(&dir) {
+            if let Err(e) = remove_tree(&*self.sys, &dir) {
                 first.get_or_insert(e);
             }
         }
@@ -292,7 +295,7 @@ impl OciDriver {
             self.add_gpus(&mut spec, &gpu_devices::visible_devices(c))?;
         }
         let bundle = self.bundle_dir(&p.uid, &p.container);
-        remove_tree(&bundle).map_err(Refusal::StartError)?;
+        remove_tree(&*self.sys, &bundle).map_err(Refusal::StartError)?;
         std::fs::create_dir_all(&bundle)
             .map_err(|e| Refusal::StartError(format!("create {}: {e}", bundle.display())))?;
         spec.save(bundle.join("config.json"))
@@ -308,7 +311,12 @@ impl OciDriver {
                 exit_file: p.exit_file.clone(),
                 log_file: p.log_file.clone(),
                 pid_file: p.pid_file.clone(),
-                cgroups: vec![memory_dir(&self.cgroup_root, &p.uid, &p.container)],
+                cgroups: vec![memory_dir(
+                    &*self.sys,
+                    &self.cgroup_root,
+                    &p.uid,
+                    &p.container,
+                )],
                 runtime: Some(self.cli.binary.clone()),
                 runtime_args: self.cli.global_args(),
                 bundle: Some(bundle),
@@ -450,11 +458,11 @@ impl Driver for OciDriver {
             }
         }
         if pod_dir.exists() {
-            if let Err(e) = unmount_all_under(&pod_dir) {
+            if let Err(e) = unmount_all_under(&*self.sys, &pod_dir) {
                 first.get_or_insert(e);
             }
         }
-        remove_pod_everywhere(&self.cgroup_root, uid);
+        remove_pod_everywhere(&*self.sys, &self.cgroup_root, uid);
         match first {
             None => Ok(()),
             Some(e) => Err(RuntimeError::Shim(e)),
