@@ -60,22 +60,30 @@ pub struct PodWorker {
     killing: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Pods (uids) whose cleanup is running.
     cleaning: Arc<Mutex<BTreeSet<String>>>,
-    /// (uid, container, restart count) already announced with a BackOff event.
-    backoff_announced: Mutex<BTreeSet<(String, String, i32)>>,
-    /// Grace periods of pods seen deleted from the API, by uid.
-    gone_grace: Mutex<BTreeMap<String, Duration>>,
+    /// What the worker remembers of each pod across syncs, by uid.
+    pods: Mutex<BTreeMap<String, PodMemory>>,
     /// Consecutive failed (or panicked) syncs by pod key, and the node's total.
     failures: Backoff<String>,
     oci: Option<OciParts>,
-    /// Why not-yet-started containers wait, by pod uid and container name.
-    waiting: Mutex<BTreeMap<String, BTreeMap<String, Waiting>>>,
     prober: Option<Arc<crate::probe::Prober>>,
     /// Hands out GPU devices to containers that ask for GPUs.
     gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
     /// MLTask datasets, output and scratch on this node.
     task_data: Option<Arc<crate::task_data::TaskData>>,
-    /// Pods whose output was collected after their containers ended, by uid.
-    collected: Mutex<BTreeSet<String>>,
+}
+
+/// What the worker remembers of one pod across syncs: made when first needed, forgotten as a
+/// whole (`PodWorker::forget`).
+#[derive(Debug, Default)]
+struct PodMemory {
+    /// The pod's grace period, for its containers once it is gone from the API.
+    gone_grace: Option<Duration>,
+    /// (container, restart count) already announced with a BackOff event.
+    backoff_announced: BTreeSet<(String, i32)>,
+    /// Why not-yet-started containers wait, by container name.
+    waiting: BTreeMap<String, Waiting>,
+    /// Its output was collected after its containers ended.
+    collected: bool,
 }
 
 impl PodWorker {
@@ -96,15 +104,12 @@ impl PodWorker {
             params,
             killing: Arc::default(),
             cleaning: Arc::default(),
-            backoff_announced: Mutex::default(),
-            gone_grace: Mutex::default(),
+            pods: Mutex::default(),
             failures: Backoff::new(RETRY_BASE, RETRY_MAX),
             oci: None,
-            waiting: Mutex::default(),
             prober: None,
             gpus: None,
             task_data: None,
-            collected: Mutex::default(),
         }
     }
 
@@ -132,16 +137,23 @@ impl PodWorker {
         self
     }
 
+    /// Changes what the worker remembers of pod `uid`, making its memory when there is none.
+    fn remember<R>(&self, uid: &str, f: impl FnOnce(&mut PodMemory) -> R) -> R {
+        f(lock(&self.pods).entry(uid.to_string()).or_default())
+    }
+
+    /// Reads what the worker remembers of pod `uid`, if anything.
+    fn recall<R>(&self, uid: &str, f: impl FnOnce(&PodMemory) -> R) -> Option<R> {
+        lock(&self.pods).get(uid).map(f)
+    }
+
     fn set_waiting(&self, uid: &str, container: &str, w: Waiting) {
-        lock(&self.waiting)
-            .entry(uid.to_string())
-            .or_default()
-            .insert(container.to_string(), w);
+        self.remember(uid, |p| p.waiting.insert(container.to_string(), w));
     }
 
     fn clear_waiting(&self, uid: &str, container: &str) {
-        if let Some(m) = lock(&self.waiting).get_mut(uid) {
-            m.remove(container);
+        if let Some(p) = lock(&self.pods).get_mut(uid) {
+            p.waiting.remove(container);
         }
     }
 
@@ -178,7 +190,8 @@ impl PodWorker {
                 .metadata
                 .deletion_grace_period_seconds
                 .unwrap_or_else(|| pod.spec.grace_period_seconds());
-            lock(&self.gone_grace).insert(uid.clone(), Duration::from_secs(grace.max(0) as u64));
+            let grace = Duration::from_secs(grace.max(0) as u64);
+            self.remember(uid, |p| p.gone_grace = Some(grace));
         }
     }
 
@@ -288,9 +301,9 @@ impl PodWorker {
     async fn stop_orphan(&self, rec: &PodRecord) -> Result<(), SyncError> {
         let state = self.runtime.state(&rec.uid);
         if state.any_running() {
-            let grace = lock(&self.gone_grace)
-                .get(&rec.uid)
-                .copied()
+            let grace = self
+                .recall(&rec.uid, |p| p.gone_grace)
+                .flatten()
                 .unwrap_or(ORPHAN_GRACE);
             let stub = Pod {
                 metadata: ObjectMeta {
@@ -314,10 +327,7 @@ impl PodWorker {
     }
 
     fn forget(&self, uid: &str) {
-        lock(&self.gone_grace).remove(uid);
-        lock(&self.backoff_announced).retain(|(u, _, _)| u != uid);
-        lock(&self.waiting).remove(uid);
-        lock(&self.collected).remove(uid);
+        lock(&self.pods).remove(uid);
         if let Some(oci) = &self.oci {
             oci.pulls
                 .lock()
@@ -411,9 +421,11 @@ impl PodWorker {
         // Remember the pod's grace period now: when it vanishes from the API, the informer's
         // cache may say so before its Deleted change arrives, and its containers must still get
         // the pod's own grace period rather than the orphan default.
-        lock(&self.gone_grace)
-            .entry(uid.clone())
-            .or_insert_with(|| Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64));
+        self.remember(&uid, |p| {
+            p.gone_grace.get_or_insert_with(|| {
+                Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64)
+            });
+        });
         let key = kumo_client::cache_key(pod);
         let now = chrono::Utc::now();
         let actual = self.runtime.state(&uid);
@@ -444,11 +456,9 @@ impl PodWorker {
                         .containers
                         .get(&c.name)
                         .map_or(0, |s| s.restart_count);
-                    let first = lock(&self.backoff_announced).insert((
-                        uid.clone(),
-                        c.name.clone(),
-                        restarts,
-                    ));
+                    let first = self.remember(&uid, |p| {
+                        p.backoff_announced.insert((c.name.clone(), restarts))
+                    });
                     if first {
                         self.recorder
                             .record(
@@ -464,9 +474,7 @@ impl PodWorker {
                 Action::Start { container } => {
                     let name = pod.spec.containers.get(container).map(|c| c.name.as_str());
                     let waits = name.is_some_and(|n| {
-                        lock(&self.waiting)
-                            .get(&uid)
-                            .is_some_and(|m| m.contains_key(n))
+                        self.recall(&uid, |p| p.waiting.contains_key(n)) == Some(true)
                     });
                     if !waits {
                         self.queue.add(key.clone());
@@ -499,7 +507,7 @@ impl PodWorker {
                 .metadata
                 .annotations
                 .contains_key(kumo_api::dataset::ANNOTATION_OUTPUT)
-            || !lock(&self.collected).insert(uid)
+            || self.remember(&uid, |p| std::mem::replace(&mut p.collected, true))
         {
             return;
         }
@@ -629,7 +637,9 @@ impl PodWorker {
             reason: REASON_CONFIG_ERROR.to_string(),
             message: Some(message.clone()),
         };
-        let changed = lock(&self.waiting).get(&uid).and_then(|m| m.get(container)) != Some(&w);
+        let changed = self
+            .recall(&uid, |p| p.waiting.get(container) != Some(&w))
+            .unwrap_or(true);
         if changed {
             self.recorder
                 .record(
@@ -791,7 +801,7 @@ impl PodWorker {
     /// The runtime's state of a pod plus what the worker knows: waiting reasons and the pod IP.
     fn observed(&self, uid: &str) -> crate::model::PodRuntimeState {
         let mut actual = self.runtime.state(uid);
-        actual.waiting = lock(&self.waiting).get(uid).cloned().unwrap_or_default();
+        actual.waiting = self.recall(uid, |p| p.waiting.clone()).unwrap_or_default();
         actual.pod_ip = self
             .oci
             .as_ref()
