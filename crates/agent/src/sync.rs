@@ -86,6 +86,33 @@ struct PodMemory {
     collected: bool,
 }
 
+/// The steps that prepare a container's start, in order: the MLTask replica's data
+/// directories, the pod's sandbox (and for OCI pods its image), its GPU devices, its
+/// `kumo.dev/port: auto` port.
+const START_PREPARATION: [Preparation; 4] = [
+    Preparation::TaskData,
+    Preparation::Sandbox,
+    Preparation::GpuDevices,
+    Preparation::AppPort,
+];
+
+/// One step of [`START_PREPARATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preparation {
+    TaskData,
+    Sandbox,
+    GpuDevices,
+    AppPort,
+}
+
+/// What a preparation step decided.
+enum Prepared {
+    /// Go on, with the pod as it will run when the step changed it.
+    Ready(Option<Box<Pod>>),
+    /// The container cannot start now; the step said why or queued the pod again.
+    Wait,
+}
+
 impl PodWorker {
     pub fn new(
         client: Client,
@@ -531,72 +558,17 @@ impl PodWorker {
             .get(index)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        let with_data;
-        let pod = match self.task_data.clone() {
-            Some(td) if crate::task_data::wants_dirs(pod) => {
-                match td.prepare(&self.client, pod).await {
-                    Ok(dirs) => {
-                        with_data = crate::task_data::with_dirs(pod, &dirs);
-                        &with_data
-                    }
-                    Err(message) => {
-                        self.config_error(pod, &name, message).await;
-                        // A dataset pushed meanwhile is found on the next try.
-                        self.queue
-                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(2));
-                        return Ok(());
-                    }
-                }
+        // The pod as it will run: each step may add to it (directories, devices, a port).
+        let mut run = std::borrow::Cow::Borrowed(pod);
+        for step in START_PREPARATION {
+            match self.prepare(step, &run, index, &name).await? {
+                Prepared::Ready(None) => {}
+                Prepared::Ready(Some(changed)) => run = std::borrow::Cow::Owned(*changed),
+                Prepared::Wait => return Ok(()),
             }
-            _ => pod,
-        };
-        let ready = if is_process_pod(pod) {
-            pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
-        } else {
-            self.oci_ready(pod, index).await
-        };
-        if !ready {
-            return Ok(());
         }
-        let with_devices;
-        let pod = match self.gpus.clone() {
-            Some(gpus) if crate::gpu_alloc::wants_gpus(pod) => {
-                let runtime = self.runtime.clone();
-                // Ended pods hold no device unless their containers still run; leaving the
-                // others out spares a clone of every ended pod on the node per container start.
-                let pods = self.informer.list_filtered(|p| {
-                    !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-                        || runtime
-                            .state(p.metadata.uid.as_deref().unwrap_or_default())
-                            .any_running()
-                });
-                let active = |uid: &str| {
-                    let ended = pods.iter().any(|p| {
-                        p.metadata.uid.as_deref() == Some(uid)
-                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-                    });
-                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
-                    (known && !ended) || runtime.state(uid).any_running()
-                };
-                match gpus.prepare(&self.client, pod, &pods, &active).await {
-                    Ok(p) => {
-                        with_devices = p;
-                        &with_devices
-                    }
-                    Err(message) => {
-                        self.config_error(pod, &name, message).await;
-                        // Devices free up as soon as their pods' statuses say they ended: look
-                        // again soon rather than after a whole back-off.
-                        self.queue
-                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
-                        return Ok(());
-                    }
-                }
-            }
-            _ => pod,
-        };
+        let pod = &*run;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let pod = &crate::app_port::ensure(&self.client, pod).await?;
         let outcome = self.runtime.start(pod, index).await?;
         if let StartOutcome::ConfigError(message) = &outcome {
             self.config_error(pod, &name, message.clone()).await;
@@ -627,6 +599,90 @@ impl PodWorker {
             }
         }
         Ok(())
+    }
+
+    /// One step of a container's preparation (see [`START_PREPARATION`]). A step that stops the
+    /// start has said why the container waits, or queued the pod again.
+    async fn prepare(
+        &self,
+        step: Preparation,
+        pod: &Pod,
+        index: usize,
+        name: &str,
+    ) -> Result<Prepared, SyncError> {
+        match step {
+            Preparation::TaskData => {
+                let Some(td) = self.task_data.clone() else {
+                    return Ok(Prepared::Ready(None));
+                };
+                if !crate::task_data::wants_dirs(pod) {
+                    return Ok(Prepared::Ready(None));
+                }
+                match td.prepare(&self.client, pod).await {
+                    Ok(dirs) => Ok(Prepared::Ready(Some(Box::new(
+                        crate::task_data::with_dirs(pod, &dirs),
+                    )))),
+                    Err(message) => {
+                        self.config_error(pod, name, message).await;
+                        // A dataset pushed meanwhile is found on the next try.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(2));
+                        Ok(Prepared::Wait)
+                    }
+                }
+            }
+            Preparation::Sandbox => {
+                let ready = if is_process_pod(pod) {
+                    pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
+                } else {
+                    self.oci_ready(pod, index).await
+                };
+                Ok(if ready {
+                    Prepared::Ready(None)
+                } else {
+                    Prepared::Wait
+                })
+            }
+            Preparation::GpuDevices => {
+                let Some(gpus) = self.gpus.clone() else {
+                    return Ok(Prepared::Ready(None));
+                };
+                if !crate::gpu_alloc::wants_gpus(pod) {
+                    return Ok(Prepared::Ready(None));
+                }
+                let runtime = self.runtime.clone();
+                // Ended pods hold no device unless their containers still run; leaving the
+                // others out spares a clone of every ended pod on the node per container start.
+                let pods = self.informer.list_filtered(|p| {
+                    !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                        || runtime
+                            .state(p.metadata.uid.as_deref().unwrap_or_default())
+                            .any_running()
+                });
+                let active = |uid: &str| {
+                    let ended = pods.iter().any(|p| {
+                        p.metadata.uid.as_deref() == Some(uid)
+                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    });
+                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
+                    (known && !ended) || runtime.state(uid).any_running()
+                };
+                match gpus.prepare(&self.client, pod, &pods, &active).await {
+                    Ok(p) => Ok(Prepared::Ready(Some(Box::new(p)))),
+                    Err(message) => {
+                        self.config_error(pod, name, message).await;
+                        // Devices free up as soon as their pods' statuses say they ended: look
+                        // again soon rather than after a whole back-off.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
+                        Ok(Prepared::Wait)
+                    }
+                }
+            }
+            Preparation::AppPort => Ok(Prepared::Ready(Some(Box::new(
+                crate::app_port::ensure(&self.client, pod).await?,
+            )))),
+        }
     }
 
     /// A container's configuration is refused: it waits with `CreateContainerConfigError`
