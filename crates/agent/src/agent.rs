@@ -1,6 +1,5 @@
 //! `run`: wires the runtime, the node heartbeat, the pod informer and worker, and the log endpoint.
 
-use crate::cgroup::Cgroups;
 use crate::config::AgentConfig;
 use crate::config::{find_runtime, DEFAULT_RUNSC_ARGS};
 use crate::error::AgentError;
@@ -10,14 +9,15 @@ use crate::images::{RootfsProvider, StoreImages};
 use crate::logs::{router, LogService};
 use crate::model::SyncParams;
 use crate::node::{HostFacts, NodeAgent, NodeIdentity};
-use crate::runtime::oci::OciRuntimeConfig;
-use crate::runtime::{ProcessRuntime, ProcessRuntimeConfig, Runtime, Runtimes, ShimCommand};
 use crate::sandbox::{CniNetwork, NetworkProvider, NoNetwork, Sandboxes};
 use crate::sync::{OciParts, PodWorker};
-use crate::sys::RealSys;
 use kumo_api::pod::{RUNTIME_RUNC, RUNTIME_RUNSC};
 use kumo_api::Pod;
 use kumo_client::{Change, Client, Informer, ListParams, WorkQueue};
+use kumo_runtime::cgroup::Cgroups;
+use kumo_runtime::oci::OciRuntimeConfig;
+use kumo_runtime::sys::RealSys;
+use kumo_runtime::{ProcessRuntimeConfig, Runtime, Runtimes, ShimCommand};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -228,7 +228,7 @@ impl Drop for Claim {
 /// share (the image store, the pod sandboxes).
 fn open_runtimes(
     config: &AgentConfig,
-    events: mpsc::UnboundedSender<crate::runtime::RuntimeEvent>,
+    events: mpsc::UnboundedSender<kumo_runtime::RuntimeEvent>,
     gpus: Arc<dyn GpuDiscovery>,
 ) -> Result<(Runtimes, OciParts, kumo_image::ImageStore), AgentError> {
     let cc = &config.containers;
@@ -249,7 +249,8 @@ fn open_runtimes(
             images_dir.display()
         ))
     })?;
-    let images: Arc<dyn RootfsProvider> = Arc::new(StoreImages(store.clone()));
+    let store_images = Arc::new(StoreImages(store.clone()));
+    let images: Arc<dyn RootfsProvider> = store_images.clone();
     let network: Arc<dyn NetworkProvider> = if cc.no_pod_network {
         Arc::new(NoNetwork)
     } else {
@@ -275,7 +276,7 @@ fn open_runtimes(
     let host_paths = HostPathPolicy::new(cc.allowed_host_paths.clone(), protected);
     let sandboxes = Arc::new(Sandboxes::new(sandbox_dir, network, host_paths));
     let shim = ShimCommand::kumo(&config.shim_exe, &config.data_dir);
-    let sys: Arc<dyn crate::sys::Sys> = Arc::new(RealSys);
+    let sys: Arc<dyn kumo_runtime::sys::Sys> = Arc::new(RealSys);
     let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
     let runsc_args: Vec<String> = if cc.runsc_args.is_empty() {
         DEFAULT_RUNSC_ARGS.iter().map(|s| s.to_string()).collect()
@@ -294,7 +295,7 @@ fn open_runtimes(
             continue;
         };
         tracing::info!(runtime = class, binary = %binary.display(), "OCI runtime found");
-        let rt = crate::runtime::oci::open(
+        let rt = kumo_runtime::oci::open(
             OciRuntimeConfig {
                 class,
                 data_dir: config.data_dir.join(class),
@@ -302,22 +303,22 @@ fn open_runtimes(
                 extra_args,
                 shim: shim.clone(),
                 sys: sys.clone(),
-                images: images.clone(),
+                images: store_images.clone(),
                 sandboxes: sandboxes.clone(),
                 allow_privileged: cc.allow_privileged,
                 cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-                gpus: gpus.clone(),
-                cdi_spec_dirs: crate::runtime::oci::cdi::spec_dirs(&cc.cdi_spec_dirs),
+                gpus: Arc::new(crate::gpu::RuntimeGpus(gpus.clone())),
+                cdi_spec_dirs: kumo_runtime::oci::cdi::spec_dirs(&cc.cdi_spec_dirs),
             },
             events.clone(),
         )?;
         runtimes.push(Arc::new(rt));
     }
-    let process = ProcessRuntime::open(
+    let process = kumo_runtime::process::open(
         ProcessRuntimeConfig {
             data_dir: config.data_dir.clone(),
             shim,
-            cgroups: Cgroups::detect(Path::new("/sys/fs/cgroup")),
+            cgroups: Cgroups::detect(sys.clone(), Path::new("/sys/fs/cgroup")),
             sys,
             sandboxes: Some(sandboxes.clone()),
         },

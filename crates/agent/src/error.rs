@@ -1,5 +1,7 @@
-//! The agent's typed errors: what stops the agent, and what a runtime operation reports.
+//! The agent's typed errors: what stops the agent (a runtime operation's own errors are
+//! `kumo_runtime::RuntimeError`).
 
+use kumo_runtime::RuntimeError;
 use std::path::PathBuf;
 
 /// Why the agent could not run.
@@ -24,33 +26,4 @@ pub enum AgentError {
     Config(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-}
-
-/// Why a runtime operation failed (starting, killing or cleaning up a container).
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The container's definition cannot be run by this runtime.
-    #[error("{0}")]
-    InvalidContainer(String),
-    /// The supervising shim could not be started or did not answer.
-    #[error("shim: {0}")]
-    Shim(String),
-    /// The container is not known to the runtime.
-    #[error("no container {container:?} in pod {uid}")]
-    NotFound { uid: String, container: String },
-}
-
-impl RuntimeError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RuntimeError::Io {
-            path: path.into(),
-            source,
-        }
-    }
 }

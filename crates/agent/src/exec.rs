@@ -4,14 +4,14 @@
 //! terminal) carried as frames over the upgraded connection, then its exit code.
 
 use crate::logs::{authorized, status, LogService};
-use crate::nsexec::NsExecArgs;
-use crate::runtime::{ExecRefusal, ExecSpec};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
 use http::{header, StatusCode};
 use hyper_util::rt::TokioIo;
 use kumo_api::exec::{self as proto, ExecExit, TerminalSize};
+use kumo_runtime::nsexec::NsExecArgs;
+use kumo_runtime::{ExecRefusal, ExecSpec};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::Stdio;

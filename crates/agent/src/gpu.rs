@@ -2,7 +2,9 @@
 
 use kumo_api::gpu_usage::GpuUsage;
 use kumo_api::node::GpuDevice;
+use kumo_runtime::gpus::GpuDevices;
 use nvml_wrapper::Nvml;
+use std::sync::Arc;
 
 /// Finds the node's GPUs.
 pub trait GpuDiscovery: Send + Sync {
@@ -14,6 +16,15 @@ pub trait GpuDiscovery: Send + Sync {
     /// The device's use now; `None` when it cannot be read.
     fn sample(&self, _index: u32) -> Option<GpuUsage> {
         None
+    }
+}
+
+/// The node's discovery as the runtime sees it (the devices to give containers).
+pub struct RuntimeGpus(pub Arc<dyn GpuDiscovery>);
+
+impl GpuDevices for RuntimeGpus {
+    fn discover(&self) -> Vec<GpuDevice> {
+        self.0.discover()
     }
 }
 

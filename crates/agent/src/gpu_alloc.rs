@@ -9,25 +9,15 @@
 use crate::gpu::GpuDiscovery;
 use kumo_api::keys::{format_gpu_devices, parse_gpu_devices, GpuDevices, ANNOTATION_GPU_DEVICES};
 use kumo_api::node::GpuDevice;
-use kumo_api::pod::{Container, EnvVar};
-use kumo_api::{Pod, GPU_RESOURCE};
+use kumo_api::pod::EnvVar;
+use kumo_api::Pod;
 use kumo_client::Client;
+pub use kumo_runtime::gpus::{gpus_wanted, CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Device indices per container name (the pod's record, `kumo_api::keys::GpuDevices`).
 pub type Assignment = GpuDevices;
-
-/// The variables naming a GPU container's devices, set last in its environment.
-pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
-pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
-
-/// Whole GPUs `c` asks for (0 when none).
-pub fn gpus_wanted(c: &Container) -> usize {
-    c.resources
-        .request(GPU_RESOURCE)
-        .map_or(0, |q| (q.millis() / 1000).max(0) as usize)
-}
 
 /// GPUs each container asks for (only those asking for some).
 fn wanted(pod: &Pod) -> Vec<(String, usize)> {

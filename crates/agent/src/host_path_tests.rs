@@ -148,7 +148,7 @@ fn what_was_opened_is_what_is_mounted() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    crate::mounts::remove_tree(&target).expect("unmount");
+    kumo_runtime::mounts::remove_tree(&kumo_runtime::sys::RealSys, &target).expect("unmount");
     assert_eq!(seen, ["mine"]);
     assert!(f.dir.path().join("outside/secret").exists());
 }

@@ -1,28 +1,11 @@
-//! Images as the agent needs them, behind [`RootfsProvider`]: is an image here, pull it, and
-//! make a fresh root filesystem of it for one container run. The real store is kumo-image;
-//! [`DirImages`] serves plain directories (tests, and nodes without a registry).
+//! Images as the agent needs them, behind [`RootfsProvider`]: is an image here, pull it; and as
+//! the runtime needs them, behind its [`RootfsMounter`]: make a fresh root filesystem of one for
+//! a container run. The real store is kumo-image; [`DirImages`] serves plain directories
+//! (tests, and nodes without a registry).
 
+pub use kumo_runtime::rootfs::{ImageConfig, Rootfs, RootfsMounter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// The parts of an OCI image config a container run uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// `KEY=VALUE` entries, in the image's order.
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    /// `uid`, `uid:gid`, `name` or `name:group`.
-    pub user: Option<String>,
-}
-
-/// A root filesystem made for one container run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rootfs {
-    pub path: PathBuf,
-    pub config: ImageConfig,
-}
 
 /// The node's images.
 #[async_trait::async_trait]
@@ -33,13 +16,6 @@ pub trait RootfsProvider: Send + Sync + 'static {
     /// Pulls `image` from its registry with `auth` (anonymous: the node's stored credentials,
     /// if any); the error is the registry's (or resolver's) own text.
     async fn pull(&self, image: &str, auth: &kumo_image::RegistryAuth) -> Result<(), String>;
-
-    /// Makes a fresh, writable root filesystem of `image` at `target` (an empty directory the
-    /// caller owns) and returns where it is with the image's config.
-    async fn mount(&self, image: &str, target: &Path) -> Result<Rootfs, String>;
-
-    /// Undoes [`RootfsProvider::mount`] of `target`; nothing mounted is no error.
-    async fn unmount(&self, target: &Path) -> Result<(), String>;
 }
 
 /// Images that are directories already unpacked on the node, by reference. A "pull" of an
@@ -78,7 +54,10 @@ impl RootfsProvider for DirImages {
             ))
         }
     }
+}
 
+#[async_trait::async_trait]
+impl RootfsMounter for DirImages {
     async fn mount(&self, image: &str, _target: &Path) -> Result<Rootfs, String> {
         let (path, config) = self
             .images
@@ -112,7 +91,10 @@ impl RootfsProvider for StoreImages {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
 
+#[async_trait::async_trait]
+impl RootfsMounter for StoreImages {
     async fn mount(&self, image: &str, target: &Path) -> Result<Rootfs, String> {
         let stored = self
             .0

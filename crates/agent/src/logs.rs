@@ -7,7 +7,6 @@
 
 use crate::model::ContainerRuntimeState;
 use crate::plan::will_restart;
-use crate::runtime::Runtime;
 use crate::tail::tail_offset;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,6 +17,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use kumo_api::{Pod, Status};
 use kumo_client::Informer;
+use kumo_runtime::Runtime;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;

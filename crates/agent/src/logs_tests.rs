@@ -1,12 +1,12 @@
 //! Tests of the log endpoint over real HTTP, with a fake runtime and a map of pods.
 
 use super::*;
-use crate::error::RuntimeError;
 use crate::fixtures::{dead, exited, pod, running};
 use crate::model::PodRuntimeState;
-use crate::record::PodRecord;
-use crate::runtime::StartOutcome;
 use kumo_api::RestartPolicy;
+use kumo_runtime::record::PodRecord;
+use kumo_runtime::RuntimeError;
+use kumo_runtime::StartOutcome;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -6,8 +6,7 @@ use kumo_api::pod::RUNTIME_PROCESS;
 use kumo_api::{Pod, RestartPolicy, Time};
 use std::time::Duration;
 
-/// The runtime class of a pod that names none (an OCI image run by runc).
-pub const DEFAULT_RUNTIME_CLASS: &str = "runc";
+pub use kumo_runtime::{runtime_class, DEFAULT_RUNTIME_CLASS};
 
 /// One step towards the desired state.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,14 +19,6 @@ pub enum Action {
     WaitBackoff { container: usize, until: Time },
     /// Every container is stopped: write the final status and remove the pod.
     FinalizeDeletion,
-}
-
-/// The runtime class a pod asks for.
-pub fn runtime_class(pod: &Pod) -> &str {
-    pod.spec
-        .runtime_class_name
-        .as_deref()
-        .unwrap_or(DEFAULT_RUNTIME_CLASS)
 }
 
 /// Why this node cannot run the pod's runtime class, if it cannot.

@@ -6,9 +6,9 @@
 
 use crate::app_port::with_assigned_port;
 use crate::model::PodRuntimeState;
-use crate::runtime::Runtime;
 use kumo_api::Pod;
 use kumo_client::{Informer, WorkQueue};
+use kumo_runtime::Runtime;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -11,12 +11,14 @@
 //! ```
 
 use crate::host_path::{HostPathPolicy, OpenedHostPath};
-use crate::layout::is_safe_component;
-use crate::mounts::remove_tree;
-use crate::record::{read_json, write_json, PodRecord};
 use kumo_api::pod::{HostPathType, Volume};
 use kumo_api::Pod;
-use serde::{Deserialize, Serialize};
+use kumo_runtime::layout::is_safe_component;
+use kumo_runtime::mounts::remove_tree;
+use kumo_runtime::record::{read_json, write_json, PodRecord};
+use kumo_runtime::sandbox::PodSandboxes;
+pub use kumo_runtime::sandbox::SandboxInfo;
+use kumo_runtime::sys::RealSys;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -97,21 +99,6 @@ impl NetworkProvider for CniNetwork {
     }
 }
 
-/// A finished sandbox (`sandbox.json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxInfo {
-    pub uid: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns_path: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<IpAddr>,
-    /// `(path in the container, file on the host)` for `/etc/hosts` and friends.
-    pub etc_files: Vec<(String, PathBuf)>,
-    /// Host directories of the pod's volumes, by name.
-    pub volumes: BTreeMap<String, PathBuf>,
-}
-
 /// Why a sandbox could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SandboxError {
@@ -121,6 +108,12 @@ pub enum SandboxError {
     /// Setting it up failed; retried with back-off.
     #[error("{0}")]
     Failed(String),
+}
+
+impl PodSandboxes for Sandboxes {
+    fn get(&self, uid: &str) -> Option<SandboxInfo> {
+        Sandboxes::get(self, uid)
+    }
 }
 
 /// The sandboxes of a node.
@@ -138,7 +131,7 @@ impl Sandboxes {
     ) -> Self {
         // Made now (not with the first sandbox) so that its subdirectories are spread out.
         if std::fs::create_dir_all(&dir).is_ok() {
-            crate::layout::spread_subdirs(&dir);
+            kumo_runtime::layout::spread_subdirs(&dir);
         }
         Sandboxes {
             dir,
@@ -307,7 +300,7 @@ impl Sandboxes {
         if let Err(e) = self.network.teardown(uid).await {
             first.get_or_insert(format!("tear down the pod network: {e}"));
         }
-        if let Err(e) = remove_tree(&self.pod_dir(uid)) {
+        if let Err(e) = remove_tree(&RealSys, &self.pod_dir(uid)) {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)

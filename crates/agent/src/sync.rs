@@ -4,14 +4,14 @@ use crate::images::RootfsProvider;
 use crate::model::{SyncParams, Waiting};
 use crate::plan::{is_process_pod, plan, Action};
 use crate::pulls::{decide, PullStep, PullTable, REASON_ERR_IMAGE_PULL};
-use crate::record::PodRecord;
-use crate::runtime::{Runtime, RuntimeEvent, StartOutcome};
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
 use kumo_api::{ObjectMeta, Pod};
 use kumo_client::{
     guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer, WorkQueue,
 };
+use kumo_runtime::record::PodRecord;
+use kumo_runtime::{Runtime, RuntimeEvent, StartOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub enum SyncError {
     #[error(transparent)]
     Api(#[from] ClientError),
     #[error(transparent)]
-    Runtime(#[from] crate::error::RuntimeError),
+    Runtime(#[from] kumo_runtime::RuntimeError),
 }
 
 /// A lock that a panic elsewhere does not poison for good.
@@ -60,22 +60,57 @@ pub struct PodWorker {
     killing: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Pods (uids) whose cleanup is running.
     cleaning: Arc<Mutex<BTreeSet<String>>>,
-    /// (uid, container, restart count) already announced with a BackOff event.
-    backoff_announced: Mutex<BTreeSet<(String, String, i32)>>,
-    /// Grace periods of pods seen deleted from the API, by uid.
-    gone_grace: Mutex<BTreeMap<String, Duration>>,
+    /// What the worker remembers of each pod across syncs, by uid.
+    pods: Mutex<BTreeMap<String, PodMemory>>,
     /// Consecutive failed (or panicked) syncs by pod key, and the node's total.
     failures: Backoff<String>,
     oci: Option<OciParts>,
-    /// Why not-yet-started containers wait, by pod uid and container name.
-    waiting: Mutex<BTreeMap<String, BTreeMap<String, Waiting>>>,
     prober: Option<Arc<crate::probe::Prober>>,
     /// Hands out GPU devices to containers that ask for GPUs.
     gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
     /// MLTask datasets, output and scratch on this node.
     task_data: Option<Arc<crate::task_data::TaskData>>,
-    /// Pods whose output was collected after their containers ended, by uid.
-    collected: Mutex<BTreeSet<String>>,
+}
+
+/// What the worker remembers of one pod across syncs: made when first needed, forgotten as a
+/// whole (`PodWorker::forget`).
+#[derive(Debug, Default)]
+struct PodMemory {
+    /// The pod's grace period, for its containers once it is gone from the API.
+    gone_grace: Option<Duration>,
+    /// (container, restart count) already announced with a BackOff event.
+    backoff_announced: BTreeSet<(String, i32)>,
+    /// Why not-yet-started containers wait, by container name.
+    waiting: BTreeMap<String, Waiting>,
+    /// Its output was collected after its containers ended.
+    collected: bool,
+}
+
+/// The steps that prepare a container's start, in order: the MLTask replica's data
+/// directories, the pod's sandbox (and for OCI pods its image), its GPU devices, its
+/// `kumo.dev/port: auto` port.
+const START_PREPARATION: [Preparation; 4] = [
+    Preparation::TaskData,
+    Preparation::Sandbox,
+    Preparation::GpuDevices,
+    Preparation::AppPort,
+];
+
+/// One step of [`START_PREPARATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preparation {
+    TaskData,
+    Sandbox,
+    GpuDevices,
+    AppPort,
+}
+
+/// What a preparation step decided.
+enum Prepared {
+    /// Go on, with the pod as it will run when the step changed it.
+    Ready(Option<Box<Pod>>),
+    /// The container cannot start now; the step said why or queued the pod again.
+    Wait,
 }
 
 impl PodWorker {
@@ -96,15 +131,12 @@ impl PodWorker {
             params,
             killing: Arc::default(),
             cleaning: Arc::default(),
-            backoff_announced: Mutex::default(),
-            gone_grace: Mutex::default(),
+            pods: Mutex::default(),
             failures: Backoff::new(RETRY_BASE, RETRY_MAX),
             oci: None,
-            waiting: Mutex::default(),
             prober: None,
             gpus: None,
             task_data: None,
-            collected: Mutex::default(),
         }
     }
 
@@ -132,16 +164,23 @@ impl PodWorker {
         self
     }
 
+    /// Changes what the worker remembers of pod `uid`, making its memory when there is none.
+    fn remember<R>(&self, uid: &str, f: impl FnOnce(&mut PodMemory) -> R) -> R {
+        f(lock(&self.pods).entry(uid.to_string()).or_default())
+    }
+
+    /// Reads what the worker remembers of pod `uid`, if anything.
+    fn recall<R>(&self, uid: &str, f: impl FnOnce(&PodMemory) -> R) -> Option<R> {
+        lock(&self.pods).get(uid).map(f)
+    }
+
     fn set_waiting(&self, uid: &str, container: &str, w: Waiting) {
-        lock(&self.waiting)
-            .entry(uid.to_string())
-            .or_default()
-            .insert(container.to_string(), w);
+        self.remember(uid, |p| p.waiting.insert(container.to_string(), w));
     }
 
     fn clear_waiting(&self, uid: &str, container: &str) {
-        if let Some(m) = lock(&self.waiting).get_mut(uid) {
-            m.remove(container);
+        if let Some(p) = lock(&self.pods).get_mut(uid) {
+            p.waiting.remove(container);
         }
     }
 
@@ -178,7 +217,8 @@ impl PodWorker {
                 .metadata
                 .deletion_grace_period_seconds
                 .unwrap_or_else(|| pod.spec.grace_period_seconds());
-            lock(&self.gone_grace).insert(uid.clone(), Duration::from_secs(grace.max(0) as u64));
+            let grace = Duration::from_secs(grace.max(0) as u64);
+            self.remember(uid, |p| p.gone_grace = Some(grace));
         }
     }
 
@@ -268,7 +308,7 @@ impl PodWorker {
                     oci.sandboxes
                         .teardown(&rec.uid)
                         .await
-                        .map_err(crate::error::RuntimeError::Shim)?;
+                        .map_err(kumo_runtime::RuntimeError::Shim)?;
                     self.forget(&rec.uid);
                 }
             }
@@ -288,9 +328,9 @@ impl PodWorker {
     async fn stop_orphan(&self, rec: &PodRecord) -> Result<(), SyncError> {
         let state = self.runtime.state(&rec.uid);
         if state.any_running() {
-            let grace = lock(&self.gone_grace)
-                .get(&rec.uid)
-                .copied()
+            let grace = self
+                .recall(&rec.uid, |p| p.gone_grace)
+                .flatten()
                 .unwrap_or(ORPHAN_GRACE);
             let stub = Pod {
                 metadata: ObjectMeta {
@@ -314,10 +354,7 @@ impl PodWorker {
     }
 
     fn forget(&self, uid: &str) {
-        lock(&self.gone_grace).remove(uid);
-        lock(&self.backoff_announced).retain(|(u, _, _)| u != uid);
-        lock(&self.waiting).remove(uid);
-        lock(&self.collected).remove(uid);
+        lock(&self.pods).remove(uid);
         if let Some(oci) = &self.oci {
             oci.pulls
                 .lock()
@@ -411,9 +448,11 @@ impl PodWorker {
         // Remember the pod's grace period now: when it vanishes from the API, the informer's
         // cache may say so before its Deleted change arrives, and its containers must still get
         // the pod's own grace period rather than the orphan default.
-        lock(&self.gone_grace)
-            .entry(uid.clone())
-            .or_insert_with(|| Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64));
+        self.remember(&uid, |p| {
+            p.gone_grace.get_or_insert_with(|| {
+                Duration::from_secs(pod.spec.grace_period_seconds().max(0) as u64)
+            });
+        });
         let key = kumo_client::cache_key(pod);
         let now = chrono::Utc::now();
         let actual = self.runtime.state(&uid);
@@ -444,11 +483,9 @@ impl PodWorker {
                         .containers
                         .get(&c.name)
                         .map_or(0, |s| s.restart_count);
-                    let first = lock(&self.backoff_announced).insert((
-                        uid.clone(),
-                        c.name.clone(),
-                        restarts,
-                    ));
+                    let first = self.remember(&uid, |p| {
+                        p.backoff_announced.insert((c.name.clone(), restarts))
+                    });
                     if first {
                         self.recorder
                             .record(
@@ -464,9 +501,7 @@ impl PodWorker {
                 Action::Start { container } => {
                     let name = pod.spec.containers.get(container).map(|c| c.name.as_str());
                     let waits = name.is_some_and(|n| {
-                        lock(&self.waiting)
-                            .get(&uid)
-                            .is_some_and(|m| m.contains_key(n))
+                        self.recall(&uid, |p| p.waiting.contains_key(n)) == Some(true)
                     });
                     if !waits {
                         self.queue.add(key.clone());
@@ -499,7 +534,7 @@ impl PodWorker {
                 .metadata
                 .annotations
                 .contains_key(kumo_api::dataset::ANNOTATION_OUTPUT)
-            || !lock(&self.collected).insert(uid)
+            || self.remember(&uid, |p| std::mem::replace(&mut p.collected, true))
         {
             return;
         }
@@ -523,72 +558,17 @@ impl PodWorker {
             .get(index)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        let with_data;
-        let pod = match self.task_data.clone() {
-            Some(td) if crate::task_data::wants_dirs(pod) => {
-                match td.prepare(&self.client, pod).await {
-                    Ok(dirs) => {
-                        with_data = crate::task_data::with_dirs(pod, &dirs);
-                        &with_data
-                    }
-                    Err(message) => {
-                        self.config_error(pod, &name, message).await;
-                        // A dataset pushed meanwhile is found on the next try.
-                        self.queue
-                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(2));
-                        return Ok(());
-                    }
-                }
+        // The pod as it will run: each step may add to it (directories, devices, a port).
+        let mut run = std::borrow::Cow::Borrowed(pod);
+        for step in START_PREPARATION {
+            match self.prepare(step, &run, index, &name).await? {
+                Prepared::Ready(None) => {}
+                Prepared::Ready(Some(changed)) => run = std::borrow::Cow::Owned(*changed),
+                Prepared::Wait => return Ok(()),
             }
-            _ => pod,
-        };
-        let ready = if is_process_pod(pod) {
-            pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
-        } else {
-            self.oci_ready(pod, index).await
-        };
-        if !ready {
-            return Ok(());
         }
-        let with_devices;
-        let pod = match self.gpus.clone() {
-            Some(gpus) if crate::gpu_alloc::wants_gpus(pod) => {
-                let runtime = self.runtime.clone();
-                // Ended pods hold no device unless their containers still run; leaving the
-                // others out spares a clone of every ended pod on the node per container start.
-                let pods = self.informer.list_filtered(|p| {
-                    !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-                        || runtime
-                            .state(p.metadata.uid.as_deref().unwrap_or_default())
-                            .any_running()
-                });
-                let active = |uid: &str| {
-                    let ended = pods.iter().any(|p| {
-                        p.metadata.uid.as_deref() == Some(uid)
-                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-                    });
-                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
-                    (known && !ended) || runtime.state(uid).any_running()
-                };
-                match gpus.prepare(&self.client, pod, &pods, &active).await {
-                    Ok(p) => {
-                        with_devices = p;
-                        &with_devices
-                    }
-                    Err(message) => {
-                        self.config_error(pod, &name, message).await;
-                        // Devices free up as soon as their pods' statuses say they ended: look
-                        // again soon rather than after a whole back-off.
-                        self.queue
-                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
-                        return Ok(());
-                    }
-                }
-            }
-            _ => pod,
-        };
+        let pod = &*run;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let pod = &crate::app_port::ensure(&self.client, pod).await?;
         let outcome = self.runtime.start(pod, index).await?;
         if let StartOutcome::ConfigError(message) = &outcome {
             self.config_error(pod, &name, message.clone()).await;
@@ -621,6 +601,90 @@ impl PodWorker {
         Ok(())
     }
 
+    /// One step of a container's preparation (see [`START_PREPARATION`]). A step that stops the
+    /// start has said why the container waits, or queued the pod again.
+    async fn prepare(
+        &self,
+        step: Preparation,
+        pod: &Pod,
+        index: usize,
+        name: &str,
+    ) -> Result<Prepared, SyncError> {
+        match step {
+            Preparation::TaskData => {
+                let Some(td) = self.task_data.clone() else {
+                    return Ok(Prepared::Ready(None));
+                };
+                if !crate::task_data::wants_dirs(pod) {
+                    return Ok(Prepared::Ready(None));
+                }
+                match td.prepare(&self.client, pod).await {
+                    Ok(dirs) => Ok(Prepared::Ready(Some(Box::new(
+                        crate::task_data::with_dirs(pod, &dirs),
+                    )))),
+                    Err(message) => {
+                        self.config_error(pod, name, message).await;
+                        // A dataset pushed meanwhile is found on the next try.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(2));
+                        Ok(Prepared::Wait)
+                    }
+                }
+            }
+            Preparation::Sandbox => {
+                let ready = if is_process_pod(pod) {
+                    pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
+                } else {
+                    self.oci_ready(pod, index).await
+                };
+                Ok(if ready {
+                    Prepared::Ready(None)
+                } else {
+                    Prepared::Wait
+                })
+            }
+            Preparation::GpuDevices => {
+                let Some(gpus) = self.gpus.clone() else {
+                    return Ok(Prepared::Ready(None));
+                };
+                if !crate::gpu_alloc::wants_gpus(pod) {
+                    return Ok(Prepared::Ready(None));
+                }
+                let runtime = self.runtime.clone();
+                // Ended pods hold no device unless their containers still run; leaving the
+                // others out spares a clone of every ended pod on the node per container start.
+                let pods = self.informer.list_filtered(|p| {
+                    !p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                        || runtime
+                            .state(p.metadata.uid.as_deref().unwrap_or_default())
+                            .any_running()
+                });
+                let active = |uid: &str| {
+                    let ended = pods.iter().any(|p| {
+                        p.metadata.uid.as_deref() == Some(uid)
+                            && p.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    });
+                    let known = pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
+                    (known && !ended) || runtime.state(uid).any_running()
+                };
+                match gpus.prepare(&self.client, pod, &pods, &active).await {
+                    Ok(p) => Ok(Prepared::Ready(Some(Box::new(p)))),
+                    Err(message) => {
+                        self.config_error(pod, name, message).await;
+                        // Devices free up as soon as their pods' statuses say they ended: look
+                        // again soon rather than after a whole back-off.
+                        self.queue
+                            .add_after(kumo_client::cache_key(pod), Duration::from_secs(1));
+                        Ok(Prepared::Wait)
+                    }
+                }
+            }
+            Preparation::AppPort => Ok(Prepared::Ready(Some(Box::new(
+                crate::app_port::ensure(&self.client, pod).await?,
+            )))),
+        }
+    }
+
     /// A container's configuration is refused: it waits with `CreateContainerConfigError`
     /// and is tried again after the back-off base.
     async fn config_error(&self, pod: &Pod, container: &str, message: String) {
@@ -629,7 +693,9 @@ impl PodWorker {
             reason: REASON_CONFIG_ERROR.to_string(),
             message: Some(message.clone()),
         };
-        let changed = lock(&self.waiting).get(&uid).and_then(|m| m.get(container)) != Some(&w);
+        let changed = self
+            .recall(&uid, |p| p.waiting.get(container) != Some(&w))
+            .unwrap_or(true);
         if changed {
             self.recorder
                 .record(
@@ -791,7 +857,7 @@ impl PodWorker {
     /// The runtime's state of a pod plus what the worker knows: waiting reasons and the pod IP.
     fn observed(&self, uid: &str) -> crate::model::PodRuntimeState {
         let mut actual = self.runtime.state(uid);
-        actual.waiting = lock(&self.waiting).get(uid).cloned().unwrap_or_default();
+        actual.waiting = self.recall(uid, |p| p.waiting.clone()).unwrap_or_default();
         actual.pod_ip = self
             .oci
             .as_ref()

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::model::PodRuntimeState;
-use crate::runtime::StartOutcome;
 use kumo_client::{ClientConfig, ListParams};
+use kumo_runtime::StartOutcome;
 use std::path::PathBuf;
 
 /// A runtime whose lookup of the pod named `bomb` panics (as an overflow in a sync would), and
@@ -19,10 +19,10 @@ impl Runtime for PanickyRuntime {
     fn name(&self) -> &'static str {
         "panicky"
     }
-    async fn start(&self, _: &Pod, _: usize) -> Result<StartOutcome, crate::error::RuntimeError> {
-        Err(crate::error::RuntimeError::Shim("not in this test".into()))
+    async fn start(&self, _: &Pod, _: usize) -> Result<StartOutcome, kumo_runtime::RuntimeError> {
+        Err(kumo_runtime::RuntimeError::Shim("not in this test".into()))
     }
-    async fn kill(&self, _: &str, _: &str, _: Duration) -> Result<(), crate::error::RuntimeError> {
+    async fn kill(&self, _: &str, _: &str, _: Duration) -> Result<(), kumo_runtime::RuntimeError> {
         Ok(())
     }
     fn state(&self, _: &str) -> PodRuntimeState {
@@ -41,7 +41,7 @@ impl Runtime for PanickyRuntime {
     fn log_path(&self, _: &str, _: &str, _: i32) -> PathBuf {
         PathBuf::from("/nonexistent")
     }
-    async fn cleanup(&self, _: &str) -> Result<(), crate::error::RuntimeError> {
+    async fn cleanup(&self, _: &str) -> Result<(), kumo_runtime::RuntimeError> {
         Ok(())
     }
     async fn shutdown(&self) {}

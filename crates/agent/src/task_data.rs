@@ -77,7 +77,7 @@ fn replica_of(pod: &Pod) -> Option<(String, String, u32)> {
         .owner_references
         .iter()
         .find(|o| o.kind == MLTask::KIND)?;
-    crate::layout::is_safe_component(&owner.uid)
+    kumo_runtime::layout::is_safe_component(&owner.uid)
         .then(|| (owner.uid.clone(), owner.name.clone(), rank))
 }
 

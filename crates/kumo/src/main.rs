@@ -99,27 +99,27 @@ pub enum Command {
     Output(cli::dataset::OutputArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
-    Shim(kumo_agent::shim::ShimArgs),
+    Shim(kumo_runtime::shim::ShimArgs),
     /// (internal) a shim started ahead: waits for its container's job on stdin
     #[command(hide = true, name = "shim-standby")]
-    ShimStandby(kumo_agent::shim::StandbyArgs),
+    ShimStandby(kumo_runtime::shim::StandbyArgs),
     /// (internal) join a container's cgroups and namespaces, then run a command (for exec)
     #[command(hide = true)]
-    Nsexec(kumo_agent::nsexec::NsExecArgs),
+    Nsexec(kumo_runtime::nsexec::NsExecArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Shim(args) = cli.command {
         // The shim is synchronous and must not start a runtime before it forks its child.
-        return ExitCode::from(kumo_agent::shim::run(args));
+        return ExitCode::from(kumo_runtime::shim::run(args));
     }
     if let Command::ShimStandby(_) = cli.command {
-        return ExitCode::from(kumo_agent::shim::standby());
+        return ExitCode::from(kumo_runtime::shim::standby());
     }
     if let Command::Nsexec(args) = cli.command {
         // Joining a mount namespace needs a single-threaded process: no runtime yet.
-        return ExitCode::from(kumo_agent::nsexec::run(args));
+        return ExitCode::from(kumo_runtime::nsexec::run(args));
     }
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,

@@ -22,18 +22,18 @@ pub mod user;
 
 use super::driver::{Driver, Launch, Refusal, RunPaths};
 use super::env::DEFAULT_PATH;
-use super::process::{ProcessRuntime, ShimCommand};
 use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
 use crate::error::RuntimeError;
-use crate::gpu::GpuDiscovery;
-use crate::gpu_alloc::CUDA_VISIBLE_DEVICES;
-use crate::images::RootfsProvider;
+use crate::gpus::GpuDevices;
+use crate::gpus::CUDA_VISIBLE_DEVICES;
 use crate::layout::Layout;
 use crate::mounts::{remove_tree, unmount_all_under};
 use crate::record::ContainerRecord;
-use crate::sandbox::Sandboxes;
+use crate::rootfs::RootfsMounter;
+use crate::sandbox::PodSandboxes;
 use crate::shim::ShimArgs;
+use crate::shim_runtime::{ShimCommand, ShimRuntime};
 use crate::sys::Sys;
 use cli::{container_id, is_of_pod, OciCli};
 use config::{oci_config, Sandbox};
@@ -54,13 +54,13 @@ pub struct OciRuntimeConfig {
     pub extra_args: Vec<String>,
     pub shim: ShimCommand,
     pub sys: Arc<dyn Sys>,
-    pub images: Arc<dyn RootfsProvider>,
-    pub sandboxes: Arc<Sandboxes>,
+    pub images: Arc<dyn RootfsMounter>,
+    pub sandboxes: Arc<dyn PodSandboxes>,
     pub allow_privileged: bool,
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
     /// The node's GPUs (their UUIDs name devices in CDI specs and `CUDA_VISIBLE_DEVICES`).
-    pub gpus: Arc<dyn GpuDiscovery>,
+    pub gpus: Arc<dyn GpuDevices>,
     /// Where CDI specs are read, lowest priority first.
     pub cdi_spec_dirs: Vec<PathBuf>,
 }
@@ -69,7 +69,7 @@ pub struct OciRuntimeConfig {
 pub fn open(
     config: OciRuntimeConfig,
     events: mpsc::UnboundedSender<RuntimeEvent>,
-) -> Result<ProcessRuntime, RuntimeError> {
+) -> Result<ShimRuntime, RuntimeError> {
     let root = config.data_dir.join("state");
     std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io(&root, e))?;
     // The seccomp profile is made once, reading the kernel's symbol table (about 50 ms of
@@ -89,6 +89,7 @@ pub fn open(
         sandboxes: config.sandboxes,
         allow_privileged: config.allow_privileged,
         cgroup_root: config.cgroup_root,
+        sys: config.sys.clone(),
         gpus: config.gpus,
         cdi_spec_dirs: config.cdi_spec_dirs,
         seccomp_dir: config
@@ -97,7 +98,7 @@ pub fn open(
             .unwrap_or(&config.data_dir)
             .join("seccomp"),
     };
-    ProcessRuntime::with_driver(
+    ShimRuntime::with_driver(
         &config.data_dir,
         config.shim,
         config.sys,
@@ -110,11 +111,13 @@ pub struct OciDriver {
     class: &'static str,
     layout: Layout,
     cli: OciCli,
-    images: Arc<dyn RootfsProvider>,
-    sandboxes: Arc<Sandboxes>,
+    images: Arc<dyn RootfsMounter>,
+    sandboxes: Arc<dyn PodSandboxes>,
     allow_privileged: bool,
     cgroup_root: PathBuf,
-    gpus: Arc<dyn GpuDiscovery>,
+    /// Cgroups and mounts go through it.
+    sys: Arc<dyn Sys>,
+    gpus: Arc<dyn GpuDevices>,
     cdi_spec_dirs: Vec<PathBuf>,
     /// `Localhost` seccomp profiles: `<agent data dir>/seccomp`.
     seccomp_dir: PathBuf,
@@ -205,7 +208,7 @@ impl OciDriver {
         let mut first = self.images.unmount(&target).await.err();
         let t1 = t0.elapsed();
         for dir in [target, self.bundle_dir(uid, container)] {
-            if let Err(e) = remove_tree(&dir) {
+            if let Err(e) = remove_tree(&*self.sys, &dir) {
                 first.get_or_insert(e);
             }
         }
@@ -292,7 +295,7 @@ impl OciDriver {
             self.add_gpus(&mut spec, &gpu_devices::visible_devices(c))?;
         }
         let bundle = self.bundle_dir(&p.uid, &p.container);
-        remove_tree(&bundle).map_err(Refusal::StartError)?;
+        remove_tree(&*self.sys, &bundle).map_err(Refusal::StartError)?;
         std::fs::create_dir_all(&bundle)
             .map_err(|e| Refusal::StartError(format!("create {}: {e}", bundle.display())))?;
         spec.save(bundle.join("config.json"))
@@ -308,7 +311,12 @@ impl OciDriver {
                 exit_file: p.exit_file.clone(),
                 log_file: p.log_file.clone(),
                 pid_file: p.pid_file.clone(),
-                cgroups: vec![memory_dir(&self.cgroup_root, &p.uid, &p.container)],
+                cgroups: vec![memory_dir(
+                    &*self.sys,
+                    &self.cgroup_root,
+                    &p.uid,
+                    &p.container,
+                )],
                 runtime: Some(self.cli.binary.clone()),
                 runtime_args: self.cli.global_args(),
                 bundle: Some(bundle),
@@ -368,7 +376,7 @@ impl Driver for OciDriver {
         _work_dir: &Path,
         command: &[String],
         tty: bool,
-    ) -> Result<crate::runtime::ExecSpec, String> {
+    ) -> Result<crate::ExecSpec, String> {
         let id = record
             .runtime_id
             .as_deref()
@@ -400,7 +408,7 @@ impl Driver for OciDriver {
             argv.push(id);
             argv.extend(command.iter().cloned());
         }
-        Ok(crate::runtime::ExecSpec {
+        Ok(crate::ExecSpec {
             argv,
             ..Default::default()
         })
@@ -450,18 +458,14 @@ impl Driver for OciDriver {
             }
         }
         if pod_dir.exists() {
-            if let Err(e) = unmount_all_under(&pod_dir) {
+            if let Err(e) = unmount_all_under(&*self.sys, &pod_dir) {
                 first.get_or_insert(e);
             }
         }
-        remove_pod_everywhere(&self.cgroup_root, uid);
+        remove_pod_everywhere(&*self.sys, &self.cgroup_root, uid);
         match first {
             None => Ok(()),
             Some(e) => Err(RuntimeError::Shim(e)),
         }
     }
 }
-
-#[cfg(test)]
-#[path = "oci_tests.rs"]
-mod tests;

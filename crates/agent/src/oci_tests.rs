@@ -1,17 +1,25 @@
 //! The OCI runtimes for real: runc and runsc run a busybox root filesystem made by the test
 //! (no registry), supervised by the shim (this test binary, as in the process runtime's tests).
+//! They live in the agent because they run the runtime with the agent's real sandboxes
+//! (`sandbox::Sandboxes`) and images (`images::DirImages`), which the runtime only sees through
+//! its traits. They need root, runc and runsc.
 
-use super::*;
 use crate::fixtures::pod;
 use crate::images::{DirImages, ImageConfig};
 use crate::model::RunState;
-use crate::runtime::{Runtime, StartOutcome};
-use crate::sandbox::NoNetwork;
-use crate::sys::RealSys;
+use crate::sandbox::{NoNetwork, Sandboxes};
 use kumo_api::pod::{ContainerStateTerminated, SecurityContext};
+use kumo_api::Pod;
 use kumo_api::{Quantity, RestartPolicy};
+use kumo_runtime::oci::cli::is_of_pod;
+use kumo_runtime::oci::{open, OciRuntimeConfig};
+use kumo_runtime::sys::{RealSys, Sys};
+use kumo_runtime::{Runtime, RuntimeEvent, ShimCommand, ShimRuntime, StartOutcome};
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 const SHIM_ENV: &str = "KUMO_AGENT_TEST_SHIM";
 const APPLETS: [&str; 17] = [
@@ -36,9 +44,18 @@ fn busybox_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
 }
 
+/// Not a test: the entry point of the shim when this binary is started as one.
+#[test]
+fn shim_entry() {
+    if std::env::var_os(SHIM_ENV).is_none() {
+        return;
+    }
+    std::process::exit(i32::from(kumo_runtime::shim::standby()));
+}
+
 struct Harness {
     dir: tempfile::TempDir,
-    rt: ProcessRuntime,
+    rt: ShimRuntime,
     events: mpsc::UnboundedReceiver<RuntimeEvent>,
     sandboxes: Arc<Sandboxes>,
     class: &'static str,
@@ -49,7 +66,7 @@ fn shim() -> ShimCommand {
         program: std::env::current_exe().expect("test exe"),
         args: [
             "--exact",
-            "runtime::process::tests::shim_entry",
+            "oci_tests::shim_entry",
             "--nocapture",
             "--test-threads=1",
         ]
@@ -64,7 +81,7 @@ fn open_runtime(
     dir: &Path,
     class: &'static str,
     sandboxes: Arc<Sandboxes>,
-) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+) -> (ShimRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
     let images = DirImages::new().with(
         "busybox",
         &dir.join("busybox"),
@@ -97,7 +114,7 @@ fn open_runtime(
             sandboxes,
             allow_privileged: false,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            gpus: Arc::new(crate::gpu::FakeGpus(2)),
+            gpus: Arc::new(crate::gpu::RuntimeGpus(Arc::new(crate::gpu::FakeGpus(2)))),
             cdi_spec_dirs: vec![dir.join("cdi-etc"), dir.join("cdi-run")],
         },
         tx,
@@ -191,7 +208,7 @@ impl Harness {
             .expect("state dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|id| cli::is_of_pod(id, &uid))
+            .filter(|id| is_of_pod(id, &uid))
             .collect();
         assert!(ids.is_empty(), "runtime records left: {ids:?}");
         for entry in std::fs::read_dir("/sys/fs/cgroup")

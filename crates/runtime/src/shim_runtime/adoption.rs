@@ -1,12 +1,12 @@
 //! Re-adoption of the containers recorded on disk, and the polling that learns their exits.
 
-use super::{ContainerEntry, PodEntry, ProcessRuntime, RunKey, ADOPTED_POLL};
+use super::{ContainerEntry, PodEntry, RunKey, ShimRuntime, ADOPTED_POLL};
 use crate::adopt::{decide, Adoption, Liveness};
 use crate::error::RuntimeError;
 use crate::record::{read_json, write_json, ContainerRecord, PodRecord};
 use std::collections::BTreeMap;
 
-impl ProcessRuntime {
+impl ShimRuntime {
     pub(super) fn adopt_all(&self) -> Result<(), RuntimeError> {
         let pods_dir = self.layout().pods_dir();
         let entries = std::fs::read_dir(&pods_dir).map_err(|e| RuntimeError::io(&pods_dir, e))?;
@@ -73,7 +73,7 @@ impl ProcessRuntime {
 }
 
 /// Watches an adopted container until its exit is known.
-pub(super) async fn poll_adopted(rt: ProcessRuntime, key: RunKey) {
+pub(super) async fn poll_adopted(rt: ShimRuntime, key: RunKey) {
     let mut tick = tokio::time::interval(ADOPTED_POLL);
     loop {
         tick.tick().await;

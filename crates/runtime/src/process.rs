@@ -1,25 +1,55 @@
-//! The `process` driver: a container is its command run as a host process, in the agent's
-//! cgroups for its limits.
+//! The `process` runtime class: a [`ShimRuntime`] whose [`ProcessDriver`] runs a container as
+//! its command on the host, in the runtime's cgroups for its limits.
 
-use super::super::driver::{Driver, Launch, Refusal, RunPaths};
-use super::super::env::{argv, environment};
 use crate::cgroup::Cgroups;
+use crate::driver::{Driver, Launch, Refusal, RunPaths};
+use crate::env::{argv, environment};
 use crate::error::RuntimeError;
 use crate::record::ContainerRecord;
-use crate::sandbox::Sandboxes;
+use crate::sandbox::PodSandboxes;
 use crate::shim::binds::Bind;
 use crate::shim::ShimArgs;
+use crate::shim_runtime::{ShimCommand, ShimRuntime};
 use crate::sys::Sys;
+use crate::RuntimeEvent;
 use kumo_api::Pod;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
+/// What the process runtime needs.
+pub struct ProcessRuntimeConfig {
+    pub data_dir: PathBuf,
+    pub shim: ShimCommand,
+    pub cgroups: Cgroups,
+    pub sys: Arc<dyn Sys>,
+    /// The node's pod sandboxes, where process pods' volumes are made.
+    pub sandboxes: Option<Arc<dyn PodSandboxes>>,
+}
+
+/// Opens the `process` runtime: a [`ShimRuntime`] of the [`ProcessDriver`].
+/// It opens on `data_dir`, re-adopting the containers recorded there: a live one
+/// keeps running under supervision, an ended one gets its exit status from its exit file.
+/// Must run inside a tokio runtime.
+pub fn open(
+    config: ProcessRuntimeConfig,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+) -> Result<ShimRuntime, RuntimeError> {
+    let driver = Arc::new(ProcessDriver {
+        cgroups: Arc::new(config.cgroups),
+        sys: config.sys.clone(),
+        sandboxes: config.sandboxes,
+    });
+    ShimRuntime::with_driver(&config.data_dir, config.shim, config.sys, driver, events)
+}
+
+/// How the `process` class launches, signals and releases a run.
 pub struct ProcessDriver {
     pub cgroups: Arc<Cgroups>,
     pub sys: Arc<dyn Sys>,
     /// Where the pod's volumes are (made by the agent before the first container starts).
-    pub sandboxes: Option<Arc<Sandboxes>>,
+    pub sandboxes: Option<Arc<dyn PodSandboxes>>,
 }
 
 impl ProcessDriver {
@@ -135,7 +165,7 @@ impl Driver for ProcessDriver {
         work_dir: &std::path::Path,
         command: &[String],
         _tty: bool,
-    ) -> Result<super::super::ExecSpec, String> {
+    ) -> Result<crate::ExecSpec, String> {
         let container = pod
             .spec
             .containers
@@ -147,7 +177,7 @@ impl Driver for ProcessDriver {
             .map(PathBuf::from)
             .unwrap_or_else(|| work_dir.to_path_buf());
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        Ok(super::super::ExecSpec {
+        Ok(crate::ExecSpec {
             argv: command.to_vec(),
             env: Some(environment(&pod.metadata.name, container)),
             cwd: Some(cwd),

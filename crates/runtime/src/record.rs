@@ -1,6 +1,6 @@
 //! The JSON records on disk: the pod record, the agent's container record, the shim's exit record.
 
-use crate::model::{ContainerRuntimeState, RunState};
+use crate::state::{ContainerRuntimeState, RunState};
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::Time;
 use serde::de::DeserializeOwned;

@@ -1,6 +1,6 @@
 //! The shim runtime: each container run is supervised by a `kumo shim`, which records its exit;
 //! a [`Driver`] says how a run of its runtime class is launched (`process`: a host process;
-//! `runc`/`runsc`: an OCI bundle). `ProcessRuntime` is the runtime of the `process` class.
+//! `runc`/`runsc`: an OCI bundle). Every runtime class is a `ShimRuntime` of its driver.
 //!
 //! Exit detection: for a container it started, the runtime awaits its shim child, which exits
 //! right after writing the exit file. For a container adopted after an agent restart (the shim
@@ -9,14 +9,13 @@
 
 use super::driver::{Driver, Refusal, RunPaths};
 use super::{Runtime, RuntimeEvent, StartOutcome};
-use crate::cgroup::Cgroups;
 use crate::error::RuntimeError;
 use crate::layout::{is_safe_component, Layout};
-use crate::model::PodRuntimeState;
 use crate::record::{
     read_json, write_json, ContainerRecord, ExitRecord, PodRecord, START_ERROR_CODE,
 };
 use crate::shim::Handshake;
+use crate::state::PodRuntimeState;
 use crate::sys::Sys;
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::{Pod, Time};
@@ -33,19 +32,10 @@ pub const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How long to wait for a container to go after SIGKILL before giving up on waiting.
 const AFTER_SIGKILL: Duration = Duration::from_secs(10);
 
-/// What the process runtime needs.
-pub struct ProcessRuntimeConfig {
-    pub data_dir: PathBuf,
-    pub shim: ShimCommand,
-    pub cgroups: Cgroups,
-    pub sys: Arc<dyn Sys>,
-    /// The node's pod sandboxes, where process pods' volumes are made.
-    pub sandboxes: Option<Arc<crate::sandbox::Sandboxes>>,
-}
-
-/// The process runtime; cheap to clone.
+/// The shim runtime: one per runtime class, its [`Driver`] saying how a run is launched;
+/// cheap to clone.
 #[derive(Clone)]
-pub struct ProcessRuntime {
+pub struct ShimRuntime {
     inner: Arc<Inner>,
 }
 
@@ -96,22 +86,7 @@ struct RunKey {
     restart_count: i32,
 }
 
-impl ProcessRuntime {
-    /// Opens the runtime on `data_dir`, re-adopting the containers recorded there: a live one
-    /// keeps running under supervision, an ended one gets its exit status from its exit file.
-    /// Must run inside a tokio runtime.
-    pub fn open(
-        config: ProcessRuntimeConfig,
-        events: mpsc::UnboundedSender<RuntimeEvent>,
-    ) -> Result<Self, RuntimeError> {
-        let driver = Arc::new(process_driver::ProcessDriver {
-            cgroups: Arc::new(config.cgroups),
-            sys: config.sys.clone(),
-            sandboxes: config.sandboxes,
-        });
-        Self::with_driver(&config.data_dir, config.shim, config.sys, driver, events)
-    }
-
+impl ShimRuntime {
     /// Opens a shim runtime of `driver`'s class on `data_dir`, re-adopting what is recorded there.
     pub fn with_driver(
         data_dir: &Path,
@@ -124,7 +99,7 @@ impl ProcessRuntime {
         let pods_dir = layout.pods_dir();
         std::fs::create_dir_all(&pods_dir).map_err(|e| RuntimeError::io(&pods_dir, e))?;
         crate::layout::spread_subdirs(&pods_dir);
-        let rt = ProcessRuntime {
+        let rt = ShimRuntime {
             inner: Arc::new(Inner {
                 layout,
                 shim,
@@ -329,7 +304,7 @@ impl ProcessRuntime {
 
 /// Awaits a shim this runtime spawned, then records how its container ended.
 async fn wait_spawned(
-    rt: ProcessRuntime,
+    rt: ShimRuntime,
     key: RunKey,
     mut child: tokio::process::Child,
     mut output: launch::ShimOutput,
@@ -398,7 +373,7 @@ fn pod_record(pod: &Pod) -> Result<PodRecord, RuntimeError> {
 }
 
 #[async_trait::async_trait]
-impl Runtime for ProcessRuntime {
+impl Runtime for ShimRuntime {
     fn name(&self) -> &'static str {
         self.inner.driver.class()
     }
@@ -665,13 +640,9 @@ impl Runtime for ProcessRuntime {
 
 mod adoption;
 mod launch;
-#[path = "process/driver.rs"]
-mod process_driver;
-
-pub use process_driver::ProcessDriver;
 
 pub use launch::ShimCommand;
 
 #[cfg(test)]
-#[path = "process_tests.rs"]
+#[path = "shim_runtime_tests.rs"]
 mod tests;

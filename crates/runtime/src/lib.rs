@@ -1,22 +1,62 @@
-//! Container runtimes behind one trait: `process` (host processes), and the OCI runtimes
-//! `runc` and `runsc` (bundles); [`Runtimes`] routes each pod to the one of its class.
+//! kumo's container runtime: runs a pod's containers on this node and reports their state.
+//!
+//! One trait, [`Runtime`], with the process runtime (host processes) and the OCI runtimes
+//! (`runc`, `runsc`, bundles made by [`oci`]) behind it, all supervised by the shim ([`shim`]);
+//! [`Runtimes`] routes each pod to the one of its class. It also holds what those need: cgroups,
+//! `nsexec` (entering a container for exec), the records kept on disk ([`record`], [`layout`])
+//! so that a restarted agent finds its containers again, and the kernel behind [`sys::Sys`].
+//!
+//! It knows a pod only as the spec it is given. It knows nothing of the API server, the
+//! scheduler, the agent's sync loop, image pulls or how sandboxes are made: what it needs of
+//! them is a small trait each ([`sandbox::PodSandboxes`], [`rootfs::RootfsMounter`],
+//! [`gpus::GpuDevices`]) that the node agent implements.
+#![forbid(unsafe_code)]
 
+pub mod adopt;
+pub mod cgroup;
 pub mod driver;
 pub mod env;
+pub mod error;
+pub mod gpus;
+pub mod layout;
+pub mod mounts;
 pub mod multi;
+pub mod nsexec;
 pub mod oci;
 pub mod process;
+pub mod record;
+pub mod rootfs;
+pub mod sandbox;
+pub mod shim;
+pub mod shim_runtime;
+pub mod state;
+pub mod sys;
 
-use crate::error::RuntimeError;
-use crate::model::PodRuntimeState;
+#[cfg(test)]
+mod fixtures;
+
 use crate::record::PodRecord;
+use crate::state::PodRuntimeState;
 use kumo_api::pod::ContainerStateTerminated;
 use kumo_api::Pod;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use error::RuntimeError;
 pub use multi::Runtimes;
-pub use process::{ProcessRuntime, ProcessRuntimeConfig, ShimCommand};
+pub use process::ProcessRuntimeConfig;
+pub use shim_runtime::{ShimCommand, ShimRuntime};
+
+/// The runtime class of a pod that names none (an OCI image run by runc).
+pub const DEFAULT_RUNTIME_CLASS: &str = "runc";
+
+/// The runtime class a pod asks for.
+pub fn runtime_class(pod: &Pod) -> &str {
+    pod.spec
+        .runtime_class_name
+        .as_deref()
+        .unwrap_or(DEFAULT_RUNTIME_CLASS)
+}
 
 /// How a start went.
 #[derive(Debug, Clone, PartialEq, Eq)]

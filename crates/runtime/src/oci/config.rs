@@ -14,8 +14,8 @@
 use super::seccomp;
 use super::user::{resolve, Identity};
 use crate::cgroup::CFS_PERIOD_US;
-use crate::images::ImageConfig;
-use crate::runtime::env::DEFAULT_PATH;
+use crate::env::DEFAULT_PATH;
+use crate::rootfs::ImageConfig;
 use kumo_api::pod::{
     canonical_capability, Container, SeccompProfileType, SecurityContext, CAPABILITY_NAMES,
 };

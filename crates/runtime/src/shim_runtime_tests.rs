@@ -1,12 +1,15 @@
-//! Tests of the process runtime with real processes, the shim being this test binary itself.
+//! Tests of the shim runtime with the `process` driver and real processes, the shim being this
+//! test binary itself.
 //!
-//! The runtime spawns `<test binary> --exact runtime::process::tests::shim_entry` marked by
+//! The runtime spawns `<test binary> --exact shim_runtime::tests::shim_entry` marked by
 //! `SHIM_ENV`; that test then runs the real `shim::standby` (which takes its job on stdin and
 //! runs `shim::run`) and exits the process.
 
 use super::*;
+use crate::cgroup::Cgroups;
 use crate::fixtures::pod;
-use crate::model::RunState;
+use crate::process::ProcessRuntimeConfig;
+use crate::state::RunState;
 use crate::sys::RealSys;
 use kumo_api::pod::EnvVar;
 use kumo_api::RestartPolicy;
@@ -14,7 +17,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-const SHIM_ENV: &str = "KUMO_AGENT_TEST_SHIM";
+const SHIM_ENV: &str = "KUMO_RUNTIME_TEST_SHIM";
 
 /// Not a test: the entry point of the shim when this binary is started as one.
 #[test]
@@ -28,17 +31,17 @@ fn shim_entry() {
 struct Harness {
     _dir: tempfile::TempDir,
     data_dir: PathBuf,
-    rt: ProcessRuntime,
+    rt: ShimRuntime,
     events: mpsc::UnboundedReceiver<RuntimeEvent>,
 }
 
-fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+fn open(data_dir: &Path) -> (ShimRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shim = ShimCommand {
         program: std::env::current_exe().expect("test exe"),
         args: [
             "--exact",
-            "runtime::process::tests::shim_entry",
+            "shim_runtime::tests::shim_entry",
             "--nocapture",
             "--test-threads=1",
         ]
@@ -54,7 +57,7 @@ fn open(data_dir: &Path) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEven
         sys: Arc::new(RealSys),
         sandboxes: None,
     };
-    (ProcessRuntime::open(config, tx).expect("open runtime"), rx)
+    (crate::process::open(config, tx).expect("open runtime"), rx)
 }
 
 fn harness() -> Harness {

@@ -1,11 +1,14 @@
 //! Per-container cgroups (`kumo/<pod-uid>/<container>`) on cgroup v1 or v2, where writable.
 //!
 //! The limits become file contents by a pure function (`settings`); `Cgroups` only makes the
-//! directories and writes the files. Without a writable hierarchy containers run without limits.
+//! directories and writes the files, through [`Sys`]. Without a writable hierarchy containers
+//! run without limits.
 
+use crate::sys::{RealSys, Sys};
 use kumo_api::pod::ResourceRequirements;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The CFS period used for CPU limits, in microseconds.
 pub const CFS_PERIOD_US: u64 = 100_000;
@@ -94,9 +97,9 @@ enum Mode {
     Off,
 }
 
-/// The cgroup hierarchy the agent puts containers in.
-#[derive(Debug)]
+/// The cgroup hierarchy the runtime puts containers in.
 pub struct Cgroups {
+    sys: Arc<dyn Sys>,
     mode: Mode,
     /// Set after the first failure to write: log once, then run without cgroups.
     broken: AtomicBool,
@@ -104,12 +107,12 @@ pub struct Cgroups {
 
 impl Cgroups {
     /// Finds the hierarchy mounted at `root` (normally `/sys/fs/cgroup`).
-    pub fn detect(root: &Path) -> Self {
-        let mode = if root.join("cgroup.controllers").is_file() {
+    pub fn detect(sys: Arc<dyn Sys>, root: &Path) -> Self {
+        let mode = if sys.is_file(&root.join("cgroup.controllers")) {
             Mode::V2 {
                 root: root.to_path_buf(),
             }
-        } else if root.join("cpu").is_dir() && root.join("memory").is_dir() {
+        } else if sys.is_dir(&root.join("cpu")) && sys.is_dir(&root.join("memory")) {
             Mode::V1 {
                 cpu: root.join("cpu"),
                 memory: root.join("memory"),
@@ -118,6 +121,7 @@ impl Cgroups {
             Mode::Off
         };
         Cgroups {
+            sys,
             mode,
             broken: AtomicBool::new(false),
         }
@@ -126,6 +130,7 @@ impl Cgroups {
     /// No cgroups at all.
     pub fn off() -> Self {
         Cgroups {
+            sys: Arc::new(RealSys),
             mode: Mode::Off,
             broken: AtomicBool::new(false),
         }
@@ -180,10 +185,12 @@ impl Cgroups {
         if let Mode::V2 { root } = &self.mode {
             // Delegate cpu and memory down to the container level (best effort per level).
             let kumo = root.join("kumo");
-            std::fs::create_dir_all(kumo.join(uid)).map_err(|e| (kumo.join(uid), e))?;
+            self.sys
+                .create_dir_all(&kumo.join(uid))
+                .map_err(|e| (kumo.join(uid), e))?;
             for dir in [root.clone(), kumo.clone(), kumo.join(uid)] {
                 for c in ["+cpu", "+memory"] {
-                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
+                    let _ = self.sys.write(&dir.join("cgroup.subtree_control"), c);
                 }
             }
         }
@@ -191,13 +198,15 @@ impl Cgroups {
         let mut dirs = Vec::new();
         for (controller, pod_dir) in self.pod_dirs(uid) {
             let dir = pod_dir.join(container);
-            std::fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+            self.sys
+                .create_dir_all(&dir)
+                .map_err(|e| (dir.clone(), e))?;
             for s in wanted
                 .iter()
                 .filter(|s| controller.is_none_or(|c| c == s.controller))
             {
                 let path = dir.join(s.file);
-                std::fs::write(&path, &s.value).map_err(|e| (path, e))?;
+                self.sys.write(&path, &s.value).map_err(|e| (path, e))?;
             }
             dirs.push(dir);
         }
@@ -209,7 +218,7 @@ impl Cgroups {
         self.pod_dirs(uid)
             .into_iter()
             .map(|(_, d)| d.join(container))
-            .filter(|d| d.is_dir())
+            .filter(|d| self.sys.is_dir(d))
             .collect()
     }
 
@@ -228,7 +237,7 @@ impl Cgroups {
                 .join("memory.events"),
             Mode::Off => return None,
         };
-        parse_oom_kills(&std::fs::read_to_string(path).ok()?)
+        parse_oom_kills(&self.sys.read_to_string(&path).ok()?)
     }
 
     /// Removes one container's cgroups once its run has ended (a restart makes them again), and
@@ -237,30 +246,22 @@ impl Cgroups {
     pub fn remove_container(&self, uid: &str, container: &str) {
         for (_, pod_dir) in self.pod_dirs(uid) {
             let dir = pod_dir.join(container);
-            if dir.exists() {
-                if let Err(e) = std::fs::remove_dir(&dir) {
+            if self.sys.is_dir(&dir) {
+                if let Err(e) = self.sys.remove_dir(&dir) {
                     tracing::debug!(path = %dir.display(), error = %e, "cannot remove cgroup yet");
                 }
             }
             // Fails while other containers of the pod still have theirs: that is expected.
-            let _ = std::fs::remove_dir(&pod_dir);
+            let _ = self.sys.remove_dir(&pod_dir);
         }
     }
 
     /// Removes the pod's cgroups (they must be empty of processes by now).
     pub fn remove_pod(&self, uid: &str) {
         for (_, pod_dir) in self.pod_dirs(uid) {
-            if let Ok(entries) = std::fs::read_dir(&pod_dir) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        if let Err(e) = std::fs::remove_dir(entry.path()) {
-                            tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove cgroup");
-                        }
-                    }
-                }
-            }
-            if pod_dir.exists() {
-                if let Err(e) = std::fs::remove_dir(&pod_dir) {
+            remove_children(&*self.sys, &pod_dir);
+            if self.sys.is_dir(&pod_dir) {
+                if let Err(e) = self.sys.remove_dir(&pod_dir) {
                     tracing::debug!(path = %pod_dir.display(), error = %e, "cannot remove cgroup");
                 }
             }
@@ -270,8 +271,8 @@ impl Cgroups {
 
 /// The memory cgroup directory of a container under the hierarchy mounted at `root`, as an
 /// OCI runtime makes it for `cgroupsPath` `/kumo/<uid>/<container>`.
-pub fn memory_dir(root: &Path, uid: &str, container: &str) -> PathBuf {
-    let base = if root.join("cgroup.controllers").is_file() {
+pub fn memory_dir(sys: &dyn Sys, root: &Path, uid: &str, container: &str) -> PathBuf {
+    let base = if sys.is_file(&root.join("cgroup.controllers")) {
         root.to_path_buf()
     } else {
         root.join("memory")
@@ -282,30 +283,26 @@ pub fn memory_dir(root: &Path, uid: &str, container: &str) -> PathBuf {
 /// Removes `kumo/<uid>` (and its empty children) from every hierarchy mounted under `root`:
 /// an OCI runtime makes the container's cgroup in all of them (cpuset, pids, devices, ...)
 /// and removes only the leaf. Best effort; a cgroup still holding a process stays.
-pub fn remove_pod_everywhere(root: &Path, uid: &str) {
+pub fn remove_pod_everywhere(sys: &dyn Sys, root: &Path, uid: &str) {
     let mut hierarchies = vec![root.to_path_buf()];
-    hierarchies.extend(
-        std::fs::read_dir(root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path()),
-    );
+    hierarchies.extend(sys.subdirs(root).unwrap_or_default());
     for h in hierarchies {
         let pod_dir = h.join("kumo").join(uid);
-        if !pod_dir.is_dir() {
+        if !sys.is_dir(&pod_dir) {
             continue;
         }
-        for entry in std::fs::read_dir(&pod_dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if let Err(e) = std::fs::remove_dir(entry.path()) {
-                    tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove cgroup");
-                }
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(&pod_dir) {
+        remove_children(sys, &pod_dir);
+        if let Err(e) = sys.remove_dir(&pod_dir) {
             tracing::debug!(path = %pod_dir.display(), error = %e, "cannot remove cgroup");
+        }
+    }
+}
+
+/// Removes the (empty) cgroups directly under `dir`; best effort.
+fn remove_children(sys: &dyn Sys, dir: &Path) {
+    for child in sys.subdirs(dir).unwrap_or_default() {
+        if let Err(e) = sys.remove_dir(&child) {
+            tracing::debug!(path = %child.display(), error = %e, "cannot remove cgroup");
         }
     }
 }
@@ -313,6 +310,7 @@ pub fn remove_pod_everywhere(root: &Path, uid: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::FakeSys;
     use kumo_api::Quantity;
 
     fn res(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
@@ -398,7 +396,7 @@ mod tests {
         for c in ["cpu", "memory"] {
             std::fs::create_dir(root.path().join(c)).expect("mkdir");
         }
-        let cg = Cgroups::detect(root.path());
+        let cg = Cgroups::detect(Arc::new(RealSys), root.path());
         assert_eq!(cg.version(), Some(CgroupVersion::V1));
         let dirs = cg.setup("u1", "c", &res(&[], &[("cpu", "1"), ("memory", "1Mi")]));
         assert_eq!(
@@ -420,11 +418,15 @@ mod tests {
     #[test]
     fn an_unwritable_or_missing_hierarchy_runs_without_cgroups() {
         let root = tempfile::tempdir().expect("tempdir");
-        assert_eq!(Cgroups::detect(root.path()).version(), None);
+        assert_eq!(
+            Cgroups::detect(Arc::new(RealSys), root.path()).version(),
+            None
+        );
         // A "hierarchy" whose cpu entry is a file cannot take directories.
         std::fs::write(root.path().join("cpu"), b"").expect("write");
         std::fs::create_dir(root.path().join("memory")).expect("mkdir");
         let cg = Cgroups {
+            sys: Arc::new(RealSys),
             mode: Mode::V1 {
                 cpu: root.path().join("cpu"),
                 memory: root.path().join("memory"),
@@ -433,5 +435,100 @@ mod tests {
         };
         assert!(cg.setup("u", "c", &res(&[], &[])).is_empty());
         assert!(cg.broken.load(Ordering::Relaxed));
+    }
+
+    /// A v2 hierarchy in a fake kernel, with `root` its mount point.
+    fn fake_v2() -> (Arc<FakeSys>, Cgroups) {
+        let sys = Arc::new(FakeSys::new().with_file("/cg/cgroup.controllers", "cpu memory"));
+        let cg = Cgroups::detect(sys.clone(), Path::new("/cg"));
+        (sys, cg)
+    }
+
+    #[test]
+    fn setup_delegates_and_writes_limits_into_a_v2_hierarchy() {
+        let (sys, cg) = fake_v2();
+        assert_eq!(cg.version(), Some(CgroupVersion::V2));
+        let dirs = cg.setup("u1", "c", &res(&[], &[("cpu", "500m"), ("memory", "1Mi")]));
+        assert_eq!(dirs, vec![PathBuf::from("/cg/kumo/u1/c")]);
+        // The fake keeps a control file's last write; the kernel adds each controller.
+        for (file, expected) in [
+            ("/cg/cgroup.subtree_control", Some("+memory")),
+            ("/cg/kumo/cgroup.subtree_control", Some("+memory")),
+            ("/cg/kumo/u1/cgroup.subtree_control", Some("+memory")),
+            ("/cg/kumo/u1/c/memory.max", Some("1048576")),
+            ("/cg/kumo/u1/c/cpu.max", Some("50000 100000")),
+            ("/cg/kumo/u1/c/cgroup.subtree_control", None),
+        ] {
+            assert_eq!(sys.file(file).as_deref(), expected, "{file}");
+        }
+        assert_eq!(cg.container_dirs("u1", "c"), dirs);
+        assert!(cg.container_dirs("u1", "other").is_empty());
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_the_containers_memory_events() {
+        let (sys, cg) = fake_v2();
+        assert_eq!(cg.oom_kills("u1", "c"), None);
+        cg.setup("u1", "c", &res(&[], &[]));
+        sys.write(
+            Path::new("/cg/kumo/u1/c/memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .expect("write");
+        assert_eq!(cg.oom_kills("u1", "c"), Some(1));
+        assert_eq!(Cgroups::off().oom_kills("u1", "c"), None);
+    }
+
+    #[test]
+    fn a_pods_cgroup_goes_with_its_last_container() {
+        let (sys, cg) = fake_v2();
+        for c in ["a", "b"] {
+            cg.setup("u1", c, &res(&[], &[]));
+        }
+        let pod = Path::new("/cg/kumo/u1");
+        cg.remove_container("u1", "a");
+        assert!(!sys.is_dir(&pod.join("a")) && sys.is_dir(pod));
+        cg.remove_container("u1", "b");
+        assert!(!sys.is_dir(pod));
+        // remove_pod takes whatever containers are left at once.
+        for c in ["a", "b"] {
+            cg.setup("u2", c, &res(&[], &[]));
+        }
+        cg.remove_pod("u2");
+        assert_eq!(
+            sys.dirs(),
+            ["/", "/cg", "/cg/kumo"].map(PathBuf::from).to_vec()
+        );
+    }
+
+    #[test]
+    fn an_oci_pods_cgroups_are_removed_from_every_hierarchy() {
+        let sys = FakeSys::new()
+            .with_dir("/cg/cpu/kumo/u1/c")
+            .with_dir("/cg/memory/kumo/u1/c")
+            .with_dir("/cg/pids/kumo/u1")
+            .with_dir("/cg/pids/kumo/u2/c");
+        assert_eq!(
+            memory_dir(&sys, Path::new("/cg"), "u1", "c"),
+            PathBuf::from("/cg/memory/kumo/u1/c")
+        );
+        remove_pod_everywhere(&sys, Path::new("/cg"), "u1");
+        let left: Vec<PathBuf> = sys
+            .dirs()
+            .into_iter()
+            .filter(|d| d.starts_with("/cg") && d.components().count() > 4)
+            .collect();
+        assert_eq!(
+            left,
+            ["/cg/pids/kumo/u2", "/cg/pids/kumo/u2/c"]
+                .map(PathBuf::from)
+                .to_vec()
+        );
+        // On v2 the memory controller is in the one hierarchy.
+        let v2 = FakeSys::new().with_file("/cg/cgroup.controllers", "");
+        assert_eq!(
+            memory_dir(&v2, Path::new("/cg"), "u1", "c"),
+            PathBuf::from("/cg/kumo/u1/c")
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! cgroup. Only nodes present on the host are added, so with fake GPUs nothing changes. (Driver
 //! libraries are the image's business here; a CDI spec would bring them, not done yet.)
 
-use crate::gpu_alloc::{gpus_wanted, NVIDIA_VISIBLE_DEVICES};
+use crate::gpus::{gpus_wanted, NVIDIA_VISIBLE_DEVICES};
 use kumo_api::pod::Container;
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceType, Spec,
@@ -169,7 +169,7 @@ pub(super) mod tests {
     }
 
     /// The last device cgroup rule of the bundle (the one a test just added).
-    pub(in crate::runtime::oci) fn last_device_rule(spec: &Spec) -> &LinuxDeviceCgroup {
+    pub(in crate::oci) fn last_device_rule(spec: &Spec) -> &LinuxDeviceCgroup {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
         let rules = resources
             .and_then(|r| r.devices().as_ref())

@@ -73,7 +73,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::fixtures::t;
-    use std::collections::BTreeMap;
+    use crate::sys::FakeSys;
 
     fn record() -> ContainerRecord {
         ContainerRecord {
@@ -90,19 +90,11 @@ mod tests {
         }
     }
 
-    struct FakeSys(BTreeMap<i32, u64>);
-
-    impl Sys for FakeSys {
-        fn start_time(&self, pid: i32) -> Option<u64> {
-            self.0.get(&pid).copied()
-        }
-        fn signal_group(&self, _: i32, _: nix::sys::signal::Signal) -> Result<(), nix::Error> {
-            Ok(())
-        }
-    }
-
     fn probe(procs: &[(i32, u64)]) -> Liveness {
-        Liveness::probe(&FakeSys(procs.iter().copied().collect()), &record())
+        let sys = procs.iter().fold(FakeSys::new(), |sys, &(pid, start)| {
+            sys.with_process(pid, start)
+        });
+        Liveness::probe(&sys, &record())
     }
 
     #[test]

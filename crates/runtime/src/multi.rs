@@ -3,9 +3,9 @@
 
 use super::{Runtime, StartOutcome};
 use crate::error::RuntimeError;
-use crate::model::PodRuntimeState;
-use crate::plan::runtime_class;
 use crate::record::PodRecord;
+use crate::runtime_class;
+use crate::state::PodRuntimeState;
 use kumo_api::Pod;
 use std::path::PathBuf;
 use std::sync::Arc;

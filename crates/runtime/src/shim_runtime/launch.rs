@@ -5,7 +5,7 @@
 //! as pods often start in pairs: a slot's end frees a slot, a gang has replicas). A start that
 //! finds none waiting (the first, or a burst) starts its own the same way.
 
-use super::ProcessRuntime;
+use super::ShimRuntime;
 use crate::shim::{parse_handshake, Handshake, ShimArgs, ShimJob};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ impl Standby {
     }
 }
 
-impl ProcessRuntime {
+impl ShimRuntime {
     pub(super) async fn spawn_shim(
         &self,
         args: &ShimArgs,

@@ -1,6 +1,7 @@
 //! The mounts under a directory (from `/proc/self/mountinfo`) and taking them away, so a pod's
 //! directories are never removed with something still mounted in them.
 
+use crate::sys::Sys;
 use std::path::{Path, PathBuf};
 
 /// The mount points of a mountinfo text that lie under `dir` (or are `dir`), deepest first. Pure.
@@ -38,12 +39,13 @@ fn unescape(s: &str) -> String {
 
 /// Unmounts (lazily) everything mounted under `dir`; the first failure is returned after trying
 /// them all.
-pub fn unmount_all_under(dir: &Path) -> Result<(), String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
+pub fn unmount_all_under(sys: &dyn Sys, dir: &Path) -> Result<(), String> {
+    let info = sys
+        .mountinfo()
         .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
     let mut first = None;
     for m in mounts_under(&info, dir) {
-        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+        if let Err(e) = sys.unmount(&m) {
             if e != nix::Error::EINVAL && e != nix::Error::ENOENT {
                 first.get_or_insert(format!("unmount {}: {e}", m.display()));
             }
@@ -52,13 +54,13 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), String> {
     first.map_or(Ok(()), Err)
 }
 
-/// Removes `dir` and everything in it after unmounting what is mounted there; a missing `dir`
-/// is no error.
-pub fn remove_tree(dir: &Path) -> Result<(), String> {
+/// Removes `dir` (a directory of the runtime's own, on the real file system) and everything in
+/// it after unmounting what is mounted there; a missing `dir` is no error.
+pub fn remove_tree(sys: &dyn Sys, dir: &Path) -> Result<(), String> {
     if !dir.exists() {
         return Ok(());
     }
-    unmount_all_under(dir)?;
+    unmount_all_under(sys, dir)?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -69,6 +71,7 @@ pub fn remove_tree(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::FakeSys;
 
     #[test]
     fn mounts_under_a_directory_deepest_first() {
@@ -87,5 +90,22 @@ mod tests {
                 PathBuf::from("/d/pods/u1/vol/with space"),
             ]
         );
+    }
+
+    #[test]
+    fn unmount_all_under_takes_the_mounts_under_a_directory_deepest_first() {
+        let sys = FakeSys::new()
+            .with_mount("/")
+            .with_mount("/d/pods/u1/c/rootfs")
+            .with_mount("/d/pods/u1/vol/with space")
+            .with_mount("/d/pods/u1/c/rootfs/proc")
+            .with_mount("/d/pods/u10/x");
+        unmount_all_under(&sys, Path::new("/d/pods/u1")).expect("unmount");
+        assert_eq!(
+            sys.mounts(),
+            ["/", "/d/pods/u10/x"].map(PathBuf::from).to_vec()
+        );
+        // Nothing left to unmount is no error.
+        unmount_all_under(&sys, Path::new("/d/pods/u1")).expect("unmount again");
     }
 }

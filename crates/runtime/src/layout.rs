@@ -1,4 +1,4 @@
-//! Where the agent keeps its state on disk under `<data_dir>/pods/<uid>/`.
+//! Where the runtime keeps its state on disk under `<data_dir>/pods/<uid>/`.
 //!
 //! ```text
 //! <data_dir>/pods/<uid>/pod.json                 namespace, name and uid of the pod

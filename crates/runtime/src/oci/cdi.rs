@@ -11,7 +11,7 @@
 //! logged); a later directory wins over an earlier one for the same device; a device asked for
 //! that no spec of the kind names is an error, not a silent fallback.
 
-use crate::gpu_alloc::{CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES};
+use crate::gpus::{CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES};
 use oci_spec::runtime::{
     Hook, HookBuilder, Hooks, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Spec,
@@ -588,7 +588,7 @@ mod tests {
         let devices = linux.devices().as_ref().unwrap();
         assert_eq!(devices.len(), 1);
         assert_eq!((devices[0].major(), devices[0].minor()), (195, 1));
-        let rule = crate::runtime::oci::gpu_devices::tests::last_device_rule(&spec);
+        let rule = crate::oci::gpu_devices::tests::last_device_rule(&spec);
         assert_eq!(
             (rule.major(), rule.access().as_deref()),
             (Some(195), Some("rwm"))
