@@ -22,9 +22,9 @@ use kumo_api::pod::{
 use kumo_api::Pod;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -369,6 +369,71 @@ fn resources(c: &Container) -> Result<oci_spec::runtime::LinuxResources, ConfigE
     b.build().map_err(spec_err)
 }
 
+/// The namespaces a container gets: its own PID, IPC, UTS and mount namespaces and the pod's
+/// network namespace, less those the pod shares with the host (a node that allows it only).
+fn namespaces(pod: &Pod, sb: &Sandbox) -> Result<Vec<LinuxNamespace>, ConfigError> {
+    let spec = &pod.spec;
+    let shared = spec.host_namespaces();
+    if !shared.is_empty() && !sb.allow_privileged {
+        return Err(ConfigError(format!(
+            "the pod shares the host's namespaces ({}), and this node does not allow host access (start the agent with --allow-privileged)",
+            shared.join(", ")
+        )));
+    }
+    let host_network = spec.host_network == Some(true);
+    let mut namespaces = Vec::new();
+    for (typ, own) in [
+        (LinuxNamespaceType::Pid, spec.host_pid != Some(true)),
+        (LinuxNamespaceType::Ipc, spec.host_ipc != Some(true)),
+        // Kubernetes gives a host-network pod the host's hostname too.
+        (LinuxNamespaceType::Uts, !host_network),
+        (LinuxNamespaceType::Mount, true),
+    ] {
+        if own {
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(typ)
+                    .build()
+                    .map_err(spec_err)?,
+            );
+        }
+    }
+    if !host_network {
+        let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+        if let Some(path) = &sb.netns {
+            net = net.path(path.clone());
+        }
+        namespaces.push(net.build().map_err(spec_err)?);
+    }
+    Ok(namespaces)
+}
+
+/// The seccomp filter of a container that is not privileged: the default profile, none
+/// (`Unconfined`), or the node's `Localhost` file the driver read.
+fn seccomp_profile(
+    pod: &Pod,
+    c: &Container,
+    sb: &Sandbox,
+) -> Result<Option<LinuxSeccomp>, ConfigError> {
+    let profile = SecurityContext::effective_seccomp(
+        c.security_context.as_ref(),
+        pod.spec.security_context.as_ref(),
+    );
+    match profile.type_ {
+        SeccompProfileType::RuntimeDefault => seccomp::default_profile()
+            .map(Some)
+            .map_err(|e| ConfigError(format!("the default seccomp profile is invalid: {e}"))),
+        SeccompProfileType::Unconfined => Ok(None),
+        SeccompProfileType::Localhost => sb.localhost_seccomp.clone().map(Some).ok_or_else(|| {
+            ConfigError(format!(
+                "container {:?}: the Localhost seccomp profile {:?} was not loaded",
+                c.name,
+                profile.localhost_profile.unwrap_or_default()
+            ))
+        }),
+    }
+}
+
 /// The runtime config of container `index` of `pod`.
 pub fn oci_config(
     pod: &Pod,
@@ -434,38 +499,8 @@ pub fn oci_config(
         .map_err(spec_err)?;
 
     let spec = &pod.spec;
-    let shared = spec.host_namespaces();
-    if !shared.is_empty() && !sb.allow_privileged {
-        return Err(ConfigError(format!(
-            "the pod shares the host's namespaces ({}), and this node does not allow host access (start the agent with --allow-privileged)",
-            shared.join(", ")
-        )));
-    }
     let host_network = spec.host_network == Some(true);
-    let mut namespaces = Vec::new();
-    for (typ, own) in [
-        (LinuxNamespaceType::Pid, spec.host_pid != Some(true)),
-        (LinuxNamespaceType::Ipc, spec.host_ipc != Some(true)),
-        // Kubernetes gives a host-network pod the host's hostname too.
-        (LinuxNamespaceType::Uts, !host_network),
-        (LinuxNamespaceType::Mount, true),
-    ] {
-        if own {
-            namespaces.push(
-                LinuxNamespaceBuilder::default()
-                    .typ(typ)
-                    .build()
-                    .map_err(spec_err)?,
-            );
-        }
-    }
-    if !host_network {
-        let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
-        if let Some(path) = &sb.netns {
-            net = net.path(path.clone());
-        }
-        namespaces.push(net.build().map_err(spec_err)?);
-    }
+    let namespaces = namespaces(pod, sb)?;
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -487,27 +522,8 @@ pub fn oci_config(
                     .map(|s| s.to_string())
                     .collect::<Vec<_>>(),
             );
-        let profile = SecurityContext::effective_seccomp(
-            c.security_context.as_ref(),
-            spec.security_context.as_ref(),
-        );
-        match profile.type_ {
-            SeccompProfileType::RuntimeDefault => {
-                linux = linux.seccomp(seccomp::default_profile().map_err(|e| {
-                    ConfigError(format!("the default seccomp profile is invalid: {e}"))
-                })?);
-            }
-            SeccompProfileType::Unconfined => {}
-            SeccompProfileType::Localhost => {
-                let loaded = sb.localhost_seccomp.clone().ok_or_else(|| {
-                    ConfigError(format!(
-                        "container {:?}: the Localhost seccomp profile {:?} was not loaded",
-                        c.name,
-                        profile.localhost_profile.unwrap_or_default()
-                    ))
-                })?;
-                linux = linux.seccomp(loaded);
-            }
+        if let Some(profile) = seccomp_profile(pod, c, sb)? {
+            linux = linux.seccomp(profile);
         }
     }
     let hostname: String = pod.metadata.name.chars().take(63).collect();
