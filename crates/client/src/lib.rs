@@ -6,6 +6,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod data;
 pub mod error;
 pub mod events;
@@ -17,6 +18,7 @@ pub use client::{
     with_query, Client, ExecParams, LineStream, ListParams, LogParams, WatchStream, Watched,
 };
 pub use config::{ClientConfig, DEFAULT_SERVER};
+pub use controller::{Controller, Metrics, Pass, Passed};
 pub use error::ClientError;
 pub use events::{EventRecorder, EventType};
 pub use informer::{cache_key, Change, Informer};

@@ -1,0 +1,345 @@
+//! The controller runtime every loop runs on (after kube-runtime's `Controller` and
+//! controller-runtime): informers wake the loop, caches are waited for in one way, failures
+//! and panics are retried with the shared [`Backoff`], and failures and durations go to one
+//! [`Metrics`] hook. A loop owns only what it watches and its reconcile or pass function.
+//!
+//! Two shapes:
+//! - [`Controller`], per key: changes are mapped to keys in a de-duplicating [`WorkQueue`];
+//!   `reconcile(key)` says done (`None`), look again after (`Some(d)`), or fails (retried
+//!   after the key's back-off); up to `concurrency` keys at once, never one key twice.
+//! - [`Pass`], a whole snapshot: any change wakes one pass; changes during a pass are
+//!   coalesced into the next; an optional cooldown after a costly pass lets changes gather.
+
+use crate::informer::{Change, Informer};
+use crate::queue::WorkQueue;
+use crate::retry::{guard, Backoff, Failure, Retry};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use kumo_api::Resource;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Something a loop waits for before its first reconcile: an informer's first list.
+pub trait Synced: Send + Sync {
+    fn wait_synced(&self) -> BoxFuture<'_>;
+}
+
+impl<K: Resource> Synced for Informer<K> {
+    fn wait_synced(&self) -> BoxFuture<'_> {
+        Box::pin(Informer::wait_synced(self))
+    }
+}
+
+/// Waits until every one of `caches` has been filled by its first list.
+pub async fn wait_synced(caches: &[Box<dyn Synced>]) {
+    for c in caches {
+        c.wait_synced().await;
+    }
+}
+
+/// Where a loop reports what its reconciles cost and how they failed: log lines now, the
+/// place for counters later. A closure `Fn(&K, &Failure<E>, &Retry)` is one.
+pub trait Metrics<K, E>: Send + Sync {
+    /// A reconcile (or pass) failed or panicked; it runs again after `retry.delay`.
+    fn failed(&self, key: &K, failure: &Failure<E>, retry: &Retry);
+    /// A reconcile (or pass) ended after `took`, whatever its result.
+    fn took(&self, _key: &K, _took: Duration) {}
+}
+
+impl<K, E, F: Fn(&K, &Failure<E>, &Retry) + Send + Sync> Metrics<K, E> for F {
+    fn failed(&self, key: &K, failure: &Failure<E>, retry: &Retry) {
+        self(key, failure, retry)
+    }
+}
+
+/// The wiring both shapes share: what feeds the loop and what it waits for.
+struct Sources {
+    feeds: Vec<BoxFuture<'static>>,
+    synced: Vec<Box<dyn Synced>>,
+}
+
+impl Sources {
+    fn new() -> Self {
+        Sources {
+            feeds: Vec::new(),
+            synced: Vec::new(),
+        }
+    }
+
+    /// Runs every feed; a feed whose channel closed leaves the loop running on the others.
+    async fn run(feeds: Vec<BoxFuture<'static>>) {
+        futures_util::future::join_all(feeds).await;
+        std::future::pending::<()>().await
+    }
+}
+
+/// A per-key loop: changes become keys, keys are reconciled.
+pub struct Controller<K> {
+    queue: WorkQueue<K>,
+    backoff: Backoff<K>,
+    sources: Sources,
+    concurrency: usize,
+    initial: Option<Box<dyn FnOnce() -> Vec<K> + Send>>,
+}
+
+impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
+    /// A loop whose failed keys wait `retry_base`, doubling per consecutive failure up to
+    /// `retry_max`; one reconcile at a time.
+    pub fn new(retry_base: Duration, retry_max: Duration) -> Self {
+        Controller {
+            queue: WorkQueue::new(),
+            backoff: Backoff::new(retry_base, retry_max),
+            sources: Sources::new(),
+            concurrency: 1,
+            initial: None,
+        }
+    }
+
+    /// Waits for `informer`'s cache and queues `key(object)` for each of its changes
+    /// (`None`: the change concerns no key).
+    pub fn watches<T: Resource>(
+        self,
+        informer: &Informer<T>,
+        changes: mpsc::UnboundedReceiver<Change<T>>,
+        key: impl Fn(&T) -> Option<K> + Send + 'static,
+    ) -> Self {
+        self.waits_for(informer.clone())
+            .feeds(changes, move |c: &Change<T>| key(c.object()))
+    }
+
+    /// Waits for `cache` before the first reconcile (a cache read, not watched).
+    pub fn waits_for(mut self, cache: impl Synced + 'static) -> Self {
+        self.sources.synced.push(Box::new(cache));
+        self
+    }
+
+    /// Queues `key(item)` for each item of `items`.
+    pub fn feeds<T: Send + 'static>(
+        mut self,
+        mut items: mpsc::UnboundedReceiver<T>,
+        key: impl Fn(&T) -> Option<K> + Send + 'static,
+    ) -> Self {
+        let queue = self.queue.clone();
+        self.sources.feeds.push(Box::pin(async move {
+            while let Some(item) = items.recv().await {
+                if let Some(k) = key(&item) {
+                    queue.add(k);
+                }
+            }
+        }));
+        self
+    }
+
+    /// Keys queued once the caches are synced, before any change.
+    pub fn initial(mut self, keys: impl FnOnce() -> Vec<K> + Send + 'static) -> Self {
+        self.initial = Some(Box::new(keys));
+        self
+    }
+
+    /// Reconciles up to `n` keys at once (never one key twice at the same time).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The loop's queue, for keys that come from elsewhere than a watched channel.
+    pub fn queue(&self) -> WorkQueue<K> {
+        self.queue.clone()
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run<E, F, Fut>(
+        self,
+        reconcile: F,
+        metrics: impl Metrics<K, E>,
+        shutdown: impl Future<Output = ()>,
+    ) where
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = Result<Option<Duration>, E>>,
+    {
+        let Controller {
+            queue,
+            backoff,
+            sources,
+            concurrency,
+            initial,
+        } = self;
+        let step = |key: K| {
+            let (queue, backoff, metrics, reconcile) = (&queue, &backoff, &metrics, &reconcile);
+            async move {
+                let started = tokio::time::Instant::now();
+                let result = guard(reconcile(key.clone())).await;
+                metrics.took(&key, started.elapsed());
+                match result {
+                    Ok(after) => {
+                        backoff.succeeded(&key);
+                        if let Some(after) = after {
+                            queue.add_after(key, after);
+                        }
+                    }
+                    Err(failure) => {
+                        let retry = backoff.failed(&key);
+                        metrics.failed(&key, &failure, &retry);
+                        queue.add_after(key, retry.delay);
+                    }
+                }
+            }
+        };
+        let work = async {
+            wait_synced(&sources.synced).await;
+            if let Some(initial) = initial {
+                for k in initial() {
+                    queue.add(k);
+                }
+            }
+            if concurrency == 1 {
+                loop {
+                    step(queue.next().await).await;
+                }
+            }
+            let mut running = FuturesUnordered::new();
+            loop {
+                if running.len() < concurrency {
+                    tokio::select! {
+                        key = queue.claim() => {
+                            let (queue, step) = (&queue, &step);
+                            running.push(async move {
+                                step(key.clone()).await;
+                                queue.done(&key);
+                            })
+                        }
+                        Some(()) = running.next(), if !running.is_empty() => {}
+                    }
+                } else {
+                    running.next().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = Sources::run(sources.feeds) => {}
+            _ = work => {}
+        }
+    }
+}
+
+/// What one pass says about the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    /// The next pass comes at the next change or after this long, whichever is first.
+    pub requeue_after: Duration,
+    /// What the pass cost, for the cooldown (a pass may count only its own work, not the
+    /// writes it waited on).
+    pub cost: Duration,
+}
+
+/// A whole-snapshot loop: any change wakes one pass.
+pub struct Pass {
+    wake: Arc<Notify>,
+    backoff: Backoff<()>,
+    sources: Sources,
+    cooldown: Option<(Duration, Duration)>,
+}
+
+impl Pass {
+    /// A loop whose failed (or panicking) pass is tried again after `retry_base`, doubling per
+    /// consecutive failure up to `retry_max` (not at the next change, which would spin on a
+    /// pass that always fails).
+    pub fn new(retry_base: Duration, retry_max: Duration) -> Self {
+        Pass {
+            wake: Arc::new(Notify::new()),
+            backoff: Backoff::new(retry_base, retry_max),
+            sources: Sources::new(),
+            cooldown: None,
+        }
+    }
+
+    /// Waits for `informer`'s cache, and passes again at each of its changes.
+    pub fn watches<T: Resource>(
+        mut self,
+        informer: &Informer<T>,
+        changes: mpsc::UnboundedReceiver<Change<T>>,
+    ) -> Self {
+        self.sources.synced.push(Box::new(informer.clone()));
+        self.feeds(changes)
+    }
+
+    /// Passes again at each item of `items`.
+    pub fn feeds<T: Send + 'static>(mut self, mut items: mpsc::UnboundedReceiver<T>) -> Self {
+        let wake = self.wake.clone();
+        self.sources.feeds.push(Box::pin(async move {
+            while items.recv().await.is_some() {
+                // A stored permit: changes during a pass make one more pass, not one each.
+                wake.notify_one();
+            }
+        }));
+        self
+    }
+
+    /// After a pass that cost `c`, the next starts no sooner than `min(c, max)` after it ended
+    /// (changes that arrive meanwhile join it); passes cheaper than `min` are not held back.
+    pub fn cooldown(mut self, min: Duration, max: Duration) -> Self {
+        self.cooldown = Some((min, max));
+        self
+    }
+
+    /// Runs the first pass once the caches are synced, then one per batch of changes (or when
+    /// a pass's requeue-after ends), until `shutdown` completes.
+    pub async fn run<E, F, Fut>(
+        self,
+        mut pass: F,
+        metrics: impl Metrics<(), E>,
+        shutdown: impl Future<Output = ()>,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Passed, E>>,
+    {
+        let Pass {
+            wake,
+            backoff,
+            sources,
+            cooldown,
+        } = self;
+        let work = async {
+            wait_synced(&sources.synced).await;
+            loop {
+                let started = tokio::time::Instant::now();
+                let result = guard(pass()).await;
+                metrics.took(&(), started.elapsed());
+                let passed = match result {
+                    Ok(passed) => {
+                        backoff.succeeded(&());
+                        passed
+                    }
+                    Err(failure) => {
+                        let retry = backoff.failed(&());
+                        metrics.failed(&(), &failure, &retry);
+                        tokio::time::sleep(retry.delay).await;
+                        continue;
+                    }
+                };
+                if let Some((min, max)) = cooldown {
+                    let wait = passed.cost.min(max);
+                    if wait >= min {
+                        tokio::time::sleep_until(started + passed.cost + wait).await;
+                    }
+                }
+                // Wake on any change, or when the requeue-after ends.
+                let _ = tokio::time::timeout(passed.requeue_after, wake.notified()).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = Sources::run(sources.feeds) => {}
+            _ = work => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

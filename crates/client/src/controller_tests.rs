@@ -1,0 +1,290 @@
+//! The runtime's behaviour as data, on tokio's paused clock: times are exact and no test
+//! sleeps in real time.
+
+use super::*;
+use std::sync::Mutex;
+use tokio::time::Instant;
+
+const BASE: Duration = Duration::from_millis(200);
+const MAX: Duration = Duration::from_secs(30);
+
+/// A cache that is synced when the test says so.
+struct Gate(tokio::sync::watch::Receiver<bool>);
+
+impl Synced for Gate {
+    fn wait_synced(&self) -> BoxFuture<'_> {
+        let mut rx = self.0.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+    }
+}
+
+/// What happened, in order: (milliseconds since the start, what).
+type Log = Mutex<Vec<(u64, String)>>;
+
+fn note(log: &Log, start: Instant, what: String) {
+    let ms = (Instant::now() - start).as_millis() as u64;
+    log.lock().unwrap().push((ms, what));
+}
+
+fn check(log: &Log, want: &[(u64, &str)]) {
+    let got = log.lock().unwrap().clone();
+    let want: Vec<(u64, String)> = want.iter().map(|(t, s)| (*t, s.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+/// Keys sent on a channel, the sender kept open.
+fn keys(
+    ks: &[&str],
+) -> (
+    mpsc::UnboundedSender<String>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for k in ks {
+        tx.send(k.to_string()).unwrap();
+    }
+    (tx, rx)
+}
+
+fn metrics(log: &Log, start: Instant) -> impl Metrics<String, String> + '_ {
+    move |key: &String, failure: &Failure<String>, retry: &Retry| {
+        note(
+            log,
+            start,
+            format!(
+                "{key} failed ({failure}), retry {} in {:?}",
+                retry.attempt, retry.delay
+            ),
+        )
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_key_is_retried_with_the_shared_back_off_and_a_panic_is_a_failure() {
+    let (start, log) = (Instant::now(), Log::default());
+    let calls = Mutex::new(0);
+    let (_tx, rx) = keys(&["a"]);
+    let controller = Controller::new(BASE, MAX).feeds(rx, |k: &String| Some(k.clone()));
+    let reconcile = |key: String| {
+        let (calls, log) = (&calls, &log);
+        async move {
+            let n = {
+                let mut c = calls.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            note(log, start, format!("{key} {n}"));
+            match n {
+                1 => Err("no".to_string()),
+                2 => panic!("boom"),
+                3 => Ok(Some(Duration::from_secs(5))),
+                _ => Err("again".to_string()),
+            }
+        }
+    };
+    controller
+        .run(
+            reconcile,
+            metrics(&log, start),
+            tokio::time::sleep(Duration::from_secs(6)),
+        )
+        .await;
+    check(
+        &log,
+        &[
+            (0, "a 1"),
+            (0, "a failed (no), retry 1 in 200ms"),
+            (200, "a 2"),
+            (200, "a failed (panicked: boom), retry 2 in 400ms"),
+            (600, "a 3"),
+            // Success forgot the failures; the requeue-after brings it back.
+            (5600, "a 4"),
+            (5600, "a failed (again), retry 1 in 200ms"),
+            (5800, "a 5"),
+            (5800, "a failed (again), retry 2 in 400ms"),
+        ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_are_deduplicated_and_wait_for_the_caches_and_the_initial_keys() {
+    let (start, log) = (Instant::now(), Log::default());
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let (_tx, rx) = keys(&["a", "b", "a", "a", "b"]);
+    let controller = Controller::new(BASE, MAX)
+        .feeds(rx, |k: &String| (k != "skip").then(|| k.clone()))
+        .waits_for(Gate(synced_rx))
+        .initial(|| vec!["c".to_string(), "a".to_string()]);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        synced_tx.send(true).unwrap();
+        std::future::pending::<()>().await
+    });
+    let reconcile = |key: String| {
+        let log = &log;
+        async move {
+            note(log, start, key);
+            Ok::<_, String>(None)
+        }
+    };
+    controller
+        .run(
+            reconcile,
+            metrics(&log, start),
+            tokio::time::sleep(Duration::from_secs(2)),
+        )
+        .await;
+    check(&log, &[(1000, "a"), (1000, "b"), (1000, "c")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_run_concurrently_up_to_the_bound_and_one_key_never_twice() {
+    let (start, log) = (Instant::now(), Log::default());
+    let (tx, rx) = keys(&["a", "b", "c"]);
+    let controller = Controller::new(BASE, MAX)
+        .feeds(rx, |k: &String| Some(k.clone()))
+        .concurrency(2);
+    let reconcile = |key: String| {
+        let (log, tx) = (&log, tx.clone());
+        async move {
+            note(log, start, format!("{key} starts"));
+            if key == "a" && log.lock().unwrap().len() == 1 {
+                // "a" changes while it is being reconciled: it runs again once done.
+                tx.send("a".to_string()).unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, String>(None)
+        }
+    };
+    controller
+        .run(
+            reconcile,
+            metrics(&log, start),
+            tokio::time::sleep(Duration::from_millis(3500)),
+        )
+        .await;
+    check(
+        &log,
+        &[
+            (0, "a starts"),
+            (0, "b starts"),
+            (1000, "c starts"),
+            (1000, "a starts"),
+        ],
+    );
+}
+
+fn pass_metrics(log: &Log, start: Instant) -> impl Metrics<(), String> + '_ {
+    move |_: &(), failure: &Failure<String>, retry: &Retry| {
+        note(
+            log,
+            start,
+            format!("failed ({failure}), retry in {:?}", retry.delay),
+        )
+    }
+}
+
+/// What the n-th pass (from 1) does: it is busy `.0` ms and reports a cost of `.1` ms, or
+/// (`None`) it panics.
+type Answer = Option<(u64, u64)>;
+
+/// Runs a pass loop (requeue-after 10 s, cooldown of passes from 1 ms up to 10 ms) fed by a
+/// change at each of `changes` (ms), until `until` ms: when each pass began, and failures.
+async fn passes(answers: &[Answer], changes: &[u64], until: u64) -> Vec<(u64, String)> {
+    let (start, log) = (Instant::now(), Log::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let changes = changes.to_vec();
+    tokio::spawn(async move {
+        for at in changes {
+            tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+            let _ = tx.send(());
+        }
+        std::future::pending::<()>().await
+    });
+    let calls = Mutex::new(0usize);
+    let pass = || {
+        let (log, calls) = (&log, &calls);
+        async move {
+            let n = {
+                let mut c = calls.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            note(log, start, format!("pass {n}"));
+            let Some((busy, cost)) = answers.get(n - 1).copied().flatten() else {
+                panic!("pass {n}")
+            };
+            tokio::time::sleep(Duration::from_millis(busy)).await;
+            Ok::<_, String>(Passed {
+                requeue_after: Duration::from_secs(10),
+                cost: Duration::from_millis(cost),
+            })
+        }
+    };
+    Pass::new(BASE, MAX)
+        .feeds(rx)
+        .cooldown(Duration::from_millis(1), Duration::from_millis(10))
+        .run(
+            pass,
+            pass_metrics(&log, start),
+            tokio::time::sleep(Duration::from_millis(until)),
+        )
+        .await;
+    let got = log.lock().unwrap().clone();
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
+    type Case<'a> = (&'a [Answer], &'a [u64], &'a [(u64, &'a str)]);
+    let idle = Some((0, 0));
+    let cases: &[Case] = &[
+        // Three changes during a 50 ms pass make one more pass, not three; the change at
+        // 100 ms makes a third; then the requeue-after (10 s) makes the next.
+        (
+            &[Some((50, 0)), idle, idle, idle],
+            &[10, 20, 30, 100],
+            &[
+                (0, "pass 1"),
+                (50, "pass 2"),
+                (100, "pass 3"),
+                (10100, "pass 4"),
+            ],
+        ),
+        // A pass that cost 5 ms holds the next back 5 ms after it ended; one of 20 ms, 10 ms
+        // (changes at 1 and 11 ms came during those cooldowns).
+        (
+            &[Some((0, 5)), Some((0, 20)), idle, idle],
+            &[1, 11],
+            &[
+                (0, "pass 1"),
+                (10, "pass 2"),
+                (40, "pass 3"),
+                (10040, "pass 4"),
+            ],
+        ),
+        // A panic is retried after the back-off, not at a change (the change at 100 ms makes
+        // a pass once one succeeded); a success forgets the failures.
+        (
+            &[None, None, idle, None, idle],
+            &[100],
+            &[
+                (0, "pass 1"),
+                (0, "failed (panicked: pass 1), retry in 200ms"),
+                (200, "pass 2"),
+                (200, "failed (panicked: pass 2), retry in 400ms"),
+                (600, "pass 3"),
+                (600, "pass 4"),
+                (600, "failed (panicked: pass 4), retry in 200ms"),
+                (800, "pass 5"),
+            ],
+        ),
+    ];
+    for (answers, changes, want) in cases {
+        let got = passes(answers, changes, 10_500).await;
+        let want: Vec<(u64, String)> = want.iter().map(|(t, s)| (*t, s.to_string())).collect();
+        assert_eq!(got, want, "answers {answers:?}");
+    }
+}
