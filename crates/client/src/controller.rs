@@ -48,6 +48,10 @@ pub trait Metrics<K, E>: Send + Sync {
     fn failed(&self, key: &K, failure: &Failure<E>, retry: &Retry);
     /// A reconcile (or pass) ended after `took`, whatever its result.
     fn took(&self, _key: &K, _took: Duration) {}
+    /// A pass left `unit` out (its share panicked with `why`); the pass counted as failed.
+    fn left_out(&self, unit: &str, why: &str, retry: &Retry) {
+        tracing::error!(%unit, error = %why, retry_in = ?retry.delay, failures = retry.total, "left out of a pass");
+    }
 }
 
 impl<K, E, F: Fn(&K, &Failure<E>, &Retry) + Send + Sync> Metrics<K, E> for F {
@@ -228,13 +232,17 @@ impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
 }
 
 /// What one pass says about the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Passed {
-    /// The next pass comes at the next change or after this long, whichever is first.
-    pub requeue_after: Duration,
+    /// The next pass comes at the next change or after this long, whichever is first
+    /// (`None`: only at a change).
+    pub requeue_after: Option<Duration>,
     /// What the pass cost, for the cooldown (a pass may count only its own work, not the
     /// writes it waited on).
     pub cost: Duration,
+    /// Units the pass left out because their share panicked (unit, message): the pass counts
+    /// as failed, and the next comes at a change or after the back-off, whichever is first.
+    pub left_out: Vec<(String, String)>,
 }
 
 /// A whole-snapshot loop: any change wakes one pass.
@@ -311,10 +319,7 @@ impl Pass {
                 let result = guard(pass()).await;
                 metrics.took(&(), started.elapsed());
                 let passed = match result {
-                    Ok(passed) => {
-                        backoff.succeeded(&());
-                        passed
-                    }
+                    Ok(passed) => passed,
                     Err(failure) => {
                         let retry = backoff.failed(&());
                         metrics.failed(&(), &failure, &retry);
@@ -322,14 +327,29 @@ impl Pass {
                         continue;
                     }
                 };
+                let mut wait = passed.requeue_after;
+                if passed.left_out.is_empty() {
+                    backoff.succeeded(&());
+                } else {
+                    let retry = backoff.failed(&());
+                    for (unit, why) in &passed.left_out {
+                        metrics.left_out(unit, why, &retry);
+                    }
+                    wait = Some(wait.map_or(retry.delay, |w| w.min(retry.delay)));
+                }
                 if let Some((min, max)) = cooldown {
                     let wait = passed.cost.min(max);
                     if wait >= min {
                         tokio::time::sleep_until(started + passed.cost + wait).await;
                     }
                 }
-                // Wake on any change, or when the requeue-after ends.
-                let _ = tokio::time::timeout(passed.requeue_after, wake.notified()).await;
+                // Wake on any change, or when the requeue-after (or back-off) ends.
+                match wait {
+                    Some(wait) => {
+                        let _ = tokio::time::timeout(wait, wake.notified()).await;
+                    }
+                    None => wake.notified().await,
+                }
             }
         };
         tokio::select! {

@@ -176,19 +176,30 @@ async fn keys_run_concurrently_up_to_the_bound_and_one_key_never_twice() {
     );
 }
 
-fn pass_metrics(log: &Log, start: Instant) -> impl Metrics<(), String> + '_ {
-    move |_: &(), failure: &Failure<String>, retry: &Retry| {
-        note(
-            log,
-            start,
-            format!("failed ({failure}), retry in {:?}", retry.delay),
-        )
+struct PassMetrics<'a>(&'a Log, Instant);
+
+impl Metrics<(), String> for PassMetrics<'_> {
+    fn failed(&self, _: &(), failure: &Failure<String>, retry: &Retry) {
+        let what = format!("failed ({failure}), retry in {:?}", retry.delay);
+        note(self.0, self.1, what)
+    }
+    fn left_out(&self, unit: &str, why: &str, retry: &Retry) {
+        let what = format!("{unit} left out ({why}), retry in {:?}", retry.delay);
+        note(self.0, self.1, what)
     }
 }
 
-/// What the n-th pass (from 1) does: it is busy `.0` ms and reports a cost of `.1` ms, or
-/// (`None`) it panics.
-type Answer = Option<(u64, u64)>;
+/// What the n-th pass (from 1) does.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Busy this many ms, reporting a cost of that many ms.
+    Ok(u64, u64),
+    /// Leaves unit "x" out.
+    LeftOut,
+    /// Only waits for changes (no requeue-after).
+    Idle,
+    Panic,
+}
 
 /// Runs a pass loop (requeue-after 10 s, cooldown of passes from 1 ms up to 10 ms) fed by a
 /// change at each of `changes` (ms), until `until` ms: when each pass began, and failures.
@@ -213,13 +224,22 @@ async fn passes(answers: &[Answer], changes: &[u64], until: u64) -> Vec<(u64, St
                 *c
             };
             note(log, start, format!("pass {n}"));
-            let Some((busy, cost)) = answers.get(n - 1).copied().flatten() else {
-                panic!("pass {n}")
+            let (busy, cost) = match answers.get(n - 1).copied().unwrap_or(Answer::Panic) {
+                Answer::Ok(busy, cost) => (busy, cost),
+                Answer::Idle => return Ok(Passed::default()),
+                Answer::LeftOut => {
+                    return Ok(Passed {
+                        left_out: vec![("x".into(), format!("pass {n}"))],
+                        ..Passed::default()
+                    })
+                }
+                Answer::Panic => panic!("pass {n}"),
             };
             tokio::time::sleep(Duration::from_millis(busy)).await;
             Ok::<_, String>(Passed {
-                requeue_after: Duration::from_secs(10),
+                requeue_after: Some(Duration::from_secs(10)),
                 cost: Duration::from_millis(cost),
+                left_out: vec![],
             })
         }
     };
@@ -228,7 +248,7 @@ async fn passes(answers: &[Answer], changes: &[u64], until: u64) -> Vec<(u64, St
         .cooldown(Duration::from_millis(1), Duration::from_millis(10))
         .run(
             pass,
-            pass_metrics(&log, start),
+            PassMetrics(&log, start),
             tokio::time::sleep(Duration::from_millis(until)),
         )
         .await;
@@ -239,12 +259,13 @@ async fn passes(answers: &[Answer], changes: &[u64], until: u64) -> Vec<(u64, St
 #[tokio::test(start_paused = true)]
 async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
     type Case<'a> = (&'a [Answer], &'a [u64], &'a [(u64, &'a str)]);
-    let idle = Some((0, 0));
+    use Answer::{Idle, LeftOut, Ok, Panic};
+    let idle = Ok(0, 0);
     let cases: &[Case] = &[
         // Three changes during a 50 ms pass make one more pass, not three; the change at
         // 100 ms makes a third; then the requeue-after (10 s) makes the next.
         (
-            &[Some((50, 0)), idle, idle, idle],
+            &[Ok(50, 0), idle, idle, idle],
             &[10, 20, 30, 100],
             &[
                 (0, "pass 1"),
@@ -256,7 +277,7 @@ async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
         // A pass that cost 5 ms holds the next back 5 ms after it ended; one of 20 ms, 10 ms
         // (changes at 1 and 11 ms came during those cooldowns).
         (
-            &[Some((0, 5)), Some((0, 20)), idle, idle],
+            &[Ok(0, 5), Ok(0, 20), idle, idle],
             &[1, 11],
             &[
                 (0, "pass 1"),
@@ -268,7 +289,7 @@ async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
         // A panic is retried after the back-off, not at a change (the change at 100 ms makes
         // a pass once one succeeded); a success forgets the failures.
         (
-            &[None, None, idle, None, idle],
+            &[Panic, Panic, idle, Panic, idle],
             &[100],
             &[
                 (0, "pass 1"),
@@ -279,6 +300,22 @@ async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
                 (600, "pass 4"),
                 (600, "failed (panicked: pass 4), retry in 200ms"),
                 (800, "pass 5"),
+            ],
+        ),
+        // A pass that left a unit out is a failure of the pass: the next comes after the
+        // back-off or at a change (at 300 ms), whichever is first; one without a
+        // requeue-after waits for a change alone.
+        (
+            &[LeftOut, LeftOut, LeftOut, Idle],
+            &[300],
+            &[
+                (0, "pass 1"),
+                (0, "x left out (pass 1), retry in 200ms"),
+                (200, "pass 2"),
+                (200, "x left out (pass 2), retry in 400ms"),
+                (300, "pass 3"),
+                (300, "x left out (pass 3), retry in 800ms"),
+                (1100, "pass 4"),
             ],
         ),
     ];

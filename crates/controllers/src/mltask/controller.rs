@@ -267,8 +267,10 @@ async fn one_pass(ctx: Ctx<'_>) -> Result<Passed, Infallible> {
         wait = wait.min(retry);
     }
     Ok(Passed {
-        requeue_after: wait,
+        requeue_after: Some(wait),
         cost: pass_cost,
+        // Tasks whose step panicked have their own back-off (above), one per task.
+        left_out: Vec::new(),
     })
 }
 
