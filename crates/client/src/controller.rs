@@ -277,14 +277,32 @@ impl Pass {
     }
 
     /// Passes again at each item of `items`.
-    pub fn feeds<T: Send + 'static>(mut self, mut items: mpsc::UnboundedReceiver<T>) -> Self {
+    pub fn feeds<T: Send + 'static>(self, items: mpsc::UnboundedReceiver<T>) -> Self {
+        self.feeds_with(items, |_| true)
+    }
+
+    /// Hands each item of `items` to `wakes`, and passes again when it says so (a loop whose
+    /// changes only move a deadline notes them here, and wakes only when one moves it).
+    pub fn feeds_with<T: Send + 'static>(
+        mut self,
+        mut items: mpsc::UnboundedReceiver<T>,
+        mut wakes: impl FnMut(&T) -> bool + Send + 'static,
+    ) -> Self {
         let wake = self.wake.clone();
         self.sources.feeds.push(Box::pin(async move {
-            while items.recv().await.is_some() {
-                // A stored permit: changes during a pass make one more pass, not one each.
-                wake.notify_one();
+            while let Some(item) = items.recv().await {
+                if wakes(&item) {
+                    // A stored permit: changes during a pass make one more pass, not one each.
+                    wake.notify_one();
+                }
             }
         }));
+        self
+    }
+
+    /// Waits for `cache` before the first pass (a cache read, not watched).
+    pub fn waits_for(mut self, cache: impl Synced + 'static) -> Self {
+        self.sources.synced.push(Box::new(cache));
         self
     }
 

@@ -325,3 +325,40 @@ async fn passes_are_coalesced_cooled_down_and_retried_after_a_panic() {
         assert_eq!(got, want, "answers {answers:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_feed_wakes_a_pass_only_when_it_says_so_and_caches_are_waited_for() {
+    let (start, log) = (Instant::now(), Log::default());
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = mpsc::unbounded_channel::<u64>();
+    tokio::spawn(async move {
+        for at in [50, 100, 150, 200] {
+            tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+            if at == 100 {
+                synced_tx.send(true).unwrap();
+            }
+            tx.send(at).unwrap();
+        }
+        std::future::pending::<()>().await
+    });
+    let pass = || {
+        let log = &log;
+        async move {
+            note(log, start, "pass".to_string());
+            Ok::<_, String>(Passed::default())
+        }
+    };
+    Pass::new(BASE, MAX)
+        .waits_for(Gate(synced_rx))
+        // Only items at multiples of 100 ms wake a pass.
+        .feeds_with(rx, |at: &u64| at % 100 == 0)
+        .run(
+            pass,
+            PassMetrics(&log, start),
+            tokio::time::sleep(Duration::from_secs(1)),
+        )
+        .await;
+    // The first pass once synced (at 100 ms, whose item's permit makes a second at once),
+    // then one at 200 ms; the item at 150 ms wakes nothing.
+    check(&log, &[(100, "pass"), (100, "pass"), (200, "pass")]);
+}
