@@ -138,6 +138,13 @@ impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
         self
     }
 
+    /// Runs `task` beside the loop until it stops (a source of keys that is not a channel of
+    /// items, e.g. a periodic resync, or one whose handling awaits).
+    pub fn also(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.sources.feeds.push(Box::pin(task));
+        self
+    }
+
     /// Keys queued once the caches are synced, before any change.
     pub fn initial(mut self, keys: impl FnOnce() -> Vec<K> + Send + 'static) -> Self {
         self.initial = Some(Box::new(keys));
@@ -172,27 +179,7 @@ impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
             concurrency,
             initial,
         } = self;
-        let step = |key: K| {
-            let (queue, backoff, metrics, reconcile) = (&queue, &backoff, &metrics, &reconcile);
-            async move {
-                let started = tokio::time::Instant::now();
-                let result = guard(reconcile(key.clone())).await;
-                metrics.took(&key, started.elapsed());
-                match result {
-                    Ok(after) => {
-                        backoff.succeeded(&key);
-                        if let Some(after) = after {
-                            queue.add_after(key, after);
-                        }
-                    }
-                    Err(failure) => {
-                        let retry = backoff.failed(&key);
-                        metrics.failed(&key, &failure, &retry);
-                        queue.add_after(key, retry.delay);
-                    }
-                }
-            }
-        };
+        let step = |key: K| step(&queue, &backoff, &reconcile, &metrics, key);
         let work = async {
             wait_synced(&sources.synced).await;
             if let Some(initial) = initial {
@@ -228,6 +215,123 @@ impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
             _ = Sources::run(sources.feeds) => {}
             _ = work => {}
         }
+    }
+}
+
+impl<K: Ord + Clone + Send + Sync + 'static> Controller<K> {
+    /// As [`Controller::run`], with each reconcile a task of its own (a reconcile that blocks
+    /// a thread now and then holds up no other), up to `concurrency` at once. On shutdown no
+    /// new key is taken and the reconciles in flight get until `drain` has passed to end.
+    /// Returns `None` when shutdown came before the caches were synced, else the end of the
+    /// drain window, for what the caller finishes after.
+    pub async fn run_spawned<E, F, Fut>(
+        self,
+        reconcile: F,
+        metrics: impl Metrics<K, E> + 'static,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> Option<tokio::time::Instant>
+    where
+        E: 'static,
+        F: Fn(K) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Duration>, E>> + Send + 'static,
+    {
+        let Controller {
+            queue,
+            backoff,
+            sources,
+            concurrency,
+            initial,
+        } = self;
+        let shared = Arc::new((queue.clone(), backoff, reconcile, metrics));
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut running = tokio::task::JoinSet::new();
+        let mut synced = false;
+        let work = async {
+            wait_synced(&sources.synced).await;
+            synced = true;
+            if let Some(initial) = initial {
+                for k in initial() {
+                    queue.add(k);
+                }
+            }
+            loop {
+                tokio::select! {
+                    (Ok(slot), key) = async {
+                        (slots.clone().acquire_owned().await, queue.claim().await)
+                    } => {
+                        let (shared, claim) = (shared.clone(), Claim { queue: queue.clone(), key });
+                        running.spawn(async move {
+                            let (queue, backoff, reconcile, metrics) = &*shared;
+                            step(queue, backoff, reconcile, metrics, claim.key.clone()).await;
+                            drop((claim, slot));
+                        });
+                    }
+                    Some(joined) = running.join_next() => {
+                        if let Err(e) = joined {
+                            tracing::error!(error = %e, "a reconcile failed to finish");
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = Sources::run(sources.feeds) => {}
+            _ = work => {}
+        }
+        if !synced {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        Some(deadline)
+    }
+}
+
+/// Reconciles `key` once and applies the error policy: success forgets the key's failures
+/// and requeues it when asked; a failure or panic is reported and retried after back-off.
+async fn step<K, E, F, Fut>(
+    queue: &WorkQueue<K>,
+    backoff: &Backoff<K>,
+    reconcile: &F,
+    metrics: &impl Metrics<K, E>,
+    key: K,
+) where
+    K: Ord + Clone + Send + Sync + 'static,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = Result<Option<Duration>, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let result = guard(reconcile(key.clone())).await;
+    metrics.took(&key, started.elapsed());
+    match result {
+        Ok(after) => {
+            backoff.succeeded(&key);
+            if let Some(after) = after {
+                queue.add_after(key, after);
+            }
+        }
+        Err(failure) => {
+            let retry = backoff.failed(&key);
+            metrics.failed(&key, &failure, &retry);
+            queue.add_after(key, retry.delay);
+        }
+    }
+}
+
+/// A claimed key, handed back to its queue when its reconcile ends, cancelled included.
+struct Claim<K: Ord + Clone + Send + 'static> {
+    queue: WorkQueue<K>,
+    key: K,
+}
+
+impl<K: Ord + Clone + Send + 'static> Drop for Claim<K> {
+    fn drop(&mut self) {
+        self.queue.done(&self.key);
     }
 }
 

@@ -362,3 +362,58 @@ async fn a_feed_wakes_a_pass_only_when_it_says_so_and_caches_are_waited_for() {
     // then one at 200 ms; the item at 150 ms wakes nothing.
     check(&log, &[(100, "pass"), (100, "pass"), (200, "pass")]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn spawned_reconciles_are_bounded_and_drained_at_shutdown() {
+    let (start, log) = (Instant::now(), Arc::new(Log::default()));
+    let (_tx, rx) = keys(&["a", "b", "c"]);
+    let reconcile = {
+        let log = log.clone();
+        move |key: String| {
+            let log = log.clone();
+            async move {
+                note(&log, start, format!("{key} starts"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                note(&log, start, format!("{key} ends"));
+                Ok::<_, String>(None)
+            }
+        }
+    };
+    let metrics = |_: &String, _: &Failure<String>, _: &Retry| {};
+    let drained = Controller::new(BASE, MAX)
+        .feeds(rx, |k: &String| Some(k.clone()))
+        .concurrency(2)
+        .run_spawned(
+            reconcile,
+            metrics,
+            tokio::time::sleep(Duration::from_millis(1500)),
+            Duration::from_secs(10),
+        )
+        .await;
+    // "c" started before the shutdown and ended within the drain window.
+    assert_eq!(drained, Some(start + Duration::from_millis(11_500)));
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    check(
+        &log,
+        &[
+            (0, "a starts"),
+            (0, "b starts"),
+            (1000, "a ends"),
+            (1000, "b ends"),
+            (1000, "c starts"),
+            (2000, "c ends"),
+        ],
+    );
+    // Stopped before the caches were synced: nothing to drain, and the caller is told.
+    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let stopped = Controller::<String>::new(BASE, MAX)
+        .waits_for(Gate(synced_rx))
+        .run_spawned(
+            |_: String| async { Ok::<_, String>(None) },
+            metrics,
+            std::future::ready(()),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(stopped, None);
+}
