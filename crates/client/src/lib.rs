@@ -1,4 +1,5 @@
-//! The typed client of the kumo API, with informers and a work queue for controllers.
+//! The typed client of the kumo API, with informers, a work queue and the controller runtime
+//! every loop runs on (`controller`).
 //!
 //! Every component (scheduler, controllers, agent, CLI) reaches the API through this crate;
 //! none reads the store.
