@@ -13,7 +13,7 @@ use crate::sandbox::{CniNetwork, NetworkProvider, NoNetwork, Sandboxes};
 use crate::sync::{OciParts, PodWorker};
 use kumo_api::pod::{RUNTIME_RUNC, RUNTIME_RUNSC};
 use kumo_api::Pod;
-use kumo_client::{Change, Client, Informer, ListParams, WorkQueue};
+use kumo_client::{Change, Client, Controller, Informer, ListParams};
 use kumo_runtime::cgroup::Cgroups;
 use kumo_runtime::oci::OciRuntimeConfig;
 use kumo_runtime::sys::RealSys;
@@ -75,7 +75,7 @@ pub async fn run(
         .port();
 
     let selector = format!("spec.nodeName={}", config.node_name);
-    let (informer, mut changes) =
+    let (informer, changes) =
         Informer::<Pod>::start(client.clone(), None, ListParams::fields(&selector));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,7 +125,11 @@ pub async fn run(
     ));
     tracing::info!(node = %config.node_name, port, "kumo agent started");
 
-    let queue = WorkQueue::<String>::new();
+    // The pod sync loop, on the client's controller runtime: its queue is shared with the
+    // prober and the worker, which requeue pods themselves.
+    let controller = Controller::new(crate::sync::RETRY_BASE, crate::sync::RETRY_MAX)
+        .concurrency(MAX_CONCURRENT_SYNCS);
+    let queue = controller.queue();
     let params = SyncParams {
         node_name: config.node_name.clone(),
         host_ip: config.advertise_address.clone(),
@@ -159,69 +163,70 @@ pub async fn run(
         config.data_dir.join("mltask"),
     )));
     let worker = Arc::new(worker);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SYNCS));
-    let mut syncs = tokio::task::JoinSet::new();
-
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => return stop(tasks, &runtime, &stop_tx).await,
-        _ = informer.wait_synced() => {}
-    }
-    worker.enqueue_all();
-    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(change) = changes.recv() => {
-                if let Change::Deleted(pod) = &change {
-                    worker.pod_gone(pod);
-                }
-                queue.add(kumo_client::cache_key(change.object()));
+    let cleanups = worker.clone();
+    let on_change = {
+        let worker = worker.clone();
+        move |change: &Change<Pod>| {
+            if let Change::Deleted(pod) = change {
+                worker.pod_gone(pod);
             }
-            Some(event) = runtime_events.recv() => worker.container_exited(event).await,
-            (Ok(slot), key) = async {
-                (slots.clone().acquire_owned().await, queue.claim().await)
-            } => {
-                let (worker, claim) = (worker.clone(), Claim { queue: queue.clone(), key });
-                syncs.spawn(async move {
-                    worker.process(&claim.key).await;
-                    drop((claim, slot));
-                });
-            }
-            Some(joined) = syncs.join_next() => {
-                if let Err(e) = joined {
-                    tracing::error!(error = %e, "a pod sync failed to finish");
-                }
-            }
-            _ = resync.tick() => worker.enqueue_all(),
+            Some(kumo_client::cache_key(change.object()))
         }
-    }
+    };
+    // Exits are handled once the cache is synced (their events name the pod as the API has it).
+    let exits = {
+        let (worker, informer) = (worker.clone(), informer.clone());
+        async move {
+            informer.wait_synced().await;
+            while let Some(event) = runtime_events.recv().await {
+                worker.container_exited(event).await;
+            }
+        }
+    };
+    // Every pod once the cache is synced (the interval's first tick), then every
+    // RESYNC_INTERVAL.
+    let resync = {
+        let (worker, informer) = (worker.clone(), informer.clone());
+        async move {
+            informer.wait_synced().await;
+            let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                resync.tick().await;
+                worker.enqueue_all();
+            }
+        }
+    };
+    let controller = controller
+        .waits_for(informer.clone())
+        .feeds(changes, on_change)
+        .also(exits)
+        .also(resync)
+        .initial({
+            let worker = worker.clone();
+            move || {
+                worker.enqueue_all();
+                Vec::new()
+            }
+        });
+    let sync = move |key: String| {
+        let worker = worker.clone();
+        async move { worker.reconcile(&key).await.map(|()| None) }
+    };
     // Syncs in flight end, and cleanups of gone pods (which run off the syncs) finish, briefly,
     // so a stopped agent leaves no half-made or half-removed pod behind; whatever is left is
     // re-adopted or cleaned at the next start.
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_CLEANUP_WAIT;
-    let _ = tokio::time::timeout_at(deadline, async {
-        while syncs.join_next().await.is_some() {}
-    })
-    .await;
-    while worker.cleanups_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+    let Some(deadline) = controller
+        .run_spawned(sync, crate::sync::report, shutdown, SHUTDOWN_CLEANUP_WAIT)
+        .await
+    else {
+        return stop(tasks, &runtime, &stop_tx).await;
+    };
+    while cleanups.cleanups_in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sandboxes.shutdown().await;
     stop(tasks, &runtime, &stop_tx).await
-}
-
-/// A key a sync has claimed; handed back to the queue when the sync ends, panics included.
-struct Claim {
-    queue: WorkQueue<String>,
-    key: String,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.queue.done(&self.key);
-    }
 }
 
 /// The node's runtimes: `runc` and `runsc` where installed, then `process`; and what OCI pods

@@ -7,9 +7,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// How long to wait before restarting a container that has been restarted `restarts` times.
 pub fn backoff_delay(base: Duration, restarts: i32) -> Duration {
-    let exp = restarts.clamp(0, 31) as u32;
-    base.checked_mul(1u32 << exp)
-        .map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+    // `restarts` restarts so far are `restarts + 1` failures: the first waits `base`.
+    let failures = restarts.clamp(0, 31) as u32 + 1;
+    kumo_client::retry::delay(base, MAX_BACKOFF, failures)
 }
 
 /// Spells a duration as Go's `time.Duration` does (`10s`, `2m40s`, `5m0s`, `1.5s`, `250ms`).

@@ -113,8 +113,8 @@ fn waiting(reason: &str, message: String) -> Waiting {
 
 /// The back-off after `failures` failed pulls.
 pub fn pull_backoff(base: Duration, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1u32 << exp).min(MAX_PULL_BACKOFF)
+    // At most 2^16 times the base, as before the curve was shared.
+    kumo_client::retry::delay(base, MAX_PULL_BACKOFF, failures.min(17))
 }
 
 /// Decides for a container of pod `uid` that needs `image`. Pure.

@@ -8,7 +8,7 @@ use crate::sandbox::{SandboxError, Sandboxes};
 use crate::status::pod_status;
 use kumo_api::{ObjectMeta, Pod};
 use kumo_client::{
-    guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer, WorkQueue,
+    Client, ClientError, EventRecorder, EventType, Failure, Informer, Retry, WorkQueue,
 };
 use kumo_runtime::record::PodRecord;
 use kumo_runtime::{Runtime, RuntimeEvent, StartOutcome};
@@ -19,8 +19,8 @@ use std::time::Duration;
 /// Grace period for containers of a pod that vanished from the API without one.
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 /// First retry of a failed pod sync; doubles per consecutive failure up to `RETRY_MAX`.
-const RETRY_BASE: Duration = Duration::from_millis(400);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_BASE: Duration = Duration::from_millis(400);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Waiting reason of a container whose configuration this node refuses to run.
 pub const REASON_CONFIG_ERROR: &str = "CreateContainerConfigError";
 
@@ -39,6 +39,16 @@ pub enum SyncError {
     Api(#[from] ClientError),
     #[error(transparent)]
     Runtime(#[from] kumo_runtime::RuntimeError),
+}
+
+/// How a failed pod sync is logged.
+pub fn report(key: &String, failure: &Failure<SyncError>, retry: &Retry) {
+    let (delay, failures) = (retry.delay, retry.total);
+    if let Failure::Panic(_) = failure {
+        tracing::error!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync panicked");
+    } else {
+        tracing::warn!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync failed");
+    }
 }
 
 /// A lock that a panic elsewhere does not poison for good.
@@ -62,8 +72,6 @@ pub struct PodWorker {
     cleaning: Arc<Mutex<BTreeSet<String>>>,
     /// What the worker remembers of each pod across syncs, by uid.
     pods: Mutex<BTreeMap<String, PodMemory>>,
-    /// Consecutive failed (or panicked) syncs by pod key, and the node's total.
-    failures: Backoff<String>,
     oci: Option<OciParts>,
     prober: Option<Arc<crate::probe::Prober>>,
     /// Hands out GPU devices to containers that ask for GPUs.
@@ -132,7 +140,6 @@ impl PodWorker {
             killing: Arc::default(),
             cleaning: Arc::default(),
             pods: Mutex::default(),
-            failures: Backoff::new(RETRY_BASE, RETRY_MAX),
             oci: None,
             prober: None,
             gpus: None,
@@ -222,26 +229,6 @@ impl PodWorker {
         }
     }
 
-    /// Reconciles one key and applies the error policy: a failure, or a panic, is logged,
-    /// counted and retried after a back-off that doubles per consecutive failure (400 ms up to
-    /// 30 s); the node's other pods go on being synced meanwhile.
-    pub async fn process(&self, key: &str) {
-        let key = key.to_string();
-        match guard(self.reconcile(&key)).await {
-            Ok(()) => self.failures.succeeded(&key),
-            Err(failure) => {
-                let retry = self.failures.failed(&key);
-                let (delay, failures) = (retry.delay, retry.total);
-                if let Failure::Panic(_) = failure {
-                    tracing::error!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync panicked");
-                } else {
-                    tracing::warn!(pod = key, error = %failure, retry_in = ?delay, failures, "pod sync failed");
-                }
-                self.queue.add_after(key, delay);
-            }
-        }
-    }
-
     /// Requeues the pod of an exited container, and records a Warning event when it failed.
     /// A container that exited 0 gets none, as in kubelet: its status says so, and a node that
     /// runs short tasks would otherwise write an event per task for nothing.
@@ -281,7 +268,11 @@ impl PodWorker {
         tokio::spawn(async move { recorder.record(&pod, type_, reason, message).await });
     }
 
-    async fn reconcile(&self, key: &str) -> Result<(), SyncError> {
+    /// Syncs one pod. The agent's loop runs it on the controller runtime, which applies the
+    /// error policy: a failure, or a panic, is logged (`report`), counted and retried after a
+    /// back-off that doubles per consecutive failure (400 ms up to 30 s); the node's other
+    /// pods go on being synced meanwhile.
+    pub async fn reconcile(&self, key: &str) -> Result<(), SyncError> {
         let pod = self.informer.get(key);
         let current_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
         // Containers of pods that are gone from the API (or replaced by a namesake) stop.

@@ -282,8 +282,10 @@ async fn run<K: Resource>(
     }
 }
 
+/// The wait before a relist or rewatch after `failures` consecutive failures: 200 ms
+/// doubling to 2 s.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis((100u64 << failures.min(5)).min(2000))
+    crate::retry::delay(Duration::from_millis(200), Duration::from_secs(2), failures)
 }
 
 #[cfg(test)]
@@ -312,6 +314,12 @@ mod tests {
     fn phase(i: &Informer<Pod>) -> Option<String> {
         let p = i.get("default/a")?;
         Some(format!("{:?}@{}", p.status?.phase, p.metadata.revision()))
+    }
+
+    #[test]
+    fn relists_back_off_from_200_ms_to_2_s() {
+        let got: Vec<u64> = (1..=7).map(|f| backoff(f).as_millis() as u64).collect();
+        assert_eq!(got, [200, 400, 800, 1600, 2000, 2000, 2000]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The typed client of the kumo API, with informers and a work queue for controllers.
+//! The typed client of the kumo API, with informers, a work queue and the controller runtime
+//! every loop runs on (`controller`).
 //!
 //! Every component (scheduler, controllers, agent, CLI) reaches the API through this crate;
 //! none reads the store.
@@ -6,6 +7,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod data;
 pub mod error;
 pub mod events;
@@ -17,6 +19,7 @@ pub use client::{
     with_query, Client, ExecParams, LineStream, ListParams, LogParams, WatchStream, Watched,
 };
 pub use config::{ClientConfig, DEFAULT_SERVER};
+pub use controller::{Controller, Metrics, Pass, Passed};
 pub use error::ClientError;
 pub use events::{EventRecorder, EventType};
 pub use informer::{cache_key, Change, Informer};

@@ -49,6 +49,9 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The delay after `attempt` consecutive failures: `base * 2^(attempt-1)`, at most `max`.
+/// The one back-off curve of the project: [`Backoff`], the informer's relist delay, the
+/// agent's restart and pull back-offs and the MLTask gang back-off all call it, each with
+/// its own base and cap.
 pub fn delay(base: Duration, max: Duration, attempt: u32) -> Duration {
     let shift = attempt.saturating_sub(1).min(31);
     base.saturating_mul(1u32 << shift).min(max)

@@ -2,8 +2,12 @@
 //! default, as the Kubernetes API server's), so that a long-running cluster's store stays small.
 
 use kumo_api::{Event, Time};
-use kumo_client::{clock, guard_pure, Backoff, Client, ClientError, Informer, ListParams};
+use kumo_client::{
+    clock, Change, Client, ClientError, Failure, Informer, ListParams, Pass, Passed, Retry,
+};
+use std::convert::Infallible;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// When an event was last seen to happen: its last timestamp, else its first, else its
@@ -39,61 +43,70 @@ pub fn due(e: &Event, ttl: Duration) -> Option<Time> {
     last_seen(e).and_then(|seen| clock::add(seen, ttl))
 }
 
-/// Deletes events as they expire, until `shutdown`.
+/// Deletes events as they expire, until `shutdown`: a pass on the client's controller runtime.
 ///
 /// The cache is scanned only when the earliest expiry comes: a new or changed event just moves
 /// that time earlier when it is due sooner. (Scanning every event on every change cost a clone
 /// of every event per event written: busy clusters write several events per second.)
 pub async fn run(client: Client, ttl: Duration, shutdown: impl Future<Output = ()> + Send) {
-    let (events, mut changes) =
-        Informer::<Event>::start(client.clone(), None, ListParams::default());
-    let work = async {
-        events.wait_synced().await;
-        let mut next: Option<Time> = Some(chrono::Utc::now());
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        loop {
-            let wait = next
-                .map(|n| (n - chrono::Utc::now()).to_std().unwrap_or_default())
-                .unwrap_or(ttl)
-                .max(Duration::from_millis(100));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                Some(change) = changes.recv() => {
-                    if let kumo_client::Change::Applied(e) = change {
-                        if let Some(d) = due(&e, ttl) {
-                            next = Some(next.map_or(d, |n| n.min(d)));
-                        }
-                    }
-                    continue;
-                }
-            }
-            let list = events.list();
-            let (gone, later) = match guard_pure(|| expired(&list, chrono::Utc::now(), ttl)) {
-                Ok(found) => {
-                    backoff.succeeded(&());
-                    found
-                }
-                Err(why) => {
-                    // The scan is tried again after a back-off; nothing is deleted meanwhile.
-                    let retry = backoff.failed(&());
-                    tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "event expiry scan panicked");
-                    next = clock::add(chrono::Utc::now(), retry.delay);
-                    continue;
-                }
+    let (events, changes) = Informer::<Event>::start(client.clone(), None, ListParams::default());
+    // When the next event expires (`None`: none is known to); the first pass scans at once.
+    let next: Arc<Mutex<Option<Time>>> = Arc::new(Mutex::new(Some(chrono::Utc::now())));
+    let noted = next.clone();
+    let runtime = Pass::new(Duration::from_secs(1), Duration::from_secs(60))
+        .waits_for(events.clone())
+        .feeds_with(changes, move |change: &Change<Event>| {
+            let Change::Applied(e) = change else {
+                return false;
             };
-            next = later;
-            for (ns, name) in gone {
-                match client.delete::<Event>(&ns, &name, None).await {
-                    Ok(_) | Err(ClientError::Api(_)) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot delete an expired event"),
-                }
+            let Some(d) = due(e, ttl) else {
+                return false;
+            };
+            let mut next = noted.lock().unwrap_or_else(|e| e.into_inner());
+            if next.is_some_and(|n| n <= d) {
+                return false;
+            }
+            *next = Some(d);
+            true
+        });
+    let (client, events, next) = (&client, &events, &next);
+    let each = move || async move {
+        let now = chrono::Utc::now();
+        let due_at = *next.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = due_at.filter(|at| *at > now) {
+            // Woken by a change that moved the expiry earlier: wait for it.
+            return Ok(Passed {
+                requeue_after: Some(wait_until(Some(at), ttl)),
+                ..Passed::default()
+            });
+        }
+        let list = events.list();
+        // A panic here is caught by the runtime: the scan is tried again after a back-off,
+        // and nothing is deleted meanwhile.
+        let (gone, later) = expired(&list, now, ttl);
+        *next.lock().unwrap_or_else(|e| e.into_inner()) = later;
+        for (ns, name) in gone {
+            match client.delete::<Event>(&ns, &name, None).await {
+                Ok(_) | Err(ClientError::Api(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete an expired event"),
             }
         }
+        Ok::<_, Infallible>(Passed {
+            requeue_after: Some(wait_until(later, ttl)),
+            ..Passed::default()
+        })
     };
-    tokio::select! {
-        _ = work => {}
-        _ = shutdown => {}
-    }
+    let report = |_: &(), failure: &Failure<Infallible>, retry: &Retry| {
+        tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "event expiry scan panicked");
+    };
+    runtime.run(each, report, shutdown).await
+}
+
+/// How long to wait for `next` (`None`: a whole TTL), at least 100 ms.
+fn wait_until(next: Option<Time>, ttl: Duration) -> Duration {
+    next.map(|n| (n - chrono::Utc::now()).to_std().unwrap_or_default())
+        .unwrap_or(ttl)
+        .max(Duration::from_millis(100))
 }
 
 #[cfg(test)]

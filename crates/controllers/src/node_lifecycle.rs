@@ -4,8 +4,8 @@ use chrono::Duration as ChronoDuration;
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod, PodPhase, Time};
 use kumo_client::{
-    clock, guard, Backoff, Client, ClientError, EventRecorder, EventType, Failure, Informer,
-    ListParams, WorkQueue,
+    clock, Change, Client, ClientError, Controller, EventRecorder, EventType, Failure, Informer,
+    ListParams, Retry,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -99,51 +99,33 @@ pub fn mark_pod_lost(pod: &Pod, node: &str, now: Time) -> Option<kumo_api::pod::
 
 /// Runs the node lifecycle controller until `shutdown`.
 pub async fn run(client: Client, grace: Duration, shutdown: impl Future<Output = ()> + Send) {
-    let (nodes, mut node_changes) =
+    let (nodes, node_changes) =
         Informer::<Node>::start(client.clone(), None, ListParams::default());
     let (pods, _pod_changes) = Informer::<Pod>::start(client.clone(), None, ListParams::default());
     let recorder = EventRecorder::new(client.clone(), "kumo-node-lifecycle", None);
-    let queue: WorkQueue<String> = WorkQueue::new();
-    let feed = {
-        let queue = queue.clone();
-        async move {
-            while let Some(change) = node_changes.recv().await {
-                queue.add(change.object().metadata.name.clone());
-            }
+    // Keyed by node name; pods are read from their cache, not watched.
+    let controller = Controller::new(RETRY_BASE, RETRY_MAX)
+        .feeds(node_changes, |c: &Change<Node>| {
+            Some(c.object().metadata.name.clone())
+        })
+        .waits_for(pods.clone());
+    let (client, recorder, nodes, pods) = (&client, &recorder, &nodes, &pods);
+    let each = |name: String| async move {
+        match nodes.get(&name) {
+            Some(node) => reconcile(client, recorder, pods, &node, grace).await,
+            None => Ok(None),
         }
     };
-    let work = async {
-        pods.wait_synced().await;
-        let backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
-        loop {
-            let name = queue.next().await;
-            let Some(node) = nodes.get(&name) else {
-                continue;
-            };
-            match guard(reconcile(&client, &recorder, &pods, &node, grace)).await {
-                Ok(after) => {
-                    backoff.succeeded(&name);
-                    if let Some(after) = after {
-                        queue.add_after(name, after);
-                    }
-                }
-                Err(failure) => {
-                    let retry = backoff.failed(&name);
-                    let (delay, failures) = (retry.delay, retry.total);
-                    if let Failure::Panic(_) = failure {
-                        tracing::error!(node = %name, error = %failure, retry_in = ?delay, failures, "node reconcile panicked");
-                    } else {
-                        tracing::warn!(node = %name, error = %failure, retry_in = ?delay, failures, "could not mark node not ready");
-                    }
-                    queue.add_after(name, delay);
-                }
-            }
-        }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = feed => {}
-        _ = work => {}
+    controller.run(each, report, shutdown).await
+}
+
+/// How a failed reconcile is logged.
+fn report(name: &String, failure: &Failure<ClientError>, retry: &Retry) {
+    let (delay, failures) = (retry.delay, retry.total);
+    if let Failure::Panic(_) = failure {
+        tracing::error!(node = %name, error = %failure, retry_in = ?delay, failures, "node reconcile panicked");
+    } else {
+        tracing::warn!(node = %name, error = %failure, retry_in = ?delay, failures, "could not mark node not ready");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The scheduling loop: watch pods and nodes, place pending pods, bind them, explain failures.
-//! A placement that panics for one pod (or gang) leaves it out of the pass, and a pass that
-//! panics is caught; either is logged, counted and tried again after a back-off.
+//! It is a pass on the client's controller runtime. A placement that panics for one pod (or
+//! gang) leaves it out of the pass, and a pass that panics is caught; either is logged,
+//! counted and tried again after a back-off.
 
 use crate::cluster::Cluster;
 use crate::core::{place_gang, NodeView, Resources, Strategy};
@@ -8,12 +9,13 @@ use kumo_api::keys::{parse_gang_size, ANNOTATION_GANG_SIZE, LABEL_GANG};
 use kumo_api::meta::{find_condition, set_condition};
 use kumo_api::{Condition, ConditionStatus, Node, Pod};
 use kumo_client::{
-    guard, guard_pure, Backoff, Client, EventRecorder, EventType, Informer, ListParams,
+    guard_pure, Client, EventRecorder, EventType, Failure, Informer, ListParams, Metrics, Pass,
+    Passed, Retry,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// First retry of a pass that panicked (or left a pod out); doubles per consecutive one.
 const RETRY_BASE: Duration = Duration::from_millis(500);
@@ -74,65 +76,43 @@ pub async fn run(
     config: SchedulerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let (pods, mut pod_changes) =
-        Informer::<Pod>::start(client.clone(), None, ListParams::default());
-    let (nodes, mut node_changes) =
+    let (pods, pod_changes) = Informer::<Pod>::start(client.clone(), None, ListParams::default());
+    let (nodes, node_changes) =
         Informer::<Node>::start(client.clone(), None, ListParams::default());
     let recorder = EventRecorder::new(client.clone(), "kumo-scheduler", None);
-    let wake = std::sync::Arc::new(Notify::new());
-    let forward = {
-        let wake = wake.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    c = pod_changes.recv() => if c.is_none() { break },
-                    c = node_changes.recv() => if c.is_none() { break },
-                }
-                wake.notify_one();
-            }
-        }
+    let runtime = Pass::new(RETRY_BASE, RETRY_MAX)
+        .watches(&pods, pod_changes)
+        .watches(&nodes, node_changes);
+    // Pods bound by this scheduler that the cache does not show yet, kept across passes (a
+    // lock that a panicking pass leaves as it was, not poisoned).
+    let assumed: tokio::sync::Mutex<HashMap<String, (String, Resources)>> = Default::default();
+    let (client, recorder, pods, nodes, assumed) = (&client, &recorder, &pods, &nodes, &assumed);
+    let each = move || async move {
+        let mut assumed = assumed.lock().await;
+        let left_out =
+            schedule_pass(client, recorder, pods, nodes, &mut assumed, config.strategy).await;
+        // The others were placed; the left-out ones are tried again at the next change or
+        // after the back-off.
+        Ok::<_, Infallible>(Passed {
+            left_out,
+            ..Passed::default()
+        })
     };
-    let mut assumed: HashMap<String, (String, Resources)> = HashMap::new();
-    let work = async {
-        pods.wait_synced().await;
-        nodes.wait_synced().await;
-        let backoff: Backoff<()> = Backoff::new(RETRY_BASE, RETRY_MAX);
-        loop {
-            let pass = schedule_pass(
-                &client,
-                &recorder,
-                &pods,
-                &nodes,
-                &mut assumed,
-                config.strategy,
-            );
-            match guard(async { Ok::<Failed, std::convert::Infallible>(pass.await) }).await {
-                Ok(failed) if failed.is_empty() => {
-                    backoff.succeeded(&());
-                    wake.notified().await;
-                }
-                Ok(failed) => {
-                    // The others were placed; the left-out ones are tried again at the next
-                    // change or after the back-off.
-                    let retry = backoff.failed(&());
-                    for (unit, why) in failed {
-                        tracing::error!(%unit, error = %why, retry_in = ?retry.delay, failures = retry.total, "placement panicked");
-                    }
-                    let _ = tokio::time::timeout(retry.delay, wake.notified()).await;
-                }
-                Err(failure) => {
-                    // Not at the next change: a pass that always panics would spin.
-                    let retry = backoff.failed(&());
-                    tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "scheduling pass panicked");
-                    tokio::time::sleep(retry.delay).await;
-                }
-            }
-        }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = forward => {}
-        _ = work => {}
+    runtime.run(each, Report, shutdown).await
+}
+
+/// How the scheduling loop's failures are logged.
+struct Report;
+
+impl Metrics<(), Infallible> for Report {
+    fn failed(&self, _: &(), failure: &Failure<Infallible>, retry: &Retry) {
+        // Retried after the back-off, not at the next change: a pass that always panics
+        // would spin.
+        tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "scheduling pass panicked");
+    }
+
+    fn left_out(&self, unit: &str, why: &str, retry: &Retry) {
+        tracing::error!(%unit, error = %why, retry_in = ?retry.delay, failures = retry.total, "placement panicked");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The app controller's loop: App, Release and Pod informers feed a queue of app keys; each
-//! reconcile acts out `plan` through the API and says when to look again. A reconcile that
-//! fails or panics for one app is logged, counted and retried with back-off; the others go on.
+//! reconcile acts out `plan` through the API and says when to look again. It runs on the
+//! client's controller runtime: a reconcile that fails or panics for one app is logged,
+//! counted and retried with back-off; the others go on.
 
 use super::plan::{plan, Plan};
 use crate::replica_failure;
@@ -8,7 +9,7 @@ use kumo_api::app::{App, Release};
 use kumo_api::keys::{format_time, ANNOTATION_DRAIN_UNTIL, LABEL_APP, LABEL_ONE_OFF};
 use kumo_api::{Pod, Time};
 use kumo_client::{
-    guard, Backoff, Client, ClientError, EventRecorder, Failure, Informer, ListParams, WorkQueue,
+    Client, ClientError, Controller, EventRecorder, Failure, Informer, ListParams, Retry,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -66,79 +67,46 @@ pub(crate) async fn run_with(
     plan: PlanFn,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let (apps, mut app_changes) =
-        Informer::<App>::start(client.clone(), None, ListParams::default());
-    let (releases, mut release_changes) =
+    let (apps, app_changes) = Informer::<App>::start(client.clone(), None, ListParams::default());
+    let (releases, release_changes) =
         Informer::<Release>::start(client.clone(), None, ListParams::default());
-    let (pods, mut pod_changes) =
+    let (pods, pod_changes) =
         Informer::<Pod>::start(client.clone(), None, ListParams::labels(LABEL_APP));
     let recorder = EventRecorder::new(client.clone(), "app-controller", None);
-    let queue = WorkQueue::<String>::new();
-    let feed = {
-        let queue = queue.clone();
-        async move {
-            loop {
-                let key = tokio::select! {
-                    Some(c) = app_changes.recv() => kumo_client::cache_key(c.object()),
-                    Some(c) = release_changes.recv() => {
-                        let r = c.object();
-                        format!("{}/{}", r.metadata.ns(), r.spec.app)
-                    }
-                    Some(c) = pod_changes.recv() => {
-                        let p = c.object();
-                        match p.metadata.labels.get(LABEL_APP) {
-                            Some(app) => format!("{}/{app}", p.metadata.ns()),
-                            None => continue,
-                        }
-                    }
-                    else => return,
-                };
-                queue.add(key);
-            }
+    let all_apps = apps.clone();
+    let controller = Controller::new(RETRY_BASE, RETRY_MAX)
+        .watches(&apps, app_changes, |a: &App| {
+            Some(kumo_client::cache_key(a))
+        })
+        .watches(&releases, release_changes, |r: &Release| {
+            Some(format!("{}/{}", r.metadata.ns(), r.spec.app))
+        })
+        .watches(&pods, pod_changes, |p: &Pod| {
+            let app = p.metadata.labels.get(LABEL_APP)?;
+            Some(format!("{}/{app}", p.metadata.ns()))
+        })
+        .initial(move || all_apps.list().iter().map(kumo_client::cache_key).collect());
+    let (client, recorder) = (&client, &recorder);
+    let informers = (&apps, &releases, &pods);
+    let each =
+        |key: String| async move { reconcile(client, recorder, informers, plan, &key).await };
+    controller.run(each, report, shutdown).await
+}
+
+/// How a failed reconcile is logged.
+fn report(key: &String, failure: &Failure<ClientError>, retry: &Retry) {
+    let (delay, failures) = (retry.delay, retry.total);
+    match failure {
+        // Another writer came first: routine, the retry reads the new version.
+        Failure::Error(e) if e.is_conflict() => {
+            tracing::debug!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
         }
-    };
-    let work = async {
-        apps.wait_synced().await;
-        releases.wait_synced().await;
-        pods.wait_synced().await;
-        for a in apps.list() {
-            queue.add(kumo_client::cache_key(&a));
+        Failure::Error(_) => {
+            tracing::warn!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
         }
-        let backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
-        loop {
-            let key = queue.next().await;
-            let informers = (&apps, &releases, &pods);
-            match guard(reconcile(&client, &recorder, informers, plan, &key)).await {
-                Ok(after) => {
-                    backoff.succeeded(&key);
-                    if let Some(after) = after {
-                        queue.add_after(key, after);
-                    }
-                }
-                Err(failure) => {
-                    let retry = backoff.failed(&key);
-                    let (delay, failures) = (retry.delay, retry.total);
-                    match &failure {
-                        // Another writer came first: routine, the retry reads the new version.
-                        Failure::Error(e) if e.is_conflict() => {
-                            tracing::debug!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
-                        }
-                        Failure::Error(_) => {
-                            tracing::warn!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile failed")
-                        }
-                        Failure::Panic(_) => {
-                            tracing::error!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile panicked")
-                        }
-                    }
-                    queue.add_after(key, delay);
-                }
-            }
+        Failure::Panic(_) => {
+            tracing::error!(app = %key, error = %failure, retry_in = ?delay, failures, "app reconcile panicked")
         }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = feed => {}
-        _ = work => {}
     }
 }
 

@@ -1,5 +1,6 @@
 //! The MLTask controller loop: informers on tasks, queues, nodes and pods wake one `pass` per
-//! batch of changes (or when a back-off or deadline ends); its actions are written to the API.
+//! batch of changes (or when a back-off or deadline ends), on the client's pass-shaped
+//! controller runtime; its actions are written to the API.
 //!
 //! Each write's answer is assumed into its informer (`Informer::assume`, as the scheduler
 //! assumes its bindings), so the next pass neither admits a task twice nor forgets a pod it just
@@ -11,12 +12,14 @@ use super::standing;
 use futures_util::StreamExt;
 use kumo_api::Time;
 use kumo_api::{MLTask, Node, Pod, Queue};
-use kumo_client::{guard_pure, Backoff, Client, EventRecorder, EventType, Informer, ListParams};
+use kumo_client::{
+    Backoff, Client, EventRecorder, EventType, Failure, Informer, ListParams, Pass, Passed, Retry,
+};
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// Options of the MLTask controller.
 #[derive(Debug, Clone)]
@@ -42,8 +45,6 @@ const WRITE_CONCURRENCY: usize = 16;
 /// First retry of a pass (or of a task's step) that panicked; doubles per consecutive panic.
 const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// The key of the pass itself in the back-off (task keys always hold a '/').
-const PASS: &str = "pass";
 
 /// The complete datasets' names, asked only when a queued task names one (datasets live beside
 /// the store, not in it, so there is no informer for them); `None` when the server cannot say.
@@ -68,188 +69,209 @@ async fn dataset_names(client: &Client, tasks: &[Arc<MLTask>]) -> Option<BTreeSe
 
 /// Runs the MLTask controller until `shutdown`.
 pub async fn run(client: Client, config: MLTaskConfig, shutdown: impl Future<Output = ()> + Send) {
-    let wake = Arc::new(Notify::new());
-    let (tasks, mut task_changes) =
+    let (tasks, task_changes) =
         Informer::<MLTask>::start(client.clone(), None, ListParams::default());
-    let (queues, mut queue_changes) =
+    let (queues, queue_changes) =
         Informer::<Queue>::start(client.clone(), None, ListParams::default());
-    let (nodes, mut node_changes) =
+    let (nodes, node_changes) =
         Informer::<Node>::start(client.clone(), None, ListParams::default());
-    let (pods, mut pod_changes) =
-        Informer::<Pod>::start(client.clone(), None, ListParams::default());
+    let (pods, pod_changes) = Informer::<Pod>::start(client.clone(), None, ListParams::default());
     let recorder = EventRecorder::new(client.clone(), "kumo-mltask-controller", None);
     // The controller's own writes are assumed into the informers as they are answered
     // (`Informer::assume`): a pass sees them at once, and their watch events wake nothing.
-    let forward = {
-        let wake = wake.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    c = task_changes.recv() => if c.is_none() { break },
-                    c = queue_changes.recv() => if c.is_none() { break },
-                    c = node_changes.recv() => if c.is_none() { break },
-                    c = pod_changes.recv() => if c.is_none() { break },
-                }
-                wake.notify_one();
-            }
-        }
+    //
+    // A pass over a long queue costs milliseconds. The next one starts no sooner than as long
+    // again after this one ended (at most MAX_BATCH_WAIT): changes that arrive meanwhile join
+    // it, and with many tasks the controller takes about half a CPU at most. A change that
+    // comes later is taken at once; a short queue is not held back.
+    let runtime = Pass::new(RETRY_BASE, RETRY_MAX)
+        .watches(&tasks, task_changes)
+        .watches(&queues, queue_changes)
+        .watches(&nodes, node_changes)
+        .watches(&pods, pod_changes)
+        .cooldown(MIN_BATCH_WAIT, MAX_BATCH_WAIT);
+    let state = State {
+        refused: Mutex::new(BTreeSet::new()),
+        written: Mutex::new(BTreeMap::new()),
+        backoff: Backoff::new(RETRY_BASE, RETRY_MAX),
     };
-    let work = async {
-        tasks.wait_synced().await;
-        queues.wait_synced().await;
-        nodes.wait_synced().await;
-        pods.wait_synced().await;
-        // Pod creations the API refused, reported once each.
-        let mut refused: BTreeSet<String> = BTreeSet::new();
-        // When each task's status was last written (for the throttle of standing-only changes).
-        let mut written: BTreeMap<String, Time> = BTreeMap::new();
-        // Panics of the pass, and of single tasks' steps inside it, by key.
-        let backoff: Backoff<String> = Backoff::new(RETRY_BASE, RETRY_MAX);
-        loop {
-            let started = Instant::now();
-            // Ended tasks whose replicas hold nothing, and those replicas, are left out: they
-            // are most of a busy cluster's objects and a pass has nothing to do with them.
-            let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
-            // Tasks are shared with the informer's cache, not copied: most wait unchanged.
-            let mut task_list = tasks.list_filtered_shared(|t| !settled::finished(t));
-            let pod_list = pods.list_filtered(|p| pod_needed(p, &finished));
-            for key in tasks_of_holding(&pod_list, &finished) {
-                if !task_list.iter().any(|t| task_key(t) == key) {
-                    task_list.extend(tasks.get_shared(&key));
-                }
-            }
-            let (queue_list, node_list) = (queues.list(), nodes.list());
-            let datasets = dataset_names(&client, &task_list).await;
-            let snapshot = Snapshot {
-                tasks: &task_list,
-                queues: &queue_list,
-                nodes: &node_list,
-                pods: &pod_list,
-                datasets: datasets.as_ref(),
-                standing_written: &written,
-            };
-            let now = chrono::Utc::now();
-            let outcome = match guard_pure(|| pass(&snapshot, now, config.backoff_base)) {
-                Ok(outcome) => {
-                    backoff.succeeded(&PASS.to_string());
-                    outcome
-                }
-                Err(why) => {
-                    // Nothing of this pass is written; it is tried again after a back-off
-                    // (not at the next change, which would spin on a pass that always panics).
-                    let retry = backoff.failed(&PASS.to_string());
-                    tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "mltask pass panicked");
-                    tokio::time::sleep(retry.delay).await;
-                    continue;
-                }
-            };
-            // Tasks whose own step panicked: the pass decided for the others; these are
-            // looked at again after their back-off.
-            let mut retry_failed: Option<Duration> = None;
-            let failed_now: BTreeSet<&String> = outcome.failed.iter().map(|(k, _)| k).collect();
-            for (key, why) in &outcome.failed {
-                let retry = backoff.failed(key);
-                tracing::error!(task = %key, error = %why, retry_in = ?retry.delay, failures = retry.total, "mltask step panicked");
-                retry_failed = Some(retry_failed.map_or(retry.delay, |d| d.min(retry.delay)));
-            }
-            for t in &task_list {
-                let key = task_key(t);
-                if !failed_now.contains(&key) {
-                    backoff.succeeded(&key);
-                }
-            }
-            let pass_cost = started.elapsed();
-            tracing::debug!(
-                tasks = task_list.len(),
-                pods = pod_list.len(),
-                actions = outcome.actions.len(),
-                us = started.elapsed().as_micros() as u64,
-                "mltask pass"
-            );
-            // Statuses first: a task whose status did not take gets no event and no pod this
-            // pass (the next pass decides again from what the API holds).
-            let (statuses, rest): (Vec<Action>, Vec<Action>) = outcome
-                .actions
-                .into_iter()
-                .partition(|a| matches!(a, Action::Status(_)));
-            // An older write holds nothing back any more.
-            written.retain(|_, at| {
-                (now - *at)
-                    .to_std()
-                    .is_ok_and(|age| age < standing::LONGEST_INTERVAL)
-            });
-            // Each task's writes, in order; tasks are written concurrently (the store commits
-            // writes that arrive together in one transaction).
-            let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
-            for (i, action) in statuses.into_iter().chain(rest).enumerate() {
-                if let Action::Status(t) = &action {
-                    written.insert(task_key(t), now);
-                }
-                let owner = match &action {
-                    Action::Status(t) | Action::Event { task: t, .. } => Some(task_key(t)),
-                    Action::CreatePod(p) => p
-                        .metadata
-                        .labels
-                        .get(kumo_api::keys::LABEL_TASK)
-                        .map(|t| format!("{}/{t}", p.metadata.ns())),
-                    _ => None,
-                };
-                // Writes of no task (deletions, queue statuses) each go on their own.
-                let group = owner.unwrap_or_else(|| format!("\u{0}{i}"));
-                groups.entry(group).or_default().push(action);
-            }
-            let refused_now = std::sync::Mutex::new(std::mem::take(&mut refused));
-            // Whether a task's status write failed (then the next pass comes soon).
-            let failed: Vec<bool> =
-                futures_util::stream::iter(groups.into_values().map(|actions| {
-                    let (client, recorder, refused) = (&client, &recorder, &refused_now);
-                    let informers = (&tasks, &pods);
-                    async move {
-                        for action in actions {
-                            // A task whose status did not take gets no event and no pod this
-                            // pass (the next pass decides again from what the API holds).
-                            let is_status = matches!(action, Action::Status(_));
-                            if let Err(e) = execute(client, recorder, informers, action, refused).await {
-                                tracing::debug!(error = %e, "mltask write failed; the next pass retries");
-                                return is_status;
-                            }
-                        }
-                        false
-                    }
-                }))
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
-            refused = refused_now.into_inner().unwrap_or_else(|e| e.into_inner());
-            // A pass over a long queue costs milliseconds. The next one starts no sooner than
-            // as long again after this one ended (at most MAX_BATCH_WAIT): changes that arrive
-            // meanwhile join it, and with many tasks the controller takes about half a CPU at
-            // most. A change that comes later is taken at once; a short queue is not held back.
-            let cooldown = pass_cost.min(MAX_BATCH_WAIT);
-            if cooldown >= MIN_BATCH_WAIT {
-                let ended = tokio::time::Instant::from_std(started + pass_cost);
-                tokio::time::sleep_until(ended + cooldown).await;
-            }
-            let retry_soon = failed.contains(&true);
-            let mut wait = outcome
-                .next_at
-                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(30));
-            if retry_soon {
-                wait = wait.min(Duration::from_millis(500));
-            }
-            if let Some(retry) = retry_failed {
-                wait = wait.min(retry);
-            }
-            // Wake on any change, or when a back-off or deadline ends.
-            let _ = tokio::time::timeout(wait, wake.notified()).await;
-        }
+    let ctx = Ctx {
+        client: &client,
+        recorder: &recorder,
+        tasks: &tasks,
+        queues: &queues,
+        nodes: &nodes,
+        pods: &pods,
+        config: &config,
+        state: &state,
     };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = forward => {}
-        _ = work => {}
+    let report = |_: &(), failure: &Failure<Infallible>, retry: &Retry| {
+        // Nothing of this pass is written; it is tried again after a back-off.
+        tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "mltask pass panicked");
+    };
+    runtime.run(move || one_pass(ctx), report, shutdown).await
+}
+
+/// What passes remember.
+struct State {
+    /// Pod creations the API refused, reported once each.
+    refused: Mutex<BTreeSet<String>>,
+    /// When each task's status was last written (for the throttle of standing-only changes).
+    written: Mutex<BTreeMap<String, Time>>,
+    /// Panics of single tasks' steps inside a pass, by task key.
+    backoff: Backoff<String>,
+}
+
+/// What a pass reads and writes through.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    client: &'a Client,
+    recorder: &'a EventRecorder,
+    tasks: &'a Informer<MLTask>,
+    queues: &'a Informer<Queue>,
+    nodes: &'a Informer<Node>,
+    pods: &'a Informer<Pod>,
+    config: &'a MLTaskConfig,
+    state: &'a State,
+}
+
+/// One pass: a snapshot of the caches, `pass` over it, its writes; says when to pass again.
+async fn one_pass(ctx: Ctx<'_>) -> Result<Passed, Infallible> {
+    let Ctx {
+        client,
+        recorder,
+        tasks,
+        queues,
+        nodes,
+        pods,
+        config,
+        state,
+    } = ctx;
+    let started = Instant::now();
+    // Ended tasks whose replicas hold nothing, and those replicas, are left out: they are
+    // most of a busy cluster's objects and a pass has nothing to do with them.
+    let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
+    // Tasks are shared with the informer's cache, not copied: most wait unchanged.
+    let mut task_list = tasks.list_filtered_shared(|t| !settled::finished(t));
+    let pod_list = pods.list_filtered(|p| pod_needed(p, &finished));
+    for key in tasks_of_holding(&pod_list, &finished) {
+        if !task_list.iter().any(|t| task_key(t) == key) {
+            task_list.extend(tasks.get_shared(&key));
+        }
     }
+    let (queue_list, node_list) = (queues.list(), nodes.list());
+    let datasets = dataset_names(client, &task_list).await;
+    let now = chrono::Utc::now();
+    // A panic here is caught by the runtime, which retries the pass after a back-off (not at
+    // the next change, which would spin on a pass that always panics).
+    let outcome = {
+        let written = state.written.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = Snapshot {
+            tasks: &task_list,
+            queues: &queue_list,
+            nodes: &node_list,
+            pods: &pod_list,
+            datasets: datasets.as_ref(),
+            standing_written: &written,
+        };
+        pass(&snapshot, now, config.backoff_base)
+    };
+    // Tasks whose own step panicked: the pass decided for the others; these are looked at
+    // again after their back-off.
+    let backoff = &state.backoff;
+    let mut retry_failed: Option<Duration> = None;
+    let failed_now: BTreeSet<&String> = outcome.failed.iter().map(|(k, _)| k).collect();
+    for (key, why) in &outcome.failed {
+        let retry = backoff.failed(key);
+        tracing::error!(task = %key, error = %why, retry_in = ?retry.delay, failures = retry.total, "mltask step panicked");
+        retry_failed = Some(retry_failed.map_or(retry.delay, |d| d.min(retry.delay)));
+    }
+    for t in &task_list {
+        let key = task_key(t);
+        if !failed_now.contains(&key) {
+            backoff.succeeded(&key);
+        }
+    }
+    let pass_cost = started.elapsed();
+    tracing::debug!(
+        tasks = task_list.len(),
+        pods = pod_list.len(),
+        actions = outcome.actions.len(),
+        us = started.elapsed().as_micros() as u64,
+        "mltask pass"
+    );
+    // Statuses first: a task whose status did not take gets no event and no pod this pass
+    // (the next pass decides again from what the API holds).
+    let (statuses, rest): (Vec<Action>, Vec<Action>) = outcome
+        .actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Status(_)));
+    // Each task's writes, in order; tasks are written concurrently (the store commits writes
+    // that arrive together in one transaction).
+    let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    {
+        let mut written = state.written.lock().unwrap_or_else(|e| e.into_inner());
+        // An older write holds nothing back any more.
+        written.retain(|_, at| {
+            (now - *at)
+                .to_std()
+                .is_ok_and(|age| age < standing::LONGEST_INTERVAL)
+        });
+        for (i, action) in statuses.into_iter().chain(rest).enumerate() {
+            if let Action::Status(t) = &action {
+                written.insert(task_key(t), now);
+            }
+            let owner = match &action {
+                Action::Status(t) | Action::Event { task: t, .. } => Some(task_key(t)),
+                Action::CreatePod(p) => p
+                    .metadata
+                    .labels
+                    .get(kumo_api::keys::LABEL_TASK)
+                    .map(|t| format!("{}/{t}", p.metadata.ns())),
+                _ => None,
+            };
+            // Writes of no task (deletions, queue statuses) each go on their own.
+            let group = owner.unwrap_or_else(|| format!("\u{0}{i}"));
+            groups.entry(group).or_default().push(action);
+        }
+    }
+    // Whether a task's status write failed (then the next pass comes soon).
+    let failed: Vec<bool> = futures_util::stream::iter(groups.into_values().map(|actions| {
+        let refused = &state.refused;
+        let informers = (tasks, pods);
+        async move {
+            for action in actions {
+                // A task whose status did not take gets no event and no pod this pass (the
+                // next pass decides again from what the API holds).
+                let is_status = matches!(action, Action::Status(_));
+                if let Err(e) = execute(client, recorder, informers, action, refused).await {
+                    tracing::debug!(error = %e, "mltask write failed; the next pass retries");
+                    return is_status;
+                }
+            }
+            false
+        }
+    }))
+    .buffer_unordered(WRITE_CONCURRENCY)
+    .collect()
+    .await;
+    let retry_soon = failed.contains(&true);
+    let mut wait = outcome
+        .next_at
+        .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::from_secs(30));
+    if retry_soon {
+        wait = wait.min(Duration::from_millis(500));
+    }
+    if let Some(retry) = retry_failed {
+        wait = wait.min(retry);
+    }
+    Ok(Passed {
+        requeue_after: Some(wait),
+        cost: pass_cost,
+        // Tasks whose step panicked have their own back-off (above), one per task.
+        left_out: Vec::new(),
+    })
 }
 
 /// Carries out one write; what the API answered is assumed into the informers.

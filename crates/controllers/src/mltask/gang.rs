@@ -51,8 +51,8 @@ pub const DATASET_RECHECK_SECONDS: i64 = 2;
 
 /// The back-off before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped.
 pub fn backoff(base: Duration, attempt: i32) -> Duration {
-    let shift = (attempt - 1).clamp(0, 16) as u32;
-    base.saturating_mul(1u32 << shift).min(MAX_BACKOFF)
+    // At most 2^16 times the base, as before the curve was shared.
+    kumo_client::retry::delay(base, MAX_BACKOFF, attempt.clamp(1, 17) as u32)
 }
 
 /// Replica 0's address when it is known before replica 0 runs: a process replica runs on the

@@ -8,9 +8,12 @@ use clap::Args;
 use kumo_api::app::App;
 use kumo_api::keys::LABEL_APP;
 use kumo_api::Pod;
-use kumo_client::{Client, ClientConfig, Informer, ListParams};
+use kumo_client::{
+    Client, ClientConfig, Failure, Informer, ListParams, Metrics, Pass, Passed, Retry,
+};
 use kumo_controllers::apps::routes::route_table;
 use kumo_router::{RouteTable, Router, RouterConfig, RouterHandle, TlsSource};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,45 +58,30 @@ pub struct RouterOptions {
     pub self_signed: bool,
 }
 
-/// Keeps `tx` at the route table of the API's current Apps and pods.
+/// Keeps `tx` at the route table of the API's current Apps and pods: a pass on the client's
+/// controller runtime, at every change of either.
 pub async fn follow(client: Client, tx: watch::Sender<Arc<RouteTable>>) {
-    let (apps, mut app_changes) =
-        Informer::<App>::start(client.clone(), None, ListParams::default());
-    let (pods, mut pod_changes) =
-        Informer::<Pod>::start(client, None, ListParams::labels(LABEL_APP));
-    apps.wait_synced().await;
-    pods.wait_synced().await;
-    let backoff: kumo_client::Backoff<()> =
-        kumo_client::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
+    let (apps, app_changes) = Informer::<App>::start(client.clone(), None, ListParams::default());
+    let (pods, pod_changes) = Informer::<Pod>::start(client, None, ListParams::labels(LABEL_APP));
+    let runtime = Pass::new(Duration::from_millis(500), Duration::from_secs(30))
+        .watches(&apps, app_changes)
+        .watches(&pods, pod_changes);
+    let (apps, pods, tx) = (&apps, &pods, &tx);
+    let each = move || async move {
         let (apps_now, pods_now) = (apps.list(), pods.list());
-        let (table, retry) = match kumo_client::guard_pure(|| route_table(&apps_now, &pods_now)) {
-            Ok((mut table, failed)) if !failed.is_empty() => {
-                // An app whose route panicked keeps the route it had; it is tried again at the
-                // next change or after the back-off.
-                let retry = backoff.failed(&());
-                let previous = tx.borrow().clone();
-                for (app, why) in failed {
-                    tracing::error!(%app, error = %why, retry_in = ?retry.delay, failures = retry.total, "route of an app panicked");
-                    table
-                        .routes
-                        .extend(previous.routes.iter().filter(|r| r.app == app).cloned());
-                }
-                table.routes.sort_by(|a, b| a.app.cmp(&b.app));
-                (table, Some(retry.delay))
+        // A panic here leaves the table as it was; the runtime tries again after the back-off.
+        let (mut table, left_out) = route_table(&apps_now, &pods_now);
+        // An app whose route panicked keeps the route it had; it is tried again at the next
+        // change or after the back-off.
+        if !left_out.is_empty() {
+            let previous = tx.borrow().clone();
+            for (app, _) in &left_out {
+                table
+                    .routes
+                    .extend(previous.routes.iter().filter(|r| &r.app == app).cloned());
             }
-            Ok((table, _)) => {
-                backoff.succeeded(&());
-                (table, None)
-            }
-            Err(why) => {
-                // The table stays as it was; tried again after the back-off.
-                let retry = backoff.failed(&());
-                tracing::error!(error = %why, retry_in = ?retry.delay, failures = retry.total, "route table panicked");
-                tokio::time::sleep(retry.delay).await;
-                continue;
-            }
-        };
+            table.routes.sort_by(|a, b| a.app.cmp(&b.app));
+        }
         if **tx.borrow() != table {
             tracing::info!(
                 routes = table.routes.len(),
@@ -106,12 +94,26 @@ pub async fn follow(client: Client, tx: watch::Sender<Arc<RouteTable>>) {
             );
             tx.send_replace(Arc::new(table));
         }
-        tokio::select! {
-            Some(_) = app_changes.recv() => {}
-            Some(_) = pod_changes.recv() => {}
-            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
-            else => return,
-        }
+        Ok::<_, Infallible>(Passed {
+            left_out,
+            ..Passed::default()
+        })
+    };
+    runtime
+        .run(each, Report, std::future::pending::<()>())
+        .await
+}
+
+/// How the route table loop's failures are logged.
+struct Report;
+
+impl Metrics<(), Infallible> for Report {
+    fn failed(&self, _: &(), failure: &Failure<Infallible>, retry: &Retry) {
+        tracing::error!(error = %failure, retry_in = ?retry.delay, failures = retry.total, "route table panicked");
+    }
+
+    fn left_out(&self, app: &str, why: &str, retry: &Retry) {
+        tracing::error!(%app, error = %why, retry_in = ?retry.delay, failures = retry.total, "route of an app panicked");
     }
 }
 
