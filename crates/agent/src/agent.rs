@@ -60,19 +60,14 @@ pub async fn run(
     let classes = runtimes.classes();
     let runtime: Arc<dyn Runtime> = Arc::new(runtimes);
 
+    let bind = |source| AgentError::Bind {
+        addr: config.listen,
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let port = listener
-        .local_addr()
-        .map_err(|source| AgentError::Bind {
-            addr: config.listen,
-            source,
-        })?
-        .port();
+        .map_err(bind)?;
+    let port = listener.local_addr().map_err(bind)?.port();
 
     let selector = format!("spec.nodeName={}", config.node_name);
     let (informer, changes) =
@@ -80,28 +75,12 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut endpoint_stop = stop_rx.clone();
-    let svc = Arc::new(LogService {
-        pods: Arc::new(informer.clone()),
-        runtime: runtime.clone(),
-        token: config.token.clone(),
-        stop: stop_rx,
-        exec_helper: Some(config.shim_exe.clone()),
-    });
-    let token = config.token.clone();
-    let authenticate: kumo_serve::Authenticate =
-        Arc::new(move |headers| crate::logs::authorized(headers, &token));
-    let limits = config.endpoint_limits;
-    tasks.spawn(async move {
-        let stopped = async move {
-            let _ = endpoint_stop.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) =
-            kumo_serve::serve(listener, router(svc), limits, authenticate, stopped).await
-        {
-            tracing::error!(error = %e, "agent endpoint failed");
-        }
-    });
+    serve_endpoint(
+        listener,
+        (&config, &informer, &runtime),
+        stop_rx,
+        &mut tasks,
+    );
 
     let node = NodeAgent {
         client: client.clone(),
@@ -130,39 +109,11 @@ pub async fn run(
     let controller = Controller::new(crate::sync::RETRY_BASE, crate::sync::RETRY_MAX)
         .concurrency(MAX_CONCURRENT_SYNCS);
     let queue = controller.queue();
-    let params = SyncParams {
-        node_name: config.node_name.clone(),
-        host_ip: config.advertise_address.clone(),
-        runtime_classes: classes,
-        backoff_base: config.backoff_base,
-    };
-    let prober = Arc::new(crate::probe::Prober::default());
-    tasks.spawn(prober.clone().run(
-        informer.clone(),
-        runtime.clone(),
-        queue.clone(),
-        params.host_ip.clone(),
-    ));
-    tasks.spawn(crate::gpu_usage::run(
-        client.clone(),
-        informer.clone(),
-        devices.clone(),
-        crate::gpu_usage::SAMPLE_INTERVAL,
-    ));
-    let worker = PodWorker::new(
-        client,
-        informer.clone(),
-        queue.clone(),
-        runtime.clone(),
-        params,
-    )
-    .with_oci(oci)
-    .with_prober(prober)
-    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)))
-    .with_task_data(Arc::new(crate::task_data::TaskData::new(
-        config.data_dir.join("mltask"),
-    )));
-    let worker = Arc::new(worker);
+    let worker = pod_worker(
+        (client, &config, &informer, &runtime),
+        (queue, oci, devices, classes),
+        &mut tasks,
+    );
     let cleanups = worker.clone();
     let on_change = {
         let worker = worker.clone();
@@ -227,6 +178,85 @@ pub async fn run(
     }
     sandboxes.shutdown().await;
     stop(tasks, &runtime, &stop_tx).await
+}
+
+/// Serves the agent's endpoint (logs and exec, for the API server) on `listener` with its own
+/// limits, in `tasks`, until `stop` turns true.
+fn serve_endpoint(
+    listener: tokio::net::TcpListener,
+    (config, informer, runtime): (&AgentConfig, &Informer<Pod>, &Arc<dyn Runtime>),
+    stop: watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let mut endpoint_stop = stop.clone();
+    let svc = Arc::new(LogService {
+        pods: Arc::new(informer.clone()),
+        runtime: runtime.clone(),
+        token: config.token.clone(),
+        stop,
+        exec_helper: Some(config.shim_exe.clone()),
+    });
+    let token = config.token.clone();
+    let authenticate: kumo_serve::Authenticate =
+        Arc::new(move |headers| crate::logs::authorized(headers, &token));
+    let limits = config.endpoint_limits;
+    tasks.spawn(async move {
+        let stopped = async move {
+            let _ = endpoint_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) =
+            kumo_serve::serve(listener, router(svc), limits, authenticate, stopped).await
+        {
+            tracing::error!(error = %e, "agent endpoint failed");
+        }
+    });
+}
+
+/// The pod worker with what it uses: the prober and the GPU usage sampler (started into
+/// `tasks`), the GPU allocator and the MLTask data of this node.
+fn pod_worker(
+    (client, config, informer, runtime): (Client, &AgentConfig, &Informer<Pod>, &Arc<dyn Runtime>),
+    (queue, oci, devices, classes): (
+        kumo_client::WorkQueue<String>,
+        OciParts,
+        Arc<dyn GpuDiscovery>,
+        Vec<String>,
+    ),
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Arc<PodWorker> {
+    let params = SyncParams {
+        node_name: config.node_name.clone(),
+        host_ip: config.advertise_address.clone(),
+        runtime_classes: classes,
+        backoff_base: config.backoff_base,
+    };
+    let prober = Arc::new(crate::probe::Prober::default());
+    tasks.spawn(prober.clone().run(
+        informer.clone(),
+        runtime.clone(),
+        queue.clone(),
+        params.host_ip.clone(),
+    ));
+    tasks.spawn(crate::gpu_usage::run(
+        client.clone(),
+        informer.clone(),
+        devices.clone(),
+        crate::gpu_usage::SAMPLE_INTERVAL,
+    ));
+    let worker = PodWorker::new(
+        client,
+        informer.clone(),
+        queue.clone(),
+        runtime.clone(),
+        params,
+    )
+    .with_oci(oci)
+    .with_prober(prober)
+    .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)))
+    .with_task_data(Arc::new(crate::task_data::TaskData::new(
+        config.data_dir.join("mltask"),
+    )));
+    Arc::new(worker)
 }
 
 /// The node's runtimes: `runc` and `runsc` where installed, then `process`; and what OCI pods
