@@ -1,19 +1,9 @@
 //! Test fixtures: pods and container states built as data.
 
 use crate::model::{ContainerRuntimeState, PodRuntimeState, RunState, SyncParams};
-use chrono::TimeZone;
-use kumo_api::pod::{Container, ContainerStateTerminated, PodSpec};
-use kumo_api::{ObjectMeta, Pod, RestartPolicy, Time};
+use kumo_api::pod::ContainerStateTerminated;
+pub use kumo_runtime::fixtures::{pod, t};
 use std::time::Duration;
-
-/// A fixed instant plus `secs` seconds.
-pub fn t(secs: i64) -> Time {
-    chrono::Utc
-        .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
-        .single()
-        .expect("valid date")
-        + chrono::Duration::seconds(secs)
-}
 
 pub fn params() -> SyncParams {
     SyncParams {
@@ -21,33 +11,6 @@ pub fn params() -> SyncParams {
         host_ip: "127.0.0.1".into(),
         runtime_classes: vec!["process".into()],
         backoff_base: Duration::from_secs(10),
-    }
-}
-
-/// A process pod `p` with containers named `names`.
-pub fn pod(policy: RestartPolicy, names: &[&str]) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: "p".into(),
-            namespace: Some("default".into()),
-            uid: Some("uid-1".into()),
-            ..Default::default()
-        },
-        spec: PodSpec {
-            containers: names
-                .iter()
-                .map(|n| Container {
-                    name: n.to_string(),
-                    command: vec!["sleep".into(), "100".into()],
-                    ..Default::default()
-                })
-                .collect(),
-            restart_policy: policy,
-            node_name: Some("n1".into()),
-            runtime_class_name: Some("process".into()),
-            ..Default::default()
-        },
-        ..Default::default()
     }
 }
 

@@ -3,8 +3,8 @@
 //! security level of their namespace forbids what they ask for. Pure.
 
 use kumo_api::meta::{set_condition, Condition, Time};
-use kumo_api::ConditionStatus;
-use kumo_client::ClientError;
+use kumo_api::{App, ConditionStatus, MLTask, Resource};
+use kumo_client::{Client, ClientError, Informer};
 
 /// The condition's type.
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
@@ -36,6 +36,57 @@ pub fn set(conditions: &mut Vec<Condition>, refusal: Option<&str>, now: Time) ->
             let before = conditions.len();
             conditions.retain(|c| c.type_ != REPLICA_FAILURE);
             conditions.len() != before
+        }
+    }
+}
+
+/// An owner of replica pods whose status carries conditions.
+pub trait Owner: Resource {
+    fn conditions(&self) -> &[Condition];
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+impl Owner for App {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.status.get_or_insert_with(Default::default).conditions
+    }
+}
+
+impl Owner for MLTask {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.status.get_or_insert_with(Default::default).conditions
+    }
+}
+
+/// Sets (or, with `None`, clears) the condition on the latest copy of owner `key` the informer
+/// has, and writes its status when that changes it; a conflicting write is left to the next
+/// refusal, which sets it again. Clearing an owner that has no such condition (every created
+/// replica) costs a lookup, no copy.
+pub async fn mark<K: Owner>(
+    client: &Client,
+    owners: &Informer<K>,
+    key: &str,
+    refusal: Option<&str>,
+) {
+    let Some(shared) = owners.get_shared(key) else {
+        return;
+    };
+    let mut conditions = shared.conditions().to_vec();
+    if !set(&mut conditions, refusal, chrono::Utc::now()) {
+        return;
+    }
+    let mut owner = K::clone(&shared);
+    *owner.conditions_mut() = conditions;
+    match client.update_status(&owner).await {
+        Ok(stored) => owners.assume(stored),
+        Err(e) => {
+            tracing::debug!(owner = key, error = %e, "cannot write the ReplicaFailure condition")
         }
     }
 }

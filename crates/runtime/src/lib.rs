@@ -32,8 +32,8 @@ pub mod shim_runtime;
 pub mod state;
 pub mod sys;
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 
 use crate::record::PodRecord;
 use crate::state::PodRuntimeState;

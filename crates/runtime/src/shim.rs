@@ -216,19 +216,24 @@ pub fn run(args: ShimArgs) -> u8 {
     }
 }
 
+/// The container's log file opened for appending, twice (its stdout and its stderr).
+fn open_log(path: &std::path::Path) -> Result<(std::fs::File, std::fs::File), String> {
+    let err = |e: std::io::Error| format!("open log {}: {e}", path.display());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    let log2 = log.try_clone().map_err(err)?;
+    Ok((log, log2))
+}
+
 fn spawn(args: &ShimArgs) -> Result<std::process::Child, String> {
     let (program, rest) = args
         .command
         .split_first()
         .ok_or_else(|| "no command given".to_string())?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.log_file)
-        .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
+    let (log, log2) = open_log(&args.log_file)?;
     Command::new(program)
         .args(rest)
         .stdin(Stdio::null())

@@ -33,30 +33,6 @@ async fn caught_up(seen: impl Fn() -> bool) {
     }
 }
 
-/// Sets (or, with `None`, clears) the App's `ReplicaFailure` condition, on the latest copy the
-/// informer has; a conflicting write is left to the next reconcile, which sets it again.
-async fn mark_replica_failure(
-    client: &Client,
-    apps: &Informer<App>,
-    key: &str,
-    refusal: Option<&str>,
-) {
-    let Some(mut app) = apps.get(key) else {
-        return;
-    };
-    let mut status = app.status.clone().unwrap_or_default();
-    if !replica_failure::set(&mut status.conditions, refusal, chrono::Utc::now()) {
-        return;
-    }
-    app.status = Some(status);
-    match client.update_status(&app).await {
-        Ok(stored) => apps.assume(stored),
-        Err(e) => {
-            tracing::debug!(app = key, error = %e, "cannot write the ReplicaFailure condition")
-        }
-    }
-}
-
 /// Runs the app controller until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) {
     run_with(client, plan, shutdown).await
@@ -218,7 +194,7 @@ async fn reconcile(
                 // Say so where the user looks; the reconcile is retried with back-off.
                 let message = format!("cannot create a replica: {e}");
                 if replica_failure::is_refusal(&e) {
-                    mark_replica_failure(client, apps, key, Some(&message)).await;
+                    replica_failure::mark(client, apps, key, Some(&message)).await;
                 }
                 recorder
                     .record(
@@ -235,7 +211,7 @@ async fn reconcile(
         caught_up(|| pods.get(&key).is_some()).await;
     }
     if !p.create.is_empty() {
-        mark_replica_failure(client, apps, key, None).await;
+        replica_failure::mark(client, apps, key, None).await;
     }
     for (pname, until) in &p.drain {
         let stamp = format_time(*until);

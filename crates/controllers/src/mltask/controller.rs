@@ -291,7 +291,9 @@ async fn execute(
         Action::CreatePod(pod) => match client.create(pod.as_ref()).await {
             Ok(created) => {
                 pods.assume(created);
-                mark_replica_failure(client, tasks, &pod, None).await;
+                if let Some(key) = owner_key(&pod) {
+                    crate::replica_failure::mark(client, tasks, &key, None).await;
+                }
             }
             // Created by an earlier pass the informer has not shown yet.
             Err(e) if e.code() == Some(409) => {}
@@ -299,7 +301,9 @@ async fn execute(
             Err(e) if e.code().is_some_and(|c| (400..500).contains(&c)) => {
                 let message = format!("cannot create replica pod {}: {e}", pod.metadata.name);
                 if crate::replica_failure::is_refusal(&e) {
-                    mark_replica_failure(client, tasks, &pod, Some(&message)).await;
+                    if let Some(key) = owner_key(&pod) {
+                        crate::replica_failure::mark(client, tasks, &key, Some(&message)).await;
+                    }
                 }
                 let first = refused
                     .lock()
@@ -361,31 +365,8 @@ async fn execute(
     Ok(())
 }
 
-/// Sets (or, with `None`, clears) the `ReplicaFailure` condition of the task that owns `pod`,
-/// on the latest copy the informer has (the pass keeps conditions it does not own); a
-/// conflicting write is left to the next refusal, which sets it again.
-async fn mark_replica_failure(
-    client: &Client,
-    tasks: &Informer<MLTask>,
-    pod: &Pod,
-    refusal: Option<&str>,
-) {
-    let Some(owner) = pod.metadata.owner_references.first() else {
-        return;
-    };
-    let key = format!("{}/{}", pod.metadata.ns(), owner.name);
-    let Some(mut task) = tasks.get(&key) else {
-        return;
-    };
-    let mut status = task.status.clone().unwrap_or_default();
-    if !crate::replica_failure::set(&mut status.conditions, refusal, chrono::Utc::now()) {
-        return;
-    }
-    task.status = Some(status);
-    match client.update_status(&task).await {
-        Ok(stored) => tasks.assume(stored),
-        Err(e) => {
-            tracing::debug!(task = key, error = %e, "cannot write the ReplicaFailure condition")
-        }
-    }
+/// The key of the task that owns replica `pod`, for its `ReplicaFailure` condition.
+fn owner_key(pod: &Pod) -> Option<String> {
+    let owner = pod.metadata.owner_references.first()?;
+    Some(format!("{}/{}", pod.metadata.ns(), owner.name))
 }

@@ -33,14 +33,41 @@ async fn heartbeats_go_on_while_slow_clients_fill_the_anonymous_cap() {
     let node: Node = client.get("", "node-1").await.unwrap();
     let mut last = heartbeat(&node).expect("the node reports heartbeats");
     let addr = c.url.trim_start_matches("http://").to_string();
-    let mut slow = Vec::new();
-    for _ in 0..4 {
-        let mut conn = TcpStream::connect(&addr).await.unwrap();
-        conn.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        slow.push(conn);
+    // Fill the cap with slow clients. The cluster's own clients hold anonymous places too now
+    // and then: a connection between its accept and its first request head, or one hyper's
+    // pool opened in a race and keeps idle before its first request. A slow client that found
+    // the cap full that way is on probation and closed within it (1 s): it is replaced, until
+    // a round holds as many as the round before (the cap is full) or all four.
+    let mut slow: Vec<TcpStream> = Vec::new();
+    let mut held_before = None;
+    for _ in 0..5 {
+        while slow.len() < 4 {
+            let mut conn = TcpStream::connect(&addr).await.unwrap();
+            conn.write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            slow.push(conn);
+        }
+        // Past the probation of the first, the others' closes have come too.
+        let mut held = Vec::new();
+        for (i, mut conn) in slow.drain(..).enumerate() {
+            let wait = Duration::from_millis(if i == 0 { 1500 } else { 50 });
+            let mut buf = [0u8; 64];
+            if tokio::time::timeout(wait, conn.read(&mut buf))
+                .await
+                .is_err()
+            {
+                held.push(conn);
+            }
+        }
+        let full = held.len() == 4 || held_before == Some(held.len());
+        held_before = Some(held.len());
+        slow = held;
+        if full {
+            break;
+        }
     }
+    assert!(!slow.is_empty(), "no slow client was held");
     // One more slow client is closed within its probation (not by the 5-minute header
     // timeout).
     let mut refused = TcpStream::connect(&addr).await.unwrap();

@@ -222,45 +222,21 @@ impl OciDriver {
         first.map_or(Ok(()), Err)
     }
 
-    /// The node's seccomp file a `Localhost` profile names (`<agent dir>/seccomp/<name>`, an
-    /// OCI `linux.seccomp` object), if the container's profile is one.
-    fn localhost_seccomp(
-        &self,
-        pod: &Pod,
-        c: &kumo_api::pod::Container,
-    ) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, Refusal> {
-        let profile = kumo_api::pod::SecurityContext::effective_seccomp(
-            c.security_context.as_ref(),
-            pod.spec.security_context.as_ref(),
-        );
-        let Some(name) = profile
-            .localhost_profile
-            .filter(|_| profile.type_ == kumo_api::pod::SeccompProfileType::Localhost)
-        else {
-            return Ok(None);
-        };
-        // Validation keeps the name relative and free of '..'; the directory is the node's.
-        let path = self.seccomp_dir.join(&name);
-        let text = std::fs::read(&path).map_err(|e| {
-            Refusal::Config(format!(
-                "seccomp profile {name:?}: cannot read {}: {e}",
-                path.display()
-            ))
-        })?;
-        serde_json::from_slice(&text).map(Some).map_err(|e| {
-            Refusal::Config(format!(
-                "seccomp profile {name:?} ({}) is not an OCI seccomp object: {e}",
-                path.display()
-            ))
-        })
-    }
-
     async fn build(&self, pod: &Pod, index: usize, p: &RunPaths) -> Result<Launch, Refusal> {
         let c = &pod.spec.containers[index];
         let image = c
             .image
             .as_deref()
             .ok_or_else(|| Refusal::Config(format!("container {:?} has no image", c.name)))?;
+        // Refusals that need nothing made come first.
+        if self.class == kumo_api::pod::RUNTIME_RUNSC && !pod.spec.host_namespaces().is_empty() {
+            return Err(Refusal::Config(format!(
+                "runsc (gVisor) does not share the host's namespaces ({}); use runtimeClassName runc",
+                pod.spec.host_namespaces().join(", ")
+            )));
+        }
+        let localhost_seccomp =
+            read_localhost_seccomp(&self.seccomp_dir, pod, c).map_err(Refusal::Config)?;
         let sandbox = self.sandboxes.get(&p.uid).ok_or_else(|| {
             Refusal::StartError("the pod's sandbox (network, volumes) is not ready".into())
         })?;
@@ -270,13 +246,6 @@ impl OciDriver {
         let rootfs = self.images.mount(image, &target).await.map_err(|e| {
             Refusal::StartError(format!("cannot make the root filesystem of {image:?}: {e}"))
         })?;
-        if self.class == kumo_api::pod::RUNTIME_RUNSC && !pod.spec.host_namespaces().is_empty() {
-            return Err(Refusal::Config(format!(
-                "runsc (gVisor) does not share the host's namespaces ({}); use runtimeClassName runc",
-                pod.spec.host_namespaces().join(", ")
-            )));
-        }
-        let localhost_seccomp = self.localhost_seccomp(pod, c)?;
         let sb = Sandbox {
             localhost_seccomp,
             netns: sandbox.netns_path.clone(),
@@ -467,5 +436,89 @@ impl Driver for OciDriver {
             None => Ok(()),
             Some(e) => Err(RuntimeError::Shim(e)),
         }
+    }
+}
+
+/// The node's seccomp file a container's `Localhost` profile names (`<agent dir>/seccomp/<name>`,
+/// an OCI `linux.seccomp` object), if its profile is one; else why it cannot be had.
+fn read_localhost_seccomp(
+    dir: &std::path::Path,
+    pod: &Pod,
+    c: &kumo_api::pod::Container,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+    let profile = kumo_api::pod::SecurityContext::effective_seccomp(
+        c.security_context.as_ref(),
+        pod.spec.security_context.as_ref(),
+    );
+    let Some(name) = profile
+        .localhost_profile
+        .filter(|_| profile.type_ == kumo_api::pod::SeccompProfileType::Localhost)
+    else {
+        return Ok(None);
+    };
+    // Validation keeps the name relative and free of '..'; the directory is the node's.
+    let path = dir.join(&name);
+    let text = std::fs::read(&path).map_err(|e| {
+        format!(
+            "seccomp profile {name:?}: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        format!(
+            "seccomp profile {name:?} ({}) is not an OCI seccomp object: {e}",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod localhost_seccomp_tests {
+    use super::*;
+
+    #[test]
+    fn localhost_profiles_are_read_from_the_nodes_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("log.json"),
+            r#"{"defaultAction": "SCMP_ACT_LOG"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bad.json"), "not json").unwrap();
+        let read = |profile: serde_json::Value| {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i",
+                         "securityContext": {"seccompProfile": profile}}]}}))
+            .unwrap();
+            read_localhost_seccomp(dir.path(), &pod, &pod.spec.containers[0])
+                .map(|s| s.map(|s| s.default_action()))
+                .map_err(|e| e.replace(&dir.path().display().to_string(), "D"))
+        };
+        use oci_spec::runtime::LinuxSeccompAction;
+        assert_eq!(
+            read(serde_json::json!({"type": "RuntimeDefault"})),
+            Ok(None)
+        );
+        assert_eq!(
+            read(serde_json::json!({"type": "Localhost", "localhostProfile": "log.json"})),
+            Ok(Some(LinuxSeccompAction::ScmpActLog))
+        );
+        let missing =
+            read(serde_json::json!({"type": "Localhost", "localhostProfile": "none.json"}));
+        assert!(
+            missing
+                .as_ref()
+                .unwrap_err()
+                .starts_with("seccomp profile \"none.json\": cannot read D/none.json:"),
+            "{missing:?}"
+        );
+        let bad = read(serde_json::json!({"type": "Localhost", "localhostProfile": "bad.json"}));
+        assert!(
+            bad.as_ref().unwrap_err().starts_with(
+                "seccomp profile \"bad.json\" (D/bad.json) is not an OCI seccomp object:"
+            ),
+            "{bad:?}"
+        );
     }
 }

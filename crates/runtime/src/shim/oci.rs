@@ -86,14 +86,7 @@ impl Oci<'_> {
     /// `run --detach` when `args.run_detached`; the container's pid.
     fn start(&self, args: &ShimArgs) -> Result<i32, String> {
         let name = self.runtime.display().to_string();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.log_file)
-            .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("open log {}: {e}", args.log_file.display()))?;
+        let (log, log2) = super::open_log(&args.log_file)?;
         let runtime_log = self.runtime_log();
         let _ = std::fs::remove_file(&runtime_log);
         let (verb, verb_args): (&str, &[&str]) = if args.run_detached {
@@ -154,14 +147,7 @@ impl Oci<'_> {
             return;
         }
         use std::os::unix::process::CommandExt;
-        let _ = self
-            .command()
-            .args(["delete", "--force", self.id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
+        let _ = self.delete_command().process_group(0).spawn();
     }
 
     /// `delete --force`: removes the runtime's record (and cgroups) of the container.
@@ -169,13 +155,17 @@ impl Oci<'_> {
         if self.id.is_empty() {
             return;
         }
-        let _ = self
-            .command()
-            .args(["delete", "--force", self.id])
+        let _ = self.delete_command().status();
+    }
+
+    /// `<runtime> delete --force ID`, quiet.
+    fn delete_command(&self) -> Command {
+        let mut c = self.command();
+        c.args(["delete", "--force", self.id])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+            .stderr(Stdio::null());
+        c
     }
 }
 
