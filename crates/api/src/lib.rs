@@ -21,6 +21,7 @@ pub mod quantity;
 pub mod secret;
 pub mod selector;
 pub mod status;
+pub mod user;
 pub mod validation;
 
 pub use app::{App, Release};
@@ -35,6 +36,7 @@ pub use quantity::Quantity;
 pub use secret::Secret;
 pub use selector::{FieldSelector, LabelSelector};
 pub use status::{ObjectList, Status, WatchEvent, WatchEventType};
+pub use user::UserInfo;
 pub use validation::FieldError;
 
 /// The namespace objects go to when none is given.

@@ -1,5 +1,7 @@
-//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], execute, answer.
+//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], authorise, execute,
+//! answer.
 
+use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
 use crate::{auth, bind, body, create, delete, exec, log, read, update, watch, App};
@@ -42,11 +44,22 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     }
 }
 
+/// Refuses the request unless the authorizer allows what it asks.
+fn authorize(app: &App, attributes: &Attributes) -> ApiResult<()> {
+    match app.authorizer.authorize(attributes) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(attributes.forbidden(&reason)),
+    }
+}
+
+/// The request path: authenticate, parse, authorise, then admit and store (in each handler).
 async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
-    auth::authenticate(req.headers(), &app.tokens)?;
+    let user = auth::authenticate(req.headers(), app.authenticator.as_ref())?;
     if let Some(data) = crate::datasets::parse(req.method(), req.uri().path()) {
+        let data = data?;
+        authorize(app, &Attributes::of_data_request(&user, &data))?;
         let (parts, body) = req.into_parts();
-        return crate::data_store::serve(app, data?, &parts.headers, body).await;
+        return crate::data_store::serve(app, data, &parts.headers, body).await;
     }
     let request = parse(
         req.method(),
@@ -54,6 +67,7 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         req.uri().query(),
         req.headers(),
     )?;
+    authorize(app, &Attributes::of_request(&user, &request))?;
     if let ApiRequest::Exec {
         ns,
         name,

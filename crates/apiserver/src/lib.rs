@@ -4,7 +4,8 @@
 //! ([`parse`]), then executed against the store. Every error is a Kubernetes `Status`.
 #![forbid(unsafe_code)]
 
-mod auth;
+pub mod auth;
+pub mod authz;
 mod bind;
 mod body;
 mod create;
@@ -31,6 +32,8 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{Authenticator, StaticTokens};
+pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
 pub use transformer::Transformer;
@@ -52,11 +55,13 @@ use tokio::sync::watch as signal;
 #[derive(Clone)]
 pub struct Config {
     pub store: Arc<dyn kumo_store::Store>,
-    /// Accepted bearer tokens.
-    pub tokens: Vec<String>,
+    /// Who a bearer token belongs to.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// What each user may do.
+    pub authorizer: Arc<dyn Authorizer>,
     /// How often an idle watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
-    /// The token sent to agents when proxying logs; `None` means the first of `tokens`.
+    /// The token sent to agents when proxying logs and exec.
     pub agent_token: Option<String>,
     /// Where datasets and task outputs are kept; `None` serves none.
     pub data_dir: Option<std::path::PathBuf>,
@@ -67,13 +72,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config with the default bookmark interval (5 s), agent token and connection limits.
+    /// A config with the default bookmark interval (5 s) and connection limits, where every
+    /// token of `tokens` is an admin (`system:masters`), everything is allowed, and agents are
+    /// called with the first token.
     pub fn new(store: Arc<dyn kumo_store::Store>, tokens: Vec<String>) -> Self {
         Config {
             store,
-            tokens,
+            agent_token: tokens.first().cloned(),
+            authenticator: Arc::new(StaticTokens::admins(tokens)),
+            authorizer: Arc::new(AlwaysAllow),
             bookmark_interval: Duration::from_secs(5),
-            agent_token: None,
             data_dir: None,
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
@@ -84,7 +92,8 @@ impl Config {
 /// Shared state of every request.
 pub(crate) struct App {
     pub store: Arc<dyn kumo_store::Store>,
-    pub tokens: Vec<String>,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub authorizer: Arc<dyn Authorizer>,
     pub bookmark_interval: Duration,
     pub agent_token: Option<String>,
     /// Turns true when the server shuts down; long-lived responses end then.
@@ -118,9 +127,7 @@ impl App {
     fn new(config: Config, shutdown: signal::Receiver<bool>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let agent_token = config
-            .agent_token
-            .or_else(|| config.tokens.first().cloned());
+        let agent_token = config.agent_token;
         let data = config.data_dir.and_then(|dir| {
             data_store::DataStore::open(dir.clone())
                 .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot open the data dir; datasets are not served"))
@@ -130,11 +137,8 @@ impl App {
             data,
             transformer: config.encryption,
             store: config.store,
-            tokens: config
-                .tokens
-                .into_iter()
-                .filter(|t| !t.is_empty())
-                .collect(),
+            authenticator: config.authenticator,
+            authorizer: config.authorizer,
             bookmark_interval: config.bookmark_interval,
             agent_token,
             shutdown,
@@ -181,9 +185,9 @@ pub async fn serve(
     namespace::ensure_default(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating the default namespace: {e}")))?;
-    let tokens = Arc::clone(&app);
+    let authenticator = Arc::clone(&app.authenticator);
     let authenticate: kumo_serve::Authenticate =
-        Arc::new(move |headers| auth::authenticate(headers, &tokens.tokens).is_ok());
+        Arc::new(move |headers| auth::authenticate(headers, authenticator.as_ref()).is_ok());
     kumo_serve::serve(listener, build(app), limits, authenticate, async move {
         shutdown.await;
         let _ = tx.send(true);

@@ -103,13 +103,11 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let config = Config {
-            store,
-            tokens: vec![TOKEN.to_string()],
             bookmark_interval,
             agent_token: Some(AGENT_TOKEN.to_string()),
-            data_dir: None,
             encryption,
             limits,
+            ..Config::new(store, vec![TOKEN.to_string()])
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {

@@ -275,13 +275,8 @@ async fn client_disconnect_ends_the_watch() {
 
     let (_keep, rx) = tokio::sync::watch::channel(false);
     let config = Config {
-        store: Arc::new(MemStore::new()),
-        tokens: vec![TOKEN.to_string()],
         bookmark_interval: Duration::from_millis(50),
-        agent_token: None,
-        data_dir: None,
-        encryption: Arc::new(crate::Transformer::identity()),
-        limits: kumo_serve::Limits::default(),
+        ..Config::new(Arc::new(MemStore::new()), vec![TOKEN.to_string()])
     };
     let app = Arc::new(crate::App::new(config, rx));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -299,13 +299,11 @@ async fn start_control_plane(
     };
     let url = format!("http://{host}:{}", addr.port());
     let config = kumo_apiserver::Config {
-        store: Arc::new(store),
-        tokens: tokens::all_tokens(data_dir)?,
-        bookmark_interval: Duration::from_secs(5),
         agent_token: Some(token.clone()),
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::new(encryption),
         limits: args.connection_limits.limits(),
+        ..kumo_apiserver::Config::new(Arc::new(store), tokens::all_tokens(data_dir)?)
     };
     let mut tasks = Vec::new();
     let stop = shutdown.wait();
