@@ -19,6 +19,27 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The refusal of a token no authenticator knows.
+pub const UNKNOWN_TOKEN: &str = "invalid bearer token";
+
+/// Several authenticators, asked in order: the first that accepts the token answers. When all
+/// refuse, the first refusal that says more than [`UNKNOWN_TOKEN`] ("token expired") is given.
+pub struct Chain(pub Vec<std::sync::Arc<dyn Authenticator>>);
+
+impl Authenticator for Chain {
+    fn authenticate(&self, token: &str) -> Result<UserInfo, String> {
+        let mut refusal = None;
+        for a in &self.0 {
+            match a.authenticate(token) {
+                Ok(user) => return Ok(user),
+                Err(e) if e != UNKNOWN_TOKEN && refusal.is_none() => refusal = Some(e),
+                Err(_) => {}
+            }
+        }
+        Err(refusal.unwrap_or_else(|| UNKNOWN_TOKEN.to_string()))
+    }
+}
+
 /// A fixed list of tokens, each with its user.
 pub struct StaticTokens(pub Vec<(String, UserInfo)>);
 
@@ -46,9 +67,7 @@ impl Authenticator for StaticTokens {
                 found
             }
         });
-        found
-            .cloned()
-            .ok_or_else(|| "invalid bearer token".to_string())
+        found.cloned().ok_or_else(|| UNKNOWN_TOKEN.to_string())
     }
 }
 
@@ -97,6 +116,29 @@ mod tests {
             }
             (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
         }
+    }
+
+    struct Expired;
+    impl Authenticator for Expired {
+        fn authenticate(&self, token: &str) -> Result<UserInfo, String> {
+            Err(if token == "old" {
+                "token expired"
+            } else {
+                UNKNOWN_TOKEN
+            }
+            .to_string())
+        }
+    }
+
+    #[test]
+    fn a_chain_answers_with_the_first_acceptance_or_the_most_telling_refusal() {
+        let chain = Chain(vec![
+            std::sync::Arc::new(Expired),
+            std::sync::Arc::new(StaticTokens::admins(["s3cret".to_string()])),
+        ]);
+        assert_eq!(chain.authenticate("s3cret").unwrap().username, "admin");
+        assert_eq!(chain.authenticate("old").unwrap_err(), "token expired");
+        assert_eq!(chain.authenticate("nope").unwrap_err(), UNKNOWN_TOKEN);
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{Authenticator, StaticTokens};
+pub use auth::{Authenticator, Chain, StaticTokens};
 pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
