@@ -3,6 +3,7 @@
 //! These are the only serde wire types; every component speaks them.
 
 pub mod app;
+pub mod audit;
 pub mod bounds;
 pub mod dataset;
 pub mod event;

@@ -4,7 +4,7 @@
 use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
-use crate::{auth, bind, body, create, delete, exec, log, read, update, watch, App};
+use crate::{audit, auth, bind, body, create, delete, exec, log, read, update, watch, App};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -22,16 +22,18 @@ pub async fn version() -> Response {
     )
 }
 
-/// Serves every API path.
+/// Serves every API path, and records the answer in the audit log before it leaves.
 pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     tracing::debug!(%method, %path, "request");
     let started = std::time::Instant::now();
-    match execute(&app, req).await {
+    let received = app.audit.as_ref().map(|_| audit::Received::of(&req));
+    let mut facts = audit::Facts::default();
+    let (response, message) = match execute(&app, req, &mut facts).await {
         Ok(response) => {
             tracing::trace!(%method, %path, us = started.elapsed().as_micros() as u64, "answered");
-            response
+            (response, String::new())
         }
         Err(e) => {
             if e.code() >= 500 {
@@ -39,8 +41,13 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             } else {
                 tracing::debug!(%method, %path, code = e.code(), error = %e, "request refused");
             }
-            e.into_response()
+            let message = e.0.message.clone();
+            (e.into_response(), message)
         }
+    };
+    match (&app.audit, received) {
+        (Some(log), Some(received)) => audit::record(log, &received, &facts, response, &message),
+        _ => response,
     }
 }
 
@@ -52,22 +59,72 @@ fn authorize(app: &App, attributes: &Attributes) -> ApiResult<()> {
     }
 }
 
+/// A parsed request: on the data paths or the object paths.
+enum Parsed {
+    Data(crate::datasets::DataRequest),
+    Api(ApiRequest),
+}
+
 /// The request path: authenticate, parse, authorise, then admit and store (in each handler).
-async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
-    let user = auth::authenticate(req.headers(), app.authenticator.as_ref())?;
-    if let Some(data) = crate::datasets::parse(req.method(), req.uri().path()) {
-        let data = data?;
-        authorize(app, &Attributes::of_data_request(&user, &data))?;
-        let (parts, body) = req.into_parts();
-        return crate::data_store::serve(app, data, &parts.headers, body).await;
+/// What it learns on the way goes into `facts`, for the audit line.
+async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiResult<Response> {
+    let user = auth::authenticate(req.headers(), app.authenticator.as_ref());
+    if let Ok(user) = &user {
+        facts.user = user.clone();
     }
-    let request = parse(
-        req.method(),
-        req.uri().path(),
-        req.uri().query(),
-        req.headers(),
-    )?;
-    authorize(app, &Attributes::of_request(&user, &request))?;
+    // Parsed before the 401 is returned, so that a refused request is recorded with what it
+    // asked; its parse error is only told to an authenticated client.
+    let parsed = match crate::datasets::parse(req.method(), req.uri().path()) {
+        Some(data) => data.map(Parsed::Data),
+        None => parse(
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        )
+        .map(Parsed::Api),
+    };
+    if let Ok(parsed) = &parsed {
+        let attributes = match parsed {
+            Parsed::Data(data) => Attributes::of_data_request(&facts.user, data),
+            Parsed::Api(request) => Attributes::of_request(&facts.user, request),
+        };
+        facts.attributes = Some(attributes);
+        facts.api_version = match parsed {
+            Parsed::Api(
+                ApiRequest::Create { kind, .. }
+                | ApiRequest::Get { kind, .. }
+                | ApiRequest::List { kind, .. }
+                | ApiRequest::Watch { kind, .. }
+                | ApiRequest::Update { kind, .. }
+                | ApiRequest::Patch { kind, .. }
+                | ApiRequest::Delete { kind, .. },
+            ) => kind.version,
+            _ => "v1",
+        };
+        facts.long_running = matches!(
+            parsed,
+            Parsed::Api(
+                ApiRequest::Watch { .. }
+                    | ApiRequest::Exec { .. }
+                    | ApiRequest::Log { follow: true, .. }
+            )
+        );
+    }
+    user?;
+    let parsed = parsed?;
+    facts.reason = audit::reason(req.headers())?;
+    if let Some(attributes) = &facts.attributes {
+        authorize(app, attributes)?;
+    }
+    audit::ready(app.audit.as_deref(), facts, req.method())?;
+    let request = match parsed {
+        Parsed::Data(data) => {
+            let (parts, body) = req.into_parts();
+            return crate::data_store::serve(app, data, &parts.headers, body).await;
+        }
+        Parsed::Api(request) => request,
+    };
     if let ApiRequest::Exec {
         ns,
         name,
@@ -92,10 +149,13 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
     Ok(match request {
         ApiRequest::Create { kind, ns } => {
             let value = body::read_json(&parts.headers, body).await?;
-            json_response(
-                StatusCode::CREATED,
-                &create::create(app, kind, ns.as_deref(), value).await?,
-            )
+            // The name the request asks for, then the one it got (generateName).
+            facts.created_name =
+                crate::object::str_at(&value, &["metadata", "name"]).map(str::to_string);
+            let created = create::create(app, kind, ns.as_deref(), value).await?;
+            facts.created_name =
+                crate::object::str_at(&created, &["metadata", "name"]).map(str::to_string);
+            json_response(StatusCode::CREATED, &created)
         }
         ApiRequest::Get { kind, ns, name } => ok(read::get(app, kind, ns.as_deref(), &name).await?),
         ApiRequest::List {

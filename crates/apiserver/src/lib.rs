@@ -4,6 +4,8 @@
 //! ([`parse`]), then executed against the store. Every error is a Kubernetes `Status`.
 #![forbid(unsafe_code)]
 
+mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod authz;
 mod bind;
@@ -32,6 +34,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use audit_log::{AuditLog, Rotation};
 pub use auth::{Authenticator, Chain, StaticTokens};
 pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
@@ -69,6 +72,9 @@ pub struct Config {
     pub encryption: Arc<Transformer>,
     /// The request-header and idle timeouts, and the cap on connections not yet authenticated.
     pub limits: kumo_serve::Limits,
+    /// Where requests that change state, exec, logs and Secret reads are recorded; `None`
+    /// records nothing.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl Config {
@@ -85,6 +91,7 @@ impl Config {
             data_dir: None,
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
+            audit: None,
         }
     }
 }
@@ -105,6 +112,8 @@ pub(crate) struct App {
     pub data: Option<data_store::DataStore>,
     /// Encrypts and decrypts stored objects (Secrets, by default config).
     pub transformer: Arc<Transformer>,
+    /// The audit log, if requests are recorded.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -144,6 +153,7 @@ impl App {
             shutdown,
             http: Client::builder(TokioExecutor::new()).build(connector),
             open_streams: AtomicUsize::new(0),
+            audit: config.audit,
         }
     }
 }

@@ -270,7 +270,10 @@ pub(crate) async fn serve(
     });
     let service = {
         let shared = Arc::clone(&shared);
-        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            // Who is on the other end, for the audit log (axum's `ConnectInfo`).
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let anonymous = shared.request_started(authenticate(req.headers()));
             let refuse = shared.probation && anonymous;
             let in_flight = InFlight(Arc::clone(&shared));

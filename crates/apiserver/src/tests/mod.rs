@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on a loopback port over a `MemStore`, driven by an HTTP
 //! client, one `check(request, status, message)` per expectation.
 
+mod audit;
 mod crud;
 mod edge;
 mod encryption;
