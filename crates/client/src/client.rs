@@ -75,6 +75,8 @@ pub struct ExecParams {
     pub command: Vec<String>,
     pub stdin: bool,
     pub tty: bool,
+    /// Why, for the audit log (sent as `Kumo-Audit-Reason`; the server checks it).
+    pub reason: Option<String>,
 }
 
 /// Percent-encodes a query value.
@@ -197,13 +199,12 @@ impl Client {
         q.push(("tty", params.tty.to_string()));
         let path = format!("{}/exec", kumo_api::Pod::object_path(Some(ns), pod));
         let protocol = kumo_api::exec::PROTOCOL;
+        let mut headers = vec![("connection", "Upgrade"), ("upgrade", protocol)];
+        if let Some(reason) = &params.reason {
+            headers.push((kumo_api::audit::REASON_HEADER, reason.as_str()));
+        }
         let resp = self
-            .raw(
-                Method::POST,
-                &with_query(&path, &q),
-                &[("connection", "Upgrade"), ("upgrade", protocol)],
-                None,
-            )
+            .raw(Method::POST, &with_query(&path, &q), &headers, None)
             .await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(error_of(resp).await);

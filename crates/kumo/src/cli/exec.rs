@@ -1,5 +1,6 @@
-//! `kumo exec POD [-c C] [-i] [-t] -- CMD ARGS...`: runs a command in a running container with
-//! its output (and with `-i`, this terminal's input) attached; exits with the command's code.
+//! `kumo exec POD [-c C] [-i] [-t] [--reason TEXT] -- CMD ARGS...`: runs a command in a running
+//! container with its output (and with `-i`, this terminal's input) attached; exits with the
+//! command's code. The reason goes into the exec's audit line.
 
 use super::{client, kind_and_name, NamespaceArgs};
 use anyhow::{anyhow, bail, Context};
@@ -26,6 +27,9 @@ pub struct ExecArgs {
     /// Run the command under a terminal
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Why you run this, recorded with the exec in the audit log (one line, at most 1024 bytes)
+    #[arg(long, value_parser = reason)]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub ns: NamespaceArgs,
     /// The command and its arguments, after `--`
@@ -35,6 +39,14 @@ pub struct ExecArgs {
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     super::finish(exec(args).await)
+}
+
+/// `--reason`: what the server accepts in `Kumo-Audit-Reason`, and not empty.
+fn reason(text: &str) -> Result<String, String> {
+    match kumo_api::audit::check_reason(text.as_bytes())? {
+        "" => Err("must not be empty".into()),
+        text => Ok(text.to_string()),
+    }
 }
 
 fn pod_name(arg: &str) -> anyhow::Result<String> {
@@ -92,6 +104,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         command: args.command.clone(),
         stdin: args.stdin,
         tty: args.tty,
+        reason: args.reason.clone(),
     };
     let io = client.exec(args.ns.or_default(), &name, &params).await?;
     let (mut rd, mut wr) = tokio::io::split(io);

@@ -1,5 +1,6 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
+mod audit;
 pub mod limits;
 mod private;
 pub mod router;
@@ -51,6 +52,8 @@ pub struct ControlPlaneArgs {
     /// made with a fresh key on first start)
     #[arg(long)]
     pub encryption_provider_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: audit::AuditArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -267,6 +270,8 @@ async fn start_control_plane(
     };
     // The data dir holds tokens, keys and every Secret: only its owner may enter it.
     private::dir(data_dir)?;
+    // Nothing is served unrecorded: a log that cannot be opened stops the server here.
+    let audit = Arc::new(audit::open(&args.audit, data_dir)?);
     let encryption = match given {
         Some(t) => t,
         None => private::data_dir_encryption_config(data_dir)?,
@@ -303,6 +308,7 @@ async fn start_control_plane(
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::new(encryption),
         limits: args.connection_limits.limits(),
+        audit: Some(audit),
         ..kumo_apiserver::Config::new(Arc::new(store), tokens::all_tokens(data_dir)?)
     };
     let mut tasks = Vec::new();

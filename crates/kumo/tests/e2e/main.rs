@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod apps;
+mod audit;
 mod cli;
 mod containers;
 mod exec;
