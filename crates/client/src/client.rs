@@ -156,7 +156,9 @@ impl Client {
             .method(method)
             .uri(&uri)
             .header("authorization", format!("Bearer {}", self.inner.token))
-            .header("accept", "application/json");
+            .header("accept", "application/json")
+            // Says in the audit log which tool made the request.
+            .header("user-agent", concat!("kumo/", env!("CARGO_PKG_VERSION")));
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }

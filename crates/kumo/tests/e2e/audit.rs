@@ -149,6 +149,7 @@ async fn every_answered_change_survives_kill_9() {
         assert_eq!(e.user.username, "admin");
         assert_eq!(e.source_ips, vec!["127.0.0.1".to_string()]);
         assert_eq!(e.stage, "ResponseComplete");
+        assert!(e.user_agent.starts_with("kumo/"), "{}", e.user_agent);
     }
 }
 
@@ -275,6 +276,7 @@ async fn exec_reasons_and_log_reads_are_recorded() {
             ("ResponseStarted", 101)
         );
         assert_eq!(e.user.username, "admin");
+        assert!(e.user_agent.starts_with("kumo/"), "{}", e.user_agent);
         assert!(
             e.request_uri.contains("command=%2Fbin%2F"),
             "{}",
