@@ -87,6 +87,11 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         };
         return exec::exec(app, params, req).await;
     }
+    if let ApiRequest::NodeCredential { name } = &request {
+        let bearer = auth::bearer(req.headers()).unwrap_or_default();
+        let issued = crate::credential::issue(app, &user, bearer, name).await?;
+        return Ok(json_response(StatusCode::CREATED, &issued));
+    }
     let (parts, body) = req.into_parts();
     let ok = |v: serde_json::Value| json_response(StatusCode::OK, &v);
     Ok(match request {
@@ -177,9 +182,9 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             )
             .await?
         }
-        ApiRequest::Exec { .. } => {
+        ApiRequest::Exec { .. } | ApiRequest::NodeCredential { .. } => {
             return Err(crate::error::ApiError::internal(
-                "exec requests are served before the body is read",
+                "exec and credential requests are served before the body is read",
             ))
         }
     })

@@ -9,6 +9,7 @@ pub mod authz;
 mod bind;
 mod body;
 mod create;
+mod credential;
 mod data_store;
 mod datasets;
 mod delete;
@@ -25,6 +26,7 @@ mod pod_security;
 mod query;
 mod read;
 mod request;
+pub mod tokens;
 mod transformer;
 mod update;
 mod watch;
@@ -69,7 +71,12 @@ pub struct Config {
     pub encryption: Arc<Transformer>,
     /// The request-header and idle timeouts, and the cap on connections not yet authenticated.
     pub limits: kumo_serve::Limits,
+    /// The life of a node credential issued by `nodes/{name}/credential`.
+    pub node_credential_ttl: Duration,
 }
+
+/// The default life of a node credential: 30 days (agents rotate at two thirds of it).
+pub const DEFAULT_NODE_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Config {
     /// A config with the default bookmark interval (5 s) and connection limits, where every
@@ -85,6 +92,7 @@ impl Config {
             data_dir: None,
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
+            node_credential_ttl: DEFAULT_NODE_CREDENTIAL_TTL,
         }
     }
 }
@@ -105,6 +113,7 @@ pub(crate) struct App {
     pub data: Option<data_store::DataStore>,
     /// Encrypts and decrypts stored objects (Secrets, by default config).
     pub transformer: Arc<Transformer>,
+    pub node_credential_ttl: Duration,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -136,6 +145,7 @@ impl App {
         App {
             data,
             transformer: config.encryption,
+            node_credential_ttl: config.node_credential_ttl,
             store: config.store,
             authenticator: config.authenticator,
             authorizer: config.authorizer,
