@@ -173,7 +173,7 @@ pub enum JoinRefusal {
     NotJoin(String),
     #[error("join token {0} expired")]
     Expired(String),
-    #[error("join token {name} was used {count} times, its limit")]
+    #[error("join token {name} is used up ({count} of {count} uses)")]
     UsedUp { name: String, count: i64 },
 }
 

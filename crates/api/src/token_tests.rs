@@ -112,7 +112,7 @@ fn a_join_token_is_used_up_to_its_limit_before_it_expires() {
     let once = use_join_token(&t, at(0)).unwrap();
     check_join(&once, 999, Ok(2));
     let twice = use_join_token(&once, at(0)).unwrap();
-    check_join(&twice, 999, Err("join token j was used 2 times, its limit"));
+    check_join(&twice, 999, Err("join token j is used up (2 of 2 uses)"));
     check_join(&t, 1000, Err("join token j expired"));
     check_join(
         &Token::node("n", "n1", at(5000)),
@@ -123,5 +123,5 @@ fn a_join_token_is_used_up_to_its_limit_before_it_expires() {
     let mut one = t.clone();
     one.spec.usage_limit = None;
     let used = use_join_token(&one, at(0)).unwrap();
-    check_join(&used, 0, Err("join token j was used 1 times, its limit"));
+    check_join(&used, 0, Err("join token j is used up (1 of 1 uses)"));
 }

@@ -68,7 +68,13 @@ pub async fn issue(app: &App, user: &UserInfo, bearer: &str, node: &str) -> ApiR
         Caller::Node => Some(hash_secret(bearer)),
         Caller::Other => None,
     };
-    let (token, secret) = new_credential(app, node).await?;
+    let (token, secret) = issue_node_credential(
+        app.store.as_ref(),
+        &app.transformer,
+        node,
+        app.node_credential_ttl,
+    )
+    .await?;
     if let Some(hash) = rotated {
         expire_soon(app, &hash).await;
     }
@@ -78,10 +84,15 @@ pub async fn issue(app: &App, user: &UserInfo, bearer: &str, node: &str) -> ApiR
     Ok(value)
 }
 
-/// A new node credential for `node`, stored; the token and its secret.
-pub async fn new_credential(app: &App, node: &str) -> ApiResult<(Token, String)> {
+/// A new node credential for `node` that lives `ttl`, stored; the token and its secret.
+pub async fn issue_node_credential(
+    store: &dyn kumo_store::Store,
+    t: &crate::Transformer,
+    node: &str,
+    ttl: Duration,
+) -> ApiResult<(Token, String)> {
     let now = chrono::Utc::now();
-    let ttl = chrono::Duration::from_std(app.node_credential_ttl)
+    let ttl = chrono::Duration::from_std(ttl)
         .map_err(|e| ApiError::internal(format!("node credential ttl: {e}")))?;
     let expires = now
         .checked_add_signed(ttl)
@@ -90,7 +101,7 @@ pub async fn new_credential(app: &App, node: &str) -> ApiResult<(Token, String)>
         let secret = new_secret()?;
         let name = credential_name(node, &secret);
         let token = Token::node(&name, node, expires);
-        match store_with_secret(app.store.as_ref(), &app.transformer, token, &secret).await {
+        match store_with_secret(store, t, token, &secret).await {
             Ok(t) => return Ok((t, secret)),
             Err(StoreError::AlreadyExists(_)) => continue,
             Err(e) => return Err(ApiError::store(e)),

@@ -5,6 +5,7 @@
 //! secret.
 
 use crate::auth::{Authenticator, UNKNOWN_TOKEN};
+pub use crate::credential::issue_node_credential;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{decode, encode, object_key, prefix};
 use crate::request::Kind;
