@@ -9,12 +9,17 @@ const TOKENS: &str = "/apis/auth.kumo.dev/v1/tokens";
 
 /// A server whose authenticator is the admin [`TOKEN`] plus the tokens the API manages.
 async fn managed() -> (Server, Arc<dyn kumo_store::Store>) {
+    managed_keeping(Duration::from_secs(3600)).await
+}
+
+/// [`managed`], deleting tokens expired for longer than `keep_expired`.
+async fn managed_keeping(keep_expired: Duration) -> (Server, Arc<dyn kumo_store::Store>) {
     let store: Arc<dyn kumo_store::Store> = Arc::new(MemStore::new());
     let identity = Arc::new(crate::Transformer::identity());
     let (tokens, feed) = ManagedTokens::start(
         Arc::clone(&store),
         Arc::clone(&identity),
-        Duration::from_secs(3600),
+        keep_expired,
         std::future::pending(),
     )
     .await
@@ -232,6 +237,21 @@ async fn a_join_token_buys_one_node_credential_and_nodes_rotate_their_own() {
         "metadata.name: Invalid value",
     )
     .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_deletes_tokens_some_time_after_they_expired() {
+    let (s, _) = managed_keeping(Duration::from_secs(1)).await;
+    s.create(TOKENS, login("brief", json!({"ttlSeconds": 1})))
+        .await;
+    s.create(TOKENS, login("lasting", json!({"ttlSeconds": 3600})))
+        .await;
+    // Expired at 1 s, kept 1 s more, swept within the next second or so.
+    let get = || req("GET", &format!("{TOKENS}/brief"), None);
+    eventually(&s, get, 404, "not found", Duration::from_secs(5)).await;
+    s.check(req("GET", &format!("{TOKENS}/lasting"), None), 200, "")
+        .await;
     s.stop().await;
 }
 
