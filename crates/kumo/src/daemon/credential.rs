@@ -119,6 +119,68 @@ pub async fn join(
     Ok(cred)
 }
 
+/// A client for `server` with `token`, checked by reading the node's own object (which any
+/// credential of the node may): fails early, with the client's clear message, when the server
+/// is unreachable or refuses the token.
+async fn checked_client(
+    server: &str,
+    token: &str,
+    node: &str,
+) -> Result<Client, kumo_client::ClientError> {
+    let client = Client::new(&ClientConfig {
+        server: server.to_string(),
+        token: token.to_string(),
+    })?;
+    client.get_opt::<kumo_api::Node>("", node).await?;
+    Ok(client)
+}
+
+/// The agent's client, its token and, when it is a node credential (to rotate), that: the
+/// saved credential while it is unexpired and accepted; else one got for `join` (saved to
+/// `file`); else `given` (`KUMO_TOKEN`, `--token-file`).
+pub async fn for_agent(
+    server: &str,
+    node: &str,
+    file: &Path,
+    join: Option<&str>,
+    given: Option<String>,
+) -> anyhow::Result<(Client, String, Option<NodeCredential>)> {
+    let saved = NodeCredential::load(file)?.filter(|c| !c.expired(chrono::Utc::now()));
+    if let Some(saved) = saved {
+        match checked_client(server, &saved.token, node).await {
+            Ok(client) => {
+                if join.is_some() {
+                    tracing::info!(file = %file.display(), "this node has a credential: the join token is not used");
+                }
+                let token = saved.token.clone();
+                return Ok((client, token, Some(saved)));
+            }
+            // Revoked (or the cluster is new): a join token given now joins again.
+            Err(e) if e.code() == Some(401) && join.is_some() => {
+                tracing::warn!(file = %file.display(), error = %e, "the saved node credential is refused; joining again");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the node credential in {} is not accepted (join again with --join)",
+                    file.display()
+                )))
+            }
+        }
+    }
+    if let Some(join_token) = join {
+        let cred = self::join(server, join_token, node, file).await?;
+        let client = checked_client(server, &cred.token, node).await?;
+        let token = cred.token.clone();
+        return Ok((client, token, Some(cred)));
+    }
+    match given {
+        Some(token) => Ok((checked_client(server, &token, node).await?, token, None)),
+        None => Err(anyhow!(
+            "no credential: pass --join SECRET (printed by `kumo token create NAME --join`), or set KUMO_TOKEN"
+        )),
+    }
+}
+
 /// Rotates the credential `client` uses, at two thirds of each one's life, saving each new one
 /// to `file` before it is used; runs until `stop` resolves.
 pub async fn rotate(

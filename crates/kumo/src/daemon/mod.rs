@@ -729,38 +729,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let file = credential::path(&data_dir);
-    let saved = credential::NodeCredential::load(&file)?.filter(|c| !c.expired(chrono::Utc::now()));
-    let cred = match (saved, &args.join, given) {
-        (Some(saved), _, _) => {
-            if args.join.is_some() {
-                tracing::info!(file = %file.display(), "this node has a credential: the join token is not used");
-            }
-            Some(saved)
-        }
-        (None, Some(join), _) => {
-            Some(credential::join(&args.server, join, &node_name, &file).await?)
-        }
-        (None, None, Some(_)) => None,
-        (None, None, None) => {
-            return Err(anyhow!(
-                "no credential: pass --join SECRET (printed by `kumo token create NAME --join`), or set KUMO_TOKEN"
-            ))
-        }
-    };
-    let token = match (
-        &cred,
-        crate::token_source::token(None, args.token_file.as_deref(), "KUMO_TOKEN")?,
-    ) {
-        (Some(c), _) => c.token.clone(),
-        (None, Some(t)) => t,
-        (None, None) => return Err(anyhow!("no credential")),
-    };
-    let client = Client::new(&ClientConfig {
-        server: args.server.clone(),
-        token: token.clone(),
-    })?;
-    // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
-    client.get_opt::<kumo_api::Node>("", &node_name).await?;
+    let (client, token, cred) =
+        credential::for_agent(&args.server, &node_name, &file, args.join.as_deref(), given).await?;
     if let Some(cred) = cred {
         tokio::spawn(credential::rotate(
             client.clone(),

@@ -278,6 +278,53 @@ async fn an_agent_joins_keeps_its_own_credential_and_rotates_it() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its credential revoked, the node is refused; a new join token joins it again.
+    drop(_agent);
+    let name = saved(&dir)["name"].as_str().unwrap().to_string();
+    admin
+        .delete::<kumo_api::Token>("", &name, None)
+        .await
+        .unwrap();
+    refused_within(
+        &c,
+        saved(&dir)["token"].as_str().unwrap(),
+        "invalid bearer token",
+        Duration::from_secs(1),
+    )
+    .await;
+    let out = Command::new(kumo_exe())
+        .args(["agent", "--server", &c.url, "--node-name", "n1"])
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("KUMO_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not accepted (join again with --join)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rejoined = chrono::Utc::now();
+    let _agent = Killed(join_agent(&c, &dir, Some(&c.join_token())));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let node: kumo_api::Node = admin.get("", "n1").await.unwrap();
+        if beat_after(&node, rejoined + chrono::Duration::seconds(1)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat after joining again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(saved(&dir)["name"].as_str(), Some(name.as_str()));
+
     // The join token was single-use: a second node cannot join with it.
     let other = c.dir.path().join("agent-n2");
     let out = Command::new(kumo_exe())
