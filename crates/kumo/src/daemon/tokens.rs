@@ -70,8 +70,8 @@ async fn put_admin(
     }
 }
 
-/// Imports an old `tokens` file (the first line becomes Token `admin`, the others
-/// `imported-N`, all `system:masters`) and removes it; else makes Token `admin` on first
+/// Imports an old `tokens` file (the first line becomes Token `admin`, unless there is one, the
+/// others `imported-N`, all `system:masters`) and removes it; else makes Token `admin` on first
 /// start. Returns the admin's secret when this start knows it (it is never stored).
 async fn bootstrap(
     store: &dyn Store,
@@ -87,13 +87,15 @@ async fn bootstrap(
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
+        // The first line was the admin's; when Token admin exists already (the file was put
+        // back by hand), it is kept as `imported-0` and the admin's secret stays as it was.
+        let mut admin = None;
         for (i, secret) in lines.iter().enumerate() {
-            let name = if i == 0 {
-                ADMIN_TOKEN.to_string()
+            if i == 0 && put_admin(store, t, ADMIN_TOKEN, secret).await? {
+                admin = Some(secret.to_string());
             } else {
-                format!("imported-{i}")
-            };
-            put_admin(store, t, &name, secret).await?;
+                put_admin(store, t, &format!("imported-{i}"), secret).await?;
+            }
         }
         std::fs::remove_file(&old).with_context(|| format!("cannot remove {}", old.display()))?;
         tracing::warn!(
@@ -101,7 +103,7 @@ async fn bootstrap(
             tokens = lines.len(),
             "imported the plain-text tokens file as hashed Tokens (admin, imported-N; see `kumo token ls`) and removed it"
         );
-        return Ok(lines.first().map(|s| s.to_string()));
+        return Ok(admin);
     }
     if exists(store, ADMIN_TOKEN)
         .await
@@ -211,5 +213,16 @@ mod tests {
         assert!(kvs
             .iter()
             .all(|kv| !String::from_utf8_lossy(&kv.value).contains("second")));
+        // A tokens file put back later leaves the admin as it is.
+        std::fs::write(old_tokens_path(dir.path()), "third\n").unwrap();
+        let again = admin_config(&store, &t, dir.path(), "http://a:1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.token, "first");
+        assert_eq!(
+            token(&store, "imported-0").await.unwrap().token_hash(),
+            hash_secret("third")
+        );
     }
 }

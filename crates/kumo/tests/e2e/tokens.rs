@@ -353,3 +353,42 @@ async fn an_agent_joins_keeps_its_own_credential_and_rotates_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kumo_up_writes_the_admin_config_runs_its_agent_as_its_node_and_imports_old_tokens() {
+    let mut c = Cluster::up(&[]);
+    // The client config `kumo up` wrote holds the admin's token, privately.
+    assert_eq!(mode(&c.config_path()), 0o600);
+    let config = ClientConfig::load(&c.config_path()).unwrap();
+    assert_eq!(config.token, c.token);
+    // Its own agent acts as its node, with a node credential kept 0600 in the agent's dir.
+    let ls = text(&c.kumo(&["token", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("system:node:node-1") && l.contains(" node ")),
+        "{ls}"
+    );
+    let agent_dir = c.data_dir().join("agent");
+    assert_eq!(mode(&agent_dir.join("node-credential.json")), 0o600);
+    let first = saved(&agent_dir);
+
+    // A data dir from before managed tokens: its plain-text file is imported, then removed.
+    c.stop();
+    std::fs::write(c.data_dir().join("tokens"), "legacy-one\nlegacy-two\n").unwrap();
+    c.relaunch();
+    assert!(!c.data_dir().join("tokens").exists());
+    works(&c, "legacy-one").await;
+    works(&c, "legacy-two").await;
+    works(&c, &c.token).await;
+    let ls = text(&c.kumo(&["token", "ls"]));
+    for name in ["admin ", "imported-0 ", "imported-1 "] {
+        assert!(
+            ls.lines()
+                .any(|l| l.starts_with(name) && l.contains("system:masters")),
+            "{name}: {ls}"
+        );
+    }
+    assert!(!ls.contains("legacy"));
+    // The agent went on with its saved credential.
+    assert_eq!(saved(&agent_dir)["name"], first["name"]);
+}
