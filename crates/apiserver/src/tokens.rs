@@ -364,6 +364,42 @@ mod tests {
         check(&tokens, "sj", 0, Err("join token used up"));
     }
 
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_the_history_relists() {
+        let store: Arc<dyn Store> = Arc::new(kumo_store::MemStore::with_window(
+            kumo_store::WatchWindow::new(2, 1 << 20),
+        ));
+        let t = Arc::new(Transformer::identity());
+        let tokens = Arc::new(ManagedTokens::default());
+        let revision = tokens.relist(store.as_ref(), &t).await.unwrap();
+        // More writes than the history keeps: a watch from `revision` is compacted.
+        for i in 0..5 {
+            let mut tok = token(&format!("t{i}"), "x", None);
+            tok.status = None;
+            store_with_secret(store.as_ref(), &t, tok, &format!("s{i}"))
+                .await
+                .unwrap();
+        }
+        let compacted = match store.watch(&prefix(&kind(), None), revision).await {
+            Err(StoreError::Compacted { .. }) => true,
+            Ok(mut w) => matches!(w.next().await, Some(Err(StoreError::Compacted { .. }))),
+            Err(_) => false,
+        };
+        assert!(compacted, "the test needs a watch that fell behind");
+        let follow = tokio::spawn(Arc::clone(&tokens).follow(
+            Arc::clone(&store),
+            t,
+            revision,
+            Duration::from_secs(3600),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while (0..5).any(|i| tokens.authenticate(&format!("s{i}")).is_err()) {
+            assert!(tokio::time::Instant::now() < deadline, "never relisted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        follow.abort();
+    }
+
     #[test]
     fn create_sets_a_hash_and_the_expiry_and_never_keeps_the_secret() {
         let mut v = serde_json::json!({"metadata": {"name": "t"}, "spec": {"user": "u", "ttlSeconds": 60},
