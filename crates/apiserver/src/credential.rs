@@ -12,6 +12,7 @@ use crate::update::RETRIES;
 use crate::App;
 use kumo_api::token::{
     hash_secret, use_join_token, JoinRefusal, BOOTSTRAP_USER_PREFIX, GROUP_BOOTSTRAPPERS,
+    MAX_USAGE_LIMIT,
 };
 use kumo_api::{Token, UserInfo};
 use kumo_store::StoreError;
@@ -127,7 +128,10 @@ fn credential_name(node: &str, secret: &str) -> String {
 /// expired or is gone, 403 when its uses are spent.
 async fn count_join(app: &App, name: &str, bearer: &str) -> ApiResult<()> {
     let key = object_key(&kind(), None, name);
-    for _ in 0..RETRIES {
+    // A conflict means another join took a use: past the most uses a token may have, the next
+    // read finds it used up, so this ends.
+    let attempts = usize::try_from(MAX_USAGE_LIMIT).unwrap_or(usize::MAX) + RETRIES;
+    for _ in 0..attempts {
         let kv = app
             .store
             .get(&key)

@@ -241,6 +241,35 @@ async fn a_join_token_buys_one_node_credential_and_nodes_rotate_their_own() {
 }
 
 #[tokio::test]
+async fn racing_joins_take_only_the_uses_there_are() {
+    let (s, _) = managed().await;
+    let join = json!({"metadata": {"name": "j"}, "spec": {"type": "join", "user": "system:bootstrap:j",
+                      "groups": ["system:bootstrappers"], "ttlSeconds": 3600, "usageLimit": 3}});
+    let secret = s.create(TOKENS, join).await["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let asks = (0..8).map(|i| {
+        s.call(as_user(
+            req("POST", &format!("/api/v1/nodes/n{i}/credential"), None),
+            &secret,
+        ))
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let issued = answers.iter().filter(|(c, _)| c.as_u16() == 201).count();
+    assert_eq!(issued, 3, "{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|(c, b)| c.as_u16() == 201
+            || (matches!(c.as_u16(), 401 | 403) && b.contains("used up"))));
+    let used = s
+        .check(req("GET", &format!("{TOKENS}/j"), None), 200, "")
+        .await;
+    assert_eq!(used["status"]["usageCount"], 3);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn the_server_deletes_tokens_some_time_after_they_expired() {
     let (s, _) = managed_keeping(Duration::from_secs(1)).await;
     s.create(TOKENS, login("brief", json!({"ttlSeconds": 1})))
