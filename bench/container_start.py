@@ -101,7 +101,7 @@ def main():
     url = next(l.split()[-1] for l in proc.stdout if l.startswith("kumo: API server listening on "))
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     host, port = url.removeprefix("http://").split(":")
-    headers = {"Authorization": "Bearer " + open(f"{tmp}/data/tokens").readline().strip(),
+    headers = {"Authorization": "Bearer " + __import__("json").load(open(f"{tmp}/data/admin.config"))["token"],
                "Content-Type": "application/json"}
     done, cond = {}, threading.Condition()
 

@@ -234,7 +234,7 @@ class Kumo:
             sys.exit(f"kumo: `kumo up` did not report its API address (exit {self.proc.poll()})")
         self.host, port = url.removeprefix("http://").split(":")
         self.port = int(port)
-        self.token = open(f"{self.tmp}/data/tokens").readline().strip()
+        self.token = __import__("json").load(open(f"{self.tmp}/data/admin.config"))["token"]
         self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
 
     def conn(self):

@@ -43,7 +43,7 @@ def main():
             break
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     host, port = url.removeprefix("http://").split(":")
-    token = open(f"{tmp}/data/tokens").readline().strip()
+    token = __import__("json").load(open(f"{tmp}/data/admin.config"))["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     time.sleep(args.idle_seconds)  # a benchmark's settle time, not a test's synchronisation

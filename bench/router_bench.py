@@ -20,7 +20,7 @@ What it does, in one run:
   IP + annotation `kumo.dev/assigned-port`, as kumo's router reads them) are the backends of
   every proxy;
 - starts each proxy pinned to the proxy core (`taskset -c PROXY_CPU`) with one worker: `kumo
-  router --server URL --token T --listen ADDR` (its tokio runtime starts one worker per CPU it
+  router --server URL --listen ADDR` with KUMO_TOKEN (its tokio runtime starts one worker per CPU it
   may use, so one), nginx `worker_processes 1`, HAProxy `nbthread 1`;
 - runs the same client, pinned to the load core with the backends, against each target for each
   scenario: a warm-up, then a fixed-duration measured run:
@@ -318,7 +318,7 @@ class Kumo:
         threading.Thread(target=lambda: [None for _ in self.up.stdout], daemon=True).start()
         self.host, port = self.url.removeprefix("http://").split(":")
         self.port = int(port)
-        self.token = open(f"{tmp}/data/tokens").readline().strip()
+        self.token = __import__("json").load(open(f"{tmp}/data/admin.config"))["token"]
 
     def api(self, method, path, body=None):
         c = http.client.HTTPConnection(self.host, self.port, timeout=30)
@@ -450,10 +450,11 @@ def render(template, fields):
 
 def start_kumo_router(kumo, procs, tmp, cpu, access_log, binary=None, name="kumo"):
     port = free_port()
-    env = dict(kumo.env, RUST_LOG="info" if access_log else "info,kumo_router::access=off")
+    env = dict(kumo.env, KUMO_TOKEN=kumo.token,
+               RUST_LOG="info" if access_log else "info,kumo_router::access=off")
     p = procs.start(f"{name} router",
                     pin(cpu) + [binary or kumo.binary, "router", "--server", kumo.url,
-                     "--token", kumo.token, "--listen", f"127.0.0.1:{port}"],
+                     "--listen", f"127.0.0.1:{port}"],
                     env=env, stdout=open(f"{tmp}/{name}-router.out", "w"),
                     stderr=open(f"{tmp}/{name}-router.log", "w"))
     wait_port(port, p)

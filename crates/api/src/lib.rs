@@ -22,6 +22,7 @@ pub mod quantity;
 pub mod secret;
 pub mod selector;
 pub mod status;
+pub mod token;
 pub mod user;
 pub mod validation;
 
@@ -37,6 +38,7 @@ pub use quantity::Quantity;
 pub use secret::Secret;
 pub use selector::{FieldSelector, LabelSelector};
 pub use status::{ObjectList, Status, WatchEvent, WatchEventType};
+pub use token::Token;
 pub use user::UserInfo;
 pub use validation::FieldError;
 

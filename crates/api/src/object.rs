@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret};
+use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret, Token};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -151,6 +151,15 @@ resource!(
     true,
     |r, e| { crate::app::validate_release(r, e) }
 );
+resource!(
+    Token,
+    "auth.kumo.dev",
+    "v1",
+    "Token",
+    "tokens",
+    false,
+    |t, e| crate::token::validate_token(t, e)
+);
 
 /// What the apiserver and CLI know about a kind without knowing its Rust type.
 pub struct KindInfo {
@@ -259,6 +268,44 @@ fn admit_secret(value: serde_json::Value) -> Result<serde_json::Value, Vec<Field
     admit::<Secret>(value, false)
 }
 
+/// Tokens are stored without their secret, whatever a client sends.
+fn admit_token(value: serde_json::Value) -> Result<serde_json::Value, Vec<FieldError>> {
+    let mut t: Token = decode(value).map_err(|e| vec![e])?;
+    if let Some(status) = &mut t.status {
+        status.token = None;
+    }
+    let value = serde_json::to_value(&t).map_err(|e| vec![FieldError::new("", e.to_string())])?;
+    admit::<Token>(value, false)
+}
+
+/// A token's type and secret hash never change; `ttlSeconds` is read on create only.
+fn token_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if old.pointer("/spec/type") != new.pointer("/spec/type") {
+        errors.push(FieldError::new(
+            "spec.type",
+            "Invalid value: field is immutable",
+        ));
+    }
+    let hash = |v: &serde_json::Value| v.pointer("/status/tokenHash").cloned();
+    if hash(old) != hash(new) {
+        errors.push(FieldError::new(
+            "status.tokenHash",
+            "Invalid value: field is immutable",
+        ));
+    }
+    if new
+        .pointer("/spec/ttlSeconds")
+        .is_some_and(|v| !v.is_null())
+    {
+        errors.push(FieldError::new(
+            "spec.ttlSeconds",
+            "Forbidden: read on create only; change spec.expirationTimestamp",
+        ));
+    }
+    errors
+}
+
 fn no_update_rules(_: &serde_json::Value, _: &serde_json::Value) -> Vec<FieldError> {
     Vec::new()
 }
@@ -275,7 +322,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 9] = [
+static KINDS: [KindInfo; 10] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -392,6 +439,19 @@ static KINDS: [KindInfo; 9] = [
         label_names: true,
         admit: |v| admit::<Queue>(v, true),
         validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "auth.kumo.dev",
+        version: "v1",
+        kind: "Token",
+        plural: "tokens",
+        singular: "token",
+        short_names: &[],
+        namespaced: false,
+        has_status: true,
+        label_names: false,
+        admit: admit_token,
+        validate_update: token_update,
     },
 ];
 

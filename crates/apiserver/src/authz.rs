@@ -149,6 +149,9 @@ impl Attributes {
             ApiRequest::Log { ns, name, .. } => {
                 Self::new(user, "get", "", "pods", "log", Some(ns), name)
             }
+            ApiRequest::NodeCredential { name } => {
+                Self::new(user, "create", "", "nodes", "credential", None, name)
+            }
             ApiRequest::Exec { ns, name, .. } => {
                 Self::new(user, "create", "", "pods", "exec", Some(ns), name)
             }

@@ -148,6 +148,12 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
         if kind.is("", "pods") {
             crate::pod_security::admit(&object_name, namespace.as_ref(), &admitted)?;
         }
+        // A token's secret is made here and shown once, in this response; only its hash is kept.
+        let secret = if kind.is("auth.kumo.dev", "tokens") {
+            Some(crate::tokens::prepare(&mut admitted, chrono::Utc::now())?)
+        } else {
+            None
+        };
         crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();
         let key = object_key(&kind, ns, &name);
@@ -156,7 +162,13 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
             .create(&key, encode(&app.transformer, &key, &admitted)?)
             .await
         {
-            Ok(kv) => return decode(&app.transformer, &kv),
+            Ok(kv) => {
+                let mut created = decode(&app.transformer, &kv)?;
+                if let Some(secret) = secret {
+                    crate::tokens::reveal(&mut created, secret);
+                }
+                return Ok(created);
+            }
             Err(StoreError::AlreadyExists(_)) => {
                 last = Some(ApiError::already_exists(&kind, &name))
             }

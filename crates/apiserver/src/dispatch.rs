@@ -111,7 +111,7 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             )
         );
     }
-    user?;
+    let user = user?;
     let parsed = parsed?;
     facts.reason = audit::reason(req.headers())?;
     if let Some(attributes) = &facts.attributes {
@@ -143,6 +143,11 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             tty,
         };
         return exec::exec(app, params, req).await;
+    }
+    if let ApiRequest::NodeCredential { name } = &request {
+        let bearer = auth::bearer(req.headers()).unwrap_or_default();
+        let issued = crate::credential::issue(app, &user, bearer, name).await?;
+        return Ok(json_response(StatusCode::CREATED, &issued));
     }
     let (parts, body) = req.into_parts();
     let ok = |v: serde_json::Value| json_response(StatusCode::OK, &v);
@@ -237,9 +242,9 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             )
             .await?
         }
-        ApiRequest::Exec { .. } => {
+        ApiRequest::Exec { .. } | ApiRequest::NodeCredential { .. } => {
             return Err(crate::error::ApiError::internal(
-                "exec requests are served before the body is read",
+                "exec and credential requests are served before the body is read",
             ))
         }
     })

@@ -11,6 +11,7 @@ pub mod authz;
 mod bind;
 mod body;
 mod create;
+mod credential;
 mod data_store;
 mod datasets;
 mod delete;
@@ -27,6 +28,7 @@ mod pod_security;
 mod query;
 mod read;
 mod request;
+pub mod tokens;
 mod transformer;
 mod update;
 mod watch;
@@ -75,7 +77,12 @@ pub struct Config {
     /// Where requests that change state, exec, logs and Secret reads are recorded; `None`
     /// records nothing.
     pub audit: Option<Arc<AuditLog>>,
+    /// The life of a node credential issued by `nodes/{name}/credential`.
+    pub node_credential_ttl: Duration,
 }
+
+/// The default life of a node credential: 30 days (agents rotate at two thirds of it).
+pub const DEFAULT_NODE_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Config {
     /// A config with the default bookmark interval (5 s) and connection limits, where every
@@ -92,6 +99,7 @@ impl Config {
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
             audit: None,
+            node_credential_ttl: DEFAULT_NODE_CREDENTIAL_TTL,
         }
     }
 }
@@ -114,6 +122,7 @@ pub(crate) struct App {
     pub transformer: Arc<Transformer>,
     /// The audit log, if requests are recorded.
     pub audit: Option<Arc<AuditLog>>,
+    pub node_credential_ttl: Duration,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -145,6 +154,7 @@ impl App {
         App {
             data,
             transformer: config.encryption,
+            node_credential_ttl: config.node_credential_ttl,
             store: config.store,
             authenticator: config.authenticator,
             authorizer: config.authorizer,

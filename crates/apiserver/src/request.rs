@@ -116,6 +116,10 @@ pub enum ApiRequest {
         follow: bool,
         tail_lines: Option<i64>,
     },
+    /// `POST nodes/{name}/credential`: a new node credential, for a join token or the node.
+    NodeCredential {
+        name: String,
+    },
     /// `POST pods/{name}/exec`, upgraded to the `kumo-exec.v1` stream.
     Exec {
         ns: String,
@@ -324,6 +328,12 @@ pub fn parse(
                         }
                         _ => Err(not_allowed()),
                     };
+                }
+                Some("credential") if kind.is("", "nodes") => {
+                    return match *method {
+                        Method::POST => Ok(ApiRequest::NodeCredential { name }),
+                        _ => Err(not_allowed()),
+                    }
                 }
                 Some("binding") if kind.is_pod() => {
                     return match *method {

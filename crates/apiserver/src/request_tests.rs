@@ -400,3 +400,48 @@ fn rejections() {
         Err((400, "unknown query parameter \"nope\"")),
     );
 }
+
+#[test]
+fn node_credentials_and_tokens() {
+    check(
+        Method::POST,
+        "/api/v1/nodes/n1/credential",
+        None,
+        Ok(ApiRequest::NodeCredential { name: s("n1") }),
+    );
+    check(
+        Method::GET,
+        "/api/v1/nodes/n1/credential",
+        None,
+        Err((405, "")),
+    );
+    // Only nodes have credentials.
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/pods/web/credential",
+        None,
+        Err((404, "")),
+    );
+    let tokens = Kind::lookup("auth.kumo.dev", "v1", "tokens").unwrap();
+    check(
+        Method::POST,
+        "/apis/auth.kumo.dev/v1/tokens",
+        Some("application/json"),
+        Ok(ApiRequest::Create {
+            kind: tokens,
+            ns: None,
+        }),
+    );
+    let admin = kumo_api::UserInfo::new("admin", &[]);
+    let a =
+        crate::authz::Attributes::of_request(&admin, &ApiRequest::NodeCredential { name: s("n1") });
+    assert_eq!(
+        (
+            a.verb,
+            a.resource_path().as_str(),
+            a.name.as_str(),
+            a.namespace.as_str()
+        ),
+        ("create", "nodes/credential", "n1", "")
+    );
+}

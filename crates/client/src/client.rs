@@ -22,7 +22,8 @@ pub struct Client {
 
 struct Inner {
     server: String,
-    token: String,
+    /// Replaceable at run time (a rotated node credential), for every clone at once.
+    token: std::sync::RwLock<String>,
     http: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -118,7 +119,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 server,
-                token: config.token.clone(),
+                token: std::sync::RwLock::new(config.token.clone()),
                 http,
             }),
         })
@@ -126,6 +127,17 @@ impl Client {
 
     pub fn server(&self) -> &str {
         &self.inner.server
+    }
+
+    /// Uses `token` from the next request on, in this client and all its clones (requests
+    /// already sent, and open watches, keep the one they were sent with).
+    pub fn set_token(&self, token: String) {
+        *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    fn bearer(&self) -> String {
+        let token = self.inner.token.read().unwrap_or_else(|e| e.into_inner());
+        format!("Bearer {}", *token)
     }
 
     /// Sends a request and returns the response when its status is a success; an error status
@@ -155,7 +167,7 @@ impl Client {
         let mut builder = Request::builder()
             .method(method)
             .uri(&uri)
-            .header("authorization", format!("Bearer {}", self.inner.token))
+            .header("authorization", self.bearer())
             .header("accept", "application/json")
             // Says in the audit log which tool made the request.
             .header("user-agent", concat!("kumo/", env!("CARGO_PKG_VERSION")));

@@ -77,7 +77,7 @@ impl ClientConfig {
             .or_else(|| file.as_ref().map(|f| f.server.clone()))
             .unwrap_or_else(|| DEFAULT_SERVER.to_string());
         let token = token.or_else(|| file.as_ref().map(|f| f.token.clone())).ok_or_else(|| {
-            format!("no token: pass --token, or start `kumo up`, which writes {} (or set KUMO_CONFIG)", path.display())
+            format!("no token: set KUMO_TOKEN or pass --token-file, or start `kumo up`, which writes {} (or set KUMO_CONFIG)", path.display())
         })?;
         Ok(ClientConfig { server, token })
     }

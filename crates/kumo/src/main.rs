@@ -3,6 +3,7 @@
 mod cli;
 mod daemon;
 mod duration;
+mod token_source;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -27,9 +28,24 @@ pub struct ConnectArgs {
     /// API server URL (default: from the client config, else http://127.0.0.1:7400)
     #[arg(long, global = true)]
     pub server: Option<String>,
-    /// Bearer token (default: from the client config: $KUMO_CONFIG or ~/.kumo/config)
+    /// A file holding the bearer token (default: $KUMO_TOKEN, else the client config:
+    /// $KUMO_CONFIG or ~/.kumo/config)
     #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is readable by every local user
+    #[arg(long, global = true, hide = true)]
     pub token: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The token from `--token-file` or `$KUMO_TOKEN`, if given.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        token_source::token(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            "KUMO_TOKEN",
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +63,8 @@ pub enum Command {
     Apply(cli::apply::ApplyArgs),
     /// Create an object from flags (secret docker-registry|generic)
     Create(cli::create::CreateArgs),
+    /// Manage API tokens: create (prints the secret once; --join for nodes), ls, revoke
+    Token(cli::token::TokenArgs),
     /// Manage Secrets at rest: reencrypt (after an encryption key rotation)
     Secrets(cli::secrets::SecretsArgs),
     /// List objects or show one
@@ -137,6 +155,7 @@ fn main() -> ExitCode {
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Create(a) => cli::create::run(a).await,
             Command::Secrets(a) => cli::secrets::run(a).await,
+            Command::Token(a) => cli::token::run(a).await,
             Command::Get(a) => cli::get::run(a).await,
             Command::Describe(a) => cli::describe::run(a).await,
             Command::Delete(a) => cli::delete::run(a).await,

@@ -7,6 +7,7 @@ mod edge;
 mod encryption;
 mod lifecycle;
 mod limits;
+mod tokens;
 mod watch;
 
 use crate::{serve, Config};

@@ -17,6 +17,7 @@ pub mod image;
 pub mod logs;
 pub mod run_once;
 pub mod secrets;
+pub mod token;
 pub mod version;
 pub mod wait;
 // MLTasks: submit, queue, cancel, and the logs of every replica.
@@ -59,7 +60,7 @@ impl NamespaceArgs {
 
 /// A client for the server named by the flags, the client config, or the default address.
 pub fn client(connect: &ConnectArgs) -> anyhow::Result<Client> {
-    let config = ClientConfig::resolve(connect.server.clone(), connect.token.clone())
+    let config = ClientConfig::resolve(connect.server.clone(), connect.token()?)
         .map_err(anyhow::Error::msg)?;
     Ok(Client::new(&config)?)
 }

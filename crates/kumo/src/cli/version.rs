@@ -38,7 +38,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<ExitCode> {
     }
     // The version needs no credentials: without a config, ask the default server anonymously.
     let config =
-        kumo_client::ClientConfig::resolve(args.connect.server.clone(), args.connect.token.clone())
+        kumo_client::ClientConfig::resolve(args.connect.server.clone(), args.connect.token()?)
             .unwrap_or_else(|_| kumo_client::ClientConfig {
                 server: args
                     .connect

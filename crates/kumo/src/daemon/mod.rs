@@ -1,6 +1,7 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 mod audit;
+mod credential;
 pub mod limits;
 mod private;
 pub mod router;
@@ -54,6 +55,9 @@ pub struct ControlPlaneArgs {
     pub encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub audit: audit::AuditArgs,
+    /// The life of a node credential (agents rotate theirs at two thirds of it)
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    pub node_credential_ttl: Duration,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -155,9 +159,16 @@ pub struct AgentArgs {
     /// API server URL
     #[arg(long)]
     pub server: String,
-    /// Bearer token for the API server (see the tokens file in the server's data dir)
-    #[arg(long, env = "KUMO_TOKEN")]
-    pub token: String,
+    /// A join token (from `kumo token create NAME --join`), exchanged once for this node's own
+    /// credential, which is kept in the data dir and rotated
+    #[arg(long, env = "KUMO_JOIN_TOKEN")]
+    pub join: Option<String>,
+    /// A file holding a bearer token to use instead of a node credential (default: $KUMO_TOKEN)
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is readable by every local user
+    #[arg(long, hide = true)]
+    pub token: Option<String>,
     /// Directory for pod state and logs (default ~/.kumo/agent)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -251,7 +262,14 @@ fn home_dir(sub: &str) -> PathBuf {
 /// A running control plane: the API server plus scheduler and controllers, all API clients.
 struct ControlPlane {
     url: String,
+    /// The in-process components' token (memory only; also what agents' endpoints are sent).
     token: String,
+    /// The admin's client config, when this start knows the admin's secret.
+    admin: Option<ClientConfig>,
+    store: Arc<dyn kumo_store::Store>,
+    transformer: Arc<kumo_apiserver::Transformer>,
+    managed: Arc<kumo_apiserver::tokens::ManagedTokens>,
+    node_credential_ttl: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -272,11 +290,11 @@ async fn start_control_plane(
     private::dir(data_dir)?;
     // Nothing is served unrecorded: a log that cannot be opened stops the server here.
     let audit = Arc::new(audit::open(&args.audit, data_dir)?);
-    let encryption = match given {
+    let encryption = Arc::new(match given {
         Some(t) => t,
         None => private::data_dir_encryption_config(data_dir)?,
-    };
-    let token = tokens::admin_token(data_dir)?;
+    });
+    let token = tokens::controller_token()?;
     let store_path = data_dir.join("store.redb");
     let store = kumo_store::RedbStore::open(
         &store_path,
@@ -303,15 +321,30 @@ async fn start_control_plane(
         addr.ip().to_string()
     };
     let url = format!("http://{host}:{}", addr.port());
+    let store: Arc<dyn kumo_store::Store> = Arc::new(store);
+    let admin = tokens::admin_config(store.as_ref(), &encryption, data_dir, &url).await?;
+    let (managed, feed) = kumo_apiserver::tokens::ManagedTokens::start(
+        Arc::clone(&store),
+        Arc::clone(&encryption),
+        EXPIRED_TOKENS_KEPT,
+        shutdown.wait(),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot load the tokens: {e}"))?;
     let config = kumo_apiserver::Config {
         agent_token: Some(token.clone()),
+        authenticator: Arc::new(kumo_apiserver::Chain(vec![
+            Arc::new(tokens::controller_tokens(&token)),
+            managed.clone(),
+        ])),
         data_dir: Some(data_dir.join("data")),
-        encryption: Arc::new(encryption),
+        encryption: Arc::clone(&encryption),
         limits: args.connection_limits.limits(),
         audit: Some(audit),
-        ..kumo_apiserver::Config::new(Arc::new(store), tokens::all_tokens(data_dir)?)
+        node_credential_ttl: args.node_credential_ttl,
+        ..kumo_apiserver::Config::new(Arc::clone(&store), Vec::new())
     };
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(feed)];
     let stop = shutdown.wait();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = kumo_apiserver::serve(listener, config, stop).await {
@@ -352,7 +385,50 @@ async fn start_control_plane(
         mltask,
         shutdown.wait(),
     )));
-    Ok(ControlPlane { url, token, tasks })
+    Ok(ControlPlane {
+        url,
+        token,
+        admin,
+        store,
+        transformer: encryption,
+        managed,
+        node_credential_ttl: args.node_credential_ttl,
+        tasks,
+    })
+}
+
+/// How long an expired token stays listed (`kumo token ls`) before the server deletes it.
+const EXPIRED_TOKENS_KEPT: Duration = Duration::from_secs(60 * 60);
+
+/// `kumo up`'s own agent's node credential: the saved one while the server still accepts it,
+/// else one the control plane makes directly.
+async fn local_node_credential(
+    cp: &ControlPlane,
+    node: &str,
+    file: &Path,
+) -> anyhow::Result<credential::NodeCredential> {
+    use kumo_apiserver::Authenticator;
+    if let Some(saved) = credential::NodeCredential::load(file)? {
+        let accepted = cp.managed.authenticate(&saved.token).ok();
+        if accepted.is_some_and(|u| u.node_name() == Some(node)) {
+            return Ok(saved);
+        }
+    }
+    let (token, secret) = kumo_apiserver::tokens::issue_node_credential(
+        cp.store.as_ref(),
+        &cp.transformer,
+        node,
+        cp.node_credential_ttl,
+    )
+    .await
+    .map_err(|e| anyhow!("cannot make node {node}'s credential: {e}"))?;
+    let mut token = token;
+    if let Some(status) = token.status.as_mut() {
+        status.token = Some(secret);
+    }
+    let cred = credential::NodeCredential::from_token(&token)?;
+    cred.save(file)?;
+    Ok(cred)
 }
 
 /// `kumo up` is one person's own machine: its `default` namespace enforces the `privileged`
@@ -484,16 +560,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let node_name = check_node_args(&args.node)?;
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     let config_path = ClientConfig::default_path();
-    ClientConfig {
-        server: cp.url.clone(),
-        token: cp.token.clone(),
+    match &cp.admin {
+        Some(admin) => admin
+            .save(&config_path)
+            .with_context(|| format!("cannot write the client config {}", config_path.display()))?,
+        None => {
+            tracing::warn!(path = %config_path.display(), "the client config is left as it is: the admin token's secret is unknown")
+        }
     }
-    .save(&config_path)
-    .with_context(|| format!("cannot write the client config {}", config_path.display()))?;
+    let agent_dir = data_dir.join("agent");
+    private::dir(&agent_dir)?;
+    let node_cred = local_node_credential(&cp, &node_name, &credential::path(&agent_dir)).await?;
     let agent_cfg = agent_config(
         &args.node,
         node_name,
-        data_dir.join("agent"),
+        agent_dir.clone(),
         args.agent_listen,
         if args.agent_listen.ip().is_unspecified() {
             "127.0.0.1".into()
@@ -508,7 +589,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         token: cp.token.clone(),
     })?;
     let default_level = label_default_namespace(&client).await?;
-    let mut agent = tokio::spawn(kumo_agent::run(client.clone(), agent_cfg, shutdown.wait()));
+    // The node's agent acts as its node (`system:node:NAME`), with a credential it rotates.
+    let node_client = Client::new(&ClientConfig {
+        server: cp.url.clone(),
+        token: node_cred.token.clone(),
+    })?;
+    tokio::spawn(credential::rotate(
+        node_client.clone(),
+        node_name.clone(),
+        credential::path(&agent_dir),
+        node_cred,
+        shutdown.wait(),
+    ));
+    let mut agent = tokio::spawn(kumo_agent::run(node_client, agent_cfg, shutdown.wait()));
     // Say "up" once this machine's node is registered and Ready, so the next command can use it.
     tokio::select! {
         registered = wait_for_node(&client, &node_name, started) => registered?,
@@ -606,11 +699,14 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(crate::default_data_dir);
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     println!("kumo: API server listening on {}", cp.url);
-    println!(
-        "kumo: agents join with: KUMO_TOKEN=$(head -1 {1}) kumo agent --server {0}",
-        cp.url,
-        tokens::tokens_path(&data_dir).display()
-    );
+    let admin = tokens::admin_config_path(&data_dir);
+    if cp.admin.is_some() {
+        println!(
+            "kumo: admin client config written to {0} (KUMO_CONFIG={0} kumo get nodes)",
+            admin.display()
+        );
+    }
+    println!("kumo: nodes join with the command `kumo token create NAME --join --ttl 1h` prints");
     shutdown.wait().await;
     for t in cp.tasks {
         let _ = t.await;
@@ -624,8 +720,13 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| home_dir("agent"));
     let node_name = check_node_args(&args.node)?;
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let given = crate::token_source::token(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        "KUMO_TOKEN",
+    )?;
+    // The node credential lives here: only the agent's user may enter.
+    private::dir(&data_dir)?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {
         if args.listen.ip().is_unspecified() {
             "127.0.0.1".into()
@@ -633,21 +734,25 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             args.listen.ip().to_string()
         }
     });
-    let client = Client::new(&ClientConfig {
-        server: args.server.clone(),
-        token: args.token.clone(),
-    })?;
-    // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
-    client
-        .list::<kumo_api::Node>(None, &Default::default())
-        .await?;
+    let file = credential::path(&data_dir);
+    let (client, token, cred) =
+        credential::for_agent(&args.server, &node_name, &file, args.join.as_deref(), given).await?;
+    if let Some(cred) = cred {
+        tokio::spawn(credential::rotate(
+            client.clone(),
+            node_name.clone(),
+            file,
+            cred,
+            shutdown.wait(),
+        ));
+    }
     let cfg = agent_config(
         &args.node,
         node_name,
         data_dir,
         args.listen,
         advertise,
-        args.token.clone(),
+        token,
     )?;
     println!(
         "kumo: agent for node {} joined {}",

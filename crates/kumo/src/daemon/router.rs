@@ -28,9 +28,12 @@ pub struct RouterArgs {
     /// API server URL
     #[arg(long)]
     pub server: String,
-    /// Bearer token for the API server
-    #[arg(long, env = "KUMO_TOKEN")]
-    pub token: String,
+    /// A file holding the bearer token for the API server (default: $KUMO_TOKEN)
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Refused: a token on the command line is readable by every local user
+    #[arg(long, hide = true)]
+    pub token: Option<String>,
     /// Plain-text listener (HTTP/1.1 and h2c)
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -195,9 +198,15 @@ pub async fn start(
 pub async fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
     super::init_logging();
     let shutdown = super::Shutdown::on_signals();
+    let token = crate::token_source::token(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        "KUMO_TOKEN",
+    )?
+    .ok_or_else(|| anyhow::anyhow!("no token: set KUMO_TOKEN or pass --token-file PATH"))?;
     let client = Client::new(&ClientConfig {
         server: args.server.clone(),
-        token: args.token.clone(),
+        token,
     })?;
     // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
     client.list::<App>(None, &Default::default()).await?;

@@ -46,9 +46,22 @@ async fn tokens_are_required() {
             "{path} must not need a token"
         );
     }
-    let out = c.kumo(&["get", "pods", "--token", "wrong"]);
+    let out = Command::new(kumo_exe())
+        .args(["get", "pods"])
+        .env("KUMO_CONFIG", c.config_path())
+        .env("KUMO_TOKEN", "wrong")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
+    // A secret is never taken from argv, where every local user could read it.
+    let out = c.kumo(&["get", "pods", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--token is not accepted") && stderr(&out).contains("KUMO_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,15 +181,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
 async fn cli_without_server_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(kumo_exe())
-        .args([
-            "get",
-            "pods",
-            "--server",
-            "http://127.0.0.1:1",
-            "--token",
-            "t",
-        ])
+        .args(["get", "pods", "--server", "http://127.0.0.1:1"])
         .env("HOME", dir.path())
+        .env("KUMO_TOKEN", "t")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -248,8 +255,8 @@ async fn silent_node_becomes_not_ready_and_its_pods_are_marked() {
             "agent",
             "--server",
             &cp.url,
-            "--token",
-            &cp.token,
+            "--join",
+            &cp.join_token(),
             "--node-name",
             "n2",
             "--listen",

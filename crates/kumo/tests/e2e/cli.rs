@@ -10,10 +10,11 @@ fn control_plane() -> Cluster {
     Cluster::start_with(vec!["server".to_string()])
 }
 
-/// Runs the CLI against `c` with explicit flags (`kumo server` writes no client config).
+/// Runs the CLI against `c` with an explicit `--server` (the token from the client config:
+/// never in argv).
 fn cli(c: &Cluster, args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--server", &c.url, "--token", &c.token]);
+    all.extend(["--server", &c.url]);
     c.kumo(&all)
 }
 
@@ -74,10 +75,7 @@ fn apply_is_create_then_unchanged_then_configured() {
 
     // The output of `get -o yaml` applies back unchanged.
     let yaml = stdout(&cli(&c, &["get", "pod", "web", "-o", "yaml"]));
-    let out = c.kumo_stdin(
-        &["apply", "-f", "-", "--server", &c.url, "--token", &c.token],
-        Some(&yaml),
-    );
+    let out = c.kumo_stdin(&["apply", "-f", "-", "--server", &c.url], Some(&yaml));
     assert_eq!(stdout(&out), "pod/web unchanged\n", "{}", stderr(&out));
 }
 
@@ -280,7 +278,8 @@ fn get_describe_wait_delete() {
 fn get_watch_prints_each_change() {
     let c = control_plane();
     let mut child = Command::new(kumo_exe())
-        .args(["get", "pods", "-w", "--server", &c.url, "--token", &c.token])
+        .args(["get", "pods", "-w", "--server", &c.url])
+        .env("KUMO_TOKEN", &c.token)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -318,17 +317,11 @@ fn an_unreachable_server_is_named() {
             .args(args)
             .env("HOME", dir.path())
             .env("KUMO_CONFIG", dir.path().join("none"))
+            .env("KUMO_TOKEN", "t")
             .output()
             .expect("run kumo")
     };
-    let out = run(&[
-        "get",
-        "pods",
-        "--server",
-        "http://127.0.0.1:1",
-        "--token",
-        "t",
-    ]);
+    let out = run(&["get", "pods", "--server", "http://127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),

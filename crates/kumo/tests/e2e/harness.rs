@@ -119,8 +119,10 @@ impl Cluster {
         std::thread::spawn(move || for _ in lines.by_ref() {});
         self.listen = url.trim_start_matches("http://").to_string();
         self.url = url;
-        let tokens = std::fs::read_to_string(self.data_dir().join("tokens")).expect("tokens file");
-        self.token = tokens.lines().next().expect("a token").trim().to_string();
+        // Both `kumo up` and `kumo server` write the admin's client config into the data dir.
+        let admin =
+            ClientConfig::load(&self.data_dir().join("admin.config")).expect("admin.config");
+        self.token = admin.token;
         // `kumo server` writes no client config (only `kumo up` does): write one for the CLI.
         if !self.config_path().exists() {
             ClientConfig {
@@ -174,6 +176,26 @@ impl Cluster {
             token: self.token.clone(),
         })
         .expect("client")
+    }
+
+    /// A new single-use join token (`kumo token create NAME --join`), from the join command
+    /// the CLI prints.
+    pub fn join_token(&self) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("join-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let out = self.kumo(&["token", "create", &name, "--join", "--ttl", "1h"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kumo token create --join: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.split_whitespace()
+            .skip_while(|w| *w != "--join")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no join command in {text:?}"))
+            .to_string()
     }
 
     /// Runs the CLI against this cluster (through the client config kumo up wrote).

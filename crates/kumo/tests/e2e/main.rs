@@ -17,4 +17,5 @@ mod secrets;
 mod secrets_at_rest;
 mod security;
 mod store;
+mod tokens;
 mod volumes;

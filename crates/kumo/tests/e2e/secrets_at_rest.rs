@@ -33,7 +33,7 @@ fn private_files(data: &Path) -> Vec<(std::path::PathBuf, u32)> {
         (data.to_path_buf(), 0o700),
         (data.join("data"), 0o700),
         (data.join("store.redb"), 0o600),
-        (data.join("tokens"), 0o600),
+        (data.join("admin.config"), 0o600),
         (data.join("encryption-config.yaml"), 0o600),
     ]
 }

@@ -90,8 +90,8 @@ async fn replicas_spread_over_zones_and_leave_a_lost_node() {
             "agent",
             "--server",
             &c.url,
-            "--token",
-            &c.token,
+            "--join",
+            &c.join_token(),
             "--node-name",
             "n2",
         ])
@@ -155,8 +155,8 @@ fn spawn_agent(c: &Cluster, dir: &std::path::Path) -> RouterProcess {
             "agent",
             "--server",
             &c.url,
-            "--token",
-            &c.token,
+            "--join",
+            &c.join_token(),
             "--node-name",
             "n1",
         ])
@@ -179,15 +179,8 @@ async fn an_agent_restart_keeps_ready_replicas_serving() {
     let agent_dir = c.dir.path().join("agent-n1");
     let agent = spawn_agent(&c, &agent_dir);
     let mut child = std::process::Command::new(kumo_exe())
-        .args([
-            "router",
-            "--server",
-            &c.url,
-            "--token",
-            &c.token,
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["router", "--server", &c.url, "--listen", "127.0.0.1:0"])
+        .env("KUMO_TOKEN", &c.token)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -133,19 +133,16 @@ async fn replicas_behind_the_router_over_http1_and_h2c() {
 async fn a_standalone_router_follows_the_api() {
     use std::io::BufRead;
     let c = Cluster::up(&[]);
-    let bad = c.kumo(&[
-        "router",
-        "--server",
-        &c.url,
-        "--token",
-        "wrong",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let bad = std::process::Command::new(kumo_exe())
+        .args(["router", "--server", &c.url, "--listen", "127.0.0.1:0"])
+        .env("KUMO_TOKEN", "wrong")
+        .output()
+        .unwrap();
     assert!(!bad.status.success(), "a wrong token is refused at start");
     let mut child = std::process::Command::new(kumo_exe())
-        .args(["router", "--server", &c.url, "--token", &c.token])
+        .args(["router", "--server", &c.url])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("KUMO_TOKEN", &c.token)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()

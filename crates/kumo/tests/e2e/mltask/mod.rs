@@ -145,8 +145,8 @@ pub(super) fn start_agent(cp: &Cluster, node: &str, gpus: &str) -> Child {
             "agent",
             "--server",
             &cp.url,
-            "--token",
-            &cp.token,
+            "--join",
+            &cp.join_token(),
             "--node-name",
             node,
         ])
