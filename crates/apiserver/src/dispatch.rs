@@ -92,6 +92,7 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
     Ok(match request {
         ApiRequest::Create { kind, ns } => {
             let value = body::read_json(&parts.headers, body).await?;
+            crate::node_authz::restrict_create(&user, kind, &value)?;
             json_response(
                 StatusCode::CREATED,
                 &create::create(app, kind, ns.as_deref(), value).await?,
@@ -176,6 +177,13 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
                 },
             )
             .await?
+        }
+        ApiRequest::AccessReview { self_review } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &crate::access_review::review(app, &user, self_review, value)?,
+            )
         }
         ApiRequest::Exec { .. } => {
             return Err(crate::error::ApiError::internal(

@@ -1,0 +1,297 @@
+//! The server's authorizer: `system:masters` always, then the Node authorizer for node
+//! credentials, then RBAC. It answers from memory: a snapshot of the RBAC objects and of what
+//! each pod ties to its node, kept by a list+watch of the store (relisting when its revision is
+//! compacted), so a new binding takes effect as soon as the watch brings it (milliseconds).
+//! [`ensure_defaults`] writes the built-in policy at every start.
+
+use crate::authz::{Attributes, Authorizer, Decision};
+use crate::error::{ApiError, ApiResult};
+use crate::keys::{decode, object_key};
+use crate::node_authz::{self, NodeDecision, PodRefs};
+use crate::request::Kind;
+use crate::transformer::Transformer;
+use crate::App;
+use kumo_api::rbac::{self, Policy};
+use kumo_api::user::GROUP_MASTERS;
+use kumo_store::{EventKind, Store};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+const PODS_PREFIX: &str = "/registry/core/pods/";
+
+#[derive(Default)]
+struct Snapshot {
+    /// RBAC objects by store key.
+    rbac: BTreeMap<String, Value>,
+    /// The policy built from `rbac`, rebuilt on every change of it.
+    policy: Policy,
+    pods: BTreeMap<String, PodRefs>,
+}
+
+impl Snapshot {
+    fn rebuild_policy(&mut self) {
+        let mut p = Policy::default();
+        for (key, v) in &self.rbac {
+            let rest = &key[RBAC_PREFIX.len()..];
+            let plural = rest.split('/').next().unwrap_or("");
+            let v = v.clone();
+            // Objects were validated when written; one that no longer decodes grants nothing.
+            let _ = match plural {
+                "roles" => serde_json::from_value(v).map(|r| p.roles.push(r)),
+                "clusterroles" => serde_json::from_value(v).map(|r| p.cluster_roles.push(r)),
+                "rolebindings" => serde_json::from_value(v).map(|r| p.role_bindings.push(r)),
+                "clusterrolebindings" => {
+                    serde_json::from_value(v).map(|r| p.cluster_role_bindings.push(r))
+                }
+                _ => Ok(()),
+            };
+        }
+        self.policy = p;
+    }
+}
+
+/// RBAC with the Node authorizer in front, over a watched snapshot.
+pub struct RbacAuthorizer {
+    snapshot: RwLock<Snapshot>,
+}
+
+/// Which part of the snapshot a watch keeps.
+#[derive(Clone, Copy)]
+enum Part {
+    Rbac,
+    Pods,
+}
+
+impl Part {
+    fn prefix(self) -> &'static str {
+        match self {
+            Part::Rbac => RBAC_PREFIX,
+            Part::Pods => PODS_PREFIX,
+        }
+    }
+}
+
+impl RbacAuthorizer {
+    /// Lists the RBAC objects and pods, then keeps them current from a watch in the
+    /// background (for as long as the runtime runs). Returns once the first list is in.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        transformer: Arc<Transformer>,
+    ) -> Result<Arc<RbacAuthorizer>, kumo_store::StoreError> {
+        let authorizer = Arc::new(RbacAuthorizer {
+            snapshot: RwLock::new(Snapshot::default()),
+        });
+        for part in [Part::Rbac, Part::Pods] {
+            let rev = authorizer.relist(&store, &transformer, part).await?;
+            let (a, s, t) = (
+                Arc::clone(&authorizer),
+                Arc::clone(&store),
+                Arc::clone(&transformer),
+            );
+            tokio::spawn(async move { a.keep(s, t, part, rev).await });
+        }
+        Ok(authorizer)
+    }
+
+    async fn relist(
+        &self,
+        store: &Arc<dyn Store>,
+        t: &Transformer,
+        part: Part,
+    ) -> Result<kumo_store::Revision, kumo_store::StoreError> {
+        let (kvs, rev) = store.list(part.prefix()).await?;
+        let decoded: Vec<(String, Value)> = kvs
+            .iter()
+            .filter_map(|kv| decode(t, kv).ok().map(|v| (kv.key.clone(), v)))
+            .collect();
+        let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        match part {
+            Part::Rbac => {
+                s.rbac = decoded.into_iter().collect();
+                s.rebuild_policy();
+            }
+            Part::Pods => {
+                s.pods = decoded
+                    .into_iter()
+                    .map(|(k, v)| (k, PodRefs::of(&v)))
+                    .collect();
+            }
+        }
+        Ok(rev)
+    }
+
+    /// Applies the watch's events; relists when the watch ends or falls behind.
+    async fn keep(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        t: Arc<Transformer>,
+        part: Part,
+        mut rev: u64,
+    ) {
+        loop {
+            match store.watch(part.prefix(), rev).await {
+                Ok(mut stream) => {
+                    while let Some(event) = stream.next().await {
+                        // A watch that fell behind the kept history ends with an error: relist.
+                        let Ok(event) = event else { break };
+                        self.apply(&t, part, &event);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "rbac watch refused; relisting"),
+            }
+            loop {
+                match self.relist(&store, &t, part).await {
+                    Ok(r) => {
+                        rev = r;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rbac relist failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&self, t: &Transformer, part: Part, event: &kumo_store::Event) {
+        let key = event.kv.key.clone();
+        let value = match event.kind {
+            EventKind::Put => decode(t, &event.kv).ok(),
+            EventKind::Delete => None,
+        };
+        let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        match (part, value) {
+            (Part::Rbac, Some(v)) => {
+                s.rbac.insert(key, v);
+                s.rebuild_policy();
+            }
+            (Part::Rbac, None) => {
+                s.rbac.remove(&key);
+                s.rebuild_policy();
+            }
+            (Part::Pods, Some(v)) => {
+                s.pods.insert(key, PodRefs::of(&v));
+            }
+            (Part::Pods, None) => {
+                s.pods.remove(&key);
+            }
+        }
+    }
+}
+
+impl Authorizer for RbacAuthorizer {
+    fn authorize(&self, a: &Attributes) -> Decision {
+        if a.user.in_group(GROUP_MASTERS) {
+            return Decision::Allow;
+        }
+        let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let mut node_refusal = None;
+        if let Some(node) = a.user.node_name() {
+            match node_authz::decide(node, a, s.pods.values()) {
+                NodeDecision::Allow => return Decision::Allow,
+                NodeDecision::Deny(reason) => node_refusal = Some(reason),
+                NodeDecision::NoOpinion => {}
+            }
+        }
+        let request = rbac::Request {
+            verb: a.verb,
+            api_group: &a.api_group,
+            resource: &a.resource,
+            subresource: &a.subresource,
+            namespace: &a.namespace,
+            name: &a.name,
+        };
+        if s.policy.allows(&a.user, &request).is_some() {
+            return Decision::Allow;
+        }
+        Decision::Deny(node_refusal.unwrap_or_else(|| {
+            let scope = if a.namespace.is_empty() {
+                "a ClusterRoleBinding".to_string()
+            } else {
+                format!(
+                    "a RoleBinding in namespace {:?} or a ClusterRoleBinding",
+                    a.namespace
+                )
+            };
+            format!(
+                "no RBAC policy matched; {scope} of a role with verb {:?} on resource {:?} in API group {:?} to this user or one of its groups would allow it",
+                a.verb,
+                a.resource_path(),
+                a.api_group
+            )
+        }))
+    }
+}
+
+/// Creates the built-in cluster roles and bindings, and puts back the rules, subjects and
+/// labels of those that changed (unless annotated `autoupdate: "false"`), as kube-apiserver
+/// does at every start.
+pub(crate) async fn ensure_defaults(app: &App) -> ApiResult<()> {
+    let roles = kumo_api::rbac_defaults::cluster_roles()
+        .into_iter()
+        .map(|r| serde_json::to_value(r).map(|v| ("clusterroles", v)));
+    let bindings = kumo_api::rbac_defaults::cluster_role_bindings()
+        .into_iter()
+        .map(|b| serde_json::to_value(b).map(|v| ("clusterrolebindings", v)));
+    for item in roles.chain(bindings) {
+        let (plural, want) = item.map_err(|e| ApiError::internal(e.to_string()))?;
+        let kind = Kind::lookup(rbac::GROUP, "v1", plural)
+            .ok_or_else(|| ApiError::internal("the rbac kinds are not registered"))?;
+        reconcile(app, kind, want).await?;
+    }
+    Ok(())
+}
+
+async fn reconcile(app: &App, kind: Kind, want: Value) -> ApiResult<()> {
+    let name = want["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let key = object_key(&kind, None, &name);
+    let Some(kv) = app.store.get(&key).await.map_err(ApiError::store)? else {
+        return match crate::create::create(app, kind, None, want).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.0.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        };
+    };
+    let have = decode(&app.transformer, &kv)?;
+    let autoupdate = have
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(rbac::ANNOTATION_AUTOUPDATE))
+        .and_then(Value::as_str);
+    if autoupdate == Some("false") {
+        return Ok(());
+    }
+    let mut new = have.clone();
+    for field in ["rules", "subjects", "roleRef"] {
+        if let Some(v) = want.get(field) {
+            new[field] = v.clone();
+        }
+    }
+    for part in ["labels", "annotations"] {
+        if let Some(Value::Object(want)) = want["metadata"].get(part) {
+            let map = new["metadata"].as_object_mut().map(|m| {
+                m.entry(part)
+                    .or_insert_with(|| Value::Object(Default::default()))
+            });
+            if let Some(Value::Object(map)) = map {
+                map.extend(want.clone());
+            }
+        }
+    }
+    if new == have {
+        return Ok(());
+    }
+    tracing::info!(kind = kind.kind, %name, "reconciling a built-in rbac object");
+    match crate::update::update(app, kind, None, &name, None, new).await {
+        Ok(_) => Ok(()),
+        // Another server reconciled it first; the next start looks again.
+        Err(e) if e.code() == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
