@@ -298,12 +298,21 @@ async fn start_control_plane(
         addr.ip().to_string()
     };
     let url = format!("http://{host}:{}", addr.port());
+    let store: Arc<dyn kumo_store::Store> = Arc::new(store);
+    let encryption = Arc::new(encryption);
+    // RBAC (with the Node authorizer) decides every request; its policy is read before the
+    // server answers.
+    let authorizer =
+        kumo_apiserver::RbacAuthorizer::start(Arc::clone(&store), Arc::clone(&encryption))
+            .await
+            .map_err(|e| anyhow!("cannot read the rbac policy from the store: {e}"))?;
     let config = kumo_apiserver::Config {
         agent_token: Some(token.clone()),
         data_dir: Some(data_dir.join("data")),
-        encryption: Arc::new(encryption),
+        encryption,
+        authorizer,
         limits: args.connection_limits.limits(),
-        ..kumo_apiserver::Config::new(Arc::new(store), tokens::all_tokens(data_dir)?)
+        ..kumo_apiserver::Config::new(store, tokens::all_tokens(data_dir)?)
     };
     let mut tasks = Vec::new();
     let stop = shutdown.wait();
