@@ -96,15 +96,6 @@ fn edit_rules() -> Vec<PolicyRule> {
 fn admin_rules() -> Vec<PolicyRule> {
     let mut rules = edit_rules();
     rules.push(rule(GROUP, &["roles", "rolebindings"], ALL_VERBS));
-    // A namespace admin grants kumo's namespace roles and its own Roles (see the escalation
-    // check of bindings).
-    rules.push(PolicyRule {
-        resource_names: ["admin", "edit", "view", "ml-engineer", "app-developer"]
-            .map(String::from)
-            .to_vec(),
-        ..rule(GROUP, &["clusterroles"], &["bind"])
-    });
-    rules.push(rule(GROUP, &["roles"], &["bind", "escalate"]));
     rules
 }
 

@@ -26,6 +26,11 @@ const VERBS: &[&str] = &[
     "*",
 ];
 
+/// The verb's static name, if it is one the server knows.
+pub fn known_verb(verb: &str) -> Option<&'static str> {
+    VERBS.iter().copied().find(|v| *v == verb)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ResourceAttributes {
@@ -88,7 +93,7 @@ pub fn review(app: &App, requester: &UserInfo, self_review: bool, body: Value) -
             groups: spec.groups.clone(),
         }
     };
-    let Some(verb) = VERBS.iter().copied().find(|v| *v == ra.verb) else {
+    let Some(verb) = known_verb(&ra.verb) else {
         return Err(ApiError::bad_request(format!(
             "spec.resourceAttributes.verb: Unsupported value: {:?}: supported values: {}",
             ra.verb,

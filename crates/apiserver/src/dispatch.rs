@@ -93,6 +93,7 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         ApiRequest::Create { kind, ns } => {
             let value = body::read_json(&parts.headers, body).await?;
             crate::node_authz::restrict_create(&user, kind, &value)?;
+            crate::escalation::check(app, &user, kind, ns.as_deref(), &value).await?;
             json_response(
                 StatusCode::CREATED,
                 &create::create(app, kind, ns.as_deref(), value).await?,
@@ -135,6 +136,9 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             subresource,
         } => {
             let value = body::read_json(&parts.headers, body).await?;
+            if subresource.is_none() {
+                crate::escalation::check(app, &user, kind, ns.as_deref(), &value).await?;
+            }
             ok(update::update(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
         ApiRequest::Patch {
@@ -144,6 +148,10 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             subresource,
         } => {
             let value = body::read_json(&parts.headers, body).await?;
+            if subresource.is_none() {
+                crate::escalation::check_patch(app, &user, kind, ns.as_deref(), &name, &value)
+                    .await?;
+            }
             ok(update::patch(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
         ApiRequest::Delete {

@@ -17,6 +17,7 @@ mod dispatch;
 mod domains;
 pub mod encryption;
 mod error;
+mod escalation;
 mod exec;
 mod keys;
 mod log;

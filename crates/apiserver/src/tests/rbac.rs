@@ -619,3 +619,130 @@ async fn access_reviews_answer_for_oneself_and_for_others() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_namespace_admin_grants_only_what_it_holds() {
+    let server = setup().await;
+    let rb = format!("{RBAC}/namespaces/team-a/rolebindings");
+    let roles = format!("{RBAC}/namespaces/team-a/roles");
+    let ann =
+        |method: &str, path: &str, body: Option<Value>| as_user("admin-a", req(method, path, body));
+    let not_held = "is attempting to grant RBAC permissions not currently held";
+    let role = |rules: Value| json!({"metadata": {"name": "pod-reader"}, "rules": rules});
+    let cases: Vec<(Req, u16, &str)> = vec![
+        (
+            ann(
+                "POST",
+                &rb,
+                Some(binding(
+                    Some("team-a"),
+                    "newbie-edit",
+                    "edit",
+                    user("newbie"),
+                )),
+            ),
+            201,
+            "",
+        ),
+        (
+            ann(
+                "POST",
+                &rb,
+                Some(binding(
+                    Some("team-a"),
+                    "newbie-ml",
+                    "ml-engineer",
+                    user("newbie"),
+                )),
+            ),
+            201,
+            "",
+        ),
+        (
+            ann(
+                "POST",
+                &rb,
+                Some(binding(
+                    Some("team-a"),
+                    "newbie-root",
+                    "cluster-admin",
+                    user("newbie"),
+                )),
+            ),
+            403,
+            r#"rolebindings.rbac.authorization.k8s.io \"newbie-root\" is forbidden: user \"ann\" is attempting to grant RBAC permissions not currently held: verb \"*\" on resource \"*\" in API group \"*\""#,
+        ),
+        (
+            ann(
+                "POST",
+                &format!("{RBAC}/namespaces/team-b/rolebindings"),
+                Some(binding(Some("team-b"), "x", "view", user("newbie"))),
+            ),
+            403,
+            "cannot create resource \\\"rolebindings\\\"",
+        ),
+        (
+            ann(
+                "POST",
+                &roles,
+                Some(role(
+                    json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]),
+                )),
+            ),
+            201,
+            "",
+        ),
+        (
+            ann(
+                "PATCH",
+                &format!("{roles}/pod-reader"),
+                Some(
+                    json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}),
+                ),
+            ),
+            403,
+            r#"verb \"*\" on resource \"secrets\" in API group \"\""#,
+        ),
+        (
+            ann(
+                "POST",
+                &roles,
+                Some(
+                    json!({"metadata": {"name": "node-reader"}, "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]}),
+                ),
+            ),
+            403,
+            not_held,
+        ),
+        (
+            ann(
+                "POST",
+                &rb,
+                Some(
+                    json!({"metadata": {"name": "ghost"}, "subjects": [user("newbie")], "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ghost"}}),
+                ),
+            ),
+            403,
+            "Role \\\"ghost\\\" not found",
+        ),
+        // The admin (system:masters) may grant anything.
+        (
+            req(
+                "POST",
+                &rb,
+                Some(binding(
+                    Some("team-a"),
+                    "root",
+                    "cluster-admin",
+                    user("newbie"),
+                )),
+            ),
+            201,
+            "",
+        ),
+    ];
+    for (r, status, message) in cases {
+        server.check(r, status, message).await;
+    }
+    server.stop().await;
+}
