@@ -159,7 +159,12 @@ pub fn decide<'a>(
         // Its agent watches the pods bound to it (by field selector; Kubernetes allows the
         // list and watch of every pod to nodes too).
         ("", "pods", "") if matches!(verb, "list" | "watch") => Allow,
-        ("", "pods", "" | "status") if matches!(verb, "get" | "update" | "patch") => {
+        // Its pods: the agent reads them, writes their status and annotations (ports, GPUs),
+        // and makes the final delete of a pod it stopped, as the kubelet does.
+        ("", "pods", "" | "status")
+            if matches!(verb, "get" | "update" | "patch")
+                || (verb == "delete" && a.subresource.is_empty()) =>
+        {
             if in_ns.clone().any(|p| p.name == a.name) {
                 Allow
             } else {
@@ -302,7 +307,8 @@ mod tests {
             "no relationship found between node \"n1\" and this object",
         );
         check("update", "", "pods/status", "b/p1", "no relationship");
-        check("delete", "", "pods", "a/p1", "no relationship");
+        check("delete", "", "pods", "a/p1", "allow");
+        check("delete", "", "pods", "a/p2", "no relationship");
         check("create", "", "pods/exec", "a/p1", "no relationship");
         check("create", "", "events", "a/", "allow");
         check("get", "", "secrets", "a/pull1", "allow");

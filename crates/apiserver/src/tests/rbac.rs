@@ -533,12 +533,35 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
             )
             .await;
     }
-    // A node creates its own Node object.
+    // A node may create its own Node object (which exists here), and delete its own pods.
     server
         .check(
-            as_user("node-2", req("DELETE", "/api/v1/nodes/n2", None)),
+            as_user(
+                "node-2",
+                req("POST", "/api/v1/nodes", Some(super::node("n2"))),
+            ),
+            409,
+            "AlreadyExists",
+        )
+        .await;
+    server
+        .check(
+            as_user(
+                "node-1",
+                req("DELETE", "/api/v1/namespaces/team-a/pods/p2", None),
+            ),
             403,
-            "",
+            "no relationship",
+        )
+        .await;
+    server
+        .check(
+            as_user(
+                "node-2",
+                req("DELETE", "/api/v1/namespaces/team-a/pods/p2", None),
+            ),
+            200,
+            "p2",
         )
         .await;
     server
@@ -724,6 +747,18 @@ async fn a_namespace_admin_grants_only_what_it_holds() {
             ),
             403,
             "Role \\\"ghost\\\" not found",
+        ),
+        // Only who may update Namespace objects (cluster-admin) labels one privileged.
+        (
+            ann(
+                "PATCH",
+                "/api/v1/namespaces/team-a",
+                Some(
+                    json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}),
+                ),
+            ),
+            403,
+            r#"User \"ann\" cannot patch resource \"namespaces\""#,
         ),
         // The admin (system:masters) may grant anything.
         (
