@@ -107,7 +107,8 @@ pub enum NodeDecision {
     NoOpinion,
 }
 
-/// Decides a request of node `node` over the pods the server knows.
+/// Decides a request of node `node` over the pods the server knows (those bound to `node`
+/// suffice: the others are filtered out).
 pub fn decide<'a>(
     node: &str,
     a: &Attributes,

@@ -15,7 +15,7 @@ use kumo_api::rbac::{self, Policy};
 use kumo_api::user::GROUP_MASTERS;
 use kumo_store::{EventKind, Store};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,10 +28,33 @@ struct Snapshot {
     rbac: BTreeMap<String, Value>,
     /// The policy built from `rbac`, rebuilt on every change of it.
     policy: Policy,
-    pods: BTreeMap<String, PodRefs>,
+    /// What each pod ties to its node, by node (`""` for unbound pods), then by store key.
+    pods: HashMap<String, BTreeMap<String, PodRefs>>,
+    /// The node each pod's entry is filed under, by store key.
+    node_of: HashMap<String, String>,
 }
 
 impl Snapshot {
+    fn remove_pod(&mut self, key: &str) {
+        if let Some(node) = self.node_of.remove(key) {
+            if let Some(pods) = self.pods.get_mut(&node) {
+                pods.remove(key);
+                if pods.is_empty() {
+                    self.pods.remove(&node);
+                }
+            }
+        }
+    }
+
+    fn put_pod(&mut self, key: String, refs: PodRefs) {
+        self.remove_pod(&key);
+        self.node_of.insert(key.clone(), refs.node.clone());
+        self.pods
+            .entry(refs.node.clone())
+            .or_default()
+            .insert(key, refs);
+    }
+
     fn rebuild_policy(&mut self) {
         let mut p = Policy::default();
         for (key, v) in &self.rbac {
@@ -114,10 +137,11 @@ impl RbacAuthorizer {
                 s.rebuild_policy();
             }
             Part::Pods => {
-                s.pods = decoded
-                    .into_iter()
-                    .map(|(k, v)| (k, PodRefs::of(&v)))
-                    .collect();
+                s.pods.clear();
+                s.node_of.clear();
+                for (k, v) in decoded {
+                    s.put_pod(k, PodRefs::of(&v));
+                }
             }
         }
         Ok(rev)
@@ -174,10 +198,10 @@ impl RbacAuthorizer {
                 s.rebuild_policy();
             }
             (Part::Pods, Some(v)) => {
-                s.pods.insert(key, PodRefs::of(&v));
+                s.put_pod(key, PodRefs::of(&v));
             }
             (Part::Pods, None) => {
-                s.pods.remove(&key);
+                s.remove_pod(&key);
             }
         }
     }
@@ -191,7 +215,8 @@ impl Authorizer for RbacAuthorizer {
         let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         let mut node_refusal = None;
         if let Some(node) = a.user.node_name() {
-            match node_authz::decide(node, a, s.pods.values()) {
+            let mine = s.pods.get(node).into_iter().flat_map(|p| p.values());
+            match node_authz::decide(node, a, mine) {
                 NodeDecision::Allow => return Decision::Allow,
                 NodeDecision::Deny(reason) => node_refusal = Some(reason),
                 NodeDecision::NoOpinion => {}

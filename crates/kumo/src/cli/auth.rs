@@ -116,11 +116,21 @@ async fn can_i(args: CanIArgs) -> anyhow::Result<ExitCode> {
             "selfsubjectaccessreviews",
             json!({"resourceAttributes": attributes}),
         ),
-        Some(user) => (
-            "SubjectAccessReview",
-            "subjectaccessreviews",
-            json!({"resourceAttributes": attributes, "user": user, "groups": args.as_group}),
-        ),
+        Some(user) => {
+            // As kubectl's impersonation: the user is authenticated, whatever else it is in.
+            let mut groups = args.as_group.clone();
+            if !groups
+                .iter()
+                .any(|g| g == kumo_api::user::GROUP_AUTHENTICATED)
+            {
+                groups.push(kumo_api::user::GROUP_AUTHENTICATED.to_string());
+            }
+            (
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                json!({"resourceAttributes": attributes, "user": user, "groups": groups}),
+            )
+        }
     };
     let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": kind, "spec": spec});
     let client = super::client(&args.connect)?;

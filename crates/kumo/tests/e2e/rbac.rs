@@ -89,6 +89,8 @@ fn can_i_answers_from_the_rbac_policy() {
     assert!(!alice(&["get", "secrets", "-n", "team-a"]));
     // Datasets are cluster-scoped: the namespace binding does not reach them.
     assert!(!alice(&["get", "datasets"]));
+    // As with kubectl's --as, the user is in system:authenticated (system:basic-user's group).
+    assert!(alice(&["create", "selfsubjectaccessreviews"]));
     // Groups count: bob in system:masters may do anything.
     assert_eq!(
         can_i(
