@@ -320,3 +320,134 @@ async fn reconcile(app: &App, kind: Kind, want: Value) -> ApiResult<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kumo_api::UserInfo;
+    use kumo_store::{KeyValue, MemStore, Revision, StoreError, WatchStream};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    /// A store whose first watch answers that its revision is compacted.
+    struct CompactedOnce {
+        inner: MemStore,
+        failed: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for CompactedOnce {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+            self.inner.create(key, value).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            expected: Option<Revision>,
+        ) -> Result<KeyValue, StoreError> {
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            expected: Option<Revision>,
+        ) -> Result<KeyValue, StoreError> {
+            self.inner.delete(key, expected).await
+        }
+        async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+            if prefix == RBAC_PREFIX && !self.failed.swap(true, Ordering::SeqCst) {
+                return Err(StoreError::Compacted {
+                    requested: after,
+                    compacted: after + 1,
+                });
+            }
+            self.inner.watch(prefix, after).await
+        }
+        async fn current_revision(&self) -> Result<Revision, StoreError> {
+            self.inner.current_revision().await
+        }
+    }
+
+    fn get_pods(user: &UserInfo) -> Attributes {
+        Attributes {
+            user: user.clone(),
+            verb: "get",
+            api_group: String::new(),
+            resource: "pods".into(),
+            subresource: String::new(),
+            namespace: "team-a".into(),
+            name: "p".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compacted_watch_relists_and_later_bindings_still_arrive() {
+        let store = Arc::new(CompactedOnce {
+            inner: MemStore::new(),
+            failed: AtomicBool::new(false),
+        });
+        let identity = Arc::new(Transformer::identity());
+        let authorizer = RbacAuthorizer::start(store.clone(), identity)
+            .await
+            .unwrap();
+        let alice = UserInfo::new("alice", &[]);
+        assert!(
+            matches!(authorizer.authorize(&get_pods(&alice)), Decision::Deny(r) if r.starts_with("no RBAC policy matched"))
+        );
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice"}, "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"}});
+        for (key, v) in [
+            (
+                "/registry/rbac.authorization.k8s.io/clusterroles/reader",
+                role,
+            ),
+            (
+                "/registry/rbac.authorization.k8s.io/clusterrolebindings/alice",
+                binding,
+            ),
+        ] {
+            store
+                .create(key, serde_json::to_vec(&v).unwrap())
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while authorizer.authorize(&get_pods(&alice)) != Decision::Allow {
+            assert!(
+                Instant::now() < deadline,
+                "the binding never reached the authorizer"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            store.failed.load(Ordering::SeqCst),
+            "the first watch was refused"
+        );
+        // Removing the binding removes the grant.
+        store
+            .delete(
+                "/registry/rbac.authorization.k8s.io/clusterrolebindings/alice",
+                None,
+            )
+            .await
+            .unwrap();
+        while authorizer.authorize(&get_pods(&alice)) == Decision::Allow {
+            assert!(
+                Instant::now() < deadline,
+                "the deleted binding still grants"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
