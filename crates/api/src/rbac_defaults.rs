@@ -77,6 +77,9 @@ fn view_rules() -> Vec<PolicyRule> {
             ],
             READ,
         ),
+        // Cluster-scoped: these reach only through a ClusterRoleBinding to `view`.
+        rule("", &["namespaces"], READ),
+        rule(KUMO, &["datasets", "blobs"], &["get", "list"]),
     ]
 }
 
@@ -87,7 +90,9 @@ fn edit_rules() -> Vec<PolicyRule> {
         rule("", &["secrets"], READ),
         rule("", &["pods", "secrets", "serviceaccounts"], WRITE),
         rule("", &["pods/exec"], &["create", "get"]),
+        rule("", &["serviceaccounts/token"], &["create"]),
         rule(KUMO, &["apps", "releases", "mltasks"], WRITE),
+        rule(KUMO, &["datasets", "blobs"], &["update", "delete"]),
     ]);
     rules
 }

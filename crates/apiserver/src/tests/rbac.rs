@@ -23,6 +23,7 @@ fn users() -> Vec<(String, UserInfo)> {
         u("ml-a", "mia", &["ml-team"]),
         u("dev-a", "dev", &["app-team"]),
         u("nobody", "nobody", &[]),
+        u("ops-view", "ops", &["ops-team"]),
         u("node-1", "system:node:n1", &["system:nodes"]),
         u("node-2", "system:node:n2", &["system:nodes"]),
         u("join", "system:bootstrap:abc123", &["system:bootstrappers"]),
@@ -778,6 +779,39 @@ async fn a_namespace_admin_grants_only_what_it_holds() {
     ];
     for (r, status, message) in cases {
         server.check(r, status, message).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cluster_role_binding_grants_in_every_namespace_and_at_the_cluster_scope() {
+    let server = setup().await;
+    server
+        .create(
+            &format!("{RBAC}/clusterrolebindings"),
+            binding(
+                None,
+                "ops-view",
+                "view",
+                json!({"kind": "Group", "name": "ops-team"}),
+            ),
+        )
+        .await;
+    wait_allowed(&server, "ops-view", "get", "pods", "team-b").await;
+    for (method, path, allowed) in [
+        ("GET", "/api/v1/namespaces/team-b/pods/p", true),
+        ("GET", "/api/v1/pods", true),
+        ("GET", "/api/v1/namespaces", true),
+        ("GET", "/apis/kumo.dev/v1/datasets", true),
+        ("GET", "/apis/kumo.dev/v1/mltasks", true),
+        ("GET", "/api/v1/namespaces/team-b/secrets", false),
+        ("GET", "/api/v1/nodes", false),
+        ("DELETE", "/api/v1/namespaces/team-b/pods/p", false),
+        ("PUT", "/apis/kumo.dev/v1/datasets/mnist", false),
+    ] {
+        let body = (method == "PUT").then(|| json!({}));
+        let got = status_of(&server, as_user("ops-view", req(method, path, body)), false).await;
+        assert_eq!(got != 403, allowed, "{method} {path}: {got}");
     }
     server.stop().await;
 }
