@@ -138,6 +138,8 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             let value = body::read_json(&parts.headers, body).await?;
             if subresource.is_none() {
                 crate::escalation::check(app, &user, kind, ns.as_deref(), &value).await?;
+                crate::node_authz::restrict_update(app, &user, kind, &name, |_| value.clone())
+                    .await?;
             }
             ok(update::update(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
@@ -151,6 +153,12 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             if subresource.is_none() {
                 crate::escalation::check_patch(app, &user, kind, ns.as_deref(), &name, &value)
                     .await?;
+                crate::node_authz::restrict_update(app, &user, kind, &name, |old| {
+                    let mut new = old.clone();
+                    kumo_api::patch::merge_patch(&mut new, &value);
+                    new
+                })
+                .await?;
             }
             ok(update::patch(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }

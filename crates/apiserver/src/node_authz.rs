@@ -80,7 +80,7 @@ impl PodRefs {
 }
 
 /// NodeRestriction on create: a node creates only its own Node object (the authorizer let the
-/// create through without a name, which is in the body).
+/// create through without a name, which is in the body), without the administrator's labels.
 pub fn restrict_create(user: &UserInfo, kind: Kind, body: &Value) -> ApiResult<()> {
     let Some(node) = user.node_name() else {
         return Ok(());
@@ -93,6 +93,69 @@ pub fn restrict_create(user: &UserInfo, kind: Kind, body: &Value) -> ApiResult<(
         return Err(ApiError::forbidden(format!(
             "nodes {name:?} is forbidden: node {node:?} may not act for node {name:?}"
         )));
+    }
+    let labels = body.pointer("/metadata/labels").and_then(Value::as_object);
+    if kind.is("", "nodes")
+        && labels.is_some_and(|l| l.keys().any(|k| k.starts_with(RESTRICTED_LABEL_PREFIX)))
+    {
+        return Err(ApiError::forbidden(format!(
+            "nodes {name:?} is forbidden: node {node:?} may not set labels under {RESTRICTED_LABEL_PREFIX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Labels with this prefix are the administrator's, for isolating workloads by node: no node
+/// sets them on itself (Kubernetes' NodeRestriction).
+pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
+
+/// NodeRestriction on a node's update or patch of its own Node object (`new` makes the
+/// written object from the stored one): its spec (taints, unschedulable) and its
+/// `node-restriction.kubernetes.io/` labels are the administrator's.
+pub async fn restrict_update(
+    app: &crate::App,
+    user: &UserInfo,
+    kind: Kind,
+    name: &str,
+    new: impl FnOnce(&Value) -> Value,
+) -> ApiResult<()> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    if !kind.is("", "nodes") {
+        return Ok(());
+    }
+    let key = crate::keys::object_key(&kind, None, name);
+    let Some(kv) = app.store.get(&key).await.map_err(ApiError::store)? else {
+        return Ok(()); // the write answers 404
+    };
+    let old = crate::keys::decode(&app.transformer, &kv)?;
+    let new = new(&old);
+    let spec = |v: &Value| -> kumo_api::node::NodeSpec {
+        v.get("spec")
+            .cloned()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default()
+    };
+    let forbidden = |what: &str| {
+        Err(ApiError::forbidden(format!(
+            "nodes {name:?} is forbidden: node {node:?} may not change {what}"
+        )))
+    };
+    if spec(&old) != spec(&new) {
+        return forbidden("its spec (taints, unschedulable): they are the administrator's");
+    }
+    let restricted = |v: &Value| -> Vec<(String, Value)> {
+        v.pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(RESTRICTED_LABEL_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    if restricted(&old) != restricted(&new) {
+        return forbidden(&format!("labels under {RESTRICTED_LABEL_PREFIX}"));
     }
     Ok(())
 }

@@ -490,6 +490,29 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
             "no relationship found between node",
         ),
         (
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(json!({"spec": {"unschedulable": true}})),
+            403,
+            r#"node \"n1\" may not change its spec"#,
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "gpu"}}})),
+            403,
+            "may not change labels under node-restriction.kubernetes.io/",
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(
+                json!({"metadata": {"name": "n1", "labels": {"node-restriction.kubernetes.io/pool": "gpu"}}}),
+            ),
+            403,
+            "may not set labels under",
+        ),
+        (
             "GET",
             "/api/v1/namespaces/team-a/secrets/pull-1",
             None,
