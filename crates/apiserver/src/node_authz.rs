@@ -176,6 +176,7 @@ pub fn decide<'a>(
     node: &str,
     a: &Attributes,
     pods: impl Iterator<Item = &'a PodRefs> + Clone,
+    task_exists: &dyn Fn(&str, &str) -> bool,
 ) -> NodeDecision {
     use NodeDecision::*;
     let mine = pods.filter(|p| p.node == node);
@@ -252,11 +253,17 @@ pub fn decide<'a>(
             }
         }
         ("", "secrets" | "serviceaccounts", _) => unrelated(),
+        // The MLTasks of its pods; and a task that is gone, so that its agent learns (404) to
+        // remove the task's directories (which outlive its pods, for retries on the node).
         ("kumo.dev", "mltasks", "" | "output") if matches!(verb, "get" | "update") => {
-            let ok = (verb == "get" || a.subresource == "output")
-                && in_ns
-                    .clone()
-                    .any(|p| p.mltask.as_deref() == Some(a.name.as_str()));
+            let related = in_ns
+                .clone()
+                .any(|p| p.mltask.as_deref() == Some(a.name.as_str()));
+            let ok = match (verb, a.subresource.as_str()) {
+                ("get", "") => related || !task_exists(&a.namespace, &a.name),
+                ("get", _) | ("update", "output") => related,
+                _ => false,
+            };
             if ok {
                 Allow
             } else {
@@ -320,7 +327,8 @@ mod tests {
             name: name.into(),
         };
         let pods = pods();
-        let got = match decide("n1", &a, pods.iter()) {
+        let tasks = |ns: &str, name: &str| ns == "a" && (name == "t1" || name == "t2");
+        let got = match decide("n1", &a, pods.iter(), &tasks) {
             NodeDecision::Allow => "allow".to_string(),
             NodeDecision::NoOpinion => "none".to_string(),
             NodeDecision::Deny(r) => r,
@@ -392,6 +400,14 @@ mod tests {
         check("update", "kumo.dev", "mltasks/output", "a/t1", "allow");
         check("update", "kumo.dev", "mltasks", "a/t1", "no relationship");
         check("get", "kumo.dev", "mltasks", "a/t2", "no relationship");
+        check("get", "kumo.dev", "mltasks", "a/gone", "allow");
+        check(
+            "get",
+            "kumo.dev",
+            "mltasks/output",
+            "a/gone",
+            "no relationship",
+        );
         check("get", "kumo.dev", "datasets", "ds-p1", "allow");
         check("get", "kumo.dev", "datasets", "ds-p2", "no relationship");
         check("get", "kumo.dev", "blobs", "sha256:ab", "allow");

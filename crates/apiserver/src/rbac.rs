@@ -15,12 +15,13 @@ use kumo_api::rbac::{self, Policy};
 use kumo_api::user::GROUP_MASTERS;
 use kumo_store::{EventKind, Store};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 const PODS_PREFIX: &str = "/registry/core/pods/";
+const TASKS_PREFIX: &str = "/registry/kumo.dev/mltasks/";
 
 #[derive(Default)]
 struct Snapshot {
@@ -32,6 +33,9 @@ struct Snapshot {
     pods: HashMap<String, BTreeMap<String, PodRefs>>,
     /// The node each pod's entry is filed under, by store key.
     node_of: HashMap<String, String>,
+    /// The store keys of the MLTasks there are: a node may learn that a task of its past
+    /// pods is gone (a 404), so that it removes the task's directories.
+    tasks: HashSet<String>,
 }
 
 impl Snapshot {
@@ -86,6 +90,7 @@ pub struct RbacAuthorizer {
 enum Part {
     Rbac,
     Pods,
+    Tasks,
 }
 
 impl Part {
@@ -93,12 +98,13 @@ impl Part {
         match self {
             Part::Rbac => RBAC_PREFIX,
             Part::Pods => PODS_PREFIX,
+            Part::Tasks => TASKS_PREFIX,
         }
     }
 }
 
 impl RbacAuthorizer {
-    /// Lists the RBAC objects and pods, then keeps them current from a watch in the
+    /// Lists the RBAC objects, pods and MLTasks, then keeps them current from a watch in the
     /// background (for as long as the runtime runs). Returns once the first list is in.
     pub async fn start(
         store: Arc<dyn Store>,
@@ -107,7 +113,7 @@ impl RbacAuthorizer {
         let authorizer = Arc::new(RbacAuthorizer {
             snapshot: RwLock::new(Snapshot::default()),
         });
-        for part in [Part::Rbac, Part::Pods] {
+        for part in [Part::Rbac, Part::Pods, Part::Tasks] {
             let rev = authorizer.relist(&store, &transformer, part).await?;
             let (a, s, t) = (
                 Arc::clone(&authorizer),
@@ -126,6 +132,11 @@ impl RbacAuthorizer {
         part: Part,
     ) -> Result<kumo_store::Revision, kumo_store::StoreError> {
         let (kvs, rev) = store.list(part.prefix()).await?;
+        if let Part::Tasks = part {
+            let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+            s.tasks = kvs.into_iter().map(|kv| kv.key).collect();
+            return Ok(rev);
+        }
         let decoded: Vec<(String, Value)> = kvs
             .iter()
             .filter_map(|kv| decode(t, kv).ok().map(|v| (kv.key.clone(), v)))
@@ -143,6 +154,7 @@ impl RbacAuthorizer {
                     s.put_pod(k, PodRefs::of(&v));
                 }
             }
+            Part::Tasks => {}
         }
         Ok(rev)
     }
@@ -183,6 +195,14 @@ impl RbacAuthorizer {
 
     fn apply(&self, t: &Transformer, part: Part, event: &kumo_store::Event) {
         let key = event.kv.key.clone();
+        if let Part::Tasks = part {
+            let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+            match event.kind {
+                EventKind::Put => s.tasks.insert(key),
+                EventKind::Delete => s.tasks.remove(&key),
+            };
+            return;
+        }
         let value = match event.kind {
             EventKind::Put => decode(t, &event.kv).ok(),
             EventKind::Delete => None,
@@ -203,6 +223,7 @@ impl RbacAuthorizer {
             (Part::Pods, None) => {
                 s.remove_pod(&key);
             }
+            (Part::Tasks, _) => {}
         }
     }
 }
@@ -216,7 +237,9 @@ impl Authorizer for RbacAuthorizer {
         let mut node_refusal = None;
         if let Some(node) = a.user.node_name() {
             let mine = s.pods.get(node).into_iter().flat_map(|p| p.values());
-            match node_authz::decide(node, a, mine) {
+            let task_exists =
+                |ns: &str, name: &str| s.tasks.contains(&format!("{TASKS_PREFIX}{ns}/{name}"));
+            match node_authz::decide(node, a, mine, &task_exists) {
                 NodeDecision::Allow => return Decision::Allow,
                 NodeDecision::Deny(reason) => node_refusal = Some(reason),
                 NodeDecision::NoOpinion => {}

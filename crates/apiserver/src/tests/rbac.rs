@@ -557,6 +557,40 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
             )
             .await;
     }
+    // A task of none of its pods is refused; a task that is gone is a 404, so that the agent
+    // removes the directories it kept for it.
+    let tasks = "/apis/kumo.dev/v1/namespaces/team-a/mltasks";
+    server
+        .create(
+            tasks,
+            json!({"metadata": {"name": "other"}, "spec": {"image": "busybox", "command": ["true"]}}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = server
+            .call(as_user(
+                "node-1",
+                req("GET", &format!("{tasks}/other"), None),
+            ))
+            .await;
+        if code == 403 {
+            assert!(body.contains("no relationship"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task never reached the authorizer: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server
+        .check(
+            as_user("node-1", req("GET", &format!("{tasks}/gone"), None)),
+            404,
+            "not found",
+        )
+        .await;
     // A node may create its own Node object (which exists here), and delete its own pods.
     server
         .check(
