@@ -6,6 +6,7 @@ mod edge;
 mod encryption;
 mod lifecycle;
 mod limits;
+mod node_access;
 mod rbac;
 mod watch;
 
