@@ -1,9 +1,10 @@
-//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], authorise, execute,
-//! answer.
+//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], authorise, check
+//! the writer, execute, answer.
 
 use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
+use crate::writer_checks::{self, Write};
 use crate::{auth, bind, body, create, delete, exec, log, read, update, watch, App};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -92,8 +93,7 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
     Ok(match request {
         ApiRequest::Create { kind, ns } => {
             let value = body::read_json(&parts.headers, body).await?;
-            crate::node_authz::restrict_create(&user, kind, &value)?;
-            crate::escalation::check(app, &user, kind, ns.as_deref(), &value).await?;
+            writer_checks::check(app, &user, kind, ns.as_deref(), Write::Create(&value)).await?;
             json_response(
                 StatusCode::CREATED,
                 &create::create(app, kind, ns.as_deref(), value).await?,
@@ -137,9 +137,8 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         } => {
             let value = body::read_json(&parts.headers, body).await?;
             if subresource.is_none() {
-                crate::escalation::check(app, &user, kind, ns.as_deref(), &value).await?;
-                crate::node_authz::restrict_update(app, &user, kind, &name, |_| value.clone())
-                    .await?;
+                let write = Write::Update(&name, &value);
+                writer_checks::check(app, &user, kind, ns.as_deref(), write).await?;
             }
             ok(update::update(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
@@ -151,14 +150,8 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
         } => {
             let value = body::read_json(&parts.headers, body).await?;
             if subresource.is_none() {
-                crate::escalation::check_patch(app, &user, kind, ns.as_deref(), &name, &value)
-                    .await?;
-                crate::node_authz::restrict_update(app, &user, kind, &name, |old| {
-                    let mut new = old.clone();
-                    kumo_api::patch::merge_patch(&mut new, &value);
-                    new
-                })
-                .await?;
+                let write = Write::Patch(&name, &value);
+                writer_checks::check(app, &user, kind, ns.as_deref(), write).await?;
             }
             ok(update::patch(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }

@@ -32,6 +32,7 @@ mod request;
 mod transformer;
 mod update;
 mod watch;
+mod writer_checks;
 
 #[cfg(test)]
 mod tests;
@@ -177,9 +178,8 @@ pub fn router(config: Config) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
 /// streams and returns. First makes sure the `default` namespace and the built-in RBAC policy
-/// exist. Connections are held
-/// to `config.limits`; one counts as authenticated once a request on it carries an accepted
-/// bearer token.
+/// exist. Connections are held to `config.limits`; one counts as authenticated once a request
+/// on it carries an accepted bearer token.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
