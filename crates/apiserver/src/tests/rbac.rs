@@ -2,7 +2,7 @@
 //! namespace, for every verb and subresource (a refusal is a 403, anything else means the
 //! authorizer let the request through); the Node authorizer and NodeRestriction; access reviews.
 
-use super::{req, Req, Server};
+use super::{req, rv, Req, Server};
 use http::{header, Request};
 use http_body_util::Full;
 use kumo_api::UserInfo;
@@ -359,6 +359,8 @@ async fn bindings_are_validated_and_keep_their_role_ref() {
 async fn the_built_in_policy_is_reconciled_at_every_start() {
     let store: Arc<dyn kumo_store::Store> = Arc::new(MemStore::new());
     let server = Server::with_rbac(Arc::clone(&store), users()).await;
+    let root = format!("{RBAC}/clusterroles/cluster-admin");
+    let untouched = server.check(req("GET", &root, None), 200, "").await;
     let path = format!("{RBAC}/clusterroles/view");
     let mut role = server
         .check(req("GET", &path, None), 200, "rbac-defaults")
@@ -385,6 +387,9 @@ async fn the_built_in_policy_is_reconciled_at_every_start() {
         .await;
     let role = server.check(req("GET", &edit, None), 200, "").await;
     assert_eq!(role["rules"].as_array().map(Vec::len), Some(1), "{role}");
+    // What did not change is not written again.
+    let again = server.check(req("GET", &root, None), 200, "").await;
+    assert_eq!(rv(&again), rv(&untouched));
     server.stop().await;
 }
 
