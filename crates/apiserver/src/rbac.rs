@@ -168,15 +168,22 @@ impl RbacAuthorizer {
         mut rev: u64,
     ) {
         loop {
+            let mut applied = 0usize;
             match store.watch(part.prefix(), rev).await {
                 Ok(mut stream) => {
                     while let Some(event) = stream.next().await {
                         // A watch that fell behind the kept history ends with an error: relist.
                         let Ok(event) = event else { break };
                         self.apply(&t, part, &event);
+                        applied += 1;
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "rbac watch refused; relisting"),
+            }
+            if applied == 0 {
+                // A watch that ends at once again and again (a store shutting down) is not
+                // retried in a tight loop.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             loop {
                 match self.relist(&store, &t, part).await {
