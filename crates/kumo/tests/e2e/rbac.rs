@@ -108,6 +108,47 @@ fn can_i_answers_from_the_rbac_policy() {
         "yes"
     );
 
+    // The example of a team's bindings: the ml-team group and bob, each with their role.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/roles.yaml");
+    let (ok, _, err) = out(&c.kumo(&["apply", "-f", example]));
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !can_i(
+        &c,
+        &["get", "datasets", "--as", "carol", "--as-group", "ml-team"],
+    )
+    .0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the example's bindings took more than a second"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ml = ["-n", "team-a", "--as", "carol", "--as-group", "ml-team"];
+    let bob = ["-n", "team-a", "--as", "bob"];
+    let cases: &[(&[&str], &[&str], bool)] = &[
+        (&["create", "mltasks"], &ml, true),
+        (&["update", "datasets"], &ml, true),
+        (&["create", "apps"], &ml, false),
+        (&["patch", "apps", "web"], &bob, true),
+        (&["get", "pods/log"], &bob, true),
+        (&["create", "mltasks"], &bob, false),
+        (&["get", "datasets"], &bob, false),
+    ];
+    for (ask, who, want) in cases {
+        let args = [*ask, *who].concat();
+        assert_eq!(can_i(&c, &args).0, *want, "{args:?}");
+    }
+    let (ok, table, err) = out(&c.kumo(&["get", "rolebindings", "-n", "team-a", "-o", "wide"]));
+    assert!(ok, "{err}");
+    assert!(
+        table.lines().any(|l| l.starts_with("web-devs ")
+            && l.contains("ClusterRole/app-developer")
+            && l.contains("bob")),
+        "{table}"
+    );
+
     // Bad input is an error naming the field, never a "no".
     let (ok, answer, err) = can_i(&c, &["fly", "pods"]);
     assert!(!ok && answer.is_empty(), "{answer}");
