@@ -19,6 +19,8 @@ pub mod patch;
 pub mod pod;
 pub mod pod_security;
 pub mod quantity;
+pub mod rbac;
+pub mod rbac_defaults;
 pub mod secret;
 pub mod selector;
 pub mod status;

@@ -161,6 +161,43 @@ resource!(
     |t, e| crate::token::validate_token(t, e)
 );
 
+resource!(
+    crate::rbac::Role,
+    "rbac.authorization.k8s.io",
+    "v1",
+    "Role",
+    "roles",
+    true,
+    crate::rbac::validate_role
+);
+resource!(
+    crate::rbac::ClusterRole,
+    "rbac.authorization.k8s.io",
+    "v1",
+    "ClusterRole",
+    "clusterroles",
+    false,
+    crate::rbac::validate_cluster_role
+);
+resource!(
+    crate::rbac::RoleBinding,
+    "rbac.authorization.k8s.io",
+    "v1",
+    "RoleBinding",
+    "rolebindings",
+    true,
+    crate::rbac::validate_role_binding
+);
+resource!(
+    crate::rbac::ClusterRoleBinding,
+    "rbac.authorization.k8s.io",
+    "v1",
+    "ClusterRoleBinding",
+    "clusterrolebindings",
+    false,
+    crate::rbac::validate_cluster_role_binding
+);
+
 /// What the apiserver and CLI know about a kind without knowing its Rust type.
 pub struct KindInfo {
     pub group: &'static str,
@@ -221,6 +258,11 @@ pub fn validate_meta(meta: &ObjectMeta, namespaced: bool, label_names: bool, err
     } else if !meta.name.is_empty() {
         check_name(errors, "metadata.name", &meta.name, label_names);
     }
+    validate_meta_fields(meta, namespaced, errors);
+}
+
+/// Checks the metadata rules shared by every kind but the name's: namespace, labels, annotations.
+pub fn validate_meta_fields(meta: &ObjectMeta, namespaced: bool, errors: &mut Errors) {
     if let Some(ns) = &meta.namespace {
         if !namespaced {
             errors.add("metadata.namespace", "Forbidden: not allowed on this type");
@@ -322,7 +364,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 10] = [
+static KINDS: [KindInfo; 14] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -452,6 +494,58 @@ static KINDS: [KindInfo; 10] = [
         label_names: false,
         admit: admit_token,
         validate_update: token_update,
+    },
+    KindInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: crate::rbac::admit::<crate::rbac::Role>,
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        short_names: &[],
+        namespaced: false,
+        has_status: false,
+        label_names: false,
+        admit: crate::rbac::admit::<crate::rbac::ClusterRole>,
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: crate::rbac::admit::<crate::rbac::RoleBinding>,
+        validate_update: crate::rbac::binding_update,
+    },
+    KindInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        short_names: &[],
+        namespaced: false,
+        has_status: false,
+        label_names: false,
+        admit: crate::rbac::admit::<crate::rbac::ClusterRoleBinding>,
+        validate_update: crate::rbac::binding_update,
     },
 ];
 

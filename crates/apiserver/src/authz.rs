@@ -155,6 +155,19 @@ impl Attributes {
             ApiRequest::Exec { ns, name, .. } => {
                 Self::new(user, "create", "", "pods", "exec", Some(ns), name)
             }
+            ApiRequest::AccessReview { self_review } => Self::new(
+                user,
+                "create",
+                crate::access_review::GROUP,
+                if *self_review {
+                    "selfsubjectaccessreviews"
+                } else {
+                    "subjectaccessreviews"
+                },
+                "",
+                None,
+                "",
+            ),
         }
     }
 

@@ -1,9 +1,10 @@
-//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], authorise, execute,
-//! answer.
+//! The one catch-all handler: authenticate, parse into an [`ApiRequest`], authorise, check
+//! the writer, execute, answer.
 
 use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
+use crate::writer_checks::{self, Write};
 use crate::{audit, auth, bind, body, create, delete, exec, log, read, update, watch, App};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -154,6 +155,7 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
     Ok(match request {
         ApiRequest::Create { kind, ns } => {
             let value = body::read_json(&parts.headers, body).await?;
+            writer_checks::check(app, &user, kind, ns.as_deref(), Write::Create(&value)).await?;
             // The name the request asks for, then the one it got (generateName).
             facts.created_name =
                 crate::object::str_at(&value, &["metadata", "name"]).map(str::to_string);
@@ -199,6 +201,10 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             subresource,
         } => {
             let value = body::read_json(&parts.headers, body).await?;
+            if subresource.is_none() {
+                let write = Write::Update(&name, &value);
+                writer_checks::check(app, &user, kind, ns.as_deref(), write).await?;
+            }
             ok(update::update(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
         ApiRequest::Patch {
@@ -208,6 +214,10 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             subresource,
         } => {
             let value = body::read_json(&parts.headers, body).await?;
+            if subresource.is_none() {
+                let write = Write::Patch(&name, &value);
+                writer_checks::check(app, &user, kind, ns.as_deref(), write).await?;
+            }
             ok(update::patch(app, kind, ns.as_deref(), &name, subresource, value).await?)
         }
         ApiRequest::Delete {
@@ -241,6 +251,13 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
                 },
             )
             .await?
+        }
+        ApiRequest::AccessReview { self_review } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &crate::access_review::review(app, &user, self_review, value)?,
+            )
         }
         ApiRequest::Exec { .. } | ApiRequest::NodeCredential { .. } => {
             return Err(crate::error::ApiError::internal(

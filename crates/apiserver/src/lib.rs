@@ -4,6 +4,7 @@
 //! ([`parse`]), then executed against the store. Every error is a Kubernetes `Status`.
 #![forbid(unsafe_code)]
 
+mod access_review;
 mod audit;
 pub mod audit_log;
 pub mod auth;
@@ -19,19 +20,23 @@ mod dispatch;
 mod domains;
 pub mod encryption;
 mod error;
+mod escalation;
 mod exec;
 mod keys;
 mod log;
 mod namespace;
+mod node_authz;
 mod object;
 mod pod_security;
 mod query;
+pub mod rbac;
 mod read;
 mod request;
 pub mod tokens;
 mod transformer;
 mod update;
 mod watch;
+mod writer_checks;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +45,7 @@ pub use audit_log::{AuditLog, Rotation};
 pub use auth::{Authenticator, Chain, StaticTokens};
 pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
+pub use rbac::RbacAuthorizer;
 pub use request::{parse, ApiRequest, Kind, Subresource};
 pub use transformer::Transformer;
 
@@ -191,9 +197,9 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
-/// streams and returns. First makes sure the `default` namespace exists. Connections are held
-/// to `config.limits`; one counts as authenticated once a request on it carries an accepted
-/// bearer token.
+/// streams and returns. First makes sure the `default` namespace and the built-in RBAC policy
+/// exist. Connections are held to `config.limits`; one counts as authenticated once a request
+/// on it carries an accepted bearer token.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -205,6 +211,9 @@ pub async fn serve(
     namespace::ensure_default(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating the default namespace: {e}")))?;
+    rbac::ensure_defaults(&app)
+        .await
+        .map_err(|e| std::io::Error::other(format!("creating the built-in rbac policy: {e}")))?;
     let authenticator = Arc::clone(&app.authenticator);
     let authenticate: kumo_serve::Authenticate =
         Arc::new(move |headers| auth::authenticate(headers, authenticator.as_ref()).is_ok());

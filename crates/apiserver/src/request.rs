@@ -129,6 +129,10 @@ pub enum ApiRequest {
         stdin: bool,
         tty: bool,
     },
+    /// `POST /apis/authorization.k8s.io/v1/{self,}subjectaccessreviews`: not stored.
+    AccessReview {
+        self_review: bool,
+    },
 }
 
 /// Where a path points.
@@ -242,6 +246,18 @@ pub fn parse(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> ApiResult<ApiRequest> {
+    let review = path
+        .strip_prefix("/apis/authorization.k8s.io/v1/")
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+    if let Some(self_review @ ("selfsubjectaccessreviews" | "subjectaccessreviews")) = review {
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed(method, path));
+        }
+        require_json(headers)?;
+        return Ok(ApiRequest::AccessReview {
+            self_review: self_review == "selfsubjectaccessreviews",
+        });
+    }
     let target = parse_path(path)?;
     let q = Query::parse(query)?;
     let not_allowed = || ApiError::method_not_allowed(method, path);

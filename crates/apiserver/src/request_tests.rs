@@ -445,3 +445,51 @@ fn node_credentials_and_tokens() {
         ("create", "nodes/credential", "n1", "")
     );
 }
+
+#[test]
+fn access_review_paths() {
+    let review = |self_review| Ok(ApiRequest::AccessReview { self_review });
+    let base = "/apis/authorization.k8s.io/v1";
+    let json = Some("application/json");
+    check(
+        Method::POST,
+        &format!("{base}/selfsubjectaccessreviews"),
+        json,
+        review(true),
+    );
+    check(
+        Method::POST,
+        &format!("{base}/subjectaccessreviews/"),
+        None,
+        review(false),
+    );
+    check(
+        Method::GET,
+        &format!("{base}/subjectaccessreviews"),
+        None,
+        Err((405, "")),
+    );
+    check(
+        Method::POST,
+        &format!("{base}/selfsubjectaccessreviews"),
+        Some("text/plain"),
+        Err((415, "unsupported media type")),
+    );
+    check(
+        Method::POST,
+        &format!("{base}/localsubjectaccessreviews"),
+        json,
+        Err((404, "")),
+    );
+    // The RBAC kinds are served as any other.
+    check(
+        Method::GET,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings/b",
+        None,
+        Ok(ApiRequest::Get {
+            kind: Kind::lookup("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap(),
+            ns: Some(s("a")),
+            name: s("b"),
+        }),
+    );
+}

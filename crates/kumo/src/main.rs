@@ -81,6 +81,8 @@ pub enum Command {
     Wait(cli::wait::WaitArgs),
     /// Print the client and server versions
     Version(cli::version::VersionArgs),
+    /// Inspect authorisation: can-i
+    Auth(cli::auth::AuthArgs),
     /// Print a shell completion script
     Completion(cli::completion::CompletionArgs),
     /// Manage this node's images: pull, ls, rm, import
@@ -163,6 +165,7 @@ fn main() -> ExitCode {
             Command::Exec(a) => cli::exec::run(a).await,
             Command::Wait(a) => cli::wait::run(a).await,
             Command::Version(a) => cli::version::run(a).await,
+            Command::Auth(a) => cli::auth::run(a).await,
             Command::Completion(a) => cli::completion::run(a),
             Command::Image(a) => cli::image::run(a).await,
             Command::Registry(a) => cli::image::run_registry(a).await,

@@ -7,6 +7,8 @@ mod edge;
 mod encryption;
 mod lifecycle;
 mod limits;
+mod node_access;
+mod rbac;
 mod tokens;
 mod watch;
 
@@ -123,6 +125,48 @@ impl Server {
             client,
         };
         // `serve` creates the default namespace before it answers.
+        server
+            .check(
+                req("GET", "/api/v1/namespaces/default", None),
+                200,
+                "\"default\"",
+            )
+            .await;
+        server
+    }
+
+    /// A server over `store` deciding with the RBAC authorizer, where [`TOKEN`] is an admin
+    /// (`system:masters`) and each of `users` authenticates with its token.
+    pub async fn with_rbac(
+        store: Arc<dyn kumo_store::Store>,
+        users: Vec<(String, kumo_api::UserInfo)>,
+    ) -> Server {
+        let identity = Arc::new(crate::Transformer::identity());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut tokens = crate::StaticTokens::admins([TOKEN.to_string()]).0;
+        tokens.extend(users);
+        let authorizer = crate::RbacAuthorizer::start(Arc::clone(&store), Arc::clone(&identity))
+            .await
+            .unwrap();
+        let config = Config {
+            agent_token: Some(AGENT_TOKEN.to_string()),
+            encryption: identity,
+            authenticator: Arc::new(crate::StaticTokens(tokens)),
+            authorizer,
+            ..Config::new(store, vec![TOKEN.to_string()])
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let server = Server {
+            base,
+            stop: Some(stop),
+            task,
+            client,
+        };
         server
             .check(
                 req("GET", "/api/v1/namespaces/default", None),

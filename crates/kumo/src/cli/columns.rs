@@ -52,6 +52,11 @@ pub fn headers(kind: &KindInfo, layout: Layout) -> Vec<&'static str> {
             &["NODES", "GPU USE", "REASON"],
         ),
         ("kumo.dev", "Queue") => (&["NAME", "QUOTA", "PENDING", "RUNNING", "GPUS", "AGE"], &[]),
+        // As kubectl: the role granted (`ClusterRole/view`), and to whom when wide.
+        (kumo_api::rbac::GROUP, "RoleBinding" | "ClusterRoleBinding") => (
+            &["NAME", "ROLE", "AGE"],
+            &["USERS", "GROUPS", "SERVICEACCOUNTS"],
+        ),
         _ => (&["NAME", "AGE"], &[]),
     };
     h.extend_from_slice(base);
@@ -157,6 +162,30 @@ pub fn row(kind: &KindInfo, obj: &Value, layout: Layout, now: DateTime<Utc>) -> 
             layout.wide,
         )),
         ("kumo.dev", "Queue") => r.extend(super::mltask_columns::queue_row(obj, name, created)),
+        (kumo_api::rbac::GROUP, "RoleBinding" | "ClusterRoleBinding") => {
+            let role = format!(
+                "{}/{}",
+                text(obj, "/roleRef/kind"),
+                text(obj, "/roleRef/name")
+            );
+            r.extend([name, role, created]);
+            if layout.wide {
+                let subjects = obj.get("subjects").and_then(|s| s.as_array());
+                let of = |kind: &str| {
+                    let names: Vec<String> = subjects
+                        .into_iter()
+                        .flatten()
+                        .filter(|s| text(s, "/kind") == kind)
+                        .map(|s| match text(s, "/namespace") {
+                            "" => text(s, "/name").to_string(),
+                            ns => format!("{ns}/{}", text(s, "/name")),
+                        })
+                        .collect();
+                    names.join(",")
+                };
+                r.extend([of("User"), of("Group"), of("ServiceAccount")]);
+            }
+        }
         _ => r.extend([name, created]),
     }
     r
@@ -358,6 +387,39 @@ killed        0/1     Signal:9               0             3m
 unscheduled   0/1     Pending                0             3m
 fresh         0/1     Pending                0             3m
 terminating   1/1     Terminating            0             3m
+",
+        );
+    }
+
+    #[test]
+    fn bindings_show_their_role_and_subjects() {
+        let b = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "ml", "namespace": "team-a", "creationTimestamp": "2024-05-01T11:57:00Z"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "ml-team"},
+                {"kind": "Group", "name": "interns"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "team-a"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ml-engineer"}
+        });
+        check(
+            "rolebindings",
+            NARROW,
+            json!([b]),
+            "\
+NAME   ROLE                      AGE
+ml     ClusterRole/ml-engineer   3m
+",
+        );
+        let wide = Layout {
+            wide: true,
+            all_namespaces: false,
+        };
+        check(
+            "rolebindings",
+            wide,
+            json!([b]),
+            "\
+NAME   ROLE                      AGE   USERS   GROUPS            SERVICEACCOUNTS
+ml     ClusterRole/ml-engineer   3m    alice   ml-team,interns   team-a/ci
 ",
         );
     }

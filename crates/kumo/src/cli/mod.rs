@@ -4,6 +4,7 @@ pub mod app;
 pub mod app_edit;
 pub mod app_logs;
 pub mod apply;
+pub mod auth;
 pub mod completion;
 pub mod config;
 pub mod create;

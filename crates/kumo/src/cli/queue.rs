@@ -18,6 +18,9 @@ pub struct QueueArgs {
     /// Also list admitted and running tasks
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Only the tasks of this namespace (default: every namespace one may list)
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
 }
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
@@ -26,10 +29,20 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
 
 async fn queue(args: QueueArgs) -> anyhow::Result<ExitCode> {
     let client = client(&args.connect)?;
-    let tasks = client
-        .list::<MLTask>(None, &ListParams::default())
-        .await?
-        .items;
+    let params = ListParams::default();
+    let tasks = match &args.namespace {
+        Some(ns) => client.list::<MLTask>(Some(ns), &params).await?,
+        None => match client.list::<MLTask>(None, &params).await {
+            // Who may list tasks only in their own namespace sees theirs, with their places.
+            Err(e) if e.code() == Some(403) => {
+                let ns = kumo_api::DEFAULT_NAMESPACE;
+                eprintln!("note: you may not list the tasks of every namespace; showing namespace {ns} (choose one with -n)");
+                client.list::<MLTask>(Some(ns), &params).await?
+            }
+            other => other?,
+        },
+    }
+    .items;
     let table = queue_table(&tasks, args.queue.as_deref(), args.all, Utc::now());
     if table.rows.is_empty() {
         match &args.queue {

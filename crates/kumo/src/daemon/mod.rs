@@ -331,6 +331,12 @@ async fn start_control_plane(
     )
     .await
     .map_err(|e| anyhow!("cannot load the tokens: {e}"))?;
+    // RBAC (with the Node authorizer) decides every request; its policy is read before the
+    // server answers.
+    let authorizer =
+        kumo_apiserver::RbacAuthorizer::start(Arc::clone(&store), Arc::clone(&encryption))
+            .await
+            .map_err(|e| anyhow!("cannot read the rbac policy from the store: {e}"))?;
     let config = kumo_apiserver::Config {
         agent_token: Some(token.clone()),
         authenticator: Arc::new(kumo_apiserver::Chain(vec![
@@ -339,6 +345,7 @@ async fn start_control_plane(
         ])),
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::clone(&encryption),
+        authorizer,
         limits: args.connection_limits.limits(),
         audit: Some(audit),
         node_credential_ttl: args.node_credential_ttl,

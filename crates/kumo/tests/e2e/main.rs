@@ -13,6 +13,7 @@ mod layers;
 mod limits;
 mod mltask;
 mod pods;
+mod rbac;
 mod secrets;
 mod secrets_at_rest;
 mod security;
