@@ -4,7 +4,7 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret};
+use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret, ServiceAccount};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -130,6 +130,15 @@ resource!(Queue, "kumo.dev", "v1", "Queue", "queues", false, |q, e| {
 resource!(Secret, "", "v1", "Secret", "secrets", true, |s, e| {
     crate::secret::validate_secret(s, e)
 });
+resource!(
+    ServiceAccount,
+    "",
+    "v1",
+    "ServiceAccount",
+    "serviceaccounts",
+    true,
+    |_, _| {}
+);
 resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     if ev.involved_object.name.is_empty() {
         e.add("involvedObject.name", "Required value");
@@ -275,7 +284,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 9] = [
+static KINDS: [KindInfo; 10] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -339,6 +348,19 @@ static KINDS: [KindInfo; 9] = [
         has_status: false,
         label_names: false,
         admit: admit_secret,
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: |v| admit::<ServiceAccount>(v, false),
         validate_update: no_update_rules,
     },
     KindInfo {

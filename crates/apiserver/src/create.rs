@@ -147,6 +147,9 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
         }
         if kind.is("", "pods") {
             crate::pod_security::admit(&object_name, namespace.as_ref(), &admitted)?;
+            let ns = ns.unwrap_or(kumo_api::DEFAULT_NAMESPACE);
+            crate::service_accounts::admission::admit_pod(app, &object_name, ns, &mut admitted)
+                .await?;
         }
         crate::domains::check_unique(app, &kind, None, &admitted).await?;
         let name = name(&admitted).to_string();
@@ -156,7 +159,18 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
             .create(&key, encode(&app.transformer, &key, &admitted)?)
             .await
         {
-            Ok(kv) => return decode(&app.transformer, &kv),
+            Ok(kv) => {
+                if kind.is_namespace() {
+                    // The namespace is made: a failure here leaves it without its account until
+                    // the next start makes sure of it, and is only logged.
+                    if let Err(e) =
+                        crate::service_accounts::admission::ensure_default(app, &name).await
+                    {
+                        tracing::warn!(namespace = %name, error = %e, "cannot create the default service account");
+                    }
+                }
+                return decode(&app.transformer, &kv);
+            }
             Err(StoreError::AlreadyExists(_)) => {
                 last = Some(ApiError::already_exists(&kind, &name))
             }

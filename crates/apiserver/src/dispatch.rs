@@ -177,6 +177,14 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             )
             .await?
         }
+        ApiRequest::CreateToken { ns, name } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &crate::service_accounts::token_request::create_token(app, &ns, &name, value)
+                    .await?,
+            )
+        }
         ApiRequest::Exec { .. } => {
             return Err(crate::error::ApiError::internal(
                 "exec requests are served before the body is read",

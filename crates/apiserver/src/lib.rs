@@ -25,6 +25,7 @@ mod pod_security;
 mod query;
 mod read;
 mod request;
+pub mod service_accounts;
 mod transformer;
 mod update;
 mod watch;
@@ -36,6 +37,7 @@ pub use auth::{Authenticator, Chain, StaticTokens};
 pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
 pub use request::{parse, ApiRequest, Kind, Subresource};
+pub use service_accounts::ServiceAccounts;
 pub use transformer::Transformer;
 
 use axum::routing::get;
@@ -69,6 +71,9 @@ pub struct Config {
     pub encryption: Arc<Transformer>,
     /// The request-header and idle timeouts, and the cap on connections not yet authenticated.
     pub limits: kumo_serve::Limits,
+    /// Issues service-account tokens (`serviceaccounts/{name}/token`); `None` serves none. The
+    /// same value, chained into `authenticator`, checks them.
+    pub service_accounts: Option<Arc<ServiceAccounts>>,
 }
 
 impl Config {
@@ -85,6 +90,7 @@ impl Config {
             data_dir: None,
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
+            service_accounts: None,
         }
     }
 }
@@ -105,6 +111,8 @@ pub(crate) struct App {
     pub data: Option<data_store::DataStore>,
     /// Encrypts and decrypts stored objects (Secrets, by default config).
     pub transformer: Arc<Transformer>,
+    /// Issues service-account tokens, when the server has a key.
+    pub service_accounts: Option<Arc<ServiceAccounts>>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -135,6 +143,7 @@ impl App {
         });
         App {
             data,
+            service_accounts: config.service_accounts,
             transformer: config.encryption,
             store: config.store,
             authenticator: config.authenticator,
@@ -171,7 +180,9 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
-/// streams and returns. First makes sure the `default` namespace exists. Connections are held
+/// streams and returns. First makes sure the `default` namespace exists, every namespace has
+/// its `default` service account, and the service-account token index is listed (so tokens are
+/// checked from the first request). Connections are held
 /// to `config.limits`; one counts as authenticated once a request on it carries an accepted
 /// bearer token.
 pub async fn serve(
@@ -185,6 +196,14 @@ pub async fn serve(
     namespace::ensure_default(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating the default namespace: {e}")))?;
+    service_accounts::admission::ensure_defaults(&app)
+        .await
+        .map_err(|e| std::io::Error::other(format!("creating default service accounts: {e}")))?;
+    if let Some(sa) = &app.service_accounts {
+        sa.start_index(&app.store, &app.transformer)
+            .await
+            .map_err(|e| std::io::Error::other(format!("service-account token index: {e}")))?;
+    }
     let authenticator = Arc::clone(&app.authenticator);
     let authenticate: kumo_serve::Authenticate =
         Arc::new(move |headers| auth::authenticate(headers, authenticator.as_ref()).is_ok());

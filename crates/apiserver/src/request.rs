@@ -116,6 +116,11 @@ pub enum ApiRequest {
         follow: bool,
         tail_lines: Option<i64>,
     },
+    /// `POST serviceaccounts/{name}/token`: an `authentication.k8s.io/v1` TokenRequest.
+    CreateToken {
+        ns: String,
+        name: String,
+    },
     /// `POST pods/{name}/exec`, upgraded to the `kumo-exec.v1` stream.
     Exec {
         ns: String,
@@ -330,6 +335,18 @@ pub fn parse(
                         Method::POST => {
                             require_json(headers)?;
                             Ok(ApiRequest::Bind {
+                                ns: ns.unwrap_or_default(),
+                                name,
+                            })
+                        }
+                        _ => Err(not_allowed()),
+                    }
+                }
+                Some("token") if kind.is("", "serviceaccounts") => {
+                    return match *method {
+                        Method::POST => {
+                            require_json(headers)?;
+                            Ok(ApiRequest::CreateToken {
                                 ns: ns.unwrap_or_default(),
                                 name,
                             })

@@ -6,6 +6,7 @@ mod edge;
 mod encryption;
 mod lifecycle;
 mod limits;
+mod service_accounts;
 mod watch;
 
 use crate::{serve, Config};
