@@ -3,6 +3,7 @@
 pub mod limits;
 mod private;
 pub mod router;
+mod service_accounts;
 mod tokens;
 
 use crate::duration::parse_duration;
@@ -298,13 +299,14 @@ async fn start_control_plane(
         addr.ip().to_string()
     };
     let url = format!("http://{host}:{}", addr.port());
-    let config = kumo_apiserver::Config {
+    let mut config = kumo_apiserver::Config {
         agent_token: Some(token.clone()),
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::new(encryption),
         limits: args.connection_limits.limits(),
         ..kumo_apiserver::Config::new(Arc::new(store), tokens::all_tokens(data_dir)?)
     };
+    service_accounts::install(&mut config, data_dir)?;
     let mut tasks = Vec::new();
     let stop = shutdown.wait();
     tasks.push(tokio::spawn(async move {
@@ -461,6 +463,9 @@ fn agent_config(
             },
             cdi_spec_dirs: node.cdi_spec_dirs.clone(),
         },
+        // Pods' service-account `ca.crt`: the one place to fill from the client config's CA
+        // once the API server serves TLS (until then the file is empty).
+        cluster_ca: Vec::new(),
     })
 }
 

@@ -15,5 +15,6 @@ mod pods;
 mod secrets;
 mod secrets_at_rest;
 mod security;
+mod service_accounts;
 mod store;
 mod volumes;
