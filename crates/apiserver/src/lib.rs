@@ -181,7 +181,7 @@ pub fn router(config: Config) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
 /// streams and returns. First makes sure the `default` namespace exists, every namespace has
-/// its `default` service account, and the service-account token index is listed (so tokens are
+/// its `default` service account (and keeps it), and the service-account token index is listed (so tokens are
 /// checked from the first request). Connections are held
 /// to `config.limits`; one counts as authenticated once a request on it carries an accepted
 /// bearer token.
@@ -199,6 +199,7 @@ pub async fn serve(
     service_accounts::admission::ensure_defaults(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating default service accounts: {e}")))?;
+    tokio::spawn(service_accounts::admission::keep_defaults(Arc::clone(&app)));
     if let Some(sa) = &app.service_accounts {
         sa.start_index(&app.store, &app.transformer)
             .await

@@ -1,6 +1,7 @@
 //! The service accounts every namespace and pod has: the `default` account made with each
-//! namespace (and made sure of at start), and a pod's account set and checked at creation, as
-//! Kubernetes' ServiceAccount admission plugin does.
+//! namespace (made sure of at start, and put back when deleted, as Kubernetes' service-account
+//! controller does), and a pod's account set and checked at creation, as Kubernetes'
+//! ServiceAccount admission plugin does.
 
 use crate::create::create;
 use crate::error::{ApiError, ApiResult};
@@ -9,9 +10,14 @@ use crate::object::is_deleting;
 use crate::request::Kind;
 use crate::App;
 use kumo_api::service_account::DEFAULT_SERVICE_ACCOUNT;
+use kumo_store::EventKind;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ACCOUNTS_PREFIX: &str = "/registry/core/serviceaccounts/";
 
 fn account_kind() -> ApiResult<Kind> {
     Kind::lookup("", "v1", "serviceaccounts")
@@ -58,6 +64,56 @@ pub async fn ensure_defaults(app: &App) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// Puts a namespace's `default` account back when it is deleted while the namespace lives on
+/// (pods that name no account run as it), until the server shuts down. Each time its watch
+/// (re)starts it first sweeps every namespace, so a deletion it did not see is healed too.
+pub async fn keep_defaults(app: Arc<App>) {
+    let shutdown = crate::shutting_down(app.shutdown.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let followed = async {
+            let revision = app
+                .store
+                .current_revision()
+                .await
+                .map_err(ApiError::store)?;
+            ensure_defaults(&app).await?;
+            let mut events = app
+                .store
+                .watch(ACCOUNTS_PREFIX, revision)
+                .await
+                .map_err(ApiError::store)?;
+            while let Some(Ok(event)) = events.next().await {
+                let ns = event
+                    .kv
+                    .key
+                    .strip_prefix(ACCOUNTS_PREFIX)
+                    .and_then(|rest| rest.strip_suffix(&format!("/{DEFAULT_SERVICE_ACCOUNT}")));
+                if let (EventKind::Delete, Some(ns)) = (event.kind, ns) {
+                    match ensure_default(&app, ns).await {
+                        // The namespace is going, or gone.
+                        Err(e) if e.code() == 403 || e.code() == 404 => {}
+                        other => other?,
+                    }
+                }
+            }
+            Ok::<(), ApiError>(())
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            ended = followed => {
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "keeping the default service accounts failed; trying again");
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// A new pod's account: `spec.serviceAccountName` defaults to `default`; the account must exist

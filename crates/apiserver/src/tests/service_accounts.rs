@@ -146,6 +146,41 @@ async fn every_namespace_has_a_default_account() {
 }
 
 #[tokio::test]
+async fn a_deleted_default_account_comes_back() {
+    let (s, _) = start().await;
+    let old = s
+        .check(req("GET", &format!("{ACCOUNTS}/default"), None), 200, "")
+        .await;
+    s.check(req("DELETE", &format!("{ACCOUNTS}/default"), None), 200, "")
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = s
+            .call(req("GET", &format!("{ACCOUNTS}/default"), None))
+            .await;
+        if code == 200 {
+            let new: Value = serde_json::from_str(&body).unwrap();
+            assert_ne!(uid(&new), uid(&old), "a new account");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another account stays deleted.
+    s.create(
+        ACCOUNTS,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ci"}}),
+    )
+    .await;
+    s.check(req("DELETE", &format!("{ACCOUNTS}/ci"), None), 200, "")
+        .await;
+    s.create(PODS, pod("marker")).await;
+    s.check(req("GET", &format!("{ACCOUNTS}/ci"), None), 404, "")
+        .await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn pods_run_as_an_existing_account() {
     let (s, _) = start().await;
     let created = s.create(PODS, pod("web")).await;
