@@ -219,3 +219,59 @@ async fn a_runc_pod_finds_its_token_at_the_kubernetes_path() {
     check_claims(lines[5], &pod);
     assert_eq!(logs(&c, "sa-off"), format!("none\n{port}\n"));
 }
+
+/// The message of the first container's waiting state.
+fn waiting_message(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.first())
+        .and_then(|c| c.state.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_without_a_token_waits_and_starts_once_it_gets_one() {
+    let c = Cluster::up(&[]);
+    let client = c.client();
+    c.apply(
+        "ci.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: ci\n",
+    );
+    // Admitted while `ci` exists, then held off the node (no node has the label) until the
+    // account is gone, then bound by hand: the agent's token request is refused.
+    let manifest = process_pod("sa-wait", "Always", "exec sleep 3600").replace(
+        "spec:\n",
+        "spec:\n  serviceAccountName: ci\n  terminationGracePeriodSeconds: 1\n  nodeSelector: {nowhere: \"true\"}\n",
+    );
+    c.apply("sa-wait.yaml", &manifest);
+    let o = c.kumo(&["delete", "serviceaccount", "ci"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    client
+        .bind("default", "sa-wait", "node-1")
+        .await
+        .expect("bind");
+    let p = wait_pod(&client, "default", "sa-wait", T, |p| {
+        crate::containers::waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await;
+    let message = waiting_message(&p);
+    assert!(
+        message.contains("cannot get a token of service account default/ci")
+            && message.contains("serviceaccounts \"ci\" not found"),
+        "{message}"
+    );
+    // The account back, the next try gets a token and the container starts.
+    c.apply(
+        "ci.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: ci\n",
+    );
+    let p = wait_pod(&client, "default", "sa-wait", T, pod_ready).await;
+    let dir = c
+        .data_dir()
+        .join("agent/sandboxes")
+        .join(p.metadata.uid.as_deref().unwrap())
+        .join("serviceaccount");
+    let token = std::fs::read_to_string(dir.join("token")).expect("token");
+    assert_eq!(claims(&token)["sub"], "system:serviceaccount:default:ci");
+}
