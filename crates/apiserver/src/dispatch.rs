@@ -181,8 +181,10 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             let value = body::read_json(&parts.headers, body).await?;
             json_response(
                 StatusCode::CREATED,
-                &crate::service_accounts::token_request::create_token(app, &ns, &name, value)
-                    .await?,
+                &crate::service_accounts::token_request::create_token(
+                    app, &user, &ns, &name, value,
+                )
+                .await?,
             )
         }
         ApiRequest::Exec { .. } => {

@@ -1,6 +1,7 @@
 //! `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: an `authentication.k8s.io/v1`
 //! TokenRequest, answered with a signed token of the account, bound to a pod when the request
-//! names one (the agent asks one per pod it runs).
+//! names one (the agent asks one per pod it runs). A node may ask only tokens bound to a pod
+//! bound to it, as Kubernetes' NodeRestriction admits.
 
 use super::jwt::{Claims, KubernetesClaims, ObjectClaim};
 use crate::error::{ApiError, ApiResult};
@@ -12,6 +13,7 @@ use kumo_api::service_account::{
     user_name, validate_token_request, TokenRequest, TokenRequestStatus, TOKEN_REQUEST_API_VERSION,
 };
 use kumo_api::validation::Errors;
+use kumo_api::UserInfo;
 use serde_json::Value;
 
 fn kind(plural: &str) -> ApiResult<Kind> {
@@ -43,8 +45,14 @@ fn invalid(name: &str, errors: &[kumo_api::FieldError]) -> ApiError {
     )))
 }
 
-/// Issues a token of account `account` in `ns`.
-pub async fn create_token(app: &App, ns: &str, account: &str, body: Value) -> ApiResult<Value> {
+/// Issues a token of account `account` in `ns` to `user`.
+pub async fn create_token(
+    app: &App,
+    user: &UserInfo,
+    ns: &str,
+    account: &str,
+    body: Value,
+) -> ApiResult<Value> {
     let Some(sa) = app.service_accounts.as_ref() else {
         return Err(ApiError::unavailable(
             "service account tokens are not served: this server has no signing key",
@@ -71,6 +79,12 @@ pub async fn create_token(app: &App, ns: &str, account: &str, body: Value) -> Ap
     errors.into_result().map_err(|e| invalid(account, &e))?;
 
     let (_, sa_uid, sa_rev) = read(app, "serviceaccounts", ns, account).await?;
+    let node = user.node_name();
+    if node.is_some() && request.spec.bound_object_ref.is_none() {
+        return Err(ApiError::forbidden(
+            "node requested token not bound to a pod",
+        ));
+    }
     let mut pod_claim = None;
     if let Some(r) = &request.spec.bound_object_ref {
         let (pod, uid, rev) = read(app, "pods", ns, &r.name).await?;
@@ -79,6 +93,13 @@ pub async fn create_token(app: &App, ns: &str, account: &str, body: Value) -> Ap
                 "the UID in the bound object reference ({}) does not match the UID in record ({uid}): the object might have been deleted and then recreated",
                 r.uid
             )));
+        }
+        if let Some(node) = node {
+            if str_at(&pod, &["spec", "nodeName"]) != Some(node) {
+                return Err(ApiError::forbidden(format!(
+                    "node {node:?} requested token bound to a pod scheduled on a different node"
+                )));
+            }
         }
         let runs_as = str_at(&pod, &["spec", "serviceAccountName"]).unwrap_or_default();
         if runs_as != account {

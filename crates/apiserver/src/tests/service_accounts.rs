@@ -30,6 +30,9 @@ impl Users {
 
 /// A server whose authenticator chains the admin token and service-account tokens signed with
 /// `key`, over `store`.
+/// The token of node `n1`'s credential in the servers of these tests.
+const NODE_TOKEN: &str = "node-n1-token";
+
 async fn start_with(store: Arc<dyn Store>, key: &str) -> (Server, Arc<Users>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -38,6 +41,10 @@ async fn start_with(store: Arc<dyn Store>, key: &str) -> (Server, Arc<Users>) {
     let config = Config {
         authenticator: Arc::new(crate::Chain(vec![
             Arc::new(crate::StaticTokens::admins([TOKEN.to_string()])),
+            Arc::new(crate::StaticTokens(vec![(
+                NODE_TOKEN.to_string(),
+                UserInfo::new("system:node:n1", &[kumo_api::user::GROUP_NODES]),
+            )])),
             sa.clone(),
         ])),
         authorizer: users.clone(),
@@ -379,6 +386,36 @@ async fn a_token_authenticates_as_its_account_until_its_pod_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_gets_tokens_only_for_its_own_pods() {
+    let (s, _) = start().await;
+    let web = s.create(PODS, pod("web")).await;
+    let db = s.create(PODS, pod("db")).await;
+    bind_to_new_node(&s, "web", "n1").await;
+    bind_to_new_node(&s, "db", "n2").await;
+    let as_node = |body: Value| {
+        with_token(
+            req("POST", &format!("{ACCOUNTS}/default/token"), Some(body)),
+            NODE_TOKEN,
+        )
+    };
+    s.check(as_node(bound_to("web", &uid(&web))), 201, "TokenRequest")
+        .await;
+    s.check(
+        as_node(bound_to("db", &uid(&db))),
+        403,
+        r#"node \"n1\" requested token bound to a pod scheduled on a different node"#,
+    )
+    .await;
+    s.check(
+        as_node(token_request(json!({}))),
+        403,
+        "node requested token not bound to a pod",
+    )
+    .await;
     s.stop().await;
 }
 
