@@ -201,7 +201,7 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(format!("creating default service accounts: {e}")))?;
     tokio::spawn(service_accounts::admission::keep_defaults(Arc::clone(&app)));
     if let Some(sa) = &app.service_accounts {
-        sa.start_index(&app.store, &app.transformer)
+        sa.start_index(&app.store, &app.transformer, &app.shutdown)
             .await
             .map_err(|e| std::io::Error::other(format!("service-account token index: {e}")))?;
     }

@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How long a follower waits before listing again after the store failed it.
+/// How long a follower waits before listing again after the store failed it, or after a watch
+/// that ended within [`SHORT_WATCH`] (so a store that keeps ending watches is not spun on).
 const RELIST_DELAY: Duration = Duration::from_millis(500);
+const SHORT_WATCH: Duration = Duration::from_secs(1);
 
 /// The live objects of one store prefix.
 pub struct Table {
@@ -125,15 +127,29 @@ impl Table {
         Ok(revision)
     }
 
-    /// Follows the store from `revision` for ever: every change is applied in order; when the
-    /// watch ends or its history is gone, the table is listed again.
+    /// Follows the store from `revision` until `stop` resolves: every change is applied in
+    /// order; when the watch ends or its history is gone, the table is listed again.
     pub async fn follow(
         self: Arc<Self>,
+        store: Arc<dyn Store>,
+        t: Arc<Transformer>,
+        revision: Revision,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::select! {
+            _ = stop => {}
+            _ = self.follow_forever(store, t, revision) => {}
+        }
+    }
+
+    async fn follow_forever(
+        &self,
         store: Arc<dyn Store>,
         t: Arc<Transformer>,
         mut revision: Revision,
     ) {
         loop {
+            let started = tokio::time::Instant::now();
             match store.watch(&self.prefix, revision).await {
                 Ok(mut events) => {
                     while let Some(event) = events.next().await {
@@ -149,6 +165,9 @@ impl Table {
                 Err(e) => {
                     tracing::debug!(prefix = %self.prefix, error = %e, "index watch refused; listing again")
                 }
+            }
+            if started.elapsed() < SHORT_WATCH {
+                tokio::time::sleep(RELIST_DELAY).await;
             }
             loop {
                 match self.list(store.as_ref(), &t).await {
@@ -183,7 +202,11 @@ mod tests {
         let table = Arc::new(Table::new("/p/"));
         let rev = table.list(store.as_ref(), &t).await.unwrap();
         assert_eq!(table.uid("a", "web").as_deref(), Some("u1"));
-        tokio::spawn(table.clone().follow(store.clone(), t.clone(), rev));
+        tokio::spawn(
+            table
+                .clone()
+                .follow(store.clone(), t.clone(), rev, std::future::pending()),
+        );
         let created = store.create("/p/a/db", obj("u2")).await.unwrap();
         let gone = store.delete("/p/a/web", None).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

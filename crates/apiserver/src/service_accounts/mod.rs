@@ -60,16 +60,22 @@ impl ServiceAccounts {
         jwt::generate_pem()
     }
 
-    /// Lists the live accounts and pods, then follows them in the background (until the
-    /// process ends: the index only reads).
+    /// Lists the live accounts and pods, then follows them in the background until the server
+    /// shuts down.
     pub(crate) async fn start_index(
         &self,
         store: &Arc<dyn kumo_store::Store>,
         t: &Arc<crate::Transformer>,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), String> {
         for table in [&self.accounts, &self.pods] {
             let revision = table.list(store.as_ref(), t).await?;
-            tokio::spawn(table.clone().follow(store.clone(), t.clone(), revision));
+            let stop = crate::shutting_down(shutdown.clone());
+            tokio::spawn(
+                table
+                    .clone()
+                    .follow(store.clone(), t.clone(), revision, stop),
+            );
         }
         Ok(())
     }
