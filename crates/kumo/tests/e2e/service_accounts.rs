@@ -1,7 +1,8 @@
 //! Service accounts: a pod reads its account's token where the agent put it and calls the API
-//! server as `system:serviceaccount:NS:NAME`; a runc pod sees `token`, `ca.crt` and `namespace`
-//! at Kubernetes' path and the server's address in its environment; the token is replaced in
-//! place (here: at once after an agent restart) and refused once its pod is gone.
+//! server as `system:serviceaccount:NS:NAME`; runc and runsc pods see `token`, `ca.crt` and
+//! `namespace` at Kubernetes' path and the server's address in their environment; the token is
+//! replaced in place (here: at once after an agent restart) and refused once its pod is gone; a
+//! pod whose token cannot be had waits, saying why.
 
 use crate::harness::*;
 use crate::pods::phase;
@@ -171,7 +172,7 @@ async fn a_process_pod_calls_the_api_as_its_service_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runc_pod_finds_its_token_at_the_kubernetes_path() {
+async fn runc_and_runsc_pods_find_their_token_at_the_kubernetes_path() {
     let registry = kumo_image::testing::Registry::start().expect("docker-registry");
     let (image, _) = registry.push_busybox("sa:1").expect("push busybox");
     let c = Cluster::up(&[]);
@@ -180,6 +181,7 @@ async fn a_runc_pod_finds_its_token_at_the_kubernetes_path() {
     let off = "test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo mounted || echo none; echo $KUBERNETES_SERVICE_PORT";
     for (name, extra, script) in [
         ("sa-runc", "", script),
+        ("sa-runsc", "  runtimeClassName: runsc\n", script),
         ("sa-off", "  automountServiceAccountToken: false\n", off),
     ] {
         c.apply(
@@ -190,7 +192,7 @@ async fn a_runc_pod_finds_its_token_at_the_kubernetes_path() {
         );
     }
     let port = c.url.rsplit(':').next().unwrap().to_string();
-    for name in ["sa-runc", "sa-off"] {
+    for name in ["sa-runc", "sa-runsc", "sa-off"] {
         let p = wait_pod(&client, "default", name, T, |p| {
             phase(p).is_some_and(|ph| ph.is_terminal())
         })
@@ -202,21 +204,23 @@ async fn a_runc_pod_finds_its_token_at_the_kubernetes_path() {
             p.status
         );
     }
-    let pod: Pod = client.get("default", "sa-runc").await.unwrap();
-    let out = logs(&c, "sa-runc");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines[..5],
-        [
-            "default",
-            "token",
-            "ca.crt",
-            &format!("127.0.0.1:{port}"),
-            "read-only"
-        ],
-        "{out}"
-    );
-    check_claims(lines[5], &pod);
+    for name in ["sa-runc", "sa-runsc"] {
+        let pod: Pod = client.get("default", name).await.unwrap();
+        let out = logs(&c, name);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "default",
+                "token",
+                "ca.crt",
+                &format!("127.0.0.1:{port}"),
+                "read-only"
+            ],
+            "{name}: {out}"
+        );
+        check_claims(lines[5], &pod);
+    }
     assert_eq!(logs(&c, "sa-off"), format!("none\n{port}\n"));
 }
 
