@@ -132,3 +132,75 @@ impl Authenticator for ServiceAccounts {
         self.check(token, chrono::Utc::now().timestamp())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jwt::{KubernetesClaims, ObjectClaim};
+    use kumo_store::{MemStore, Store};
+
+    fn claims(pod_uid: &str, exp: i64) -> Claims {
+        Claims {
+            iss: ISSUER.into(),
+            sub: "system:serviceaccount:a:default".into(),
+            aud: vec![ISSUER.into()],
+            exp,
+            iat: 1000,
+            nbf: 1000,
+            jti: "j".into(),
+            kubernetes: KubernetesClaims {
+                namespace: "a".into(),
+                serviceaccount: ObjectClaim {
+                    name: "default".into(),
+                    uid: "sa-1".into(),
+                },
+                pod: Some(ObjectClaim {
+                    name: "web".into(),
+                    uid: pod_uid.into(),
+                }),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_against_time_and_the_live_objects() {
+        let sa = ServiceAccounts::new(&ServiceAccounts::generate_key().unwrap()).unwrap();
+        let token = sa.sign(&claims("pod-1", 2000)).unwrap();
+        // Not listed yet: nothing can be said of the objects.
+        assert!(sa.check(&token, 1500).unwrap_err().contains("starting"));
+        let store = MemStore::new();
+        for (key, uid) in [
+            ("/registry/core/serviceaccounts/a/default", "sa-1"),
+            ("/registry/core/pods/a/web", "pod-1"),
+        ] {
+            let value = serde_json::json!({"metadata": {"uid": uid}});
+            store
+                .create(key, serde_json::to_vec(&value).unwrap())
+                .await
+                .unwrap();
+        }
+        let t = crate::Transformer::identity();
+        sa.accounts.list(&store, &t).await.unwrap();
+        sa.pods.list(&store, &t).await.unwrap();
+
+        let user = sa.check(&token, 1500).unwrap();
+        assert_eq!(user.username, "system:serviceaccount:a:default");
+        assert_eq!(user.uid, "sa-1");
+        assert!(user.in_group("system:serviceaccounts:a"));
+        for (token, now, refusal) in [
+            (token.clone(), 2000, "service account token has expired"),
+            (
+                sa.sign(&claims("pod-0", 2000)).unwrap(),
+                1500,
+                "pod a/web (uid pod-0) this token is bound to no longer exists",
+            ),
+            ("not-a-jwt".to_string(), 1500, UNKNOWN_TOKEN),
+        ] {
+            assert_eq!(sa.check(&token, now).unwrap_err(), refusal);
+        }
+        let mut lying = claims("pod-1", 2000);
+        lying.sub = "system:serviceaccount:kube-system:admin".into();
+        let lying = sa.sign(&lying).unwrap();
+        assert!(sa.check(&lying, 1500).unwrap_err().contains("sub"));
+    }
+}
