@@ -696,8 +696,9 @@ impl PodWorker {
     }
 
     /// The pod's token directory, made and filled when it has no token yet, and the pod as it
-    /// runs with it (and with the API server's address, token or not). A token that cannot be had keeps the container waiting with
-    /// `CreateContainerConfigError` and the reason, tried again after the back-off base.
+    /// runs with it (and with the API server's address, token or not). A token that cannot be
+    /// had keeps the container waiting with `CreateContainerConfigError` and the reason, tried
+    /// again after the back-off base.
     async fn prepare_token(&self, pod: &Pod, name: &str) -> Result<Prepared, SyncError> {
         use crate::service_account::{has_token, wants_token, with_token_dir};
         let (Some(tokens), Some(oci)) = (self.service_accounts.clone(), self.oci.clone()) else {

@@ -181,10 +181,9 @@ pub fn router(config: Config) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
 /// streams and returns. First makes sure the `default` namespace exists, every namespace has
-/// its `default` service account (and keeps it), and the service-account token index is listed (so tokens are
-/// checked from the first request). Connections are held
-/// to `config.limits`; one counts as authenticated once a request on it carries an accepted
-/// bearer token.
+/// its `default` service account (and keeps it), and the service-account token index is listed
+/// (so tokens are checked from the first request). Connections are held to `config.limits`;
+/// one counts as authenticated once a request on it carries an accepted bearer token.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
