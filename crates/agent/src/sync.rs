@@ -704,7 +704,13 @@ impl PodWorker {
         let (Some(tokens), Some(oci)) = (self.service_accounts.clone(), self.oci.clone()) else {
             return Ok(Prepared::Ready(None));
         };
-        if !wants_token(pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // A sandbox made before this agent gave tokens has no volume for one, and its volumes
+        // are fixed: its pod's containers go on without (a new pod gets one).
+        let predates = oci.sandboxes.get(&uid).is_some_and(|s| {
+            !is_process_pod(pod) && !s.volumes.contains_key(crate::service_account::VOLUME)
+        });
+        if !wants_token(pod) || predates {
             return Ok(Prepared::Ready(Some(Box::new(with_token_dir(
                 pod,
                 None,
@@ -718,7 +724,6 @@ impl PodWorker {
                 return Ok(Prepared::Wait);
             }
         };
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let known = self.recall(&uid, |p| p.token_refresh.is_some()) == Some(true);
         if !known || !has_token(&dir) {
             match tokens.issue(pod, &dir).await {
