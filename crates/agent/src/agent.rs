@@ -243,6 +243,10 @@ fn pod_worker(
         devices.clone(),
         crate::gpu_usage::SAMPLE_INTERVAL,
     ));
+    let tokens = crate::service_account::ServiceAccountTokens::new(
+        client.clone(),
+        config.cluster_ca.clone(),
+    );
     let worker = PodWorker::new(
         client,
         informer.clone(),
@@ -251,6 +255,7 @@ fn pod_worker(
         params,
     )
     .with_oci(oci)
+    .with_service_accounts(Arc::new(tokens))
     .with_prober(prober)
     .with_gpus(Arc::new(crate::gpu_alloc::GpuAllocator::new(devices)))
     .with_task_data(Arc::new(crate::task_data::TaskData::new(

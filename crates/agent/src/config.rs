@@ -36,6 +36,9 @@ pub struct AgentConfig {
     pub endpoint_limits: kumo_serve::Limits,
     /// How OCI containers are run.
     pub containers: ContainerConfig,
+    /// The cluster CA (PEM) the agent's client trusts the API server with; pods get it as their
+    /// service account's `ca.crt` (empty when there is none).
+    pub cluster_ca: Vec<u8>,
 }
 
 /// The OCI runtimes, images, pod network and what the node allows pods to do.

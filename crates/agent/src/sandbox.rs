@@ -8,7 +8,10 @@
 //! <dir>/<uid>/etc/            hosts, resolv.conf, hostname
 //! <dir>/<uid>/volumes/<name>  emptyDir volumes (a tmpfs mount for medium Memory)
 //! <dir>/<uid>/hostpaths/<name> hostPath volumes: bind mounts of what `host_path::open` opened
+//! <dir>/<uid>/serviceaccount/ the pod's service-account token, ca.crt and namespace
 //! ```
+//!
+//! `<dir>` is 0700: what is in it (tokens included) reaches containers through their mounts only.
 
 use crate::host_path::{HostPathPolicy, OpenedHostPath};
 use kumo_api::pod::{HostPathType, Volume};
@@ -132,6 +135,10 @@ impl Sandboxes {
         // Made now (not with the first sandbox) so that its subdirectories are spread out.
         if std::fs::create_dir_all(&dir).is_ok() {
             kumo_runtime::layout::spread_subdirs(&dir);
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot make the sandbox dir private");
+            }
         }
         Sandboxes {
             dir,
@@ -142,6 +149,34 @@ impl Sandboxes {
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
         self.dir.join(uid)
+    }
+
+    /// The directory of pod `uid`'s service-account token files, if the uid is usable.
+    pub fn token_dir(&self, uid: &str) -> Option<PathBuf> {
+        is_safe_component(uid).then(|| self.pod_dir(uid).join("serviceaccount"))
+    }
+
+    /// Makes [`Sandboxes::token_dir`] for `pod` ahead of its sandbox, with the pod's record, so
+    /// that the sweep of gone pods' sandboxes removes it too.
+    pub fn make_token_dir(&self, pod: &Pod) -> Result<PathBuf, SandboxError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let dir = self.token_dir(&uid).ok_or_else(|| {
+            SandboxError::Config(format!("pod {:?} has no usable uid", pod.metadata.name))
+        })?;
+        let failed = |p: &Path, e: std::io::Error| {
+            SandboxError::Failed(format!("create {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+        let rec_path = self.pod_dir(&uid).join("pod.json");
+        if !rec_path.exists() {
+            let record = PodRecord {
+                namespace: pod.metadata.ns().to_string(),
+                name: pod.metadata.name.clone(),
+                uid,
+            };
+            write_json(&rec_path, &record).map_err(|e| failed(&rec_path, e))?;
+        }
+        Ok(dir)
     }
 
     /// The finished sandbox of pod `uid`, if any.

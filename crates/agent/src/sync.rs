@@ -78,6 +78,8 @@ pub struct PodWorker {
     gpus: Option<Arc<crate::gpu_alloc::GpuAllocator>>,
     /// MLTask datasets, output and scratch on this node.
     task_data: Option<Arc<crate::task_data::TaskData>>,
+    /// Gets pods their service-account tokens (OCI parts needed: the token sits in the sandbox).
+    service_accounts: Option<Arc<crate::service_account::ServiceAccountTokens>>,
 }
 
 /// What the worker remembers of one pod across syncs: made when first needed, forgotten as a
@@ -92,13 +94,16 @@ struct PodMemory {
     waiting: BTreeMap<String, Waiting>,
     /// Its output was collected after its containers ended.
     collected: bool,
+    /// When its service-account token is due to be replaced (none yet in this agent's life).
+    token_refresh: Option<std::time::Instant>,
 }
 
 /// The steps that prepare a container's start, in order: the MLTask replica's data
-/// directories, the pod's sandbox (and for OCI pods its image), its GPU devices, its
-/// `kumo.dev/port: auto` port.
-const START_PREPARATION: [Preparation; 4] = [
+/// directories, its service-account token, the pod's sandbox (and for OCI pods its image), its
+/// GPU devices, its `kumo.dev/port: auto` port.
+const START_PREPARATION: [Preparation; 5] = [
     Preparation::TaskData,
+    Preparation::ServiceAccountToken,
     Preparation::Sandbox,
     Preparation::GpuDevices,
     Preparation::AppPort,
@@ -108,6 +113,7 @@ const START_PREPARATION: [Preparation; 4] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Preparation {
     TaskData,
+    ServiceAccountToken,
     Sandbox,
     GpuDevices,
     AppPort,
@@ -144,7 +150,18 @@ impl PodWorker {
             prober: None,
             gpus: None,
             task_data: None,
+            service_accounts: None,
         }
+    }
+
+    /// Lets the worker give pods their service-account tokens (with OCI parts only: the token
+    /// directory is in the pod's sandbox).
+    pub fn with_service_accounts(
+        mut self,
+        tokens: Arc<crate::service_account::ServiceAccountTokens>,
+    ) -> Self {
+        self.service_accounts = Some(tokens);
+        self
     }
 
     /// Lets the worker give MLTask replicas their dataset, output and scratch directories.
@@ -502,6 +519,7 @@ impl PodWorker {
             }
         }
         self.collect_output(pod, &actual).await;
+        self.refresh_token(pod, &actual).await;
         self.write_status(pod, now).await
     }
 
@@ -622,6 +640,7 @@ impl PodWorker {
                     }
                 }
             }
+            Preparation::ServiceAccountToken => self.prepare_token(pod, name).await,
             Preparation::Sandbox => {
                 let ready = if is_process_pod(pod) {
                     pod.spec.volumes.is_empty() || self.sandbox_ready(pod, index).await
@@ -673,6 +692,105 @@ impl PodWorker {
             Preparation::AppPort => Ok(Prepared::Ready(Some(Box::new(
                 crate::app_port::ensure(&self.client, pod).await?,
             )))),
+        }
+    }
+
+    /// The pod's token directory, made and filled when it has no token yet, and the pod as it
+    /// runs with it (and with the API server's address, token or not). A token that cannot be
+    /// had keeps the container waiting with `CreateContainerConfigError` and the reason, tried
+    /// again after the back-off base.
+    async fn prepare_token(&self, pod: &Pod, name: &str) -> Result<Prepared, SyncError> {
+        use crate::service_account::{has_token, wants_token, with_token_dir};
+        let (Some(tokens), Some(oci)) = (self.service_accounts.clone(), self.oci.clone()) else {
+            return Ok(Prepared::Ready(None));
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // A sandbox made before this agent gave tokens has no volume for one, and its volumes
+        // are fixed: its pod's containers go on without (a new pod gets one).
+        let predates = oci.sandboxes.get(&uid).is_some_and(|s| {
+            !is_process_pod(pod) && !s.volumes.contains_key(crate::service_account::VOLUME)
+        });
+        if !wants_token(pod) || predates {
+            return Ok(Prepared::Ready(Some(Box::new(with_token_dir(
+                pod,
+                None,
+                tokens.server(),
+            )))));
+        }
+        let dir = match oci.sandboxes.make_token_dir(pod) {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.config_error(pod, name, e.to_string()).await;
+                return Ok(Prepared::Wait);
+            }
+        };
+        let known = self.recall(&uid, |p| p.token_refresh.is_some()) == Some(true);
+        if !known || !has_token(&dir) {
+            match tokens.issue(pod, &dir).await {
+                Ok(refresh) => self.token_issued(pod, refresh),
+                Err(message) => {
+                    self.config_error(pod, name, message).await;
+                    return Ok(Prepared::Wait);
+                }
+            }
+        }
+        Ok(Prepared::Ready(Some(Box::new(with_token_dir(
+            pod,
+            Some(&dir),
+            tokens.server(),
+        )))))
+    }
+
+    /// Remembers when the pod's new token is due to be replaced, and syncs the pod then.
+    fn token_issued(&self, pod: &Pod, refresh: Duration) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let at = std::time::Instant::now() + refresh;
+        self.remember(&uid, |p| p.token_refresh = Some(at));
+        self.queue.add_after(
+            kumo_client::cache_key(pod),
+            refresh + Duration::from_millis(50),
+        );
+    }
+
+    /// Replaces a running pod's token once it is due (and, after an agent restart, at once: the
+    /// token's age is not known). A failure is retried after the back-off base; the old token
+    /// stays until it expires.
+    async fn refresh_token(&self, pod: &Pod, actual: &crate::model::PodRuntimeState) {
+        let (Some(tokens), Some(oci)) = (self.service_accounts.clone(), self.oci.clone()) else {
+            return;
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let Some(dir) = oci.sandboxes.token_dir(&uid) else {
+            return;
+        };
+        if !crate::service_account::wants_token(pod)
+            || !actual.any_running()
+            || !crate::service_account::has_token(&dir)
+        {
+            return;
+        }
+        let due = self
+            .recall(&uid, |p| p.token_refresh)
+            .flatten()
+            .is_none_or(|at| at <= std::time::Instant::now());
+        if !due {
+            return;
+        }
+        match tokens.issue(pod, &dir).await {
+            Ok(refresh) => {
+                tracing::debug!(pod = %kumo_client::cache_key(pod), "service-account token replaced");
+                self.token_issued(pod, refresh);
+            }
+            Err(message) => {
+                tracing::warn!(pod = %kumo_client::cache_key(pod), %message, "cannot replace the service-account token");
+                self.record_later(
+                    pod,
+                    EventType::Warning,
+                    "FailedRefreshServiceAccountToken",
+                    message,
+                );
+                self.token_issued(pod, self.params.backoff_base);
+            }
         }
     }
 

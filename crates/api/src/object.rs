@@ -4,7 +4,9 @@ use crate::meta::ObjectMeta;
 use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
-use crate::{App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret, Token};
+use crate::{
+    App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret, ServiceAccount, Token,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -130,6 +132,15 @@ resource!(Queue, "kumo.dev", "v1", "Queue", "queues", false, |q, e| {
 resource!(Secret, "", "v1", "Secret", "secrets", true, |s, e| {
     crate::secret::validate_secret(s, e)
 });
+resource!(
+    ServiceAccount,
+    "",
+    "v1",
+    "ServiceAccount",
+    "serviceaccounts",
+    true,
+    |_, _| {}
+);
 resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
     if ev.involved_object.name.is_empty() {
         e.add("involvedObject.name", "Required value");
@@ -364,7 +375,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 14] = [
+static KINDS: [KindInfo; 15] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -428,6 +439,19 @@ static KINDS: [KindInfo; 14] = [
         has_status: false,
         label_names: false,
         admit: admit_secret,
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: |v| admit::<ServiceAccount>(v, false),
         validate_update: no_update_rules,
     },
     KindInfo {

@@ -76,6 +76,13 @@ pub struct PodSpec {
     /// Use the node's IPC namespace (runc; needs a privileged namespace and node).
     #[serde(default, rename = "hostIPC", skip_serializing_if = "Option::is_none")]
     pub host_ipc: Option<bool>,
+    /// The ServiceAccount the pod runs as; the API server sets `default` at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Whether the agent mounts the account's token into the containers (default true; the
+    /// API server sets false at creation when the account says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
 }
 
 /// A reference to an object in the same namespace.
@@ -473,6 +480,9 @@ pub fn validate_pod_spec(spec: &PodSpec, errors: &mut Errors) {
         }
     }
     let volumes = volume::validate_volumes(&spec.volumes, errors);
+    if let Some(sa) = &spec.service_account_name {
+        check_name(errors, "spec.serviceAccountName", sa, false);
+    }
     for (i, r) in spec.image_pull_secrets.iter().enumerate() {
         check_name(
             errors,

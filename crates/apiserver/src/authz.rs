@@ -168,6 +168,15 @@ impl Attributes {
                 None,
                 "",
             ),
+            ApiRequest::CreateToken { ns, name } => Self::new(
+                user,
+                "create",
+                "",
+                "serviceaccounts",
+                "token",
+                Some(ns),
+                name,
+            ),
         }
     }
 
@@ -278,6 +287,21 @@ mod tests {
         assert_eq!(
             (exec.verb, exec.resource_path().as_str()),
             ("create", "pods/exec")
+        );
+        let token = Attributes::of_request(
+            &alice,
+            &ApiRequest::CreateToken {
+                ns: "team-a".into(),
+                name: "default".into(),
+            },
+        );
+        assert_eq!(
+            (
+                token.verb,
+                token.resource_path().as_str(),
+                token.name.as_str()
+            ),
+            ("create", "serviceaccounts/token", "default")
         );
         let nodes = Kind::lookup("", "v1", "nodes").unwrap();
         let list = Attributes::of_request(

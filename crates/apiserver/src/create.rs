@@ -147,6 +147,9 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
         }
         if kind.is("", "pods") {
             crate::pod_security::admit(&object_name, namespace.as_ref(), &admitted)?;
+            let ns = ns.unwrap_or(kumo_api::DEFAULT_NAMESPACE);
+            crate::service_accounts::admission::admit_pod(app, &object_name, ns, &mut admitted)
+                .await?;
         }
         // A token's secret is made here and shown once, in this response; only its hash is kept.
         let secret = if kind.is("auth.kumo.dev", "tokens") {
@@ -163,6 +166,15 @@ pub async fn create(app: &App, kind: Kind, ns: Option<&str>, mut body: Value) ->
             .await
         {
             Ok(kv) => {
+                if kind.is_namespace() {
+                    // The namespace is made: a failure here leaves it without its account until
+                    // the next start makes sure of it, and is only logged.
+                    if let Err(e) =
+                        crate::service_accounts::admission::ensure_default(app, &name).await
+                    {
+                        tracing::warn!(namespace = %name, error = %e, "cannot create the default service account");
+                    }
+                }
                 let mut created = decode(&app.transformer, &kv)?;
                 if let Some(secret) = secret {
                     crate::tokens::reveal(&mut created, secret);

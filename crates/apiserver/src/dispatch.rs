@@ -252,6 +252,16 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             )
             .await?
         }
+        ApiRequest::CreateToken { ns, name } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &crate::service_accounts::token_request::create_token(
+                    app, &user, &ns, &name, value,
+                )
+                .await?,
+            )
+        }
         ApiRequest::AccessReview { self_review } => {
             let value = body::read_json(&parts.headers, body).await?;
             json_response(

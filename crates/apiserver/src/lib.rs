@@ -32,6 +32,7 @@ mod query;
 pub mod rbac;
 mod read;
 mod request;
+pub mod service_accounts;
 pub mod tokens;
 mod transformer;
 mod update;
@@ -47,6 +48,7 @@ pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
 pub use error::ApiError;
 pub use rbac::RbacAuthorizer;
 pub use request::{parse, ApiRequest, Kind, Subresource};
+pub use service_accounts::ServiceAccounts;
 pub use transformer::Transformer;
 
 use axum::routing::get;
@@ -85,6 +87,9 @@ pub struct Config {
     pub audit: Option<Arc<AuditLog>>,
     /// The life of a node credential issued by `nodes/{name}/credential`.
     pub node_credential_ttl: Duration,
+    /// Issues service-account tokens (`serviceaccounts/{name}/token`); `None` serves none. The
+    /// same value, chained into `authenticator`, checks them.
+    pub service_accounts: Option<Arc<ServiceAccounts>>,
 }
 
 /// The default life of a node credential: 30 days (agents rotate at two thirds of it).
@@ -106,6 +111,7 @@ impl Config {
             limits: kumo_serve::Limits::default(),
             audit: None,
             node_credential_ttl: DEFAULT_NODE_CREDENTIAL_TTL,
+            service_accounts: None,
         }
     }
 }
@@ -129,6 +135,8 @@ pub(crate) struct App {
     /// The audit log, if requests are recorded.
     pub audit: Option<Arc<AuditLog>>,
     pub node_credential_ttl: Duration,
+    /// Issues service-account tokens, when the server has a key.
+    pub service_accounts: Option<Arc<ServiceAccounts>>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -159,6 +167,7 @@ impl App {
         });
         App {
             data,
+            service_accounts: config.service_accounts,
             transformer: config.encryption,
             node_credential_ttl: config.node_credential_ttl,
             store: config.store,
@@ -197,9 +206,11 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and log
-/// streams and returns. First makes sure the `default` namespace and the built-in RBAC policy
-/// exist. Connections are held to `config.limits`; one counts as authenticated once a request
-/// on it carries an accepted bearer token.
+/// streams and returns. First makes sure the `default` namespace, the built-in RBAC policy and
+/// every namespace's `default` service account exist (and keeps the accounts), and the
+/// service-account token index is listed (so tokens are checked from the first request).
+/// Connections are held to `config.limits`; one counts as authenticated once a request on it
+/// carries an accepted bearer token.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -214,6 +225,15 @@ pub async fn serve(
     rbac::ensure_defaults(&app)
         .await
         .map_err(|e| std::io::Error::other(format!("creating the built-in rbac policy: {e}")))?;
+    service_accounts::admission::ensure_defaults(&app)
+        .await
+        .map_err(|e| std::io::Error::other(format!("creating default service accounts: {e}")))?;
+    tokio::spawn(service_accounts::admission::keep_defaults(Arc::clone(&app)));
+    if let Some(sa) = &app.service_accounts {
+        sa.start_index(&app.store, &app.transformer, &app.shutdown)
+            .await
+            .map_err(|e| std::io::Error::other(format!("service-account token index: {e}")))?;
+    }
     let authenticator = Arc::clone(&app.authenticator);
     let authenticate: kumo_serve::Authenticate =
         Arc::new(move |headers| auth::authenticate(headers, authenticator.as_ref()).is_ok());

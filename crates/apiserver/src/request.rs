@@ -120,6 +120,11 @@ pub enum ApiRequest {
     NodeCredential {
         name: String,
     },
+    /// `POST serviceaccounts/{name}/token`: an `authentication.k8s.io/v1` TokenRequest.
+    CreateToken {
+        ns: String,
+        name: String,
+    },
     /// `POST pods/{name}/exec`, upgraded to the `kumo-exec.v1` stream.
     Exec {
         ns: String,
@@ -356,6 +361,18 @@ pub fn parse(
                         Method::POST => {
                             require_json(headers)?;
                             Ok(ApiRequest::Bind {
+                                ns: ns.unwrap_or_default(),
+                                name,
+                            })
+                        }
+                        _ => Err(not_allowed()),
+                    }
+                }
+                Some("token") if kind.is("", "serviceaccounts") => {
+                    return match *method {
+                        Method::POST => {
+                            require_json(headers)?;
+                            Ok(ApiRequest::CreateToken {
                                 ns: ns.unwrap_or_default(),
                                 name,
                             })

@@ -41,7 +41,7 @@ fn path() -> impl Strategy<Value = String> {
         4 => prop::sample::select(vec![
             "api", "apis", "v1", "v2", "kumo.dev", "namespaces", "default", "pods", "nodes",
             "mltasks", "apps", "releases", "queues", "secrets", "events", "status", "log",
-            "exec", "binding", "web", "", ".", "..", "%2F", "a b",
+            "exec", "binding", "serviceaccounts", "token", "web", "", ".", "..", "%2F", "a b",
         ])
         .prop_map(str::to_string),
         1 => any_text(6),

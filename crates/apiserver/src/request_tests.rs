@@ -137,6 +137,27 @@ fn namespaced_paths() {
         }),
     );
     check(
+        Method::POST,
+        "/api/v1/namespaces/a/serviceaccounts/default/token",
+        Some("application/json"),
+        Ok(ApiRequest::CreateToken {
+            ns: s("a"),
+            name: s("default"),
+        }),
+    );
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/pods/web/token",
+        None,
+        Err((404, "could not find")),
+    );
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/serviceaccounts/default/token",
+        Some("text/plain"),
+        Err((415, "application/json")),
+    );
+    check(
         Method::GET,
         "/api/v1/namespaces/a/pods/web/log?container=c&follow=true&tailLines=5",
         None,

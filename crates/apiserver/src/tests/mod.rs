@@ -10,6 +10,7 @@ mod limits;
 mod node_access;
 mod rbac;
 mod tokens;
+mod service_accounts;
 mod watch;
 
 use crate::{serve, Config};

@@ -5,6 +5,7 @@ mod credential;
 pub mod limits;
 mod private;
 pub mod router;
+mod service_accounts;
 mod tokens;
 
 use crate::duration::parse_duration;
@@ -337,7 +338,7 @@ async fn start_control_plane(
         kumo_apiserver::RbacAuthorizer::start(Arc::clone(&store), Arc::clone(&encryption))
             .await
             .map_err(|e| anyhow!("cannot read the rbac policy from the store: {e}"))?;
-    let config = kumo_apiserver::Config {
+    let mut config = kumo_apiserver::Config {
         agent_token: Some(token.clone()),
         authenticator: Arc::new(kumo_apiserver::Chain(vec![
             Arc::new(tokens::controller_tokens(&token)),
@@ -351,6 +352,7 @@ async fn start_control_plane(
         node_credential_ttl: args.node_credential_ttl,
         ..kumo_apiserver::Config::new(Arc::clone(&store), Vec::new())
     };
+    service_accounts::install(&mut config, data_dir)?;
     let mut tasks = vec![tokio::spawn(feed)];
     let stop = shutdown.wait();
     tasks.push(tokio::spawn(async move {
@@ -550,6 +552,9 @@ fn agent_config(
             },
             cdi_spec_dirs: node.cdi_spec_dirs.clone(),
         },
+        // Pods' service-account `ca.crt`: the one place to fill from the client config's CA
+        // once the API server serves TLS (until then the file is empty).
+        cluster_ca: Vec::new(),
     })
 }
 

@@ -17,6 +17,7 @@ mod rbac;
 mod secrets;
 mod secrets_at_rest;
 mod security;
+mod service_accounts;
 mod store;
 mod tokens;
 mod volumes;
