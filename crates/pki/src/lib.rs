@@ -30,7 +30,8 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How far back a certificate's validity starts, so a peer whose clock is slightly behind
 /// accepts it at once.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
-/// The CA's common name.
+/// The start of the CA's common name; a random suffix follows, so that a certificate of
+/// another kumo cluster's CA is an unknown issuer to this one, not a bad signature.
 pub const CA_COMMON_NAME: &str = "kumo-ca";
 
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +88,12 @@ impl Ca {
         let key = KeyPair::generate().map_err(PkiError::Generate)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
+        let mut suffix = [0u8; 4];
+        random(&mut suffix)?;
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         params
             .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
+            .push(DnType::CommonName, format!("{CA_COMMON_NAME}-{suffix}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -235,10 +239,7 @@ fn leaf(usage: Usage, valid_for: Duration) -> Result<CertificateParams, PkiError
 /// Sets a random serial and the validity from a little before now for `valid_for`.
 fn validity(params: &mut CertificateParams, valid_for: Duration) -> Result<(), PkiError> {
     let mut serial = [0u8; 16];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut serial)
-        .map_err(|_| PkiError::Generate(rcgen::Error::RingUnspecified))?;
+    random(&mut serial)?;
     // A positive INTEGER: the top bit clear.
     serial[0] &= 0x7f;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -246,6 +247,13 @@ fn validity(params: &mut CertificateParams, valid_for: Duration) -> Result<(), P
     params.not_before = now - BACKDATE;
     params.not_after = now + valid_for;
     Ok(())
+}
+
+fn random(buf: &mut [u8]) -> Result<(), PkiError> {
+    provider()
+        .secure_random
+        .fill(buf)
+        .map_err(|_| PkiError::Generate(rcgen::Error::RingUnspecified))
 }
 
 fn to_system_time(t: time::OffsetDateTime) -> SystemTime {
