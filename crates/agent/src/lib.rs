@@ -27,6 +27,7 @@ pub mod probe;
 pub mod pull_secrets;
 pub mod pulls;
 pub mod sandbox;
+pub mod serving_cert;
 pub mod status;
 pub mod sync;
 pub mod tail;

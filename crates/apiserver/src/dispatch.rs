@@ -4,7 +4,7 @@
 use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
-use crate::{auth, bind, body, create, delete, exec, log, read, update, watch, App};
+use crate::{auth, bind, body, create, delete, exec, log, read, serving_cert, update, watch, App};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -156,6 +156,13 @@ async fn execute(app: &Arc<App>, req: Request) -> ApiResult<Response> {
             json_response(
                 StatusCode::CREATED,
                 &bind::bind(app, &ns, &name, value).await?,
+            )
+        }
+        ApiRequest::NodeServingCertificate { name } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &serving_cert::issue(app, &name, value)?,
             )
         }
         ApiRequest::Log {

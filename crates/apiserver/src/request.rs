@@ -116,6 +116,11 @@ pub enum ApiRequest {
         follow: bool,
         tail_lines: Option<i64>,
     },
+    /// `POST nodes/{name}/servingcertificate`: the cluster CA signs the node agent's serving
+    /// certificate for its endpoint.
+    NodeServingCertificate {
+        name: String,
+    },
     /// `POST pods/{name}/exec`, upgraded to the `kumo-exec.v1` stream.
     Exec {
         ns: String,
@@ -324,6 +329,15 @@ pub fn parse(
                         }
                         _ => Err(not_allowed()),
                     };
+                }
+                Some("servingcertificate") if kind.is("", "nodes") => {
+                    return match *method {
+                        Method::POST => {
+                            require_json(headers)?;
+                            Ok(ApiRequest::NodeServingCertificate { name })
+                        }
+                        _ => Err(not_allowed()),
+                    }
                 }
                 Some("binding") if kind.is_pod() => {
                     return match *method {
