@@ -1,6 +1,7 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 pub mod limits;
+pub mod pki;
 mod private;
 pub mod router;
 mod tokens;
@@ -51,6 +52,10 @@ pub struct ControlPlaneArgs {
     /// made with a fresh key on first start)
     #[arg(long)]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Another DNS name or IP address for the API server's certificate (besides the listen
+    /// address); repeatable
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -149,12 +154,19 @@ pub struct ServerArgs {
 /// `kumo agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// API server URL
+    /// API server URL (https://…)
     #[arg(long)]
     pub server: String,
     /// Bearer token for the API server (see the tokens file in the server's data dir)
     #[arg(long, env = "KUMO_TOKEN")]
     pub token: String,
+    /// The cluster CA's certificate (the server's DATA_DIR/pki/ca.crt)
+    #[arg(long, conflicts_with = "ca_cert_hash")]
+    pub ca_file: Option<PathBuf>,
+    /// Trust the CA the server sends whose certificate has this hash (sha256:HEX, printed by
+    /// `kumo server`); it is kept in the data dir as ca.crt
+    #[arg(long, value_parser = pki::parse_ca_cert_hash)]
+    pub ca_cert_hash: Option<String>,
     /// Directory for pod state and logs (default ~/.kumo/agent)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -249,6 +261,8 @@ fn home_dir(sub: &str) -> PathBuf {
 struct ControlPlane {
     url: String,
     token: String,
+    /// The cluster CA's certificate (PEM).
+    ca_pem: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -272,6 +286,8 @@ async fn start_control_plane(
         None => private::data_dir_encryption_config(data_dir)?,
     };
     let token = tokens::admin_token(data_dir)?;
+    let names = pki::serving_names(args.listen, &hostname(), &args.tls_san);
+    let tls = pki::load_or_make(data_dir, &names)?;
     let store_path = data_dir.join("store.redb");
     let store = kumo_store::RedbStore::open(
         &store_path,
@@ -297,9 +313,14 @@ async fn start_control_plane(
     } else {
         addr.ip().to_string()
     };
-    let url = format!("http://{host}:{}", addr.port());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{}", addr.port());
     let config = kumo_apiserver::Config {
-        agent_token: Some(token.clone()),
+        tls: Some(tls.cluster),
         data_dir: Some(data_dir.join("data")),
         encryption: Arc::new(encryption),
         limits: args.connection_limits.limits(),
@@ -312,10 +333,7 @@ async fn start_control_plane(
             tracing::error!(error = %e, "api server stopped");
         }
     }));
-    let client = Client::new(&ClientConfig {
-        server: url.clone(),
-        token: token.clone(),
-    })?;
+    let client = Client::new(&client_config(&url, &token, &tls.ca_pem))?;
     let sched = kumo_scheduler::SchedulerConfig {
         strategy: args.scheduler_strategy,
     };
@@ -346,7 +364,22 @@ async fn start_control_plane(
         mltask,
         shutdown.wait(),
     )));
-    Ok(ControlPlane { url, token, tasks })
+    Ok(ControlPlane {
+        url,
+        token,
+        ca_pem: tls.ca_pem,
+        tasks,
+    })
+}
+
+/// A client config for `server` with `token`, trusting the cluster CA `ca_pem`.
+fn client_config(server: &str, token: &str, ca_pem: &str) -> ClientConfig {
+    ClientConfig {
+        server: server.to_string(),
+        token: token.to_string(),
+        certificate_authority_data: None,
+    }
+    .with_ca_pem(ca_pem)
 }
 
 /// `kumo up` is one person's own machine: its `default` namespace enforces the `privileged`
@@ -419,7 +452,7 @@ fn agent_config(
     data_dir: PathBuf,
     listen: SocketAddr,
     advertise: String,
-    token: String,
+    (token, cluster_ca_pem): (String, String),
 ) -> anyhow::Result<kumo_agent::AgentConfig> {
     let protected = data_dir.clone();
     Ok(kumo_agent::AgentConfig {
@@ -434,6 +467,7 @@ fn agent_config(
         shim_exe: std::env::current_exe()
             .context("cannot find the kumo executable for the shim")?,
         token,
+        cluster_ca_pem,
         endpoint_limits: node.endpoint_limits.limits(),
         containers: kumo_agent::config::ContainerConfig {
             runc: node.runc.clone(),
@@ -478,12 +512,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let node_name = check_node_args(&args.node)?;
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     let config_path = ClientConfig::default_path();
-    ClientConfig {
-        server: cp.url.clone(),
-        token: cp.token.clone(),
-    }
-    .save(&config_path)
-    .with_context(|| format!("cannot write the client config {}", config_path.display()))?;
+    client_config(&cp.url, &cp.token, &cp.ca_pem)
+        .save(&config_path)
+        .with_context(|| format!("cannot write the client config {}", config_path.display()))?;
     let agent_cfg = agent_config(
         &args.node,
         node_name,
@@ -494,13 +525,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.agent_listen.ip().to_string()
         },
-        cp.token.clone(),
+        (cp.token.clone(), cp.ca_pem.clone()),
     )?;
     let node_name = agent_cfg.node_name.clone();
-    let client = Client::new(&ClientConfig {
-        server: cp.url.clone(),
-        token: cp.token.clone(),
-    })?;
+    let client = Client::new(&client_config(&cp.url, &cp.token, &cp.ca_pem))?;
     let default_level = label_default_namespace(&client).await?;
     let mut agent = tokio::spawn(kumo_agent::run(client.clone(), agent_cfg, shutdown.wait()));
     // Say "up" once this machine's node is registered and Ready, so the next command can use it.
@@ -600,8 +628,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(crate::default_data_dir);
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
     println!("kumo: API server listening on {}", cp.url);
+    let hash = kumo_pki::ca_cert_hash(&cp.ca_pem)?;
     println!(
-        "kumo: agents join with: KUMO_TOKEN=$(head -1 {1}) kumo agent --server {0}",
+        "kumo: cluster CA in {} ({hash})",
+        pki::ca_path(&data_dir).display()
+    );
+    println!(
+        "kumo: agents join with: KUMO_TOKEN=$(head -1 {1}) kumo agent --server {0} --ca-cert-hash {hash}",
         cp.url,
         tokens::tokens_path(&data_dir).display()
     );
@@ -627,10 +660,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             args.listen.ip().to_string()
         }
     });
-    let client = Client::new(&ClientConfig {
-        server: args.server.clone(),
-        token: args.token.clone(),
-    })?;
+    let ca_pem = agent_ca(&args, &data_dir).await?;
+    let client = Client::new(&client_config(&args.server, &args.token, &ca_pem))?;
     // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
     client
         .list::<kumo_api::Node>(None, &Default::default())
@@ -641,7 +672,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         data_dir,
         args.listen,
         advertise,
-        args.token.clone(),
+        (args.token.clone(), ca_pem),
     )?;
     println!(
         "kumo: agent for node {} joined {}",
@@ -649,6 +680,36 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     );
     kumo_agent::run(client, cfg, shutdown.wait()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster CA an agent trusts: `--ca-file`; or the CA the server sends whose hash is
+/// `--ca-cert-hash`; or the one a previous start kept in the data dir. Kept (0600) in the
+/// data dir as `ca.crt`.
+async fn agent_ca(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<String> {
+    let kept = data_dir.join("ca.crt");
+    let ca_pem = if let Some(path) = &args.ca_file {
+        read_ca(path).with_context(|| format!("--ca-file {}", path.display()))?
+    } else if let Some(hash) = &args.ca_cert_hash {
+        pki::fetch_pinned_ca(&args.server, hash).await?
+    } else if kept.exists() {
+        read_ca(&kept)?
+    } else {
+        return Err(anyhow!(
+            "the agent needs the cluster CA to verify {}: pass --ca-file (the server's DATA_DIR/pki/ca.crt) or --ca-cert-hash (printed by `kumo server`)",
+            args.server
+        ));
+    };
+    private::dir(data_dir)?;
+    pki::write_private(&kept, &ca_pem)?;
+    Ok(ca_pem)
+}
+
+/// A PEM file holding a certificate.
+fn read_ca(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    kumo_pki::certs_from_pem("the CA file", &text)?;
+    Ok(text)
 }
 
 #[cfg(test)]

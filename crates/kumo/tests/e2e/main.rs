@@ -16,4 +16,5 @@ mod secrets;
 mod secrets_at_rest;
 mod security;
 mod store;
+mod tls;
 mod volumes;

@@ -92,6 +92,8 @@ async fn replicas_spread_over_zones_and_leave_a_lost_node() {
             &c.url,
             "--token",
             &c.token,
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
             "--node-name",
             "n2",
         ])
@@ -157,6 +159,8 @@ fn spawn_agent(c: &Cluster, dir: &std::path::Path) -> RouterProcess {
             &c.url,
             "--token",
             &c.token,
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
             "--node-name",
             "n1",
         ])
@@ -185,6 +189,8 @@ async fn an_agent_restart_keeps_ready_replicas_serving() {
             &c.url,
             "--token",
             &c.token,
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
         ])
