@@ -281,6 +281,8 @@ fn get_watch_prints_each_change() {
     let c = control_plane();
     let mut child = Command::new(kumo_exe())
         .args(["get", "pods", "-w", "--server", &c.url, "--token", &c.token])
+        // The flags name the server and the token; the CA comes from the config.
+        .env("KUMO_CONFIG", c.config_path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
