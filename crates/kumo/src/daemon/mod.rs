@@ -627,12 +627,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(crate::default_data_dir);
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
-    println!("kumo: API server listening on {}", cp.url);
     let hash = kumo_pki::ca_cert_hash(&cp.ca_pem)?;
     println!(
         "kumo: cluster CA in {} ({hash})",
         pki::ca_path(&data_dir).display()
     );
+    println!("kumo: API server listening on {}", cp.url);
     println!(
         "kumo: agents join with: KUMO_TOKEN=$(head -1 {1}) kumo agent --server {0} --ca-cert-hash {hash}",
         cp.url,

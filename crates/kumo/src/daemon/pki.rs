@@ -338,6 +338,23 @@ mod tests {
         let remade = read(&pki.join("apiserver.crt")).unwrap();
         assert_ne!(remade, serving);
         assert_eq!(kumo_pki::subject_alt_names(&remade).unwrap(), more);
+        // A serving certificate that expires within 30 days is made again; so is a missing
+        // client certificate.
+        let ca = Ca::from_pem(&first.ca_pem, &read(&pki.join("ca.key")).unwrap()).unwrap();
+        let short = ca
+            .issue_server(&more, Duration::from_secs(29 * 24 * 3600))
+            .unwrap();
+        write_private(&pki.join("apiserver.crt"), &short.cert_pem).unwrap();
+        write_private(&pki.join("apiserver.key"), &short.key_pem).unwrap();
+        std::fs::remove_file(pki.join("apiserver-kubelet-client.crt")).unwrap();
+        load_or_make(dir.path(), &more).unwrap();
+        let renewed = read(&pki.join("apiserver.crt")).unwrap();
+        assert_ne!(renewed, short.cert_pem);
+        assert!(
+            kumo_pki::not_after(&renewed).unwrap() > SystemTime::now() + RENEW_BEFORE,
+            "renewed for long"
+        );
+        assert!(pki.join("apiserver-kubelet-client.crt").exists());
         // Half a CA is refused rather than replaced.
         std::fs::remove_file(pki.join("ca.key")).unwrap();
         let err = load_or_make(dir.path(), &names).err().unwrap().to_string();

@@ -187,6 +187,15 @@ async fn plain_http_gets_no_answer_and_the_agent_takes_only_the_api_servers_cert
 async fn an_agent_joins_by_the_ca_hash_and_a_wrong_hash_is_refused() {
     let cp = Cluster::start_with(vec!["server".into()]);
     let hash = kumo_pki::ca_cert_hash(&cp.ca_pem).unwrap();
+    // `kumo server` says where the CA is and what its hash is.
+    assert!(
+        cp.banner.contains(&format!(
+            "kumo: cluster CA in {} ({hash})",
+            cp.ca_file().display()
+        )),
+        "{:?}",
+        cp.banner
+    );
     let agent = |node: &str, hash: &str| {
         let dir = cp.dir.path().join(node);
         Command::new(kumo_exe())
