@@ -178,3 +178,85 @@ fn configs_build_from_what_the_ca_issues() {
     assert!(server_config(&chain, &client.key_pem, None).is_err());
     assert!(client_config("nope", None).is_err());
 }
+
+/// The certificate a server with `server` presents to a client with `client` for `name`, or
+/// why the handshake failed (in memory, both sides driven until done).
+fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> Result<CertificateDer<'static>, String> {
+    let mut c =
+        rustls::ClientConnection::new(client, ServerName::try_from(name.to_string()).unwrap())
+            .map_err(|e| e.to_string())?;
+    let mut s = rustls::ServerConnection::new(server).map_err(|e| e.to_string())?;
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        s.read_tls(&mut buf.as_slice()).unwrap();
+        s.process_new_packets().map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        c.read_tls(&mut buf.as_slice()).unwrap();
+        c.process_new_packets().map_err(|e| e.to_string())?;
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return Ok(c.peer_certificates().unwrap()[0].clone().into_owned());
+        }
+    }
+    Err("the handshake did not finish".into())
+}
+
+#[test]
+fn a_rotated_certificate_is_served_from_the_next_handshake() {
+    let ca = Ca::generate().unwrap();
+    let first = ca.issue_server(&["n".into()], DAY).unwrap();
+    let second = ca.issue_server(&["n".into()], DAY).unwrap();
+    let resolver = Arc::new(RotatingCert::from_pem(&first.cert_pem, &first.key_pem).unwrap());
+    let server = server_config_with(
+        Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>,
+        None,
+    )
+    .unwrap();
+    let client = client_config(ca.cert_pem(), None).unwrap();
+    assert_eq!(
+        handshake(Arc::clone(&server), Arc::clone(&client), "n"),
+        Ok(der(&first.cert_pem))
+    );
+    resolver.replace(&second.cert_pem, &second.key_pem).unwrap();
+    // A new client (the first one would resume its session, which needs no certificate).
+    let client = client_config(ca.cert_pem(), None).unwrap();
+    assert_eq!(handshake(server, client, "n"), Ok(der(&second.cert_pem)));
+    // A key that is not the certificate's is refused, and the current one stays.
+    assert!(resolver.replace(&second.cert_pem, &first.key_pem).is_err());
+}
+
+#[test]
+fn a_server_requiring_client_certificates_takes_only_the_cas_clients() {
+    let ca = Ca::generate().unwrap();
+    let other = Ca::generate().unwrap();
+    let leaf = ca.issue_server(&["n".into()], DAY).unwrap();
+    let server = server_config(&leaf.cert_pem, &leaf.key_pem, Some(ca.cert_pem())).unwrap();
+    let client = ca
+        .issue_client("kumo-apiserver", &["system:masters"], DAY)
+        .unwrap();
+    let stranger = other.issue_client("kumo-apiserver", &[], DAY).unwrap();
+    let cases: [(&str, Option<&Issued>, bool); 4] = [
+        ("the CA's client", Some(&client), true),
+        ("no certificate", None, false),
+        ("another CA's client", Some(&stranger), false),
+        ("the CA's server certificate", Some(&leaf), false),
+    ];
+    for (what, identity, ok) in cases {
+        let config = client_config(
+            ca.cert_pem(),
+            identity.map(|i| (i.cert_pem.as_str(), i.key_pem.as_str())),
+        )
+        .unwrap();
+        let got = handshake(Arc::clone(&server), config, "n");
+        assert_eq!(got.is_ok(), ok, "{what}: {got:?}");
+    }
+}

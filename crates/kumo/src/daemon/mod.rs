@@ -663,9 +663,20 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let ca_pem = agent_ca(&args, &data_dir).await?;
     let client = Client::new(&client_config(&args.server, &args.token, &ca_pem))?;
     // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
-    client
+    match client
         .list::<kumo_api::Node>(None, &Default::default())
-        .await?;
+        .await
+    {
+        Ok(_) => {}
+        // The CA came from a flag or the data dir, not from a client config.
+        Err(kumo_client::ClientError::Verify { server, reason, .. }) => {
+            return Err(anyhow!(
+                "cannot verify the server certificate of {server}: {reason} (is the CA of --ca-file, --ca-cert-hash or {} this cluster's?)",
+                data_dir.join("ca.crt").display()
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
     let cfg = agent_config(
         &args.node,
         node_name,

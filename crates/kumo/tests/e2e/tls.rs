@@ -224,6 +224,31 @@ async fn an_agent_joins_by_the_ca_hash_and_a_wrong_hash_is_refused() {
         "{}",
         stderr(&out)
     );
+    // Another CA's certificate as --ca-file: refused when the agent first asks the server.
+    let other_ca = cp.write("other-ca.crt", kumo_pki::Ca::generate().unwrap().cert_pem());
+    let out = Command::new(kumo_exe())
+        .args(["agent", "--server", &cp.url, "--node-name", "n-file"])
+        .args([
+            "--ca-file",
+            other_ca.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--data-dir", cp.dir.path().join("n-file").to_str().unwrap()])
+        .env("KUMO_TOKEN", &cp.token)
+        .env("HOME", cp.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot verify the server certificate of {}: invalid peer certificate: UnknownIssuer (is the CA of --ca-file, --ca-cert-hash or",
+            cp.url
+        )),
+        "{}",
+        stderr(&out)
+    );
     let mut joined = agent("n-hash", &hash);
     let client = cp.client();
     let deadline = tokio::time::Instant::now() + T;
