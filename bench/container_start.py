@@ -13,7 +13,7 @@ the same rootfs with kumo's own config.json for the pod (captured from a sleepin
 the default seccomp profile, masked paths, cgroup limits; a fresh network namespace instead of
 the pod network), to tell the cost of kumo's path from the cost of its secure defaults.
 """
-import argparse, glob, http.client, json, os, shutil, signal, statistics, subprocess, tempfile, threading, time
+import argparse, glob, http.client, json, os, shutil, signal, ssl, statistics, subprocess, tempfile, threading, time
 
 
 def pct(values, p):
@@ -100,13 +100,14 @@ def main():
                             env=env, stdout=subprocess.PIPE, text=True)
     url = next(l.split()[-1] for l in proc.stdout if l.startswith("kumo: API server listening on "))
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    host, port = url.removeprefix("http://").split(":")
+    host, port = url.removeprefix("https://").split(":")
+    tls = ssl.create_default_context(cafile=f"{tmp}/data/pki/ca.crt")  # the cluster CA
     headers = {"Authorization": "Bearer " + __import__("json").load(open(f"{tmp}/data/admin.config"))["token"],
                "Content-Type": "application/json"}
     done, cond = {}, threading.Condition()
 
     def watch():
-        c = http.client.HTTPConnection(host, int(port))
+        c = http.client.HTTPSConnection(host, int(port), context=tls)
         c.request("GET", "/api/v1/namespaces/default/pods?watch=true", headers=headers)
         for line in c.getresponse():
             obj = json.loads(line)["object"]
@@ -116,7 +117,7 @@ def main():
                     cond.notify_all()
 
     threading.Thread(target=watch, daemon=True).start()
-    api = http.client.HTTPConnection(host, int(port))
+    api = http.client.HTTPSConnection(host, int(port), context=tls)
     kumo_config = capture_config(api, headers, tmp)
     results = {}
     for rc in ["runc", "runsc"]:

@@ -27,7 +27,7 @@ What each side runs, and why it is fair:
   mltasks that reports status.phase Succeeded. The time is from the start of the first
   submission to the moment the last job is seen finished.
 """
-import argparse, http.client, json, os, random, re, shutil, signal, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, random, re, shutil, signal, ssl, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
 NS = "default"
@@ -232,13 +232,14 @@ class Kumo:
         if not found.wait(60) or url is None:
             self.stop()
             sys.exit(f"kumo: `kumo up` did not report its API address (exit {self.proc.poll()})")
-        self.host, port = url.removeprefix("http://").split(":")
+        self.host, port = url.removeprefix("https://").split(":")
+        self.tls = ssl.create_default_context(cafile=f"{self.tmp}/data/pki/ca.crt")  # the cluster CA
         self.port = int(port)
         self.token = __import__("json").load(open(f"{self.tmp}/data/admin.config"))["token"]
         self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
 
     def conn(self):
-        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=60, context=self.tls)
 
     def get(self, path):
         c = self.conn()
@@ -332,7 +333,7 @@ def _run_kumo(args, k):
     def watch():
         nonlocal rv
         while not stop.is_set():
-            c = http.client.HTTPConnection(k.host, k.port)
+            c = http.client.HTTPSConnection(k.host, k.port, context=k.tls)
             try:
                 c.request("GET", f"{MLTASKS}?watch=true&resourceVersion={rv}", headers=k.headers)
                 r = c.getresponse()

@@ -8,7 +8,7 @@ and times each from the POST until a watch reports phase Succeeded. The floor it
 with is the same command (/bin/true) spawned directly by this script. Prints median and p99,
 and RSS (VmRSS from /proc) of the idle process before and after the run.
 """
-import argparse, http.client, json, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, shutil, signal, ssl, statistics, subprocess, sys, tempfile, threading, time
 
 
 def rss_mib(pid):
@@ -42,7 +42,8 @@ def main():
             url = line.split()[-1]
             break
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    host, port = url.removeprefix("http://").split(":")
+    host, port = url.removeprefix("https://").split(":")
+    tls = ssl.create_default_context(cafile=f"{tmp}/data/pki/ca.crt")  # the cluster CA
     token = __import__("json").load(open(f"{tmp}/data/admin.config"))["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -53,7 +54,7 @@ def main():
     cond = threading.Condition()
 
     def watch():
-        c = http.client.HTTPConnection(host, int(port))
+        c = http.client.HTTPSConnection(host, int(port), context=tls)
         c.request("GET", "/api/v1/namespaces/default/pods?watch=true", headers=headers)
         r = c.getresponse()
         for line in r:
@@ -65,7 +66,7 @@ def main():
                     cond.notify_all()
 
     threading.Thread(target=watch, daemon=True).start()
-    api = http.client.HTTPConnection(host, int(port))
+    api = http.client.HTTPSConnection(host, int(port), context=tls)
     latencies = []
     for i in range(args.pods):
         name = f"p{i}"

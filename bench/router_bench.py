@@ -57,7 +57,7 @@ With `--rounds N` the table shows the median of the N rounds.
 Everything it starts (kumo up and its backends, the router, nginx, HAProxy, the clients) is
 stopped on exit, failure included, and the temp dir removed.
 """
-import argparse, glob, http.client, json, os, platform, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, glob, http.client, json, os, platform, re, shutil, signal, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "bench", "router")
@@ -316,12 +316,13 @@ class Kumo:
         if not self.url:
             raise RuntimeError(f"kumo up did not start; see {tmp}/kumo-up.log")
         threading.Thread(target=lambda: [None for _ in self.up.stdout], daemon=True).start()
-        self.host, port = self.url.removeprefix("http://").split(":")
+        self.host, port = self.url.removeprefix("https://").split(":")
+        self.tls = ssl.create_default_context(cafile=f"{tmp}/data/pki/ca.crt")  # the cluster CA
         self.port = int(port)
         self.token = __import__("json").load(open(f"{tmp}/data/admin.config"))["token"]
 
     def api(self, method, path, body=None):
-        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        c = http.client.HTTPSConnection(self.host, self.port, timeout=30, context=self.tls)
         try:
             c.request(method, path, body=json.dumps(body) if body is not None else None,
                       headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})

@@ -77,7 +77,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     serve_endpoint(
         listener,
-        (&config, &informer, &runtime),
+        (&client, &config, &informer, &runtime),
         stop_rx,
         &mut tasks,
     );
@@ -181,10 +181,12 @@ pub async fn run(
 }
 
 /// Serves the agent's endpoint (logs and exec, for the API server) on `listener` with its own
-/// limits, in `tasks`, until `stop` turns true.
+/// limits, in `tasks`, until `stop` turns true: first a serving certificate from the API server
+/// (asked until given), then TLS that requires a client certificate of the cluster CA. The
+/// certificate is renewed two thirds into its life.
 fn serve_endpoint(
     listener: tokio::net::TcpListener,
-    (config, informer, runtime): (&AgentConfig, &Informer<Pod>, &Arc<dyn Runtime>),
+    (client, config, informer, runtime): (&Client, &AgentConfig, &Informer<Pod>, &Arc<dyn Runtime>),
     stop: watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
@@ -192,20 +194,55 @@ fn serve_endpoint(
     let svc = Arc::new(LogService {
         pods: Arc::new(informer.clone()),
         runtime: runtime.clone(),
-        token: config.token.clone(),
-        stop,
+        stop: stop.clone(),
         exec_helper: Some(config.shim_exe.clone()),
     });
-    let token = config.token.clone();
-    let authenticate: kumo_serve::Authenticate =
-        Arc::new(move |headers| crate::logs::authorized(headers, &token));
+    // Whoever completed the handshake holds a certificate of the cluster CA: a request on
+    // such a connection is authenticated.
+    let authenticate: kumo_serve::Authenticate = Arc::new(|_| true);
     let limits = config.endpoint_limits;
+    let (client, node, client_ca) = (
+        client.clone(),
+        config.node_name.clone(),
+        config.cluster_ca_pem.clone(),
+    );
     tasks.spawn(async move {
+        let Some(cert) =
+            crate::serving_cert::request_until_given(&client, &node, &mut endpoint_stop).await
+        else {
+            return;
+        };
+        let tls = kumo_pki::RotatingCert::from_pem(&cert.chain_pem, &cert.key_pem)
+            .map(Arc::new)
+            .and_then(|resolver| {
+                let config = kumo_pki::server_config_with(
+                    Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>,
+                    Some(&client_ca),
+                )?;
+                Ok((resolver, config))
+            });
+        let (resolver, tls) = match tls {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the agent endpoint over tls");
+                return;
+            }
+        };
+        tokio::spawn(crate::serving_cert::keep_renewed(
+            client, node, resolver, cert, stop,
+        ));
         let stopped = async move {
             let _ = endpoint_stop.wait_for(|stop| *stop).await;
         };
-        if let Err(e) =
-            kumo_serve::serve(listener, router(svc), limits, authenticate, stopped).await
+        if let Err(e) = kumo_serve::serve(
+            listener,
+            router(svc),
+            limits,
+            authenticate,
+            Some(tls),
+            stopped,
+        )
+        .await
         {
             tracing::error!(error = %e, "agent endpoint failed");
         }
@@ -245,7 +282,7 @@ fn pod_worker(
     ));
     let tokens = crate::service_account::ServiceAccountTokens::new(
         client.clone(),
-        config.cluster_ca.clone(),
+        config.cluster_ca_pem.as_bytes().to_vec(),
     );
     let worker = PodWorker::new(
         client,

@@ -29,16 +29,17 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// The kumo binary, run as `<shim_exe> shim ...` to supervise each container.
     pub shim_exe: PathBuf,
-    /// The agent's API token; the log endpoint requires it as a bearer token.
+    /// The agent's API token (its credential towards the API server only).
     pub token: String,
-    /// The endpoint's request-header and idle timeouts and its cap on connections that have
-    /// not presented the token.
+    /// The cluster CA (PEM): the endpoint accepts only clients with a certificate it signed
+    /// (the API server's), as kubelet's `--client-ca-file`; pods get it as their service
+    /// account's `ca.crt`.
+    pub cluster_ca_pem: String,
+    /// The endpoint's request-header and idle timeouts (its TLS handshake included) and its
+    /// cap on connections that have not completed a request.
     pub endpoint_limits: kumo_serve::Limits,
     /// How OCI containers are run.
     pub containers: ContainerConfig,
-    /// The cluster CA (PEM) the agent's client trusts the API server with; pods get it as their
-    /// service account's `ca.crt` (empty when there is none).
-    pub cluster_ca: Vec<u8>,
 }
 
 /// The OCI runtimes, images, pod network and what the node allows pods to do.

@@ -3,7 +3,7 @@
 //! the upgrade to `kumo-exec.v1`, and runs the session: the command's stdio (pipes, or a
 //! terminal) carried as frames over the upgraded connection, then its exit code.
 
-use crate::logs::{authorized, status, LogService};
+use crate::logs::{status, LogService};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
@@ -67,13 +67,6 @@ pub async fn handle(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> Response {
-    if !authorized(req.headers(), &svc.token) {
-        return status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a valid bearer token is required".into(),
-        );
-    }
     let upgrade = req
         .headers()
         .get(header::UPGRADE)

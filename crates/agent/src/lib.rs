@@ -28,6 +28,7 @@ pub mod pull_secrets;
 pub mod pulls;
 pub mod sandbox;
 pub mod service_account;
+pub mod serving_cert;
 pub mod status;
 pub mod sync;
 pub mod tail;

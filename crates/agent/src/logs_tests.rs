@@ -10,7 +10,7 @@ use kumo_runtime::StartOutcome;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
 struct Pods(Mutex<BTreeMap<String, Pod>>);
@@ -88,6 +88,10 @@ const LIMITS: kumo_serve::Limits = kumo_serve::Limits {
 };
 
 async fn server(policy: RestartPolicy) -> Server {
+    server_with(policy, None).await
+}
+
+async fn server_with(policy: RestartPolicy, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let pods = Arc::new(Pods::default());
     pods.0
@@ -102,7 +106,6 @@ async fn server(policy: RestartPolicy) -> Server {
     let svc = Arc::new(LogService {
         pods: pods.clone(),
         runtime: rt.clone(),
-        token: "sekret".into(),
         stop,
         exec_helper: None,
     });
@@ -110,13 +113,15 @@ async fn server(policy: RestartPolicy) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let authenticate: kumo_serve::Authenticate =
-        Arc::new(|headers| crate::logs::authorized(headers, "sekret"));
+    // Plain HTTP, every request counting as authenticated: what the agent's TLS handshake
+    // settles (see `the_endpoint_takes_only_client_certificates_of_the_cluster_ca`).
+    let authenticate: kumo_serve::Authenticate = Arc::new(|_| true);
     tokio::spawn(kumo_serve::serve(
         listener,
         router(svc),
         LIMITS,
         authenticate,
+        tls,
         std::future::pending(),
     ));
     Server {
@@ -135,13 +140,10 @@ struct Exchange {
 }
 
 impl Exchange {
-    async fn send(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Self {
+    async fn send(addr: std::net::SocketAddr, path: &str) -> Self {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
         stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n{auth}\r\n").as_bytes())
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes())
             .await
             .expect("write");
         Exchange {
@@ -184,40 +186,28 @@ impl Exchange {
     }
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    Exchange::send(addr, path, token).await.finish().await
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    Exchange::send(addr, path).await.finish().await
 }
 
 #[tokio::test]
-async fn refuses_without_the_token_and_names_what_is_missing() {
+async fn names_what_is_missing() {
     let s = server(RestartPolicy::Never).await;
-    assert_eq!(get(s.addr, "/containerLogs/default/p/c", None).await.0, 401);
-    assert_eq!(
-        get(s.addr, "/containerLogs/default/p/c", Some("wrong!"))
-            .await
-            .0,
-        401
-    );
-    let (code, body) = get(s.addr, "/containerLogs/default/nope/c", Some("sekret")).await;
+    let (code, body) = get(s.addr, "/containerLogs/default/nope/c").await;
     let status: Status = serde_json::from_str(&body).expect("status json");
     assert_eq!(
         (code, status.code, status.message.as_str()),
         (404, 404, "pods \"nope\" not found")
     );
-    let (code, body) = get(s.addr, "/containerLogs/default/p/x", Some("sekret")).await;
+    let (code, body) = get(s.addr, "/containerLogs/default/p/x").await;
     assert_eq!(code, 404);
     assert!(
         body.contains("container \\\"x\\\" is not valid for pod \\\"p\\\""),
         "{body}"
     );
-    let (code, _) = get(
-        s.addr,
-        "/containerLogs/default/p/c?tailLines=-1",
-        Some("sekret"),
-    )
-    .await;
+    let (code, _) = get(s.addr, "/containerLogs/default/p/c?tailLines=-1").await;
     assert_eq!(code, 400);
-    let (code, body) = get(s.addr, "/containerLogs/default/p/c", Some("sekret")).await;
+    let (code, body) = get(s.addr, "/containerLogs/default/p/c").await;
     assert_eq!(code, 400, "{body}");
 }
 
@@ -226,14 +216,9 @@ async fn serves_the_current_log_and_its_tail() {
     let s = server(RestartPolicy::Never).await;
     s.set(&[("c", running(0, 0))]);
     s.append("c-0.log", "one\ntwo\nthree\n");
-    let (code, body) = get(s.addr, "/containerLogs/default/p/c", Some("sekret")).await;
+    let (code, body) = get(s.addr, "/containerLogs/default/p/c").await;
     assert_eq!((code, body.as_str()), (200, "one\ntwo\nthree\n"));
-    let (_, body) = get(
-        s.addr,
-        "/containerLogs/default/p/c?tailLines=2",
-        Some("sekret"),
-    )
-    .await;
+    let (_, body) = get(s.addr, "/containerLogs/default/p/c?tailLines=2").await;
     assert_eq!(body, "two\nthree\n");
 }
 
@@ -242,12 +227,7 @@ async fn follow_streams_until_the_container_is_done_for_good() {
     let s = server(RestartPolicy::Never).await;
     s.set(&[("c", running(0, 0))]);
     s.append("c-0.log", "first\n");
-    let mut req = Exchange::send(
-        s.addr,
-        "/containerLogs/default/p/c?follow=true",
-        Some("sekret"),
-    )
-    .await;
+    let mut req = Exchange::send(s.addr, "/containerLogs/default/p/c?follow=true").await;
     req.wait_for("first\n").await;
     s.append("c-0.log", "second\n");
     req.wait_for("second\n").await;
@@ -262,12 +242,7 @@ async fn follow_crosses_restarts_and_ends_when_the_pod_is_deleted() {
     let s = server(RestartPolicy::Always).await;
     s.append("c-0.log", "run0\n");
     s.set(&[("c", dead(0, exited(1, 0, 1)))]);
-    let mut req = Exchange::send(
-        s.addr,
-        "/containerLogs/default/p/c?follow=1&tailLines=5",
-        Some("sekret"),
-    )
-    .await;
+    let mut req = Exchange::send(s.addr, "/containerLogs/default/p/c?follow=1&tailLines=5").await;
     req.wait_for("run0\n").await;
     s.append("c-1.log", "run1\n");
     s.set(&[("c", running(1, 2))]);
@@ -331,12 +306,7 @@ async fn a_followed_log_outlives_the_idle_timeout() {
     let s = server(RestartPolicy::Never).await;
     s.append("c-0.log", "first\n");
     s.set(&[("c", running(0, 1))]);
-    let mut req = Exchange::send(
-        s.addr,
-        "/containerLogs/default/p/c?follow=true",
-        Some("sekret"),
-    )
-    .await;
+    let mut req = Exchange::send(s.addr, "/containerLogs/default/p/c?follow=true").await;
     req.wait_for("first\n").await;
     // Quiet for three times the idle timeout: a stream in flight is not idle.
     tokio::time::sleep(LIMITS.idle_timeout * 3).await;
@@ -348,15 +318,15 @@ async fn a_followed_log_outlives_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn beyond_the_cap_silent_connections_are_closed_and_the_token_is_served() {
+async fn beyond_the_cap_silent_connections_are_closed_and_requests_are_served() {
     let s = server(RestartPolicy::Never).await;
     s.append("c-0.log", "hello\n");
     s.set(&[("c", running(0, 1))]);
-    // The API server's connection, kept alive after a request with the token: it does not count.
+    // The API server's connection, kept alive after a request: it does not count.
     let mut api = tokio::net::TcpStream::connect(s.addr)
         .await
         .expect("connect");
-    let request = "GET /containerLogs/default/p/c HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer sekret\r\n\r\n";
+    let request = "GET /containerLogs/default/p/c HTTP/1.1\r\nHost: agent\r\n\r\n";
     let mut buf = vec![0u8; 4096];
     // One chunked answer on the kept-alive connection, whole.
     async fn answer(api: &mut tokio::net::TcpStream, request: &str) -> String {
@@ -403,7 +373,7 @@ async fn beyond_the_cap_silent_connections_are_closed_and_the_token_is_served() 
         "closed within its probation, not by the header timeout"
     );
     // The API server's next connection (its kept one went idle meanwhile) is served at the
-    // cap: it presents the token at once.
+    // cap: it sends its request at once.
     let mut api = tokio::net::TcpStream::connect(s.addr)
         .await
         .expect("connect");
@@ -412,4 +382,104 @@ async fn beyond_the_cap_silent_connections_are_closed_and_the_token_is_served() 
         answer.starts_with("HTTP/1.1 200") && answer.contains("hello"),
         "{answer}"
     );
+}
+
+/// `GET path` over TLS trusting `ca_pem`, as `identity` when given, with `extra` headers; the
+/// status and body, or why there was none.
+async fn get_over_tls(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&kumo_pki::Issued>,
+    extra: &str,
+) -> Result<(u16, String), String> {
+    let config = kumo_pki::client_config(
+        ca_pem,
+        identity.map(|i| (i.cert_pem.as_str(), i.key_pem.as_str())),
+    )
+    .expect("client config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("node-a").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET /containerLogs/default/p/c HTTP/1.0\r\nHost: agent\r\n{extra}\r\n");
+    // Under TLS 1.3 the server judges the client's certificate after the client's side of the
+    // handshake is done: a refusal shows on the first read.
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(format!("no answer: {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status")?;
+    Ok((code, body.to_string()))
+}
+
+#[tokio::test]
+async fn the_endpoint_takes_only_client_certificates_of_the_cluster_ca() {
+    let day = Duration::from_secs(24 * 3600);
+    let ca = kumo_pki::Ca::generate().expect("ca");
+    let other = kumo_pki::Ca::generate().expect("ca");
+    let leaf = ca.issue_server(&["node-a".into()], day).expect("leaf");
+    let tls = kumo_pki::server_config(&leaf.cert_pem, &leaf.key_pem, Some(ca.cert_pem()))
+        .expect("server config");
+    let s = server_with(RestartPolicy::Never, Some(tls)).await;
+    s.append("c-0.log", "hello\n");
+    s.set(&[("c", running(0, 0))]);
+
+    let apiserver = ca
+        .issue_client("kumo-apiserver", &["system:masters"], day)
+        .expect("client");
+    assert_eq!(
+        get_over_tls(s.addr, ca.cert_pem(), Some(&apiserver), "").await,
+        Ok((200, "hello\n".to_string()))
+    );
+    let stranger = other
+        .issue_client("kumo-apiserver", &["system:masters"], day)
+        .expect("client");
+    let not_a_client = ca.issue_server(&["node-b".into()], day).expect("server");
+    let cases = [
+        ("no certificate", None, ""),
+        (
+            "a user's bearer token",
+            None,
+            "Authorization: Bearer admin-token\r\n",
+        ),
+        ("another CA's client certificate", Some(&stranger), ""),
+        (
+            "a server certificate of the cluster CA",
+            Some(&not_a_client),
+            "",
+        ),
+    ];
+    for (what, identity, extra) in cases {
+        let got = get_over_tls(s.addr, ca.cert_pem(), identity, extra).await;
+        assert!(got.is_err(), "{what}: {got:?}");
+    }
+    // Plain HTTP gets no answer either.
+    let (code, _) = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut plain = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect");
+        let _ = plain
+            .write_all(b"GET /containerLogs/default/p/c HTTP/1.0\r\n\r\n")
+            .await;
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got).await;
+        (got.starts_with(b"HTTP/"), got)
+    })
+    .await
+    .expect("closed in time");
+    assert!(!code);
 }

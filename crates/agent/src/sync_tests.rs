@@ -53,6 +53,7 @@ async fn a_sync_that_panics_is_retried_and_the_other_pods_are_synced() {
     let client = Client::new(&ClientConfig {
         server: "http://127.0.0.1:1".into(),
         token: "t".into(),
+        ..Default::default()
     })
     .unwrap();
     let (informer, _changes) = Informer::<Pod>::start(client.clone(), None, ListParams::default());

@@ -145,6 +145,15 @@ impl Attributes {
             ApiRequest::Bind { ns, name } => {
                 Self::new(user, "create", "", "pods", "binding", Some(ns), name)
             }
+            ApiRequest::NodeServingCertificate { name } => Self::new(
+                user,
+                "create",
+                "",
+                "nodes",
+                "servingcertificate",
+                None,
+                name,
+            ),
             // Reading logs is `get pods/log`; exec is `create pods/exec`, as in Kubernetes.
             ApiRequest::Log { ns, name, .. } => {
                 Self::new(user, "get", "", "pods", "log", Some(ns), name)
@@ -302,6 +311,19 @@ mod tests {
                 token.name.as_str()
             ),
             ("create", "serviceaccounts/token", "default")
+        );
+        let serving = Attributes::of_request(
+            &alice,
+            &ApiRequest::NodeServingCertificate { name: "n1".into() },
+        );
+        assert_eq!(
+            (
+                serving.verb,
+                serving.resource_path().as_str(),
+                serving.namespace.as_str(),
+                serving.name.as_str()
+            ),
+            ("create", "nodes/servingcertificate", "", "n1")
         );
         let nodes = Kind::lookup("", "v1", "nodes").unwrap();
         let list = Attributes::of_request(

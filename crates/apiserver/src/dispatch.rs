@@ -5,7 +5,9 @@ use crate::authz::{Attributes, Decision};
 use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
 use crate::writer_checks::{self, Write};
-use crate::{audit, auth, bind, body, create, delete, exec, log, read, update, watch, App};
+use crate::{
+    audit, auth, bind, body, create, delete, exec, log, read, serving_cert, update, watch, App,
+};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -231,6 +233,13 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             json_response(
                 StatusCode::CREATED,
                 &bind::bind(app, &ns, &name, value).await?,
+            )
+        }
+        ApiRequest::NodeServingCertificate { name } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &serving_cert::issue(app, &name, value)?,
             )
         }
         ApiRequest::Log {

@@ -33,6 +33,7 @@ pub mod rbac;
 mod read;
 mod request;
 pub mod service_accounts;
+mod serving_cert;
 pub mod tokens;
 mod transformer;
 mod update;
@@ -53,16 +54,23 @@ pub use transformer::Transformer;
 
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch as signal;
+
+/// The cluster CA as the API server uses it.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// Signs node agents' serving certificates.
+    pub ca: Arc<kumo_pki::Ca>,
+    /// What the API is served with (its certificate, then the CA's).
+    pub serving: Arc<rustls::ServerConfig>,
+    /// How agents are called: trusting the CA only, presenting the API server's client
+    /// certificate; an agent is verified by its node's name.
+    pub agent_client: Arc<rustls::ClientConfig>,
+}
 
 /// How the server runs.
 #[derive(Clone)]
@@ -74,8 +82,9 @@ pub struct Config {
     pub authorizer: Arc<dyn Authorizer>,
     /// How often an idle watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
-    /// The token sent to agents when proxying logs and exec.
-    pub agent_token: Option<String>,
+    /// TLS for the API and for calls to agents; `None` serves plain HTTP and calls agents
+    /// over plain HTTP without a credential (in-process tests only).
+    pub tls: Option<ClusterTls>,
     /// Where datasets and task outputs are kept; `None` serves none.
     pub data_dir: Option<std::path::PathBuf>,
     /// How objects are encrypted at rest ([`encryption::parse`]); identity by default.
@@ -97,12 +106,12 @@ pub const DEFAULT_NODE_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 24 * 
 
 impl Config {
     /// A config with the default bookmark interval (5 s) and connection limits, where every
-    /// token of `tokens` is an admin (`system:masters`), everything is allowed, and agents are
-    /// called with the first token.
+    /// token of `tokens` is an admin (`system:masters`), everything is allowed, and there is
+    /// no TLS.
     pub fn new(store: Arc<dyn kumo_store::Store>, tokens: Vec<String>) -> Self {
         Config {
             store,
-            agent_token: tokens.first().cloned(),
+            tls: None,
             authenticator: Arc::new(StaticTokens::admins(tokens)),
             authorizer: Arc::new(AlwaysAllow),
             bookmark_interval: Duration::from_secs(5),
@@ -122,10 +131,9 @@ pub(crate) struct App {
     pub authenticator: Arc<dyn Authenticator>,
     pub authorizer: Arc<dyn Authorizer>,
     pub bookmark_interval: Duration,
-    pub agent_token: Option<String>,
+    pub tls: Option<ClusterTls>,
     /// Turns true when the server shuts down; long-lived responses end then.
     pub shutdown: signal::Receiver<bool>,
-    pub http: Client<HttpConnector, Empty<Bytes>>,
     /// Watches and log streams being served right now.
     pub open_streams: AtomicUsize,
     /// Datasets and outputs, when the server has a data dir.
@@ -157,9 +165,6 @@ impl Drop for StreamGuard {
 
 impl App {
     fn new(config: Config, shutdown: signal::Receiver<bool>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let agent_token = config.agent_token;
         let data = config.data_dir.and_then(|dir| {
             data_store::DataStore::open(dir.clone())
                 .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot open the data dir; datasets are not served"))
@@ -174,9 +179,8 @@ impl App {
             authenticator: config.authenticator,
             authorizer: config.authorizer,
             bookmark_interval: config.bookmark_interval,
-            agent_token,
+            tls: config.tls,
             shutdown,
-            http: Client::builder(TokioExecutor::new()).build(connector),
             open_streams: AtomicUsize::new(0),
             audit: config.audit,
         }
@@ -218,6 +222,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = signal::channel(false);
     let limits = config.limits;
+    let tls = config.tls.as_ref().map(|t| Arc::clone(&t.serving));
     let app = Arc::new(App::new(config, rx));
     namespace::ensure_default(&app)
         .await
@@ -237,9 +242,16 @@ pub async fn serve(
     let authenticator = Arc::clone(&app.authenticator);
     let authenticate: kumo_serve::Authenticate =
         Arc::new(move |headers| auth::authenticate(headers, authenticator.as_ref()).is_ok());
-    kumo_serve::serve(listener, build(app), limits, authenticate, async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    })
+    kumo_serve::serve(
+        listener,
+        build(app),
+        limits,
+        authenticate,
+        tls,
+        async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        },
+    )
     .await
 }

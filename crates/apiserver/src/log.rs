@@ -56,7 +56,8 @@ fn pick_container(pod: &Value, name: &str, wanted: Option<String>) -> ApiResult<
     }
 }
 
-/// `http://host:port` of the agent on `node`.
+/// `https://host:port` of the agent on `node` (the scheme is for the reader: [`ask_agent`]
+/// decides how to connect).
 pub(crate) fn agent_base(node: &Value) -> ApiResult<String> {
     let node_name = str_at(node, &["metadata", "name"]).unwrap_or("");
     let endpoint = node.pointer("/status/daemonEndpoints/agentEndpoint");
@@ -77,7 +78,7 @@ pub(crate) fn agent_base(node: &Value) -> ApiResult<String> {
     } else {
         address.to_string()
     };
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("https://{host}:{port}"))
 }
 
 /// The agent URL serving a container's log.
@@ -118,30 +119,95 @@ pub(crate) async fn pod_on_node(
     Ok((container, node_name.to_string(), node))
 }
 
-/// Sends a request to the agent on `node_name` with the agent token, waiting at most `limit` for
-/// the head of its answer.
+/// Sends a request to the agent on `node_name`, waiting at most `limit` for the head of its
+/// answer. Over TLS (the server's config) the API server presents its client certificate and
+/// accepts only a certificate of the cluster CA for `node_name`, whatever address the Node
+/// object names: a Node object pointing at someone else's endpoint gets nothing from it.
 pub(crate) async fn ask_agent(
     app: &Arc<App>,
     node_name: &str,
-    mut request: http::request::Builder,
+    request: http::request::Builder,
     limit: Duration,
 ) -> ApiResult<http::Response<Incoming>> {
-    if let Some(token) = &app.agent_token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
+    let mut request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(format!("building the agent request: {e}")))?;
-    match tokio::time::timeout(limit, app.http.request(request)).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(ApiError::unavailable(format!(
-            "the agent on node {node_name} is unreachable: {e}"
-        ))),
+    let unreachable = |e: String| {
+        ApiError::unavailable(format!("the agent on node {node_name} is unreachable: {e}"))
+    };
+    let uri = request.uri().clone();
+    let authority = uri
+        .authority()
+        .ok_or_else(|| ApiError::internal("the agent uri has no authority"))?;
+    // Origin-form on the wire, as a client speaking to the origin server sends it.
+    *request.uri_mut() = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()
+        .map_err(|_| ApiError::internal("the agent uri has no path"))?;
+    if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(443);
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let mut sender = match &app.tls {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(node_name.to_string()).map_err(
+                    |_| {
+                        ApiError::unavailable(format!(
+                            "node name {node_name:?} cannot name a tls server"
+                        ))
+                    },
+                )?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.agent_client))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        ApiError::bad_gateway(format!(
+                            "the agent on node {node_name} is not the node's: {e}"
+                        ))
+                    })?;
+                handshake(stream).await
+            }
+            None => handshake(tcp).await,
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(e.to_string()))
+    };
+    match tokio::time::timeout(limit, ask).await {
+        Ok(answer) => answer,
         Err(_) => Err(ApiError::unavailable(format!(
             "the agent on node {node_name} did not answer within {}s",
             limit.as_secs()
         ))),
     }
+}
+
+/// HTTP/1 over `io`, its connection driven (upgrades included) in a task of its own.
+async fn handshake<S>(io: S) -> hyper::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "agent connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// GET pods/{name}/log.
@@ -237,7 +303,7 @@ mod tests {
             agent_uri(&node("10.0.0.1", 10250), &p, "c")
                 .unwrap()
                 .to_string(),
-            "http://10.0.0.1:10250/containerLogs/d/p/c?follow=true&tailLines=3"
+            "https://10.0.0.1:10250/containerLogs/d/p/c?follow=true&tailLines=3"
         );
         assert_eq!(
             agent_uri(&node("::1", 1), &p, "c").unwrap().host(),

@@ -116,6 +116,11 @@ pub enum ApiRequest {
         follow: bool,
         tail_lines: Option<i64>,
     },
+    /// `POST nodes/{name}/servingcertificate`: the cluster CA signs the node agent's serving
+    /// certificate for its endpoint.
+    NodeServingCertificate {
+        name: String,
+    },
     /// `POST nodes/{name}/credential`: a new node credential, for a join token or the node.
     NodeCredential {
         name: String,
@@ -353,6 +358,15 @@ pub fn parse(
                 Some("credential") if kind.is("", "nodes") => {
                     return match *method {
                         Method::POST => Ok(ApiRequest::NodeCredential { name }),
+                        _ => Err(not_allowed()),
+                    }
+                }
+                Some("servingcertificate") if kind.is("", "nodes") => {
+                    return match *method {
+                        Method::POST => {
+                            require_json(headers)?;
+                            Ok(ApiRequest::NodeServingCertificate { name })
+                        }
                         _ => Err(not_allowed()),
                     }
                 }

@@ -514,3 +514,23 @@ fn access_review_paths() {
         }),
     );
 }
+
+#[test]
+fn node_serving_certificates() {
+    let path = "/api/v1/nodes/n1/servingcertificate";
+    check(
+        Method::POST,
+        path,
+        Some("application/json"),
+        Ok(ApiRequest::NodeServingCertificate { name: s("n1") }),
+    );
+    check(Method::GET, path, None, Err((405, "")));
+    check(Method::POST, path, Some("application/yaml"), Err((415, "")));
+    // Only nodes have it.
+    check(
+        Method::POST,
+        "/api/v1/namespaces/a/pods/web/servingcertificate",
+        Some("application/json"),
+        Err((404, "")),
+    );
+}

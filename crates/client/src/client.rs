@@ -24,7 +24,7 @@ struct Inner {
     server: String,
     /// Replaceable at run time (a rotated node credential), for every clone at once.
     token: std::sync::RwLock<String>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// Selectors for list and watch.
@@ -106,20 +106,80 @@ pub fn with_query(path: &str, query: &[(&str, String)]) -> String {
 }
 
 impl Client {
+    /// A client of `config.server`: `https://` verifies the server against the config's CA
+    /// (which it requires); `http://` is for in-process tests.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
-        let server = config.server.trim_end_matches('/').to_string();
-        if !server.starts_with("http://") {
-            return Err(ClientError::Request(format!(
-                "server {server:?} must be an http:// URL"
-            )));
-        }
+        let server = config.server.trim_end_matches('/');
+        let ca = config.ca_pem().map_err(ClientError::Request)?;
+        let tls = match (server.split_once("://").map(|(s, _)| s), ca) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(ca)) => Some(
+                kumo_pki::client_config(&ca, None)
+                    .map_err(|e| ClientError::Request(format!("certificate-authority-data: {e}")))?,
+            ),
+            (Some("https"), None) => {
+                return Err(ClientError::Request(format!(
+                    "server {server} is https but the client config has no certificate-authority-data to verify it with (set it in {}, as `kumo up` writes it)",
+                    ClientConfig::default_path().display()
+                )))
+            }
+            _ => {
+                return Err(ClientError::Request(format!(
+                    "server {server:?} must be an https:// URL"
+                )))
+            }
+        };
+        Self::with_tls(server, &config.token, tls, None)
+    }
+
+    /// A client of `server` over TLS with `tls` (its roots and, for the API server calling an
+    /// agent, its client certificate), verifying the server as `server_name` when given rather
+    /// than by the URL's host; without `tls`, plain HTTP.
+    pub fn with_tls(
+        server: &str,
+        token: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        server_name: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let server = server.trim_end_matches('/').to_string();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        connector.enforce_http(false);
+        // Plain HTTP keeps a config that trusts nothing: it is never used.
+        let plain = tls.is_none();
+        let tls = match tls {
+            Some(tls) => tls,
+            None => rustls::ClientConfig::builder_with_provider(kumo_pki::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::Request(e.to_string()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+                .into(),
+        };
+        // hyper-rustls sets the ALPN protocols itself.
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols.clear();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if plain {
+            builder.https_or_http()
+        } else {
+            builder.https_only()
+        };
+        let builder = match server_name {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name)
+                    .map_err(|e| ClientError::Request(format!("tls server name: {e}")))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let builder = builder.enable_http1();
+        let http =
+            HyperClient::builder(TokioExecutor::new()).build(builder.wrap_connector(connector));
         Ok(Client {
             inner: Arc::new(Inner {
                 server,
-                token: std::sync::RwLock::new(config.token.clone()),
+                token: std::sync::RwLock::new(token.to_string()),
                 http,
             }),
         })
@@ -188,9 +248,16 @@ impl Client {
             .http
             .request(req)
             .await
-            .map_err(|e| ClientError::Connect {
-                server: self.inner.server.clone(),
-                reason: connect_reason(&e),
+            .map_err(|e| match tls_refusal(&e) {
+                Some(reason) => ClientError::Verify {
+                    server: self.inner.server.clone(),
+                    reason,
+                    config: ClientConfig::default_path().display().to_string(),
+                },
+                None => ClientError::Connect {
+                    server: self.inner.server.clone(),
+                    reason: connect_reason(&e),
+                },
             })
     }
 
@@ -441,6 +508,28 @@ fn typed_value<K: Resource>(obj: &K) -> Result<Value, ClientError> {
     let mut obj = obj.clone();
     obj.set_type_meta();
     serde_json::to_value(&obj).map_err(|e| ClientError::Request(e.to_string()))
+}
+
+/// The certificate error behind a failed connection, if that is what it was.
+fn tls_refusal(e: &hyper_util::client::legacy::Error) -> Option<String> {
+    fn find(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+        if let Some(err @ rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>()
+        {
+            return Some(err.to_string());
+        }
+        // tokio-rustls and hyper-rustls wrap rustls' error in io::Errors, whose `source` skips
+        // the wrapped error itself.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = find(inner) {
+                return Some(found);
+            }
+        }
+        e.source().and_then(find)
+    }
+    find(e)
 }
 
 fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {

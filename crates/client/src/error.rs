@@ -10,6 +10,13 @@ pub enum ClientError {
     /// The server could not be reached.
     #[error("cannot reach kumo server at {server}: {reason} (is `kumo up` running?)")]
     Connect { server: String, reason: String },
+    /// The server's certificate is not one the configured CA signed for its address.
+    #[error("cannot verify the server certificate of {server}: {reason} (is certificate-authority-data in {config} this cluster's CA?)")]
+    Verify {
+        server: String,
+        reason: String,
+        config: String,
+    },
     /// The answer was not what the API promises.
     #[error("unexpected answer from {server}: {reason}")]
     Protocol { server: String, reason: String },

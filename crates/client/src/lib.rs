@@ -15,6 +15,9 @@ pub mod informer;
 pub mod queue;
 pub mod retry;
 
+#[cfg(test)]
+mod tls_tests;
+
 pub use client::{
     with_query, Client, ExecParams, LineStream, ListParams, LogParams, WatchStream, Watched,
 };

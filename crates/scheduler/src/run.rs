@@ -340,6 +340,7 @@ mod tests {
         let client = Client::new(&ClientConfig {
             server,
             token: "t0ken".into(),
+            ..Default::default()
         })
         .unwrap();
         let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();

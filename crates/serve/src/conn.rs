@@ -173,13 +173,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The TCP stream, noting when bytes arrive.
-struct Watched {
-    io: TcpStream,
+/// The connection's stream (TCP, or TLS over it), noting when bytes arrive.
+struct Watched<S> {
+    io: S,
     shared: Arc<Shared>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -195,7 +195,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -243,21 +243,79 @@ async fn watchdog(shared: &Shared, limits: &Limits) -> &'static str {
 /// Serves one connection until it ends, the watchdog closes it, or the server stops (then it
 /// finishes the request in flight and closes). On probation (accepted beyond the anonymous
 /// cap) its first request head must come within [`PROBATION_HEAD_TIMEOUT`] and carry a valid
-/// credential, or the connection is closed (after a 503).
+/// credential, or the connection is closed (after a 503). With `tls` the handshake comes
+/// first, timed from the accept like the first request head it precedes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     router: axum::Router,
     limits: Limits,
     authenticate: Authenticate,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     anonymous: Anonymous,
     mut stop: watch::Receiver<bool>,
 ) {
+    let accepted = Instant::now();
+    let Some(acceptor) = tls else {
+        return serve_io(
+            tcp,
+            accepted,
+            peer,
+            router,
+            limits,
+            authenticate,
+            anonymous,
+            stop,
+        )
+        .await;
+    };
+    let limit = if anonymous.probation {
+        limits.header_timeout.min(PROBATION_HEAD_TIMEOUT)
+    } else {
+        limits.header_timeout
+    };
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(limit, acceptor.accept(tcp)) => done,
+        _ = async { drop(stop.wait_for(|stop| *stop).await) } => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            serve_io(
+                tls,
+                accepted,
+                peer,
+                router,
+                limits,
+                authenticate,
+                anonymous,
+                stop,
+            )
+            .await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+        Err(_) => tracing::debug!(%peer, "tls handshake not complete in time"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_io<S>(
+    io: S,
+    accepted: Instant,
+    peer: SocketAddr,
+    router: axum::Router,
+    limits: Limits,
+    authenticate: Authenticate,
+    anonymous: Anonymous,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             in_flight: 0,
             head_started: None,
-            idle_since: Instant::now(),
+            idle_since: accepted,
             served: false,
         }),
         changed: Notify::new(),
@@ -265,7 +323,7 @@ pub(crate) async fn serve(
         anonymous: Mutex::new(Some(anonymous)),
     });
     let io = TokioIo::new(Watched {
-        io: tcp,
+        io,
         shared: Arc::clone(&shared),
     });
     let service = {

@@ -11,6 +11,10 @@
 //! kept-alive connections, and on new ones too (an HTTP client's pool opens one whenever its
 //! idle connection is not back yet, so "keep your connection" alone would not do).
 //! This crate knows nothing of tokens or paths: what authenticates is the caller's to say.
+//!
+//! With a TLS configuration every connection starts with the handshake, in the connection's
+//! task and within the header timeout (the probation timeout on probation), and the
+//! connection is anonymous during it; bytes that are not TLS end the connection unanswered.
 #![forbid(unsafe_code)]
 
 mod conn;
@@ -66,16 +70,18 @@ pub type Authenticate = Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>;
 /// How often at most a refused connection is logged (with the count since the last line).
 const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets every
-/// connection finish its request in flight (long-lived responses must end on their own signal)
-/// and returns once all are closed.
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` resolves; then stops
+/// accepting, lets every connection finish its request in flight (long-lived responses must
+/// end on their own signal) and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: Limits,
     authenticate: Authenticate,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
     let anonymous = Arc::new(AtomicUsize::new(0));
     let on_probation = Arc::new(AtomicUsize::new(0));
@@ -116,6 +122,7 @@ pub async fn serve(
             router.clone(),
             limits,
             Arc::clone(&authenticate),
+            tls.clone(),
             conn::Anonymous::count(
                 if probation { &on_probation } else { &anonymous },
                 probation,

@@ -26,6 +26,10 @@ struct Server {
 const SLOW: Duration = Duration::from_millis(2500);
 
 async fn start(limits: Limits) -> Server {
+    start_with(limits, None).await
+}
+
+async fn start_with(limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let router = axum::Router::new()
         .route("/hello", get(|| async { "hi" }))
         .route(
@@ -47,9 +51,16 @@ async fn start(limits: Limits) -> Server {
             == Some(format!("Bearer {TOKEN}").as_bytes())
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, router, limits, authenticate, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(serve(
+        listener,
+        router,
+        limits,
+        authenticate,
+        tls,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Server { addr, stop, task }
 }
 
@@ -70,7 +81,10 @@ impl Server {
 
 /// Sends `GET path` (with the token when `token`) and reads the answer: the status line and the
 /// body (the answers here are `Content-Length` or chunked with one chunk).
-async fn get_on(conn: &mut TcpStream, path: &str, token: Option<&str>) -> (String, String) {
+async fn get_on<S>(conn: &mut S, path: &str, token: Option<&str>) -> (String, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -106,7 +120,7 @@ async fn get_on(conn: &mut TcpStream, path: &str, token: Option<&str>) -> (Strin
 }
 
 /// Reads until the server closes the connection; how long that took.
-async fn closed_after(conn: &mut TcpStream) -> Duration {
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> Duration {
     let started = Instant::now();
     let mut buf = [0u8; 1024];
     timeout(PATIENCE, async {
@@ -336,4 +350,64 @@ async fn shutdown_lets_a_response_in_flight_finish() {
         "{text}"
     );
     timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+}
+
+/// A TLS server with a certificate for 127.0.0.1 from a new CA; a client trusting that CA.
+fn tls_pair() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+    let ca = kumo_pki::Ca::generate().unwrap();
+    let leaf = ca
+        .issue_server(&["127.0.0.1".into()], Duration::from_secs(3600))
+        .unwrap();
+    let server = kumo_pki::server_config(&leaf.cert_pem, &leaf.key_pem, None).unwrap();
+    let client = kumo_pki::client_config(ca.cert_pem(), None).unwrap();
+    (server, tokio_rustls::TlsConnector::from(client))
+}
+
+#[tokio::test]
+async fn over_tls_requests_are_served_and_plain_http_gets_no_answer() {
+    let header = Duration::from_millis(500);
+    let (tls, connector) = tls_pair();
+    let server = start_with(limits(500, 60_000, 100), Some(tls)).await;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = connector
+        .connect(name.clone(), server.connect().await)
+        .await
+        .unwrap();
+    let ok = ("HTTP/1.1 200 OK".to_string(), "hi".to_string());
+    assert_eq!(get_on(&mut conn, "/hello", Some(TOKEN)).await, ok);
+    assert_eq!(get_on(&mut conn, "/hello", None).await, ok);
+
+    // Plain HTTP: the connection closes and nothing that reads as HTTP comes back.
+    let mut plain = server.connect().await;
+    plain
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    timeout(PATIENCE, plain.read_to_end(&mut got))
+        .await
+        .expect("the plain connection is closed in time")
+        .ok();
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // A client that never starts the handshake, and one that completes it but sends no
+    // request, are both closed once the header timeout from their accept has passed.
+    let started = Instant::now();
+    let mut silent = server.connect().await;
+    let took = closed_after(&mut silent).await;
+    assert!(took >= header, "closed after {took:?}");
+    assert!(started.elapsed() < PATIENCE);
+    let started = Instant::now();
+    let mut quiet = connector
+        .connect(name, server.connect().await)
+        .await
+        .unwrap();
+    closed_after(&mut quiet).await;
+    let took = started.elapsed();
+    assert!(took >= header, "closed after {took:?}");
+    server.stop().await;
 }

@@ -39,7 +39,6 @@ async fn audited_server(log: Arc<AuditLog>) -> Server {
             (ALICE.to_string(), alice),
         ])),
         authorizer: Arc::new(NoDeletesForAlice),
-        agent_token: Some(AGENT_TOKEN.to_string()),
         audit: Some(log),
         ..Config::new(Arc::new(MemStore::new()), vec![TOKEN.to_string()])
     };
@@ -51,7 +50,7 @@ async fn audited_server(log: Arc<AuditLog>) -> Server {
         base,
         stop: Some(stop),
         task,
-        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        client: super::plain_http_client(),
     };
     // Not recorded: a read of a namespace.
     server

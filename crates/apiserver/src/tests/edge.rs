@@ -113,20 +113,12 @@ async fn oversized_bodies_are_refused() {
         .await;
 }
 
-/// A fake agent serving `/containerLogs`, which checks the apiserver's token.
-async fn fake_agent() -> u16 {
+/// A fake agent serving `/containerLogs` over TLS with a certificate of `ca` for `node`,
+/// requiring a client certificate of `client_ca` (as the real agent does with the cluster CA).
+async fn fake_agent(ca: &kumo_pki::Ca, node: &str, client_ca: &str) -> u16 {
     let app = axum::Router::new().route(
         "/containerLogs/{ns}/{pod}/{container}",
-        get(|headers: http::HeaderMap, uri: http::Uri| async move {
-            let auth = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if auth != Some(&format!("Bearer {AGENT_TOKEN}")) {
-                return http::Response::builder()
-                    .status(401)
-                    .body(Body::from("no"))
-                    .unwrap();
-            }
+        get(|uri: http::Uri| async move {
             if uri.path().ends_with("/missing") {
                 return http::Response::builder()
                     .status(404)
@@ -145,9 +137,22 @@ async fn fake_agent() -> u16 {
             http::Response::new(Body::from(first))
         }),
     );
+    let leaf = ca
+        .issue_server(&[node.to_string()], Duration::from_secs(3600))
+        .unwrap();
+    let tls = kumo_pki::server_config(&leaf.cert_pem, &leaf.key_pem, Some(client_ca)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The handshake authenticated the caller.
+    let authenticate: kumo_serve::Authenticate = Arc::new(|_| true);
+    tokio::spawn(kumo_serve::serve(
+        listener,
+        app,
+        kumo_serve::Limits::default(),
+        authenticate,
+        Some(tls),
+        std::future::pending(),
+    ));
     port
 }
 
@@ -158,8 +163,10 @@ fn node_with_agent(name: &str, port: u16) -> Value {
 
 #[tokio::test]
 async fn logs_are_proxied_from_the_agent() {
-    let s = Server::start().await;
-    let port = fake_agent().await;
+    let tls = cluster_tls();
+    let ca = Arc::clone(&tls.ca);
+    let s = Server::with_tls(tls).await;
+    let port = fake_agent(&ca, "n1", ca.cert_pem()).await;
     s.create("/api/v1/nodes", node_with_agent("n1", port)).await;
     s.create(PODS, pod("a")).await;
     s.check(
@@ -297,4 +304,92 @@ async fn unreachable_agents_are_a_server_side_fault() {
         "node bare does not report an agent endpoint",
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_agent_must_be_the_nodes_and_accept_the_servers_certificate() {
+    let tls = cluster_tls();
+    let ca = Arc::clone(&tls.ca);
+    let other = kumo_pki::Ca::generate().unwrap();
+    let s = Server::with_tls(tls).await;
+    // A certificate of the cluster CA, but for another node; one of another CA for this
+    // node; an agent that trusts another CA's clients only.
+    let cases = [
+        (
+            "n1",
+            fake_agent(&ca, "n2", ca.cert_pem()).await,
+            "is not the node's",
+        ),
+        (
+            "n2",
+            fake_agent(&other, "n2", ca.cert_pem()).await,
+            "is not the node's",
+        ),
+        (
+            "n3",
+            fake_agent(&ca, "n3", other.cert_pem()).await,
+            "the agent on node n3",
+        ),
+    ];
+    for (node, port, message) in cases {
+        s.create("/api/v1/nodes", node_with_agent(node, port)).await;
+        let mut p = pod(&format!("p-{node}"));
+        p["spec"]["nodeName"] = json!(node);
+        s.create(PODS, p).await;
+        let (status, body) = s
+            .call(req("GET", &format!("{PODS}/p-{node}/log"), None))
+            .await;
+        assert!(
+            matches!(status.as_u16(), 502 | 503) && body.contains(message),
+            "{node}: {status} {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn node_serving_certificates_name_the_node_only() {
+    let tls = cluster_tls();
+    let ca = Arc::clone(&tls.ca);
+    let s = Server::with_tls(tls).await;
+    let path = "/api/v1/nodes/n1/servingcertificate";
+    let (csr, _key) = kumo_pki::new_csr("someone-else").unwrap();
+    let answer = s
+        .check(req("POST", path, Some(json!({"csr": csr}))), 201, "")
+        .await;
+    let cert = answer["certificate"].as_str().unwrap();
+    assert_eq!(kumo_pki::subject_alt_names(cert).unwrap(), vec!["n1"]);
+    assert_eq!(answer["caCertificate"], ca.cert_pem());
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(answer["expirationTimestamp"].as_str().unwrap())
+            .unwrap();
+    let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((89..=90).contains(&days), "{days}");
+    assert_eq!(
+        std::time::SystemTime::from(expires),
+        kumo_pki::not_after(cert).unwrap()
+    );
+
+    for (body, message) in [
+        (
+            json!({"csr": "not a csr"}),
+            "csr: Invalid value: not a PEM CERTIFICATE REQUEST",
+        ),
+        (json!({"csr": ""}), "csr: Required value"),
+        (json!({"csr": ca.cert_pem()}), "csr: Invalid value"),
+        (json!({}), "missing field `csr`"),
+        (json!({"csr": 1}), "csr: invalid type"),
+    ] {
+        s.check(req("POST", path, Some(body)), 422, message).await;
+    }
+    s.check(req("GET", path, None), 405, "").await;
+
+    // A server without a CA signs nothing.
+    let plain = Server::start().await;
+    plain
+        .check(
+            req("POST", path, Some(json!({"csr": csr}))),
+            503,
+            "no cluster CA",
+        )
+        .await;
 }

@@ -9,8 +9,8 @@ mod lifecycle;
 mod limits;
 mod node_access;
 mod rbac;
-mod tokens;
 mod service_accounts;
+mod tokens;
 mod watch;
 
 use crate::{serve, Config};
@@ -30,14 +30,53 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "t0ken";
-pub const AGENT_TOKEN: &str = "agent-s3cret";
 
 /// A running server and a client for it.
+/// A client of a test server over plain HTTP (the server type's client speaks both).
+pub fn plain_http_client() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let tls = rustls::ClientConfig::builder_with_provider(kumo_pki::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 pub struct Server {
     pub base: String,
     stop: Option<oneshot::Sender<()>>,
     pub task: JoinHandle<std::io::Result<()>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// A cluster CA and the API server's TLS from it, as the daemon makes them: serving for
+/// 127.0.0.1 (leaf then CA), calling agents with a `kumo-apiserver` client certificate.
+pub fn cluster_tls() -> crate::ClusterTls {
+    let ca = kumo_pki::Ca::generate().unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    let serving = ca.issue_server(&["127.0.0.1".into()], day).unwrap();
+    let client = ca
+        .issue_client("kumo-apiserver", &["system:masters"], day)
+        .unwrap();
+    crate::ClusterTls {
+        serving: kumo_pki::server_config(
+            &format!("{}{}", serving.cert_pem, ca.cert_pem()),
+            &serving.key_pem,
+            None,
+        )
+        .unwrap(),
+        agent_client: kumo_pki::client_config(
+            ca.cert_pem(),
+            Some((&client.cert_pem, &client.key_pem)),
+        )
+        .unwrap(),
+        ca: Arc::new(ca),
+    }
 }
 
 /// One request; `token` and `content_type` default to the valid token and JSON.
@@ -99,26 +138,68 @@ impl Server {
         .await
     }
 
+    /// A server over TLS from `tls`, and a client trusting its CA.
+    pub async fn with_tls(tls: crate::ClusterTls) -> Server {
+        Server::with_everything(
+            Arc::new(MemStore::new()),
+            Duration::from_secs(5),
+            Arc::new(crate::Transformer::identity()),
+            kumo_serve::Limits::default(),
+            Some(tls),
+        )
+        .await
+    }
+
     async fn with_all(
         store: Arc<dyn kumo_store::Store>,
         bookmark_interval: Duration,
         encryption: Arc<crate::Transformer>,
         limits: kumo_serve::Limits,
     ) -> Server {
+        Server::with_everything(store, bookmark_interval, encryption, limits, None).await
+    }
+
+    async fn with_everything(
+        store: Arc<dyn kumo_store::Store>,
+        bookmark_interval: Duration,
+        encryption: Arc<crate::Transformer>,
+        limits: kumo_serve::Limits,
+        tls: Option<crate::ClusterTls>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
+        // Trusts the cluster CA (none without TLS: plain HTTP needs no roots).
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(tls) = &tls {
+            for cert in kumo_pki::certs_from_pem("ca", tls.ca.cert_pem()).unwrap() {
+                roots.add(cert).unwrap();
+            }
+        }
+        let client_tls = rustls::ClientConfig::builder_with_provider(kumo_pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let config = Config {
             bookmark_interval,
-            agent_token: Some(AGENT_TOKEN.to_string()),
             encryption,
             limits,
+            tls,
             ..Config::new(store, vec![TOKEN.to_string()])
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, config, async move {
             let _ = stopped.await;
         }));
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         let server = Server {
             base,
             stop: Some(stop),
@@ -151,7 +232,6 @@ impl Server {
             .await
             .unwrap();
         let config = Config {
-            agent_token: Some(AGENT_TOKEN.to_string()),
             encryption: identity,
             authenticator: Arc::new(crate::StaticTokens(tokens)),
             authorizer,
@@ -161,7 +241,7 @@ impl Server {
         let task = tokio::spawn(serve(listener, config, async move {
             let _ = stopped.await;
         }));
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let client = plain_http_client();
         let server = Server {
             base,
             stop: Some(stop),

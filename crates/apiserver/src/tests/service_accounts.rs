@@ -59,7 +59,7 @@ async fn start_with(store: Arc<dyn Store>, key: &str) -> (Server, Arc<Users>) {
         base,
         stop: Some(stop),
         task,
-        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        client: super::plain_http_client(),
     };
     server
         .check(req("GET", &format!("{ACCOUNTS}/default"), None), 200, "")

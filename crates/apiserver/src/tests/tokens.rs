@@ -43,7 +43,7 @@ async fn managed_keeping(keep_expired: Duration) -> (Server, Arc<dyn kumo_store:
         base,
         stop: Some(stop),
         task,
-        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        client: super::plain_http_client(),
     };
     server.check(req("GET", "/version", None), 200, "").await;
     (server, store)

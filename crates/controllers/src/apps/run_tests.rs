@@ -62,6 +62,7 @@ async fn one_app_that_panics_or_overflows_does_not_stop_the_others() {
     let client = Client::new(&ClientConfig {
         server,
         token: "t0ken".into(),
+        ..Default::default()
     })
     .unwrap();
 

@@ -7,7 +7,7 @@ use crate::duration::parse_duration;
 use anyhow::anyhow;
 use kumo_api::token::{TokenSpec, TokenType};
 use kumo_api::{ObjectMeta, Token};
-use kumo_client::ListParams;
+use kumo_client::{ClientConfig, ListParams};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -71,7 +71,18 @@ async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .and_then(|s| s.token.clone())
                 .ok_or_else(|| anyhow!("the server's answer holds no secret"))?;
-            for line in created_message(&made, &secret, client.server()) {
+            // The join command pins the cluster CA the CLI itself trusts.
+            let config = ClientConfig::resolve(args.connect.server.clone(), args.connect.token()?)
+                .map_err(anyhow::Error::msg)?;
+            let ca_hash = match config.ca_pem().map_err(anyhow::Error::msg)? {
+                Some(pem) => Some(kumo_pki::ca_cert_hash(&pem)?),
+                None => None,
+            };
+            let join = JoinTarget {
+                server: client.server(),
+                ca_hash: ca_hash.as_deref(),
+            };
+            for line in created_message(&made, &secret, &join) {
                 out(line);
             }
         }
@@ -123,13 +134,23 @@ fn token_of(c: &CreateArgs) -> anyhow::Result<Token> {
     })
 }
 
-/// The command that joins a node with `secret`. (The lead's merge adds the CA hash here.)
-pub fn join_command(server: &str, secret: &str) -> String {
-    format!("kumo agent --server {server} --join {secret}")
+/// Where a joining node goes: the server, and the hash of its CA (`None` for plain HTTP).
+pub struct JoinTarget<'a> {
+    pub server: &'a str,
+    pub ca_hash: Option<&'a str>,
+}
+
+/// The command that joins a node with `secret`, pinning the cluster CA by its hash.
+pub fn join_command(to: &JoinTarget, secret: &str) -> String {
+    let mut command = format!("kumo agent --server {} --join {secret}", to.server);
+    if let Some(hash) = to.ca_hash {
+        command.push_str(&format!(" --ca-cert-hash {hash}"));
+    }
+    command
 }
 
 /// What `create` prints: the secret once, and how to use it.
-fn created_message(t: &Token, secret: &str, server: &str) -> Vec<String> {
+fn created_message(t: &Token, secret: &str, join: &JoinTarget) -> Vec<String> {
     let name = &t.metadata.name;
     let expires = t
         .spec
@@ -143,7 +164,7 @@ fn created_message(t: &Token, secret: &str, server: &str) -> Vec<String> {
                 t.usage_limit()
             ),
             String::new(),
-            format!("  {}", join_command(server, secret)),
+            format!("  {}", join_command(join, secret)),
             String::new(),
             "The join token is shown only now; the node keeps a credential of its own.".to_string(),
         ];
@@ -154,7 +175,10 @@ fn created_message(t: &Token, secret: &str, server: &str) -> Vec<String> {
         format!("  {secret}"),
         String::new(),
         "It is shown only now. Give it to its user, who uses it with".to_string(),
-        format!("  KUMO_TOKEN=<token> kumo --server {server} get pods   (or --token-file FILE)"),
+        format!(
+            "  KUMO_TOKEN=<token> kumo --server {} get pods   (or --token-file FILE)",
+            join.server
+        ),
     ]
 }
 
@@ -276,9 +300,14 @@ mod tests {
     fn a_join_token_prints_the_whole_join_command() {
         let mut t = Token::join("j", 60, 1);
         t.spec.ttl_seconds = None;
-        let lines = created_message(&t, "s3cret", "http://10.0.0.1:7400");
-        assert!(
-            lines.contains(&"  kumo agent --server http://10.0.0.1:7400 --join s3cret".to_string())
-        );
+        let join = JoinTarget {
+            server: "https://10.0.0.1:7400",
+            ca_hash: Some("sha256:ab12"),
+        };
+        let lines = created_message(&t, "s3cret", &join);
+        assert!(lines.contains(
+            &"  kumo agent --server https://10.0.0.1:7400 --join s3cret --ca-cert-hash sha256:ab12"
+                .to_string()
+        ));
     }
 }

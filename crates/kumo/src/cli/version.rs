@@ -46,6 +46,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<ExitCode> {
                     .clone()
                     .unwrap_or_else(|| kumo_client::DEFAULT_SERVER.to_string()),
                 token: String::new(),
+                certificate_authority_data: None,
             });
     let client = kumo_client::Client::new(&config)?;
     let answer: Value = client.request_json(Method::GET, "/version", None).await?;

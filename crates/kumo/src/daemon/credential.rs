@@ -6,7 +6,7 @@
 use anyhow::{anyhow, Context};
 use http::Method;
 use kumo_api::{Time, Token};
-use kumo_client::{Client, ClientConfig};
+use kumo_client::Client;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -106,14 +106,12 @@ pub async fn request(client: &Client, node: &str) -> anyhow::Result<NodeCredenti
 /// Exchanges a join token for a node credential and saves it.
 pub async fn join(
     server: &str,
+    ca_pem: &str,
     join_token: &str,
     node: &str,
     file: &Path,
 ) -> anyhow::Result<NodeCredential> {
-    let client = Client::new(&ClientConfig {
-        server: server.to_string(),
-        token: join_token.to_string(),
-    })?;
+    let client = Client::new(&super::client_config(server, join_token, ca_pem))?;
     let cred = request(&client, node).await?;
     cred.save(file)?;
     Ok(cred)
@@ -124,13 +122,11 @@ pub async fn join(
 /// is unreachable or refuses the token.
 async fn checked_client(
     server: &str,
+    ca_pem: &str,
     token: &str,
     node: &str,
 ) -> Result<Client, kumo_client::ClientError> {
-    let client = Client::new(&ClientConfig {
-        server: server.to_string(),
-        token: token.to_string(),
-    })?;
+    let client = Client::new(&super::client_config(server, token, ca_pem))?;
     client.get_opt::<kumo_api::Node>("", node).await?;
     Ok(client)
 }
@@ -140,6 +136,7 @@ async fn checked_client(
 /// `file`); else `given` (`KUMO_TOKEN`, `--token-file`).
 pub async fn for_agent(
     server: &str,
+    ca_pem: &str,
     node: &str,
     file: &Path,
     join: Option<&str>,
@@ -147,7 +144,7 @@ pub async fn for_agent(
 ) -> anyhow::Result<(Client, String, Option<NodeCredential>)> {
     let saved = NodeCredential::load(file)?.filter(|c| !c.expired(chrono::Utc::now()));
     if let Some(saved) = saved {
-        match checked_client(server, &saved.token, node).await {
+        match checked_client(server, ca_pem, &saved.token, node).await {
             Ok(client) => {
                 if join.is_some() {
                     tracing::info!(file = %file.display(), "this node has a credential: the join token is not used");
@@ -168,13 +165,13 @@ pub async fn for_agent(
         }
     }
     if let Some(join_token) = join {
-        let cred = self::join(server, join_token, node, file).await?;
-        let client = checked_client(server, &cred.token, node).await?;
+        let cred = self::join(server, ca_pem, join_token, node, file).await?;
+        let client = checked_client(server, ca_pem, &cred.token, node).await?;
         let token = cred.token.clone();
         return Ok((client, token, Some(cred)));
     }
     match given {
-        Some(token) => Ok((checked_client(server, &token, node).await?, token, None)),
+        Some(token) => Ok((checked_client(server, ca_pem, &token, node).await?, token, None)),
         None => Err(anyhow!(
             "no credential: pass --join SECRET (printed by `kumo token create NAME --join`), or set KUMO_TOKEN"
         )),

@@ -3,6 +3,7 @@
 mod audit;
 mod credential;
 pub mod limits;
+pub mod pki;
 mod private;
 pub mod router;
 mod service_accounts;
@@ -59,6 +60,10 @@ pub struct ControlPlaneArgs {
     /// The life of a node credential (agents rotate theirs at two thirds of it)
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     pub node_credential_ttl: Duration,
+    /// Another DNS name or IP address for the API server's certificate (besides the listen
+    /// address); repeatable
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -157,7 +162,7 @@ pub struct ServerArgs {
 /// `kumo agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// API server URL
+    /// API server URL (https://…)
     #[arg(long)]
     pub server: String,
     /// A join token (from `kumo token create NAME --join`), exchanged once for this node's own
@@ -170,6 +175,13 @@ pub struct AgentArgs {
     /// Refused: a token on the command line is readable by every local user
     #[arg(long, hide = true)]
     pub token: Option<String>,
+    /// The cluster CA's certificate (the server's DATA_DIR/pki/ca.crt)
+    #[arg(long, conflicts_with = "ca_cert_hash")]
+    pub ca_file: Option<PathBuf>,
+    /// Trust the CA the server sends whose certificate has this hash (sha256:HEX, printed by
+    /// `kumo server`); it is kept in the data dir as ca.crt
+    #[arg(long, value_parser = pki::parse_ca_cert_hash)]
+    pub ca_cert_hash: Option<String>,
     /// Directory for pod state and logs (default ~/.kumo/agent)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -271,6 +283,8 @@ struct ControlPlane {
     transformer: Arc<kumo_apiserver::Transformer>,
     managed: Arc<kumo_apiserver::tokens::ManagedTokens>,
     node_credential_ttl: Duration,
+    /// The cluster CA's certificate (PEM).
+    ca_pem: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -296,6 +310,8 @@ async fn start_control_plane(
         None => private::data_dir_encryption_config(data_dir)?,
     });
     let token = tokens::controller_token()?;
+    let names = pki::serving_names(args.listen, &hostname(), &args.tls_san);
+    let tls = pki::load_or_make(data_dir, &names)?;
     let store_path = data_dir.join("store.redb");
     let store = kumo_store::RedbStore::open(
         &store_path,
@@ -321,9 +337,15 @@ async fn start_control_plane(
     } else {
         addr.ip().to_string()
     };
-    let url = format!("http://{host}:{}", addr.port());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{}", addr.port());
     let store: Arc<dyn kumo_store::Store> = Arc::new(store);
-    let admin = tokens::admin_config(store.as_ref(), &encryption, data_dir, &url).await?;
+    let admin =
+        tokens::admin_config(store.as_ref(), &encryption, data_dir, &url, &tls.ca_pem).await?;
     let (managed, feed) = kumo_apiserver::tokens::ManagedTokens::start(
         Arc::clone(&store),
         Arc::clone(&encryption),
@@ -339,7 +361,7 @@ async fn start_control_plane(
             .await
             .map_err(|e| anyhow!("cannot read the rbac policy from the store: {e}"))?;
     let mut config = kumo_apiserver::Config {
-        agent_token: Some(token.clone()),
+        tls: Some(tls.cluster),
         authenticator: Arc::new(kumo_apiserver::Chain(vec![
             Arc::new(tokens::controller_tokens(&token)),
             managed.clone(),
@@ -360,10 +382,7 @@ async fn start_control_plane(
             tracing::error!(error = %e, "api server stopped");
         }
     }));
-    let client = Client::new(&ClientConfig {
-        server: url.clone(),
-        token: token.clone(),
-    })?;
+    let client = Client::new(&client_config(&url, &token, &tls.ca_pem))?;
     let sched = kumo_scheduler::SchedulerConfig {
         strategy: args.scheduler_strategy,
     };
@@ -402,6 +421,7 @@ async fn start_control_plane(
         transformer: encryption,
         managed,
         node_credential_ttl: args.node_credential_ttl,
+        ca_pem: tls.ca_pem,
         tasks,
     })
 }
@@ -438,6 +458,16 @@ async fn local_node_credential(
     let cred = credential::NodeCredential::from_token(&token)?;
     cred.save(file)?;
     Ok(cred)
+}
+
+/// A client config for `server` with `token`, trusting the cluster CA `ca_pem`.
+fn client_config(server: &str, token: &str, ca_pem: &str) -> ClientConfig {
+    ClientConfig {
+        server: server.to_string(),
+        token: token.to_string(),
+        certificate_authority_data: None,
+    }
+    .with_ca_pem(ca_pem)
 }
 
 /// `kumo up` is one person's own machine: its `default` namespace enforces the `privileged`
@@ -510,7 +540,7 @@ fn agent_config(
     data_dir: PathBuf,
     listen: SocketAddr,
     advertise: String,
-    token: String,
+    (token, cluster_ca_pem): (String, String),
 ) -> anyhow::Result<kumo_agent::AgentConfig> {
     let protected = data_dir.clone();
     Ok(kumo_agent::AgentConfig {
@@ -525,6 +555,7 @@ fn agent_config(
         shim_exe: std::env::current_exe()
             .context("cannot find the kumo executable for the shim")?,
         token,
+        cluster_ca_pem,
         endpoint_limits: node.endpoint_limits.limits(),
         containers: kumo_agent::config::ContainerConfig {
             runc: node.runc.clone(),
@@ -552,9 +583,6 @@ fn agent_config(
             },
             cdi_spec_dirs: node.cdi_spec_dirs.clone(),
         },
-        // Pods' service-account `ca.crt`: the one place to fill from the client config's CA
-        // once the API server serves TLS (until then the file is empty).
-        cluster_ca: Vec::new(),
     })
 }
 
@@ -593,19 +621,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.agent_listen.ip().to_string()
         },
-        cp.token.clone(),
+        (cp.token.clone(), cp.ca_pem.clone()),
     )?;
     let node_name = agent_cfg.node_name.clone();
-    let client = Client::new(&ClientConfig {
-        server: cp.url.clone(),
-        token: cp.token.clone(),
-    })?;
+    let client = Client::new(&client_config(&cp.url, &cp.token, &cp.ca_pem))?;
     let default_level = label_default_namespace(&client).await?;
     // The node's agent acts as its node (`system:node:NAME`), with a credential it rotates.
-    let node_client = Client::new(&ClientConfig {
-        server: cp.url.clone(),
-        token: node_cred.token.clone(),
-    })?;
+    let node_client = Client::new(&client_config(&cp.url, &node_cred.token, &cp.ca_pem))?;
     tokio::spawn(credential::rotate(
         node_client.clone(),
         node_name.clone(),
@@ -710,6 +732,11 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(crate::default_data_dir);
     let cp = start_control_plane(&args.control, &data_dir, &shutdown).await?;
+    let hash = kumo_pki::ca_cert_hash(&cp.ca_pem)?;
+    println!(
+        "kumo: cluster CA in {} ({hash})",
+        pki::ca_path(&data_dir).display()
+    );
     println!("kumo: API server listening on {}", cp.url);
     let admin = tokens::admin_config_path(&data_dir);
     if cp.admin.is_some() {
@@ -746,9 +773,27 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             args.listen.ip().to_string()
         }
     });
+    let ca_pem = agent_ca(&args, &data_dir).await?;
     let file = credential::path(&data_dir);
-    let (client, token, cred) =
-        credential::for_agent(&args.server, &node_name, &file, args.join.as_deref(), given).await?;
+    let (client, token, cred) = credential::for_agent(
+        &args.server,
+        &ca_pem,
+        &node_name,
+        &file,
+        args.join.as_deref(),
+        given,
+    )
+    .await
+    .map_err(|e| {
+        // The CA came from a flag or the data dir, not from a client config: name those.
+        match e.chain().find_map(|c| c.downcast_ref::<kumo_client::ClientError>()) {
+            Some(kumo_client::ClientError::Verify { server, reason, .. }) => anyhow!(
+                "cannot verify the server certificate of {server}: {reason} (is the CA of --ca-file, --ca-cert-hash or {} this cluster's?)",
+                data_dir.join("ca.crt").display()
+            ),
+            _ => e,
+        }
+    })?;
     if let Some(cred) = cred {
         tokio::spawn(credential::rotate(
             client.clone(),
@@ -764,7 +809,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         data_dir,
         args.listen,
         advertise,
-        token,
+        (token, ca_pem),
     )?;
     println!(
         "kumo: agent for node {} joined {}",
@@ -772,6 +817,36 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     );
     kumo_agent::run(client, cfg, shutdown.wait()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster CA an agent trusts: `--ca-file`; or the CA the server sends whose hash is
+/// `--ca-cert-hash`; or the one a previous start kept in the data dir. Kept (0600) in the
+/// data dir as `ca.crt`.
+async fn agent_ca(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<String> {
+    let kept = data_dir.join("ca.crt");
+    let ca_pem = if let Some(path) = &args.ca_file {
+        read_ca(path).with_context(|| format!("--ca-file {}", path.display()))?
+    } else if let Some(hash) = &args.ca_cert_hash {
+        pki::fetch_pinned_ca(&args.server, hash).await?
+    } else if kept.exists() {
+        read_ca(&kept)?
+    } else {
+        return Err(anyhow!(
+            "the agent needs the cluster CA to verify {}: pass --ca-file (the server's DATA_DIR/pki/ca.crt) or --ca-cert-hash (printed by `kumo server`)",
+            args.server
+        ));
+    };
+    private::dir(data_dir)?;
+    pki::write_private(&kept, &ca_pem)?;
+    Ok(ca_pem)
+}
+
+/// A PEM file holding a certificate.
+fn read_ca(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    kumo_pki::certs_from_pem("the CA file", &text)?;
+    Ok(text)
 }
 
 #[cfg(test)]

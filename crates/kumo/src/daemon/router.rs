@@ -34,6 +34,9 @@ pub struct RouterArgs {
     /// Refused: a token on the command line is readable by every local user
     #[arg(long, hide = true)]
     pub token: Option<String>,
+    /// The cluster CA's certificate (default: the client config's certificate-authority-data)
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Plain-text listener (HTTP/1.1 and h2c)
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -204,10 +207,15 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
         "KUMO_TOKEN",
     )?
     .ok_or_else(|| anyhow::anyhow!("no token: set KUMO_TOKEN or pass --token-file PATH"))?;
-    let client = Client::new(&ClientConfig {
-        server: args.server.clone(),
-        token,
-    })?;
+    // The cluster CA: --ca-file, else the client config's (KUMO_CONFIG or ~/.kumo/config).
+    let mut config = ClientConfig::resolve(Some(args.server.clone()), Some(token))
+        .map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.ca_file {
+        config = config.with_ca_pem(
+            &super::read_ca(path).with_context(|| format!("--ca-file {}", path.display()))?,
+        );
+    }
+    let client = Client::new(&config)?;
     // Fail early, with the client's clear message, when the server is unreachable or the token wrong.
     client.list::<App>(None, &Default::default()).await?;
     let (handle, metrics) = start(client, args.listen, &args.options, shutdown.wait()).await?;

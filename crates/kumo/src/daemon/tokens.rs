@@ -124,6 +124,7 @@ pub async fn admin_config(
     t: &Transformer,
     data_dir: &Path,
     server: &str,
+    ca_pem: &str,
 ) -> anyhow::Result<Option<ClientConfig>> {
     let path = admin_config_path(data_dir);
     let token = match bootstrap(store, t, data_dir).await? {
@@ -138,10 +139,7 @@ pub async fn admin_config(
             return Ok(None);
         }
     };
-    let config = ClientConfig {
-        server: server.to_string(),
-        token,
-    };
+    let config = super::client_config(server, &token, ca_pem);
     config
         .save(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -166,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = kumo_store::MemStore::new();
         let t = Transformer::identity();
-        let first = admin_config(&store, &t, dir.path(), "http://a:1")
+        let first = admin_config(&store, &t, dir.path(), "http://a:1", "")
             .await
             .unwrap()
             .unwrap();
@@ -176,7 +174,7 @@ mod tests {
         let text = std::fs::read_to_string(admin_config_path(dir.path())).unwrap();
         assert!(text.contains(&first.token) && text.contains("http://a:1"));
         // A later start on another address keeps the secret and names the new address.
-        let again = admin_config(&store, &t, dir.path(), "http://b:2")
+        let again = admin_config(&store, &t, dir.path(), "http://b:2", "")
             .await
             .unwrap()
             .unwrap();
@@ -186,7 +184,7 @@ mod tests {
         );
         std::fs::remove_file(admin_config_path(dir.path())).unwrap();
         assert_eq!(
-            admin_config(&store, &t, dir.path(), "x").await.unwrap(),
+            admin_config(&store, &t, dir.path(), "x", "").await.unwrap(),
             None
         );
     }
@@ -197,7 +195,7 @@ mod tests {
         std::fs::write(old_tokens_path(dir.path()), "first\n# note\n\nsecond\n").unwrap();
         let store = kumo_store::MemStore::new();
         let t = Transformer::identity();
-        let config = admin_config(&store, &t, dir.path(), "http://a:1")
+        let config = admin_config(&store, &t, dir.path(), "http://a:1", "")
             .await
             .unwrap()
             .unwrap();
@@ -215,7 +213,7 @@ mod tests {
             .all(|kv| !String::from_utf8_lossy(&kv.value).contains("second")));
         // A tokens file put back later leaves the admin as it is.
         std::fs::write(old_tokens_path(dir.path()), "third\n").unwrap();
-        let again = admin_config(&store, &t, dir.path(), "http://a:1")
+        let again = admin_config(&store, &t, dir.path(), "http://a:1", "")
             .await
             .unwrap()
             .unwrap();

@@ -19,13 +19,13 @@ fn stderr(o: &std::process::Output) -> String {
 async fn tokens_are_required() {
     let c = Cluster::up(&[]);
     let anonymous = Client::new(&ClientConfig {
-        server: c.url.clone(),
         token: String::new(),
+        ..c.client_config()
     })
     .unwrap();
     let wrong = Client::new(&ClientConfig {
-        server: c.url.clone(),
         token: "not-the-token".into(),
+        ..c.client_config()
     })
     .unwrap();
     for (client, message) in [
@@ -257,6 +257,8 @@ async fn silent_node_becomes_not_ready_and_its_pods_are_marked() {
             &cp.url,
             "--join",
             &cp.join_token(),
+            "--ca-file",
+            cp.ca_file().to_str().unwrap(),
             "--node-name",
             "n2",
             "--listen",

@@ -280,6 +280,8 @@ fn get_watch_prints_each_change() {
     let mut child = Command::new(kumo_exe())
         .args(["get", "pods", "-w", "--server", &c.url])
         .env("KUMO_TOKEN", &c.token)
+        // The flags name the server; the token is in the environment, the CA in the config.
+        .env("KUMO_CONFIG", c.config_path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

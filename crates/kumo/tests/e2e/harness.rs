@@ -17,6 +17,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub token: String,
+    /// The cluster CA's certificate (PEM), from `<data>/pki/ca.crt`.
+    pub ca_pem: String,
     /// What kumo printed before its API server line (e.g. `kumo: router listening on ...`).
     pub banner: Vec<String>,
     child: Option<Child>,
@@ -58,6 +60,7 @@ impl Cluster {
             dir,
             url: String::new(),
             token: String::new(),
+            ca_pem: String::new(),
             banner: Vec::new(),
             child: None,
             args,
@@ -83,6 +86,21 @@ impl Cluster {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config")
+    }
+
+    /// The cluster CA's certificate file (what `kumo agent --ca-file` takes).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("pki").join("ca.crt")
+    }
+
+    /// A client config for this cluster, trusting its CA.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            server: self.url.clone(),
+            token: self.token.clone(),
+            certificate_authority_data: None,
+        }
+        .with_ca_pem(&self.ca_pem)
     }
 
     fn launch(&mut self) {
@@ -117,20 +135,19 @@ impl Cluster {
         };
         // Keep draining stdout so kumo never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
-        self.listen = url.trim_start_matches("http://").to_string();
+        self.listen = url.trim_start_matches("https://").to_string();
         self.url = url;
         // Both `kumo up` and `kumo server` write the admin's client config into the data dir.
         let admin =
             ClientConfig::load(&self.data_dir().join("admin.config")).expect("admin.config");
         self.token = admin.token;
-        // `kumo server` writes no client config (only `kumo up` does): write one for the CLI.
+        self.ca_pem = std::fs::read_to_string(self.ca_file()).expect("the cluster CA");
+        // `kumo server` writes no client config (only `kumo up` does): write one for the CLI,
+        // with the CA from the data dir.
         if !self.config_path().exists() {
-            ClientConfig {
-                server: self.url.clone(),
-                token: self.token.clone(),
-            }
-            .save(&self.config_path())
-            .expect("client config");
+            self.client_config()
+                .save(&self.config_path())
+                .expect("client config");
         }
         self.child = Some(child);
     }
@@ -171,11 +188,7 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&ClientConfig {
-            server: self.url.clone(),
-            token: self.token.clone(),
-        })
-        .expect("client")
+        Client::new(&self.client_config()).expect("client")
     }
 
     /// A new single-use join token (`kumo token create NAME --join`), from the join command

@@ -19,5 +19,6 @@ mod secrets_at_rest;
 mod security;
 mod service_accounts;
 mod store;
+mod tls;
 mod tokens;
 mod volumes;

@@ -60,9 +60,12 @@ fn check_claims(token: &str, pod: &Pod) {
 }
 
 /// `GET path` with `token` through curl: the status code and the body.
-fn get(url: &str, path: &str, token: &str) -> (u16, String) {
+fn get(c: &Cluster, path: &str, token: &str) -> (u16, String) {
+    let url = &c.url;
     let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-H"])
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(c.ca_file())
+        .arg("-H")
         .arg(format!("Authorization: Bearer {token}"))
         .arg(format!("{url}{path}"))
         .output()
@@ -75,14 +78,14 @@ fn get(url: &str, path: &str, token: &str) -> (u16, String) {
     )
 }
 
-/// The API server knows the request as the service account's: allowed today (every
-/// authenticated user is), or, once RBAC holds it to its roles, refused naming it.
+/// The API server knows the request as the service account's: RBAC, which grants the account
+/// nothing by default, refuses it naming the account.
 fn assert_as_account(code: u16, body: &str) {
-    match code {
-        200 => assert!(body.contains("PodList"), "{body}"),
-        403 => assert!(body.contains(&format!("User \\\"{USER}\\\"")), "{body}"),
-        _ => panic!("the token was not accepted: {code} {body}"),
-    }
+    assert_eq!(
+        code, 403,
+        "the token was not taken as the account's: {body}"
+    );
+    assert!(body.contains(&format!("User \\\"{USER}\\\"")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +94,7 @@ async fn a_process_pod_calls_the_api_as_its_service_account() {
     let client = c.client();
     // The process runtime shares the host's file system view: the token's directory comes in
     // KUMO_SERVICE_ACCOUNT_DIR. The pod calls the API itself with curl.
-    let script = r#"d=$KUMO_SERVICE_ACCOUNT_DIR; echo $d; cat $d/namespace; echo; /usr/bin/curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $(cat $d/token)" http://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/default/pods; /usr/bin/curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer x$(cat $d/token)" http://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/default/pods; exec sleep 3600"#;
+    let script = r#"d=$KUMO_SERVICE_ACCOUNT_DIR; echo $d; cat $d/namespace; echo; /usr/bin/curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $(cat $d/token)" --cacert $d/ca.crt https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/default/pods; /usr/bin/curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer x$(cat $d/token)" --cacert $d/ca.crt https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/default/pods; exec sleep 3600"#;
     let manifest = process_pod("sa-proc", "Always", script)
         .replace("spec:\n", "spec:\n  terminationGracePeriodSeconds: 1\n");
     c.apply("sa-proc.yaml", &manifest);
@@ -101,17 +104,33 @@ async fn a_process_pod_calls_the_api_as_its_service_account() {
     let dir = std::path::PathBuf::from(&lines[0]);
     assert_eq!(lines[1], "default", "{lines:?}");
     // The pod's own call went through as the account, a changed token's did not.
-    assert!(
-        lines[2] == "200" || lines[2] == "403",
-        "the pod's call with its token: {lines:?}"
-    );
+    assert_eq!(lines[2], "403", "the pod's call with its token: {lines:?}");
     assert_eq!(lines[3], "401", "{lines:?}");
     assert!(dir.starts_with(c.data_dir()), "{dir:?}");
 
     let token = std::fs::read_to_string(dir.join("token")).expect("token file");
     check_claims(&token, &pod);
-    let (code, body) = get(&c.url, "/api/v1/namespaces/default/pods", &token);
+    let (code, body) = get(&c, "/api/v1/namespaces/default/pods", &token);
     assert_as_account(code, &body);
+    // Bound to `view`, the account reads its namespace's pods (RBAC's ServiceAccount subject).
+    c.apply(
+        "sa-view.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: sa-view, namespace: default}\nsubjects: [{kind: ServiceAccount, name: default, namespace: default}]\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\n",
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, body) = get(&c, "/api/v1/namespaces/default/pods", &token);
+        if code == 200 {
+            assert!(body.contains("PodList"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {code}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.kumo(&["delete", "rolebinding", "sa-view"]);
     use std::os::unix::fs::MetadataExt;
     for f in ["token", "ca.crt", "namespace"] {
         let mode = std::fs::metadata(dir.join(f)).unwrap().mode() & 0o777;
@@ -136,7 +155,7 @@ async fn a_process_pod_calls_the_api_as_its_service_account() {
     };
     assert!(process_alive(pid), "the container kept running");
     check_claims(&fresh, &pod);
-    let (code, body) = get(&c.url, "/api/v1/namespaces/default/pods", &fresh);
+    let (code, body) = get(&c, "/api/v1/namespaces/default/pods", &fresh);
     assert_as_account(code, &body);
 
     // Once the pod is gone from the API its tokens are refused, within a second.
@@ -158,7 +177,7 @@ async fn a_process_pod_calls_the_api_as_its_service_account() {
     }
     let gone = tokio::time::Instant::now();
     loop {
-        let (code, body) = get(&c.url, "/api/v1/namespaces/default/pods", &fresh);
+        let (code, body) = get(&c, "/api/v1/namespaces/default/pods", &fresh);
         if code == 401 {
             assert!(body.contains("no longer exists"), "{body}");
             break;

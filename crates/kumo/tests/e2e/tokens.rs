@@ -30,8 +30,8 @@ fn printed_secret(out: &str) -> String {
 
 fn client(c: &Cluster, token: &str) -> Client {
     Client::new(&ClientConfig {
-        server: c.url.clone(),
         token: token.to_string(),
+        ..c.client_config()
     })
     .unwrap()
 }

@@ -92,6 +92,8 @@ async fn replicas_spread_over_zones_and_leave_a_lost_node() {
             &c.url,
             "--join",
             &c.join_token(),
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
             "--node-name",
             "n2",
         ])
@@ -157,6 +159,8 @@ fn spawn_agent(c: &Cluster, dir: &std::path::Path) -> RouterProcess {
             &c.url,
             "--join",
             &c.join_token(),
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
             "--node-name",
             "n1",
         ])
@@ -179,7 +183,15 @@ async fn an_agent_restart_keeps_ready_replicas_serving() {
     let agent_dir = c.dir.path().join("agent-n1");
     let agent = spawn_agent(&c, &agent_dir);
     let mut child = std::process::Command::new(kumo_exe())
-        .args(["router", "--server", &c.url, "--listen", "127.0.0.1:0"])
+        .args([
+            "router",
+            "--server",
+            &c.url,
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("KUMO_TOKEN", &c.token)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

@@ -141,6 +141,7 @@ async fn a_standalone_router_follows_the_api() {
     assert!(!bad.status.success(), "a wrong token is refused at start");
     let mut child = std::process::Command::new(kumo_exe())
         .args(["router", "--server", &c.url])
+        .args(["--ca-file", c.ca_file().to_str().unwrap()])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("KUMO_TOKEN", &c.token)
         .env("RUST_LOG", "warn")

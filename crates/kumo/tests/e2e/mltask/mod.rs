@@ -147,6 +147,8 @@ pub(super) fn start_agent(cp: &Cluster, node: &str, gpus: &str) -> Child {
             &cp.url,
             "--join",
             &cp.join_token(),
+            "--ca-file",
+            cp.ca_file().to_str().unwrap(),
             "--node-name",
             node,
         ])
