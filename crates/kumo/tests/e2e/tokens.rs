@@ -56,9 +56,20 @@ async fn refused_within(c: &Cluster, token: &str, message: &str, within: Duratio
     }
 }
 
+/// The token authenticates: its user may ask what it may do (a SelfSubjectAccessReview, which
+/// every authenticated user may; RBAC grants a new user nothing else).
 async fn works(c: &Cluster, token: &str) {
+    let review = serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "list", "resource": "namespaces"}},
+    });
     client(c, token)
-        .list::<kumo_api::Namespace>(None, &Default::default())
+        .request_json::<serde_json::Value>(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            Some(("application/json", &review)),
+        )
         .await
         .expect("the token is accepted");
 }
@@ -164,7 +175,13 @@ async fn a_join_token_works_once_and_not_after_it_expired() {
 
     let out = text(&c.kumo(&["token", "create", "j2", "--join", "--ttl", "1s"]));
     let line = out.lines().find(|l| l.starts_with(&want)).unwrap();
-    let short = line.rsplit(' ').next().unwrap().to_string();
+    let short = line
+        .split_whitespace()
+        .skip_while(|w| *w != "--join")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(line.contains(" --ca-cert-hash sha256:"), "{line}");
     refused_within(&c, &short, "token expired", Duration::from_secs(3)).await;
     let late = client(&c, &short)
         .request_json::<kumo_api::Token>(Method::POST, "/api/v1/nodes/n3/credential", None)
@@ -184,6 +201,7 @@ fn join_agent(c: &Cluster, dir: &std::path::Path, join: Option<&str>) -> std::pr
     cmd.args(["agent", "--server", &c.url, "--node-name", "n1"])
         .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
         .args(["--no-pod-network", "--data-dir", dir.to_str().unwrap()])
+        .args(["--ca-file", c.ca_file().to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .env_remove("KUMO_TOKEN")
         .stdin(Stdio::null())
@@ -342,6 +360,8 @@ async fn an_agent_joins_keeps_its_own_credential_and_rotates_it() {
             other.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--ca-file",
+            c.ca_file().to_str().unwrap(),
         ])
         .env_remove("KUMO_TOKEN")
         .output()
