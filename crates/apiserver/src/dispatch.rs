@@ -18,6 +18,30 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `/readyz`, answered to anyone (as `/healthz` and `/version`): `200 ok` once the store answers
+/// and the caches requests are checked from are synced, else `503` naming what is not ready.
+/// The token and RBAC caches are listed before the server accepts its first request; the
+/// service-account index is watched and may fall behind.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let mut failed = Vec::new();
+    if let Some(namespaces) = crate::request::Kind::lookup("", "v1", "namespaces") {
+        let key = crate::keys::object_key(&namespaces, None, kumo_api::DEFAULT_NAMESPACE);
+        if let Err(e) = app.store.get(&key).await {
+            failed.push(format!("store: {e}"));
+        }
+    }
+    if let Some(sa) = &app.service_accounts {
+        if !sa.accounts.synced() || !sa.pods.synced() {
+            failed.push("service-account index: not synced".to_string());
+        }
+    }
+    if failed.is_empty() {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let text = format!("not ready: {}", failed.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+}
+
 pub async fn version() -> Response {
     json_response(
         StatusCode::OK,

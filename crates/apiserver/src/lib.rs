@@ -198,6 +198,7 @@ fn build(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(dispatch::healthz))
         .route("/version", get(dispatch::version))
+        .route("/readyz", get(dispatch::readyz))
         .fallback(dispatch::handle)
         .with_state(app)
 }

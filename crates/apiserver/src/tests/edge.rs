@@ -15,6 +15,14 @@ async fn authentication() {
         })
         .await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+    // Ready: the store answers and the caches are synced.
+    let (status, body) = s
+        .call(Req {
+            token: None,
+            ..req("GET", "/readyz", None)
+        })
+        .await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
     let v = s
         .check(
             Req {
