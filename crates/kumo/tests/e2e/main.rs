@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod api;
 mod apps;
 mod audit;
