@@ -35,12 +35,18 @@ fn max_backup(text: &str) -> Result<usize, String> {
     }
 }
 
+impl AuditArgs {
+    /// The audit log's path: `--audit-log`, else `DATA_DIR/audit.log`.
+    pub fn path(&self, data_dir: &Path) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit.log"))
+    }
+}
+
 /// Opens the audit log the flags name (made 0600 if missing).
 pub fn open(args: &AuditArgs, data_dir: &Path) -> anyhow::Result<AuditLog> {
-    let path = args
-        .audit_log
-        .clone()
-        .unwrap_or_else(|| data_dir.join("audit.log"));
+    let path = args.path(data_dir);
     let rotation = Rotation {
         max_bytes: args.audit_log_maxsize << 20,
         max_backups: args.audit_log_maxbackup,

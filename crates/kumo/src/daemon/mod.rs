@@ -674,6 +674,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     println!("kumo: client config written to {}", config_path.display());
     println!(
+        "kumo: cluster CA in {}; audit log in {}",
+        pki::ca_path(&data_dir).display(),
+        args.control.audit.path(&data_dir).display()
+    );
+    println!(
         "kumo: data in {}; node {node_name} joined; Ctrl-C stops",
         data_dir.display()
     );
