@@ -63,6 +63,8 @@ pub async fn issue(app: &App, user: &UserInfo, bearer: &str, node: &str) -> ApiR
     }
     let rotated = match caller(user, node)? {
         Caller::Join(name) => {
+            // Before a use is counted: a join never takes over a node that has a credential.
+            refuse_taken(app, node).await?;
             count_join(app, name, bearer).await?;
             None
         }
@@ -162,6 +164,35 @@ async fn count_join(app: &App, name: &str, bearer: &str) -> ApiResult<()> {
     Err(ApiError::conflict(format!(
         "join token {name} is being used by others at once; try again"
     )))
+}
+
+/// Refuses (409) a join as `node` while that node holds an unexpired credential: a join token
+/// is for a new node (or one whose credentials an admin revoked), so whoever holds one cannot
+/// become a node that is already running.
+async fn refuse_taken(app: &App, node: &str) -> ApiResult<()> {
+    let (kvs, _) = app
+        .store
+        .list(&prefix(&kind(), None))
+        .await
+        .map_err(ApiError::store)?;
+    let user = format!("{}{node}", kumo_api::user::NODE_USER_PREFIX);
+    let now = chrono::Utc::now();
+    let held = kvs
+        .iter()
+        .filter_map(|kv| decode(&app.transformer, kv).ok())
+        .filter_map(|v| serde_json::from_value::<Token>(v).ok())
+        .find(|t| {
+            t.spec.type_ == kumo_api::token::TokenType::Node
+                && t.spec.user == user
+                && !t.is_expired(now)
+        });
+    match held {
+        Some(t) => Err(ApiError::conflict(format!(
+            "node {node:?} already has a credential (token {}): a join token cannot take over a node; to join it again, revoke every credential of user system:node:{node} first (kumo token ls, kumo token revoke NAME)",
+            t.metadata.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Makes the token with secret hash `hash` expire [`ROTATION_GRACE`] from now (if it would

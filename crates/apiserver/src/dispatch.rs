@@ -251,7 +251,10 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             ns,
             name,
             grace_period_seconds,
-        } => ok(delete::delete(app, kind, ns.as_deref(), &name, grace_period_seconds).await?),
+        } => {
+            crate::node_authz::restrict_delete(app, &user, kind, ns.as_deref(), &name).await?;
+            ok(delete::delete(app, kind, ns.as_deref(), &name, grace_period_seconds).await?)
+        }
         ApiRequest::Bind { ns, name } => {
             let value = body::read_json(&parts.headers, body).await?;
             json_response(

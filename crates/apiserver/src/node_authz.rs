@@ -112,6 +112,39 @@ pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
 /// NodeRestriction on a node's update or patch of its own Node object (`new` makes the
 /// written object from the stored one): its spec (taints, unschedulable) and its
 /// `node-restriction.kubernetes.io/` labels are the administrator's.
+/// NodeRestriction for deletes: a node deletes only pods bound to it, checked against the
+/// store (the authorizer lets a node's delete of a pod it does not know through, so that the
+/// delete of a pod already gone answers 404).
+pub async fn restrict_delete(
+    app: &crate::App,
+    user: &UserInfo,
+    kind: Kind,
+    ns: Option<&str>,
+    name: &str,
+) -> ApiResult<()> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    if !kind.is_pod() {
+        return Ok(());
+    }
+    let key = crate::keys::object_key(&kind, ns, name);
+    let Some(kv) = app.store.get(&key).await.map_err(ApiError::store)? else {
+        return Ok(()); // the delete answers 404
+    };
+    let pod = crate::keys::decode(&app.transformer, &kv)?;
+    let bound = pod
+        .get("spec")
+        .and_then(|s| s.get("nodeName"))
+        .and_then(Value::as_str);
+    if bound == Some(node) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "pods {name:?} is forbidden: node {node:?} may delete only pods bound to it"
+    )))
+}
+
 pub async fn restrict_update(
     app: &crate::App,
     user: &UserInfo,
@@ -177,6 +210,7 @@ pub fn decide<'a>(
     a: &Attributes,
     pods: impl Iterator<Item = &'a PodRefs> + Clone,
     task_exists: &dyn Fn(&str, &str) -> bool,
+    pod_known: &dyn Fn(&str, &str) -> bool,
 ) -> NodeDecision {
     use NodeDecision::*;
     let mine = pods.filter(|p| p.node == node);
@@ -231,6 +265,11 @@ pub fn decide<'a>(
                 || (verb == "delete" && a.subresource.is_empty()) =>
         {
             if in_ns.clone().any(|p| p.name == a.name) {
+                Allow
+            } else if verb == "delete" && !pod_known(&a.namespace, &a.name) {
+                // The final delete of a pod already gone (or not yet seen by the watch): the
+                // handler answers 404, or refuses a pod bound elsewhere from the store itself
+                // (`restrict_delete`).
                 Allow
             } else {
                 unrelated()
@@ -328,7 +367,8 @@ mod tests {
         };
         let pods = pods();
         let tasks = |ns: &str, name: &str| ns == "a" && (name == "t1" || name == "t2");
-        let got = match decide("n1", &a, pods.iter(), &tasks) {
+        let known = |ns: &str, name: &str| pods.iter().any(|p| p.namespace == ns && p.name == name);
+        let got = match decide("n1", &a, pods.iter(), &tasks, &known) {
             NodeDecision::Allow => "allow".to_string(),
             NodeDecision::NoOpinion => "none".to_string(),
             NodeDecision::Deny(r) => r,
@@ -381,6 +421,10 @@ mod tests {
         check("update", "", "pods/status", "b/p1", "no relationship");
         check("delete", "", "pods", "a/p1", "allow");
         check("delete", "", "pods", "a/p2", "no relationship");
+        // A pod no node is known to hold (already gone): through to the handler's 404, or to
+        // restrict_delete's check against the store.
+        check("delete", "", "pods", "a/gone", "allow");
+        check("get", "", "pods", "a/gone", "no relationship");
         check("create", "", "pods/exec", "a/p1", "no relationship");
         check("create", "", "events", "a/", "allow");
         check("get", "", "secrets", "a/pull1", "allow");

@@ -246,7 +246,9 @@ impl Authorizer for RbacAuthorizer {
             let mine = s.pods.get(node).into_iter().flat_map(|p| p.values());
             let task_exists =
                 |ns: &str, name: &str| s.tasks.contains(&format!("{TASKS_PREFIX}{ns}/{name}"));
-            match node_authz::decide(node, a, mine, &task_exists) {
+            let pod_known =
+                |ns: &str, name: &str| s.node_of.contains_key(&format!("{PODS_PREFIX}{ns}/{name}"));
+            match node_authz::decide(node, a, mine, &task_exists, &pod_known) {
                 NodeDecision::Allow => return Decision::Allow,
                 NodeDecision::Deny(reason) => node_refusal = Some(reason),
                 NodeDecision::NoOpinion => {}

@@ -231,6 +231,17 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
             "no relationship",
         )
         .await;
+    // A pod already gone: a 404, as its agent's final delete expects.
+    server
+        .check(
+            as_user(
+                "node-1",
+                req("DELETE", "/api/v1/namespaces/team-a/pods/never-was", None),
+            ),
+            404,
+            "not found",
+        )
+        .await;
     server
         .check(
             as_user(

@@ -156,6 +156,31 @@ async fn tokens_expire_and_bad_ones_name_the_field() {
 }
 
 #[tokio::test]
+async fn a_join_token_cannot_take_over_a_node_that_has_a_credential() {
+    let (s, _store) = managed().await;
+    let join = json!({"metadata": {"name": "j2"}, "spec": {"type": "join", "user": "system:bootstrap:j2",
+                      "groups": ["system:bootstrappers"], "ttlSeconds": 3600, "usageLimit": 3}});
+    let secret = s.create(TOKENS, join).await["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ask = |node: &str| {
+        as_user(
+            req("POST", &format!("/api/v1/nodes/{node}/credential"), None),
+            &secret,
+        )
+    };
+    s.check(ask("n1"), 201, "system:node:n1").await;
+    // n1 now holds a credential: joining as n1 again is refused, and costs no use.
+    s.check(ask("n1"), 409, "already has a credential").await;
+    let j2 = s
+        .check(req("GET", &format!("{TOKENS}/j2"), None), 200, "")
+        .await;
+    assert_eq!(j2["status"]["usageCount"], 1);
+    s.check(ask("n2"), 201, "system:node:n2").await;
+}
+
+#[tokio::test]
 async fn a_join_token_buys_one_node_credential_and_nodes_rotate_their_own() {
     let (s, store) = managed().await;
     let join = json!({"metadata": {"name": "j1"}, "spec": {"type": "join", "user": "system:bootstrap:j1",

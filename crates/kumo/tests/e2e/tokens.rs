@@ -296,13 +296,41 @@ async fn an_agent_joins_keeps_its_own_credential_and_rotates_it() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Its credential revoked, the node is refused; a new join token joins it again.
+    // While n1 holds a credential, no join token can make another agent n1.
+    let other = c.dir.path().join("agent-n1-impostor");
+    let out = Command::new(kumo_exe())
+        .args(["agent", "--server", &c.url, "--node-name", "n1"])
+        .args(["--join", &c.join_token(), "--listen", "127.0.0.1:0"])
+        .args(["--data-dir", other.to_str().unwrap()])
+        .args(["--ca-file", c.ca_file().to_str().unwrap()])
+        .env_remove("KUMO_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already has a credential"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its credentials revoked (the current one and the one it rotated away from), the node is
+    // refused; a new join token joins it again.
     drop(_agent);
     let name = saved(&dir)["name"].as_str().unwrap().to_string();
-    admin
-        .delete::<kumo_api::Token>("", &name, None)
+    let tokens = admin
+        .list::<kumo_api::Token>(None, &Default::default())
         .await
         .unwrap();
+    for t in tokens
+        .items
+        .iter()
+        .filter(|t| t.spec.user == "system:node:n1")
+    {
+        admin
+            .delete::<kumo_api::Token>("", &t.metadata.name, None)
+            .await
+            .unwrap();
+    }
+    assert!(tokens.items.iter().any(|t| t.metadata.name == name));
     refused_within(
         &c,
         saved(&dir)["token"].as_str().unwrap(),
