@@ -10,6 +10,7 @@ pub mod event;
 pub mod exec;
 pub mod gpu_usage;
 pub mod keys;
+pub mod lease;
 pub mod meta;
 pub mod mltask;
 pub mod namespace;
@@ -31,6 +32,7 @@ pub mod validation;
 
 pub use app::{App, Release};
 pub use event::{Event, EventSource};
+pub use lease::Lease;
 pub use meta::{Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Time};
 pub use mltask::{MLTask, Queue};
 pub use namespace::Namespace;
@@ -48,9 +50,13 @@ pub use validation::FieldError;
 
 /// The namespace objects go to when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The namespace of the control plane's own objects (its Leases), made at server start.
+pub const SYSTEM_NAMESPACE: &str = "kumo-system";
 /// The version of this build, reported by `/version` and `kumo version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(test)]
 mod admission_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod mltask_tests;

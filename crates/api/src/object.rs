@@ -5,7 +5,7 @@ use crate::validation::{
     check_name, decode, is_label_value, is_qualified_name, Errors, FieldError,
 };
 use crate::{
-    App, Event, MLTask, Namespace, Node, Pod, Queue, Release, Secret, ServiceAccount, Token,
+    App, Event, Lease, MLTask, Namespace, Node, Pod, Queue, Release, Secret, ServiceAccount, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -149,6 +149,16 @@ resource!(Event, "", "v1", "Event", "events", true, |ev, e| {
         e.add("reason", "Required value");
     }
 });
+
+resource!(
+    Lease,
+    crate::lease::GROUP,
+    "v1",
+    "Lease",
+    "leases",
+    true,
+    crate::lease::validate_lease
+);
 
 resource!(App, "kumo.dev", "v1", "App", "apps", true, |a, e| {
     crate::app::validate_app_spec(&a.metadata.name, &a.spec, e)
@@ -375,7 +385,7 @@ fn mltask_update(old: &serde_json::Value, new: &serde_json::Value) -> Vec<FieldE
     errors.into_result().err().unwrap_or_default()
 }
 
-static KINDS: [KindInfo; 15] = [
+static KINDS: [KindInfo; 16] = [
     KindInfo {
         group: "",
         version: "v1",
@@ -426,6 +436,19 @@ static KINDS: [KindInfo; 15] = [
         has_status: false,
         label_names: false,
         admit: |v| admit::<Event>(v, false),
+        validate_update: no_update_rules,
+    },
+    KindInfo {
+        group: crate::lease::GROUP,
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        namespaced: true,
+        has_status: false,
+        label_names: false,
+        admit: |v| admit::<Lease>(v, false),
         validate_update: no_update_rules,
     },
     KindInfo {

@@ -1,4 +1,4 @@
-//! Namespaces: the `default` one made at start, and deletion of a namespace with its contents.
+//! Namespaces: `default` and `kumo-system` made at start, and deletion of a namespace with its contents.
 //!
 //! Deleting a namespace marks it (`deletionTimestamp`, `status.phase: Terminating`), refuses
 //! new content in it, and deletes everything it holds in the same request: most objects go at
@@ -15,7 +15,7 @@ use crate::object::{has_finalizers, is_deleting, now, remove_meta, set_meta};
 use crate::request::Kind;
 use crate::update::RETRIES;
 use crate::App;
-use kumo_api::{kinds, DEFAULT_NAMESPACE};
+use kumo_api::{kinds, DEFAULT_NAMESPACE, SYSTEM_NAMESPACE};
 use kumo_store::StoreError;
 use serde_json::{json, Value};
 
@@ -23,22 +23,28 @@ fn namespaced_kinds() -> impl Iterator<Item = Kind> {
     kinds().iter().filter(|k| k.namespaced).map(Kind)
 }
 
-/// Creates the `default` namespace unless it exists.
+/// The namespaces every server makes at start and refuses to delete: users' default, and the
+/// control plane's own (its Leases live there).
+const BUILT_IN: [&str; 2] = [DEFAULT_NAMESPACE, SYSTEM_NAMESPACE];
+
+/// Creates the built-in namespaces (`default`, `kumo-system`) unless they exist.
 pub async fn ensure_default(app: &App) -> ApiResult<()> {
     let kind = Kind::lookup("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("the namespace kind is not registered"))?;
-    let body =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}});
-    match create::create(app, kind, None, body).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.0.reason == "AlreadyExists" => Ok(()),
-        Err(e) => Err(e),
+    for name in BUILT_IN {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match create::create(app, kind, None, body).await {
+            Ok(_) => {}
+            Err(e) if e.0.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// DELETE of a namespace.
 pub async fn delete(app: &App, kind: Kind, name: &str) -> ApiResult<Value> {
-    if name == DEFAULT_NAMESPACE {
+    if BUILT_IN.contains(&name) {
         return Err(ApiError::forbidden(format!(
             "namespaces {name:?} is forbidden: this namespace may not be deleted"
         )));

@@ -5,6 +5,7 @@ mod audit;
 mod crud;
 mod edge;
 mod encryption;
+mod leases;
 mod lifecycle;
 mod limits;
 mod node_access;
