@@ -12,9 +12,12 @@ pub mod data;
 pub mod error;
 pub mod events;
 pub mod informer;
+pub mod leader;
 pub mod queue;
 pub mod retry;
 
+#[cfg(test)]
+mod leader_tests;
 #[cfg(test)]
 mod tls_tests;
 
