@@ -246,7 +246,12 @@ async fn run<K: Resource>(
             }
         };
         failures = 0;
-        while let Some(item) = stream.next().await {
+        // A dropped receiver (a loop cancelled when its leadership was lost) ends the watch
+        // at once, not at the next change.
+        while let Some(item) = tokio::select! {
+            item = stream.next() => item,
+            _ = tx.closed() => return,
+        } {
             let (change, rv) = match item {
                 Ok(Watched::Added(k)) | Ok(Watched::Modified(k)) => {
                     let rv = k.meta().resource_version.clone();

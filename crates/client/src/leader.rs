@@ -241,6 +241,16 @@ impl Elector {
     }
 }
 
+/// The leading loop's task: cancelled when this is dropped, so that dropping
+/// [`run_while_leading`] itself (an aborted task) never leaves a loop running unled.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why leading stopped.
 enum Stopped {
     Shutdown,
@@ -284,12 +294,12 @@ pub async fn run_while_leading<F, Fut>(
             }
         };
         tracing::info!(%lease, identity = %elector.lock.identity, "became leader");
-        let mut task = tokio::spawn(make_loop());
+        let mut task = AbortOnDrop(tokio::spawn(make_loop()));
         let stopped = loop {
             let deadline = last_renewal + timing.renew_deadline;
             tokio::select! {
                 _ = &mut shutdown => break Stopped::Shutdown,
-                _ = &mut task => break Stopped::Finished,
+                _ = &mut task.0 => break Stopped::Finished,
                 _ = tokio::time::sleep_until(deadline) => break Stopped::Lost("renew deadline passed"),
                 _ = tokio::time::sleep(timing.retry_period) => {
                     let started = Instant::now();
@@ -304,8 +314,8 @@ pub async fn run_while_leading<F, Fut>(
         };
         if !matches!(stopped, Stopped::Finished) {
             // Waiting for the aborted task means the loop has been dropped before anything else.
-            task.abort();
-            let _ = task.await;
+            task.0.abort();
+            let _ = (&mut task.0).await;
         }
         match stopped {
             Stopped::Lost(why) => {
