@@ -45,6 +45,8 @@ pub fn headers(kind: &KindInfo, layout: Layout) -> Vec<&'static str> {
         ),
         ("", "Namespace") => (&["NAME", "STATUS", "AGE"], &[]),
         ("", "Event") => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
+        // As kubectl, and when it was last renewed (a stale one is a leader gone quiet).
+        (kumo_api::lease::GROUP, "Lease") => (&["NAME", "HOLDER", "AGE"], &["RENEWED"]),
         ("kumo.dev", "MLTask") => (
             &[
                 "NAME", "PHASE", "QUEUE", "POSITION", "GPUS", "ATTEMPTS", "AGE",
@@ -154,6 +156,12 @@ pub fn row(kind: &KindInfo, obj: &Value, layout: Layout, now: DateTime<Utc>) -> 
                 object,
                 text(obj, "/message").replace('\n', " "),
             ]);
+        }
+        (kumo_api::lease::GROUP, "Lease") => {
+            r.extend([name, text(obj, "/spec/holderIdentity").to_string(), created]);
+            if layout.wide {
+                r.push(age(time_at(obj, "/spec/renewTime"), now));
+            }
         }
         ("kumo.dev", "MLTask") => r.extend(super::mltask_columns::task_row(
             obj,
@@ -420,6 +428,46 @@ ml     ClusterRole/ml-engineer   3m
             "\
 NAME   ROLE                      AGE   USERS   GROUPS            SERVICEACCOUNTS
 ml     ClusterRole/ml-engineer   3m    alice   ml-team,interns   team-a/ci
+",
+        );
+    }
+
+    #[test]
+    fn leases_show_their_holder() {
+        let lease = |name: &str, holder: Value| {
+            json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kumo-system", "creationTimestamp": "2024-05-01T11:57:00Z"},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                    "renewTime": "2024-05-01T11:59:57.500000Z"},
+            })
+        };
+        let leases = json!([
+            lease("kumo-scheduler", json!("host-a_127.0.0.1:7400")),
+            lease("kumo-apps-controller", Value::Null)
+        ]);
+        check(
+            "leases",
+            NARROW,
+            leases.clone(),
+            "\
+NAME                   HOLDER                  AGE
+kumo-scheduler         host-a_127.0.0.1:7400   3m
+kumo-apps-controller                           3m
+",
+        );
+        let wide = Layout {
+            wide: true,
+            all_namespaces: false,
+        };
+        check(
+            "lease",
+            wide,
+            leases,
+            "\
+NAME                   HOLDER                  AGE   RENEWED
+kumo-scheduler         host-a_127.0.0.1:7400   3m    2s
+kumo-apps-controller                           3m    2s
 ",
         );
     }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod credential;
+pub mod leader;
 pub mod limits;
 pub mod pki;
 mod private;
@@ -64,6 +65,8 @@ pub struct ControlPlaneArgs {
     /// address); repeatable
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    #[command(flatten)]
+    pub leader_elect: leader::LeaderElectArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -293,6 +296,7 @@ async fn start_control_plane(
     data_dir: &Path,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ControlPlane> {
+    let election = args.leader_elect.timing()?;
     // A given encryption config that cannot be used stops the server before anything is written.
     let given = match &args.encryption_provider_config {
         Some(path) => Some(
@@ -376,43 +380,88 @@ async fn start_control_plane(
     };
     service_accounts::install(&mut config, data_dir)?;
     let mut tasks = vec![tokio::spawn(feed)];
-    let stop = shutdown.wait();
+    // The API server stops after the elected loops, so that they can release their Leases.
+    let (loops_stopped, stop) = tokio::sync::oneshot::channel::<()>();
     tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = stop.await;
+        };
         if let Err(e) = kumo_apiserver::serve(listener, config, stop).await {
             tracing::error!(error = %e, "api server stopped");
         }
     }));
     let client = Client::new(&client_config(&url, &token, &tls.ca_pem))?;
-    let sched = kumo_scheduler::SchedulerConfig {
-        strategy: args.scheduler_strategy,
+    // Each loop acts only while this server holds its Lease in kumo-system: with several
+    // servers, exactly one runs each loop.
+    let identity = leader::identity(&hostname(), addr);
+    let elect = |name: &str, make_loop| {
+        leader::spawn(
+            &client,
+            &identity,
+            election,
+            name,
+            make_loop,
+            shutdown.wait(),
+        )
     };
-    tasks.push(tokio::spawn(kumo_scheduler::run(
-        client.clone(),
-        sched,
-        shutdown.wait(),
-    )));
-    tasks.push(tokio::spawn(kumo_controllers::event_ttl::run(
-        client.clone(),
-        args.event_ttl,
-        shutdown.wait(),
-    )));
-    tasks.push(tokio::spawn(kumo_controllers::node_lifecycle::run(
-        client.clone(),
-        args.node_grace,
-        shutdown.wait(),
-    )));
-    tasks.push(tokio::spawn(kumo_controllers::apps::run(
-        client.clone(),
-        shutdown.wait(),
-    )));
-    let mltask = kumo_controllers::mltask::controller::MLTaskConfig {
-        backoff_base: args.task_backoff,
-    };
-    tasks.push(tokio::spawn(kumo_controllers::mltask::controller::run(
-        client,
-        mltask,
-        shutdown.wait(),
-    )));
+    let c = client.clone();
+    let strategy = args.scheduler_strategy;
+    let elected = vec![
+        elect(
+            "kumo-scheduler",
+            boxed(move || {
+                kumo_scheduler::run(
+                    c.clone(),
+                    kumo_scheduler::SchedulerConfig { strategy },
+                    std::future::pending(),
+                )
+            }),
+        ),
+        {
+            let (c, ttl) = (client.clone(), args.event_ttl);
+            elect(
+                "kumo-event-ttl-controller",
+                boxed(move || {
+                    kumo_controllers::event_ttl::run(c.clone(), ttl, std::future::pending())
+                }),
+            )
+        },
+        {
+            let (c, grace) = (client.clone(), args.node_grace);
+            elect(
+                "kumo-node-lifecycle-controller",
+                boxed(move || {
+                    kumo_controllers::node_lifecycle::run(c.clone(), grace, std::future::pending())
+                }),
+            )
+        },
+        {
+            let c = client.clone();
+            elect(
+                "kumo-apps-controller",
+                boxed(move || kumo_controllers::apps::run(c.clone(), std::future::pending())),
+            )
+        },
+        {
+            let (c, backoff_base) = (client.clone(), args.task_backoff);
+            elect(
+                "kumo-mltask-controller",
+                boxed(move || {
+                    kumo_controllers::mltask::controller::run(
+                        c.clone(),
+                        kumo_controllers::mltask::controller::MLTaskConfig { backoff_base },
+                        std::future::pending(),
+                    )
+                }),
+            )
+        },
+    ];
+    tasks.push(tokio::spawn(async move {
+        for t in elected {
+            let _ = t.await;
+        }
+        let _ = loops_stopped.send(());
+    }));
     Ok(ControlPlane {
         url,
         token,
@@ -424,6 +473,18 @@ async fn start_control_plane(
         ca_pem: tls.ca_pem,
         tasks,
     })
+}
+
+/// A loop maker with one type, so that every elected loop goes through one `elect`.
+type MakeLoop = Box<dyn FnMut() -> BoxedLoop + Send>;
+type BoxedLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn boxed<F, Fut>(mut make: F) -> MakeLoop
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::new(move || Box::pin(make()) as BoxedLoop)
 }
 
 /// How long an expired token stays listed (`kumo token ls`) before the server deletes it.

@@ -11,6 +11,7 @@ mod cli;
 mod containers;
 mod exec;
 mod layers;
+mod leases;
 mod limits;
 mod mltask;
 mod pods;
