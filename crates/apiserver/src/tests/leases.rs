@@ -59,3 +59,24 @@ async fn a_stale_lease_update_is_a_conflict() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_node_may_do_nothing_with_leases() {
+    use super::rbac::{as_user, setup};
+    let s = setup().await;
+    let path = format!("{LEASES}/kumo-scheduler");
+    s.create(LEASES, lease("server-a")).await;
+    let taken = lease("node-1");
+    for (r, token) in [
+        (req("GET", &path, None), "node-1"),
+        (req("GET", LEASES, None), "node-1"),
+        (req("PUT", &path, Some(taken.clone())), "node-1"),
+        (req("DELETE", &path, None), "node-1"),
+        (req("POST", LEASES, Some(taken)), "join"),
+    ] {
+        let (status, body) = s.call(as_user(token, r)).await;
+        assert_eq!(status, 403, "{token}: {body}");
+    }
+    let got = s.check(req("GET", &path, None), 200, "").await;
+    assert_eq!(got["spec"]["holderIdentity"], "server-a");
+}
