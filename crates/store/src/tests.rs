@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tempfile::TempDir;
 
+use crate::test_etcd::TestEtcd;
 use crate::{
-    event_bytes, Event, EventKind, KeyValue, MemStore, RedbStore, Revision, Store, StoreError,
-    WatchStream, WatchWindow,
+    event_bytes, EtcdConfig, EtcdStore, Event, EventKind, KeyValue, MemStore, RedbStore, Revision,
+    Store, StoreError, WatchStream, WatchWindow,
 };
 
 /// How long a test waits for an event it knows is coming before it fails instead of hanging.
@@ -19,19 +20,22 @@ const PATIENCE: Duration = Duration::from_secs(20);
 enum Backend {
     Mem,
     Redb,
+    Etcd,
 }
 
-/// A fresh store; the directory (redb only) lives as long as the harness.
+/// A fresh store; the directory (redb) or the etcd process lives as long as the harness.
 struct Harness {
     store: Arc<dyn Store>,
     _dir: Option<TempDir>,
+    _etcd: Option<TestEtcd>,
 }
 
-fn open(backend: Backend, window: WatchWindow) -> Harness {
+async fn open(backend: Backend, window: WatchWindow) -> Harness {
     match backend {
         Backend::Mem => Harness {
             store: Arc::new(MemStore::with_window(window)),
             _dir: None,
+            _etcd: None,
         },
         Backend::Redb => {
             let dir = tempfile::tempdir().unwrap();
@@ -39,6 +43,23 @@ fn open(backend: Backend, window: WatchWindow) -> Harness {
             Harness {
                 store: Arc::new(store),
                 _dir: Some(dir),
+                _etcd: None,
+            }
+        }
+        Backend::Etcd => {
+            // One etcd per test: the contract names exact revisions, and etcd's revisions are
+            // global, so tests sharing one etcd would see each other's writes.
+            let etcd = TestEtcd::start().unwrap();
+            let config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+            // An empty etcd is at revision 1; the contract counts writes from 0.
+            let store = EtcdStore::connect_at_base(&config, window, 1)
+                .await
+                .unwrap();
+            assert_eq!(store.current_revision().await.unwrap(), 0);
+            Harness {
+                store: Arc::new(store),
+                _dir: None,
+                _etcd: Some(etcd),
             }
         }
     }
@@ -52,13 +73,19 @@ macro_rules! on_every_backend {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mem() {
-                let Harness { store, _dir } = open(Backend::Mem, $window.into());
+                let Harness { store, _dir, _etcd } = open(Backend::Mem, $window.into()).await;
                 super::$name(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redb() {
-                let Harness { store, _dir } = open(Backend::Redb, $window.into());
+                let Harness { store, _dir, _etcd } = open(Backend::Redb, $window.into()).await;
+                super::$name(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                let Harness { store, _dir, _etcd } = open(Backend::Etcd, $window.into()).await;
                 super::$name(store).await;
             }
         }
