@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ pub struct TestEtcd {
     pub endpoint: String,
     /// etcd's data directory (removed on drop).
     pub dir: tempfile::TempDir,
+    /// The client and peer ports, kept for a restart.
+    ports: (u16, u16),
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -44,44 +46,35 @@ fn healthy(port: u16) -> bool {
 impl TestEtcd {
     /// Starts etcd and waits (bounded) until it is healthy.
     pub fn start() -> std::io::Result<Self> {
-        let binary = std::env::var_os("KUMO_TEST_ETCD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(ETCD));
         let dir = tempfile::tempdir()?;
         let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new(&binary)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("starting {}: {e}", binary.display()))
-            })?;
+        let child = spawn(dir.path(), client, peer)?;
         let mut etcd = TestEtcd {
             child,
-            endpoint: client_url,
+            endpoint: format!("http://127.0.0.1:{client}"),
             dir,
+            ports: (client, peer),
         };
+        etcd.wait_healthy()?;
+        Ok(etcd)
+    }
+
+    /// Starts the killed etcd again on the same ports and data, and waits until it is healthy.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        self.child = spawn(self.dir.path(), self.ports.0, self.ports.1)?;
+        self.wait_healthy()
+    }
+
+    fn wait_healthy(&mut self) -> std::io::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if healthy(client) {
-                return Ok(etcd);
+            if healthy(self.ports.0) {
+                return Ok(());
             }
-            if let Some(status) = etcd.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 let log =
-                    std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default();
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
                 return Err(std::io::Error::other(format!(
                     "etcd exited ({status}): {log}"
                 )));
@@ -100,6 +93,33 @@ impl TestEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(dir: &Path, client: u16, peer: u16) -> std::io::Result<Child> {
+    let binary = std::env::var_os("KUMO_TEST_ETCD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(ETCD));
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))?;
+    Command::new(&binary)
+        .arg("--name=test")
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=test={peer_url}"))
+        .arg("--initial-cluster-state=new")
+        .arg("--log-level=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("starting {}: {e}", binary.display())))
 }
 
 impl Drop for TestEtcd {

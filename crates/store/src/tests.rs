@@ -689,3 +689,128 @@ fn redb_file_is_private_and_tightened_on_open() {
     drop(reopen(&path, 10));
     assert_eq!(mode(&path), 0o600);
 }
+
+// ---- etcd only: what a real cluster adds ----
+
+async fn etcd_store(etcd: &TestEtcd) -> EtcdStore {
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+    EtcdStore::connect(&config, 1000).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_is_a_prompt_error_naming_the_endpoints() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoints = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1).max(1)),
+    ];
+    let mut config = EtcdConfig::new(endpoints.clone());
+    config.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    match EtcdStore::connect(&config, 10).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(
+                message.contains(&endpoints.join(",")) && message.contains("unreachable"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Two stores on one etcd, as two API servers: one global order, and each one's watch sees the
+/// other's writes in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_two_stores_share_one_order() {
+    let etcd = TestEtcd::start().unwrap();
+    let (a, b) = (etcd_store(&etcd).await, etcd_store(&etcd).await);
+    let start = a.current_revision().await.unwrap();
+    let mut watch_b = b.watch("/p/", start).await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..10 {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let kv = writer.create(&format!("/p/{i}"), vec![i]).await.unwrap();
+        // A stale write through the other store is refused by etcd.
+        let stale = other
+            .update(&kv.key, vec![], Some(kv.mod_revision - 1))
+            .await;
+        assert!(
+            matches!(&stale, Err(StoreError::Conflict { current, .. }) if *current == kv.mod_revision),
+            "{stale:?}"
+        );
+        written.push(kv);
+    }
+    let seen: Vec<KeyValue> = next_events(&mut watch_b, 10)
+        .await
+        .into_iter()
+        .map(|e| e.kv)
+        .collect();
+    assert_eq!(seen, written);
+    assert_eq!(a.list("/p/").await.unwrap(), b.list("/p/").await.unwrap());
+}
+
+/// etcd going away: calls fail with a backend error naming it, and once it is back the store
+/// and its watches carry on with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_fails_calls_then_recovers() {
+    let mut etcd = TestEtcd::start().unwrap();
+    let store = etcd_store(&etcd).await;
+    let before = store.create("/o/before", vec![]).await.unwrap();
+    let mut watch = store.watch("/o/", before.mod_revision).await.unwrap();
+    etcd.kill();
+    match store.create("/o/down", vec![]).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(message.contains(&etcd.endpoint), "{message}")
+        }
+        other => panic!("expected a backend error while etcd is down, got {other:?}"),
+    }
+    etcd.restart().unwrap();
+    // The client reconnects by itself; the first calls may still fail while it does.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let after = loop {
+        match store.create("/o/after", vec![]).await {
+            Ok(kv) => break kv,
+            Err(StoreError::Backend(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd back, the store still fails: {e}"),
+        }
+    };
+    assert_eq!(next_event(&mut watch).await.kv, after);
+    assert_eq!(store.get("/o/before").await.unwrap(), Some(before));
+}
+
+/// A new store (an API server started later) serves watches from its own start: a watch
+/// from before it answers `Compacted`, and the client relists as from a 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_from_before_the_store_started_is_compacted() {
+    let etcd = TestEtcd::start().unwrap();
+    let first = etcd_store(&etcd).await;
+    let kv = first.create("/c/0", vec![]).await.unwrap();
+    first.create("/c/1", vec![]).await.unwrap();
+    let later = etcd_store(&etcd).await;
+    match later.watch("/c/", kv.mod_revision).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => assert_eq!(
+            (requested, compacted),
+            (kv.mod_revision, kv.mod_revision + 1)
+        ),
+        other => panic!("expected compacted, got {other:?}"),
+    }
+    let (items, revision) = later.list("/c/").await.unwrap();
+    assert_eq!(items.len(), 2);
+    let mut watch = later.watch("/c/", revision).await.unwrap();
+    let next = first.create("/c/2", vec![]).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, next);
+}
