@@ -1,0 +1,88 @@
+//! The control plane's state in etcd: `kumo up --store etcd://…` on a real etcd runs pods and
+//! keeps its objects across a restart; an etcd that does not answer stops the start with an
+//! error naming it.
+
+use crate::harness::*;
+use kumo_api::{Pod, PodPhase};
+use kumo_store::test_etcd::TestEtcd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+fn store_flag(etcd: &TestEtcd) -> String {
+    format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_etcd_runs_a_pod_and_keeps_objects_across_a_restart() {
+    let etcd = TestEtcd::start().expect("etcd");
+    let mut c = Cluster::up(&["--store", &store_flag(&etcd)]);
+    c.privileged_namespace("team");
+    c.apply(
+        "hello.yaml",
+        &process_pod("hello", "Never", "echo hello from etcd").replace(
+            "metadata:\n  name: hello\n",
+            "metadata:\n  name: hello\n  namespace: team\n",
+        ),
+    );
+    let client = c.client();
+    let pod = wait_pod(&client, "team", "hello", T, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.phase == PodPhase::Succeeded)
+    })
+    .await;
+    let logs = c.kumo(&["logs", "hello", "-n", "team"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello from etcd\n");
+    // Nothing went to the embedded store.
+    assert!(!c.data_dir().join("store.redb").exists());
+
+    c.restart();
+    let client = c.client();
+    let again: Pod = client.get("team", "hello").await.expect("the pod");
+    assert_eq!(again.metadata.uid, pod.metadata.uid);
+    assert_eq!(
+        again.status.map(|s| s.phase),
+        Some(PodPhase::Succeeded),
+        "the pod's status survived the restart"
+    );
+    let get = c.kumo(&["get", "namespaces"]);
+    assert!(String::from_utf8_lossy(&get.stdout).contains("team"));
+}
+
+#[test]
+fn server_on_an_unreachable_etcd_exits_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("etcd://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = Command::new(kumo_exe())
+        .args(["server", "--listen", "127.0.0.1:0", "--store", &store])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("kumo server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("http://127.0.0.1:{port}")) && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
