@@ -10,7 +10,8 @@ mod etcd_store;
 mod mem;
 mod op;
 mod redb_store;
-#[cfg(any(test, feature = "test-etcd"))]
+/// For tests, this crate's and others': a real etcd on free loopback ports.
+#[doc(hidden)]
 pub mod test_etcd;
 mod watch;
 
