@@ -814,3 +814,33 @@ async fn etcd_watch_from_before_the_store_started_is_compacted() {
     let next = first.create("/c/2", vec![]).await.unwrap();
     assert_eq!(next_event(&mut watch).await.kv, next);
 }
+
+/// The periodic compaction compacts etcd's history (to the revision seen one interval earlier)
+/// and keeps the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compacts_periodically() {
+    let etcd = TestEtcd::start().unwrap();
+    let store = Arc::new(etcd_store(&etcd).await);
+    let first = store.create("/k", b"1".to_vec()).await.unwrap();
+    store.update("/k", b"2".to_vec(), None).await.unwrap();
+    store.compact_periodically(Duration::from_millis(200));
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    let old = etcd_client::GetOptions::new().with_revision(first.mod_revision as i64);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match raw.get("/k", Some(old.clone())).await {
+            Err(e) if e.to_string().contains("compacted") => break,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!(
+                "expected revision {} compacted, got {other:?}",
+                first.mod_revision
+            ),
+        }
+    }
+    let kv = store.get("/k").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"2");
+}
