@@ -372,13 +372,17 @@ async fn feed(
                 break;
             }
             for e in response.events() {
-                if let Some(event) = event(base, e) {
-                    let revision = event.revision();
-                    if revision > hub.current_revision() {
-                        hub.publish(event);
-                    }
-                    next = to_i64(revision + base + 1);
+                let Some(etcd_revision) = e.kv().map(|kv| kv.mod_revision()) else {
+                    continue;
+                };
+                let revision = to_u64(etcd_revision).saturating_sub(base);
+                match event(base, e) {
+                    Some(event) if revision > hub.current_revision() => hub.publish(event),
+                    Some(_) => {}
+                    // Not kumo's (a key that is not UTF-8): the revision still passed.
+                    None => hub.advance(revision),
                 }
+                next = etcd_revision + 1;
             }
             if done(&hub, &closing) {
                 return;

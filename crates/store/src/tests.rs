@@ -844,3 +844,55 @@ async fn etcd_compacts_periodically() {
     let kv = store.get("/k").await.unwrap().unwrap();
     assert_eq!(kv.value, b"2");
 }
+
+/// etcd with its users on: the store reaches it as a user with a password; without one, or
+/// with a wrong one, connecting fails with an error naming the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_auth_needs_the_user_and_password() {
+    let etcd = TestEtcd::start().unwrap();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    raw.user_add("root", "s3cret", None).await.unwrap();
+    raw.user_grant_role("root", "root").await.unwrap();
+    raw.auth_enable().await.unwrap();
+
+    let with = |user: Option<(&str, &str)>| {
+        let mut config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+        config.user = user.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        config.connect_timeout = Duration::from_secs(3);
+        config
+    };
+    let store = EtcdStore::connect(&with(Some(("root", "s3cret"))), 100)
+        .await
+        .unwrap();
+    let kv = store.create("/auth/k", b"v".to_vec()).await.unwrap();
+    let mut watch = store.watch("/auth/", kv.mod_revision - 1).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, kv);
+
+    for user in [None, Some(("root", "wrong"))] {
+        match EtcdStore::connect(&with(user), 100).await {
+            Err(StoreError::Backend(message)) => {
+                assert!(message.contains(&etcd.endpoint), "{user:?}: {message}")
+            }
+            other => panic!("{user:?}: expected a backend error, got {other:?}"),
+        }
+    }
+}
+
+/// A write to a key that is not kumo's (not UTF-8) still moves the watch feed on: a watch
+/// after it neither hangs nor misses the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_foreign_keys_do_not_stall_watches() {
+    let etcd = TestEtcd::start().unwrap();
+    let store = etcd_store(&etcd).await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    raw.put(vec![0xff, 0xfe], "x", None).await.unwrap();
+    let now = store.current_revision().await.unwrap();
+    let mut watch = store.watch("", now).await.unwrap();
+    assert_eq!(watch.progress(), now);
+    let kv = store.create("/k", vec![]).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, kv);
+}

@@ -181,6 +181,19 @@ impl WatchHub {
         self.tx.send_replace(revision);
     }
 
+    /// Moves the hub to `revision` without an event (a revision its source had nothing for, such
+    /// as an etcd write to a key that is not kumo's), so watches waiting for it go on.
+    pub(crate) fn advance(&self, revision: Revision) {
+        {
+            let mut ring = lock(&self.ring);
+            if revision <= ring.current {
+                return;
+            }
+            ring.current = revision;
+        }
+        self.tx.send_replace(revision);
+    }
+
     /// Waits until the hub has reached `revision` (published it or been reset past it).
     pub(crate) async fn reached(&self, revision: Revision) {
         let mut rx = self.tx.subscribe();
