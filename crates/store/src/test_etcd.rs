@@ -16,12 +16,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct TestEtcd {
     child: Child,
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), the client URL.
     pub endpoint: String,
     /// etcd's data directory (removed on drop).
     pub dir: tempfile::TempDir,
-    /// The client and peer ports, kept for a restart.
-    ports: (u16, u16),
+    ports: Ports,
+    tls: Option<TlsFiles>,
+}
+
+/// etcd's serving certificate and the CA its clients must present certificates from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate this CA signed (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
+/// Client, peer and metrics (plain HTTP `/health`, also with TLS) ports, kept for a restart.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    client: u16,
+    peer: u16,
+    metrics: u16,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -46,14 +63,29 @@ fn healthy(port: u16) -> bool {
 impl TestEtcd {
     /// Starts etcd and waits (bounded) until it is healthy.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving its clients over TLS, requiring client certificates.
+    pub fn start_tls(tls: TlsFiles) -> std::io::Result<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (client, peer) = (free_port()?, free_port()?);
-        let child = spawn(dir.path(), client, peer)?;
+        let ports = Ports {
+            client: free_port()?,
+            peer: free_port()?,
+            metrics: free_port()?,
+        };
+        let child = spawn(dir.path(), ports, tls.as_ref())?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = TestEtcd {
             child,
-            endpoint: format!("http://127.0.0.1:{client}"),
+            endpoint: format!("{scheme}://127.0.0.1:{}", ports.client),
             dir,
-            ports: (client, peer),
+            ports,
+            tls,
         };
         etcd.wait_healthy()?;
         Ok(etcd)
@@ -62,14 +94,14 @@ impl TestEtcd {
     /// Starts the killed etcd again on the same ports and data, and waits until it is healthy.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        self.child = spawn(self.dir.path(), self.ports.0, self.ports.1)?;
+        self.child = spawn(self.dir.path(), self.ports, self.tls.as_ref())?;
         self.wait_healthy()
     }
 
     fn wait_healthy(&mut self) -> std::io::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if healthy(self.ports.0) {
+            if healthy(self.ports.metrics) {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -95,17 +127,19 @@ impl TestEtcd {
     }
 }
 
-fn spawn(dir: &Path, client: u16, peer: u16) -> std::io::Result<Child> {
+fn spawn(dir: &Path, ports: Ports, tls: Option<&TlsFiles>) -> std::io::Result<Child> {
     let binary = std::env::var_os("KUMO_TEST_ETCD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(ETCD));
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client_url = format!("{scheme}://127.0.0.1:{}", ports.client);
+    let peer_url = format!("http://127.0.0.1:{}", ports.peer);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("etcd.log"))?;
-    Command::new(&binary)
+    let mut command = Command::new(&binary);
+    command
         .arg("--name=test")
         .arg(format!("--data-dir={}", dir.join("data").display()))
         .arg(format!("--listen-client-urls={client_url}"))
@@ -113,8 +147,20 @@ fn spawn(dir: &Path, client: u16, peer: u16) -> std::io::Result<Child> {
         .arg(format!("--listen-peer-urls={peer_url}"))
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
         .arg(format!("--initial-cluster=test={peer_url}"))
+        .arg(format!(
+            "--listen-metrics-urls=http://127.0.0.1:{}",
+            ports.metrics
+        ))
         .arg("--initial-cluster-state=new")
-        .arg("--log-level=warn")
+        .arg("--log-level=warn");
+    if let Some(tls) = tls {
+        command
+            .arg(format!("--cert-file={}", tls.cert.display()))
+            .arg(format!("--key-file={}", tls.key.display()))
+            .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
+            .arg("--client-cert-auth");
+    }
+    command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
