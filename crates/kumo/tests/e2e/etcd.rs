@@ -201,3 +201,48 @@ async fn server_reaches_etcd_over_tls_with_a_client_certificate() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&etcd.endpoint), "{stderr}");
 }
+
+/// etcd going away while the server runs: a write answers 503 naming etcd, and once etcd is
+/// back the same server serves writes again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_away_while_serving_answers_503_then_recovers() {
+    let mut etcd = TestEtcd::start().expect("etcd");
+    let c = Cluster::start_with(vec!["server".into(), "--store".into(), store_flag(&etcd)]);
+    let client = c.client();
+    let ns = |name: &str| Namespace {
+        metadata: ObjectMeta::named(None, name),
+        ..Default::default()
+    };
+    client.create(&ns("before")).await.expect("create before");
+    etcd.kill();
+    let err = client
+        .create(&ns("during"))
+        .await
+        .expect_err("etcd is down");
+    assert_eq!(err.code(), Some(503), "{err}");
+    assert!(
+        err.to_string().contains(&etcd.endpoint),
+        "the reason names etcd: {err}"
+    );
+    etcd.restart().expect("etcd restarts");
+    let deadline = Instant::now() + T;
+    loop {
+        match client.create(&ns("after")).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(503) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd is back, the server still fails: {e}"),
+        }
+    }
+    let names: Vec<String> = client
+        .list::<Namespace>(None, &ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name)
+        .collect();
+    assert!(names.contains(&"before".to_string()) && names.contains(&"after".to_string()));
+    assert!(!names.contains(&"during".to_string()));
+}
