@@ -26,6 +26,8 @@ use crate::{Event, EventKind, KeyValue, Revision, Store, StoreError, WatchStream
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new watch waits for the shared etcd stream to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits for the watch feed to show it before it is acknowledged anyway.
+const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to re-open the etcd watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -211,6 +213,16 @@ impl EtcdStore {
         let revision = self.note(response.header());
         let first = response.op_responses().into_iter().next();
         if response.succeeded() {
+            // As with the embedded stores, a write this server acknowledges is already in its
+            // watches (its own informers see it before the client hears back). Bounded: the
+            // write is committed either way, and a feed that is behind catches up by itself.
+            let caught_up = tokio::time::timeout(WRITE_VISIBLE_TIMEOUT, self.hub.reached(revision));
+            if caught_up.await.is_err() {
+                tracing::debug!(
+                    revision,
+                    "acknowledging a write the watch feed has not shown yet"
+                );
+            }
             return Ok(Ok((revision, first)));
         }
         let current = match first {
@@ -295,6 +307,12 @@ fn event(base: Revision, event: &etcd_client::Event) -> Option<Event> {
     }
 }
 
+/// The store is gone and the hub holds every revision it had seen.
+fn done(hub: &WatchHub, closing: &signal::Receiver<Option<Revision>>) -> bool {
+    let target = *closing.borrow();
+    target.is_some_and(|target| hub.current_revision() >= target)
+}
+
 /// Follows etcd from `after` into `hub`, reopening the watch when it breaks, until the store is
 /// dropped and the hub holds every revision it had seen.
 async fn feed(
@@ -309,7 +327,6 @@ async fn feed(
     let mut backoff = Duration::from_millis(100);
     // The store's sender goes away right after it sets the target: read it, then stop asking.
     let mut open = true;
-    let done = |hub: &WatchHub, closing: &signal::Receiver<Option<Revision>>| matches!(*closing.borrow(), Some(target) if hub.current_revision() >= target);
     loop {
         if done(&hub, &closing) || (closing.borrow().is_some() && backoff > Duration::from_secs(1))
         {
