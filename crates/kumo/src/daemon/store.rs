@@ -16,8 +16,9 @@ pub struct StoreArgs {
     /// Where the state lives: etcd://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...] for etcd
     /// (default: the embedded store in the data dir); from the environment keeps a password
     /// out of the process list
-    #[arg(long = "store", env = "KUMO_STORE", value_parser = parse_store)]
-    pub store: Option<StoreUrl>,
+    // Parsed in `open`, not by clap: clap's error would print the value, password included.
+    #[arg(long = "store", env = "KUMO_STORE")]
+    pub store: Option<String>,
     /// CA certificate (PEM) that signed etcd's certificate; etcd is then reached over TLS
     #[arg(long)]
     pub etcd_cafile: Option<PathBuf>,
@@ -52,9 +53,11 @@ impl std::fmt::Debug for StoreUrl {
 
 /// Parses `etcd://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`.
 pub fn parse_store(text: &str) -> Result<StoreUrl, String> {
-    let rest = text
-        .strip_prefix("etcd://")
-        .ok_or_else(|| format!("{text:?}: expected etcd://HOST:PORT[,HOST:PORT...]"))?;
+    let rest = text.strip_prefix("etcd://").ok_or_else(|| {
+        // Only the scheme is named: the rest may hold a password.
+        let scheme = text.split_once("://").map_or("", |(scheme, _)| scheme);
+        format!("unsupported store {scheme:?}: expected etcd://HOST:PORT[,HOST:PORT...]")
+    })?;
     let rest = rest.trim_end_matches('/');
     let (user, hosts) = match rest.rsplit_once('@') {
         Some((userinfo, hosts)) => {
@@ -90,7 +93,7 @@ pub async fn open(
     data_dir: &Path,
     window: kumo_store::WatchWindow,
 ) -> anyhow::Result<Arc<dyn kumo_store::Store>> {
-    let Some(url) = &args.store else {
+    let Some(text) = &args.store else {
         let path = data_dir.join("store.redb");
         let store = kumo_store::RedbStore::open(&path, window).map_err(|e| {
             anyhow!(
@@ -100,6 +103,7 @@ pub async fn open(
         })?;
         return Ok(Arc::new(store));
     };
+    let url = parse_store(text).map_err(|e| anyhow!("--store: {e}"))?;
     let tls = args.etcd_cafile.is_some() || args.etcd_certfile.is_some();
     let scheme = if tls { "https" } else { "http" };
     let mut config = kumo_store::EtcdConfig::new(
@@ -153,8 +157,12 @@ mod tests {
             Ok((&["a:2379", "b:2379"], Some(("kumo", "s3cr:t")))),
         );
         check(
-            "http://a:2379",
-            Err("\"http://a:2379\": expected etcd://HOST:PORT[,HOST:PORT...]"),
+            "http://u:pw@a:2379",
+            Err("unsupported store \"http\": expected etcd://HOST:PORT[,HOST:PORT...]"),
+        );
+        check(
+            "a:2379",
+            Err("unsupported store \"\": expected etcd://HOST:PORT[,HOST:PORT...]"),
         );
         check("etcd://a", Err("etcd endpoint \"a\": expected HOST:PORT"));
         check(

@@ -246,3 +246,34 @@ async fn etcd_away_while_serving_answers_503_then_recovers() {
     assert!(names.contains(&"before".to_string()) && names.contains(&"after".to_string()));
     assert!(!names.contains(&"during".to_string()));
 }
+
+/// A --store value that is not an etcd URL stops the server with an error naming the flag,
+/// and never echoes a password it may hold.
+#[test]
+fn a_bad_store_url_is_refused_without_echoing_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for (store, expected) in [
+        (
+            "http://kumo:hunter2@127.0.0.1:2379",
+            "--store: unsupported store \"http\"",
+        ),
+        (
+            "etcd://kumo:hunter2@127.0.0.1",
+            "--store: etcd endpoint \"127.0.0.1\": expected HOST:PORT",
+        ),
+    ] {
+        let out = Command::new(kumo_exe())
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("HOME", dir.path())
+            .env("KUMO_STORE", store)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kumo server");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: {stderr}");
+        assert!(stderr.contains(expected), "{store}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{store}: {stderr}");
+    }
+}
