@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables busybox-static docker-registry skopeo umoci python3 python3-grpcio curl)
+PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables busybox-static docker-registry skopeo umoci python3 python3-grpcio curl protobuf-compiler etcd-server)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # System packages kumo uses at run time: the OCI runtimes (runc, gVisor's runsc) and the CNI
 # plugins with the tools they call (iproute2, iptables).
-PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables)
+PACKAGES=(procps runc runsc containernetworking-plugins iproute2 iptables protobuf-compiler)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -129,13 +129,17 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
-    /// A store error with no better meaning in context: a server fault, or an expired revision.
+    /// A store error with no better meaning in context: an expired revision, a store that does
+    /// not answer (503 with the reason: etcd away, the client retries), or a server fault.
     pub fn store(err: StoreError) -> Self {
         match err {
             StoreError::Compacted {
                 requested,
                 compacted,
             } => Self::gone(requested, compacted),
+            StoreError::Backend(reason) => {
+                Self::unavailable(format!("storage unavailable: {reason}"))
+            }
             other => Self::internal(format!("storage error: {other}")),
         }
     }
@@ -157,5 +161,34 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(code, &*self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(err: StoreError, code: u16, reason: &str, message: &str) {
+        let api = ApiError::store(err);
+        assert_eq!(
+            (api.0.code, api.0.reason.as_str(), api.0.message.as_str()),
+            (code, reason, message)
+        );
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        check(
+            StoreError::Backend("etcd at http://127.0.0.1:1: connection refused".into()),
+            503,
+            "ServiceUnavailable",
+            "storage unavailable: etcd at http://127.0.0.1:1: connection refused",
+        );
+        check(
+            StoreError::NotFound("/k".into()),
+            500,
+            "InternalError",
+            "storage error: key \"/k\" not found",
+        );
     }
 }

@@ -6,14 +6,19 @@
 
 use async_trait::async_trait;
 
+mod etcd_store;
 mod mem;
 mod op;
 mod redb_store;
+/// For tests, this crate's and others': a real etcd on free loopback ports.
+#[doc(hidden)]
+pub mod test_etcd;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
+pub use etcd_store::{EtcdConfig, EtcdStore};
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
 pub use watch::{event_bytes, WatchStream, WatchWindow, DEFAULT_WINDOW, DEFAULT_WINDOW_BYTES};

@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tempfile::TempDir;
 
+use crate::test_etcd::TestEtcd;
 use crate::{
-    event_bytes, Event, EventKind, KeyValue, MemStore, RedbStore, Revision, Store, StoreError,
-    WatchStream, WatchWindow,
+    event_bytes, EtcdConfig, EtcdStore, Event, EventKind, KeyValue, MemStore, RedbStore, Revision,
+    Store, StoreError, WatchStream, WatchWindow,
 };
 
 /// How long a test waits for an event it knows is coming before it fails instead of hanging.
@@ -19,19 +20,22 @@ const PATIENCE: Duration = Duration::from_secs(20);
 enum Backend {
     Mem,
     Redb,
+    Etcd,
 }
 
-/// A fresh store; the directory (redb only) lives as long as the harness.
+/// A fresh store; the directory (redb) or the etcd process lives as long as the harness.
 struct Harness {
     store: Arc<dyn Store>,
     _dir: Option<TempDir>,
+    _etcd: Option<TestEtcd>,
 }
 
-fn open(backend: Backend, window: WatchWindow) -> Harness {
+async fn open(backend: Backend, window: WatchWindow) -> Harness {
     match backend {
         Backend::Mem => Harness {
             store: Arc::new(MemStore::with_window(window)),
             _dir: None,
+            _etcd: None,
         },
         Backend::Redb => {
             let dir = tempfile::tempdir().unwrap();
@@ -39,6 +43,23 @@ fn open(backend: Backend, window: WatchWindow) -> Harness {
             Harness {
                 store: Arc::new(store),
                 _dir: Some(dir),
+                _etcd: None,
+            }
+        }
+        Backend::Etcd => {
+            // One etcd per test: the contract names exact revisions, and etcd's revisions are
+            // global, so tests sharing one etcd would see each other's writes.
+            let etcd = TestEtcd::start().unwrap();
+            let config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+            // An empty etcd is at revision 1; the contract counts writes from 0.
+            let store = EtcdStore::connect_at_base(&config, window, 1)
+                .await
+                .unwrap();
+            assert_eq!(store.current_revision().await.unwrap(), 0);
+            Harness {
+                store: Arc::new(store),
+                _dir: None,
+                _etcd: Some(etcd),
             }
         }
     }
@@ -52,13 +73,19 @@ macro_rules! on_every_backend {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mem() {
-                let Harness { store, _dir } = open(Backend::Mem, $window.into());
+                let Harness { store, _dir, _etcd } = open(Backend::Mem, $window.into()).await;
                 super::$name(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redb() {
-                let Harness { store, _dir } = open(Backend::Redb, $window.into());
+                let Harness { store, _dir, _etcd } = open(Backend::Redb, $window.into()).await;
+                super::$name(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                let Harness { store, _dir, _etcd } = open(Backend::Etcd, $window.into()).await;
                 super::$name(store).await;
             }
         }
@@ -661,4 +688,211 @@ fn redb_file_is_private_and_tightened_on_open() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     drop(reopen(&path, 10));
     assert_eq!(mode(&path), 0o600);
+}
+
+// ---- etcd only: what a real cluster adds ----
+
+async fn etcd_store(etcd: &TestEtcd) -> EtcdStore {
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+    EtcdStore::connect(&config, 1000).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_is_a_prompt_error_naming_the_endpoints() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoints = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1).max(1)),
+    ];
+    let mut config = EtcdConfig::new(endpoints.clone());
+    config.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    match EtcdStore::connect(&config, 10).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(
+                message.contains(&endpoints.join(",")) && message.contains("unreachable"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Two stores on one etcd, as two API servers: one global order, and each one's watch sees the
+/// other's writes in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_two_stores_share_one_order() {
+    let etcd = TestEtcd::start().unwrap();
+    let (a, b) = (etcd_store(&etcd).await, etcd_store(&etcd).await);
+    let start = a.current_revision().await.unwrap();
+    let mut watch_b = b.watch("/p/", start).await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..10 {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let kv = writer.create(&format!("/p/{i}"), vec![i]).await.unwrap();
+        // A stale write through the other store is refused by etcd.
+        let stale = other
+            .update(&kv.key, vec![], Some(kv.mod_revision - 1))
+            .await;
+        assert!(
+            matches!(&stale, Err(StoreError::Conflict { current, .. }) if *current == kv.mod_revision),
+            "{stale:?}"
+        );
+        written.push(kv);
+    }
+    let seen: Vec<KeyValue> = next_events(&mut watch_b, 10)
+        .await
+        .into_iter()
+        .map(|e| e.kv)
+        .collect();
+    assert_eq!(seen, written);
+    assert_eq!(a.list("/p/").await.unwrap(), b.list("/p/").await.unwrap());
+}
+
+/// etcd going away: calls fail with a backend error naming it, and once it is back the store
+/// and its watches carry on with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_fails_calls_then_recovers() {
+    let mut etcd = TestEtcd::start().unwrap();
+    let store = etcd_store(&etcd).await;
+    let before = store.create("/o/before", vec![]).await.unwrap();
+    let mut watch = store.watch("/o/", before.mod_revision).await.unwrap();
+    etcd.kill();
+    match store.create("/o/down", vec![]).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(message.contains(&etcd.endpoint), "{message}")
+        }
+        other => panic!("expected a backend error while etcd is down, got {other:?}"),
+    }
+    etcd.restart().unwrap();
+    // The client reconnects by itself; the first calls may still fail while it does.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let after = loop {
+        match store.create("/o/after", vec![]).await {
+            Ok(kv) => break kv,
+            Err(StoreError::Backend(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("etcd back, the store still fails: {e}"),
+        }
+    };
+    assert_eq!(next_event(&mut watch).await.kv, after);
+    assert_eq!(store.get("/o/before").await.unwrap(), Some(before));
+}
+
+/// A new store (an API server started later) serves watches from its own start: a watch
+/// from before it answers `Compacted`, and the client relists as from a 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_from_before_the_store_started_is_compacted() {
+    let etcd = TestEtcd::start().unwrap();
+    let first = etcd_store(&etcd).await;
+    let kv = first.create("/c/0", vec![]).await.unwrap();
+    first.create("/c/1", vec![]).await.unwrap();
+    let later = etcd_store(&etcd).await;
+    match later.watch("/c/", kv.mod_revision).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => assert_eq!(
+            (requested, compacted),
+            (kv.mod_revision, kv.mod_revision + 1)
+        ),
+        other => panic!("expected compacted, got {other:?}"),
+    }
+    let (items, revision) = later.list("/c/").await.unwrap();
+    assert_eq!(items.len(), 2);
+    let mut watch = later.watch("/c/", revision).await.unwrap();
+    let next = first.create("/c/2", vec![]).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, next);
+}
+
+/// The periodic compaction compacts etcd's history (to the revision seen one interval earlier)
+/// and keeps the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compacts_periodically() {
+    let etcd = TestEtcd::start().unwrap();
+    let store = Arc::new(etcd_store(&etcd).await);
+    let first = store.create("/k", b"1".to_vec()).await.unwrap();
+    store.update("/k", b"2".to_vec(), None).await.unwrap();
+    store.compact_periodically(Duration::from_millis(200));
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    let old = etcd_client::GetOptions::new().with_revision(first.mod_revision as i64);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match raw.get("/k", Some(old.clone())).await {
+            Err(e) if e.to_string().contains("compacted") => break,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!(
+                "expected revision {} compacted, got {other:?}",
+                first.mod_revision
+            ),
+        }
+    }
+    let kv = store.get("/k").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"2");
+}
+
+/// etcd with its users on: the store reaches it as a user with a password; without one, or
+/// with a wrong one, connecting fails with an error naming the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_auth_needs_the_user_and_password() {
+    let etcd = TestEtcd::start().unwrap();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    raw.user_add("root", "s3cret", None).await.unwrap();
+    raw.user_grant_role("root", "root").await.unwrap();
+    raw.auth_enable().await.unwrap();
+
+    let with = |user: Option<(&str, &str)>| {
+        let mut config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+        config.user = user.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        config.connect_timeout = Duration::from_secs(3);
+        config
+    };
+    let store = EtcdStore::connect(&with(Some(("root", "s3cret"))), 100)
+        .await
+        .unwrap();
+    let kv = store.create("/auth/k", b"v".to_vec()).await.unwrap();
+    let mut watch = store.watch("/auth/", kv.mod_revision - 1).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, kv);
+
+    for user in [None, Some(("root", "wrong"))] {
+        match EtcdStore::connect(&with(user), 100).await {
+            Err(StoreError::Backend(message)) => {
+                assert!(message.contains(&etcd.endpoint), "{user:?}: {message}")
+            }
+            other => panic!("{user:?}: expected a backend error, got {other:?}"),
+        }
+    }
+}
+
+/// A write to a key that is not kumo's (not UTF-8) still moves the watch feed on: a watch
+/// after it neither hangs nor misses the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_foreign_keys_do_not_stall_watches() {
+    let etcd = TestEtcd::start().unwrap();
+    let store = etcd_store(&etcd).await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    raw.put(vec![0xff, 0xfe], "x", None).await.unwrap();
+    let now = store.current_revision().await.unwrap();
+    let mut watch = store.watch("", now).await.unwrap();
+    assert_eq!(watch.progress(), now);
+    let kv = store.create("/k", vec![]).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.kv, kv);
 }

@@ -2,7 +2,8 @@
 //! bytes, that every watcher reads.
 //!
 //! A backend publishes each committed event while holding the lock that orders its writes, so
-//! the ring is in revision order and revisions in it are contiguous. A [`WatchStream`] reads the
+//! the ring is in revision order (contiguous for the embedded backends; the etcd backend's may skip
+//! revisions written outside what it watches). A [`WatchStream`] reads the
 //! ring after the revision it has examined, one event at a time, and waits on a revision signal
 //! when it has read everything. The ring is the only copy of the history: watchers hold no
 //! queue of their own and there is no per-event channel buffer, so what the history costs in
@@ -161,10 +162,43 @@ impl WatchHub {
         let revision = event.revision();
         {
             let mut ring = lock(&self.ring);
-            debug_assert_eq!(revision, ring.current + 1, "revisions are contiguous");
+            debug_assert!(revision > ring.current, "revisions increase");
             ring.push(event);
         }
         self.tx.send_replace(revision);
+    }
+
+    /// Drops the whole history and restarts at `revision`: every stream behind it gets
+    /// `Compacted` (used when the source of the events lost them, e.g. etcd compacted them).
+    pub(crate) fn reset(&self, revision: Revision) {
+        {
+            let mut ring = lock(&self.ring);
+            ring.events.clear();
+            ring.bytes = 0;
+            ring.compacted = revision;
+            ring.current = revision;
+        }
+        self.tx.send_replace(revision);
+    }
+
+    /// Moves the hub to `revision` without an event (a revision its source had nothing for, such
+    /// as an etcd write to a key that is not kumo's), so watches waiting for it go on.
+    pub(crate) fn advance(&self, revision: Revision) {
+        {
+            let mut ring = lock(&self.ring);
+            if revision <= ring.current {
+                return;
+            }
+            ring.current = revision;
+        }
+        self.tx.send_replace(revision);
+    }
+
+    /// Waits until the hub has reached `revision` (published it or been reset past it).
+    pub(crate) async fn reached(&self, revision: Revision) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives as long as `self`, so this ends only by reaching the revision.
+        let _ = rx.wait_for(|&current| current >= revision).await;
     }
 
     /// The revision of the last published event.

@@ -8,6 +8,7 @@ pub mod pki;
 mod private;
 pub mod router;
 mod service_accounts;
+pub mod store;
 mod tokens;
 
 use crate::duration::parse_duration;
@@ -67,6 +68,8 @@ pub struct ControlPlaneArgs {
     pub tls_san: Vec<String>,
     #[command(flatten)]
     pub leader_elect: leader::LeaderElectArgs,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -316,17 +319,12 @@ async fn start_control_plane(
     let token = tokens::controller_token()?;
     let names = pki::serving_names(args.listen, &hostname(), &args.tls_san);
     let tls = pki::load_or_make(data_dir, &names)?;
-    let store_path = data_dir.join("store.redb");
-    let store = kumo_store::RedbStore::open(
-        &store_path,
+    let store = store::open(
+        &args.store,
+        data_dir,
         kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes),
     )
-    .map_err(|e| {
-        anyhow!(
-            "cannot open the store {}: {e} (is another kumo using this data dir?)",
-            store_path.display()
-        )
-    })?;
+    .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -347,7 +345,6 @@ async fn start_control_plane(
         host
     };
     let url = format!("https://{host}:{}", addr.port());
-    let store: Arc<dyn kumo_store::Store> = Arc::new(store);
     let admin =
         tokens::admin_config(store.as_ref(), &encryption, data_dir, &url, &tls.ca_pem).await?;
     let (managed, feed) = kumo_apiserver::tokens::ManagedTokens::start(

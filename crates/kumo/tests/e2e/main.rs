@@ -9,6 +9,7 @@ mod apps;
 mod audit;
 mod cli;
 mod containers;
+mod etcd;
 mod exec;
 mod layers;
 mod leases;
