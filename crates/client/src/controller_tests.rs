@@ -351,7 +351,7 @@ async fn a_feed_wakes_a_pass_only_when_it_says_so_and_caches_are_waited_for() {
     Pass::new(BASE, MAX)
         .waits_for(Gate(synced_rx))
         // Only items at multiples of 100 ms wake a pass.
-        .feeds_with(rx, |at: &u64| at % 100 == 0)
+        .feeds_with(rx, |at: &u64| at.is_multiple_of(100))
         .run(
             pass,
             PassMetrics(&log, start),

@@ -32,7 +32,7 @@ const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 /// Every node: 32 CPU, 128Gi, 110 pods, a zone; one in ten has 8 GPUs in the `gpu` pool.
 fn node(i: usize) -> Node {
-    let gpu = i % 10 == 0;
+    let gpu = i.is_multiple_of(10);
     let mut alloc = json!({"cpu": "32", "memory": "128Gi", "pods": "110"});
     if gpu {
         alloc["nvidia.com/gpu"] = json!("8");
