@@ -29,8 +29,6 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// The kumo binary, run as `<shim_exe> shim ...` to supervise each container.
     pub shim_exe: PathBuf,
-    /// The agent's API token (its credential towards the API server only).
-    pub token: String,
     /// The cluster CA (PEM): the endpoint accepts only clients with a certificate it signed
     /// (the API server's), as kubelet's `--client-ca-file`; pods get it as their service
     /// account's `ca.crt`.

@@ -52,7 +52,6 @@ async fn a_sync_that_panics_is_retried_and_the_other_pods_are_synced() {
     // No API server: the informer stays empty, so each sync is the runtime's lookup alone.
     let client = Client::new(&ClientConfig {
         server: "http://127.0.0.1:1".into(),
-        token: "t".into(),
         ..Default::default()
     })
     .unwrap();

@@ -131,7 +131,7 @@ async fn checked_client(
     Ok(client)
 }
 
-/// The agent's client, its token and, when it is a node credential (to rotate), that: the
+/// The agent's client and, when it is a node credential (to rotate), that: the
 /// saved credential while it is unexpired and accepted; else one got for `join` (saved to
 /// `file`); else `given` (`KUMO_TOKEN`, `--token-file`).
 pub async fn for_agent(
@@ -141,7 +141,7 @@ pub async fn for_agent(
     file: &Path,
     join: Option<&str>,
     given: Option<String>,
-) -> anyhow::Result<(Client, String, Option<NodeCredential>)> {
+) -> anyhow::Result<(Client, Option<NodeCredential>)> {
     let saved = NodeCredential::load(file)?.filter(|c| !c.expired(chrono::Utc::now()));
     if let Some(saved) = saved {
         match checked_client(server, ca_pem, &saved.token, node).await {
@@ -149,8 +149,7 @@ pub async fn for_agent(
                 if join.is_some() {
                     tracing::info!(file = %file.display(), "this node has a credential: the join token is not used");
                 }
-                let token = saved.token.clone();
-                return Ok((client, token, Some(saved)));
+                return Ok((client, Some(saved)));
             }
             // Revoked (or the cluster is new): a join token given now joins again.
             Err(e) if e.code() == Some(401) && join.is_some() => {
@@ -167,11 +166,10 @@ pub async fn for_agent(
     if let Some(join_token) = join {
         let cred = self::join(server, ca_pem, join_token, node, file).await?;
         let client = checked_client(server, ca_pem, &cred.token, node).await?;
-        let token = cred.token.clone();
-        return Ok((client, token, Some(cred)));
+        return Ok((client, Some(cred)));
     }
     match given {
-        Some(token) => Ok((checked_client(server, ca_pem, &token, node).await?, token, None)),
+        Some(token) => Ok((checked_client(server, ca_pem, &token, node).await?, None)),
         None => Err(anyhow!(
             "no credential: pass --join SECRET (printed by `kumo token create NAME --join`), or set KUMO_TOKEN"
         )),

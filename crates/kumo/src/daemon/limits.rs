@@ -87,6 +87,25 @@ fn idle_timeout(text: &str) -> Result<Duration, String> {
     )
 }
 
+/// `--node-credential-ttl`: long enough to rotate (at two thirds), at most a year.
+pub fn node_credential_ttl(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_secs(3),
+        Duration::from_secs(365 * 24 * 3600),
+        "3s to 8760h",
+    )
+}
+
+/// `--tls-san`: an IP address or a DNS name (lower-case, as a certificate names it).
+pub fn tls_san(text: &str) -> Result<String, String> {
+    if text.parse::<std::net::IpAddr>().is_ok() || kumo_api::validation::is_dns_subdomain(text) {
+        Ok(text.to_string())
+    } else {
+        Err("must be an IP address or a DNS name (lower-case letters, digits, '-' and '.')".into())
+    }
+}
+
 fn count_within(text: &str, max: usize) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -142,6 +161,23 @@ mod tests {
             Err("invalid duration"),
         );
         check(idle_timeout, "2m", Ok(secs(120)));
+        check(node_credential_ttl, "720h", Ok(secs(720 * 3600)));
+        check(node_credential_ttl, "0s", Err("must be from 3s to 8760h"));
+        check(
+            node_credential_ttl,
+            "9999999999h",
+            Err("must be from 3s to 8760h"),
+        );
+        check(
+            tls_san,
+            "kumo.example.com",
+            Ok("kumo.example.com".to_string()),
+        );
+        check(tls_san, "10.0.0.7", Ok("10.0.0.7".to_string()));
+        check(tls_san, "::1", Ok("::1".to_string()));
+        for bad in ["", "a b", "*", "Upper.example.com"] {
+            check(tls_san, bad, Err("must be an IP address or a DNS name"));
+        }
         check(idle_timeout, "500ms", Err("must be from 1s to 24h"));
         check(connection_count, "1024", Ok(1024));
         check(connection_count, "0", Err("from 1 to 1000000"));

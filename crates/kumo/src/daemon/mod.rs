@@ -60,11 +60,11 @@ pub struct ControlPlaneArgs {
     #[command(flatten)]
     pub audit: audit::AuditArgs,
     /// The life of a node credential (agents rotate theirs at two thirds of it)
-    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    #[arg(long, default_value = "720h", value_parser = limits::node_credential_ttl)]
     pub node_credential_ttl: Duration,
     /// Another DNS name or IP address for the API server's certificate (besides the listen
     /// address); repeatable
-    #[arg(long = "tls-san")]
+    #[arg(long = "tls-san", value_parser = limits::tls_san)]
     pub tls_san: Vec<String>,
     #[command(flatten)]
     pub leader_elect: leader::LeaderElectArgs,
@@ -281,7 +281,7 @@ fn home_dir(sub: &str) -> PathBuf {
 /// A running control plane: the API server plus scheduler and controllers, all API clients.
 struct ControlPlane {
     url: String,
-    /// The in-process components' token (memory only; also what agents' endpoints are sent).
+    /// The in-process components' token (memory only, never sent to agents).
     token: String,
     /// The admin's client config, when this start knows the admin's secret.
     admin: Option<ClientConfig>,
@@ -598,7 +598,7 @@ fn agent_config(
     data_dir: PathBuf,
     listen: SocketAddr,
     advertise: String,
-    (token, cluster_ca_pem): (String, String),
+    cluster_ca_pem: String,
 ) -> anyhow::Result<kumo_agent::AgentConfig> {
     let protected = data_dir.clone();
     Ok(kumo_agent::AgentConfig {
@@ -612,7 +612,6 @@ fn agent_config(
         heartbeat_interval: node.heartbeat_interval,
         shim_exe: std::env::current_exe()
             .context("cannot find the kumo executable for the shim")?,
-        token,
         cluster_ca_pem,
         endpoint_limits: node.endpoint_limits.limits(),
         containers: kumo_agent::config::ContainerConfig {
@@ -679,7 +678,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.agent_listen.ip().to_string()
         },
-        (cp.token.clone(), cp.ca_pem.clone()),
+        cp.ca_pem.clone(),
     )?;
     let node_name = agent_cfg.node_name.clone();
     let client = Client::new(&client_config(&cp.url, &cp.token, &cp.ca_pem))?;
@@ -838,7 +837,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     });
     let ca_pem = agent_ca(&args, &data_dir).await?;
     let file = credential::path(&data_dir);
-    let (client, token, cred) = credential::for_agent(
+    let (client, cred) = credential::for_agent(
         &args.server,
         &ca_pem,
         &node_name,
@@ -872,7 +871,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         data_dir,
         args.listen,
         advertise,
-        (token, ca_pem),
+        ca_pem,
     )?;
     println!(
         "kumo: agent for node {} joined {}",
