@@ -23,6 +23,7 @@ pub mod version;
 pub mod wait;
 // MLTasks: submit, queue, cancel, and the logs of every replica.
 pub mod mltask_logs;
+pub mod node;
 pub mod queue;
 pub mod submit;
 
