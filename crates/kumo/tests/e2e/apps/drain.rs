@@ -1,8 +1,10 @@
 //! `kumo cordon`/`drain` with a second node: an App under load moves off a drained node with
-//! no failed request (each replica goes only once its replacement is Ready on the other node);
+//! no failed request (each replica goes only once its replacement is Ready on the other node),
+//! an MLTask is stopped gracefully and runs again on the other node without losing an attempt;
 //! a drain that would lose a bare pod is refused and changes nothing; unknown nodes are named.
 
 use super::*;
+use kumo_api::mltask::{MLTask, TaskPhase};
 use kumo_api::Node;
 
 /// A second agent on this host (process pods only, so no pod network), killed when dropped.
@@ -81,6 +83,25 @@ async fn drain_moves_an_app_under_load_to_another_node_without_a_failed_request(
             .is_some_and(|s| s.phase == kumo_api::PodPhase::Running)
     })
     .await;
+    // An MLTask replica that checkpoints when it is told to stop (SIGTERM).
+    let ckpt = c.dir.path().join("ckpt");
+    let script = format!(
+        "trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done",
+        ckpt.display()
+    );
+    let submit = c.kumo(&[
+        "submit",
+        "train",
+        "--runtime",
+        "process",
+        "-d",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    ok(&submit);
+    let running = wait_task_running(&client, "node-1").await;
     ok(&c.kumo(&["uncordon", "node-2"]));
 
     // A drain that would lose the bare pod is refused before it changes anything.
@@ -132,5 +153,47 @@ async fn drain_moves_an_app_under_load_to_another_node_without_a_failed_request(
         .await
         .unwrap()
         .is_none());
+    // The task was stopped gracefully (it checkpointed), went back to its queue and runs on
+    // node-2 with its attempts as they were.
+    assert!(ckpt.exists(), "the replica was not stopped with SIGTERM");
+    let moved = wait_task_running(&client, "node-2").await;
+    let attempts = |t: &MLTask| t.status.as_ref().map(|s| s.attempts);
+    assert_eq!(attempts(&moved), attempts(&running));
+    let events: Vec<String> = client
+        .list::<kumo_api::Event>(Some("default"), &ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name == "train")
+        .map(|e| format!("{}: {}", e.reason, e.message))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Evicted: evicted: replica pod train-")),
+        "{events:#?}"
+    );
     ok(&c.kumo(&["uncordon", "node-1"]));
+}
+
+/// Waits until MLTask `train` runs with its replica on `node`.
+async fn wait_task_running(client: &Client, node: &str) -> MLTask {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let task: MLTask = client.get("default", "train").await.unwrap();
+        let on_node = task.status.as_ref().is_some_and(|s| {
+            s.phase == TaskPhase::Running
+                && s.replicas.iter().all(|r| r.node.as_deref() == Some(node))
+        });
+        if on_node {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "train not running on {node}: {:#?}",
+            task.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
