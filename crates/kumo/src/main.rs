@@ -117,6 +117,13 @@ pub enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Fetch an ML task's collected /output: kumo output pull TASK DIR
     Output(cli::dataset::OutputArgs),
+    /// Mark a node unschedulable: new pods go elsewhere, its pods keep running
+    Cordon(cli::cordon::CordonArgs),
+    /// Mark a node schedulable again
+    Uncordon(cli::cordon::CordonArgs),
+    /// On a node, as root: stop every pod and remove everything kumo made there (containers,
+    /// mounts, cgroups, pod networks, the bridge, iptables chains, IPAM leases)
+    Down(cli::down::DownArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_runtime::shim::ShimArgs),
@@ -183,6 +190,9 @@ fn main() -> ExitCode {
             Command::Cancel(a) => cli::queue::cancel(a).await,
             Command::Dataset(a) => cli::dataset::run(a).await,
             Command::Output(a) => cli::dataset::run_output(a).await,
+            Command::Down(a) => cli::down::run(a).await,
+            Command::Cordon(a) => cli::cordon::run(a, true).await,
+            Command::Uncordon(a) => cli::cordon::run(a, false).await,
             Command::Shim(_) | Command::ShimStandby(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }
