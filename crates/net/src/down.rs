@@ -10,6 +10,7 @@ use crate::config::NetworkConfig;
 use crate::masq;
 use crate::pods::PodNetworks;
 use crate::state::file_names;
+use std::ffi::OsStr;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -50,18 +51,18 @@ pub async fn down(config: NetworkConfig, links: &[String]) -> NetworkDown {
     let bridge = config.bridge.clone();
     let path = crate::exec::plugin_path_env(std::env::var_os("PATH").as_deref());
     // The last pod network's teardown removes the chain itself: note it is there first.
-    let had_chain = masq::exists(&bridge, &path).await;
+    let chain = masq::chain_name(&bridge);
+    let had_chain = chain_exists(&chain, &path).await;
     if config.state_dir.is_dir() {
         pod_networks(config, &mut out).await;
     }
     veths_on(&bridge, &mut out).await;
-    match masq::remove_any(&bridge, &path).await {
-        Ok(removed) if removed || had_chain => out.removed(
-            "iptables chain",
-            format!("nat {}", masq::chain_name(&bridge)),
-        ),
+    match remove_chain(&chain, &path).await {
+        Ok(removed) if removed || had_chain => {
+            out.removed("iptables chain", format!("nat {chain}"))
+        }
         Ok(_) => {}
-        Err(e) => out.failed.push(e.to_string()),
+        Err(e) => out.failed.push(e),
     }
     for link in std::iter::once(&bridge).chain(links) {
         if link_exists(link).await {
@@ -72,6 +73,63 @@ pub async fn down(config: NetworkConfig, links: &[String]) -> NetworkDown {
         }
     }
     out
+}
+
+/// Runs `iptables -w -t nat ARGS`; whether it succeeded, its stdout, and its stderr.
+async fn iptables_nat(args: &[&str], path: &OsStr) -> Result<(bool, String, String), String> {
+    let out = tokio::process::Command::new("iptables")
+        .env("PATH", path)
+        .args(["-w", "-t", "nat"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+}
+
+async fn chain_exists(chain: &str, path: &OsStr) -> bool {
+    iptables_nat(&["-S", chain], path)
+        .await
+        .is_ok_and(|(ok, _, _)| ok)
+}
+
+/// Removes the node's masquerade chain and every jump to it from POSTROUTING, whatever CIDR
+/// they were made for (`kumo down` may not be told it); whether the chain was there. IPv4.
+async fn remove_chain(chain: &str, path: &OsStr) -> Result<bool, String> {
+    if !chain_exists(chain, path).await {
+        return Ok(false);
+    }
+    let must = |args: Vec<String>| async move {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        match iptables_nat(&argv, path).await? {
+            (true, _, _) => Ok(()),
+            (false, _, stderr) => Err(format!("iptables -t nat {}: {stderr}", args.join(" "))),
+        }
+    };
+    let (_, listing, _) =
+        iptables_nat(&["-L", "POSTROUTING", "-n", "--line-numbers"], path).await?;
+    // Highest first, so the numbers of those still to delete do not move.
+    for n in jump_rule_numbers(&listing, chain).into_iter().rev() {
+        must(vec!["-D".into(), "POSTROUTING".into(), n.to_string()]).await?;
+    }
+    must(vec!["-F".into(), chain.into()]).await?;
+    must(vec!["-X".into(), chain.into()]).await?;
+    Ok(true)
+}
+
+/// The numbers of the rules of an `iptables -L CHAIN -n --line-numbers` listing whose target
+/// is `target`, ascending.
+fn jump_rule_numbers(listing: &str, target: &str) -> Vec<u32> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let n = fields.next()?.parse().ok()?;
+            (fields.next()? == target).then_some(n)
+        })
+        .collect()
 }
 
 /// Tears down every pod network recorded in the state dir (warm ones included), then the
@@ -172,6 +230,21 @@ async fn ip(args: &[&str]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jumps_to_the_chain_by_rule_number() {
+        let listing = "Chain POSTROUTING (policy ACCEPT)\n\
+            num  target     prot opt source               destination\n\
+            1    CNI-HOSTPORT-MASQ  all  --  0.0.0.0/0            0.0.0.0/0\n\
+            2    KUMO-MASQ-kt1  all  --  10.124.1.0/24        0.0.0.0/0   /* kumo kt1 pod egress */\n\
+            3    KUMO-MASQ-kt12  all  --  10.124.12.0/24       0.0.0.0/0\n\
+            4    KUMO-MASQ-kt1  all  --  10.9.0.0/16          0.0.0.0/0\n";
+        assert_eq!(jump_rule_numbers(listing, "KUMO-MASQ-kt1"), [2, 4]);
+        assert_eq!(
+            jump_rule_numbers(listing, "KUMO-MASQ-kt2"),
+            Vec::<u32>::new()
+        );
+    }
 
     #[test]
     fn link_names_from_ip_listings() {

@@ -136,88 +136,8 @@ pub(crate) async fn remove(bridge: &str, cidr: Cidr, path: &OsStr) -> Result<(),
     Ok(())
 }
 
-/// Whether the chain for `bridge` is there (IPv4).
-pub(crate) async fn exists(bridge: &str, path: &OsStr) -> bool {
-    let Ok(v4) = Cidr::parse("0.0.0.0/0") else {
-        return false;
-    };
-    let args = ["-S".to_string(), chain_name(bridge)];
-    iptables(v4, path, &args).await.is_ok_and(|(ok, _)| ok)
-}
-
-/// Removes the chain for `bridge` and every jump to it from POSTROUTING, whatever CIDR they were
-/// made for (`kumo down` may not know it); whether the chain was there. IPv4 only.
-pub(crate) async fn remove_any(bridge: &str, path: &OsStr) -> Result<bool, NetError> {
-    let v4 = Cidr::parse("0.0.0.0/0").map_err(|message| NetError::Masquerade { message })?;
-    let chain = chain_name(bridge);
-    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-    let (exists, _) = iptables(v4, path, &s(&["-S", &chain])).await?;
-    if !exists {
-        return Ok(false);
-    }
-    let (_, listing) =
-        iptables_stdout(v4, path, &s(&["-L", "POSTROUTING", "-n", "--line-numbers"])).await?;
-    // Highest first, so the numbers of those still to delete do not move.
-    for n in jump_rule_numbers(&listing, &chain).into_iter().rev() {
-        must(v4, path, s(&["-D", "POSTROUTING", &n.to_string()])).await?;
-    }
-    must(v4, path, s(&["-F", &chain])).await?;
-    must(v4, path, s(&["-X", &chain])).await?;
-    Ok(true)
-}
-
-/// The numbers of the rules of an `iptables -L CHAIN -n --line-numbers` listing whose target
-/// is `target`, ascending.
-fn jump_rule_numbers(listing: &str, target: &str) -> Vec<u32> {
-    listing
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let n = fields.next()?.parse().ok()?;
-            (fields.next()? == target).then_some(n)
-        })
-        .collect()
-}
-
-/// Runs `<iptables> -w -t nat <args>`; whether it succeeded, and its stdout.
-async fn iptables_stdout(
-    cidr: Cidr,
-    path: &OsStr,
-    args: &[String],
-) -> Result<(bool, String), NetError> {
-    let out = tokio::process::Command::new(program(cidr))
-        .env("PATH", path)
-        .args(["-w", "-t", "nat"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| NetError::Masquerade {
-            message: format!("cannot run {}: {e}", program(cidr)),
-        })?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn jumps_to_the_chain_by_rule_number() {
-        let listing = "Chain POSTROUTING (policy ACCEPT)\n\
-            num  target     prot opt source               destination\n\
-            1    CNI-HOSTPORT-MASQ  all  --  0.0.0.0/0            0.0.0.0/0\n\
-            2    KUMO-MASQ-kt1  all  --  10.124.1.0/24        0.0.0.0/0   /* kumo kt1 pod egress */\n\
-            3    KUMO-MASQ-kt12  all  --  10.124.12.0/24       0.0.0.0/0\n\
-            4    KUMO-MASQ-kt1  all  --  10.9.0.0/16          0.0.0.0/0\n";
-        assert_eq!(jump_rule_numbers(listing, "KUMO-MASQ-kt1"), [2, 4]);
-        assert_eq!(
-            jump_rule_numbers(listing, "KUMO-MASQ-kt2"),
-            Vec::<u32>::new()
-        );
-    }
-
     use super::*;
 
     #[test]
