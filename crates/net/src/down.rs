@@ -66,6 +66,12 @@ pub async fn down(config: NetworkConfig, links: &[String]) -> NetworkDown {
     }
     for link in std::iter::once(&bridge).chain(links) {
         if link_exists(link).await {
+            // A mistyped --pod-bridge must not take the machine's own interface away.
+            if link == &bridge && !is_bridge(link).await {
+                out.failed
+                    .push(format!("{link} is not a bridge: left alone"));
+                continue;
+            }
             match ip(&["link", "del", "dev", link]).await {
                 Ok(_) => out.removed("link", link),
                 Err(e) => out.failed.push(e),
@@ -200,6 +206,13 @@ fn link_names(listing: &str) -> Vec<String> {
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
         .filter(|n| !n.is_empty())
         .collect()
+}
+
+/// Whether link `name` is a bridge (`ip -d` shows its kind after its flags).
+async fn is_bridge(name: &str) -> bool {
+    ip(&["-d", "-o", "link", "show", "dev", name])
+        .await
+        .is_ok_and(|text| text.split_whitespace().any(|w| w == "bridge"))
 }
 
 async fn link_exists(name: &str) -> bool {

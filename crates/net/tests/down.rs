@@ -106,9 +106,30 @@ async fn down_removes_every_network_thing_of_the_node_and_then_finds_nothing() {
     assert_eq!(count(&state.join("pods")), 0);
     assert!(!state.join("ipam").exists(), "leases left");
 
-    let again = kumo_net::down::down(config, &[VXLAN.to_string()]).await;
+    let again = kumo_net::down::down(config.clone(), &[VXLAN.to_string()]).await;
     assert!(
         again.removed.is_empty() && again.failed.is_empty(),
         "{again:?}"
     );
+
+    // A --pod-bridge that names something else is left alone, and said so.
+    ip(&[
+        "link",
+        "add",
+        STRAY,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kt200peer",
+    ]);
+    let mut wrong = config;
+    wrong.bridge = STRAY.into();
+    let refused = kumo_net::down::down(wrong, &[]).await;
+    assert!(refused.removed.is_empty(), "{refused:?}");
+    assert_eq!(
+        refused.failed,
+        [format!("{STRAY} is not a bridge: left alone")]
+    );
+    assert!(link_exists(STRAY));
 }
