@@ -50,9 +50,11 @@ up() {
     ip -n kumo-dev-node$i route add default via $NET.1
     join=$("$KUMO" token create dev-node$i --join --ttl 1h | sed -n 's/.*--join \([^ ]*\).*/\1/p')
     [ -n "$join" ] || die "no join token for node$i"
-    # nsenter, not `ip netns exec`: that one remounts /sys, which hides the cgroups.
-    # shellcheck disable=SC2046
-    KUMO_JOIN_TOKEN=$join nohup nsenter --net=/run/netns/kumo-dev-node$i -- "$KUMO" agent \
+    # nsenter, not `ip netns exec`: that one remounts /sys, which hides the cgroups. The node
+    # gets its own hostname (a UTS namespace), as a machine has.
+    # shellcheck disable=SC2046,SC2016
+    KUMO_JOIN_TOKEN=$join nohup nsenter --net=/run/netns/kumo-dev-node$i -- unshare --uts -- \
+      sh -c 'hostname "$0" && exec "$@"' node$i "$KUMO" agent \
       --server https://$NET.1:$PORT --ca-file "$DIR/server/pki/ca.crt" --node-name node$i \
       --listen $NET.$((10 + i)):10250 --advertise-address $NET.$((10 + i)) \
       $(node_flags "$i") > "$DIR/node$i.log" 2>&1 &

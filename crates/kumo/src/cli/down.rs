@@ -6,7 +6,7 @@
 //! bridge) is touched. The work is the library's ([`kumo_runtime::down`], [`kumo_net::down`]),
 //! which every e2e test's teardown runs too.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use kumo_runtime::cgroup_parent::{CgroupParent, DEFAULT_CGROUP_PARENT};
 use kumo_runtime::down::{Node, PodScope};
 use std::path::PathBuf;
@@ -57,6 +57,10 @@ pub async fn run(args: DownArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = &args.pod_cidr {
         net.pod_cidr = c.clone();
+    }
+    // Bad network flags stop it before anything is killed.
+    if net.state_dir.is_dir() {
+        kumo_net::PodNetworks::new(net.clone()).context("--pod-bridge or --pod-cidr")?;
     }
     let node = Node {
         data_dir,

@@ -1,7 +1,8 @@
 //! [`MultiNode`]: a cluster of several machines on this one. The control plane (`kumo server`)
 //! runs on the host; each agent runs in a network namespace of its own, plugged into a
-//! "datacenter" bridge the test makes, with its own address, data dir, node name, cgroup
-//! parent, pod bridge and pod CIDR. Every node reaches the others only over that bridge.
+//! "datacenter" bridge the test makes, with its own address, data dir, hostname (a UTS
+//! namespace) and node name, cgroup parent, pod bridge and pod CIDR. Every node reaches the
+//! others only over that bridge.
 //!
 //! Layout for test network slot N (the flock'd slot of [`TestNet`]):
 //!
@@ -59,6 +60,11 @@ impl NodeSpec {
         .collect()
     }
 
+    /// The node's agent process id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Forgets the agent process (it was ended by other means, e.g. `kumo down`).
     pub fn reap_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
@@ -74,6 +80,29 @@ pub struct MultiNode {
     pub slot: u32,
     pub bridge: String,
     pub nodes: Vec<NodeSpec>,
+    options: Options,
+}
+
+/// How to start a [`MultiNode`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Flags added to `kumo server`.
+    pub server_args: Vec<String>,
+    /// Flags added to every `kumo agent`.
+    pub agent_args: Vec<String>,
+    /// Give each agent its own `--pod-cidr` (a /26 of `10.124.N.0/24`); off when the control
+    /// plane assigns the nodes' pod CIDRs.
+    pub pod_cidr_per_node: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            server_args: Vec::new(),
+            agent_args: Vec::new(),
+            pod_cidr_per_node: true,
+        }
+    }
 }
 
 /// Runs `cmd args`; panics with its stderr when it fails.
@@ -111,6 +140,11 @@ impl MultiNode {
     /// Starts the datacenter bridge, the control plane and `n` (at most 3) agents, and waits
     /// until every node is Ready.
     pub async fn start(n: usize) -> MultiNode {
+        Self::start_with(n, Options::default()).await
+    }
+
+    /// [`MultiNode::start`] with more flags for the server and the agents.
+    pub async fn start_with(n: usize, options: Options) -> MultiNode {
         assert!((1..=3).contains(&n), "MultiNode holds 1 to 3 nodes");
         let net = TestNet::next();
         let slot = net.slot;
@@ -124,18 +158,18 @@ impl MultiNode {
             &["addr", "add", &format!("{host}/24"), "dev", &bridge],
         );
         sh("ip", &["link", "set", &bridge, "up"]);
-        let cluster = Cluster::start_on(
-            ["server", "--tls-san", host.as_str()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            &format!("{host}:0"),
-        );
+        let mut server: Vec<String> = ["server", "--tls-san", host.as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        server.extend(options.server_args.iter().cloned());
+        let cluster = Cluster::start_on(server, &format!("{host}:0"));
         let mut mn = MultiNode {
             cluster,
             slot,
             bridge,
             nodes: Vec::new(),
+            options,
         };
         let layout = mn.cluster.dir.path().join("busybox-layout");
         kumo_image::testing::write_busybox_layout(&layout, "1").expect("busybox layout");
@@ -203,9 +237,13 @@ impl MultiNode {
     fn spawn_agent(&self, node: &NodeSpec) -> Child {
         let c = &self.cluster;
         let join = c.join_token();
+        // Its own hostname too (a UTS namespace), as a machine has: `sh` sets it and becomes
+        // the agent, so the child is the agent itself.
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", node.netns))
-            .arg("--")
+            .args(["--", "unshare", "--uts", "--", "sh", "-c"])
+            .arg("hostname \"$0\" && exec \"$@\"")
+            .arg(&node.name)
             .arg(kumo_exe())
             .args(["agent", "--server", &c.url, "--join", &join])
             .args(["--ca-file", c.ca_file().to_str().unwrap()])
@@ -215,8 +253,13 @@ impl MultiNode {
             .args(["--advertise-address", &node.address])
             .args(["--cgroup-parent", node.cgroup_parent.as_str()])
             .args(["--pod-bridge", &node.pod_bridge])
-            .args(["--pod-cidr", &node.pod_cidr])
+            .args(
+                ["--pod-cidr", node.pod_cidr.as_str()]
+                    .into_iter()
+                    .filter(|_| self.options.pod_cidr_per_node),
+            )
             .args(["--backoff-base", "200ms", "--heartbeat-interval", "1s"])
+            .args(&self.options.agent_args)
             .env("RUST_LOG", "warn")
             .env("HOME", c.dir.path())
             .env_remove("KUMO_TOKEN")
@@ -295,6 +338,7 @@ impl Drop for MultiNode {
             sh_quiet("ip", &["link", "del", &node.host_veth]);
             sh_quiet("ip", &["netns", "del", &node.netns]);
         }
-        remove_fabric(self.slot, &self.bridge, self.nodes.len());
+        // Every node the slot may hold: a start that failed half-way made more than it kept.
+        remove_fabric(self.slot, &self.bridge, 3);
     }
 }

@@ -122,6 +122,14 @@ async fn three_nodes_in_namespaces_run_pinned_pods_and_kumo_down_takes_one_away(
     let mut mn = MultiNode::start(3).await;
     let c = &mn.cluster;
     let client = c.client();
+    for node in &mn.nodes {
+        let pid = node.agent_pid().expect("agent").to_string();
+        let out = std::process::Command::new("nsenter")
+            .args(["--target", &pid, "--uts", "hostname"])
+            .output()
+            .expect("nsenter");
+        assert_eq!(text(&out).trim(), node.name, "the node's own hostname");
+    }
     c.privileged_namespace(NS);
     for (i, node) in mn.nodes.iter().enumerate() {
         c.apply(
