@@ -102,3 +102,29 @@ pub async fn run(args: DownArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn flags_name_the_node_as_the_agent_does() {
+        let parse = |args: &[&str]| {
+            crate::Cli::try_parse_from(["kumo", "down"].iter().chain(args)).map(|c| c.command)
+        };
+        match parse(&["--data-dir", "/d", "--link", "x"]).expect("parse") {
+            crate::Command::Down(a) => {
+                assert_eq!(a.cgroup_parent.as_str(), "kumo");
+                assert_eq!(a.links, ["x"]);
+                assert_eq!(a.pod_bridge, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["--cgroup-parent", "a/../b"]).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("--cgroup-parent") && text.contains("must not contain"),
+            "{text}"
+        );
+    }
+}
