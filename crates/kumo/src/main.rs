@@ -123,6 +123,9 @@ pub enum Command {
     Uncordon(cli::node::CordonArgs),
     /// Cordon a node and evict its pods: App replicas once replaced elsewhere, MLTasks requeued
     Drain(cli::node::DrainArgs),
+    /// On a node, as root: stop every pod and remove everything kumo made there (containers,
+    /// mounts, cgroups, pod networks, the bridge, iptables chains, IPAM leases)
+    Down(cli::down::DownArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_runtime::shim::ShimArgs),
@@ -192,6 +195,7 @@ fn main() -> ExitCode {
             Command::Cordon(a) => cli::node::cordon(a).await,
             Command::Uncordon(a) => cli::node::uncordon(a).await,
             Command::Drain(a) => cli::node::drain(a).await,
+            Command::Down(a) => cli::down::run(a).await,
             Command::Shim(_) | Command::ShimStandby(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }

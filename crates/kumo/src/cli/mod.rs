@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod delete;
 pub mod deploy;
 pub mod describe;
+pub mod down;
 pub mod exec;
 pub mod get;
 pub mod image;

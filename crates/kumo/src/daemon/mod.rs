@@ -137,6 +137,11 @@ pub struct NodeArgs {
     /// (default: /etc/cdi, then /var/run/cdi)
     #[arg(long = "cdi-spec-dir")]
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The cgroup every pod cgroup of this node goes under, in each hierarchy: a relative path
+    /// such as kumo-node1 (nodes sharing a machine each need their own)
+    #[arg(long, default_value = kumo_runtime::cgroup_parent::DEFAULT_CGROUP_PARENT,
+          value_parser = parse_cgroup_parent)]
+    pub cgroup_parent: kumo_runtime::cgroup_parent::CgroupParent,
     #[command(flatten)]
     pub endpoint_limits: limits::AgentLimitArgs,
 }
@@ -199,6 +204,13 @@ pub struct AgentArgs {
     pub advertise_address: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// Parses `--cgroup-parent` (clap names the flag in its error).
+pub fn parse_cgroup_parent(
+    text: &str,
+) -> Result<kumo_runtime::cgroup_parent::CgroupParent, String> {
+    kumo_runtime::cgroup_parent::CgroupParent::parse(text)
 }
 
 /// Parses `k=v,k2=v2`, checking keys and values as Kubernetes labels.
@@ -639,6 +651,7 @@ fn agent_config(
                 min_age: node.image_gc_min_age,
             },
             cdi_spec_dirs: node.cdi_spec_dirs.clone(),
+            cgroup_parent: node.cgroup_parent.clone(),
         },
     })
 }
@@ -925,5 +938,43 @@ mod tests {
         assert!(parse_labels("k=bad value")
             .unwrap_err()
             .contains("label value"));
+    }
+
+    #[test]
+    fn cgroup_parent_flag() {
+        use clap::Parser;
+        let check = |value: &str, expected: Result<&str, &str>| {
+            let argv = [
+                "kumo",
+                "agent",
+                "--server",
+                "https://a:1",
+                "--cgroup-parent",
+                value,
+            ];
+            match (crate::Cli::try_parse_from(argv), expected) {
+                (Ok(cli), Ok(want)) => match cli.command {
+                    crate::Command::Agent(a) => assert_eq!(a.node.cgroup_parent.as_str(), want),
+                    other => panic!("{other:?}"),
+                },
+                (Err(e), Err(part)) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("--cgroup-parent") && text.contains(part),
+                        "{text}"
+                    );
+                }
+                (got, want) => panic!("{value:?}: {got:?}, wanted {want:?}"),
+            }
+        };
+        check("kumo-node1", Ok("kumo-node1"));
+        check("nodes/n1", Ok("nodes/n1"));
+        check("../escape", Err("must not contain"));
+        check("/abs", Err("must be relative"));
+        let default = crate::Cli::try_parse_from(["kumo", "agent", "--server", "https://a:1"]);
+        match default.expect("parse").command {
+            crate::Command::Agent(a) => assert_eq!(a.node.cgroup_parent.as_str(), "kumo"),
+            other => panic!("{other:?}"),
+        }
     }
 }

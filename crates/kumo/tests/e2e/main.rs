@@ -15,6 +15,8 @@ mod layers;
 mod leases;
 mod limits;
 mod mltask;
+mod multinode;
+mod nodes;
 mod pods;
 mod rbac;
 mod secrets;
