@@ -48,9 +48,18 @@ struct Server {
 impl Server {
     /// Starts `kumo server` on `store` with `extra` flags and waits until it listens.
     fn start(dir: &Path, store: &str, extra: &[&str]) -> Server {
+        Self::start_with_token(dir, store, extra, None)
+    }
+
+    /// As [`start`](Self::start), with `KUMO_SERVER_TOKEN` set to `token` when given.
+    fn start_with_token(dir: &Path, store: &str, extra: &[&str], token: Option<&str>) -> Server {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let mut child = Self::command(dir, store, extra)
+        let mut command = Self::command(dir, store, extra);
+        if let Some(token) = token {
+            command.env("KUMO_SERVER_TOKEN", token);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -265,11 +274,29 @@ async fn a_second_server_joins_with_the_server_token_and_shares_everything() {
         "{}",
         stderr(&out)
     );
-    // The second server, joined with the first's token.
-    let b = Server::start(
-        &root.join("b"),
-        &store,
-        &["--server-token-file", token_file.to_str().unwrap()],
+    // --server-token-file is for servers on one etcd: with the embedded store it is refused.
+    let out = Command::new(kumo_exe())
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("redb/data"))
+        .arg("--server-token-file")
+        .arg(&token_file)
+        .env("HOME", root)
+        .env_remove("KUMO_STORE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--server-token-file joins servers on one etcd: it needs --store"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The second server, joined with the first's token from the environment.
+    let b = Server::start_with_token(&root.join("b"), &store, &[], Some(token.trim()));
+    assert_eq!(
+        std::fs::read_to_string(b.data().join("server-token")).unwrap(),
+        token,
+        "the joined server keeps the token for its restarts"
     );
     let pki = |s: &Server, f: &str| std::fs::read_to_string(s.data().join("pki").join(f)).unwrap();
     for f in ["ca.crt", "ca.key", "sa.key"] {
