@@ -1,8 +1,9 @@
 //! Several `kumo server`s on one etcd: the second joins with the first's server token (the
 //! CA and keys come sealed from etcd), one admin config trusts both, a write through one is
 //! seen in order by a watch on the other, a token revoked through one is refused by the other
-//! within a second, each loop has one leader; the scheduler fails over when its server is
-//! killed, and a leader cut off from etcd stops before another server takes over.
+//! within a second, each loop has one leader; the scheduler and the MLTask controller fail
+//! over when their server is killed (no pod bound twice, no task admitted twice), and a leader
+//! cut off from etcd stops before another server takes over.
 
 use crate::harness::*;
 use kumo_api::lease::Lease;
@@ -540,6 +541,26 @@ async fn the_scheduler_fails_over_when_its_server_is_killed() {
         p.spec.node_name.is_some()
     })
     .await;
+    // An MLTask admitted by the first server's controller.
+    let patch = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "privileged"}}});
+    on_b.patch::<Namespace>("", "default", &patch)
+        .await
+        .expect("label default");
+    submit(&config_b, root, "train-before");
+    wait_admitted(&on_b, "train-before").await;
+    // The controller records the event after the status: wait for it, so that a second
+    // admission could not hide behind a first event never written.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admitted_events(&on_b, "train-before").await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no Admitted event for train-before"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pods_before = task_pod_uids(&on_b, "train-before").await;
+    let admitted_at = admitted_since(&on_b, "train-before").await;
 
     // The scheduler's server dies; the other takes the lease within the lease time (3 s, plus
     // one retry period and a margin for the test's polling).
@@ -561,6 +582,20 @@ async fn the_scheduler_fails_over_when_its_server_is_killed() {
     })
     .await;
     assert_eq!(pod.spec.node_name.as_deref(), Some("n1"));
+    // The second server's MLTask controller admits a new task, and has not admitted the first
+    // one again: one Admitted event, the same pods.
+    wait_lease(
+        &on_b,
+        "kumo-mltask-controller",
+        &b.identity(),
+        Duration::from_secs(15),
+    )
+    .await;
+    submit(&config_b, root, "train-after");
+    wait_admitted(&on_b, "train-after").await;
+    assert_eq!(admitted_events(&on_b, "train-before").await, 1);
+    assert_eq!(task_pod_uids(&on_b, "train-before").await, pods_before);
+    assert_eq!(admitted_since(&on_b, "train-before").await, admitted_at);
     // Every pod bound once: no node name ever replaced by another.
     let seen = bindings.lock().unwrap().clone();
     for pod in ["before", "after"] {
@@ -568,6 +603,84 @@ async fn the_scheduler_fails_over_when_its_server_is_killed() {
         assert_eq!(nodes, ["n1"], "{pod}: {seen:?}");
         assert_eq!(seen[pod].last().map(String::as_str), Some("n1"), "{seen:?}");
     }
+}
+
+/// `kumo submit NAME` (a process task that runs until killed) through `config`.
+fn submit(config: &ClientConfig, dir: &Path, name: &str) {
+    cli(
+        config,
+        dir,
+        &[
+            "submit",
+            name,
+            "--runtime",
+            "process",
+            "-d",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exec sleep 1000",
+        ],
+    );
+}
+
+/// Waits (bounded) until the MLTask `name` in `default` is admitted (or already running).
+async fn wait_admitted(client: &Client, name: &str) {
+    use kumo_api::mltask::{MLTask, TaskPhase};
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let task = client.get::<MLTask>("default", name).await.ok();
+        let phase = task
+            .as_ref()
+            .and_then(|t| t.status.as_ref())
+            .map(|s| s.phase);
+        if matches!(phase, Some(TaskPhase::Admitted | TaskPhase::Running)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mltask {name} not admitted: {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many times an `Admitted` event was recorded about the MLTask `name`.
+async fn admitted_events(client: &Client, name: &str) -> i32 {
+    client
+        .list::<kumo_api::Event>(Some("default"), &ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.involved_object.kind == "MLTask" && e.involved_object.name == name)
+        .filter(|e| e.reason == "Admitted")
+        .map(|e| e.count.max(1))
+        .sum()
+}
+
+/// When the MLTask `name`'s Admitted condition last changed.
+async fn admitted_since(client: &Client, name: &str) -> Option<kumo_api::Time> {
+    let task: kumo_api::mltask::MLTask = client.get("default", name).await.unwrap();
+    let status = task.status?;
+    kumo_api::meta::find_condition(&status.conditions, "Admitted")?.last_transition_time
+}
+
+/// The uids of the MLTask `name`'s pods, sorted.
+async fn task_pod_uids(client: &Client, name: &str) -> Vec<String> {
+    let mut uids: Vec<String> = client
+        .list::<Pod>(
+            Some("default"),
+            &ListParams::labels(&format!("kumo.dev/mltask={name}")),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    uids.sort();
+    uids
 }
 
 struct Killed(Child);
