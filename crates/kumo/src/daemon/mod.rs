@@ -1,6 +1,7 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 mod audit;
+pub mod bootstrap;
 mod credential;
 pub mod leader;
 pub mod limits;
@@ -70,6 +71,8 @@ pub struct ControlPlaneArgs {
     pub leader_elect: leader::LeaderElectArgs,
     #[command(flatten)]
     pub store: store::StoreArgs,
+    #[command(flatten)]
+    pub bootstrap: bootstrap::BootstrapArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -303,6 +306,8 @@ struct ControlPlane {
     node_credential_ttl: Duration,
     /// The cluster CA's certificate (PEM).
     ca_pem: String,
+    /// On etcd: the shared bootstrap data this server stored or joined.
+    joined: Option<bootstrap::Joined>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -320,6 +325,28 @@ async fn start_control_plane(
         ),
         None => None,
     };
+    let window = kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes);
+    // On etcd the CA and keys are the cluster's, kept in etcd sealed with the server token:
+    // read (or, on the first server, stored) before anything is written here, so a server
+    // that cannot join leaves its data dir as it was.
+    let (early_store, joined) = if args.store.store.is_some() {
+        let store = store::open(&args.store, data_dir, window).await?;
+        let joined = bootstrap::prepare(
+            store.as_ref(),
+            &args.bootstrap,
+            data_dir,
+            args.encryption_provider_config.as_deref(),
+        )
+        .await?;
+        joined.install(data_dir, args.encryption_provider_config.is_some())?;
+        (Some(store), Some(joined))
+    } else if args.bootstrap.server_token_file.is_some() {
+        return Err(anyhow!(
+            "--server-token-file joins servers on one etcd: it needs --store etcd://HOST:PORT"
+        ));
+    } else {
+        (None, None)
+    };
     // The data dir holds tokens, keys and every Secret: only its owner may enter it.
     private::dir(data_dir)?;
     // Nothing is served unrecorded: a log that cannot be opened stops the server here.
@@ -331,12 +358,10 @@ async fn start_control_plane(
     let token = tokens::controller_token()?;
     let names = pki::serving_names(args.listen, &hostname(), &args.tls_san);
     let tls = pki::load_or_make(data_dir, &names)?;
-    let store = store::open(
-        &args.store,
-        data_dir,
-        kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes),
-    )
-    .await?;
+    let store = match early_store {
+        Some(store) => store,
+        None => store::open(&args.store, data_dir, window).await?,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -480,6 +505,7 @@ async fn start_control_plane(
         managed,
         node_credential_ttl: args.node_credential_ttl,
         ca_pem: tls.ca_pem,
+        joined,
         tasks,
     })
 }
@@ -821,6 +847,17 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("kumo: nodes join with the command `kumo token create NAME --join --ttl 1h` prints");
+    if let Some(joined) = &cp.joined {
+        let how = if joined.first {
+            "stored this cluster's CA and keys in etcd, sealed with"
+        } else {
+            "joined the servers on this etcd with"
+        };
+        println!(
+            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
+            bootstrap::token_path(&data_dir).display()
+        );
+    }
     shutdown.wait().await;
     for t in cp.tasks {
         let _ = t.await;

@@ -22,6 +22,7 @@ mod rbac;
 mod secrets;
 mod secrets_at_rest;
 mod security;
+mod servers;
 mod service_accounts;
 mod store;
 mod tls;
