@@ -98,7 +98,7 @@ impl Cluster {
         ClientConfig {
             server: self.url.clone(),
             token: self.token.clone(),
-            certificate_authority_data: None,
+            ..Default::default()
         }
         .with_ca_pem(&self.ca_pem)
     }
