@@ -1,0 +1,242 @@
+//! Failover: two `kumo server`s on a three-member etcd, a client config listing both, and
+//! the server the watchers use killed with SIGKILL: they resume on the other from the same
+//! resourceVersion, without a relist, missing or repeating nothing. And a one-member etcd
+//! stopped under a server: the API answers 503 with the reason, and recovers by itself.
+
+use crate::harness::*;
+use kumo_api::{Namespace, ObjectMeta};
+use kumo_client::{Change, Client, ClientConfig, Informer, ListParams, Watched};
+use kumo_store::test_etcd::{TestEtcd, TestEtcdCluster};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+const PREFIX: &str = "fo-";
+
+fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta::named(None, name),
+        ..Default::default()
+    }
+}
+
+/// Waits until `cond` holds, failing after `within`.
+async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One watch event of a test namespace: type, name and resourceVersion.
+type Seen = (String, String, u64);
+
+/// Follows namespaces as `kumo get -w` does: after a broken stream, watch again from the last
+/// revision seen (through the client, which picks the server). Only this test's namespaces
+/// are recorded.
+async fn follow(client: Client, mut rv: String, seen: Arc<Mutex<Vec<Seen>>>) {
+    loop {
+        let Ok(mut stream) = client
+            .watch::<Namespace>(None, &ListParams::default(), &rv)
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        while let Some(Ok(item)) = stream.next().await {
+            let (kind, ns) = match item {
+                Watched::Added(n) => ("ADDED", n),
+                Watched::Modified(n) => ("MODIFIED", n),
+                Watched::Deleted(n) => ("DELETED", n),
+                Watched::Bookmark(r) => {
+                    rv = r;
+                    continue;
+                }
+                Watched::Error(status) => panic!("watch error: {}", status.message),
+            };
+            rv = ns.metadata.resource_version.clone().unwrap_or_default();
+            if ns.metadata.name.starts_with(PREFIX) {
+                seen.lock().unwrap().push((
+                    kind.to_string(),
+                    ns.metadata.name.clone(),
+                    ns.metadata.revision(),
+                ));
+            }
+        }
+    }
+}
+
+fn added(seen: &Mutex<Vec<Seen>>) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(kind, _, _)| kind == "ADDED")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_move_to_the_other_server_when_theirs_is_killed() {
+    const N: usize = 30;
+    let etcd = TestEtcdCluster::start(3).expect("a three-member etcd");
+    let server = |seed: Option<&std::path::Path>| {
+        let args = vec!["server".into(), "--store".into(), etcd.store_url()];
+        match seed {
+            None => Cluster::start_with(args),
+            // Until a second server can join by itself, it starts on a copy of the first one's
+            // data dir (its CA, service-account key, encryption config and tokens): a test
+            // fixture standing for the shared bootstrap data.
+            Some(seed) => Cluster::start_seeded(args, seed),
+        }
+    };
+    let mut a = server(None);
+    let b = server(Some(&a.data_dir()));
+    // One client config for both, as a user writes it: A first.
+    let both = ClientConfig {
+        servers: vec![b.url.clone()],
+        ..a.client_config()
+    };
+    let writer = b.client();
+
+    let watcher = Client::new(&both).unwrap();
+    let (informer, mut changes) =
+        Informer::<Namespace>::start(Client::new(&both).unwrap(), None, ListParams::default());
+    informer.wait_synced().await;
+    let start = watcher
+        .list::<Namespace>(None, &ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let following = tokio::spawn(follow(watcher.clone(), start, seen.clone()));
+    let applied = Arc::new(Mutex::new(BTreeSet::new()));
+    let informed = {
+        let applied = applied.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                if let Change::Applied(ns) = change {
+                    if ns.metadata.name.starts_with(PREFIX) {
+                        applied.lock().unwrap().insert(ns.metadata.name.clone());
+                    }
+                }
+            }
+        })
+    };
+
+    for i in 0..N / 2 {
+        writer
+            .create(&namespace(&format!("{PREFIX}{i:02}")))
+            .await
+            .unwrap();
+    }
+    wait_until(T, "the first half on server A", || {
+        added(&seen) == N / 2 && applied.lock().unwrap().len() == N / 2
+    })
+    .await;
+    assert_eq!(watcher.server(), a.url, "the watcher was on server A");
+
+    a.kill9();
+    for i in N / 2..N {
+        writer
+            .create(&namespace(&format!("{PREFIX}{i:02}")))
+            .await
+            .unwrap();
+    }
+    // A watch is ordered: once the last namespace is in, anything repeated came before it.
+    wait_until(T, "every namespace through server B", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(kind, name, _)| kind == "ADDED" && *name == format!("{PREFIX}{:02}", N - 1))
+            && applied.lock().unwrap().len() == N
+    })
+    .await;
+    following.abort();
+    informed.abort();
+
+    assert_eq!(watcher.server(), b.url, "the watcher moved to server B");
+    let seen = seen.lock().unwrap().clone();
+    let added: Vec<String> = seen
+        .iter()
+        .filter(|(kind, _, _)| kind == "ADDED")
+        .map(|(_, name, _)| name.clone())
+        .collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("{PREFIX}{i:02}")).collect();
+    assert_eq!(added, expected, "each namespace added once, in order");
+    // Nothing repeated: revisions only grow along the watch.
+    assert!(
+        seen.windows(2).all(|w| w[0].2 < w[1].2),
+        "a repeated or out-of-order event: {seen:?}"
+    );
+    assert_eq!(applied.lock().unwrap().len(), N);
+    assert_eq!(
+        informer.lists(),
+        1,
+        "the informer resumed on B without a relist"
+    );
+}
+
+/// The one etcd member stopped under a serving `kumo server`: the API answers 503 naming the
+/// store (the CLI says so and exits non-zero), and once etcd is back the server serves again
+/// by itself, with every acknowledged write there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_is_a_503_with_the_reason_and_the_server_recovers_by_itself() {
+    let mut etcd = TestEtcd::start().expect("etcd");
+    let store = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
+    let c = Cluster::start_with(vec!["server".into(), "--store".into(), store]);
+    let client = c.client();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let name = format!("before-{i}");
+        client.create(&namespace(&name)).await.unwrap();
+        acked.push(name);
+    }
+
+    etcd.kill();
+    let err = client.create(&namespace("during")).await.unwrap_err();
+    assert_eq!(err.code(), Some(503), "{err}");
+    assert!(
+        err.to_string().starts_with("storage unavailable: etcd at"),
+        "{err}"
+    );
+    let out = c.kumo(&["get", "namespaces"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ServiceUnavailable") && stderr.contains("storage unavailable"),
+        "{stderr}"
+    );
+
+    etcd.restart().expect("etcd restarts on its data");
+    // The same server process, not restarted: it reconnects by itself.
+    let deadline = Instant::now() + T;
+    loop {
+        match client.create(&namespace("after")).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(503) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("etcd back, the server still fails: {e}"),
+        }
+    }
+    acked.push("after".into());
+    let names: BTreeSet<String> = client
+        .list::<Namespace>(None, &ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name)
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let out = c.kumo(&["get", "namespaces"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
