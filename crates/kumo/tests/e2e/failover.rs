@@ -177,6 +177,21 @@ async fn watchers_move_to_the_other_server_when_theirs_is_killed() {
         1,
         "the informer resumed on B without a relist"
     );
+
+    // The CLI with `--server A,B`: A is dead, B answers.
+    let servers = format!("{},{}", a.url, b.url);
+    let out = b.kumo(&["get", "namespace", &expected[0], "--server", &servers]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&expected[0]));
+    // A list with a hole in it is refused, naming the flag.
+    let out = b.kumo(&["get", "namespaces", "--server", &format!("{},", b.url)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--server: entry 2 of"), "{stderr}");
 }
 
 /// The one etcd member stopped under a serving `kumo server`: the API answers 503 naming the
