@@ -76,22 +76,22 @@ fn added(seen: &Mutex<Vec<Seen>>) -> usize {
         .count()
 }
 
+/// Two `kumo server`s, A and B, on `etcd`.
+fn two_servers(etcd: &TestEtcdCluster) -> (Cluster, Cluster) {
+    let args = || vec!["server".into(), "--store".into(), etcd.store_url()];
+    let a = Cluster::start_with(args());
+    // Until a second server can join by itself, it starts on a copy of the first one's data
+    // dir (its CA, service-account key, encryption config and tokens): a test fixture standing
+    // for the shared bootstrap data.
+    let b = Cluster::start_seeded(args(), &a.data_dir());
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_move_to_the_other_server_when_theirs_is_killed() {
     const N: usize = 30;
     let etcd = TestEtcdCluster::start(3).expect("a three-member etcd");
-    let server = |seed: Option<&std::path::Path>| {
-        let args = vec!["server".into(), "--store".into(), etcd.store_url()];
-        match seed {
-            None => Cluster::start_with(args),
-            // Until a second server can join by itself, it starts on a copy of the first one's
-            // data dir (its CA, service-account key, encryption config and tokens): a test
-            // fixture standing for the shared bootstrap data.
-            Some(seed) => Cluster::start_seeded(args, seed),
-        }
-    };
-    let mut a = server(None);
-    let b = server(Some(&a.data_dir()));
+    let (mut a, b) = two_servers(&etcd);
     // One client config for both, as a user writes it: A first.
     let both = ClientConfig {
         servers: vec![b.url.clone()],
@@ -192,6 +192,92 @@ async fn watchers_move_to_the_other_server_when_theirs_is_killed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--server: entry 2 of"), "{stderr}");
+}
+
+/// A node's agent joined with `--server A,B` (the command `kumo token create --join` prints for
+/// a CLI that knows both): when A is killed, its heartbeats go on through B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_heartbeats_through_the_other_server_when_its_own_is_killed() {
+    let etcd = TestEtcdCluster::start(3).expect("a three-member etcd");
+    let (mut a, b) = two_servers(&etcd);
+    let servers = format!("{},{}", a.url, b.url);
+    let out = a.kumo(&["token", "create", "n1-join", "--join", "--server", &servers]);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let join = printed
+        .split_whitespace()
+        .skip_while(|w| *w != "--join")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no join command in {printed:?}"))
+        .to_string();
+    assert!(
+        printed.contains(&format!("kumo agent --server {servers} --join {join}")),
+        "{printed}"
+    );
+    let dir = a.dir.path().join("agent-n1");
+    let agent = std::process::Command::new(kumo_exe())
+        .args([
+            "agent",
+            "--server",
+            &servers,
+            "--node-name",
+            "n1",
+            "--join",
+            &join,
+        ])
+        .args(["--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"])
+        .args(["--no-pod-network", "--data-dir", dir.to_str().unwrap()])
+        .args(["--ca-file", a.ca_file().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env_remove("KUMO_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kumo agent");
+    let _agent = KilledOnDrop(agent);
+    let admin = b.client();
+    let beat_after = |node: &kumo_api::Node, t: kumo_api::Time| {
+        node.status
+            .as_ref()
+            .and_then(|s| kumo_api::meta::find_condition(&s.conditions, "Ready"))
+            .and_then(|c| c.last_heartbeat_time)
+            .is_some_and(|beat| beat > t)
+    };
+    let heartbeat_after = |t: kumo_api::Time| {
+        let admin = admin.clone();
+        async move {
+            let deadline = Instant::now() + T;
+            loop {
+                if let Ok(Some(node)) = admin.get_opt::<kumo_api::Node>("", "n1").await {
+                    if beat_after(&node, t) {
+                        return;
+                    }
+                }
+                assert!(Instant::now() < deadline, "no heartbeat of n1 after {t}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    heartbeat_after(chrono::Utc::now()).await;
+
+    a.kill9();
+    let killed = chrono::Utc::now();
+    // A heartbeat sent after the kill (a second on) can only have gone through B.
+    heartbeat_after(killed + chrono::Duration::seconds(1)).await;
+}
+
+/// Kills a child process when dropped.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The one etcd member killed and restarted under a write stream through a serving `kumo
