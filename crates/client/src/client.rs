@@ -12,16 +12,29 @@ use kumo_api::{ObjectList, Resource, Status, WatchEvent, WatchEventType};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// A handle to one API server; cheap to clone.
+/// How long connecting to one server may take before the next is tried (a machine that is
+/// gone answers nothing, rather than refusing).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to the API servers of one control plane; cheap to clone.
+///
+/// With several servers, a request that cannot reach the current one (or that it answers
+/// `503`: its store is away) goes to the next, and every later request sticks to the one that
+/// answered. A request the current server answers costs nothing more than with one server.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    server: String,
+    /// Never empty; `server` and then the config's `servers`.
+    servers: Vec<String>,
+    /// The index in `servers` of the one that answered last.
+    current: AtomicUsize,
     /// Replaceable at run time (a rotated node credential), for every clone at once.
     token: std::sync::RwLock<String>,
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -106,12 +119,24 @@ pub fn with_query(path: &str, query: &[(&str, String)]) -> String {
 }
 
 impl Client {
-    /// A client of `config.server`: `https://` verifies the server against the config's CA
-    /// (which it requires); `http://` is for in-process tests.
+    /// A client of `config.server` and then `config.servers`: `https://` verifies each server
+    /// against the config's CA (which it requires); `http://` is for in-process tests. All
+    /// servers use the same scheme.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
-        let server = config.server.trim_end_matches('/');
+        let servers = config.endpoints();
+        let Some(server) = servers.first().cloned() else {
+            return Err(ClientError::Request(
+                "server: no API server configured".to_string(),
+            ));
+        };
+        let scheme = |s: &str| s.split_once("://").map(|(scheme, _)| scheme.to_string());
+        if let Some(other) = servers.iter().find(|s| scheme(s) != scheme(&server)) {
+            return Err(ClientError::Request(format!(
+                "servers: {other:?} and {server:?} must use the same scheme"
+            )));
+        }
         let ca = config.ca_pem().map_err(ClientError::Request)?;
-        let tls = match (server.split_once("://").map(|(s, _)| s), ca) {
+        let tls = match (scheme(&server).as_deref(), ca) {
             (Some("http"), _) => None,
             (Some("https"), Some(ca)) => Some(
                 kumo_pki::client_config(&ca, None)
@@ -129,7 +154,7 @@ impl Client {
                 )))
             }
         };
-        Self::with_tls(server, &config.token, tls, None)
+        Self::build(servers, &config.token, tls, None)
     }
 
     /// A client of `server` over TLS with `tls` (its roots and, for the API server calling an
@@ -142,9 +167,19 @@ impl Client {
         server_name: Option<String>,
     ) -> Result<Self, ClientError> {
         let server = server.trim_end_matches('/').to_string();
+        Self::build(vec![server], token, tls, server_name)
+    }
+
+    fn build(
+        servers: Vec<String>,
+        token: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        server_name: Option<String>,
+    ) -> Result<Self, ClientError> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(false);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         // Plain HTTP keeps a config that trusts nothing: it is never used.
         let plain = tls.is_none();
         let tls = match tls {
@@ -178,15 +213,26 @@ impl Client {
             HyperClient::builder(TokioExecutor::new()).build(builder.wrap_connector(connector));
         Ok(Client {
             inner: Arc::new(Inner {
-                server,
+                servers,
+                current: AtomicUsize::new(0),
                 token: std::sync::RwLock::new(token.to_string()),
                 http,
             }),
         })
     }
 
+    /// The server requests go to now (the one that answered last).
     pub fn server(&self) -> &str {
-        &self.inner.server
+        &self.inner.servers[self.current()]
+    }
+
+    /// Every server this client may use, in the order it tries them.
+    pub fn servers(&self) -> &[String] {
+        &self.inner.servers
+    }
+
+    fn current(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed) % self.inner.servers.len()
     }
 
     /// Uses `token` from the next request on, in this client and all its clones (requests
@@ -215,7 +261,10 @@ impl Client {
         Err(error_of(resp).await)
     }
 
-    /// Sends a request with extra headers and returns whatever the server answered.
+    /// Sends a request with extra headers and returns whatever the server answered. With
+    /// several servers, one that cannot be reached or answers `503` gives way to the next
+    /// (a request that may have reached a server only when it is a read), and the one that
+    /// answers becomes the current one.
     async fn raw(
         &self,
         method: Method,
@@ -223,42 +272,68 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let uri = format!("{}{}", self.inner.server, path);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(&uri)
-            .header("authorization", self.bearer())
-            .header("accept", "application/json")
-            // Says in the audit log which tool made the request.
-            .header("user-agent", concat!("kumo/", env!("CARGO_PKG_VERSION")));
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let payload = match body {
-            Some((content_type, bytes)) => {
-                builder = builder.header("content-type", content_type);
-                Bytes::from(bytes)
-            }
-            None => Bytes::new(),
+        let (content_type, payload) = match body {
+            Some((content_type, bytes)) => (Some(content_type), Bytes::from(bytes)),
+            None => (None, Bytes::new()),
         };
-        let req = builder
-            .body(Full::new(payload))
-            .map_err(|e| ClientError::Request(format!("bad request {uri}: {e}")))?;
-        self.inner
-            .http
-            .request(req)
-            .await
-            .map_err(|e| match tls_refusal(&e) {
-                Some(reason) => ClientError::Verify {
-                    server: self.inner.server.clone(),
-                    reason,
-                    config: ClientConfig::default_path().display().to_string(),
-                },
-                None => ClientError::Connect {
-                    server: self.inner.server.clone(),
-                    reason: connect_reason(&e),
-                },
-            })
+        let count = self.inner.servers.len();
+        let first = self.current();
+        let mut tried = 0;
+        loop {
+            let at = (first + tried) % count;
+            tried += 1;
+            let last = tried == count;
+            let server = &self.inner.servers[at];
+            let uri = format!("{server}{path}");
+            let mut builder = Request::builder()
+                .method(method.clone())
+                .uri(&uri)
+                .header("authorization", self.bearer())
+                .header("accept", "application/json")
+                // Says in the audit log which tool made the request.
+                .header("user-agent", concat!("kumo/", env!("CARGO_PKG_VERSION")));
+            for (k, v) in headers {
+                builder = builder.header(*k, *v);
+            }
+            if let Some(content_type) = content_type {
+                builder = builder.header("content-type", content_type);
+            }
+            let req = builder
+                .body(Full::new(payload.clone()))
+                .map_err(|e| ClientError::Request(format!("bad request {uri}: {e}")))?;
+            match self.inner.http.request(req).await {
+                Ok(resp) if !last && resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let why = error_of(resp).await;
+                    tracing::warn!(server = %server, error = %why, "api server unavailable, trying the next");
+                }
+                Ok(resp) => {
+                    if at != first {
+                        tracing::warn!(server = %server, "api server failover: using this server from now on");
+                        self.inner.current.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    if let Some(reason) = tls_refusal(&e) {
+                        return Err(ClientError::Verify {
+                            server: server.clone(),
+                            reason,
+                            config: ClientConfig::default_path().display().to_string(),
+                        });
+                    }
+                    let error = ClientError::Connect {
+                        server: server.clone(),
+                        reason: connect_reason(&e),
+                    };
+                    // A request that was sent may have been carried out: only reads go again.
+                    let again = e.is_connect() || method == Method::GET || method == Method::HEAD;
+                    if last || !again {
+                        return Err(error);
+                    }
+                    tracing::warn!(server = %server, error = %error, "api server unreachable, trying the next");
+                }
+            }
+        }
     }
 
     /// Opens an exec session in a container (`pods/{name}/exec`, upgraded to `kumo-exec.v1`):
@@ -322,7 +397,7 @@ impl Client {
 
     fn protocol(&self, reason: String) -> ClientError {
         ClientError::Protocol {
-            server: self.inner.server.clone(),
+            server: self.server().to_string(),
             reason,
         }
     }
@@ -475,7 +550,7 @@ impl Client {
             .await?;
         Ok(WatchStream {
             lines: LineStream::new(resp.into_body()),
-            server: self.inner.server.clone(),
+            server: self.server().to_string(),
             _kind: PhantomData,
         })
     }

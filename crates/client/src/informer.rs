@@ -1,11 +1,13 @@
 //! An informer: list, then watch, into a local cache, telling its owner what changed.
 //!
 //! It relists after `410 Gone`, resumes from the last seen revision after a dropped
-//! connection, and survives a server restart.
+//! connection (on another API server when the client has several and its own is gone), and
+//! survives a server restart.
 
 use crate::client::{Client, ListParams, Watched};
 use kumo_api::Resource;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -97,6 +99,7 @@ impl<K: Resource> Store<K> {
 pub struct Informer<K> {
     cache: Cache<K>,
     synced: watch::Receiver<bool>,
+    lists: Arc<AtomicU64>,
 }
 
 impl<K> Clone for Informer<K> {
@@ -104,6 +107,7 @@ impl<K> Clone for Informer<K> {
         Informer {
             cache: self.cache.clone(),
             synced: self.synced.clone(),
+            lists: self.lists.clone(),
         }
     }
 }
@@ -118,8 +122,29 @@ impl<K: Resource> Informer<K> {
         let cache = Arc::new(RwLock::new(Store::default()));
         let (synced_tx, synced) = watch::channel(false);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, ns, params, cache.clone(), synced_tx, tx));
-        (Informer { cache, synced }, rx)
+        let lists = Arc::new(AtomicU64::new(0));
+        let feed = Feed {
+            cache: cache.clone(),
+            synced: synced_tx,
+            lists: lists.clone(),
+            tx,
+        };
+        tokio::spawn(run(client, ns, params, feed));
+        (
+            Informer {
+                cache,
+                synced,
+                lists,
+            },
+            rx,
+        )
+    }
+
+    /// How many lists the informer has made: one to start, one more for each relist (after
+    /// `410 Gone`). A watch resumed after a broken stream, on the same server or another,
+    /// lists nothing.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
     }
 
     /// Waits until the first list has filled the cache.
@@ -180,14 +205,21 @@ impl<K: Resource> Informer<K> {
     }
 }
 
-async fn run<K: Resource>(
-    client: Client,
-    ns: Option<String>,
-    params: ListParams,
+/// Where the background task puts what it lists and watches.
+struct Feed<K> {
     cache: Cache<K>,
     synced: watch::Sender<bool>,
+    lists: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Change<K>>,
-) {
+}
+
+async fn run<K: Resource>(client: Client, ns: Option<String>, params: ListParams, feed: Feed<K>) {
+    let Feed {
+        cache,
+        synced,
+        lists,
+        tx,
+    } = feed;
     let mut revision: Option<String> = None;
     let mut failures: u32 = 0;
     loop {
@@ -197,6 +229,7 @@ async fn run<K: Resource>(
         if revision.is_none() {
             match client.list::<K>(ns.as_deref(), &params).await {
                 Ok(list) => {
+                    lists.fetch_add(1, Ordering::Relaxed);
                     let fresh: BTreeMap<String, Arc<K>> = list
                         .items
                         .into_iter()
@@ -313,6 +346,7 @@ mod tests {
         Informer {
             cache: Arc::default(),
             synced,
+            lists: Arc::default(),
         }
     }
 

@@ -51,7 +51,7 @@ fn config(server: &str, ca: Option<&kumo_pki::Ca>) -> ClientConfig {
     let config = ClientConfig {
         server: server.to_string(),
         token: "t".into(),
-        certificate_authority_data: None,
+        ..Default::default()
     };
     match ca {
         Some(ca) => config.with_ca_pem(ca.cert_pem()),

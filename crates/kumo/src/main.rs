@@ -25,7 +25,8 @@ pub struct Cli {
 /// How the CLI reaches the API server.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConnectArgs {
-    /// API server URL (default: from the client config, else http://127.0.0.1:7400)
+    /// API server URL, or several of one control plane comma-separated, tried in order (default:
+    /// from the client config, else https://127.0.0.1:7400)
     #[arg(long, global = true)]
     pub server: Option<String>,
     /// A file holding the bearer token (default: $KUMO_TOKEN, else the client config:

@@ -30,6 +30,8 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to re-open the etcd watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause before a request that reached no member is sent again (to another).
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
 
 /// Where etcd is and how to authenticate to it.
 #[derive(Debug, Clone)]
@@ -83,6 +85,13 @@ impl std::fmt::Debug for EtcdStore {
 
 fn backend(endpoints: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("etcd at {endpoints}: {e}"))
+}
+
+/// Whether a failed request never reached etcd: the connection to the member the channel
+/// picked could not be made (etcd-client's error has no `source`: its text says).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
 
 fn to_i64(revision: Revision) -> i64 {
@@ -189,16 +198,33 @@ impl EtcdStore {
         })
     }
 
-    async fn call<T>(
-        &self,
-        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-            Ok(result) => result.map_err(|e| backend(&self.endpoints, e)),
-            Err(_) => Err(backend(
-                &self.endpoints,
-                format!("no answer within {REQUEST_TIMEOUT:?}"),
-            )),
+    /// Runs a request made by `request`, within `REQUEST_TIMEOUT`. With several members, a
+    /// request that never reached etcd (the channel picked a member that is down) is made
+    /// again, writes included, so that the balanced channel picks another: one dead member of
+    /// three fails nothing.
+    async fn call<T, F>(&self, mut request: impl FnMut() -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let members = self.endpoints.split(',').count();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e)) if members > 1 && tries < 3 * members && never_sent(&e) => {
+                    tracing::debug!(error = %e, "etcd member unreachable, sending again");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(backend(&self.endpoints, e)),
+                Err(_) => {
+                    return Err(backend(
+                        &self.endpoints,
+                        format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    ))
+                }
+            }
         }
     }
 
@@ -208,8 +234,12 @@ impl EtcdStore {
         &self,
         txn: Txn,
     ) -> Result<Result<(Revision, Option<TxnOpResponse>), Option<KeyValue>>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = self.call(kv.txn(txn)).await?;
+        let response = self
+            .call(|| {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         let revision = self.note(response.header());
         let first = response.op_responses().into_iter().next();
         if response.succeeded() {
@@ -238,9 +268,12 @@ impl EtcdStore {
     /// Compacts etcd's history up to `revision` (in this store's numbering); watches from
     /// before it answer `Compacted` once the watch feed has to reopen.
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
         let etcd_revision = to_i64(revision + self.base);
-        self.call(kv.compact(etcd_revision, None)).await?;
+        self.call(|| {
+            let mut kv = self.client.kv_client();
+            async move { kv.compact(etcd_revision, None).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -413,14 +446,17 @@ async fn feed(
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = self.call(kv.get(key, None)).await?;
+        let response = self
+            .call(|| {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         self.note(response.header());
         response.kvs().first().map(|kv| self.kv(kv)).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let mut kv = self.client.kv_client();
         // etcd answers a range sorted by key, all at the revision in its header.
         let options = if prefix.is_empty() {
             GetOptions::new().with_all_keys()
@@ -428,7 +464,12 @@ impl Store for EtcdStore {
             GetOptions::new().with_prefix()
         };
         let key = if prefix.is_empty() { "\0" } else { prefix };
-        let response = self.call(kv.get(key, Some(options))).await?;
+        let response = self
+            .call(|| {
+                let (mut kv, options) = (self.client.kv_client(), options.clone());
+                async move { kv.get(key, Some(options)).await }
+            })
+            .await?;
         let revision = self.note(response.header());
         let items = response
             .kvs()
@@ -549,9 +590,14 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
         let response = self
-            .call(kv.get("\0", Some(GetOptions::new().with_count_only())))
+            .call(|| {
+                let mut kv = self.client.kv_client();
+                async move {
+                    kv.get("\0", Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
             .await?;
         Ok(self.note(response.header()))
     }

@@ -1,5 +1,6 @@
 //! A real etcd for tests: Debian's `etcd` binary on free loopback ports in a temporary
-//! directory, killed when dropped.
+//! directory, killed when dropped; one member ([`TestEtcd`]) or a cluster of several
+//! ([`TestEtcdCluster`]) whose members can be killed, stopped and restarted one by one.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -127,7 +128,27 @@ impl TestEtcd {
     }
 }
 
+/// Who a member is within its cluster: its name and `--initial-cluster`.
+struct Membership<'a> {
+    name: &'a str,
+    initial_cluster: &'a str,
+}
+
 fn spawn(dir: &Path, ports: Ports, tls: Option<&TlsFiles>) -> std::io::Result<Child> {
+    let initial_cluster = format!("test=http://127.0.0.1:{}", ports.peer);
+    let member = Membership {
+        name: "test",
+        initial_cluster: &initial_cluster,
+    };
+    spawn_member(dir, ports, tls, &member)
+}
+
+fn spawn_member(
+    dir: &Path,
+    ports: Ports,
+    tls: Option<&TlsFiles>,
+    member: &Membership,
+) -> std::io::Result<Child> {
     let binary = std::env::var_os("KUMO_TEST_ETCD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(ETCD));
@@ -140,13 +161,14 @@ fn spawn(dir: &Path, ports: Ports, tls: Option<&TlsFiles>) -> std::io::Result<Ch
         .open(dir.join("etcd.log"))?;
     let mut command = Command::new(&binary);
     command
-        .arg("--name=test")
+        .arg(format!("--name={}", member.name))
         .arg(format!("--data-dir={}", dir.join("data").display()))
         .arg(format!("--listen-client-urls={client_url}"))
         .arg(format!("--advertise-client-urls={client_url}"))
         .arg(format!("--listen-peer-urls={peer_url}"))
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=test={peer_url}"))
+        .arg(format!("--initial-cluster={}", member.initial_cluster))
+        .arg("--initial-cluster-token=kumo-test")
         .arg(format!(
             "--listen-metrics-urls=http://127.0.0.1:{}",
             ports.metrics
@@ -171,5 +193,178 @@ fn spawn(dir: &Path, ports: Ports, tls: Option<&TlsFiles>) -> std::io::Result<Ch
 impl Drop for TestEtcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// One member of a [`TestEtcdCluster`].
+#[derive(Debug)]
+struct Member {
+    name: String,
+    /// `None` while killed or stopped.
+    child: Option<Child>,
+    ports: Ports,
+    dir: PathBuf,
+}
+
+/// A cluster of etcd members on loopback, each on its own free ports and data directory; every
+/// member is killed when the cluster is dropped.
+#[derive(Debug)]
+pub struct TestEtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    /// Holds every member's data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEtcdCluster {
+    /// Starts `size` members and waits (bounded) until each is healthy.
+    pub fn start(size: usize) -> std::io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            let member_dir = dir.path().join(format!("m{i}"));
+            std::fs::create_dir_all(&member_dir)?;
+            members.push(Member {
+                name: format!("m{i}"),
+                child: None,
+                ports: Ports {
+                    client: free_port()?,
+                    peer: free_port()?,
+                    metrics: free_port()?,
+                },
+                dir: member_dir,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.ports.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TestEtcdCluster {
+            members,
+            initial_cluster,
+            dir,
+        };
+        // Every member first: none is healthy before a quorum has started.
+        for i in 0..size {
+            cluster.spawn(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].ports.client)
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// `etcd://HOST:PORT,HOST:PORT,…` for `kumo server --store`.
+    pub fn store_url(&self) -> String {
+        let hosts: Vec<String> = self
+            .endpoints()
+            .iter()
+            .map(|e| e.trim_start_matches("http://").to_string())
+            .collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    fn spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let m = &self.members[i];
+        let membership = Membership {
+            name: &m.name,
+            initial_cluster: &self.initial_cluster,
+        };
+        let child = spawn_member(&m.dir, m.ports, None, &membership)?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Whether member `i` answers `/health` with a healthy body now.
+    pub fn healthy(&self, i: usize) -> bool {
+        healthy(self.members[i].ports.metrics)
+    }
+
+    fn wait_healthy(&mut self, i: usize) -> std::io::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.healthy(i) {
+                return Ok(());
+            }
+            let m = &mut self.members[i];
+            if let Some(child) = m.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    let log = std::fs::read_to_string(m.dir.join("etcd.log")).unwrap_or_default();
+                    return Err(std::io::Error::other(format!(
+                        "etcd member {} exited ({status}): {log}",
+                        m.name
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "etcd member {} not healthy within {START_TIMEOUT:?}",
+                    m.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills member `i` with SIGKILL (a crash), keeping its data.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops member `i` with SIGTERM (a clean shutdown), waiting for it; killed when it has not
+    /// stopped within 20 s.
+    pub fn stop(&mut self, i: usize) {
+        let Some(mut child) = self.members[i].child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts member `i` again on its ports and data, and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        self.kill(i);
+        self.spawn(i)?;
+        self.wait_healthy(i)
+    }
+}
+
+impl Drop for TestEtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tempfile::TempDir;
 
-use crate::test_etcd::TestEtcd;
+use crate::test_etcd::{TestEtcd, TestEtcdCluster};
 use crate::{
     event_bytes, EtcdConfig, EtcdStore, Event, EventKind, KeyValue, MemStore, RedbStore, Revision,
     Store, StoreError, WatchStream, WatchWindow,
@@ -756,6 +756,120 @@ async fn etcd_two_stores_share_one_order() {
         .collect();
     assert_eq!(seen, written);
     assert_eq!(a.list("/p/").await.unwrap(), b.list("/p/").await.unwrap());
+}
+
+/// The member of `cluster` that leads it now, asked of each member in turn.
+async fn etcd_leader(cluster: &TestEtcdCluster) -> usize {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        for i in 0..cluster.len() {
+            let Ok(mut client) = etcd_client::Client::connect([cluster.endpoint(i)], None).await
+            else {
+                continue;
+            };
+            if let Ok(status) = client.status().await {
+                let me = status.header().map(|h| h.member_id());
+                if me == Some(status.leader()) {
+                    return i;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no etcd leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A three-member etcd whose leader is killed under a stream of writes through a store given
+/// every member: the writes go on, and every acknowledged write is in the store and in its
+/// watch, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_cluster_member_killed_under_writes_loses_no_acknowledged_write() {
+    let mut cluster = TestEtcdCluster::start(3).unwrap();
+    let store = Arc::new(
+        EtcdStore::connect(&EtcdConfig::new(cluster.endpoints()), 10_000)
+            .await
+            .unwrap(),
+    );
+    let start = store.current_revision().await.unwrap();
+    let mut watch = store.watch("/w/", start).await.unwrap();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<KeyValue>::new()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = {
+        let (store, acked) = (store.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut failed = 0;
+            for i in 0.. {
+                if *stopped.borrow() {
+                    break;
+                }
+                // A write refused while etcd elects a leader may still have been applied:
+                // the next one takes a new key, and only acknowledged ones are counted.
+                match store.create(&format!("/w/{i:05}"), vec![]).await {
+                    Ok(kv) => acked.lock().unwrap().push(kv),
+                    Err(_) => failed += 1,
+                }
+            }
+            failed
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    let wait_for = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while acked.lock().unwrap().len() < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "writes stopped at {}",
+                    acked.lock().unwrap().len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(50).await;
+    let leader = etcd_leader(&cluster).await;
+    cluster.kill(leader);
+    let at_kill = acked_count();
+    // Writes go on with two members of three.
+    wait_for(at_kill + 100).await;
+    let _ = stop.send(true);
+    let failed = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    let (items, _) = store.list("/w/").await.unwrap();
+    let there: std::collections::BTreeSet<&str> = items.iter().map(|kv| kv.key.as_str()).collect();
+    let lost: Vec<&str> = acked
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .filter(|k| !there.contains(k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {lost:?} ({failed} refused)"
+    );
+    // The store's watch went on across the member's death too: every write, in order (the
+    // refused ones that were applied after all among them).
+    let mut seen = Vec::new();
+    while seen.len() < items.len() {
+        seen.push(next_event(&mut watch).await.kv);
+    }
+    assert_eq!(seen, items);
+    assert!(acked.iter().all(|kv| seen.contains(kv)));
+
+    // The killed member, restarted on its data, catches up: read through it alone, the same.
+    cluster.restart(leader).unwrap();
+    let only = EtcdStore::connect(&EtcdConfig::new(vec![cluster.endpoint(leader)]), 10)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while only.list("/w/").await.map(|(l, _)| l).ok().as_ref() != Some(&items) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// etcd going away: calls fail with a backend error naming it, and once it is back the store

@@ -78,8 +78,10 @@ async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 Some(pem) => Some(kumo_pki::ca_cert_hash(&pem)?),
                 None => None,
             };
+            // Every server the CLI knows, so that the agent fails over as the CLI does.
+            let servers = client.servers().join(",");
             let join = JoinTarget {
-                server: client.server(),
+                server: &servers,
                 ca_hash: ca_hash.as_deref(),
             };
             for line in created_message(&made, &secret, &join) {

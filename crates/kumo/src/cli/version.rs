@@ -37,17 +37,21 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // The version needs no credentials: without a config, ask the default server anonymously.
-    let config =
-        kumo_client::ClientConfig::resolve(args.connect.server.clone(), args.connect.token()?)
-            .unwrap_or_else(|_| kumo_client::ClientConfig {
-                server: args
-                    .connect
-                    .server
-                    .clone()
-                    .unwrap_or_else(|| kumo_client::DEFAULT_SERVER.to_string()),
-                token: String::new(),
-                certificate_authority_data: None,
-            });
+    let config = match kumo_client::ClientConfig::resolve(
+        args.connect.server.clone(),
+        args.connect.token()?,
+    ) {
+        Ok(config) => config,
+        Err(_) => kumo_client::ClientConfig::of(
+            args.connect
+                .server
+                .as_deref()
+                .unwrap_or(kumo_client::DEFAULT_SERVER),
+            "",
+            None,
+        )
+        .map_err(anyhow::Error::msg)?,
+    };
     let client = kumo_client::Client::new(&config)?;
     let answer: Value = client.request_json(Method::GET, "/version", None).await?;
     match server_version(&answer) {

@@ -176,7 +176,8 @@ pub struct ServerArgs {
 /// `kumo agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// API server URL (https://…)
+    /// API server URL (https://…), or several of the same control plane, comma-separated: the
+    /// agent moves to the next when its server stops answering
     #[arg(long)]
     pub server: String,
     /// A join token (from `kumo token create NAME --join`), exchanged once for this node's own
@@ -556,12 +557,18 @@ async fn local_node_credential(
     Ok(cred)
 }
 
-/// A client config for `server` with `token`, trusting the cluster CA `ca_pem`.
+/// A client config for `server` (one URL, or several comma-separated, checked by
+/// `agent_servers`) with `token`, trusting the cluster CA `ca_pem`.
 fn client_config(server: &str, token: &str, ca_pem: &str) -> ClientConfig {
+    let mut urls = server
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     ClientConfig {
-        server: server.to_string(),
+        server: urls.next().unwrap_or_default(),
+        servers: urls.collect(),
         token: token.to_string(),
-        certificate_authority_data: None,
+        ..Default::default()
     }
     .with_ca_pem(ca_pem)
 }
@@ -871,6 +878,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::on_signals();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| home_dir("agent"));
     let node_name = check_node_args(&args.node)?;
+    kumo_client::config::split_servers("--server", &args.server).map_err(anyhow::Error::msg)?;
     let given = crate::token_source::token(
         args.token.as_deref(),
         args.token_file.as_deref(),
@@ -939,7 +947,7 @@ async fn agent_ca(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<String> {
     let ca_pem = if let Some(path) = &args.ca_file {
         read_ca(path).with_context(|| format!("--ca-file {}", path.display()))?
     } else if let Some(hash) = &args.ca_cert_hash {
-        pki::fetch_pinned_ca(&args.server, hash).await?
+        pinned_ca_of_any(&args.server, hash).await?
     } else if kept.exists() {
         read_ca(&kept)?
     } else {
@@ -951,6 +959,21 @@ async fn agent_ca(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<String> {
     private::dir(data_dir)?;
     pki::write_private(&kept, &ca_pem)?;
     Ok(ca_pem)
+}
+
+/// The CA pinned by `hash` from the first of the comma-separated `servers` that answers.
+async fn pinned_ca_of_any(servers: &str, hash: &str) -> anyhow::Result<String> {
+    let mut failed = None;
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match pki::fetch_pinned_ca(server, hash).await {
+            Ok(ca) => return Ok(ca),
+            Err(e) => {
+                tracing::warn!(server, error = %e, "cannot get the pinned CA, trying the next server");
+                failed = Some(e);
+            }
+        }
+    }
+    Err(failed.unwrap_or_else(|| anyhow!("--server names no server")))
 }
 
 /// A PEM file holding a certificate.

@@ -75,6 +75,26 @@ impl Cluster {
         c
     }
 
+    /// A daemon subcommand on a data dir that starts as a copy of `seed` (another server's, for
+    /// a second server of one control plane: its CA, keys and tokens), without its audit log.
+    pub fn start_seeded(args: Vec<String>, seed: &Path) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        copy_tree(seed, &dir.path().join("data"));
+        let _ = std::fs::remove_file(dir.path().join("data").join("audit.log"));
+        let mut c = Cluster {
+            dir,
+            url: String::new(),
+            token: String::new(),
+            ca_pem: String::new(),
+            banner: Vec::new(),
+            child: None,
+            args,
+            listen: "127.0.0.1:0".into(),
+        };
+        c.launch();
+        c
+    }
+
     /// The pod bridge this cluster's agent uses.
     pub fn bridge(&self) -> String {
         let i = self
@@ -103,7 +123,7 @@ impl Cluster {
         ClientConfig {
             server: self.url.clone(),
             token: self.token.clone(),
-            certificate_authority_data: None,
+            ..Default::default()
         }
         .with_ca_pem(&self.ca_pem)
     }
@@ -273,6 +293,24 @@ impl Cluster {
         std::fs::write(&p, contents).expect("write file");
         p
     }
+}
+
+/// Copies a directory tree, keeping each file's and directory's mode (secrets stay 0600 in
+/// 0700 directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+    let mode = std::fs::metadata(from).expect("metadata").permissions();
+    std::fs::set_permissions(to, mode).expect("set mode");
 }
 
 impl Drop for Cluster {

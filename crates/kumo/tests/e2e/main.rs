@@ -11,6 +11,7 @@ mod cli;
 mod containers;
 mod etcd;
 mod exec;
+mod failover;
 mod layers;
 mod leases;
 mod limits;
