@@ -1,9 +1,11 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 mod audit;
+pub mod blob_store;
 mod credential;
 pub mod leader;
 pub mod limits;
+pub mod migrate;
 pub mod pki;
 mod private;
 pub mod router;
@@ -70,6 +72,8 @@ pub struct ControlPlaneArgs {
     pub leader_elect: leader::LeaderElectArgs,
     #[command(flatten)]
     pub store: store::StoreArgs,
+    #[command(flatten)]
+    pub blobs: blob_store::BlobStoreArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -325,6 +329,7 @@ async fn start_control_plane(
         kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes),
     )
     .await?;
+    let blobs = blob_store::open(&args.blobs, data_dir).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -367,7 +372,7 @@ async fn start_control_plane(
             Arc::new(tokens::controller_tokens(&token)),
             managed.clone(),
         ])),
-        data_dir: Some(data_dir.join("data")),
+        blobs: Some(Arc::clone(&blobs)),
         encryption: Arc::clone(&encryption),
         authorizer,
         limits: args.connection_limits.limits(),
@@ -437,6 +442,14 @@ async fn start_control_plane(
             elect(
                 "kumo-apps-controller",
                 boxed(move || kumo_controllers::apps::run(c.clone(), std::future::pending())),
+            )
+        },
+        {
+            // With several servers on one bucket or shared directory, one collects at a time.
+            let interval = args.blobs.blob_gc_interval;
+            elect(
+                "kumo-blob-gc",
+                boxed(move || kumo_apiserver::collect_garbage_every(Arc::clone(&blobs), interval)),
             )
         },
         {
