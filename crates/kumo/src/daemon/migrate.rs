@@ -34,7 +34,8 @@ pub struct MigrateArgs {
     /// The etcd to copy into: etcd://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]; from the
     /// environment keeps a password out of the process list
     // Parsed here, not by clap, so that an error never prints the password.
-    #[arg(long, env = "KUMO_STORE")]
+    // The environment's value is never shown in --help: it may hold the password.
+    #[arg(long, env = "KUMO_STORE", hide_env_values = true)]
     pub to: String,
     /// CA certificate (PEM) that signed etcd's certificate
     #[arg(long)]
