@@ -84,6 +84,17 @@ fn a_dataset_pushed_through_one_server_is_pulled_through_another() {
     );
     assert_eq!(std::fs::read(pulled.join("train/images.bin")).unwrap(), big);
 
+    // The collector runs under its own Lease (one server at a time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leases = text(&first.kumo(&["get", "leases", "-n", "kumo-system"]));
+        if leases.contains("kumo-blob-gc") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no kumo-blob-gc lease: {leases}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A name is pushed once, whichever server is asked.
     let again = second.kumo(&["dataset", "push", data.to_str().unwrap(), "mnist"]);
     assert!(!again.status.success());
