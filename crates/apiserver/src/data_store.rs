@@ -1,5 +1,6 @@
-//! The data store in the server's data dir: `blobs/{sha256}` (each verified before it is renamed
-//! into place), `datasets/{name}.json` (a dataset exists once its record does, and the record is
+//! Datasets and outputs in the blob store ([`kumo_blob::BlobStore`]: the data dir by default, or
+//! a bucket or shared directory every server uses): `blobs/{sha256}` (each verified before it
+//! appears), `datasets/{name}.json` (a dataset exists once its record does, and the record is
 //! written only when every blob it names is present), `outputs/{ns}/{path}/rank-{r}.json`.
 
 use crate::datasets::DataRequest;
@@ -8,22 +9,23 @@ use crate::request::Kind;
 use crate::{body, read, App};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, StatusCode};
-use http_body_util::BodyExt;
 use kumo_api::dataset::{is_digest, Dataset, DatasetInfo, Manifest, BLOB_LIMIT};
+use kumo_blob::BlobStore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncWriteExt;
 
 /// A blob younger than this is never collected: it may belong to a push still uploading.
-const GC_MIN_AGE: Duration = Duration::from_secs(3600);
+pub const GC_MIN_AGE: Duration = Duration::from_secs(3600);
 
-/// Where datasets and outputs live, and the lock that orders manifest writes and collection.
+/// Where datasets and outputs live, and the lock that orders this server's manifest writes
+/// and collection.
 pub struct DataStore {
-    root: PathBuf,
+    blobs: Arc<dyn BlobStore>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -36,41 +38,33 @@ pub struct OutputRecord {
     pub manifest: Manifest,
 }
 
-fn io_err(what: &str, e: std::io::Error) -> ApiError {
-    ApiError::internal(format!("{what}: {e}"))
+/// A blob store failure as the API answers it.
+fn blob_err(what: &str, e: kumo_blob::Error) -> ApiError {
+    match e {
+        kumo_blob::Error::TooLarge { .. } => ApiError::too_large(BLOB_LIMIT),
+        kumo_blob::Error::Body(e) => {
+            ApiError::bad_request(format!("reading the request body: {e}"))
+        }
+        kumo_blob::Error::Mismatch { .. } => ApiError::new(422, "Invalid", format!("{what}: {e}")),
+        kumo_blob::Error::Key(_) => invalid(format!("{what}: {e}")),
+        kumo_blob::Error::Backend(_) => ApiError::internal(format!("{what}: {e}")),
+    }
+}
+
+fn blob_key(digest: &str) -> String {
+    format!("blobs/{digest}")
+}
+
+fn dataset_key(name: &str) -> String {
+    format!("datasets/{name}.json")
 }
 
 impl DataStore {
-    /// Creates the dirs, 0700 (users' data: only the server's user reads it), tightening ones
-    /// an older kumo made looser.
-    pub fn open(root: PathBuf) -> std::io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        for sub in ["", "blobs", "datasets", "outputs", "tmp"] {
-            let dir = root.join(sub);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(DataStore {
-            root,
+    pub fn new(blobs: Arc<dyn BlobStore>) -> Self {
+        DataStore {
+            blobs,
             lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    fn blob(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs").join(digest)
-    }
-
-    fn tmp(&self) -> PathBuf {
-        self.root
-            .join("tmp")
-            .join(uuid::Uuid::new_v4().simple().to_string())
-    }
-
-    fn dataset(&self, name: &str) -> PathBuf {
-        self.root.join("datasets").join(format!("{name}.json"))
+        }
     }
 }
 
@@ -85,7 +79,7 @@ pub async fn serve(
         return Err(ApiError::new(
             404,
             "NotFound",
-            "this server has no data dir, so it serves no datasets or outputs",
+            "this server has no blob store, so it serves no datasets or outputs",
         ));
     };
     let ok = |v: serde_json::Value| json_response(StatusCode::OK, &v);
@@ -93,12 +87,13 @@ pub async fn serve(
         DataRequest::PutBlob { digest } => put_blob(store, &digest, headers, body).await,
         DataRequest::GetBlob { digest } => get_blob(store, &digest).await,
         DataRequest::ListDatasets => {
-            let items = list_datasets(store)?;
+            let items = list_datasets(store).await?;
             Ok(ok(serde_json::json!({ "items": items })))
         }
-        DataRequest::GetDataset { name } => {
-            Ok(json_response(StatusCode::OK, &get_dataset(store, &name)?))
-        }
+        DataRequest::GetDataset { name } => Ok(json_response(
+            StatusCode::OK,
+            &get_dataset(store, &name).await?,
+        )),
         DataRequest::PutDataset { name } => {
             let value = body::read_json(headers, body).await?;
             let info = put_dataset(store, &name, value).await?;
@@ -127,13 +122,13 @@ fn check_digest(digest: &str) -> ApiResult<()> {
     }
 }
 
-/// Streams the body into a temporary file while hashing it; renamed into place only when its
-/// sha256 is the one named.
+/// Streams the body into the blob store, which hashes it and stores it only when its sha256
+/// is the one named.
 async fn put_blob(
     store: &DataStore,
     digest: &str,
     headers: &HeaderMap,
-    mut body: Body,
+    body: Body,
 ) -> ApiResult<Response> {
     check_digest(digest)?;
     let declared = headers
@@ -143,48 +138,15 @@ async fn put_blob(
     if declared.is_some_and(|n| n > BLOB_LIMIT as u64) {
         return Err(ApiError::too_large(BLOB_LIMIT));
     }
-    let tmp = store.tmp();
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| io_err("creating a blob", e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0usize;
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                size += data.len();
-                if size > BLOB_LIMIT {
-                    return Err(ApiError::too_large(BLOB_LIMIT));
-                }
-                hasher.update(&data);
-                file.write_all(&data)
-                    .await
-                    .map_err(|e| io_err("writing a blob", e))?;
-            }
-        }
-        let got = kumo_api::dataset::hex(&hasher.finalize());
-        if got != digest {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                format!("blob {digest}: the bytes received have sha256 {got} (corrupt or incomplete upload)"),
-            ));
-        }
-        file.sync_all()
-            .await
-            .map_err(|e| io_err("writing a blob", e))?;
-        tokio::fs::rename(&tmp, store.blob(digest))
-            .await
-            .map_err(|e| io_err("storing a blob", e))?;
-        Ok(size)
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    let size = result?;
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    let size = store
+        .blobs
+        .put_verified(&blob_key(digest), digest, stream, BLOB_LIMIT as u64)
+        .await
+        .map_err(|e| blob_err(&format!("blob {digest}"), e))?;
     Ok(json_response(
         StatusCode::CREATED,
         &serde_json::json!({ "digest": digest, "size": size }),
@@ -193,46 +155,71 @@ async fn put_blob(
 
 async fn get_blob(store: &DataStore, digest: &str) -> ApiResult<Response> {
     check_digest(digest)?;
-    match tokio::fs::read(store.blob(digest)).await {
-        Ok(bytes) => Ok((
+    match store.blobs.get(&blob_key(digest)).await {
+        Ok(Some(stream)) => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],
-            bytes,
+            Body::from_stream(stream),
         )
             .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::not_found_resource("blobs", digest))
-        }
-        Err(e) => Err(io_err("reading a blob", e)),
+        Ok(None) => Err(ApiError::not_found_resource("blobs", digest)),
+        Err(e) => Err(blob_err("reading a blob", e)),
     }
 }
 
-fn read_dataset(path: &Path) -> ApiResult<Dataset> {
-    let bytes = std::fs::read(path).map_err(|e| io_err("reading a dataset", e))?;
+/// A stored record, decoded; `None` when absent.
+async fn read_record<T: serde::de::DeserializeOwned>(
+    blobs: &dyn BlobStore,
+    key: &str,
+) -> ApiResult<Option<T>> {
+    let Some(bytes) = blobs
+        .read(key)
+        .await
+        .map_err(|e| blob_err("reading a record", e))?
+    else {
+        return Ok(None);
+    };
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::internal(format!("dataset record {}: {e}", path.display())))
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("record {key}: {e}")))
 }
 
-fn list_datasets(store: &DataStore) -> ApiResult<Vec<DatasetInfo>> {
-    let dir = std::fs::read_dir(store.root.join("datasets"))
-        .map_err(|e| io_err("listing datasets", e))?;
+/// The keys of the dataset records (`datasets/{name}.json`, nothing deeper).
+async fn dataset_keys(blobs: &dyn BlobStore) -> kumo_blob::Result<Vec<String>> {
+    Ok(blobs
+        .list("datasets")
+        .await?
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|k| {
+            k.strip_prefix("datasets/")
+                .is_some_and(|n| !n.contains('/') && n.ends_with(".json"))
+        })
+        .collect())
+}
+
+async fn list_datasets(store: &DataStore) -> ApiResult<Vec<DatasetInfo>> {
+    let keys = dataset_keys(store.blobs.as_ref())
+        .await
+        .map_err(|e| blob_err("listing datasets", e))?;
     let mut items = Vec::new();
-    for entry in dir.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            items.push(read_dataset(&path)?.info);
+    for key in keys {
+        // Removed between the list and the read: not listed.
+        if let Some(d) = read_record::<Dataset>(store.blobs.as_ref(), &key).await? {
+            items.push(d.info);
         }
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(items)
 }
 
-fn get_dataset(store: &DataStore, name: &str) -> ApiResult<Dataset> {
-    let path = store.dataset(name);
-    if !kumo_api::validation::is_dns_label(name) || !path.exists() {
+async fn get_dataset(store: &DataStore, name: &str) -> ApiResult<Dataset> {
+    if !kumo_api::validation::is_dns_label(name) {
         return Err(ApiError::not_found_resource("datasets", name));
     }
-    read_dataset(&path)
+    read_record(store.blobs.as_ref(), &dataset_key(name))
+        .await?
+        .ok_or_else(|| ApiError::not_found_resource("datasets", name))
 }
 
 fn invalid(message: String) -> ApiError {
@@ -240,7 +227,11 @@ fn invalid(message: String) -> ApiError {
 }
 
 /// Decodes and checks a manifest, and that every blob it names is stored with the right sizes.
-fn admit_manifest(store: &DataStore, what: &str, value: serde_json::Value) -> ApiResult<Manifest> {
+async fn admit_manifest(
+    store: &DataStore,
+    what: &str,
+    value: serde_json::Value,
+) -> ApiResult<Manifest> {
     let manifest: Manifest = serde_json::from_value(value)
         .map_err(|e| invalid(format!("{what}: invalid manifest: {e}")))?;
     manifest
@@ -249,9 +240,14 @@ fn admit_manifest(store: &DataStore, what: &str, value: serde_json::Value) -> Ap
     for (i, f) in manifest.files.iter().enumerate() {
         let mut total = 0u64;
         for (j, c) in f.chunks.iter().enumerate() {
-            match std::fs::metadata(store.blob(c)) {
-                Ok(m) => total += m.len(),
-                Err(_) => {
+            let size = store
+                .blobs
+                .size(&blob_key(c))
+                .await
+                .map_err(|e| blob_err("reading a blob", e))?;
+            match size {
+                Some(n) => total += n,
+                None => {
                     return Err(invalid(format!(
                         "{what}: files[{i}].chunks[{j}]: blob {c} has not been uploaded"
                     )))
@@ -268,24 +264,6 @@ fn admit_manifest(store: &DataStore, what: &str, value: serde_json::Value) -> Ap
     Ok(manifest)
 }
 
-/// Writes `bytes` to a temporary file and links it at `dest`: all or nothing, and never over an
-/// existing file (`Ok(false)` then).
-fn write_new(store: &DataStore, dest: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let tmp = store.tmp();
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-        match std::fs::hard_link(&tmp, dest) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
-}
-
 async fn put_dataset(
     store: &DataStore,
     name: &str,
@@ -297,7 +275,7 @@ async fn put_dataset(
         )));
     }
     let _guard = store.lock.lock().await;
-    let manifest = admit_manifest(store, &format!("datasets {name:?}"), value)?;
+    let manifest = admit_manifest(store, &format!("datasets {name:?}"), value).await?;
     let info = DatasetInfo {
         name: name.to_string(),
         files: manifest.files.len(),
@@ -310,70 +288,90 @@ async fn put_dataset(
         manifest,
     };
     let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
-    match write_new(store, &store.dataset(name), &bytes) {
+    // Create-only (a hard link, or If-None-Match on a bucket): two servers pushing one name
+    // at once cannot both win.
+    match store
+        .blobs
+        .put_new(&dataset_key(name), Bytes::from(bytes))
+        .await
+    {
         Ok(true) => Ok(info),
         Ok(false) => Err(ApiError::conflict(format!(
             "datasets {name:?} already exists (remove it first to replace it)"
         ))),
-        Err(e) => Err(io_err("storing a dataset", e)),
+        Err(e) => Err(blob_err("storing a dataset", e)),
     }
 }
 
+/// Removes the record; its blobs go with the next collection ([`collect_garbage`]).
 async fn delete_dataset(store: &DataStore, name: &str) -> ApiResult<DatasetInfo> {
     let _guard = store.lock.lock().await;
-    let info = get_dataset(store, name)?.info;
-    std::fs::remove_file(store.dataset(name)).map_err(|e| io_err("removing a dataset", e))?;
-    collect_garbage(store);
+    let info = get_dataset(store, name).await?.info;
+    store
+        .blobs
+        .delete(&dataset_key(name))
+        .await
+        .map_err(|e| blob_err("removing a dataset", e))?;
     Ok(info)
 }
 
-/// Every output record file under `dir`.
-fn output_records(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            output_records(&path, out);
-        } else if path.extension().is_some_and(|e| e == "json") {
-            out.push(path);
+/// The blobs every dataset and output record names.
+async fn referenced(blobs: &dyn BlobStore) -> kumo_blob::Result<BTreeSet<String>> {
+    let mut used = BTreeSet::new();
+    for key in dataset_keys(blobs).await? {
+        let Some(bytes) = blobs.read(&key).await? else {
+            continue;
+        };
+        if let Ok(d) = serde_json::from_slice::<Dataset>(&bytes) {
+            used.extend(d.manifest.blobs().into_iter().map(str::to_string));
         }
     }
-}
-
-/// Removes blobs no dataset or output names (and old enough not to be a push in progress).
-fn collect_garbage(store: &DataStore) {
-    let mut used = std::collections::BTreeSet::new();
-    if let Ok(items) = std::fs::read_dir(store.root.join("datasets")) {
-        for e in items.flatten() {
-            if let Ok(d) = read_dataset(&e.path()) {
-                used.extend(d.manifest.blobs().into_iter().map(str::to_string));
-            }
+    for entry in blobs.list("outputs").await? {
+        if !entry.key.ends_with(".json") {
+            continue;
         }
-    }
-    let mut records = Vec::new();
-    output_records(&store.root.join("outputs"), &mut records);
-    for path in records {
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Some(bytes) = blobs.read(&entry.key).await? else {
             continue;
         };
         if let Ok(r) = serde_json::from_slice::<OutputRecord>(&bytes) {
             used.extend(r.manifest.blobs().into_iter().map(str::to_string));
         }
     }
-    let Ok(blobs) = std::fs::read_dir(store.root.join("blobs")) else {
-        return;
-    };
+    Ok(used)
+}
+
+/// Removes the blobs no dataset or output names that are older than `min_age` (younger ones
+/// may belong to a push still uploading); returns how many went. The blobs are listed before
+/// the records, so a blob uploaded and named after the records were read is young, not
+/// collected.
+pub async fn collect_garbage(blobs: &dyn BlobStore, min_age: Duration) -> kumo_blob::Result<usize> {
+    let listed = blobs.list("blobs").await?;
+    let used = referenced(blobs).await?;
     let now = SystemTime::now();
-    for e in blobs.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > GC_MIN_AGE);
-        if old && !used.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
+    let mut removed = 0;
+    for entry in listed {
+        let Some(digest) = entry.key.strip_prefix("blobs/") else {
+            continue;
+        };
+        let old = now.duration_since(entry.modified).unwrap_or_default() > min_age;
+        if old && !used.contains(digest) {
+            blobs.delete(&entry.key).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Collects unreferenced blobs every `interval` until dropped. The server runs it under a
+/// Lease, so with several servers on one bucket only one collects at a time.
+pub async fn collect_garbage_every(blobs: Arc<dyn BlobStore>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        match collect_garbage(blobs.as_ref(), GC_MIN_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "collected unreferenced blobs"),
+            Err(e) => tracing::warn!(error = %e, "blob garbage collection failed"),
         }
     }
 }
@@ -395,8 +393,8 @@ async fn task_output(app: &App, ns: &str, task: &str) -> ApiResult<(String, Stri
     Ok((uid, path.to_string(), parallelism))
 }
 
-fn output_dir(store: &DataStore, ns: &str, path: &str) -> PathBuf {
-    store.root.join("outputs").join(ns).join(path)
+fn output_key(ns: &str, path: &str, rank: u64) -> String {
+    format!("outputs/{ns}/{path}/rank-{rank}.json")
 }
 
 async fn put_output(
@@ -414,19 +412,18 @@ async fn put_output(
         )));
     }
     let _guard = store.lock.lock().await;
-    let manifest = admit_manifest(store, &format!("output of rank {rank}"), value)?;
-    let dir = output_dir(store, ns, &path);
-    std::fs::create_dir_all(&dir).map_err(|e| io_err("storing an output", e))?;
+    let manifest = admit_manifest(store, &format!("output of rank {rank}"), value).await?;
     let record = OutputRecord {
         task_uid: uid,
         rank,
         manifest,
     };
     let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
-    let tmp = store.tmp();
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("rank-{rank}.json"))))
-        .map_err(|e| io_err("storing an output", e))
+    store
+        .blobs
+        .put(&output_key(ns, &path, rank.into()), Bytes::from(bytes))
+        .await
+        .map_err(|e| blob_err("storing an output", e))
 }
 
 async fn get_output(
@@ -436,10 +433,10 @@ async fn get_output(
     task: &str,
 ) -> ApiResult<serde_json::Value> {
     let (uid, path, parallelism) = task_output(app, ns, task).await?;
-    let dir = output_dir(store, ns, &path);
     let mut ranks = Vec::new();
     for rank in 0..parallelism {
-        let Ok(bytes) = std::fs::read(dir.join(format!("rank-{rank}.json"))) else {
+        let key = output_key(ns, &path, rank);
+        let Ok(Some(bytes)) = store.blobs.read(&key).await else {
             continue;
         };
         // Another task may have written the same path: only this task's records count.
@@ -455,43 +452,57 @@ async fn get_output(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kumo_blob::test_s3::TestS3;
     use serde_json::json;
-
-    fn store() -> DataStore {
-        let dir =
-            std::env::temp_dir().join(format!("kumo-data-store-{}", uuid::Uuid::new_v4().simple()));
-        DataStore::open(dir).unwrap()
-    }
-
-    #[test]
-    fn dirs_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let s = store();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let s = DataStore::open(s.root.clone()).unwrap();
-        for sub in ["", "blobs", "datasets", "outputs", "tmp"] {
-            assert_eq!(mode(&s.root.join(sub)), 0o700, "{sub}");
-        }
-        std::fs::remove_dir_all(&s.root).unwrap();
-    }
 
     fn manifest(size: u64, chunk: &str) -> serde_json::Value {
         json!({"files": [{"path": "d/a", "size": size, "mode": 420, "chunks": [chunk]}]})
     }
 
+    async fn put(s: &DataStore, bytes: &'static [u8]) -> String {
+        let digest = kumo_api::dataset::sha256_hex(bytes);
+        let body = futures_util::stream::iter([Ok(Bytes::from_static(bytes))]).boxed();
+        s.blobs
+            .put_verified(&blob_key(&digest), &digest, body, 100)
+            .await
+            .unwrap();
+        digest
+    }
+
     #[tokio::test]
-    async fn a_dataset_is_visible_only_complete_and_once() {
-        let s = store();
+    async fn a_dataset_is_visible_only_complete_and_once_in_a_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = kumo_blob::DirStore::open(dir.path().join("data")).unwrap();
+        a_dataset_is_visible_only_complete_and_once(&DataStore::new(Arc::new(blobs))).await;
+        // No temporary files are left behind.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dataset_is_visible_only_complete_and_once_in_a_bucket() {
+        let s3 = TestS3::start().unwrap();
+        let url = kumo_blob::BlobUrl::S3(s3.url("kumo"));
+        let blobs = kumo_blob::open(&url, Some(TestS3::credentials()))
+            .await
+            .unwrap();
+        a_dataset_is_visible_only_complete_and_once(&DataStore::new(blobs)).await;
+    }
+
+    async fn a_dataset_is_visible_only_complete_and_once(s: &DataStore) {
         let digest = kumo_api::dataset::sha256_hex(b"abc");
-        let err = put_dataset(&s, "ds", manifest(3, &digest))
+        let err = put_dataset(s, "ds", manifest(3, &digest))
             .await
             .unwrap_err();
         assert_eq!(err.code(), 422);
         assert!(err.0.message.contains("has not been uploaded"), "{err}");
-        assert!(list_datasets(&s).unwrap().is_empty());
-        std::fs::write(s.blob(&digest), b"abc").unwrap();
-        let err = put_dataset(&s, "ds", manifest(2, &digest))
+        assert!(list_datasets(s).await.unwrap().is_empty());
+        put(s, b"abc").await;
+        let err = put_dataset(s, "ds", manifest(2, &digest))
             .await
             .unwrap_err();
         assert!(
@@ -500,28 +511,80 @@ mod tests {
                 .contains("files[0].size: 2 bytes, but its chunks hold 3"),
             "{err}"
         );
-        let err = put_dataset(&s, "Bad_Name", manifest(3, &digest))
+        let err = put_dataset(s, "Bad_Name", manifest(3, &digest))
             .await
             .unwrap_err();
         assert_eq!(err.code(), 422);
-        let info = put_dataset(&s, "ds", manifest(3, &digest)).await.unwrap();
+        let info = put_dataset(s, "ds", manifest(3, &digest)).await.unwrap();
         assert_eq!((info.files, info.size), (1, 3));
         assert_eq!(
-            put_dataset(&s, "ds", manifest(3, &digest))
+            put_dataset(s, "ds", manifest(3, &digest))
                 .await
                 .unwrap_err()
                 .code(),
             409
         );
-        assert_eq!(list_datasets(&s).unwrap(), vec![info.clone()]);
-        assert_eq!(get_dataset(&s, "ds").unwrap().info, info);
-        // Removed: gone from the list; its blob is young, so it stays for a push in progress.
+        assert_eq!(list_datasets(s).await.unwrap(), vec![info.clone()]);
+        assert_eq!(get_dataset(s, "ds").await.unwrap().info, info);
+        // Removed: gone from the list; its blob is young, so collection keeps it for a push
+        // in progress.
+        delete_dataset(s, "ds").await.unwrap();
+        assert!(list_datasets(s).await.unwrap().is_empty());
+        assert_eq!(get_dataset(s, "ds").await.unwrap_err().code(), 404);
+        assert_eq!(
+            collect_garbage(s.blobs.as_ref(), GC_MIN_AGE).await.unwrap(),
+            0
+        );
+        assert_eq!(s.blobs.size(&blob_key(&digest)).await.unwrap(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn collection_removes_only_old_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = kumo_blob::DirStore::open(dir.path().join("data")).unwrap();
+        let s = DataStore::new(Arc::new(blobs));
+        let kept = put(&s, b"in a dataset").await;
+        let output = put(&s, b"in an output").await;
+        let orphan = put(&s, b"named by nothing").await;
+        put_dataset(&s, "ds", manifest(12, &kept)).await.unwrap();
+        let record = OutputRecord {
+            task_uid: "u".into(),
+            rank: 0,
+            manifest: serde_json::from_value(manifest(12, &output)).unwrap(),
+        };
+        s.blobs
+            .put(
+                &output_key("ml", "runs/a", 0),
+                serde_json::to_vec(&record).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        // Every blob is young: none goes.
+        assert_eq!(
+            collect_garbage(s.blobs.as_ref(), GC_MIN_AGE).await.unwrap(),
+            0
+        );
+        // With no minimum age, only the orphan goes.
+        assert_eq!(
+            collect_garbage(s.blobs.as_ref(), Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        let present = |d: String| {
+            let blobs = Arc::clone(&s.blobs);
+            async move { blobs.size(&blob_key(&d)).await.unwrap().is_some() }
+        };
+        assert!(present(kept.clone()).await);
+        assert!(present(output).await);
+        assert!(!present(orphan).await);
         delete_dataset(&s, "ds").await.unwrap();
-        assert!(list_datasets(&s).unwrap().is_empty());
-        assert_eq!(get_dataset(&s, "ds").unwrap_err().code(), 404);
-        assert!(s.blob(&digest).exists());
-        // No temporary files are left behind.
-        assert_eq!(std::fs::read_dir(s.root.join("tmp")).unwrap().count(), 0);
-        std::fs::remove_dir_all(&s.root).unwrap();
+        assert_eq!(
+            collect_garbage(s.blobs.as_ref(), Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!present(kept).await);
     }
 }

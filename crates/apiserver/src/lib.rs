@@ -47,6 +47,7 @@ mod tests;
 pub use audit_log::{AuditLog, Rotation};
 pub use auth::{Authenticator, Chain, StaticTokens};
 pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision};
+pub use data_store::{collect_garbage, collect_garbage_every, GC_MIN_AGE};
 pub use error::ApiError;
 pub use rbac::RbacAuthorizer;
 pub use request::{parse, ApiRequest, Kind, Subresource};
@@ -86,8 +87,9 @@ pub struct Config {
     /// TLS for the API and for calls to agents; `None` serves plain HTTP and calls agents
     /// over plain HTTP without a credential (in-process tests only).
     pub tls: Option<ClusterTls>,
-    /// Where datasets and task outputs are kept; `None` serves none.
-    pub data_dir: Option<std::path::PathBuf>,
+    /// Where datasets and task outputs are kept (the data dir, a shared directory or a
+    /// bucket); `None` serves none.
+    pub blobs: Option<Arc<dyn kumo_blob::BlobStore>>,
     /// How objects are encrypted at rest ([`encryption::parse`]); identity by default.
     pub encryption: Arc<Transformer>,
     /// The request-header and idle timeouts, and the cap on connections not yet authenticated.
@@ -116,7 +118,7 @@ impl Config {
             authenticator: Arc::new(StaticTokens::admins(tokens)),
             authorizer: Arc::new(AlwaysAllow),
             bookmark_interval: Duration::from_secs(5),
-            data_dir: None,
+            blobs: None,
             encryption: Arc::new(Transformer::identity()),
             limits: kumo_serve::Limits::default(),
             audit: None,
@@ -166,11 +168,7 @@ impl Drop for StreamGuard {
 
 impl App {
     fn new(config: Config, shutdown: signal::Receiver<bool>) -> Self {
-        let data = config.data_dir.and_then(|dir| {
-            data_store::DataStore::open(dir.clone())
-                .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot open the data dir; datasets are not served"))
-                .ok()
-        });
+        let data = config.blobs.map(data_store::DataStore::new);
         App {
             data,
             service_accounts: config.service_accounts,

@@ -58,6 +58,8 @@ pub enum Command {
     Server(daemon::ServerArgs),
     /// Run a node agent that joins a control plane
     Agent(daemon::AgentArgs),
+    /// Move a stopped single-machine kumo onto etcd: kumo store migrate --from DATA_DIR --to etcd://…
+    Store(daemon::migrate::StoreCmdArgs),
     /// Run the L7 router for Apps, fed by the API's Apps and pods
     Router(daemon::router::RouterArgs),
     /// Create or update objects from files (YAML or JSON, multi-document)
@@ -114,7 +116,7 @@ pub enum Command {
     Queue(cli::queue::QueueArgs),
     /// Cancel an ML task: every replica stops gracefully
     Cancel(cli::queue::CancelArgs),
-    /// Manage datasets for ML tasks: push DIR NAME, ls, rm NAME
+    /// Manage datasets for ML tasks: push DIR NAME, pull NAME DIR, ls, rm NAME
     Dataset(cli::dataset::DatasetArgs),
     /// Fetch an ML task's collected /output: kumo output pull TASK DIR
     Output(cli::dataset::OutputArgs),
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
             Command::Router(a) => daemon::router::run(a).await,
+            Command::Store(a) => daemon::migrate::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Create(a) => cli::create::run(a).await,
             Command::Secrets(a) => cli::secrets::run(a).await,

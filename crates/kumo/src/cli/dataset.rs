@@ -1,4 +1,4 @@
-//! `kumo dataset push|ls|rm` (training data kept by the server) and `kumo output pull` (what an
+//! `kumo dataset push|pull|ls|rm` (training data kept by the server) and `kumo output pull` (what an
 //! MLTask's replicas wrote to /output).
 
 use super::format::{age, bytes, Table};
@@ -22,6 +22,8 @@ pub enum DatasetCommand {
     /// Upload a directory as a dataset (in 4 MiB chunks, each sha256-checked by the server); it
     /// becomes visible only once complete
     Push { dir: PathBuf, name: String },
+    /// Download a dataset into DIR (new or empty), every chunk checked against its sha256
+    Pull { name: String, dir: PathBuf },
     /// List the datasets
     #[command(visible_alias = "list")]
     Ls,
@@ -81,6 +83,20 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
                 info.files,
                 bytes(info.size as i128),
                 info.digest
+            ));
+        }
+        DatasetCommand::Pull { name, dir } => {
+            let name = check_name(&name)?;
+            let dataset = data::get_dataset(&client, &name).await?;
+            ready_dir(&dir)?;
+            data::fetch_into(&client, &dataset.manifest, &dir)
+                .await
+                .map_err(lift)?;
+            out(format!(
+                "dataset/{name} pulled: {} files ({}) into {}",
+                dataset.manifest.files.len(),
+                bytes(dataset.manifest.size() as i128),
+                dir.display()
             ));
         }
         DatasetCommand::Ls => {

@@ -1,10 +1,12 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 mod audit;
+pub mod blob_store;
 pub mod bootstrap;
 mod credential;
 pub mod leader;
 pub mod limits;
+pub mod migrate;
 pub mod pki;
 mod private;
 pub mod router;
@@ -73,6 +75,8 @@ pub struct ControlPlaneArgs {
     pub store: store::StoreArgs,
     #[command(flatten)]
     pub bootstrap: bootstrap::BootstrapArgs,
+    #[command(flatten)]
+    pub blobs: blob_store::BlobStoreArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -182,7 +186,7 @@ pub struct AgentArgs {
     pub server: String,
     /// A join token (from `kumo token create NAME --join`), exchanged once for this node's own
     /// credential, which is kept in the data dir and rotated
-    #[arg(long, env = "KUMO_JOIN_TOKEN")]
+    #[arg(long, env = "KUMO_JOIN_TOKEN", hide_env_values = true)]
     pub join: Option<String>,
     /// A file holding a bearer token to use instead of a node credential (default: $KUMO_TOKEN)
     #[arg(long)]
@@ -363,6 +367,7 @@ async fn start_control_plane(
         Some(store) => store,
         None => store::open(&args.store, data_dir, window).await?,
     };
+    let blobs = blob_store::open(&args.blobs, data_dir).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -405,7 +410,7 @@ async fn start_control_plane(
             Arc::new(tokens::controller_tokens(&token)),
             managed.clone(),
         ])),
-        data_dir: Some(data_dir.join("data")),
+        blobs: Some(Arc::clone(&blobs)),
         encryption: Arc::clone(&encryption),
         authorizer,
         limits: args.connection_limits.limits(),
@@ -475,6 +480,14 @@ async fn start_control_plane(
             elect(
                 "kumo-apps-controller",
                 boxed(move || kumo_controllers::apps::run(c.clone(), std::future::pending())),
+            )
+        },
+        {
+            // With several servers on one bucket or shared directory, one collects at a time.
+            let interval = args.blobs.blob_gc_interval;
+            elect(
+                "kumo-blob-gc",
+                boxed(move || kumo_apiserver::collect_garbage_every(Arc::clone(&blobs), interval)),
             )
         },
         {

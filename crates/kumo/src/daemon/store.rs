@@ -17,7 +17,7 @@ pub struct StoreArgs {
     /// (default: the embedded store in the data dir); from the environment keeps a password
     /// out of the process list
     // Parsed in `open`, not by clap: clap's error would print the value, password included.
-    #[arg(long = "store", env = "KUMO_STORE")]
+    #[arg(long = "store", env = "KUMO_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// CA certificate (PEM) that signed etcd's certificate; etcd is then reached over TLS
     #[arg(long)]

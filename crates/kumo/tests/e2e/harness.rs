@@ -212,6 +212,12 @@ impl Cluster {
         self.launch();
     }
 
+    /// Starts kumo again (after `stop`) on the same data dir and port with `extra` flags added.
+    pub fn relaunch_with(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.launch();
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.client_config()).expect("client")
     }
