@@ -15,6 +15,7 @@ mod layers;
 mod leases;
 mod limits;
 mod mltask;
+mod podnet;
 mod pods;
 mod rbac;
 mod secrets;
