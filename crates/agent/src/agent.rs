@@ -99,10 +99,13 @@ pub async fn run(
     };
     tasks.spawn(node.run());
     if let Some((backend, local)) = across_nodes {
+        let links = kumo_net::Links::connect()
+            .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;
         tasks.spawn(crate::podnet::run(
             client.clone(),
             backend,
             local,
+            links,
             std::future::pending(),
         ));
     }
@@ -286,6 +289,13 @@ async fn join_pod_network(
         gpus: devices.clone(),
         interval: config.heartbeat_interval,
     };
+    // A node the others reach only on loopback (one machine, tests) is in no pod network
+    // across nodes: it would make a VXLAN device and routes on the host for nothing.
+    let address: Option<std::net::IpAddr> = config.advertise_address.parse().ok();
+    if cc.pod_network_backend.is_some() && address.is_none_or(|a| a.is_loopback()) {
+        tracing::info!(node = %config.node_name, address = %config.advertise_address, "the node address is not a routable IP: no routes to other nodes' pods");
+        cc.pod_network_backend = None;
+    }
     // Only a node of a pod network across nodes waits for the control plane's slice.
     let wait = match cc.pod_network_backend {
         Some(_) => crate::podnet::POD_CIDR_WAIT,
@@ -319,15 +329,9 @@ async fn join_pod_network(
     };
     tracing::info!(node = %config.node_name, %pod_cidr, "pod CIDR");
     cc.pod_cidr = Some(pod_cidr.clone());
-    let Some(backend) = cc.pod_network_backend else {
+    let (Some(backend), Some(address)) = (cc.pod_network_backend, address) else {
         return Ok(None);
     };
-    let address: std::net::IpAddr = config.advertise_address.parse().map_err(|_| {
-        AgentError::Config(format!(
-            "--pod-network-backend {backend}: the node address {:?} is not an IP address",
-            config.advertise_address
-        ))
-    })?;
     if cc.pod_mtu.is_none() {
         let links = kumo_net::Links::connect()
             .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;

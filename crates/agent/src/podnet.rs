@@ -79,20 +79,15 @@ pub fn pod_mtu(backend: Backend, link_mtu: u32) -> u32 {
     }
 }
 
-/// Programs routes to every other node's pods until `shutdown`, from every change of a Node.
+/// Programs routes to every other node's pods until `shutdown`, from every change of a Node,
+/// through `links` (a netlink connection in the node's network namespace).
 pub async fn run(
     client: Client,
     backend: Backend,
     local: PeerNode,
+    links: Links,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let links = match Links::connect() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "pod network across nodes is off");
-            return;
-        }
-    };
     let recorder = EventRecorder::new(client.clone(), "kumo-agent", Some(&local.name));
     let (nodes, changes) = Informer::<Node>::start(client, None, ListParams::default());
     // Heartbeats wake it too: the cooldown gathers them, and a pass that finds the kernel as
