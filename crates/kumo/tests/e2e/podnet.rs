@@ -56,7 +56,7 @@ fn bad_cluster_network_flags_stop_the_server_naming_them() {
             "--cluster-cidr: 127.0.0.0/16 overlaps this host's network 127.0.0.0/8 on lo",
         ),
         (
-            &["up", "--cluster-cidr", "10.125.0.0/24", "--node-cidr-mask-size", "31"][..],
+            &["up", "--cluster-cidr", "10.128.0.0/24", "--node-cidr-mask-size", "31"][..],
             "--node-cidr-mask-size: /31 leaves no room for pods (at most /30)",
         ),
     ] {
@@ -101,7 +101,7 @@ async fn add_node(client: &Client, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ipam_gives_each_node_a_slice_frees_it_and_says_when_none_is_left() {
     // Four /24 slices; the agent of node-1 keeps its own --pod-cidr (outside the range).
-    let c = Cluster::up(&["--cluster-cidr", "10.125.0.0/22"]);
+    let c = Cluster::up(&["--cluster-cidr", "10.128.0.0/22"]);
     let client = c.client();
     let own = pod_cidr(&client, "node-1").await;
     assert!(
@@ -109,10 +109,10 @@ async fn node_ipam_gives_each_node_a_slice_frees_it_and_says_when_none_is_left()
         "node-1 publishes its --pod-cidr: {own:?}"
     );
     for (name, want) in [
-        ("n-a", "10.125.0.0/24"),
-        ("n-b", "10.125.1.0/24"),
-        ("n-c", "10.125.2.0/24"),
-        ("n-d", "10.125.3.0/24"),
+        ("n-a", "10.128.0.0/24"),
+        ("n-b", "10.128.1.0/24"),
+        ("n-c", "10.128.2.0/24"),
+        ("n-d", "10.128.3.0/24"),
     ] {
         add_node(&client, name).await;
         wait_pod_cidr(&client, name, Some(want)).await;
@@ -143,7 +143,7 @@ async fn node_ipam_gives_each_node_a_slice_frees_it_and_says_when_none_is_left()
     };
     assert_eq!(
         message,
-        "node n-e has no pod CIDR: all 4 /24 slices of the cluster CIDR 10.125.0.0/22 are in use"
+        "node n-e has no pod CIDR: all 4 /24 slices of the cluster CIDR 10.128.0.0/22 are in use"
     );
     assert_eq!(pod_cidr(&client, "n-e").await, None);
 
@@ -152,15 +152,15 @@ async fn node_ipam_gives_each_node_a_slice_frees_it_and_says_when_none_is_left()
         .delete::<Node>("", "n-b", None)
         .await
         .expect("delete n-b");
-    wait_pod_cidr(&client, "n-e", Some("10.125.1.0/24")).await;
+    wait_pod_cidr(&client, "n-e", Some("10.128.1.0/24")).await;
 
     // A Node's pod CIDR is checked like any field.
     let mut bad: Node = client.get("", "n-a").await.unwrap();
-    bad.spec.pod_cidr = Some("10.125.0.1/24".into());
+    bad.spec.pod_cidr = Some("10.128.0.1/24".into());
     let err = client.update(&bad).await.unwrap_err().to_string();
     assert!(
         err.contains(
-            "spec.podCIDR: Invalid value: \"10.125.0.1/24\": 10.125.0.1/24 has host bits set"
+            "spec.podCIDR: Invalid value: \"10.128.0.1/24\": 10.128.0.1/24 has host bits set"
         ),
         "{err}"
     );
