@@ -493,6 +493,7 @@ fn open_runtimes(
                 sandboxes: sandboxes.clone(),
                 allow_privileged: cc.allow_privileged,
                 cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+                cgroup_parent: cc.cgroup_parent.clone(),
                 gpus: Arc::new(crate::gpu::RuntimeGpus(gpus.clone())),
                 cdi_spec_dirs: kumo_runtime::oci::cdi::spec_dirs(&cc.cdi_spec_dirs),
             },
@@ -504,7 +505,11 @@ fn open_runtimes(
         ProcessRuntimeConfig {
             data_dir: config.data_dir.clone(),
             shim,
-            cgroups: Cgroups::detect(sys.clone(), Path::new("/sys/fs/cgroup")),
+            cgroups: Cgroups::detect(
+                sys.clone(),
+                Path::new("/sys/fs/cgroup"),
+                cc.cgroup_parent.clone(),
+            ),
             sys,
             sandboxes: Some(sandboxes.clone()),
         },

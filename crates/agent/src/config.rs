@@ -79,6 +79,8 @@ pub struct ContainerConfig {
     /// Directories of CDI specs, lowest priority first (`--cdi-spec-dir`); empty for the CDI
     /// defaults, `/etc/cdi` and `/var/run/cdi`.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The cgroup every pod cgroup of the node goes under (`--cgroup-parent`, default `kumo`).
+    pub cgroup_parent: kumo_runtime::cgroup_parent::CgroupParent,
 }
 
 /// runsc's flags on these machines: the ptrace platform (KVM hangs here; systrap is newer than

@@ -114,6 +114,7 @@ fn open_runtime(
             sandboxes,
             allow_privileged: false,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: Default::default(),
             gpus: Arc::new(crate::gpu::RuntimeGpus(Arc::new(crate::gpu::FakeGpus(2)))),
             cdi_spec_dirs: vec![dir.join("cdi-etc"), dir.join("cdi-run")],
         },

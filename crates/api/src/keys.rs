@@ -32,6 +32,11 @@ pub const ANNOTATION_PROTOCOL: &str = "kumo.dev/protocol";
 /// Rolling): the router sends it no new requests, and it is deleted at this time (RFC 3339);
 /// see [`parse_time`].
 pub const ANNOTATION_DRAIN_UNTIL: &str = "kumo.dev/drain-until";
+/// Pod annotation an eviction (`POST pods/{name}/eviction`, what `kumo drain` sends) sets on a
+/// replica its controller replaces: the time it was asked (RFC 3339). The App controller
+/// surges a replacement and drains the replica once that is Ready; the MLTask controller
+/// requeues the task without counting an attempt.
+pub const ANNOTATION_EVICTION_REQUESTED: &str = "kumo.dev/eviction-requested";
 /// App annotation the CLI sets to say what a change is (copied into the release).
 pub const ANNOTATION_CHANGE_CAUSE: &str = "kumo.dev/change-cause";
 /// App annotation the CLI sets to say who made a change (copied into the release).

@@ -90,6 +90,7 @@ fn edit_rules() -> Vec<PolicyRule> {
         rule("", &["secrets"], READ),
         rule("", &["pods", "secrets", "serviceaccounts"], WRITE),
         rule("", &["pods/exec"], &["create", "get"]),
+        rule("", &["pods/eviction"], &["create"]),
         rule("", &["serviceaccounts/token"], &["create"]),
         rule(KUMO, &["apps", "releases", "mltasks"], WRITE),
         rule(KUMO, &["datasets", "blobs"], &["update", "delete"]),

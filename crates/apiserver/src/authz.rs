@@ -145,6 +145,9 @@ impl Attributes {
             ApiRequest::Bind { ns, name } => {
                 Self::new(user, "create", "", "pods", "binding", Some(ns), name)
             }
+            ApiRequest::Evict { ns, name } => {
+                Self::new(user, "create", "", "pods", "eviction", Some(ns), name)
+            }
             ApiRequest::NodeServingCertificate { name } => Self::new(
                 user,
                 "create",

@@ -6,7 +6,8 @@ use crate::error::{json_response, ApiResult};
 use crate::request::{parse, ApiRequest};
 use crate::writer_checks::{self, Write};
 use crate::{
-    audit, auth, bind, body, create, delete, exec, log, read, serving_cert, update, watch, App,
+    audit, auth, bind, body, create, delete, evict, exec, log, read, serving_cert, update, watch,
+    App,
 };
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -260,6 +261,13 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
             json_response(
                 StatusCode::CREATED,
                 &bind::bind(app, &ns, &name, value).await?,
+            )
+        }
+        ApiRequest::Evict { ns, name } => {
+            let value = body::read_json(&parts.headers, body).await?;
+            json_response(
+                StatusCode::CREATED,
+                &evict::evict(app, &ns, &name, value).await?,
             )
         }
         ApiRequest::NodeServingCertificate { name } => {

@@ -21,6 +21,7 @@ mod domains;
 pub mod encryption;
 mod error;
 mod escalation;
+mod evict;
 mod exec;
 mod keys;
 mod log;

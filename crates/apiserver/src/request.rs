@@ -109,6 +109,11 @@ pub enum ApiRequest {
         ns: String,
         name: String,
     },
+    /// `POST pods/{name}/eviction`: a `policy/v1` Eviction.
+    Evict {
+        ns: String,
+        name: String,
+    },
     Log {
         ns: String,
         name: String,
@@ -375,6 +380,18 @@ pub fn parse(
                         Method::POST => {
                             require_json(headers)?;
                             Ok(ApiRequest::Bind {
+                                ns: ns.unwrap_or_default(),
+                                name,
+                            })
+                        }
+                        _ => Err(not_allowed()),
+                    }
+                }
+                Some("eviction") if kind.is_pod() => {
+                    return match *method {
+                        Method::POST => {
+                            require_json(headers)?;
+                            Ok(ApiRequest::Evict {
                                 ns: ns.unwrap_or_default(),
                                 name,
                             })

@@ -40,9 +40,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The longest `--timeout` a command waits: a year (a deadline further out could overflow the
+/// clock, and nobody waits that long).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration for `--timeout`: [`parse_duration`], at most [`MAX_TIMEOUT`].
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > MAX_TIMEOUT {
+        return Err(format!("invalid duration {text:?}: at most 8760h (a year)"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_at_most_a_year() {
+        assert_eq!(parse_timeout("8760h"), Ok(MAX_TIMEOUT));
+        assert!(parse_timeout("8761h")
+            .unwrap_err()
+            .contains("at most 8760h"));
+        assert!(parse_timeout("99999999999h").is_err());
+        assert_eq!(parse_timeout("0s"), Ok(Duration::ZERO));
+    }
 
     #[test]
     fn durations() {

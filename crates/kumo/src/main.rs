@@ -117,6 +117,15 @@ pub enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Fetch an ML task's collected /output: kumo output pull TASK DIR
     Output(cli::dataset::OutputArgs),
+    /// Mark a node unschedulable: new pods go elsewhere, its pods stay
+    Cordon(cli::node::CordonArgs),
+    /// Mark a node schedulable again
+    Uncordon(cli::node::CordonArgs),
+    /// Cordon a node and evict its pods: App replicas once replaced elsewhere, MLTasks requeued
+    Drain(cli::node::DrainArgs),
+    /// On a node, as root: stop every pod and remove everything kumo made there (containers,
+    /// mounts, cgroups, pod networks, the bridge, iptables chains, IPAM leases)
+    Down(cli::down::DownArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_runtime::shim::ShimArgs),
@@ -183,6 +192,10 @@ fn main() -> ExitCode {
             Command::Cancel(a) => cli::queue::cancel(a).await,
             Command::Dataset(a) => cli::dataset::run(a).await,
             Command::Output(a) => cli::dataset::run_output(a).await,
+            Command::Cordon(a) => cli::node::cordon(a).await,
+            Command::Uncordon(a) => cli::node::uncordon(a).await,
+            Command::Drain(a) => cli::node::drain(a).await,
+            Command::Down(a) => cli::down::run(a).await,
             Command::Shim(_) | Command::ShimStandby(_) | Command::Nsexec(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -12,16 +12,25 @@ pub fn token(flag: Option<&str>, file: Option<&Path>, env: &str) -> anyhow::Resu
             "--token is not accepted: a secret on the command line is visible to every local user; set {env} or pass --token-file PATH"
         ));
     }
+    secret(file, "--token-file", env)
+}
+
+/// The secret in the file of the flag `file_flag` (trimmed), else in `$env` (non-empty), else
+/// none.
+pub fn secret(file: Option<&Path>, file_flag: &str, env: &str) -> anyhow::Result<Option<String>> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            .with_context(|| format!("cannot read {file_flag} {}", path.display()))?;
         let token = text.trim();
         if token.is_empty() {
-            return Err(anyhow!("--token-file {} is empty", path.display()));
+            return Err(anyhow!("{file_flag} {} is empty", path.display()));
         }
         return Ok(Some(token.to_string()));
     }
-    Ok(std::env::var(env).ok().filter(|t| !t.trim().is_empty()))
+    Ok(std::env::var(env)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 mod cni;
 mod config;
+pub mod down;
 mod error;
 mod exec;
 mod files;

@@ -1,9 +1,11 @@
-//! Per-container cgroups (`kumo/<pod-uid>/<container>`) on cgroup v1 or v2, where writable.
+//! Per-container cgroups (`<parent>/<pod-uid>/<container>`, the parent `kumo` unless the node
+//! names another) on cgroup v1 or v2, where writable.
 //!
 //! The limits become file contents by a pure function (`settings`); `Cgroups` only makes the
 //! directories and writes the files, through [`Sys`]. Without a writable hierarchy containers
 //! run without limits.
 
+use crate::cgroup_parent::CgroupParent;
 use crate::sys::{RealSys, Sys};
 use kumo_api::pod::ResourceRequirements;
 use std::path::{Path, PathBuf};
@@ -101,13 +103,16 @@ enum Mode {
 pub struct Cgroups {
     sys: Arc<dyn Sys>,
     mode: Mode,
+    /// Every pod cgroup is `<hierarchy>/<parent>/<uid>`.
+    parent: CgroupParent,
     /// Set after the first failure to write: log once, then run without cgroups.
     broken: AtomicBool,
 }
 
 impl Cgroups {
-    /// Finds the hierarchy mounted at `root` (normally `/sys/fs/cgroup`).
-    pub fn detect(sys: Arc<dyn Sys>, root: &Path) -> Self {
+    /// Finds the hierarchy mounted at `root` (normally `/sys/fs/cgroup`); pod cgroups go under
+    /// `parent` in it.
+    pub fn detect(sys: Arc<dyn Sys>, root: &Path, parent: CgroupParent) -> Self {
         let mode = if sys.is_file(&root.join("cgroup.controllers")) {
             Mode::V2 {
                 root: root.to_path_buf(),
@@ -123,6 +128,7 @@ impl Cgroups {
         Cgroups {
             sys,
             mode,
+            parent,
             broken: AtomicBool::new(false),
         }
     }
@@ -132,6 +138,7 @@ impl Cgroups {
         Cgroups {
             sys: Arc::new(RealSys),
             mode: Mode::Off,
+            parent: CgroupParent::default(),
             broken: AtomicBool::new(false),
         }
     }
@@ -147,10 +154,13 @@ impl Cgroups {
     fn pod_dirs(&self, uid: &str) -> Vec<(Option<Controller>, PathBuf)> {
         match &self.mode {
             Mode::V1 { cpu, memory } => vec![
-                (Some(Controller::Cpu), cpu.join("kumo").join(uid)),
-                (Some(Controller::Memory), memory.join("kumo").join(uid)),
+                (Some(Controller::Cpu), self.parent.under(cpu).join(uid)),
+                (
+                    Some(Controller::Memory),
+                    self.parent.under(memory).join(uid),
+                ),
             ],
-            Mode::V2 { root } => vec![(None, root.join("kumo").join(uid))],
+            Mode::V2 { root } => vec![(None, self.parent.under(root).join(uid))],
             Mode::Off => Vec::new(),
         }
     }
@@ -184,11 +194,14 @@ impl Cgroups {
     ) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
         if let Mode::V2 { root } = &self.mode {
             // Delegate cpu and memory down to the container level (best effort per level).
-            let kumo = root.join("kumo");
+            let pod = self.parent.under(root).join(uid);
             self.sys
-                .create_dir_all(&kumo.join(uid))
-                .map_err(|e| (kumo.join(uid), e))?;
-            for dir in [root.clone(), kumo.clone(), kumo.join(uid)] {
+                .create_dir_all(&pod)
+                .map_err(|e| (pod.clone(), e))?;
+            let mut levels = vec![root.clone()];
+            levels.extend(self.parent.levels(root));
+            levels.push(pod);
+            for dir in levels {
                 for c in ["+cpu", "+memory"] {
                     let _ = self.sys.write(&dir.join("cgroup.subtree_control"), c);
                 }
@@ -225,13 +238,15 @@ impl Cgroups {
     /// How often the kernel's OOM killer has struck in the container's memory cgroup.
     pub fn oom_kills(&self, uid: &str, container: &str) -> Option<u64> {
         let path = match &self.mode {
-            Mode::V1 { memory, .. } => memory
-                .join("kumo")
+            Mode::V1 { memory, .. } => self
+                .parent
+                .under(memory)
                 .join(uid)
                 .join(container)
                 .join("memory.oom_control"),
-            Mode::V2 { root } => root
-                .join("kumo")
+            Mode::V2 { root } => self
+                .parent
+                .under(root)
                 .join(uid)
                 .join(container)
                 .join("memory.events"),
@@ -270,32 +285,56 @@ impl Cgroups {
 }
 
 /// The memory cgroup directory of a container under the hierarchy mounted at `root`, as an
-/// OCI runtime makes it for `cgroupsPath` `/kumo/<uid>/<container>`.
-pub fn memory_dir(sys: &dyn Sys, root: &Path, uid: &str, container: &str) -> PathBuf {
+/// OCI runtime makes it for `cgroupsPath` `/<parent>/<uid>/<container>`.
+pub fn memory_dir(
+    sys: &dyn Sys,
+    root: &Path,
+    parent: &CgroupParent,
+    uid: &str,
+    container: &str,
+) -> PathBuf {
     let base = if sys.is_file(&root.join("cgroup.controllers")) {
         root.to_path_buf()
     } else {
         root.join("memory")
     };
-    base.join("kumo").join(uid).join(container)
+    parent.under(&base).join(uid).join(container)
 }
 
-/// Removes `kumo/<uid>` (and its empty children) from every hierarchy mounted under `root`:
+/// Removes `<parent>/<uid>` (and its empty children) from every hierarchy mounted under `root`:
 /// an OCI runtime makes the container's cgroup in all of them (cpuset, pids, devices, ...)
 /// and removes only the leaf. Best effort; a cgroup still holding a process stays.
-pub fn remove_pod_everywhere(sys: &dyn Sys, root: &Path, uid: &str) {
-    let mut hierarchies = vec![root.to_path_buf()];
-    hierarchies.extend(sys.subdirs(root).unwrap_or_default());
-    for h in hierarchies {
-        let pod_dir = h.join("kumo").join(uid);
-        if !sys.is_dir(&pod_dir) {
-            continue;
-        }
+pub fn remove_pod_everywhere(sys: &dyn Sys, root: &Path, parent: &CgroupParent, uid: &str) {
+    for pod_dir in pod_dirs_everywhere(sys, root, parent, uid) {
         remove_children(sys, &pod_dir);
         if let Err(e) = sys.remove_dir(&pod_dir) {
             tracing::debug!(path = %pod_dir.display(), error = %e, "cannot remove cgroup");
         }
     }
+}
+
+/// The hierarchies mounted under `root`: `root` itself (v2, or the hybrid's unified mount
+/// point's parent) and each directory in it (v1's `cpu`, `memory`, `pids`, ..., `unified`).
+pub fn hierarchies(sys: &dyn Sys, root: &Path) -> Vec<PathBuf> {
+    let mut subdirs = sys.subdirs(root).unwrap_or_default();
+    subdirs.sort();
+    let mut all = vec![root.to_path_buf()];
+    all.extend(subdirs);
+    all
+}
+
+/// The existing `<hierarchy>/<parent>/<uid>` directories of a pod, in every hierarchy.
+pub fn pod_dirs_everywhere(
+    sys: &dyn Sys,
+    root: &Path,
+    parent: &CgroupParent,
+    uid: &str,
+) -> Vec<PathBuf> {
+    hierarchies(sys, root)
+        .into_iter()
+        .map(|h| parent.under(&h).join(uid))
+        .filter(|d| sys.is_dir(d))
+        .collect()
 }
 
 /// Removes the (empty) cgroups directly under `dir`; best effort.
@@ -396,7 +435,7 @@ mod tests {
         for c in ["cpu", "memory"] {
             std::fs::create_dir(root.path().join(c)).expect("mkdir");
         }
-        let cg = Cgroups::detect(Arc::new(RealSys), root.path());
+        let cg = Cgroups::detect(Arc::new(RealSys), root.path(), CgroupParent::default());
         assert_eq!(cg.version(), Some(CgroupVersion::V1));
         let dirs = cg.setup("u1", "c", &res(&[], &[("cpu", "1"), ("memory", "1Mi")]));
         assert_eq!(
@@ -419,7 +458,7 @@ mod tests {
     fn an_unwritable_or_missing_hierarchy_runs_without_cgroups() {
         let root = tempfile::tempdir().expect("tempdir");
         assert_eq!(
-            Cgroups::detect(Arc::new(RealSys), root.path()).version(),
+            Cgroups::detect(Arc::new(RealSys), root.path(), CgroupParent::default()).version(),
             None
         );
         // A "hierarchy" whose cpu entry is a file cannot take directories.
@@ -431,6 +470,7 @@ mod tests {
                 cpu: root.path().join("cpu"),
                 memory: root.path().join("memory"),
             },
+            parent: CgroupParent::default(),
             broken: AtomicBool::new(false),
         };
         assert!(cg.setup("u", "c", &res(&[], &[])).is_empty());
@@ -440,7 +480,7 @@ mod tests {
     /// A v2 hierarchy in a fake kernel, with `root` its mount point.
     fn fake_v2() -> (Arc<FakeSys>, Cgroups) {
         let sys = Arc::new(FakeSys::new().with_file("/cg/cgroup.controllers", "cpu memory"));
-        let cg = Cgroups::detect(sys.clone(), Path::new("/cg"));
+        let cg = Cgroups::detect(sys.clone(), Path::new("/cg"), CgroupParent::default());
         (sys, cg)
     }
 
@@ -503,16 +543,17 @@ mod tests {
 
     #[test]
     fn an_oci_pods_cgroups_are_removed_from_every_hierarchy() {
+        let kumo = CgroupParent::default();
         let sys = FakeSys::new()
             .with_dir("/cg/cpu/kumo/u1/c")
             .with_dir("/cg/memory/kumo/u1/c")
             .with_dir("/cg/pids/kumo/u1")
             .with_dir("/cg/pids/kumo/u2/c");
         assert_eq!(
-            memory_dir(&sys, Path::new("/cg"), "u1", "c"),
+            memory_dir(&sys, Path::new("/cg"), &kumo, "u1", "c"),
             PathBuf::from("/cg/memory/kumo/u1/c")
         );
-        remove_pod_everywhere(&sys, Path::new("/cg"), "u1");
+        remove_pod_everywhere(&sys, Path::new("/cg"), &kumo, "u1");
         let left: Vec<PathBuf> = sys
             .dirs()
             .into_iter()
@@ -527,8 +568,35 @@ mod tests {
         // On v2 the memory controller is in the one hierarchy.
         let v2 = FakeSys::new().with_file("/cg/cgroup.controllers", "");
         assert_eq!(
-            memory_dir(&v2, Path::new("/cg"), "u1", "c"),
+            memory_dir(&v2, Path::new("/cg"), &kumo, "u1", "c"),
             PathBuf::from("/cg/kumo/u1/c")
         );
+    }
+    #[test]
+    fn another_parent_holds_the_nodes_cgroups_and_delegates_at_every_level() {
+        let sys = Arc::new(FakeSys::new().with_file("/cg/cgroup.controllers", "cpu memory"));
+        let parent = CgroupParent::parse("nodes/n1").expect("parent");
+        let cg = Cgroups::detect(sys.clone(), Path::new("/cg"), parent.clone());
+        let dirs = cg.setup("u1", "c", &res(&[], &[("memory", "1Mi")]));
+        assert_eq!(dirs, vec![PathBuf::from("/cg/nodes/n1/u1/c")]);
+        for file in [
+            "/cg/cgroup.subtree_control",
+            "/cg/nodes/cgroup.subtree_control",
+            "/cg/nodes/n1/cgroup.subtree_control",
+            "/cg/nodes/n1/u1/cgroup.subtree_control",
+        ] {
+            assert_eq!(sys.file(file).as_deref(), Some("+memory"), "{file}");
+        }
+        assert!(!sys.is_dir(Path::new("/cg/kumo")));
+        assert_eq!(
+            memory_dir(&*sys, Path::new("/cg"), &parent, "u1", "c"),
+            PathBuf::from("/cg/nodes/n1/u1/c")
+        );
+        // Another node's pod of the same uid (under the default parent) is not this node's.
+        sys.create_dir_all(Path::new("/cg/kumo/u1/c"))
+            .expect("mkdir");
+        remove_pod_everywhere(&*sys, Path::new("/cg"), &parent, "u1");
+        assert!(!sys.is_dir(Path::new("/cg/nodes/n1/u1")));
+        assert!(sys.is_dir(Path::new("/cg/kumo/u1/c")));
     }
 }

@@ -14,6 +14,8 @@
 
 pub mod adopt;
 pub mod cgroup;
+pub mod cgroup_parent;
+pub mod down;
 pub mod driver;
 pub mod env;
 pub mod error;

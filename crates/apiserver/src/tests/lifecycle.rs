@@ -367,3 +367,76 @@ async fn binding() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn eviction_deletes_a_bare_pod_and_marks_a_replica_for_its_controller() {
+    let s = Server::start().await;
+    let evict =
+        |name: &str, body: Value| req("POST", &format!("{PODS}/{name}/eviction"), Some(body));
+    let eviction = |name: &str| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
+    // A bare pod not yet on a node is deleted at once.
+    s.create(PODS, pod("bare")).await;
+    s.check(evict("bare", eviction("bare")), 201, "pod bare deleted")
+        .await;
+    s.check(req("GET", &format!("{PODS}/bare"), None), 404, "not found")
+        .await;
+    // A bound, running bare pod gets its grace period (the agent completes the delete).
+    s.create(PODS, pod("bound")).await;
+    bind_to_new_node(&s, "bound", "n1").await;
+    s.check(
+        evict("bound", json!({"deleteOptions": {"gracePeriodSeconds": 7}})),
+        201,
+        "",
+    )
+    .await;
+    let got = s
+        .check(req("GET", &format!("{PODS}/bound"), None), 200, "")
+        .await;
+    assert_eq!(got["metadata"]["deletionGracePeriodSeconds"], 7);
+    // An App replica is only marked: the App controller replaces it first.
+    let mut replica = pod("web-v1-web-x");
+    replica["metadata"]["labels"] =
+        json!({"kumo.dev/app": "web", "kumo.dev/release": "1", "kumo.dev/process": "web"});
+    s.create(PODS, replica).await;
+    s.check(
+        evict("web-v1-web-x", eviction("web-v1-web-x")),
+        201,
+        "will go once a replacement of app web is ready on another node",
+    )
+    .await;
+    let got = s
+        .check(req("GET", &format!("{PODS}/web-v1-web-x"), None), 200, "")
+        .await;
+    assert!(got["metadata"]["deletionTimestamp"].is_null());
+    let mark = got["metadata"]["annotations"]["kumo.dev/eviction-requested"].clone();
+    assert!(mark.is_string(), "{got}");
+    // Asking again changes nothing.
+    s.check(evict("web-v1-web-x", json!({})), 201, "").await;
+    let again = s
+        .check(req("GET", &format!("{PODS}/web-v1-web-x"), None), 200, "")
+        .await;
+    assert_eq!(rv(&again), rv(&got));
+    // Bad requests name the field and change nothing; unknown pods are 404.
+    s.create(PODS, pod("keep")).await;
+    for (body, field) in [
+        (json!({"kind": "Binding"}), "kind"),
+        (json!({"metadata": {"name": "other"}}), "metadata.name"),
+        (
+            json!({"deleteOptions": {"gracePeriodSeconds": -3}}),
+            "deleteOptions.gracePeriodSeconds",
+        ),
+        (json!({"spec": {}}), "spec"),
+    ] {
+        s.check(evict("keep", body), 422, field).await;
+    }
+    s.check(req("GET", &format!("{PODS}/keep"), None), 200, "")
+        .await;
+    s.check(
+        evict("ghost", json!({})),
+        404,
+        r#"pods \"ghost\" not found"#,
+    )
+    .await;
+    s.check(req("GET", &format!("{PODS}/keep/eviction"), None), 405, "")
+        .await;
+}

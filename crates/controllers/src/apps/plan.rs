@@ -13,7 +13,9 @@ use kumo_api::app::{
     ReleaseSpec, ReleaseStatus,
 };
 use kumo_api::bounds::{MAX_DURATION_SECONDS, MAX_REPLICAS};
-use kumo_api::keys::{ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE, LABEL_APP};
+use kumo_api::keys::{
+    ANNOTATION_CHANGED_BY, ANNOTATION_CHANGE_CAUSE, ANNOTATION_EVICTION_REQUESTED, LABEL_APP,
+};
 use kumo_api::meta::set_condition;
 use kumo_api::{Condition, ConditionStatus, ObjectMeta, Pod, Time};
 use kumo_client::{clock, EventType};
@@ -156,8 +158,9 @@ fn sort_pods<'a>(
     now: Time,
     out: &mut Plan,
     requeue: &mut Vec<Duration>,
-) -> Replicas<'a> {
+) -> (Replicas<'a>, Vec<&'a Pod>) {
     let mut replicas = Replicas::default();
+    let mut evicting = Vec::new();
     for pod in pods {
         let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) else {
             continue;
@@ -180,10 +183,18 @@ fn sort_pods<'a>(
             ReplicaState::Dead => out
                 .delete
                 .push((pod.metadata.name.clone(), delete_grace(pod))),
+            // Evicted: it serves on but no longer counts, so a replacement is made.
+            _ if pod
+                .metadata
+                .annotations
+                .contains_key(ANNOTATION_EVICTION_REQUESTED) =>
+            {
+                evicting.push(pod)
+            }
             _ => replicas.0.entry((v, p.to_string())).or_default().push(pod),
         }
     }
-    replicas
+    (replicas, evicting)
 }
 
 /// Where the rollout stands after this pass.
@@ -360,6 +371,48 @@ fn fit_replicas(
     }
 }
 
+/// Lets evicted replicas go once their release's process has its wanted count Ready without
+/// them (the replacement `fit_replicas` made is Ready elsewhere): a serving one drains out of
+/// the router first. An evicted replica of a release no longer kept goes at once.
+#[allow(clippy::too_many_arguments)]
+fn release_evicted(
+    app: &App,
+    releases: &[&Release],
+    replicas: &Replicas,
+    rollout: &Rollout,
+    evicting: &[&Pod],
+    now: Time,
+    out: &mut Plan,
+    requeue: &mut Vec<Duration>,
+) {
+    let active_v = rollout.active.map(|a| a.spec.version);
+    let drain = drain_seconds(app);
+    for pod in evicting {
+        let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) else {
+            continue;
+        };
+        let kept = (Some(v) == active_v || Some(v) == rollout.target)
+            .then(|| releases.iter().find(|r| r.spec.version == v))
+            .flatten();
+        let replaced = match kept {
+            Some(r) => replicas.ready(v, p) >= wanted(app, r).get(p).copied().unwrap_or(0),
+            None => true,
+        };
+        if !replaced {
+            continue;
+        }
+        let serving = Some(v) == active_v && replica_state(pod) == ReplicaState::Ready;
+        if serving && drain > 0 {
+            out.drain
+                .push((pod.metadata.name.clone(), drain_end(app, now)));
+            requeue.push(Duration::from_secs(drain as u64));
+        } else {
+            out.delete
+                .push((pod.metadata.name.clone(), delete_grace(pod)));
+        }
+    }
+}
+
 /// The app's status after this pass, with its Available and Progressing conditions.
 fn app_status(
     app: &App,
@@ -461,7 +514,7 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         .and_then(|v| releases.iter().copied().find(|r| r.spec.version == v));
 
     let mut requeue: Vec<Duration> = Vec::new();
-    let replicas = sort_pods(pods, now, &mut out, &mut requeue);
+    let (replicas, evicting) = sort_pods(pods, now, &mut out, &mut requeue);
     let mut rollout = step(app, latest, active, old.draining, &replicas, now, &mut out);
     // A drain ends at its time (or when its release serves again, after a rollback).
     let active_v = rollout.active.map(|a| a.spec.version);
@@ -481,6 +534,16 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
         &mut out,
         &mut requeue,
     );
+    release_evicted(
+        app,
+        &releases,
+        &replicas,
+        &rollout,
+        &evicting,
+        now,
+        &mut out,
+        &mut requeue,
+    );
 
     if let Some(soonest) = requeue.into_iter().min() {
         out.requeue_after = Some(out.requeue_after.map_or(soonest, |r| r.min(soonest)));
@@ -496,7 +559,14 @@ pub fn plan(app: &App, releases: &[Release], pods: &[Pod], now: Time) -> Plan {
             ));
         }
     }
-    out.status = app_status(app, latest, &replicas, rollout, now);
+    // Evicted replicas still serve until they go: the status counts them.
+    let mut serving = Replicas(replicas.0.clone());
+    for pod in &evicting {
+        if let (Some(v), Some(p)) = (pod_release(pod), pod_process(pod)) {
+            serving.0.entry((v, p.to_string())).or_default().push(pod);
+        }
+    }
+    out.status = app_status(app, latest, &serving, rollout, now);
     out
 }
 

@@ -373,3 +373,40 @@ fn numbers_stored_before_their_bound_do_not_panic_the_plan() {
         assert_eq!(p.requeue_after, Some(Duration::from_secs(year as u64)));
     }
 }
+
+#[test]
+fn an_evicted_replica_goes_only_once_its_replacement_is_ready() {
+    let a = app("1", 2);
+    let v1 = release_of(&a, None, 0, ReleasePhase::Active);
+    let a = with_status(a, Some(1), None);
+    let evicted = |name: &str| {
+        let mut p = pod(name, 1, true);
+        p.metadata
+            .annotations
+            .insert(ANNOTATION_EVICTION_REQUESTED.into(), t(0).to_rfc3339());
+        p
+    };
+    // Surge first: the evicted replica serves on, a replacement is made.
+    let pods = [pod("a", 1, true), evicted("b")];
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(1));
+    assert_eq!(p.create.len(), 1, "one replacement");
+    assert!(p.delete.is_empty() && p.drain.is_empty(), "{p:?}");
+    let available = kumo_api::meta::find_condition(&p.status.conditions, "Available").unwrap();
+    assert_eq!(available.status, ConditionStatus::True, "b still serves");
+    // The replacement starting: nothing more is made and b stays.
+    let pods = [pod("a", 1, true), evicted("b"), pod("c", 1, false)];
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(2));
+    assert!(p.create.is_empty() && p.delete.is_empty() && p.drain.is_empty());
+    // The replacement Ready: b drains out of the router, then goes.
+    let pods = [pod("a", 1, true), evicted("b"), pod("c", 1, true)];
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(3));
+    assert!(p.create.is_empty() && p.delete.is_empty());
+    assert_eq!(p.drain, vec![("b".to_string(), t(8))]);
+    // An evicted replica that is not ready (not serving) goes at once when replaced.
+    let mut starting = evicted("b");
+    starting.status.as_mut().unwrap().conditions[0].status = ConditionStatus::False;
+    let pods = [pod("a", 1, true), starting, pod("c", 1, true)];
+    let p = plan(&a, std::slice::from_ref(&v1), &pods, t(3));
+    assert_eq!(deleted(&p), vec!["b"]);
+    assert!(p.drain.is_empty());
+}

@@ -8,7 +8,9 @@
 use super::admission::{TaskState, TaskView};
 use super::outcome::{cond, holds, phase, Action, Outcome};
 use super::replicas::{placement_pod, rank_of, replica_pod, same_placement};
-use kumo_api::keys::{parse_gpu_devices, ANNOTATION_GPU_DEVICES, ANNOTATION_GPU_USAGE};
+use kumo_api::keys::{
+    parse_gpu_devices, ANNOTATION_EVICTION_REQUESTED, ANNOTATION_GPU_DEVICES, ANNOTATION_GPU_USAGE,
+};
 use kumo_api::meta::set_condition;
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::node::Node;
@@ -408,6 +410,10 @@ fn admitted(
         }
         None => {}
     }
+    if let Some(pod) = mine.iter().find(|p| eviction_requested(p)) {
+        requeue_evicted(input, new, pod, out);
+        return None;
+    }
     match deadline(input, ends_by) {
         Some(Deadline::Passed { message }) => {
             for p in input.holding() {
@@ -430,6 +436,40 @@ fn admitted(
         out.event(task, false, "Running", message);
     }
     Some(holding)
+}
+
+/// Whether an eviction asked for this replica to go (`kumo drain` of its node).
+fn eviction_requested(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .metadata
+            .annotations
+            .contains_key(ANNOTATION_EVICTION_REQUESTED)
+}
+
+/// An evicted replica stops the gang as preemption does: every replica is stopped gracefully
+/// (SIGTERM and the grace period, so it can checkpoint) and the task goes back to its queue
+/// with its attempts as they were; admission places it again, off the cordoned node.
+fn requeue_evicted(input: &StepInput, new: &mut MLTaskStatus, pod: &Pod, out: &mut Outcome) {
+    for p in input.mine {
+        out.delete(p);
+    }
+    let why = format!(
+        "evicted: replica pod {} on node {} was evicted (the node is drained); back to the queue, attempt {} not counted",
+        pod.metadata.name,
+        pod.spec.node_name.as_deref().unwrap_or("?"),
+        new.attempts
+    );
+    new.phase = TaskPhase::Queued;
+    new.pending_reason = Some(why.clone());
+    new.queue_position = None;
+    new.master_addr = None;
+    new.replicas.clear();
+    set_condition(
+        &mut new.conditions,
+        cond("Admitted", false, "Evicted", why.clone(), input.now),
+    );
+    out.event(input.task, false, "Evicted", why);
 }
 
 /// The nodes of ranks `0..n` as the status records them, when it records all of them.

@@ -3,7 +3,7 @@
 use super::pass::*;
 use super::replicas::replica_pod;
 use chrono::TimeZone;
-use kumo_api::keys::LABEL_TASK;
+use kumo_api::keys::{ANNOTATION_EVICTION_REQUESTED, LABEL_TASK};
 use kumo_api::mltask::{MLTaskStatus, ReplicaStatus, TaskPhase};
 use kumo_api::{MLTask, Node, Pod, Queue, Time};
 use serde_json::json;
@@ -379,6 +379,48 @@ fn borrowers_are_preempted_with_attempts_unchanged() {
         _ => None,
     });
     assert_eq!(queue_status.map(|s| s.gpus_in_use), Some(2));
+}
+
+#[test]
+fn an_evicted_replica_requeues_the_task_with_attempts_unchanged() {
+    let running = admitted(task("train", 2, 1, 0), &["n1", "n2"], TaskPhase::Running, 2);
+    let mut evicted = pod(&running, 1, "n2", "Running", None);
+    evicted
+        .metadata
+        .annotations
+        .insert(ANNOTATION_EVICTION_REQUESTED.into(), t(90).to_rfc3339());
+    let pods = [pod(&running, 0, "n1", "Running", None), evicted];
+    let nodes = [node("n1", 1), node("n2", 1)];
+    let out = run(std::slice::from_ref(&running), &nodes, &pods);
+    let st = status_of(&out, "train");
+    assert_eq!((st.phase, st.attempts), (TaskPhase::Queued, 2));
+    assert!(st.replicas.is_empty() && st.master_addr.is_none());
+    let mut gone = deleted(&out);
+    gone.sort();
+    assert_eq!(
+        gone,
+        ["train-0", "train-1"],
+        "the whole gang stops gracefully"
+    );
+    assert!(out.actions.iter().all(|a| !matches!(
+        a,
+        Action::DeletePod {
+            grace_seconds: 0,
+            ..
+        }
+    )));
+    assert_eq!(
+        events(&out),
+        ["Evicted: evicted: replica pod train-1 on node n2 was evicted (the node is drained); back to the queue, attempt 2 not counted"]
+    );
+    // A gang that already ended is not requeued by a late eviction.
+    let mut done = pod(&running, 1, "n2", "Succeeded", Some(0));
+    done.metadata
+        .annotations
+        .insert(ANNOTATION_EVICTION_REQUESTED.into(), t(90).to_rfc3339());
+    let pods = [pod(&running, 0, "n1", "Succeeded", Some(0)), done];
+    let out = run(&[running], &nodes, &pods);
+    assert_eq!(status_of(&out, "train").phase, TaskPhase::Succeeded);
 }
 
 #[test]

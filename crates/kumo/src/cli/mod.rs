@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod delete;
 pub mod deploy;
 pub mod describe;
+pub mod down;
 pub mod exec;
 pub mod get;
 pub mod image;
@@ -23,6 +24,7 @@ pub mod version;
 pub mod wait;
 // MLTasks: submit, queue, cancel, and the logs of every replica.
 pub mod mltask_logs;
+pub mod node;
 pub mod queue;
 pub mod submit;
 

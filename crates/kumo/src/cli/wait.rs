@@ -19,8 +19,8 @@ pub struct WaitArgs {
     /// condition=Ready, condition=Ready=False, phase=Succeeded, or delete
     #[arg(long = "for", value_name = "CONDITION", value_parser = For::parse)]
     pub for_: For,
-    /// How long to wait, e.g. 30s, 5m (0: check once)
-    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration)]
+    /// How long to wait, e.g. 30s, 5m (0: check once; at most 8760h)
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_timeout)]
     pub timeout: Duration,
     #[command(flatten)]
     pub ns: NamespaceArgs,

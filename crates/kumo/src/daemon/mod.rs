@@ -1,6 +1,7 @@
 //! The long-running subcommands: `kumo up` (everything), `kumo server` (control plane), `kumo agent`.
 
 mod audit;
+pub mod bootstrap;
 mod credential;
 pub mod leader;
 pub mod limits;
@@ -71,6 +72,8 @@ pub struct ControlPlaneArgs {
     pub leader_elect: leader::LeaderElectArgs,
     #[command(flatten)]
     pub store: store::StoreArgs,
+    #[command(flatten)]
+    pub bootstrap: bootstrap::BootstrapArgs,
     #[command(flatten)]
     pub cluster_network: podnet::ClusterNetworkArgs,
 }
@@ -144,6 +147,11 @@ pub struct NodeArgs {
     /// (default: /etc/cdi, then /var/run/cdi)
     #[arg(long = "cdi-spec-dir")]
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// The cgroup every pod cgroup of this node goes under, in each hierarchy: a relative path
+    /// such as kumo-node1 (nodes sharing a machine each need their own)
+    #[arg(long, default_value = kumo_runtime::cgroup_parent::DEFAULT_CGROUP_PARENT,
+          value_parser = parse_cgroup_parent)]
+    pub cgroup_parent: kumo_runtime::cgroup_parent::CgroupParent,
     #[command(flatten)]
     pub endpoint_limits: limits::AgentLimitArgs,
 }
@@ -210,6 +218,13 @@ pub struct AgentArgs {
     pub cluster_cidr: String,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// Parses `--cgroup-parent` (clap names the flag in its error).
+pub fn parse_cgroup_parent(
+    text: &str,
+) -> Result<kumo_runtime::cgroup_parent::CgroupParent, String> {
+    kumo_runtime::cgroup_parent::CgroupParent::parse(text)
 }
 
 /// Parses `k=v,k2=v2`, checking keys and values as Kubernetes labels.
@@ -302,6 +317,8 @@ struct ControlPlane {
     node_credential_ttl: Duration,
     /// The cluster CA's certificate (PEM).
     ca_pem: String,
+    /// On etcd: the shared bootstrap data this server stored or joined.
+    joined: Option<bootstrap::Joined>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -320,6 +337,28 @@ async fn start_control_plane(
         ),
         None => None,
     };
+    let window = kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes);
+    // On etcd the CA and keys are the cluster's, kept in etcd sealed with the server token:
+    // read (or, on the first server, stored) before anything is written here, so a server
+    // that cannot join leaves its data dir as it was.
+    let (early_store, joined) = if args.store.store.is_some() {
+        let store = store::open(&args.store, data_dir, window).await?;
+        let joined = bootstrap::prepare(
+            store.as_ref(),
+            &args.bootstrap,
+            data_dir,
+            args.encryption_provider_config.as_deref(),
+        )
+        .await?;
+        joined.install(data_dir, args.encryption_provider_config.is_some())?;
+        (Some(store), Some(joined))
+    } else if args.bootstrap.server_token_file.is_some() {
+        return Err(anyhow!(
+            "--server-token-file joins servers on one etcd: it needs --store etcd://HOST:PORT"
+        ));
+    } else {
+        (None, None)
+    };
     // The data dir holds tokens, keys and every Secret: only its owner may enter it.
     private::dir(data_dir)?;
     // Nothing is served unrecorded: a log that cannot be opened stops the server here.
@@ -331,12 +370,10 @@ async fn start_control_plane(
     let token = tokens::controller_token()?;
     let names = pki::serving_names(args.listen, &hostname(), &args.tls_san);
     let tls = pki::load_or_make(data_dir, &names)?;
-    let store = store::open(
-        &args.store,
-        data_dir,
-        kumo_store::WatchWindow::new(args.watch_window, args.watch_window_bytes),
-    )
-    .await?;
+    let store = match early_store {
+        Some(store) => store,
+        None => store::open(&args.store, data_dir, window).await?,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -489,6 +526,7 @@ async fn start_control_plane(
         managed,
         node_credential_ttl: args.node_credential_ttl,
         ca_pem: tls.ca_pem,
+        joined,
         tasks,
     })
 }
@@ -663,6 +701,7 @@ fn agent_config(
                 min_age: node.image_gc_min_age,
             },
             cdi_spec_dirs: node.cdi_spec_dirs.clone(),
+            cgroup_parent: node.cgroup_parent.clone(),
         },
     })
 }
@@ -842,6 +881,17 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("kumo: nodes join with the command `kumo token create NAME --join --ttl 1h` prints");
+    if let Some(joined) = &cp.joined {
+        let how = if joined.first {
+            "stored this cluster's CA and keys in etcd, sealed with"
+        } else {
+            "joined the servers on this etcd with"
+        };
+        println!(
+            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
+            bootstrap::token_path(&data_dir).display()
+        );
+    }
     shutdown.wait().await;
     for t in cp.tasks {
         let _ = t.await;
@@ -965,5 +1015,43 @@ mod tests {
         assert!(parse_labels("k=bad value")
             .unwrap_err()
             .contains("label value"));
+    }
+
+    #[test]
+    fn cgroup_parent_flag() {
+        use clap::Parser;
+        let check = |value: &str, expected: Result<&str, &str>| {
+            let argv = [
+                "kumo",
+                "agent",
+                "--server",
+                "https://a:1",
+                "--cgroup-parent",
+                value,
+            ];
+            match (crate::Cli::try_parse_from(argv), expected) {
+                (Ok(cli), Ok(want)) => match cli.command {
+                    crate::Command::Agent(a) => assert_eq!(a.node.cgroup_parent.as_str(), want),
+                    other => panic!("{other:?}"),
+                },
+                (Err(e), Err(part)) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("--cgroup-parent") && text.contains(part),
+                        "{text}"
+                    );
+                }
+                (got, want) => panic!("{value:?}: {got:?}, wanted {want:?}"),
+            }
+        };
+        check("kumo-node1", Ok("kumo-node1"));
+        check("nodes/n1", Ok("nodes/n1"));
+        check("../escape", Err("must not contain"));
+        check("/abs", Err("must be relative"));
+        let default = crate::Cli::try_parse_from(["kumo", "agent", "--server", "https://a:1"]);
+        match default.expect("parse").command {
+            crate::Command::Agent(a) => assert_eq!(a.node.cgroup_parent.as_str(), "kumo"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -55,6 +55,11 @@ impl Cluster {
 
     /// Any daemon subcommand (`server ...`).
     pub fn start_with(args: Vec<String>) -> Cluster {
+        Self::start_on(args, "127.0.0.1:0")
+    }
+
+    /// Any daemon subcommand, its API server listening on `listen`.
+    pub fn start_on(args: Vec<String>, listen: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut c = Cluster {
             dir,
@@ -64,7 +69,7 @@ impl Cluster {
             banner: Vec::new(),
             child: None,
             args,
-            listen: "127.0.0.1:0".into(),
+            listen: listen.into(),
         };
         c.launch();
         c
@@ -273,16 +278,33 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
-        kill_containers_under(self.dir.path());
-        kill_processes_under(self.dir.path());
+        let node = test_node(self.dir.path(), Default::default());
+        let scope = kumo_runtime::down::PodScope::Recorded;
+        kumo_runtime::down::stop(&node, scope);
         teardown_networks_under(self.dir.path(), &self.args);
-        unmount_under(self.dir.path());
-        remove_cgroups_under(self.dir.path());
+        kumo_runtime::down::release(&node, scope);
+    }
+}
+
+/// Everything of the test's under `dir` as one node for `kumo down`'s library: the cluster's
+/// own processes and every agent's (their command lines or working directories name `dir`),
+/// the pod cgroups of the pods recorded under it, the mounts under it.
+pub fn test_node(
+    dir: &Path,
+    cgroup_parent: kumo_runtime::cgroup_parent::CgroupParent,
+) -> kumo_runtime::down::Node {
+    kumo_runtime::down::Node {
+        data_dir: dir.to_path_buf(),
+        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        cgroup_parent,
     }
 }
 
 /// A bridge and pod CIDR of this test process's own (the default kumo0 and 10.88.0.0/16 stay free).
 pub struct TestNet {
+    /// The slot number N: bridge `ktN`, CIDR `10.124.N.0/24` (and `10.125.N.0/24` for a
+    /// [`crate::multinode::MultiNode`]'s datacenter bridge).
+    pub slot: u32,
     pub bridge: String,
     pub cidr: String,
 }
@@ -309,6 +331,7 @@ impl TestNet {
             {
                 held.push(lock);
                 return TestNet {
+                    slot: n,
                     bridge: format!("kt{n}"),
                     cidr: format!("10.124.{n}.0/24"),
                 };
@@ -319,7 +342,7 @@ impl TestNet {
 }
 
 /// Tears down the pod networks an agent under `dir` left behind (it was killed, not drained),
-/// and deletes the test bridge.
+/// and deletes the test bridge: `kumo down`'s network part.
 pub fn teardown_networks_under(dir: &Path, args: &[String]) {
     let flag = |name: &str| {
         args.iter()
@@ -330,48 +353,47 @@ pub fn teardown_networks_under(dir: &Path, args: &[String]) {
     let (Some(bridge), Some(cidr)) = (flag("--pod-bridge"), flag("--pod-cidr")) else {
         return;
     };
-    for state in [dir.join("data/agent/net"), dir.join("agent/net")] {
-        if !state.exists() {
-            continue;
-        }
+    let mut states: Vec<PathBuf> = [dir.join("data/agent/net"), dir.join("agent/net")]
+        .into_iter()
+        .filter(|s| s.exists())
+        .collect();
+    if states.is_empty() {
+        // The bridge and chain may be there without state (a crash before the first record).
+        states.push(dir.join("no-net-state"));
+    }
+    for state in states {
         let mut config = kumo_net::NetworkConfig::new(state);
         config.bridge = bridge.clone();
         config.pod_cidr = cidr.clone();
-        if let Ok(nets) = kumo_net::PodNetworks::new(config) {
-            // Drop may run inside a test's runtime: block on a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(nets.cleanup_orphans(&Default::default())).ok()
-            })
-            .join();
-        }
+        network_down(config, Vec::new());
     }
-    let _ = Command::new("ip")
-        .args(["link", "del", &bridge])
-        .stderr(Stdio::null())
-        .status();
 }
 
-/// Unmounts everything mounted under `dir` (container root filesystems, netns files), deepest first.
-pub fn unmount_under(dir: &Path) {
-    let mut points = mounts_under(dir);
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
-    }
+/// `kumo down`'s network part for one node, from a test's (possibly async) context.
+pub fn network_down(config: kumo_net::NetworkConfig, links: Vec<String>) -> Vec<String> {
+    // Drop may run inside a test's runtime: block on a thread of its own.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let down = rt.block_on(kumo_net::down::down(config, &links));
+        for f in &down.failed {
+            eprintln!("network teardown: {f}");
+        }
+        Some(down.removed.iter().map(ToString::to_string).collect())
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// Mount points under `dir` (for leak checks).
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .map(str::to_string)
+    kumo_runtime::down::mounts_under(dir)
+        .into_iter()
+        .map(|p| p.display().to_string())
         .collect()
 }
 
@@ -388,144 +410,8 @@ pub fn pod_mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The uids of the pods an agent under `dir` has state for.
-fn pod_uids_under(dir: &Path) -> Vec<String> {
-    // Every agent's state under `dir` (the cluster's own, `data/agent`, and the extra agents
-    // tests start in dirs of their own, like `agent-n1`): the children of its `pods` and
-    // `sandboxes` dirs, per runtime too, are named by pod uid.
-    fn walk(dir: &Path, depth: usize, uids: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name == "pods" || name == "sandboxes" {
-                for pod in std::fs::read_dir(entry.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let uid = pod.file_name().to_string_lossy().to_string();
-                    if uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                        uids.push(uid);
-                    }
-                }
-            } else if depth > 0 {
-                walk(&entry.path(), depth - 1, uids);
-            }
-        }
-    }
-    let mut uids = Vec::new();
-    walk(dir, 3, &mut uids);
-    uids.sort();
-    uids.dedup();
-    uids
-}
-
-/// Kills the processes in the cgroups of this cluster's pods: OCI containers run in their own
-/// mount namespace, so neither their command line nor their directory names the temp dir.
-pub fn kill_containers_under(dir: &Path) {
-    for uid in pod_uids_under(dir) {
-        let pod = Path::new("/sys/fs/cgroup/pids/kumo").join(&uid);
-        let unified = Path::new("/sys/fs/cgroup/kumo").join(&uid);
-        for root in [pod, unified] {
-            for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-                let procs =
-                    std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    signal(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-/// Removes the cgroups of every pod an agent under `dir` ran (their uids name the pod state
-/// dirs), in every hierarchy: runc makes them in all of them.
-pub fn remove_cgroups_under(dir: &Path) {
-    let uids = pod_uids_under(dir);
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let roots: Vec<PathBuf> = hierarchies
-        .flatten()
-        .map(|e| e.path().join("kumo"))
-        .chain([PathBuf::from("/sys/fs/cgroup/kumo")])
-        .collect();
-    for root in roots {
-        for uid in &uids {
-            let pod = root.join(uid);
-            for c in std::fs::read_dir(&pod).into_iter().flatten().flatten() {
-                if c.path().is_dir() {
-                    remove_cgroup(&c.path());
-                }
-            }
-            remove_cgroup(&pod);
-        }
-    }
-}
-
-/// Removes one cgroup. A killed multi-threaded process (a gRPC server) stays in its cgroup
-/// until its last thread has exited, so `rmdir` may be refused (EBUSY) for a moment: kill what
-/// the cgroup still lists and try again until it is empty, for at most five seconds.
-fn remove_cgroup(dir: &Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while dir.exists() {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {}
-            Err(_) => return,
-        }
-        if std::time::Instant::now() > deadline {
-            eprintln!("cgroup {} still busy after 5 s", dir.display());
-            return;
-        }
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            signal(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        std::thread::yield_now();
-    }
-}
-
 fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-}
-
-/// Kills every process started for this test: shims (their command line names the temp dir)
-/// and containers (their working directory is inside it), with their process groups.
-pub fn kill_processes_under(dir: &Path) {
-    let needle = dir.to_string_lossy().to_string();
-    // SIGKILL takes effect asynchronously: look again until nothing of ours is left.
-    for _ in 0..1000 {
-        let mut found = false;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if pid == std::process::id() as i32 {
-                continue;
-            }
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) || cwd.starts_with(dir) {
-                found = true;
-                // Shims and containers lead their own process groups: kill the whole group, but
-                // never a group this test process belongs to.
-                let own = nix::unistd::getpgrp().as_raw();
-                if nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
-                    .is_ok_and(|g| g.as_raw() == pid && pid != own)
-                {
-                    signal(-pid, nix::sys::signal::Signal::SIGKILL);
-                }
-                signal(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-        if !found {
-            return;
-        }
-        std::thread::yield_now();
-    }
 }
 
 /// Whether a process is alive (not a zombie).

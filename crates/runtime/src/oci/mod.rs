@@ -24,6 +24,7 @@ use super::driver::{Driver, Launch, Refusal, RunPaths};
 use super::env::DEFAULT_PATH;
 use super::RuntimeEvent;
 use crate::cgroup::{memory_dir, remove_pod_everywhere};
+use crate::cgroup_parent::CgroupParent;
 use crate::error::RuntimeError;
 use crate::gpus::GpuDevices;
 use crate::gpus::CUDA_VISIBLE_DEVICES;
@@ -59,6 +60,8 @@ pub struct OciRuntimeConfig {
     pub allow_privileged: bool,
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// The cgroup the pods' cgroups go under (`--cgroup-parent`).
+    pub cgroup_parent: CgroupParent,
     /// The node's GPUs (their UUIDs name devices in CDI specs and `CUDA_VISIBLE_DEVICES`).
     pub gpus: Arc<dyn GpuDevices>,
     /// Where CDI specs are read, lowest priority first.
@@ -89,6 +92,7 @@ pub fn open(
         sandboxes: config.sandboxes,
         allow_privileged: config.allow_privileged,
         cgroup_root: config.cgroup_root,
+        cgroup_parent: config.cgroup_parent,
         sys: config.sys.clone(),
         gpus: config.gpus,
         cdi_spec_dirs: config.cdi_spec_dirs,
@@ -115,6 +119,7 @@ pub struct OciDriver {
     sandboxes: Arc<dyn PodSandboxes>,
     allow_privileged: bool,
     cgroup_root: PathBuf,
+    cgroup_parent: CgroupParent,
     /// Cgroups and mounts go through it.
     sys: Arc<dyn Sys>,
     gpus: Arc<dyn GpuDevices>,
@@ -251,7 +256,7 @@ impl OciDriver {
             netns: sandbox.netns_path.clone(),
             etc_files: sandbox.etc_files.clone(),
             volumes: sandbox.volumes.clone(),
-            cgroups_path: format!("/kumo/{}/{}", p.uid, p.container),
+            cgroups_path: self.cgroup_parent.oci_path(&p.uid, &p.container),
             passwd: read_rootfs_file(&rootfs.path, "etc/passwd"),
             group: read_rootfs_file(&rootfs.path, "etc/group"),
             allow_privileged: self.allow_privileged,
@@ -283,6 +288,7 @@ impl OciDriver {
                 cgroups: vec![memory_dir(
                     &*self.sys,
                     &self.cgroup_root,
+                    &self.cgroup_parent,
                     &p.uid,
                     &p.container,
                 )],
@@ -431,7 +437,7 @@ impl Driver for OciDriver {
                 first.get_or_insert(e);
             }
         }
-        remove_pod_everywhere(&*self.sys, &self.cgroup_root, uid);
+        remove_pod_everywhere(&*self.sys, &self.cgroup_root, &self.cgroup_parent, uid);
         match first {
             None => Ok(()),
             Some(e) => Err(RuntimeError::Shim(e)),

@@ -1,6 +1,7 @@
 //! Apps end to end: releases, blue-green rollouts and the router in front of process-runtime
 //! replicas (a small python3 HTTP server that names its replica and its config).
 
+mod drain;
 mod input;
 mod limits;
 mod resilience;
