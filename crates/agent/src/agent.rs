@@ -37,7 +37,7 @@ const MAX_CONCURRENT_SYNCS: usize = 16;
 /// left running; a restarted agent re-adopts them.
 pub async fn run(
     client: Client,
-    config: AgentConfig,
+    mut config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     if config.node_name.is_empty() {
@@ -54,6 +54,7 @@ pub async fn run(
     } else {
         Arc::new(NvmlGpus::new())
     };
+    let across_nodes = join_pod_network(&client, &mut config, &devices).await?;
     let (runtime_tx, mut runtime_events) = mpsc::unbounded_channel();
     let (runtimes, oci, image_store) = open_runtimes(&config, runtime_tx, devices.clone())?;
     let sandboxes = oci.sandboxes.clone();
@@ -90,12 +91,24 @@ pub async fn run(
             address: config.advertise_address.clone(),
             port,
             runtime_classes: classes.clone(),
+            pod_cidr: config.containers.pod_cidr.clone(),
         },
         facts: HostFacts::read(),
         gpus: devices.clone(),
         interval: config.heartbeat_interval,
     };
     tasks.spawn(node.run());
+    if let Some((backend, local)) = across_nodes {
+        let links = kumo_net::Links::connect()
+            .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;
+        tasks.spawn(crate::podnet::run(
+            client.clone(),
+            backend,
+            local,
+            links,
+            std::future::pending(),
+        ));
+    }
     tasks.spawn(crate::image_gc::run(
         image_store,
         config.data_dir.join("images"),
@@ -249,6 +262,100 @@ fn serve_endpoint(
     });
 }
 
+/// Before the pod network is opened: registers the Node and settles its pod CIDR (the Node's,
+/// else `--pod-cidr`, else kumo-net's default), and on a backend the pods' MTU; what the
+/// routes loop needs, when there is one.
+async fn join_pod_network(
+    client: &Client,
+    config: &mut AgentConfig,
+    devices: &Arc<dyn GpuDiscovery>,
+) -> Result<Option<(kumo_net::Backend, kumo_net::PeerNode)>, AgentError> {
+    let cc = &mut config.containers;
+    if cc.no_pod_network {
+        return Ok(None);
+    }
+    // The Node must exist for the control plane to give it a pod CIDR.
+    let early = NodeAgent {
+        client: client.clone(),
+        id: NodeIdentity {
+            name: config.node_name.clone(),
+            labels: config.labels.clone(),
+            address: config.advertise_address.clone(),
+            port: 0,
+            runtime_classes: Vec::new(),
+            pod_cidr: cc.pod_cidr.clone(),
+        },
+        facts: HostFacts::read(),
+        gpus: devices.clone(),
+        interval: config.heartbeat_interval,
+    };
+    // A node the others reach only on loopback (one machine, tests) is in no pod network
+    // across nodes: it would make a VXLAN device and routes on the host for nothing.
+    let address: Option<std::net::IpAddr> = config.advertise_address.parse().ok();
+    if cc.pod_network_backend.is_some() && address.is_none_or(|a| a.is_loopback()) {
+        tracing::info!(node = %config.node_name, address = %config.advertise_address, "the node address is not a routable IP: no routes to other nodes' pods");
+        cc.pod_network_backend = None;
+    }
+    // Only a node of a pod network across nodes waits for the control plane's slice.
+    let wait = match cc.pod_network_backend {
+        Some(_) => crate::podnet::POD_CIDR_WAIT,
+        None => Duration::ZERO,
+    };
+    let resolved = match early.register(&devices.discover()).await {
+        Ok(()) => crate::podnet::resolve_pod_cidr(
+            client,
+            &config.node_name,
+            cc.pod_cidr.as_deref(),
+            cc.pod_network_backend.is_some(),
+            wait,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read this node's pod CIDR");
+            cc.pod_cidr.clone()
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register the node before its pod network");
+            cc.pod_cidr.clone()
+        }
+    };
+    let pod_cidr = match resolved {
+        Some(c) => c,
+        None => {
+            let default = kumo_net::NetworkConfig::default().pod_cidr;
+            tracing::warn!(node = %config.node_name, pod_cidr = %default, "the control plane gave this node no pod CIDR in time; using the default");
+            default
+        }
+    };
+    tracing::info!(node = %config.node_name, %pod_cidr, "pod CIDR");
+    cc.pod_cidr = Some(pod_cidr.clone());
+    let (Some(backend), Some(address)) = (cc.pod_network_backend, address) else {
+        return Ok(None);
+    };
+    if cc.pod_mtu.is_none() {
+        let links = kumo_net::Links::connect()
+            .map_err(|e| AgentError::Config(format!("pod network: {e}")))?;
+        let link_mtu = links
+            .mtu_of_address(address)
+            .await
+            .map_err(|e| AgentError::Config(format!("pod network: {e}")))?
+            .ok_or_else(|| {
+                AgentError::Config(format!(
+                    "--pod-network-backend {backend}: no link of this host has the node address {address}"
+                ))
+            })?;
+        cc.pod_mtu = Some(crate::podnet::pod_mtu(backend, link_mtu));
+    }
+    Ok(Some((
+        backend,
+        kumo_net::PeerNode {
+            name: config.node_name.clone(),
+            address,
+            pod_cidr,
+        },
+    )))
+}
+
 /// The pod worker with what it uses: the prober and the GPU usage sampler (started into
 /// `tasks`), the GPU allocator and the MLTask data of this node.
 fn pod_worker(
@@ -338,6 +445,8 @@ fn open_runtimes(
         if let Some(bridge) = &cc.bridge {
             net.bridge = bridge.clone();
         }
+        net.cluster_cidr = cc.cluster_cidr.clone();
+        net.mtu = cc.pod_mtu;
         net.node_name = config.node_name.clone();
         net.warm_pool = cc.pod_network_pool;
         let networks = kumo_net::PodNetworks::new(net)

@@ -60,6 +60,13 @@ pub struct ContainerConfig {
     pub allow_privileged: bool,
     /// The pod network's CIDR (`--pod-cidr`); `None` for kumo-net's default (10.88.0.0/16).
     pub pod_cidr: Option<String>,
+    /// The cluster's pod CIDR (every node's pod CIDR): pod traffic to it is not masqueraded.
+    pub cluster_cidr: Option<String>,
+    /// How this node reaches other nodes' pods (`--pod-network-backend`); `None`: it does not
+    /// (one node: `kumo up`).
+    pub pod_network_backend: Option<kumo_net::Backend>,
+    /// The MTU of pods' interfaces; `None` for the bridge plugin's default.
+    pub pod_mtu: Option<u32>,
     /// The pod network's bridge; `None` for kumo-net's default (`kumo0`).
     pub bridge: Option<String>,
     /// Run OCI pods without a pod network (each container gets an empty namespace).

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod model;
 pub mod node;
 pub mod plan;
+pub mod podnet;
 pub mod probe;
 pub mod pull_secrets;
 pub mod pulls;

@@ -65,6 +65,10 @@ pub struct NodeIdentity {
     pub address: String,
     pub port: u16,
     pub runtime_classes: Vec<String>,
+    /// The pod CIDR (`--pod-cidr`) a Node this agent creates is given; `None` leaves it to the
+    /// control plane's node IPAM. An existing Node's is never changed (its spec is the
+    /// administrator's and the control plane's).
+    pub pod_cidr: Option<String>,
 }
 
 /// The labels the agent owns: the configured ones, the hostname and the GPU model.
@@ -227,6 +231,10 @@ impl NodeAgent {
                         metadata: meta,
                         ..Default::default()
                     };
+                    if let Some(cidr) = &self.id.pod_cidr {
+                        node.spec.pod_cidr = Some(cidr.clone());
+                        node.spec.pod_cidrs = vec![cidr.clone()];
+                    }
                     node.set_type_meta();
                     match self.client.create(&node).await {
                         Ok(_) => return Ok(()),
@@ -296,6 +304,7 @@ mod tests {
             address: "10.0.0.5".into(),
             port: 7401,
             runtime_classes: vec!["process".into()],
+            pod_cidr: None,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod audit;
 pub mod bounds;
+pub mod cidr;
 pub mod dataset;
 pub mod event;
 pub mod exec;

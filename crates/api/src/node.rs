@@ -33,7 +33,18 @@ pub struct NodeSpec {
     pub unschedulable: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<Taint>,
+    /// The node's slice of the cluster's pod network, given by the control plane's node IPAM
+    /// (or published by an agent started with `--pod-cidr`); its pods' IPs come from it.
+    #[serde(rename = "podCIDR", default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    /// Kubernetes' list form of `podCIDR` (its first item is `podCIDR`).
+    #[serde(rename = "podCIDRs", default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_cidrs: Vec<String>,
 }
+
+/// Annotation with the MAC address of the node's VXLAN device (`kumo.vxlan`), which the other
+/// nodes put in their FDB and neighbour entries for it (flannel's `backend-data`).
+pub const ANNOTATION_VXLAN_MAC: &str = "kumo.dev/vxlan-mac";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -125,5 +136,71 @@ pub fn validate_node_spec(spec: &NodeSpec, errors: &mut Errors) {
                 format!("Invalid value: {:?}: not a qualified name", t.key),
             );
         }
+    }
+    if let Some(cidr) = &spec.pod_cidr {
+        if let Err(e) = crate::cidr::Cidr::parse(cidr) {
+            errors.add("spec.podCIDR", format!("Invalid value: {cidr:?}: {e}"));
+        }
+    }
+    for (i, cidr) in spec.pod_cidrs.iter().enumerate() {
+        if let Err(e) = crate::cidr::Cidr::parse(cidr) {
+            errors.add(
+                format!("spec.podCIDRs[{i}]"),
+                format!("Invalid value: {cidr:?}: {e}"),
+            );
+        }
+    }
+    if let (Some(first), Some(cidr)) = (spec.pod_cidrs.first(), &spec.pod_cidr) {
+        if first != cidr {
+            errors.add(
+                "spec.podCIDRs[0]",
+                format!("Invalid value: {first:?}: must match spec.podCIDR {cidr:?}"),
+            );
+        }
+    }
+}
+
+impl NodeSpec {
+    /// The node's pod CIDR: `podCIDR`, else the first of `podCIDRs`.
+    pub fn pod_cidr(&self) -> Option<&str> {
+        self.pod_cidr
+            .as_deref()
+            .or(self.pod_cidrs.first().map(String::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(spec: serde_json::Value, expected: &[&str]) {
+        let spec: NodeSpec = serde_json::from_value(spec).unwrap();
+        let mut errors = Errors::default();
+        validate_node_spec(&spec, &mut errors);
+        let got: Vec<String> = match errors.into_result() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        };
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn pod_cidrs_are_checked() {
+        use serde_json::json;
+        check(
+            json!({"podCIDR": "10.88.1.0/24", "podCIDRs": ["10.88.1.0/24"]}),
+            &[],
+        );
+        check(
+            json!({"podCIDR": "10.88.1.1/24"}),
+            &["spec.podCIDR: Invalid value: \"10.88.1.1/24\": 10.88.1.1/24 has host bits set"],
+        );
+        check(
+            json!({"podCIDR": "10.88.1.0/24", "podCIDRs": ["10.88.2.0/24", "x"]}),
+            &[
+                "spec.podCIDRs[1]: Invalid value: \"x\": \"x\" is not a CIDR (want address/prefix)",
+                "spec.podCIDRs[0]: Invalid value: \"10.88.2.0/24\": must match spec.podCIDR \"10.88.1.0/24\"",
+            ],
+        );
     }
 }

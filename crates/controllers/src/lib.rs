@@ -6,5 +6,6 @@
 pub mod apps;
 pub mod event_ttl;
 pub mod mltask;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replica_failure;

@@ -10,6 +10,9 @@ pub struct NetworkConfig {
     /// The range pod IPs come from (host-local IPAM); its first address is the bridge gateway.
     /// Default `10.88.0.0/16`.
     pub pod_cidr: String,
+    /// The whole cluster's pod range (every node's pod CIDR): pod traffic to it keeps its
+    /// source address; traffic elsewhere is masqueraded. `None`: only `pod_cidr` is.
+    pub cluster_cidr: Option<String>,
     /// The Linux bridge the bridge plugin creates and plugs every pod's veth into. Default `kumo0`.
     pub bridge: String,
     /// Where the CNI plugin binaries are. Default `/usr/lib/cni` (Debian's
@@ -32,6 +35,7 @@ impl NetworkConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         NetworkConfig {
             pod_cidr: "10.88.0.0/16".to_string(),
+            cluster_cidr: None,
             bridge: "kumo0".to_string(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             state_dir: state_dir.into(),
@@ -66,6 +70,21 @@ impl NetworkConfig {
             });
         }
         Ok(cidr)
+    }
+}
+
+impl NetworkConfig {
+    /// The parsed cluster CIDR, if any.
+    pub(crate) fn cluster(&self) -> Result<Option<Cidr>, NetError> {
+        self.cluster_cidr
+            .as_deref()
+            .map(|c| {
+                Cidr::parse(c).map_err(|message| NetError::InvalidConfig {
+                    field: "cluster_cidr",
+                    message,
+                })
+            })
+            .transpose()
     }
 }
 

@@ -78,6 +78,9 @@ pub enum NetError {
     /// The node's masquerade rules for pod egress could not be installed or removed.
     #[error("pod egress masquerade: {message}")]
     Masquerade { message: String },
+    /// A netlink request for the pod network across nodes failed.
+    #[error("netlink: {op}: {message}")]
+    Netlink { op: &'static str, message: String },
     /// A per-pod state file is unreadable.
     #[error("pod network state {}", path.display())]
     State {

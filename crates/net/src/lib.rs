@@ -25,8 +25,10 @@ pub mod down;
 mod error;
 mod exec;
 mod files;
+mod links;
 mod masq;
 mod netns;
+mod overlay;
 mod pods;
 mod ports;
 mod state;
@@ -35,5 +37,11 @@ pub use cni::{CniError, CniInterface, CniIp, CniResult, CniRoute};
 pub use config::NetworkConfig;
 pub use error::NetError;
 pub use files::{write_pod_files, PodFiles};
+pub use links::{Applied, Links, ROUTE_PROTOCOL};
+pub use masq::masquerade;
+pub use overlay::{
+    desired, format_mac, vtep_gateway, vtep_mac, Backend, Desired, FdbEntry, NeighbourEntry,
+    PeerNode, PodRoute, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
+};
 pub use pods::{PodNetRequest, PodNetwork, PodNetworks, WARM_PREFIX};
 pub use ports::{port_mappings, PortMapping, PortSpec, Protocol};

@@ -53,6 +53,8 @@ pub struct PodNetwork {
 pub struct PodNetworks {
     config: NetworkConfig,
     cidr: Cidr,
+    /// The cluster's pod CIDR (every node's pods): not masqueraded.
+    cluster: Option<Cidr>,
     path_env: OsString,
     netns_dir: PathBuf,
     ipam_dir: PathBuf,
@@ -93,6 +95,7 @@ impl PodNetworks {
     /// bridge then).
     pub fn new(config: NetworkConfig) -> Result<Self, NetError> {
         let cidr = config.validate()?;
+        let cluster = config.cluster()?;
         let mut config = config;
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| NetError::io("creating", &config.state_dir, e))?;
@@ -110,6 +113,7 @@ impl PodNetworks {
             states: StateDir::new(dir("pods")?),
             path_env: exec::plugin_path_env(std::env::var_os("PATH").as_deref()),
             cidr,
+            cluster,
             config,
             plugins: tokio::sync::RwLock::new(()),
             bridge_ready: AtomicBool::new(false),
@@ -372,7 +376,7 @@ impl PodNetworks {
     async fn ensure_masq(&self) -> Result<(), NetError> {
         let mut installed = self.masq.lock().await;
         if !*installed {
-            masq::ensure(&self.config.bridge, self.cidr, &self.path_env).await?;
+            masq::ensure(&self.config.bridge, self.cidr, self.cluster, &self.path_env).await?;
             *installed = true;
         }
         Ok(())

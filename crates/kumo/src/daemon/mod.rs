@@ -8,6 +8,7 @@ pub mod leader;
 pub mod limits;
 pub mod migrate;
 pub mod pki;
+mod podnet;
 mod private;
 pub mod router;
 mod service_accounts;
@@ -77,6 +78,8 @@ pub struct ControlPlaneArgs {
     pub bootstrap: bootstrap::BootstrapArgs,
     #[command(flatten)]
     pub blobs: blob_store::BlobStoreArgs,
+    #[command(flatten)]
+    pub cluster_network: podnet::ClusterNetworkArgs,
 }
 
 /// Flags of a node agent, shared by `up` and `agent`.
@@ -109,6 +112,10 @@ pub struct NodeArgs {
     /// The pod network's CIDR (default 10.88.0.0/16)
     #[arg(long)]
     pub pod_cidr: Option<String>,
+    /// How this node reaches other nodes' pods: vxlan or host-gw (default vxlan for `kumo
+    /// agent`; `kumo up` alone programs none)
+    #[arg(long, value_parser = podnet::backend)]
+    pub pod_network_backend: Option<kumo_net::Backend>,
     /// The pod network's bridge (default kumo0)
     #[arg(long)]
     pub pod_bridge: Option<String>,
@@ -210,6 +217,10 @@ pub struct AgentArgs {
     /// Address the API server reaches this agent at (default: the listen address, or 127.0.0.1)
     #[arg(long)]
     pub advertise_address: Option<String>,
+    /// The control plane's --cluster-cidr: pod traffic to it (other nodes' pods) keeps its
+    /// source address, traffic elsewhere is masqueraded
+    #[arg(long, default_value = "10.88.0.0/16", value_parser = podnet::cidr)]
+    pub cluster_cidr: String,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -322,6 +333,7 @@ async fn start_control_plane(
     shutdown: &Shutdown,
 ) -> anyhow::Result<ControlPlane> {
     let election = args.leader_elect.timing()?;
+    let pod_range = args.cluster_network.range().await?;
     // A given encryption config that cannot be used stops the server before anything is written.
     let given = match &args.encryption_provider_config {
         Some(path) => Some(
@@ -472,6 +484,15 @@ async fn start_control_plane(
                 "kumo-node-lifecycle-controller",
                 boxed(move || {
                     kumo_controllers::node_lifecycle::run(c.clone(), grace, std::future::pending())
+                }),
+            )
+        },
+        {
+            let c = client.clone();
+            elect(
+                "kumo-node-ipam-controller",
+                boxed(move || {
+                    kumo_controllers::node_ipam::run(c.clone(), pod_range, std::future::pending())
                 }),
             )
         },
@@ -687,6 +708,9 @@ fn agent_config(
                 .collect(),
             allow_privileged: node.allow_privileged,
             pod_cidr: node.pod_cidr.clone(),
+            cluster_cidr: None,
+            pod_network_backend: node.pod_network_backend,
+            pod_mtu: None,
             bridge: node.pod_bridge.clone(),
             no_pod_network: node.no_pod_network,
             pod_network_pool: node.pod_network_pool,
@@ -727,7 +751,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let agent_dir = data_dir.join("agent");
     private::dir(&agent_dir)?;
     let node_cred = local_node_credential(&cp, &node_name, &credential::path(&agent_dir)).await?;
-    let agent_cfg = agent_config(
+    let mut agent_cfg = agent_config(
         &args.node,
         node_name,
         agent_dir.clone(),
@@ -739,6 +763,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         },
         cp.ca_pem.clone(),
     )?;
+    // One machine: its node keeps --pod-cidr (published as its podCIDR) and, unless asked,
+    // programs no routes to other nodes.
+    let containers = &mut agent_cfg.containers;
+    containers.pod_cidr = Some(
+        containers
+            .pod_cidr
+            .clone()
+            .unwrap_or_else(|| kumo_net::NetworkConfig::default().pod_cidr),
+    );
+    containers.cluster_cidr = Some(args.control.cluster_network.cluster_cidr.clone());
     let node_name = agent_cfg.node_name.clone();
     let client = Client::new(&client_config(&cp.url, &cp.token, &cp.ca_pem))?;
     let default_level = label_default_namespace(&client).await?;
@@ -936,7 +970,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             shutdown.wait(),
         ));
     }
-    let cfg = agent_config(
+    let mut cfg = agent_config(
         &args.node,
         node_name,
         data_dir,
@@ -944,6 +978,12 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         advertise,
         ca_pem,
     )?;
+    cfg.containers.cluster_cidr = Some(args.cluster_cidr.clone());
+    cfg.containers.pod_network_backend = Some(
+        args.node
+            .pod_network_backend
+            .unwrap_or(kumo_net::Backend::Vxlan),
+    );
     println!(
         "kumo: agent for node {} joined {}",
         cfg.node_name, args.server

@@ -20,6 +20,8 @@ mod migrate;
 mod mltask;
 mod multinode;
 mod nodes;
+mod podnet;
+mod podnet_nodes;
 mod pods;
 mod rbac;
 mod secrets;
