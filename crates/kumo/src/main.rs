@@ -117,6 +117,9 @@ pub enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Fetch an ML task's collected /output: kumo output pull TASK DIR
     Output(cli::dataset::OutputArgs),
+    /// (internal) run N hollow nodes (fake runtime) for the density benchmark
+    #[command(hide = true, name = "hollow-nodes")]
+    HollowNodes(daemon::hollow::HollowArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_runtime::shim::ShimArgs),
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             Command::Up(a) => daemon::up(*a).await,
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
+            Command::HollowNodes(a) => daemon::hollow::run(a).await,
             Command::Router(a) => daemon::router::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,
             Command::Create(a) => cli::create::run(a).await,

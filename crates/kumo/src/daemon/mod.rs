@@ -2,6 +2,7 @@
 
 mod audit;
 mod credential;
+pub mod hollow;
 pub mod leader;
 pub mod limits;
 pub mod pki;
