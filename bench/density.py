@@ -271,6 +271,10 @@ def run_one(args, store, nodes):
         threads = [threading.Thread(target=creator) for _ in range(args.clients)]
         samp = threading.Thread(target=sampler)
         peak = dict(rss)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,16384", "-p", str(cluster.server.pid),
+                                     "-o", f"{args.perf}.{store}.{nodes}"], stdout=log, stderr=log)
         for t in threads:
             t.start()
         samp.start()
@@ -287,6 +291,9 @@ def run_one(args, store, nodes):
         t_end = max(running.values()) if running else time.perf_counter()
         burst_done.set()
         samp.join()
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         cpu = {k: cpu_seconds(p.pid) - cpu0[k] for k, p in (("server", cluster.server), ("hollow", hollow), ("etcd", cluster.etcd)) if p}
         cpu["driver"] = time.process_time() - driver_cpu0
         startup = [running[n] - sent[n] for n in running if n in sent]
@@ -359,6 +366,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for every pod Running")
     ap.add_argument("--kumo", default="target/release/kumo")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
+    ap.add_argument("--perf", help="perf record the server during the burst into PERF.STORE.NODES")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, data)")
     args = ap.parse_args()
     KUMO = os.path.abspath(args.kumo)

@@ -7,7 +7,7 @@
 //! created, and the write's own watch event wakes no pass.
 
 use super::pass::{pass, task_key, Action, Snapshot};
-use super::settled::{self, finished_entry, pod_needed, tasks_of_holding, Finished};
+use super::settled::{self, finished_entry, pod_needed_with, tasks_of_holding, Finished};
 use super::standing;
 use futures_util::StreamExt;
 use kumo_api::Time;
@@ -153,7 +153,8 @@ async fn one_pass(ctx: Ctx<'_>) -> Result<Passed, Infallible> {
     let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
     // Tasks are shared with the informer's cache, not copied: most wait unchanged.
     let mut task_list = tasks.list_filtered_shared(|t| !settled::finished(t));
-    let pod_list = pods.list_filtered(|p| pod_needed(p, &finished));
+    let any_task = !task_list.is_empty();
+    let pod_list = pods.list_filtered(|p| pod_needed_with(p, &finished, any_task));
     for key in tasks_of_holding(&pod_list, &finished) {
         if !task_list.iter().any(|t| task_key(t) == key) {
             task_list.extend(tasks.get_shared(&key));
