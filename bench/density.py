@@ -273,7 +273,7 @@ def run_one(args, store, nodes):
         peak = dict(rss)
         perf = None
         if args.perf:
-            perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,16384", "-p", str(cluster.server.pid),
+            perf = subprocess.Popen(["perf", "record", "-F", "99", "--call-graph", "dwarf,16384", "-p", str(cluster.server.pid),
                                      "-o", f"{args.perf}.{store}.{nodes}"], stdout=log, stderr=log)
         for t in threads:
             t.start()
