@@ -627,6 +627,13 @@ fn without_a_task_to_move_along_plain_pods_are_left_out() {
         deleted(&run(&tasks, &nodes, &kept)),
         ["gone-0", "stopping-0"]
     );
+    // With no task at all, the nodes play no part either (the pass is then given none).
+    let orphans = [pod(&task("gone", 1, 1, 0), 0, "n1", "Succeeded", Some(0))];
+    assert_eq!(
+        run(&[], &nodes, &orphans).actions,
+        run(&[], &[], &orphans).actions
+    );
+    assert_eq!(deleted(&run(&[], &[], &orphans)), ["gone-0"]);
 }
 
 thread_local! {
