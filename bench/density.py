@@ -325,7 +325,7 @@ def run_one(args, store, nodes):
                 _, _, dt = a.call("DELETE", f"/api/v1/namespaces/default/pods/{name}")
                 lat["DELETE pod"].append(dt)
 
-        threads = [threading.Thread(target=deleter) for _ in range(args.clients)]
+        threads = [threading.Thread(target=deleter) for _ in range(0 if args.no_delete else args.clients)]
         for t in threads:
             t.start()
         for t in threads:
@@ -367,6 +367,7 @@ def main():
     ap.add_argument("--kumo", default="target/release/kumo")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     ap.add_argument("--perf", help="perf record the server during the burst into PERF.STORE.NODES")
+    ap.add_argument("--no-delete", action="store_true", help="skip the timed DELETE of every pod at the end")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, data)")
     args = ap.parse_args()
     KUMO = os.path.abspath(args.kumo)
