@@ -3,6 +3,7 @@
 
 Usage: python3 bench/density.py [--nodes 10,100] [--stores redb,etcd] [--pods-per-node 30]
                                 [--clients 4] [--kumo target/release/kumo] [--json out.json]
+                                [--perf FILE] [--no-delete] [--keep]
 
 For each store and node count: starts `kumo server` in a temp dir (redb, or a single-member etcd
 this script starts on free loopback ports), makes one join token with N uses, starts
