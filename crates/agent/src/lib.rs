@@ -16,6 +16,7 @@ pub mod exec;
 pub mod gpu;
 pub mod gpu_alloc;
 pub mod gpu_usage;
+pub mod hollow;
 pub mod host_path;
 pub mod image_gc;
 pub mod images;

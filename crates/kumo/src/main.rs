@@ -129,6 +129,9 @@ pub enum Command {
     /// On a node, as root: stop every pod and remove everything kumo made there (containers,
     /// mounts, cgroups, pod networks, the bridge, iptables chains, IPAM leases)
     Down(cli::down::DownArgs),
+    /// (internal) run N hollow nodes (fake runtime) for the density benchmark
+    #[command(hide = true, name = "hollow-nodes")]
+    HollowNodes(daemon::hollow::HollowArgs),
     /// (internal) supervise one container process for the agent
     #[command(hide = true)]
     Shim(kumo_runtime::shim::ShimArgs),
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
             Command::Up(a) => daemon::up(*a).await,
             Command::Server(a) => daemon::server(a).await,
             Command::Agent(a) => daemon::agent(a).await,
+            Command::HollowNodes(a) => daemon::hollow::run(a).await,
             Command::Router(a) => daemon::router::run(a).await,
             Command::Store(a) => daemon::migrate::run(a).await,
             Command::Apply(a) => cli::apply::run(a).await,

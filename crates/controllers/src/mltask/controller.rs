@@ -7,7 +7,7 @@
 //! created, and the write's own watch event wakes no pass.
 
 use super::pass::{pass, task_key, Action, Snapshot};
-use super::settled::{self, finished_entry, pod_needed, tasks_of_holding, Finished};
+use super::settled::{self, finished_entry, pod_needed_with, tasks_of_holding, Finished};
 use super::standing;
 use futures_util::StreamExt;
 use kumo_api::Time;
@@ -153,13 +153,21 @@ async fn one_pass(ctx: Ctx<'_>) -> Result<Passed, Infallible> {
     let finished: Finished = tasks.filter_map(finished_entry).into_iter().collect();
     // Tasks are shared with the informer's cache, not copied: most wait unchanged.
     let mut task_list = tasks.list_filtered_shared(|t| !settled::finished(t));
-    let pod_list = pods.list_filtered(|p| pod_needed(p, &finished));
+    let any_task = !task_list.is_empty();
+    let pod_list = pods.list_filtered(|p| pod_needed_with(p, &finished, any_task));
     for key in tasks_of_holding(&pod_list, &finished) {
         if !task_list.iter().any(|t| task_key(t) == key) {
             task_list.extend(tasks.get_shared(&key));
         }
     }
-    let (queue_list, node_list) = (queues.list(), nodes.list());
+    // Nodes count only in tasks' steps and admission: a pass with no task copies none (with a
+    // thousand nodes, each heartbeat made a pass that cloned every Node: bench/density.py).
+    let node_list = if task_list.is_empty() {
+        Vec::new()
+    } else {
+        nodes.list()
+    };
+    let queue_list = queues.list();
     let datasets = dataset_names(client, &task_list).await;
     let now = chrono::Utc::now();
     // A panic here is caught by the runtime, which retries the pass after a back-off (not at

@@ -626,6 +626,58 @@ fn ended_tasks_and_their_ended_replicas_can_be_left_out() {
     assert_eq!(status_of(&full, "running").phase, TaskPhase::Succeeded);
 }
 
+#[test]
+fn without_a_task_to_move_along_plain_pods_are_left_out() {
+    use super::settled::{finished_entry, pod_needed_with, Finished};
+    let done = admitted(task("done", 1, 1, 0), &["n1"], TaskPhase::Succeeded, 1);
+    let stopping = admitted(task("stopping", 1, 1, 1), &["n1"], TaskPhase::Cancelled, 1);
+    // A plain pod (no task) that holds node resources.
+    let mut plain = pod(&task("x", 1, 1, 2), 0, "n1", "Running", None);
+    plain.metadata.labels.remove(LABEL_TASK);
+    plain.metadata.owner_references.clear();
+    plain.metadata.name = "plain".into();
+    let replica = pod(&stopping, 0, "n1", "Running", None);
+    let orphan = pod(&task("gone", 1, 1, 0), 0, "n1", "Succeeded", Some(0));
+    let finished: Finished = [&done, &stopping]
+        .into_iter()
+        .filter_map(finished_entry)
+        .collect();
+    let check = |p: &Pod, any_task: bool, expected: bool| {
+        assert_eq!(
+            pod_needed_with(p, &finished, any_task),
+            expected,
+            "{} with any_task {any_task}",
+            p.metadata.name
+        );
+    };
+    // With a task to admit, a plain pod counts in the node views; without one it is left out.
+    check(&plain, true, true);
+    check(&plain, false, false);
+    // Replicas are kept either way: an ended task's running one is stopped, an orphan deleted.
+    check(&replica, false, true);
+    check(&orphan, false, true);
+    // And leaving the plain pod out changes nothing the pass does.
+    let nodes = [node("n1", 2)];
+    let all = [plain.clone(), replica.clone(), orphan.clone()];
+    let kept = [replica, orphan];
+    let tasks = [stopping];
+    assert_eq!(
+        run(&tasks, &nodes, &all).actions,
+        run(&tasks, &nodes, &kept).actions
+    );
+    assert_eq!(
+        deleted(&run(&tasks, &nodes, &kept)),
+        ["gone-0", "stopping-0"]
+    );
+    // With no task at all, the nodes play no part either (the pass is then given none).
+    let orphans = [pod(&task("gone", 1, 1, 0), 0, "n1", "Succeeded", Some(0))];
+    assert_eq!(
+        run(&[], &nodes, &orphans).actions,
+        run(&[], &[], &orphans).actions
+    );
+    assert_eq!(deleted(&run(&[], &[], &orphans)), ["gone-0"]);
+}
+
 thread_local! {
     /// The task key whose step panics in this thread's passes (the test hook of `pass`).
     static PANIC_FOR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };

@@ -47,6 +47,14 @@ pub fn pod_needed(pod: &Pod, finished: &Finished) -> bool {
     }
 }
 
+/// [`pod_needed`] in a pass that has `any_task` (one not ended) to move along or admit. Without
+/// one, a pod that is no task's replica plays no part (it counts only in admission's node
+/// views), so on a cluster without MLTasks a pass clones none of its pods: the density
+/// benchmark (`bench/density.py`) found the passes cloning every pod on every pod change.
+pub fn pod_needed_with(pod: &Pod, finished: &Finished, any_task: bool) -> bool {
+    (any_task || pod.metadata.labels.contains_key(LABEL_TASK)) && pod_needed(pod, finished)
+}
+
 /// The ended tasks named by `pods` that still hold resources: the pass stops those pods, so it
 /// needs these tasks even though they ended.
 pub fn tasks_of_holding(pods: &[Pod], finished: &Finished) -> Vec<String> {

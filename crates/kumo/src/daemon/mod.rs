@@ -4,6 +4,7 @@ mod audit;
 pub mod blob_store;
 pub mod bootstrap;
 mod credential;
+pub mod hollow;
 pub mod leader;
 pub mod limits;
 pub mod migrate;
