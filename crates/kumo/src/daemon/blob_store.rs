@@ -28,11 +28,11 @@ pub struct BlobStoreArgs {
     pub blob_gc_interval: Duration,
 }
 
-/// At least a second (a zero interval would spin).
+/// 1s to 24h (a zero interval would spin; a longer one would in effect never collect).
 fn gc_interval(text: &str) -> Result<Duration, String> {
     let d = crate::duration::parse_duration(text)?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("{text:?}: must be at least 1s"));
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{text:?}: must be from 1s to 24h"));
     }
     Ok(d)
 }

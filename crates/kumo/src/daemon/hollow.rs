@@ -5,8 +5,7 @@
 //! it. Credentials are kept in memory only and not rotated: a benchmark lasts minutes.
 
 use super::{client_config, credential, init_logging, read_ca, Shutdown};
-use crate::duration::parse_duration;
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use kumo_agent::hollow::{HollowNode, HOLLOW_RUNTIME_CLASS};
 use kumo_agent::node::HostFacts;
@@ -28,31 +27,28 @@ pub struct HollowArgs {
     /// A join token with at least --nodes uses (`kumo token create NAME --join --uses N`)
     #[arg(long, env = "KUMO_JOIN_TOKEN", hide_env_values = true)]
     pub join: String,
-    /// How many hollow nodes to run
-    #[arg(long, default_value_t = 10)]
-    pub nodes: usize,
+    /// How many hollow nodes to run (1 to 100000)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub nodes: u32,
     /// Node names are PREFIX0, PREFIX1, …
     #[arg(long, default_value = "hollow-")]
     pub prefix: String,
-    /// How often each node posts its status
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How often each node posts its status (100ms to 1h)
+    #[arg(long, default_value = "10s", value_parser = super::limits::heartbeat_interval)]
     pub heartbeat_interval: Duration,
-    /// How many nodes join at the same time
-    #[arg(long, default_value_t = 16)]
-    pub join_concurrency: usize,
-    /// The cores and memory (GiB) each node reports
-    #[arg(long, default_value_t = 32)]
+    /// How many nodes join at the same time (1 to 1024)
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub join_concurrency: u16,
+    /// The cores (1 to 4096) and memory (GiB, 1 to 65536) each node reports
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub node_cpus: u32,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub node_memory_gib: u64,
 }
 
 /// Joins `--nodes` hollow nodes and runs them until SIGTERM or Ctrl-C.
 pub async fn run(args: HollowArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    if args.nodes == 0 || args.join_concurrency == 0 {
-        return Err(anyhow!("--nodes and --join-concurrency must be at least 1"));
-    }
     let shutdown = Shutdown::on_signals();
     let ca_pem =
         read_ca(&args.ca_file).with_context(|| format!("--ca-file {}", args.ca_file.display()))?;
@@ -63,7 +59,9 @@ pub async fn run(args: HollowArgs) -> anyhow::Result<ExitCode> {
         kernel_version: "hollow".into(),
     };
     let started = Instant::now();
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.join_concurrency));
+    let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        args.join_concurrency,
+    )));
     let mut joins = tokio::task::JoinSet::new();
     for i in 0..args.nodes {
         let name = format!("{}{i}", args.prefix);

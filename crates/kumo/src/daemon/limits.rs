@@ -87,6 +87,17 @@ fn idle_timeout(text: &str) -> Result<Duration, String> {
     )
 }
 
+/// `--heartbeat-interval`: 100ms to 1h (a zero interval cannot tick; a node silent for longer
+/// than an hour is lost long before).
+pub fn heartbeat_interval(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+        "100ms to 1h",
+    )
+}
+
 /// `--node-credential-ttl`: long enough to rotate (at two thirds), at most a year.
 pub fn node_credential_ttl(text: &str) -> Result<Duration, String> {
     duration_within(
@@ -161,6 +172,13 @@ mod tests {
             Err("invalid duration"),
         );
         check(idle_timeout, "2m", Ok(secs(120)));
+        check(heartbeat_interval, "1s", Ok(secs(1)));
+        check(heartbeat_interval, "0s", Err("must be from 100ms to 1h"));
+        check(
+            heartbeat_interval,
+            "9999999h",
+            Err("must be from 100ms to 1h"),
+        );
         check(node_credential_ttl, "720h", Ok(secs(720 * 3600)));
         check(node_credential_ttl, "0s", Err("must be from 3s to 8760h"));
         check(

@@ -98,8 +98,8 @@ pub struct NodeArgs {
     /// Base of the restart back-off (doubles per restart, capped at 5 minutes)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub backoff_base: Duration,
-    /// How often the agent posts its node status
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How often the agent posts its node status (100ms to 1h)
+    #[arg(long, default_value = "10s", value_parser = limits::heartbeat_interval)]
     pub heartbeat_interval: Duration,
     /// A registry reached over plain HTTP (host[:port]; loopback ones always are); repeatable
     #[arg(long = "insecure-registry")]

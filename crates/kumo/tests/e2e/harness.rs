@@ -12,6 +12,18 @@ pub fn kumo_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kumo"))
 }
 
+/// The control plane's leader-elected loops, by their Lease's name in `kumo-system`, sorted
+/// (`crates/kumo/src/daemon`: `start_control_plane` and the blob collector).
+pub const LOOPS: [&str; 7] = [
+    "kumo-apps-controller",
+    "kumo-blob-gc",
+    "kumo-event-ttl-controller",
+    "kumo-mltask-controller",
+    "kumo-node-ipam-controller",
+    "kumo-node-lifecycle-controller",
+    "kumo-scheduler",
+];
+
 /// One `kumo up` (or `kumo server`) and its temp dir.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

@@ -1,19 +1,11 @@
 //! Leader election under `kumo up`: each control loop holds its own Lease in kumo-system, a
 //! restarted server takes its leases back at once, and bad election flags stop `kumo up`.
 
-use crate::harness::{kumo_exe, process_pod, wait_pod, Cluster};
+use crate::harness::{kumo_exe, process_pod, wait_pod, Cluster, LOOPS};
 use kumo_api::lease::Lease;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const LOOPS: [&str; 5] = [
-    "kumo-apps-controller",
-    "kumo-event-ttl-controller",
-    "kumo-mltask-controller",
-    "kumo-node-lifecycle-controller",
-    "kumo-scheduler",
-];
 
 /// `kumo get leases -n kumo-system` as name → holder (empty when released).
 fn holders(c: &Cluster) -> BTreeMap<String, String> {

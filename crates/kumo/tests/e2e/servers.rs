@@ -17,13 +17,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const LOOPS: [&str; 5] = [
-    "kumo-apps-controller",
-    "kumo-event-ttl-controller",
-    "kumo-mltask-controller",
-    "kumo-node-lifecycle-controller",
-    "kumo-scheduler",
-];
 /// Short elections, so that failover is quick: a lease of 3 s, given up 2 s after the last
 /// renewal.
 const FAST_ELECTION: [&str; 6] = [
