@@ -37,6 +37,31 @@ pub const ANNOTATION_DRAIN_UNTIL: &str = "kumo.dev/drain-until";
 /// surges a replacement and drains the replica once that is Ready; the MLTask controller
 /// requeues the task without counting an attempt.
 pub const ANNOTATION_EVICTION_REQUESTED: &str = "kumo.dev/eviction-requested";
+/// Who replaces a pod once it is evicted, from its labels: an MLTask's replica, an App's
+/// replica (with its release and process: a one-off `kumo run` pod has none, and nothing
+/// replaces it), or nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodOwner {
+    App(String),
+    MLTask(String),
+    None,
+}
+
+/// The [`PodOwner`] of a pod with these labels; the eviction API and `kumo drain` agree on it.
+pub fn pod_owner(labels: &BTreeMap<String, String>) -> PodOwner {
+    if let Some(task) = labels.get(LABEL_TASK) {
+        PodOwner::MLTask(task.clone())
+    } else if let (Some(app), true, true) = (
+        labels.get(LABEL_APP),
+        labels.contains_key(LABEL_RELEASE),
+        labels.contains_key(LABEL_PROCESS),
+    ) {
+        PodOwner::App(app.clone())
+    } else {
+        PodOwner::None
+    }
+}
+
 /// App annotation the CLI sets to say what a change is (copied into the release).
 pub const ANNOTATION_CHANGE_CAUSE: &str = "kumo.dev/change-cause";
 /// App annotation the CLI sets to say who made a change (copied into the release).

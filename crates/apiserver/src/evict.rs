@@ -17,9 +17,7 @@ use crate::query::MAX_SECONDS;
 use crate::request::Kind;
 use crate::update::RETRIES;
 use crate::App;
-use kumo_api::keys::{
-    ANNOTATION_EVICTION_REQUESTED, LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_TASK,
-};
+use kumo_api::keys::{pod_owner, PodOwner as Owner, ANNOTATION_EVICTION_REQUESTED};
 use kumo_api::validation::decode as decode_typed;
 use kumo_api::{FieldError, ObjectMeta};
 use kumo_store::StoreError;
@@ -126,29 +124,8 @@ fn invalid(name: &str, error: FieldError) -> ApiError {
     )))
 }
 
-/// Who replaces a pod once it is evicted, from its labels.
-#[derive(Debug, PartialEq)]
-enum Owner {
-    App(String),
-    MLTask(String),
-    None,
-}
-
-/// An App replica carries its release and process (a one-off `kumo run` pod does not, and
-/// nothing replaces it).
 fn owner(pod: &Value) -> Owner {
-    let labels = labels(pod);
-    if let Some(task) = labels.get(LABEL_TASK) {
-        Owner::MLTask(task.clone())
-    } else if let (Some(app), true, true) = (
-        labels.get(LABEL_APP),
-        labels.contains_key(LABEL_RELEASE),
-        labels.contains_key(LABEL_PROCESS),
-    ) {
-        Owner::App(app.clone())
-    } else {
-        Owner::None
-    }
+    pod_owner(&labels(pod))
 }
 
 fn accepted(message: String) -> Value {
@@ -244,6 +221,7 @@ fn mark(pod: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kumo_api::keys::{LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_TASK};
 
     fn check(body: Value, expected: Result<Request, &str>) {
         match (parse("web-1", body.clone()), expected) {

@@ -9,9 +9,7 @@ use super::{client, out};
 use crate::duration::parse_timeout;
 use anyhow::{anyhow, bail};
 use http::Method;
-use kumo_api::keys::{
-    ANNOTATION_EVICTION_REQUESTED, LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_TASK,
-};
+use kumo_api::keys::{pod_owner, PodOwner as Owner, ANNOTATION_EVICTION_REQUESTED};
 use kumo_api::{Node, Pod};
 use kumo_client::{Client, ListParams};
 use serde_json::{json, Value};
@@ -88,29 +86,8 @@ pub async fn drain(args: DrainArgs) -> anyhow::Result<ExitCode> {
     super::finish(drain_node(args).await)
 }
 
-/// Who takes a pod's place once it is evicted.
-#[derive(Debug, Clone, PartialEq)]
-enum Owner {
-    App(String),
-    MLTask(String),
-    None,
-}
-
-/// As the API's eviction tells them apart: App replicas (with their release and process) and
-/// MLTask replicas; a one-off `kumo run` pod has no replacement.
 fn owner(pod: &Pod) -> Owner {
-    let l = &pod.metadata.labels;
-    if let Some(task) = l.get(LABEL_TASK) {
-        Owner::MLTask(task.clone())
-    } else if let (Some(app), true, true) = (
-        l.get(LABEL_APP),
-        l.contains_key(LABEL_RELEASE),
-        l.contains_key(LABEL_PROCESS),
-    ) {
-        Owner::App(app.clone())
-    } else {
-        Owner::None
-    }
+    pod_owner(&pod.metadata.labels)
 }
 
 fn key(pod: &Pod) -> String {
@@ -261,6 +238,7 @@ fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kumo_api::keys::{LABEL_APP, LABEL_PROCESS, LABEL_RELEASE, LABEL_TASK};
 
     fn pod(labels: Value, phase: &str) -> Pod {
         serde_json::from_value(json!({
