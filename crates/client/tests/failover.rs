@@ -2,6 +2,9 @@
 //! the other server when one stops answering (cut like a killed process: open connections
 //! dropped, new ones refused) or answers `503`, and stay there.
 
+mod common;
+use common::proxy;
+
 use kumo_api::Pod;
 use kumo_client::{Change, Client, ClientConfig, ClientError, Informer, ListParams, Watched};
 use std::collections::BTreeMap;
@@ -10,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const TOKEN: &str = "t0ken";
@@ -27,35 +30,6 @@ async fn server(store: Arc<kumo_store::MemStore>) -> SocketAddr {
         std::future::pending(),
     ));
     addr
-}
-
-/// A TCP proxy to `target` that can be cut as a killed server is: its open connections are
-/// dropped and new ones refused.
-async fn proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (cut, cuts) = watch::channel(false);
-    let mut closing = cuts.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((mut inbound, _)) = accepted else { return };
-                    let mut cuts = cuts.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cuts.wait_for(|c| *c) => {}
-                        }
-                    });
-                }
-                // Dropping the listener refuses new connections.
-                _ = closing.wait_for(|c| *c) => return,
-            }
-        }
-    });
-    (addr, cut)
 }
 
 /// A server whose store is away: it answers every request `503` and counts them.

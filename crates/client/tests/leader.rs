@@ -1,6 +1,9 @@
 //! Leader election against a real API server on an in-memory store: two candidates for one
 //! Lease with short timings; a counter of running loops shows that at most one ever runs.
 
+mod common;
+use common::proxy;
+
 use kumo_api::lease::Lease;
 use kumo_client::leader::{run_while_leading, LeaseLock, Timing};
 use kumo_client::{Client, ClientConfig};
@@ -8,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -119,35 +122,6 @@ fn client(addr: SocketAddr) -> Client {
         ..Default::default()
     })
     .unwrap()
-}
-
-/// A TCP proxy to `target` that can be cut (a partition): open connections are dropped and new
-/// ones refused.
-async fn proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (cut, cuts) = watch::channel(false);
-    let mut closing = cuts.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((mut inbound, _)) = accepted else { return };
-                    let mut cuts = cuts.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cuts.wait_for(|c| *c) => {}
-                        }
-                    });
-                }
-                // Dropping the listener refuses new connections.
-                _ = closing.wait_for(|c| *c) => return,
-            }
-        }
-    });
-    (addr, cut)
 }
 
 /// Waits until `cond` holds, failing after `within`; returns how long it took.

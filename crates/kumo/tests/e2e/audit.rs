@@ -8,8 +8,7 @@ use kumo_api::audit::Event;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The events of the cluster's audit log.
 fn events(c: &Cluster) -> Vec<Event> {
@@ -150,37 +149,6 @@ async fn every_answered_change_survives_kill_9() {
         assert_eq!(e.source_ips, vec!["127.0.0.1".to_string()]);
         assert_eq!(e.stage, "ResponseComplete");
         assert!(e.user_agent.starts_with("kumo/"), "{}", e.user_agent);
-    }
-}
-
-/// Runs `kumo ARGS` (a server that must not start) and returns its stderr; fails if it is still
-/// running after 30 s.
-fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut child = Command::new(kumo_exe())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("HOME", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kumo");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "kumo {args:?} started: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kumo {args:?} was still running after 30s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -561,3 +561,34 @@ pub fn container_pid(pod: &Pod) -> Option<i32> {
         .parse()
         .ok()
 }
+
+/// Runs `kumo ARGS` (a server that must not start) and returns its stderr; fails if it is still
+/// running after 30 s.
+pub fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(kumo_exe())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("HOME", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kumo");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "kumo {args:?} started: {err}");
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kumo {args:?} was still running after 30s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -6,38 +6,7 @@
 use crate::harness::*;
 use kumo_api::{Event, Node, ObjectMeta};
 use kumo_client::{Client, ListParams};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Starts `kumo ARGS` expecting it to refuse; its stderr.
-fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut child = Command::new(kumo_exe())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("HOME", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kumo");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "kumo {args:?} started: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kumo {args:?} was still running after 30s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn bad_cluster_network_flags_stop_the_server_naming_them() {
