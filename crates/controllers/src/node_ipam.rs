@@ -238,18 +238,29 @@ async fn pass(
     Ok(())
 }
 
+/// How often `assign` reads the Node again after a conflict before the pass gives up.
+const CONFLICT_RETRIES: usize = 10;
+
 /// Writes `slice` into the freshest Node `name` unless it has one by now; the Node written.
 async fn assign(client: &Client, name: &str, slice: Cidr) -> Result<Option<Node>, ClientError> {
-    let Some(mut node) = client.get_opt::<Node>("", name).await? else {
-        return Ok(None);
-    };
-    if node.spec.pod_cidr().is_some() {
-        return Ok(None);
+    let mut tries = 0;
+    loop {
+        let Some(mut node) = client.get_opt::<Node>("", name).await? else {
+            return Ok(None);
+        };
+        if node.spec.pod_cidr().is_some() {
+            return Ok(None);
+        }
+        node.spec.pod_cidr = Some(slice.to_string());
+        node.spec.pod_cidrs = vec![slice.to_string()];
+        match client.update(&node).await {
+            Ok(written) => return Ok(Some(written)),
+            // The agent's heartbeats write the Node every interval: a conflict is read again at
+            // once, not left to the pass's back-off (which grows to 30 s while they race).
+            Err(e) if e.is_conflict() && tries < CONFLICT_RETRIES => tries += 1,
+            Err(e) => return Err(e),
+        }
     }
-    node.spec.pod_cidr = Some(slice.to_string());
-    node.spec.pod_cidrs = vec![slice.to_string()];
-    // A conflict fails the pass, which runs again on the fresh Node.
-    client.update(&node).await.map(Some)
 }
 
 #[cfg(test)]
