@@ -100,7 +100,7 @@ async fn requests_move_to_the_other_server_and_stay_there() {
     c.create(&pod("before")).await.unwrap();
     assert_eq!(c.server(), url(a));
 
-    let _ = cut_a.send(true);
+    cut_a.cut().await;
     // A read that breaks on the dead server is asked again of the next one.
     let got = c.get::<Pod>("default", "before").await.unwrap();
     assert_eq!(got.metadata.name, "before");
@@ -239,7 +239,7 @@ async fn watches_resume_on_the_other_server_without_a_relist_or_a_lost_or_repeat
 
     // Server A dies with the watches open; the rest is created while they move to B. The last
     // pod marks the end: a watch is ordered, so anything repeated or late comes before it.
-    let _ = cut_a.send(true);
+    cut_a.cut().await;
     for i in N / 2..N {
         writer.create(&pod(&format!("p{i:02}"))).await.unwrap();
     }

@@ -221,7 +221,7 @@ async fn a_partitioned_leader_stops_before_another_takes_over() {
     let b = Candidate::start(client(addr), "b", &loops);
     // a's renewals now fail while its loop still runs: it must stop within the renew
     // deadline, before b may take the lease.
-    cut.send(true).unwrap();
+    cut.cut().await;
     let stopped = wait_until(
         timing().renew_deadline + Duration::from_secs(1),
         "a to stop",
