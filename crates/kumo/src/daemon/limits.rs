@@ -139,13 +139,14 @@ pub fn backoff_base(text: &str) -> Result<Duration, String> {
     )
 }
 
-/// A period a loop ticks at (`--image-gc-interval`): 1s to 24h (a ticker cannot tick at zero).
+/// A period a loop ticks at (`--image-gc-interval`): 100ms to 24h (a ticker cannot tick at
+/// zero).
 pub fn tick_interval(text: &str) -> Result<Duration, String> {
     duration_within(
         text,
-        Duration::from_secs(1),
+        Duration::from_millis(100),
         Duration::from_secs(24 * 3600),
-        "1s to 24h",
+        "100ms to 24h",
     )
 }
 
@@ -272,7 +273,8 @@ mod tests {
         check(backoff_base, "0s", Err("must be from 100ms to 1h"));
         check(backoff_base, "99999h", Err("must be from 100ms to 1h"));
         check(tick_interval, "5m", Ok(secs(300)));
-        check(tick_interval, "0s", Err("must be from 1s to 24h"));
+        check(tick_interval, "300ms", Ok(Duration::from_millis(300)));
+        check(tick_interval, "0s", Err("must be from 100ms to 24h"));
         check(image_gc_min_age, "0s", Ok(Duration::ZERO));
         check(
             image_gc_min_age,
