@@ -817,6 +817,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("kumo: router metrics on http://{addr}/metrics");
         }
     }
+    print_server_token(&cp, &data_dir);
     println!("kumo: API server listening on {}", cp.url);
     println!(
         "kumo: pod security: namespace default is {default_level} (pods there may use the host: the process runtime, hostPath, host namespaces); other namespaces are baseline unless labelled {}",
@@ -877,6 +878,21 @@ async fn wait_for_node(client: &Client, name: &str, since: kumo_api::Time) -> an
     }
 }
 
+/// On etcd, where the server token is and how more servers join with it (`up` and `server`).
+fn print_server_token(cp: &ControlPlane, data_dir: &Path) {
+    if let Some(joined) = &cp.joined {
+        let how = if joined.first {
+            "stored this cluster's CA and keys in etcd, sealed with"
+        } else {
+            "joined the servers on this etcd with"
+        };
+        println!(
+            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
+            bootstrap::token_path(data_dir).display()
+        );
+    }
+}
+
 /// `kumo server`: the control plane alone.
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
@@ -901,17 +917,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("kumo: nodes join with the command `kumo token create NAME --join --ttl 1h` prints");
-    if let Some(joined) = &cp.joined {
-        let how = if joined.first {
-            "stored this cluster's CA and keys in etcd, sealed with"
-        } else {
-            "joined the servers on this etcd with"
-        };
-        println!(
-            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
-            bootstrap::token_path(&data_dir).display()
-        );
-    }
+    print_server_token(&cp, &data_dir);
     shutdown.wait().await;
     for t in cp.tasks {
         let _ = t.await;

@@ -20,6 +20,16 @@ fn store_flag(etcd: &TestEtcd) -> String {
 async fn up_on_etcd_runs_a_pod_and_keeps_objects_across_a_restart() {
     let etcd = TestEtcd::start().expect("etcd");
     let mut c = Cluster::up(&["--store", &store_flag(&etcd)]);
+    // `up` on etcd says where the server token is, as `server` does.
+    let token = c.data_dir().join("server-token");
+    assert!(
+        c.banner.iter().any(|l| l.contains(&format!(
+            "sealed with the server token in {}",
+            token.display()
+        ))),
+        "{:?}",
+        c.banner
+    );
     c.privileged_namespace("team");
     c.apply(
         "hello.yaml",
