@@ -107,6 +107,20 @@ fn pod_processes(node: &NodeSpec, uid: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The paths under `dir` (to `depth` levels, links not followed) whose name contains `needle`.
+fn paths_naming(dir: &Path, needle: &str, depth: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().contains(needle) {
+            out.push(e.path().display().to_string());
+        }
+        if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(paths_naming(&e.path(), needle, depth - 1));
+        }
+    }
+    out
+}
+
 /// The task's single replica (node, GPUs, pod) while it runs.
 fn running_replica(t: &MLTask) -> Option<(String, Vec<String>, String)> {
     let s = t.status.as_ref()?;
@@ -131,9 +145,16 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
     let c = &mn.cluster;
     let client = c.client();
     c.privileged_namespace("default");
-    // One App replica per node (the scheduler spreads), and a one-GPU task: the node it lands
-    // on is the one lost.
-    c.apply("web.json", &app("web", 3));
+    // Two App replicas and a one-GPU task, all on node0 (the others are cordoned meanwhile):
+    // node0 is the one lost.
+    let cordon = |verb: &str, node: &str| {
+        let out = c.kumo(&[verb, node]);
+        assert!(out.status.success(), "kumo {verb} {node}: {out:?}");
+    };
+    for n in ["node1", "node2"] {
+        cordon("cordon", n);
+    }
+    c.apply("web.json", &app("web", 2));
     let out = c.kumo(&[
         "submit",
         "train",
@@ -149,7 +170,7 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
         "trap 'exit 0' TERM; while true; do sleep 1; done",
     ]);
     assert!(out.status.success(), "submit: {out:?}");
-    wait_app(&client, "web", "3 ready replicas", serving(1, 3)).await;
+    wait_app(&client, "web", "2 ready replicas", serving(1, 2)).await;
     let task = until("train running", || async {
         let t: MLTask = client
             .get("default", "train")
@@ -160,22 +181,23 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
             .ok_or(format!("{:#?}", t.status))
     })
     .await;
+    for n in ["node1", "node2"] {
+        cordon("uncordon", n);
+    }
     let (task, (lost_name, gpus, task_pod)) = task;
+    assert_eq!(lost_name, "node0");
     let attempts = task.status.as_ref().map(|s| s.attempts).unwrap_or(0);
     assert_eq!(gpus.len(), 1, "{gpus:?}");
-    let x = mn.nodes.iter().position(|n| n.name == lost_name).unwrap();
+    let x = 0;
     let pods = app_pods(&client, "web").await;
-    let on_x: Vec<&Pod> = pods.iter().filter(|p| node_of(p) == lost_name).collect();
-    assert_eq!(on_x.len(), 1, "one replica per node: {pods:#?}");
-    let old_replica = uid(on_x[0]);
+    assert!(pods.iter().all(|p| node_of(p) == lost_name), "{pods:#?}");
+    let old_replicas: Vec<String> = pods.iter().map(uid).collect();
     let old_task: Pod = client.get("default", &task_pod).await.unwrap();
-    let old_task = uid(&old_task);
+    let mut old = old_replicas.clone();
+    old.push(uid(&old_task));
     let node = &mn.nodes[x];
-    let old_pids: Vec<i32> = [&old_replica, &old_task]
-        .iter()
-        .flat_map(|u| pod_processes(node, u))
-        .collect();
-    for u in [&old_replica, &old_task] {
+    let old_pids: Vec<i32> = old.iter().flat_map(|u| pod_processes(node, u)).collect();
+    for u in &old {
         assert!(!pod_processes(node, u).is_empty(), "pod {u} has no process");
     }
 
@@ -188,19 +210,19 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
         }
     })
     .await;
-    // Its App replica is replaced elsewhere, and the app is whole again.
-    until("the replica replaced", || async {
+    // Its App replicas are replaced elsewhere, and the app is whole again.
+    until("the replicas replaced", || async {
         let pods = app_pods(&client, "web").await;
         let ready = pods
             .iter()
             .filter(|p| pod_ready(p) && node_of(p) != lost_name)
             .count();
-        (ready == 3 && pods.len() == 3)
+        (ready == 2 && pods.len() == 2)
             .then_some(())
             .ok_or(format!("{pods:#?}"))
     })
     .await;
-    wait_app(&client, "web", "3 ready replicas", serving(1, 3)).await;
+    wait_app(&client, "web", "2 ready replicas", serving(1, 2)).await;
     // The task runs a new attempt on another node, on a GPU there.
     let (moved, (node_now, gpus_now, _)) = until("train moved", || async {
         let t: MLTask = client
@@ -243,8 +265,8 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
     })
     .await;
     until("the old pods' cgroups removed", || async {
-        let left: Vec<String> = [&old_replica, &old_task]
-            .into_iter()
+        let left: Vec<String> = old
+            .iter()
             .filter(|u| {
                 Path::new("/sys/fs/cgroup/pids")
                     .join(node.cgroup_parent.as_str())
@@ -256,10 +278,26 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
         left.is_empty().then_some(()).ok_or(format!("{left:?}"))
     })
     .await;
-    // Exactly what should run does: three replicas off the returned node, one task replica.
+    // Nor is anything of them left on the node: runtime records, bundles, sandboxes, mounts.
+    until("the old pods' state removed", || async {
+        let mut left = Vec::new();
+        for u in &old {
+            left.extend(paths_naming(&node.data_dir, u, 6));
+            left.extend(
+                mounts_under(&node.data_dir)
+                    .into_iter()
+                    .filter(|m| m.contains(u.as_str())),
+            );
+        }
+        left.is_empty().then_some(()).ok_or(format!("{left:#?}"))
+    })
+    .await;
+    // Exactly what should run does: two replicas off the returned node, one task replica.
     let pods = app_pods(&client, "web").await;
-    assert_eq!(pods.len(), 3, "{pods:#?}");
-    assert!(pods.iter().all(|p| pod_ready(p) && uid(p) != old_replica));
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    assert!(pods
+        .iter()
+        .all(|p| pod_ready(p) && node_of(p) != lost_name && !old_replicas.contains(&uid(p))));
     let task_pods: Vec<Pod> = client
         .list::<Pod>(
             Some("default"),
@@ -273,7 +311,7 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
     let t: MLTask = client.get("default", "train").await.unwrap();
     assert_eq!(running_replica(&t).map(|r| r.0), Some(node_now));
     let app: App = client.get("default", "web").await.unwrap();
-    assert!(serving(1, 3)(&app), "{:?}", app.status);
+    assert!(serving(1, 2)(&app), "{:?}", app.status);
 }
 
 /// Requests one after another through the router until stopped; every (status, body) seen.
