@@ -343,6 +343,15 @@ impl Drop for MultiNode {
     }
 }
 
+/// How [`MultiNode::cut`] stops a node's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCut {
+    /// SIGSTOP: the agent hangs, and goes on where it was when continued.
+    Frozen,
+    /// SIGKILL: the agent dies, and a new one starts from the node's data dir.
+    Killed,
+}
+
 /// A `kumo router` on the host, killed when dropped.
 pub struct HostRouter {
     child: Child,
@@ -358,22 +367,32 @@ impl Drop for HostRouter {
 }
 
 impl MultiNode {
-    /// Cuts node `i` off, as a machine whose agent hangs and whose network fails: its agent is
-    /// stopped (SIGSTOP: the process and its containers stay, frozen or running) and its link
-    /// to the datacenter bridge goes down. [`MultiNode::restore`] undoes both.
-    pub fn cut(&self, i: usize) {
-        let node = &self.nodes[i];
-        let pid = node.agent_pid().expect("the node's agent runs");
-        sh("kill", &["-STOP", &pid.to_string()]);
+    /// Cuts node `i` off, as a machine whose agent hangs or dies and whose network fails: its
+    /// agent is stopped (`Frozen`: SIGSTOP; `Killed`: SIGKILL) while its containers run on, and
+    /// its link to the datacenter bridge goes down. [`MultiNode::restore`] undoes both.
+    pub fn cut(&mut self, i: usize, how: AgentCut) {
+        let node = &mut self.nodes[i];
+        match how {
+            AgentCut::Frozen => {
+                let pid = node.agent_pid().expect("the node's agent runs");
+                sh("kill", &["-STOP", &pid.to_string()]);
+            }
+            AgentCut::Killed => node.reap_agent(),
+        }
         sh("ip", &["link", "set", &node.host_veth, "down"]);
     }
 
-    /// Brings node `i` back after [`MultiNode::cut`]: its link up, its agent continued.
-    pub fn restore(&self, i: usize) {
-        let node = &self.nodes[i];
-        sh("ip", &["link", "set", &node.host_veth, "up"]);
-        let pid = node.agent_pid().expect("the node's agent runs");
-        sh("kill", &["-CONT", &pid.to_string()]);
+    /// Brings node `i` back after [`MultiNode::cut`]: its link up, its agent continued (or
+    /// started again, as before, when it was killed).
+    pub fn restore(&mut self, i: usize) {
+        sh("ip", &["link", "set", &self.nodes[i].host_veth, "up"]);
+        match self.nodes[i].agent_pid() {
+            Some(pid) => sh("kill", &["-CONT", &pid.to_string()]),
+            None => {
+                let agent = self.spawn_agent(&self.nodes[i]);
+                self.nodes[i].agent = Some(agent);
+            }
+        }
     }
 
     /// Routes each node's pod CIDR on the host via the node's address (host-gw on the

@@ -131,7 +131,18 @@ fn running_replica(t: &MLTask) -> Option<(String, Vec<String>, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
-    let mn = MultiNode::start_with(
+    lost_node(AgentCut::Frozen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_whose_agent_died_stops_the_old_pods_when_it_restarts() {
+    lost_node(AgentCut::Killed).await;
+}
+
+/// node0, holding two App replicas and a one-GPU task, is cut off (its agent stopped as `how`
+/// says, its link down) and comes back.
+async fn lost_node(how: AgentCut) {
+    let mut mn = MultiNode::start_with(
         3,
         Options {
             server_args: ["--node-grace", "4s", "--task-backoff", "1s"]
@@ -202,7 +213,7 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
     }
 
     // The node goes silent: its agent hangs, its network is cut; its containers run on.
-    mn.cut(x);
+    mn.cut(x, how);
     until("the lost node NotReady", || async {
         match node_ready(&client, &lost_name).await {
             Some(ConditionStatus::True) | None => Err("still Ready".to_string()),
@@ -248,6 +259,7 @@ async fn a_lost_node_is_replaced_and_on_return_runs_nothing_twice() {
 
     // The node comes back: its agent stops the containers of pods that are no longer its own.
     mn.restore(x);
+    let node = &mn.nodes[x];
     until("the node Ready again", || async {
         match node_ready(&client, &lost_name).await {
             Some(ConditionStatus::True) => Ok(()),
