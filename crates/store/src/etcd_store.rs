@@ -236,7 +236,7 @@ impl EtcdStore {
     ) -> Result<Result<(Revision, Option<TxnOpResponse>), Option<KeyValue>>, StoreError> {
         let response = self
             .call(|| {
-                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                let (mut kv, txn) = (kv(&self.client), txn.clone());
                 async move { kv.txn(txn).await }
             })
             .await?;
@@ -270,7 +270,7 @@ impl EtcdStore {
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let etcd_revision = to_i64(revision + self.base);
         self.call(|| {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv(&self.client);
             async move { kv.compact(etcd_revision, None).await }
         })
         .await?;
@@ -299,6 +299,19 @@ impl EtcdStore {
             }
         });
     }
+}
+
+/// The most bytes one answer of etcd may hold. The gRPC default (4 MiB) made a list of some
+/// 3,600 pods fail with 503 (and with it every relist of all pods): kube-apiserver lifts it to
+/// `math.MaxInt32` for the same reason. A request stays bounded by etcd's own
+/// `--max-request-bytes`.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// A KV client whose answers may be as large as [`MAX_RESPONSE_BYTES`].
+fn kv(client: &Client) -> etcd_client::KvClient {
+    client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 impl Drop for EtcdStore {
@@ -366,7 +379,9 @@ async fn feed(
             // Dropped and caught up, or dropped while etcd keeps failing: nothing more to wait for.
             return;
         }
-        let mut watch_client = client.watch_client();
+        let mut watch_client = client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let options = WatchOptions::new()
             .with_all_keys()
             .with_prev_key()
@@ -448,7 +463,7 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let response = self
             .call(|| {
-                let mut kv = self.client.kv_client();
+                let mut kv = kv(&self.client);
                 async move { kv.get(key, None).await }
             })
             .await?;
@@ -466,7 +481,7 @@ impl Store for EtcdStore {
         let key = if prefix.is_empty() { "\0" } else { prefix };
         let response = self
             .call(|| {
-                let (mut kv, options) = (self.client.kv_client(), options.clone());
+                let (mut kv, options) = (kv(&self.client), options.clone());
                 async move { kv.get(key, Some(options)).await }
             })
             .await?;
@@ -592,7 +607,7 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let response = self
             .call(|| {
-                let mut kv = self.client.kv_client();
+                let mut kv = kv(&self.client);
                 async move {
                     kv.get("\0", Some(GetOptions::new().with_count_only()))
                         .await
