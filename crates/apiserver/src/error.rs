@@ -140,6 +140,7 @@ impl ApiError {
             StoreError::Backend(reason) => {
                 Self::unavailable(format!("storage unavailable: {reason}"))
             }
+            StoreError::TooLarge(reason) => Self::new(413, "RequestEntityTooLarge", reason),
             other => Self::internal(format!("storage error: {other}")),
         }
     }
@@ -183,6 +184,12 @@ mod tests {
             503,
             "ServiceUnavailable",
             "storage unavailable: etcd at http://127.0.0.1:1: connection refused",
+        );
+        check(
+            StoreError::TooLarge("the object is too large for etcd".into()),
+            413,
+            "RequestEntityTooLarge",
+            "the object is too large for etcd",
         );
         check(
             StoreError::NotFound("/k".into()),

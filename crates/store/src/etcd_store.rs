@@ -84,7 +84,15 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 fn backend(endpoints: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("etcd at {endpoints}: {e}"))
+    let text = e.to_string();
+    // etcd refuses a request over its `--max-request-bytes` ("etcdserver: request is too
+    // large"), and its gRPC server one over its receive limit: the write is at fault.
+    if text.contains("request is too large") || text.contains("received message larger than max") {
+        return StoreError::TooLarge(format!(
+            "the object is too large for etcd (its --max-request-bytes; 1.5 MiB by default): {text}"
+        ));
+    }
+    StoreError::Backend(format!("etcd at {endpoints}: {text}"))
 }
 
 /// Whether a failed request never reached etcd: the connection to the member the channel

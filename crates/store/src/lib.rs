@@ -76,6 +76,10 @@ pub enum StoreError {
     },
     #[error("storage: {0}")]
     Backend(String),
+    /// The backend refuses a value this large (etcd's `--max-request-bytes`, 1.5 MiB by
+    /// default): the request is at fault, not the store.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// What every backend provides. All writes are durable before they return.

@@ -713,6 +713,22 @@ async fn etcd_store(etcd: &TestEtcd) -> EtcdStore {
     EtcdStore::connect(&config, 1000).await.unwrap()
 }
 
+/// A value over etcd's request limit (1.5 MiB by default) is the writer's fault, not an outage:
+/// `TooLarge` (the API answers 413), and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_refuses_a_value_over_its_request_limit_as_too_large() {
+    let etcd = TestEtcd::start().unwrap();
+    let store = etcd_store(&etcd).await;
+    match store.create("/huge", vec![b'x'; 2 * 1024 * 1024]).await {
+        Err(StoreError::TooLarge(message)) => {
+            assert!(message.contains("--max-request-bytes"), "{message}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(store.get("/huge").await.unwrap(), None);
+    store.create("/small", b"x".to_vec()).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_unreachable_is_a_prompt_error_naming_the_endpoints() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
