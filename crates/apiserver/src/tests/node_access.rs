@@ -261,3 +261,53 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
         .await;
     server.stop().await;
 }
+
+/// The authorizer learns a binding before the binding is answered: a node's first write of its
+/// new pod's status is allowed at once (it raced the authorizer's watch and was refused), and
+/// another node's is still refused.
+#[tokio::test]
+async fn a_node_writes_its_pods_status_as_soon_as_the_binding_is_answered() {
+    let server = setup().await;
+    for node in ["n1", "n2"] {
+        server.create("/api/v1/nodes", super::node(node)).await;
+    }
+    for i in 0..20 {
+        let pod = format!("q{i}");
+        let path = format!("/api/v1/namespaces/team-a/pods/{pod}");
+        server
+            .create(
+                "/api/v1/namespaces/team-a/pods",
+                json!({"metadata": {"name": pod}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+            )
+            .await;
+        server
+            .check(
+                req(
+                    "POST",
+                    &format!("{path}/binding"),
+                    Some(json!({"target": {"kind": "Node", "name": "n1"}})),
+                ),
+                201,
+                "",
+            )
+            .await;
+        let status = Some(json!({"status": {"message": "started"}}));
+        server
+            .check(
+                as_user(
+                    "node-1",
+                    req("PATCH", &format!("{path}/status"), status.clone()),
+                ),
+                200,
+                "started",
+            )
+            .await;
+        server
+            .check(
+                as_user("node-2", req("PATCH", &format!("{path}/status"), status)),
+                403,
+                "no relationship found between node",
+            )
+            .await;
+    }
+}
