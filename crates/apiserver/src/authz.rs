@@ -37,10 +37,10 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attributes: &Attributes) -> Decision;
 
-    /// This server bound pod `key` (its store key) in the write at `revision`, `pod` being the
-    /// object written. An authorizer that learns of pods from a watch records it now, before
-    /// the binding is answered: the node's first write of the pod's status would otherwise race
-    /// the watch and be refused.
+    /// Pod `key` (its store key) is `pod` as of `revision`: this server bound it (before the
+    /// binding is answered), or read it for a node it refused. An authorizer that learns of pods
+    /// from a watch records it now: the node's first write of the pod's status would otherwise
+    /// race the watch and be refused.
     fn pod_bound(&self, _key: &str, _pod: &serde_json::Value, _revision: u64) {}
 }
 
