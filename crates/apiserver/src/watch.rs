@@ -46,7 +46,12 @@ fn line(type_: &str, object: &impl serde::Serialize) -> Bytes {
 
 /// How many recent events the shared decode cache holds: a watcher further behind than this
 /// decodes its event for itself.
-const DECODED_SLOTS: usize = 4096;
+const DECODED_SLOTS: usize = 1024;
+
+/// Objects stored larger than this are not kept in the decode cache (each watcher decodes them
+/// for itself): the cache is bounded in bytes too, at about `DECODED_SLOTS` times this times
+/// what a decoded object and its lines take over its stored bytes (a few times).
+const DECODED_MAX_BYTES: usize = 16 << 10;
 
 /// One store event as every watcher of it needs it: decoded once, each watch line type
 /// serialised at most once.
@@ -108,6 +113,9 @@ impl DecodedEvents {
             obj: decode(t, &event.kv).ok(),
             lines: Default::default(),
         });
+        if event.kv.value.len() > DECODED_MAX_BYTES {
+            return decoded;
+        }
         let mut kept = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if kept.as_ref().is_none_or(|d| d.revision <= revision) {
             *kept = Some(Arc::clone(&decoded));
@@ -360,6 +368,14 @@ mod tests {
             cache.get(&t, &c).obj.as_ref().unwrap()["metadata"]["name"],
             "c"
         );
+        // A large object is decoded for each watcher, not kept.
+        let big = put(
+            9,
+            "/registry/core/configmaps/ns/big",
+            json!({"data": {"k": "x".repeat(DECODED_MAX_BYTES)}}),
+        );
+        assert!(!Arc::ptr_eq(&cache.get(&t, &big), &cache.get(&t, &big)));
+        assert!(cache.get(&t, &big).line("ADDED").is_some());
         // An object that cannot be read makes no line.
         let mut bad = put(8, "/registry/core/pods/ns/bad", json!({}));
         bad.kv.value = b"not json".to_vec();
