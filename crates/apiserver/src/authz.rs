@@ -36,6 +36,12 @@ pub enum Decision {
 /// Decides whether a request may go on. Called once per request: answers from memory.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attributes: &Attributes) -> Decision;
+
+    /// Pod `key` (its store key) is `pod` as of `revision`: this server bound it (before the
+    /// binding is answered), or read it for a node it refused. An authorizer that learns of pods
+    /// from a watch records it now: the node's first write of the pod's status would otherwise
+    /// race the watch and be refused.
+    fn pod_bound(&self, _key: &str, _pod: &serde_json::Value, _revision: u64) {}
 }
 
 /// Allows everything: for tests of other parts and embedders with a single trusted client.

@@ -119,13 +119,14 @@ pub async fn bind(app: &App, ns: &str, name: &str, body: Value) -> ApiResult<Val
             )
             .await
         {
-            Ok(_) => {
+            Ok(written) => {
+                app.authorizer.pod_bound(&key, &pod, written.mod_revision);
                 return Ok(json!({
                     "apiVersion": "v1",
                     "kind": "Status",
                     "status": "Success",
                     "code": 201,
-                }))
+                }));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(&pods, name)),

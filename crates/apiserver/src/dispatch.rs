@@ -79,10 +79,17 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     }
 }
 
-/// Refuses the request unless the authorizer allows what it asks.
-fn authorize(app: &App, attributes: &Attributes) -> ApiResult<()> {
+/// Refuses the request unless the authorizer allows what it asks. A node refused a pod its
+/// authorizer has not seen bound to it yet is asked again once the pod is read from the store.
+async fn authorize(app: &App, attributes: &Attributes) -> ApiResult<()> {
     match app.authorizer.authorize(attributes) {
         Decision::Allow => Ok(()),
+        Decision::Deny(_)
+            if crate::node_authz::learn_refused_pod(app, attributes).await
+                && app.authorizer.authorize(attributes) == Decision::Allow =>
+        {
+            Ok(())
+        }
         Decision::Deny(reason) => Err(attributes.forbidden(&reason)),
     }
 }
@@ -143,7 +150,7 @@ async fn execute(app: &Arc<App>, req: Request, facts: &mut audit::Facts) -> ApiR
     let parsed = parsed?;
     facts.reason = audit::reason(req.headers())?;
     if let Some(attributes) = &facts.attributes {
-        authorize(app, attributes)?;
+        authorize(app, attributes).await?;
     }
     audit::ready(app.audit.as_deref(), facts, req.method())?;
     let request = match parsed {

@@ -148,6 +148,8 @@ pub(crate) struct App {
     pub node_credential_ttl: Duration,
     /// Issues service-account tokens, when the server has a key.
     pub service_accounts: Option<Arc<ServiceAccounts>>,
+    /// Watch events decoded once for every watcher.
+    pub decoded_events: Arc<watch::DecodedEvents>,
 }
 
 /// Counts a long-lived response in [`App::open_streams`] for as long as it lives.
@@ -182,6 +184,7 @@ impl App {
             shutdown,
             open_streams: AtomicUsize::new(0),
             audit: config.audit,
+            decoded_events: Default::default(),
         }
     }
 }

@@ -193,6 +193,39 @@ pub async fn restrict_update(
     Ok(())
 }
 
+/// A node refused a pod (get, update or patch of the pod or its status) that the authorizer's
+/// graph does not show bound to it: its graph comes from a watch, which may lag the node's own
+/// (a busy server publishes a binding to every watch before the bind handler tells the
+/// authorizer). The pod is read from the store; when it is bound to this node the authorizer
+/// learns it ([`crate::authz::Authorizer::pod_bound`]) and `true` says to ask again. A pod bound
+/// elsewhere, or gone, teaches nothing: the refusal stands.
+pub async fn learn_refused_pod(app: &crate::App, a: &Attributes) -> bool {
+    let Some(node) = a.user.node_name() else {
+        return false;
+    };
+    let pod_request = a.api_group.is_empty()
+        && a.resource == "pods"
+        && matches!(a.subresource.as_str(), "" | "status")
+        && matches!(a.verb, "get" | "update" | "patch")
+        && !a.name.is_empty()
+        && !a.namespace.is_empty();
+    let Some(kind) = Kind::lookup("", "v1", "pods").filter(|_| pod_request) else {
+        return false;
+    };
+    let key = crate::keys::object_key(&kind, Some(&a.namespace), &a.name);
+    let Ok(Some(kv)) = app.store.get(&key).await else {
+        return false;
+    };
+    let Ok(pod) = crate::keys::decode(&app.transformer, &kv) else {
+        return false;
+    };
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return false;
+    }
+    app.authorizer.pod_bound(&key, &pod, kv.mod_revision);
+    true
+}
+
 /// The Node authorizer's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeDecision {

@@ -33,6 +33,12 @@ struct Snapshot {
     pods: HashMap<String, BTreeMap<String, PodRefs>>,
     /// The node each pod's entry is filed under, by store key.
     node_of: HashMap<String, String>,
+    /// The revision each pod's entry was written at, by store key: a binding learned from the
+    /// bind handler ([`Authorizer::pod_bound`]) is newer than the watch's events before it,
+    /// which must not undo it.
+    pod_rev: HashMap<String, u64>,
+    /// The revision up to which the pods watch (or list) has been applied.
+    pods_seen: u64,
     /// The store keys of the MLTasks there are: a node may learn that a task of its past
     /// pods is gone (a 404), so that it removes the task's directories.
     tasks: HashSet<String>,
@@ -150,6 +156,11 @@ impl RbacAuthorizer {
             Part::Pods => {
                 s.pods.clear();
                 s.node_of.clear();
+                s.pod_rev = kvs
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.mod_revision))
+                    .collect();
+                s.pods_seen = rev;
                 for (k, v) in decoded {
                     s.put_pod(k, PodRefs::of(&v));
                 }
@@ -224,11 +235,23 @@ impl RbacAuthorizer {
                 s.rbac.remove(&key);
                 s.rebuild_policy();
             }
-            (Part::Pods, Some(v)) => {
-                s.put_pod(key, PodRefs::of(&v));
-            }
-            (Part::Pods, None) => {
-                s.remove_pod(&key);
+            (Part::Pods, value) => {
+                let rev = event.revision();
+                s.pods_seen = s.pods_seen.max(rev);
+                // Older than what the bind handler told: that binding stays.
+                if s.pod_rev.get(&key).is_some_and(|&known| known > rev) {
+                    return;
+                }
+                match value {
+                    Some(v) => {
+                        s.pod_rev.insert(key.clone(), rev);
+                        s.put_pod(key, PodRefs::of(&v));
+                    }
+                    None => {
+                        s.pod_rev.remove(&key);
+                        s.remove_pod(&key);
+                    }
+                }
             }
             (Part::Tasks, _) => {}
         }
@@ -236,6 +259,16 @@ impl RbacAuthorizer {
 }
 
 impl Authorizer for RbacAuthorizer {
+    fn pod_bound(&self, key: &str, pod: &Value, revision: u64) {
+        let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        // The watch has applied this write, or a later one (a delete): nothing to learn.
+        if revision <= s.pods_seen || s.pod_rev.get(key).is_some_and(|&r| r >= revision) {
+            return;
+        }
+        s.pod_rev.insert(key.to_string(), revision);
+        s.put_pod(key.to_string(), PodRefs::of(pod));
+    }
+
     fn authorize(&self, a: &Attributes) -> Decision {
         if a.user.in_group(GROUP_MASTERS) {
             return Decision::Allow;
@@ -361,6 +394,85 @@ mod tests {
     use serde_json::json;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
+
+    /// Node n1's `update pods/status` of pod a/p after each step, the steps being the pods
+    /// watch's events and the bind handler's `pod_bound` in the order they reach the
+    /// authorizer. A step is `watch REV NODE` (a put; NODE `-` for unbound), `watch REV delete`,
+    /// or `bound REV NODE`.
+    fn check_learning(steps: &[&str], expected: &[bool]) {
+        let authorizer = RbacAuthorizer {
+            snapshot: RwLock::new(Snapshot::default()),
+        };
+        let t = Transformer::identity();
+        let key = format!("{PODS_PREFIX}a/p");
+        let pod = |node: &str| {
+            let node = (node != "-").then_some(node);
+            json!({"metadata": {"namespace": "a", "name": "p"}, "spec": {"nodeName": node}})
+        };
+        let mut got = Vec::new();
+        for step in steps {
+            let words: Vec<&str> = step.split(' ').collect();
+            let rev: u64 = words[1].parse().unwrap();
+            match (words[0], words[2]) {
+                ("bound", node) => authorizer.pod_bound(&key, &pod(node), rev),
+                ("watch", what) => {
+                    let kind = if what == "delete" {
+                        EventKind::Delete
+                    } else {
+                        EventKind::Put
+                    };
+                    let value =
+                        serde_json::to_vec(&pod(if what == "delete" { "n1" } else { what }));
+                    let event = kumo_store::Event {
+                        kind,
+                        kv: KeyValue {
+                            key: key.clone(),
+                            value: value.unwrap(),
+                            create_revision: 1,
+                            mod_revision: rev,
+                        },
+                        created: false,
+                    };
+                    authorizer.apply(&t, Part::Pods, &event);
+                }
+                _ => panic!("bad step {step}"),
+            }
+            let a = Attributes {
+                user: UserInfo::new("system:node:n1", &["system:nodes"]),
+                verb: "update",
+                api_group: String::new(),
+                resource: "pods".into(),
+                subresource: "status".into(),
+                namespace: "a".into(),
+                name: "p".into(),
+            };
+            got.push(authorizer.authorize(&a) == Decision::Allow);
+        }
+        assert_eq!(got, expected, "{steps:?}");
+    }
+
+    #[test]
+    fn a_binding_is_learned_from_the_bind_handler_before_the_watch_brings_it() {
+        // The watch lags: the binding (rev 6) is known at once; the watch's older event for
+        // the pod (its creation, unbound) does not undo it; the delete does.
+        check_learning(
+            &[
+                "watch 5 -",
+                "bound 6 n1",
+                "watch 5 -",
+                "watch 6 n1",
+                "watch 7 delete",
+            ],
+            &[false, true, true, true, false],
+        );
+        // The watch was first: the late word of the bind handler brings back no deleted pod.
+        check_learning(
+            &["watch 5 -", "watch 6 n1", "watch 7 delete", "bound 6 n1"],
+            &[false, true, false, false],
+        );
+        // A binding to another node gives n1 nothing.
+        check_learning(&["watch 5 -", "bound 6 n2"], &[false, false]);
+    }
 
     /// A store whose first watch answers that its revision is compacted.
     struct CompactedOnce {

@@ -104,7 +104,7 @@ fn main() {
     let pods: Vec<Pod> = (0..n_pods).map(|i| pod(i, &mut rng)).collect();
 
     let start = Instant::now();
-    let mut cluster = Cluster::new(snapshot(&nodes, &[], &HashMap::new()));
+    let mut cluster = Cluster::new(snapshot(&nodes, &[] as &[Pod], &HashMap::new()));
     if !args.iter().any(|a| a == "--all-nodes") {
         cluster = cluster.sampled();
     }

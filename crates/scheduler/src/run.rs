@@ -12,6 +12,7 @@ use kumo_client::{
     guard_pure, Client, EventRecorder, EventType, Failure, Informer, ListParams, Metrics, Pass,
     Passed, Retry,
 };
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
@@ -43,18 +44,22 @@ fn holds_resources(pod: &Pod) -> bool {
 /// Builds node views with what bound pods already use. Pods this scheduler bound but the cache
 /// does not show yet (`assumed`) count too, so one pass never double-books a node.
 pub fn snapshot(
-    nodes: &[Node],
-    pods: &[Pod],
+    nodes: &[impl Borrow<Node>],
+    pods: &[impl Borrow<Pod>],
     assumed: &HashMap<String, (String, Resources)>,
 ) -> Vec<NodeView> {
-    let mut views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+    let mut views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n.borrow())).collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     let index: BTreeMap<String, usize> = views
         .iter()
         .enumerate()
         .map(|(i, v)| (v.name.clone(), i))
         .collect();
-    for pod in pods.iter().filter(|p| holds_resources(p)) {
+    for pod in pods
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|p| holds_resources(p))
+    {
         if let Some(&i) = pod.spec.node_name.as_ref().and_then(|n| index.get(n)) {
             views[i].requested.add(&Resources::of_pod(pod));
             if let Some(key) = crate::core::spread_key(pod) {
@@ -85,16 +90,17 @@ pub async fn run(
         .watches(&nodes, node_changes);
     // Pods bound by this scheduler that the cache does not show yet, kept across passes (a
     // lock that a panicking pass leaves as it was, not poisoned).
-    let assumed: tokio::sync::Mutex<HashMap<String, (String, Resources)>> = Default::default();
+    let assumed: tokio::sync::Mutex<Assumed> = Default::default();
     let (client, recorder, pods, nodes, assumed) = (&client, &recorder, &pods, &nodes, &assumed);
     let each = move || async move {
         let mut assumed = assumed.lock().await;
-        let left_out =
+        let pass =
             schedule_pass(client, recorder, pods, nodes, &mut assumed, config.strategy).await;
         // The others were placed; the left-out ones are tried again at the next change or
-        // after the back-off.
+        // after the back-off, the ones whose binding failed soon.
         Ok::<_, Infallible>(Passed {
-            left_out,
+            left_out: pass.failed,
+            requeue_after: pass.requeue.then_some(REQUEUE_AFTER_FAILED_BIND),
             ..Passed::default()
         })
     };
@@ -129,7 +135,7 @@ enum Unit<'a> {
 
 /// Groups pending pods into scheduling units, oldest first. A gang member whose gang already has
 /// bound members is placed alone: the gang was committed before (a binding failed midway).
-fn units<'a>(pending: &[&'a Pod], all: &[Pod]) -> Vec<Unit<'a>> {
+fn units<'a>(pending: &[&'a Pod], all: &[impl Borrow<Pod>]) -> Vec<Unit<'a>> {
     let mut gangs: BTreeMap<(String, String), Vec<&'a Pod>> = BTreeMap::new();
     let mut units = Vec::new();
     for pod in pending {
@@ -146,6 +152,7 @@ fn units<'a>(pending: &[&'a Pod], all: &[Pod]) -> Vec<Unit<'a>> {
             |p: &&Pod| p.metadata.ns() == ns && p.metadata.labels.get(LABEL_GANG) == Some(&name);
         let bound = all
             .iter()
+            .map(Borrow::borrow)
             .filter(same_gang)
             .filter(|p| holds_resources(p))
             .count();
@@ -180,40 +187,56 @@ fn units<'a>(pending: &[&'a Pod], all: &[Pod]) -> Vec<Unit<'a>> {
     units
 }
 
-/// One pass over every pending pod and gang, oldest first.
-async fn schedule_pass(
-    client: &Client,
-    recorder: &EventRecorder,
-    pods: &Informer<Pod>,
-    nodes: &Informer<Node>,
-    assumed: &mut HashMap<String, (String, Resources)>,
+/// Most bindings in flight at once: each is a store write (an fsync on redb, a round trip on
+/// etcd) that the pass would otherwise wait for one after another.
+const BINDS_IN_FLIGHT: usize = 16;
+
+/// When a pass whose binding failed (a conflict, a node gone, the server unreachable) runs
+/// again if nothing changes before: the failed pod is pending again and placed afresh.
+const REQUEUE_AFTER_FAILED_BIND: Duration = Duration::from_millis(200);
+
+/// Pods the pass assumed it placed: key → (node, what the pod asks for).
+type Assumed = HashMap<String, (String, Resources)>;
+
+/// What a pass decided, before it writes anything.
+#[derive(Default)]
+struct Plan<'a> {
+    /// Pods to bind, each with its node, in the order they were placed.
+    binds: Vec<(&'a Pod, String)>,
+    /// Pods that fit nowhere, with why.
+    unschedulable: Vec<(&'a Pod, String)>,
+    failed: Failed,
+}
+
+/// Places every unit against `cluster`, counting each placed pod on its node at once (and in
+/// `assumed`, for the passes that run before the cache shows its binding): a pod placed later in
+/// the same pass sees what the earlier ones took, so the batch never double-books a node.
+fn plan<'a>(
+    units: Vec<Unit<'a>>,
+    cluster: &mut Cluster,
+    assumed: &mut Assumed,
     strategy: Strategy,
-) -> Failed {
-    let mut failed = Failed::new();
-    // Pods that ended and hold nothing play no part in a pass; most pods of a busy batch
-    // cluster are such (they stay for their logs), and cloning them all made every pass slower.
-    let all_pods = pods.list_filtered(|p| is_pending(p) || holds_resources(p));
-    // Forget assumptions the cache has caught up with.
-    assumed.retain(|key, _| pods.get(key).is_some_and(|p| p.spec.node_name.is_none()));
-    let mut cluster = Cluster::new(snapshot(&nodes.list(), &all_pods, assumed)).sampled();
-    let mut pending: Vec<&Pod> = all_pods
-        .iter()
-        .filter(|p| is_pending(p) && !assumed.contains_key(&kumo_client::cache_key(*p)))
-        .collect();
-    pending.sort_by(|a, b| {
-        (a.metadata.creation_timestamp, &a.metadata.name)
-            .cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
-    });
-    for unit in units(&pending, &all_pods) {
+) -> Plan<'a> {
+    let mut plan = Plan::default();
+    let mut take = |cluster: &mut Cluster, plan: &mut Plan<'a>, pod: &'a Pod, i: usize| {
+        cluster.assume(i, pod);
+        let node = cluster.nodes()[i].name.clone();
+        assumed.insert(
+            kumo_client::cache_key(pod),
+            (node.clone(), Resources::of_pod(pod)),
+        );
+        plan.binds.push((pod, node));
+    };
+    for unit in units {
         match unit {
             Unit::Single(pod) => match guard_pure(|| {
                 #[cfg(test)]
                 tests::panic_if_asked(pod);
                 cluster.place(pod, strategy)
             }) {
-                Ok(Ok(i)) => bind(client, recorder, pod, &mut cluster, i, assumed).await,
-                Ok(Err(why)) => mark_unschedulable(client, recorder, pod, why.message).await,
-                Err(panic) => failed.push((kumo_client::cache_key(pod), panic)),
+                Ok(Ok(i)) => take(cluster, &mut plan, pod, i),
+                Ok(Err(why)) => plan.unschedulable.push((pod, why.message)),
+                Err(panic) => plan.failed.push((kumo_client::cache_key(pod), panic)),
             },
             Unit::Gang {
                 name,
@@ -225,59 +248,137 @@ async fn schedule_pass(
                     "waiting for the rest of gang {name}: {} of {size} pods exist",
                     members.len() + bound
                 );
-                for pod in members {
-                    mark_unschedulable(client, recorder, pod, message.clone()).await;
-                }
+                plan.unschedulable
+                    .extend(members.into_iter().map(|p| (p, message.clone())));
             }
             // Gangs are packed onto as few nodes as possible: replicas talk to each other.
             Unit::Gang { name, members, .. } => {
                 match guard_pure(|| place_gang(&members, cluster.nodes(), Strategy::BinPack)) {
                     Ok(Ok(placement)) => {
-                        for (pod, i) in members.iter().zip(placement) {
-                            bind(client, recorder, pod, &mut cluster, i, assumed).await;
+                        for (pod, i) in members.into_iter().zip(placement) {
+                            take(cluster, &mut plan, pod, i);
                         }
                     }
-                    Ok(Err(why)) => {
-                        for pod in members {
-                            mark_unschedulable(client, recorder, pod, why.message.clone()).await;
-                        }
-                    }
-                    Err(panic) => failed.push((format!("gang {name}"), panic)),
+                    Ok(Err(why)) => plan
+                        .unschedulable
+                        .extend(members.into_iter().map(|p| (p, why.message.clone()))),
+                    Err(panic) => plan.failed.push((format!("gang {name}"), panic)),
                 }
             }
         }
     }
-    failed
+    plan
 }
 
-/// Binds `pod` to node `i`, counting it there for the rest of the pass.
-async fn bind(
+/// What a pass reports to the loop.
+struct PassResult {
+    failed: Failed,
+    /// A binding failed: run again soon even if nothing changes.
+    requeue: bool,
+}
+
+/// One pass over every pending pod and gang, oldest first: decide them all, then bind them
+/// concurrently.
+async fn schedule_pass(
     client: &Client,
     recorder: &EventRecorder,
-    pod: &Pod,
-    cluster: &mut Cluster,
-    i: usize,
-    assumed: &mut HashMap<String, (String, Resources)>,
-) {
-    let key = kumo_client::cache_key(pod);
-    let ns = pod.metadata.ns().to_string();
-    let node = cluster.nodes()[i].name.clone();
-    match client.bind(&ns, &pod.metadata.name, &node).await {
-        Ok(()) => {
-            cluster.assume(i, pod);
-            assumed.insert(key, (node.clone(), Resources::of_pod(pod)));
-            let message = format!("Successfully assigned {ns}/{} to {node}", pod.metadata.name);
-            // Written off the pass, as events are best effort: bindings are made one at a time,
-            // and awaiting each event's write doubled the time of each (bench/density.py).
-            let (recorder, pod) = (recorder.clone(), pod.clone());
-            tokio::spawn(async move {
-                recorder
-                    .record(&pod, EventType::Normal, "Scheduled", message)
-                    .await
-            });
-        }
-        Err(e) => tracing::debug!(pod = %key, error = %e, "binding failed"),
+    pods: &Informer<Pod>,
+    nodes: &Informer<Node>,
+    assumed: &mut Assumed,
+    strategy: Strategy,
+) -> PassResult {
+    // Pods that ended and hold nothing play no part in a pass; most pods of a busy batch
+    // cluster are such (they stay for their logs). The others are shared with the cache, not
+    // cloned: at 30,000 pods, copying them made every pass slower.
+    let all_pods = pods.list_filtered_shared(|p| is_pending(p) || holds_resources(p));
+    // Forget assumptions the cache has caught up with.
+    assumed.retain(|key, _| {
+        pods.get_shared(key)
+            .is_some_and(|p| p.spec.node_name.is_none())
+    });
+    let all_nodes = nodes.list_filtered_shared(|_| true);
+    let mut cluster = Cluster::new(snapshot(&all_nodes, &all_pods, assumed)).sampled();
+    let mut pending: Vec<&Pod> = all_pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| is_pending(p) && !assumed.contains_key(&kumo_client::cache_key(*p)))
+        .collect();
+    pending.sort_by(|a, b| {
+        (a.metadata.creation_timestamp, &a.metadata.name)
+            .cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
+    });
+    let plan = plan(units(&pending, &all_pods), &mut cluster, assumed, strategy);
+    let refused = bind_all(client, recorder, plan.binds, assumed).await;
+    for (pod, message) in plan.unschedulable {
+        mark_unschedulable(client, recorder, pod, message).await;
     }
+    PassResult {
+        failed: plan.failed,
+        requeue: refused > 0,
+    }
+}
+
+/// Binds each pod to its node, [`BINDS_IN_FLIGHT`] at a time. A binding that fails forgets
+/// its assumption, so the pod is pending again for the next pass. Returns how many failed.
+async fn bind_all(
+    client: &Client,
+    recorder: &EventRecorder,
+    binds: Vec<(&Pod, String)>,
+    assumed: &mut Assumed,
+) -> usize {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    // A queue filled up to the bound as bindings finish (an async fn's future per binding,
+    // not a closure's, keeps the pass's future `Send` for every lifetime).
+    let mut waiting = binds.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut refused = 0;
+    loop {
+        while in_flight.len() < BINDS_IN_FLIGHT {
+            let Some((pod, node)) = waiting.next() else {
+                break;
+            };
+            in_flight.push(bind_one(client, pod, node));
+        }
+        let Some((pod, node, result)) = in_flight.next().await else {
+            break;
+        };
+        let key = kumo_client::cache_key(pod);
+        match result {
+            Ok(()) => {
+                let message = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    pod.metadata.ns(),
+                    pod.metadata.name
+                );
+                // Written off the pass, as events are best effort: awaiting each event's write
+                // doubled the time of each binding (bench/density.py).
+                let (recorder, pod) = (recorder.clone(), pod.clone());
+                tokio::spawn(async move {
+                    recorder
+                        .record(&pod, EventType::Normal, "Scheduled", message)
+                        .await
+                });
+            }
+            Err(e) => {
+                tracing::debug!(pod = %key, %node, error = %e, "binding failed; the pod is placed again");
+                assumed.remove(&key);
+                refused += 1;
+            }
+        }
+    }
+    refused
+}
+
+/// One binding, with what it was for.
+async fn bind_one<'a>(
+    client: &Client,
+    pod: &'a Pod,
+    node: String,
+) -> (&'a Pod, String, Result<(), kumo_client::ClientError>) {
+    let result = client
+        .bind(pod.metadata.ns(), &pod.metadata.name, &node)
+        .await;
+    (pod, node, result)
 }
 
 /// Records why `pod` cannot be placed (condition PodScheduled=False, reason Unschedulable, and a
@@ -435,6 +536,210 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected);
+    }
+
+    fn node(name: &str, cpu: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap()
+    }
+
+    fn asking(mut p: Pod, cpu: &str) -> Pod {
+        p.spec.containers[0].resources =
+            serde_json::from_value(json!({"requests": {"cpu": cpu}})).unwrap();
+        p
+    }
+
+    /// Plans one pass over `pods` on `nodes`, with `assumed` (pod key → node) left by an
+    /// earlier pass; describes it as `pod -> node` or `pod: why`, then the assumptions after.
+    fn check_plan(nodes: &[Node], pods: &[Pod], assumed: &[(&str, &str)], expected: &[&str]) {
+        let mut assumed: Assumed = assumed
+            .iter()
+            .map(|(key, node)| {
+                let pod = pods
+                    .iter()
+                    .find(|p| kumo_client::cache_key(*p) == *key)
+                    .unwrap();
+                (key.to_string(), (node.to_string(), Resources::of_pod(pod)))
+            })
+            .collect();
+        let mut cluster = Cluster::new(snapshot(nodes, pods, &assumed)).sampled();
+        let pending: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| is_pending(p) && !assumed.contains_key(&kumo_client::cache_key(*p)))
+            .collect();
+        let plan = plan(
+            units(&pending, pods),
+            &mut cluster,
+            &mut assumed,
+            Strategy::Spread,
+        );
+        let mut got: Vec<String> = plan
+            .binds
+            .iter()
+            .map(|(p, n)| format!("{} -> {n}", p.metadata.name))
+            .chain(
+                plan.unschedulable
+                    .iter()
+                    .map(|(p, why)| format!("{}: {why}", p.metadata.name)),
+            )
+            .collect();
+        let mut keys: Vec<String> = assumed
+            .into_iter()
+            .map(|(k, (n, _))| format!("assumed {k} on {n}"))
+            .collect();
+        keys.sort();
+        got.extend(keys);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_batch_counts_the_pods_it_just_placed() {
+        let one = [node("n1", "1")];
+        // Two pods that fit only one at a time: the first (oldest) is placed, the second
+        // sees the node taken by it within the same pass.
+        check_plan(
+            &one,
+            &[
+                asking(pod("a", None, None, 1), "1"),
+                asking(pod("b", None, None, 2), "1"),
+            ],
+            &[],
+            &[
+                "a -> n1",
+                "b: 0/1 nodes are available: 1 Insufficient cpu",
+                "assumed default/a on n1",
+            ],
+        );
+        // Across passes: a pod whose binding the cache does not show yet still holds its node.
+        check_plan(
+            &one,
+            &[
+                asking(pod("a", None, None, 1), "1"),
+                asking(pod("b", None, None, 2), "1"),
+            ],
+            &[("default/a", "n1")],
+            &[
+                "b: 0/1 nodes are available: 1 Insufficient cpu",
+                "assumed default/a on n1",
+            ],
+        );
+        // Room for both on two nodes: one each, both assumed.
+        check_plan(
+            &[node("n1", "1"), node("n2", "1")],
+            &[
+                asking(pod("a", None, None, 1), "1"),
+                asking(pod("b", None, None, 2), "1"),
+            ],
+            &[],
+            &[
+                "a -> n1",
+                "b -> n2",
+                "assumed default/a on n1",
+                "assumed default/b on n2",
+            ],
+        );
+        // Half a CPU each: both fit together on one node of one CPU.
+        check_plan(
+            &one,
+            &[
+                asking(pod("a", None, None, 1), "500m"),
+                asking(pod("b", None, None, 2), "500m"),
+            ],
+            &[],
+            &[
+                "a -> n1",
+                "b -> n1",
+                "assumed default/a on n1",
+                "assumed default/b on n1",
+            ],
+        );
+        // A gang is placed after the lone pod that took the node's room: it fits no more.
+        check_plan(
+            &one,
+            &[
+                asking(pod("lone", None, None, 1), "1"),
+                asking(pod("t-0", Some(("t", 2)), None, 2), "500m"),
+                asking(pod("t-1", Some(("t", 2)), None, 3), "500m"),
+            ],
+            &[],
+            &[
+                "lone -> n1",
+                "t-0: gang of 2: no replica fits: 0/1 nodes are available: 1 Insufficient cpu",
+                "t-1: gang of 2: no replica fits: 0/1 nodes are available: 1 Insufficient cpu",
+                "assumed default/lone on n1",
+            ],
+        );
+    }
+
+    /// Against a real API server: of one batch, the binding that conflicts (the pod was bound
+    /// meanwhile) is counted as refused and its assumption forgotten; the other is bound and
+    /// stays assumed until the cache shows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_binding_forgets_its_assumption() {
+        let client = server().await;
+        for n in ["n1", "n2"] {
+            client.create(&node(n, "4")).await.unwrap();
+        }
+        let taken = client.create(&pod("taken", None, None, 1)).await.unwrap();
+        let free = client.create(&pod("free", None, None, 2)).await.unwrap();
+        // Someone else bound it after the scheduler's cache last saw it.
+        client.bind("default", "taken", "n2").await.unwrap();
+        let mut assumed: Assumed = [&taken, &free]
+            .iter()
+            .map(|p| {
+                (
+                    kumo_client::cache_key(*p),
+                    ("n1".to_string(), Resources::of_pod(p)),
+                )
+            })
+            .collect();
+        let recorder = EventRecorder::new(client.clone(), "kumo-scheduler", None);
+        let refused = bind_all(
+            &client,
+            &recorder,
+            vec![(&taken, "n1".into()), (&free, "n1".into())],
+            &mut assumed,
+        )
+        .await;
+        assert_eq!(refused, 1);
+        assert_eq!(assumed.keys().collect::<Vec<_>>(), ["default/free"]);
+        let got = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .get::<Pod>("default", name)
+                    .await
+                    .unwrap()
+                    .spec
+                    .node_name
+            }
+        };
+        assert_eq!(got("taken").await.as_deref(), Some("n2"));
+        assert_eq!(got("free").await.as_deref(), Some("n1"));
+    }
+
+    /// A client of a fresh API server on an in-memory store.
+    async fn server() -> Client {
+        use kumo_client::ClientConfig;
+        let store = std::sync::Arc::new(kumo_store::MemStore::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let config = kumo_apiserver::Config::new(store, vec!["t0ken".into()]);
+        tokio::spawn(kumo_apiserver::serve(
+            listener,
+            config,
+            std::future::pending(),
+        ));
+        Client::new(&ClientConfig {
+            server,
+            token: "t0ken".into(),
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     #[test]

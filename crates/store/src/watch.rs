@@ -254,6 +254,14 @@ impl WatchStream {
     ///
     /// Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+        // The copy is made here, outside the ring's lock.
+        Some(self.next_shared().await?.map(|e| Event::clone(&e)))
+    }
+
+    /// [`next`](Self::next) without copying the event: the ring's own copy, shared with every
+    /// other stream that reads it (a server with many watchers copied each event's value once
+    /// per watcher).
+    pub async fn next_shared(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
         loop {
             if self.done {
                 return None;
@@ -261,8 +269,7 @@ impl WatchStream {
             // Marked seen before the ring is read, so a write after the read wakes `changed`.
             self.rx.borrow_and_update();
             match self.take() {
-                // The copy is made here, outside the ring's lock.
-                Ok(Some(event)) => return Some(Ok(Event::clone(&event))),
+                Ok(Some(event)) => return Some(Ok(event)),
                 Ok(None) => {}
                 Err(e) => {
                     self.done = true;
@@ -369,6 +376,19 @@ mod tests {
         );
         hub.publish(put(51, "/odd/k"));
         assert_eq!(revisions(&mut odd, 1).await, vec![51]);
+    }
+
+    #[tokio::test]
+    async fn streams_share_the_rings_copy_of_an_event() {
+        let hub = WatchHub::new(10.into());
+        let (mut a, mut b) = (hub.watch("/", 0).unwrap(), hub.watch("/", 0).unwrap());
+        hub.publish(put(1, "/k"));
+        let (ea, eb) = (
+            a.next_shared().await.unwrap().unwrap(),
+            b.next_shared().await.unwrap().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&ea, &eb), "one copy for both streams");
+        assert_eq!(ea.kv.value, b"1");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 use super::rbac::{as_user, setup};
 use super::{req, Server};
+use kumo_store::{KeyValue, Revision, StoreError, WatchStream};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -260,4 +261,105 @@ async fn a_node_writes_only_itself_and_its_pods_and_reads_only_their_secrets() {
         )
         .await;
     server.stop().await;
+}
+
+/// A store whose watches under the pods' prefix see nothing: the authorizer's graph of pods
+/// never follows the store, as when its watch lags far behind a node's.
+struct BlindToPods(kumo_store::MemStore);
+
+#[async_trait::async_trait]
+impl kumo_store::Store for BlindToPods {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        self.0.create(key, value).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StoreError> {
+        self.0.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
+        self.0.delete(key, expected).await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        let blind = prefix.starts_with("/registry/core/pods/");
+        let prefix = if blind { "/nothing/" } else { prefix };
+        self.0.watch(prefix, after).await
+    }
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.0.current_revision().await
+    }
+}
+
+/// However far the authorizer's watch lags, a node may write the status of a pod bound to it
+/// once the binding is answered (the bind handler tells the authorizer), or once the pod is
+/// read from the store (a pod created bound); another node still may not.
+#[tokio::test]
+async fn a_node_writes_its_pods_status_however_far_the_authorizers_watch_lags() {
+    let store = std::sync::Arc::new(BlindToPods(kumo_store::MemStore::new()));
+    let server = Server::with_rbac(store, super::rbac::users()).await;
+    for node in ["n1", "n2"] {
+        server.create("/api/v1/nodes", super::node(node)).await;
+    }
+    let pods = "/api/v1/namespaces/default/pods";
+    let spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+    server
+        .create(pods, json!({"metadata": {"name": "bound"}, "spec": spec}))
+        .await;
+    server
+        .check(
+            req(
+                "POST",
+                &format!("{pods}/bound/binding"),
+                Some(json!({"target": {"kind": "Node", "name": "n1"}})),
+            ),
+            201,
+            "",
+        )
+        .await;
+    let mut created = spec.clone();
+    created["nodeName"] = json!("n1");
+    server
+        .create(
+            pods,
+            json!({"metadata": {"name": "created"}, "spec": created}),
+        )
+        .await;
+    for pod in ["bound", "created"] {
+        let path = format!("{pods}/{pod}/status");
+        let status = Some(json!({"status": {"message": "started"}}));
+        server
+            .check(
+                as_user("node-2", req("PATCH", &path, status.clone())),
+                403,
+                "no relationship found between node",
+            )
+            .await;
+        server
+            .check(
+                as_user("node-1", req("PATCH", &path, status)),
+                200,
+                "started",
+            )
+            .await;
+    }
+    // A pod nobody bound stays refused to every node.
+    server
+        .create(pods, json!({"metadata": {"name": "unbound"}, "spec": spec}))
+        .await;
+    server
+        .check(
+            as_user("node-1", req("GET", &format!("{pods}/unbound"), None)),
+            403,
+            "no relationship found between node",
+        )
+        .await;
 }
