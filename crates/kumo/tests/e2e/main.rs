@@ -19,6 +19,7 @@ mod limits;
 mod migrate;
 mod mltask;
 mod multinode;
+mod multinode_work;
 mod nodes;
 mod podnet;
 mod podnet_nodes;
