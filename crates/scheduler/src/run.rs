@@ -40,13 +40,29 @@ fn holds_resources(pod: &Pod) -> bool {
     pod.spec.node_name.is_some() && !pod.status.as_ref().is_some_and(|s| s.phase.is_terminal())
 }
 
+/// A pod this scheduler bound that its cache does not show bound yet.
+#[derive(Debug, Clone)]
+pub struct Assumed {
+    pub node: String,
+    pub resources: Resources,
+    /// Its spread group ([`crate::core::spread_key`]).
+    pub spread: Option<String>,
+}
+
+impl Assumed {
+    pub fn new(node: &str, pod: &Pod) -> Assumed {
+        Assumed {
+            node: node.to_string(),
+            resources: Resources::of_pod(pod),
+            spread: crate::core::spread_key(pod),
+        }
+    }
+}
+
 /// Builds node views with what bound pods already use. Pods this scheduler bound but the cache
-/// does not show yet (`assumed`) count too, so one pass never double-books a node.
-pub fn snapshot(
-    nodes: &[Node],
-    pods: &[Pod],
-    assumed: &HashMap<String, (String, Resources)>,
-) -> Vec<NodeView> {
+/// does not show yet (`assumed`) count too, resources and spread group, so one pass never
+/// double-books a node nor stacks an app's replicas created a moment apart on one node.
+pub fn snapshot(nodes: &[Node], pods: &[Pod], assumed: &HashMap<String, Assumed>) -> Vec<NodeView> {
     let mut views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     let index: BTreeMap<String, usize> = views
@@ -62,9 +78,12 @@ pub fn snapshot(
             }
         }
     }
-    for (node, res) in assumed.values() {
-        if let Some(&i) = index.get(node) {
-            views[i].requested.add(res);
+    for a in assumed.values() {
+        if let Some(&i) = index.get(&a.node) {
+            views[i].requested.add(&a.resources);
+            if let Some(key) = &a.spread {
+                *views[i].spread.entry(key.clone()).or_default() += 1;
+            }
         }
     }
     views
@@ -85,7 +104,7 @@ pub async fn run(
         .watches(&nodes, node_changes);
     // Pods bound by this scheduler that the cache does not show yet, kept across passes (a
     // lock that a panicking pass leaves as it was, not poisoned).
-    let assumed: tokio::sync::Mutex<HashMap<String, (String, Resources)>> = Default::default();
+    let assumed: tokio::sync::Mutex<HashMap<String, Assumed>> = Default::default();
     let (client, recorder, pods, nodes, assumed) = (&client, &recorder, &pods, &nodes, &assumed);
     let each = move || async move {
         let mut assumed = assumed.lock().await;
@@ -186,7 +205,7 @@ async fn schedule_pass(
     recorder: &EventRecorder,
     pods: &Informer<Pod>,
     nodes: &Informer<Node>,
-    assumed: &mut HashMap<String, (String, Resources)>,
+    assumed: &mut HashMap<String, Assumed>,
     strategy: Strategy,
 ) -> Failed {
     let mut failed = Failed::new();
@@ -257,7 +276,7 @@ async fn bind(
     pod: &Pod,
     cluster: &mut Cluster,
     i: usize,
-    assumed: &mut HashMap<String, (String, Resources)>,
+    assumed: &mut HashMap<String, Assumed>,
 ) {
     let key = kumo_client::cache_key(pod);
     let ns = pod.metadata.ns().to_string();
@@ -265,7 +284,7 @@ async fn bind(
     match client.bind(&ns, &pod.metadata.name, &node).await {
         Ok(()) => {
             cluster.assume(i, pod);
-            assumed.insert(key, (node.clone(), Resources::of_pod(pod)));
+            assumed.insert(key, Assumed::new(&node, pod));
             let message = format!("Successfully assigned {ns}/{} to {node}", pod.metadata.name);
             // Written off the pass, as events are best effort: bindings are made one at a time,
             // and awaiting each event's write doubled the time of each (bench/density.py).
@@ -315,7 +334,7 @@ async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kumo_api::keys::format_gang_size;
+    use kumo_api::keys::{format_gang_size, LABEL_APP, LABEL_PROCESS};
     use serde_json::json;
 
     /// Pods with this annotation panic in placement (the test hook of `schedule_pass`).
@@ -435,6 +454,41 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected);
+    }
+
+    /// A replica bound a moment ago that the cache does not show bound yet counts in its
+    /// spread group: the next replica of the app goes to another node.
+    #[test]
+    fn an_assumed_replica_counts_in_its_spread_group() {
+        let node = |name: &str| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap()
+        };
+        let nodes = [node("n1"), node("n2")];
+        let mut web = pod("web-a", None, None, 1);
+        web.metadata.labels.insert(LABEL_APP.into(), "web".into());
+        web.metadata
+            .labels
+            .insert(LABEL_PROCESS.into(), "web".into());
+        let check = |assumed: &[(&str, &Pod)], expected: &str| {
+            let assumed: HashMap<String, Assumed> = assumed
+                .iter()
+                .enumerate()
+                .map(|(k, (n, p))| (format!("default/p{k}"), Assumed::new(n, p)))
+                .collect();
+            let mut cluster = Cluster::new(snapshot(&nodes, &[], &assumed));
+            let i = cluster.place(&web, Strategy::Spread).unwrap();
+            assert_eq!(cluster.nodes()[i].name, expected, "{assumed:?}");
+        };
+        check(&[], "n1");
+        check(&[("n1", &web)], "n2");
+        check(&[("n1", &web), ("n2", &web), ("n2", &web)], "n1");
+        // A pod of no group leaves the spread alone.
+        check(&[("n1", &pod("lone", None, None, 1))], "n1");
     }
 
     #[test]

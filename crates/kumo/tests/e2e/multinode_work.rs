@@ -118,7 +118,7 @@ async fn mltask_replicas_on_two_nodes_rendezvous_over_tcp(mn: &MultiNode) {
 async fn app_replicas_on_every_node_answer_through_a_router_on_one(mn: &MultiNode) {
     let c = &mn.cluster;
     let client = c.client();
-    let router = mn.start_router(0);
+    let router = mn.start_node_router(0);
     let script = "mkdir -p /www && echo $HOSTNAME > /www/index.html && exec /bin/busybox httpd -f -p $PORT -h /www";
     let app = serde_json::json!({
         "apiVersion": "kumo.dev/v1", "kind": "App", "metadata": {"name": "spread"},
@@ -137,7 +137,11 @@ async fn app_replicas_on_every_node_answer_through_a_router_on_one(mn: &MultiNod
         .filter_map(|p| p.spec.node_name.clone())
         .collect();
     let every: BTreeSet<String> = mn.nodes.iter().map(|n| n.name.clone()).collect();
-    assert_eq!(nodes, every, "one replica per node");
+    let placed: Vec<(&str, Option<&str>)> = pods
+        .iter()
+        .map(|p| (p.metadata.name.as_str(), p.spec.node_name.as_deref()))
+        .collect();
+    assert_eq!(nodes, every, "one replica per node: {placed:?}");
     // The router's endpoints are the pods' own addresses: a pod IP is reachable from node 0
     // only over the pod network for the replicas elsewhere.
     for p in &pods {
