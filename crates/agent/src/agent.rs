@@ -302,7 +302,7 @@ async fn join_pod_network(
         None => Duration::ZERO,
     };
     let resolved = match early.register(&devices.discover()).await {
-        Ok(()) => crate::podnet::resolve_pod_cidr(
+        Ok(()) => match crate::podnet::resolve_pod_cidr(
             client,
             &config.node_name,
             cc.pod_cidr.as_deref(),
@@ -310,10 +310,16 @@ async fn join_pod_network(
             wait,
         )
         .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read this node's pod CIDR");
-            cc.pod_cidr.clone()
-        }),
+        {
+            Ok(c) => c,
+            Err(e @ crate::podnet::PodCidrError::Mismatch { .. }) => {
+                return Err(AgentError::Config(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this node's pod CIDR");
+                cc.pod_cidr.clone()
+            }
+        },
         Err(e) => {
             tracing::warn!(error = %e, "cannot register the node before its pod network");
             cc.pod_cidr.clone()

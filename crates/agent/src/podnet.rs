@@ -22,34 +22,79 @@ pub const REASON_POD_NETWORK_CONFLICT: &str = "PodNetworkConflict";
 /// How long an agent without `--pod-cidr` waits for the control plane to give its Node one.
 pub const POD_CIDR_WAIT: Duration = Duration::from_secs(30);
 
-/// The pod CIDR of node `name`: its Node's when it has one; else `configured` at once; else
-/// the Node's once the control plane gives it one, waiting up to `wait` (`None` after that:
-/// the agent falls back to kumo-net's default, with a warning). A node in no pod network
-/// across nodes (`across` false: `kumo up` alone) keeps `configured` whatever its Node says,
-/// so that its bridge's range never changes under its running pods.
+/// Why this node's pod CIDR could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum PodCidrError {
+    /// The Node could not be read.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `--pod-cidr` names another range than the one the Node already has.
+    #[error("--pod-cidr {configured} differs from node {node}'s spec.podCIDR {assigned} (the pod CIDR the cluster gave it): start the agent with --pod-cidr {assigned}, or without --pod-cidr")]
+    Mismatch {
+        node: String,
+        configured: String,
+        assigned: String,
+    },
+}
+
+/// The pod CIDR of node `name`: its Node's when it has one (an agent started with another
+/// `--pod-cidr` is refused: its pods would get addresses the other nodes route elsewhere);
+/// else `configured` at once; else the Node's once the control plane gives it one, waiting up
+/// to `wait` (`None` after that: the agent falls back to kumo-net's default, with a warning). A
+/// node in no pod network across nodes (`across` false: `kumo up` alone) keeps `configured`
+/// whatever its Node says, so that its bridge's range never changes under its running pods.
 pub async fn resolve_pod_cidr(
     client: &Client,
     name: &str,
     configured: Option<&str>,
     across: bool,
     wait: Duration,
-) -> Result<Option<String>, ClientError> {
+) -> Result<Option<String>, PodCidrError> {
     if let (false, Some(c)) = (across, configured) {
         return Ok(Some(c.to_string()));
     }
     let deadline = Instant::now() + wait;
     loop {
         let node = client.get_opt::<Node>("", name).await?;
-        if let Some(cidr) = node.as_ref().and_then(|n| n.spec.pod_cidr()) {
-            return Ok(Some(cidr.to_string()));
-        }
-        if let Some(c) = configured {
-            return Ok(Some(c.to_string()));
+        let assigned = node.as_ref().and_then(|n| n.spec.pod_cidr());
+        if let Some(cidr) = choose_pod_cidr(name, assigned, configured)? {
+            return Ok(Some(cidr));
         }
         if Instant::now() >= deadline {
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pod CIDR from the Node's (`assigned`) and the agent's flag (`configured`): the Node's
+/// when they agree or there is no flag, the flag's when the Node has none yet.
+pub fn choose_pod_cidr(
+    node: &str,
+    assigned: Option<&str>,
+    configured: Option<&str>,
+) -> Result<Option<String>, PodCidrError> {
+    match (assigned, configured) {
+        (Some(a), Some(c)) if !same_network(a, c) => Err(PodCidrError::Mismatch {
+            node: node.to_string(),
+            configured: c.to_string(),
+            assigned: a.to_string(),
+        }),
+        (Some(a), _) => Ok(Some(a.to_string())),
+        (None, c) => Ok(c.map(str::to_string)),
+    }
+}
+
+/// Whether two CIDRs name one network (`10.1.0.0/24` and ` 10.1.0.0/24`, or written with
+/// another IPv6 spelling); compared as text when either does not parse.
+fn same_network(a: &str, b: &str) -> bool {
+    let parse = |s: &str| {
+        let (ip, len) = s.trim().split_once('/')?;
+        Some((ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?))
+    };
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.trim() == b.trim(),
     }
 }
 
@@ -184,6 +229,45 @@ mod tests {
         check(
             json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.88.1.0/24"}, "status": {"addresses": [{"type": "InternalIP", "address": "not-an-ip"}]}}),
             None,
+        );
+    }
+
+    #[test]
+    fn the_nodes_pod_cidr_wins_and_another_flag_is_refused() {
+        let check = |assigned: Option<&str>,
+                     configured: Option<&str>,
+                     expected: Result<Option<&str>, &str>| {
+            let got = choose_pod_cidr("n1", assigned, configured).map_err(|e| e.to_string());
+            assert_eq!(
+                got,
+                expected
+                    .map(|c| c.map(str::to_string))
+                    .map_err(str::to_string),
+                "{assigned:?} {configured:?}"
+            );
+        };
+        check(None, None, Ok(None));
+        check(None, Some("10.1.0.0/24"), Ok(Some("10.1.0.0/24")));
+        check(Some("10.88.1.0/24"), None, Ok(Some("10.88.1.0/24")));
+        check(
+            Some("10.88.1.0/24"),
+            Some("10.88.1.0/24"),
+            Ok(Some("10.88.1.0/24")),
+        );
+        check(
+            Some("fd00::/64"),
+            Some("fd00:0::/64"),
+            Ok(Some("fd00::/64")),
+        );
+        check(
+            Some("10.88.1.0/24"),
+            Some("10.1.0.0/24"),
+            Err("--pod-cidr 10.1.0.0/24 differs from node n1's spec.podCIDR 10.88.1.0/24 (the pod CIDR the cluster gave it): start the agent with --pod-cidr 10.88.1.0/24, or without --pod-cidr"),
+        );
+        check(
+            Some("10.88.1.0/24"),
+            Some("10.88.1.0/25"),
+            Err("--pod-cidr 10.88.1.0/25 differs from node n1's spec.podCIDR 10.88.1.0/24 (the pod CIDR the cluster gave it): start the agent with --pod-cidr 10.88.1.0/24, or without --pod-cidr"),
         );
     }
 

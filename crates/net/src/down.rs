@@ -1,7 +1,8 @@
 //! Takes a node's pod network down for good (`kumo down`, every e2e test's teardown): each pod
 //! network (CNI DEL, its namespace, its veth), the veths left on the bridge, the node's
 //! masquerade chain, the IPAM leases, then the bridge and the other links named (the pod
-//! network's tunnel device, once the node has one), saying what it removed.
+//! network's tunnel device, once the node has one), and kumo's routes to other nodes' pods
+//! (`proto 77`, host-gw's), saying what it removed.
 //!
 //! Everything is found from the node's state dir and names: another node's bridge, chain or
 //! leases are never touched. Links are removed with `ip link`, as a person would.
@@ -17,7 +18,7 @@ use std::net::IpAddr;
 /// One thing taken away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removed {
-    /// `pod network`, `veth`, `iptables chain`, `ipam lease`, `link`.
+    /// `pod network`, `veth`, `iptables chain`, `ipam lease`, `link`, `route`.
     pub kind: &'static str,
     pub what: String,
 }
@@ -78,7 +79,23 @@ pub async fn down(config: NetworkConfig, links: &[String]) -> NetworkDown {
             }
         }
     }
+    // host-gw's routes to the other nodes' pods are on the machine's own interface: they stay
+    // when every kumo link is gone (VXLAN's went with its device).
+    match remove_routes().await {
+        Ok(routes) => {
+            for r in routes {
+                out.removed("route", r);
+            }
+        }
+        Err(e) => out.failed.push(format!("kumo's routes: {e}")),
+    }
     out
+}
+
+/// Removes every kumo route (`proto 77`) of this network namespace: a node's namespace is the
+/// machine's, and it holds one node's routes.
+async fn remove_routes() -> Result<Vec<String>, crate::error::NetError> {
+    crate::links::Links::connect()?.remove_routes().await
 }
 
 /// Runs `iptables -w -t nat ARGS`; whether it succeeded, its stdout, and its stderr.

@@ -260,12 +260,27 @@ impl Links {
     /// Removes the VXLAN device (with its entries and routes) and every route kumo made; what
     /// is already gone is not an error. Whether anything was there.
     pub async fn remove_all(&self) -> Result<bool, NetError> {
-        let mut any = self.remove_vxlan().await?;
+        let vxlan = self.remove_vxlan().await?;
+        let routes = self.remove_routes().await?;
+        Ok(vxlan || !routes.is_empty())
+    }
+
+    /// Removes every route kumo made in this network namespace (`proto 77`: host-gw's routes
+    /// outlive any device kumo removes); each one removed, as `DST/PREFIX via GATEWAY`.
+    pub async fn remove_routes(&self) -> Result<Vec<String>, NetError> {
+        let mut removed = Vec::new();
         for route in self.kumo_routes().await? {
+            let what = match route_key(&route) {
+                Some((r, _)) => format!("{}/{} via {}", r.dst.0, r.dst.1, r.via),
+                None => format!(
+                    "to a /{} (proto {ROUTE_PROTOCOL})",
+                    route.header.destination_prefix_length
+                ),
+            };
             self.delete_route(route).await?;
-            any = true;
+            removed.push(what);
         }
-        Ok(any)
+        Ok(removed)
     }
 
     /// Removes the VXLAN device, with its entries and routes; whether it was there.

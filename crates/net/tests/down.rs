@@ -133,3 +133,82 @@ async fn down_removes_every_network_thing_of_the_node_and_then_finds_nothing() {
     );
     assert!(link_exists(STRAY));
 }
+
+/// Removes network namespace `kt201` (and with it everything in it) when dropped.
+struct Namespace;
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", "kt201"]).output();
+    }
+}
+
+#[test]
+fn down_removes_kumos_routes_to_other_nodes_and_only_those() {
+    drop(Namespace);
+    let _ns = Namespace;
+    ip(&["netns", "add", "kt201"]);
+    let in_ns = |args: &[&str]| {
+        let mut argv = vec!["-n", "kt201"];
+        argv.extend_from_slice(args);
+        ip(&argv)
+    };
+    // A node's underlay, host-gw's routes to two other nodes' pods (proto 77), and a route of
+    // someone else's.
+    // (A veth pair: this kernel has no dummy links.)
+    in_ns(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    in_ns(&["link", "set", "eth1", "up"]);
+    in_ns(&["addr", "add", "172.31.201.1/24", "dev", "eth0"]);
+    in_ns(&["link", "set", "eth0", "up"]);
+    for (cidr, via) in [
+        ("10.123.202.0/24", "172.31.201.2"),
+        ("10.123.203.0/24", "172.31.201.3"),
+    ] {
+        in_ns(&["route", "add", cidr, "via", via, "proto", "77"]);
+    }
+    in_ns(&["route", "add", "10.123.204.0/24", "via", "172.31.201.4"]);
+    let routes = || {
+        let out = Command::new("ip")
+            .args(["-n", "kt201", "route", "show"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(routes().contains("proto 77"), "{}", routes());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NetworkConfig::new(dir.path().join("net"));
+    config.bridge = "kt201br".into();
+    let down_in_ns = move |config: NetworkConfig| {
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open("/run/netns/kt201").unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(kumo_net::down::down(config, &[]))
+        })
+        .join()
+        .unwrap()
+    };
+    let down = down_in_ns(config.clone());
+    assert_eq!(down.failed, Vec::<String>::new());
+    let lines: Vec<String> = down.removed.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "route 10.123.202.0/24 via 172.31.201.2",
+            "route 10.123.203.0/24 via 172.31.201.3"
+        ]
+    );
+    let left = routes();
+    assert!(!left.contains("proto 77"), "{left}");
+    assert!(left.contains("10.123.204.0/24 via 172.31.201.4"), "{left}");
+    let again = down_in_ns(config);
+    assert!(
+        again.removed.is_empty() && again.failed.is_empty(),
+        "{again:?}"
+    );
+}

@@ -1,10 +1,11 @@
-//! `kumo create secret docker-registry|generic NAME ...`: makes a Secret from flags, as kubectl
-//! does, so that registry credentials never have to be base64-encoded by hand.
+//! `kumo create secret docker-registry|generic NAME ...` and `kumo create namespace NAME`: make
+//! an object from flags, as kubectl does, so that registry credentials never have to be
+//! base64-encoded by hand and a namespace needs no manifest.
 
 use super::{client, NamespaceArgs};
 use anyhow::{anyhow, bail};
 use kumo_api::validation::Errors;
-use kumo_api::{Resource, Secret};
+use kumo_api::{Namespace, Resource, Secret};
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -19,6 +20,16 @@ pub enum CreateWhat {
     /// Create a Secret
     #[command(subcommand)]
     Secret(SecretKind),
+    /// Create a Namespace (alias: ns)
+    #[command(visible_alias = "ns")]
+    Namespace(NamespaceCreateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NamespaceCreateArgs {
+    #[command(flatten)]
+    pub connect: crate::ConnectArgs,
+    pub name: String,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -66,7 +77,10 @@ pub async fn run(args: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let CreateWhat::Secret(kind) = args.what;
+    let kind = match args.what {
+        CreateWhat::Secret(kind) => kind,
+        CreateWhat::Namespace(a) => return create_namespace(a).await,
+    };
     let (connect, ns, mut secret) = match kind {
         SecretKind::DockerRegistry(a) => {
             let password = match (a.docker_password, a.password_stdin) {
@@ -110,5 +124,19 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let client = client(&connect)?;
     let created = client.create(&secret).await?;
     println!("secret/{} created", created.metadata.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_namespace(a: NamespaceCreateArgs) -> anyhow::Result<ExitCode> {
+    let mut ns = Namespace::default();
+    ns.metadata.name = a.name;
+    let mut errors = Errors::default();
+    kumo_api::object::validate_meta(&ns.metadata, false, true, &mut errors);
+    if let Err(errs) = errors.into_result() {
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        bail!("invalid namespace: {}", lines.join("; "));
+    }
+    let created = client(&a.connect)?.create(&ns).await?;
+    println!("namespace/{} created", created.metadata.name);
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long to wait with --wait, e.g. 30s, 2m
-    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_timeout)]
     pub timeout: Duration,
     /// Seconds a pod's containers get to stop (0: at once; default: the pod's own)
     #[arg(long, value_name = "SECONDS")]

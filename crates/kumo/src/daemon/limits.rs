@@ -108,6 +108,73 @@ pub fn node_credential_ttl(text: &str) -> Result<Duration, String> {
     )
 }
 
+/// `--node-grace`: 1s to 24h (no grace would mark every node NotReady between heartbeats).
+pub fn node_grace(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+        "1s to 24h",
+    )
+}
+
+/// `--event-ttl`: 1s to 8760h.
+pub fn event_ttl(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(365 * 24 * 3600),
+        "1s to 8760h",
+    )
+}
+
+/// `--backoff-base` and `--task-backoff`: 100ms to 1h (a zero base would restart a crashing
+/// container or gang in a hot loop).
+pub fn backoff_base(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+        "100ms to 1h",
+    )
+}
+
+/// A period a loop ticks at (`--image-gc-interval`): 100ms to 24h (a ticker cannot tick at
+/// zero).
+pub fn tick_interval(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::from_millis(100),
+        Duration::from_secs(24 * 3600),
+        "100ms to 24h",
+    )
+}
+
+/// `--image-gc-min-age`: 0 to 8760h.
+pub fn image_gc_min_age(text: &str) -> Result<Duration, String> {
+    duration_within(
+        text,
+        Duration::ZERO,
+        Duration::from_secs(365 * 24 * 3600),
+        "0s to 8760h",
+    )
+}
+
+/// `--etcd-compaction-interval`: 0 turns compaction off (as kube-apiserver's), else 1s to
+/// 8760h.
+pub fn compaction_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Ok(d);
+    }
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(365 * 24 * 3600),
+        "1s to 8760h, or 0 for none",
+    )
+}
+
 /// `--tls-san`: an IP address or a DNS name (lower-case, as a certificate names it).
 pub fn tls_san(text: &str) -> Result<String, String> {
     if text.parse::<std::net::IpAddr>().is_ok() || kumo_api::validation::is_dns_subdomain(text) {
@@ -197,6 +264,35 @@ mod tests {
             check(tls_san, bad, Err("must be an IP address or a DNS name"));
         }
         check(idle_timeout, "500ms", Err("must be from 1s to 24h"));
+        check(node_grace, "3s", Ok(secs(3)));
+        check(node_grace, "0s", Err("must be from 1s to 24h"));
+        check(node_grace, "25h", Err("must be from 1s to 24h"));
+        check(event_ttl, "2s", Ok(secs(2)));
+        check(event_ttl, "0s", Err("must be from 1s to 8760h"));
+        check(backoff_base, "200ms", Ok(Duration::from_millis(200)));
+        check(backoff_base, "0s", Err("must be from 100ms to 1h"));
+        check(backoff_base, "99999h", Err("must be from 100ms to 1h"));
+        check(tick_interval, "5m", Ok(secs(300)));
+        check(tick_interval, "300ms", Ok(Duration::from_millis(300)));
+        check(tick_interval, "0s", Err("must be from 100ms to 24h"));
+        check(image_gc_min_age, "0s", Ok(Duration::ZERO));
+        check(
+            image_gc_min_age,
+            "9999999h",
+            Err("must be from 0s to 8760h"),
+        );
+        check(compaction_interval, "0s", Ok(Duration::ZERO));
+        check(compaction_interval, "5m", Ok(secs(300)));
+        check(
+            compaction_interval,
+            "500ms",
+            Err("1s to 8760h, or 0 for none"),
+        );
+        check(
+            compaction_interval,
+            "99999999h",
+            Err("1s to 8760h, or 0 for none"),
+        );
         check(connection_count, "1024", Ok(1024));
         check(connection_count, "0", Err("from 1 to 1000000"));
         check(connection_count, "-1", Err("from 1 to 1000000"));

@@ -16,7 +16,6 @@ mod service_accounts;
 pub mod store;
 mod tokens;
 
-use crate::duration::parse_duration;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use kumo_client::{Client, ClientConfig};
@@ -38,7 +37,7 @@ pub struct ControlPlaneArgs {
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
     /// How long a node may miss heartbeats before it is NotReady
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = limits::node_grace)]
     pub node_grace: Duration,
     /// How the scheduler picks among fitting nodes: spread or binpack
     #[arg(long, default_value = "spread")]
@@ -53,10 +52,10 @@ pub struct ControlPlaneArgs {
     #[command(flatten)]
     pub connection_limits: limits::ServerLimitArgs,
     /// How long Events are kept after they last happened
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = limits::event_ttl)]
     pub event_ttl: Duration,
     /// Back-off before an MLTask's gang restarts after a replica failed (doubles per attempt)
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = limits::backoff_base)]
     pub task_backoff: Duration,
     /// EncryptionConfiguration for Secrets at rest (default: DATA_DIR/encryption-config.yaml,
     /// made with a fresh key on first start)
@@ -96,7 +95,7 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 0)]
     pub fake_gpus: u32,
     /// Base of the restart back-off (doubles per restart, capped at 5 minutes)
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = limits::backoff_base)]
     pub backoff_base: Duration,
     /// How often the agent posts its node status (100ms to 1h)
     #[arg(long, default_value = "10s", value_parser = limits::heartbeat_interval)]
@@ -143,10 +142,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub image_gc_low_threshold: u8,
     /// How often disk usage is checked for image garbage collection
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = limits::tick_interval)]
     pub image_gc_interval: Duration,
     /// Images pulled, imported or used more recently than this are never collected
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = limits::image_gc_min_age)]
     pub image_gc_min_age: Duration,
     /// A directory of CDI specs for runc GPU containers, lowest priority first; repeatable
     /// (default: /etc/cdi, then /var/run/cdi)
@@ -818,6 +817,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("kumo: router metrics on http://{addr}/metrics");
         }
     }
+    print_server_token(&cp, &data_dir);
     println!("kumo: API server listening on {}", cp.url);
     println!(
         "kumo: pod security: namespace default is {default_level} (pods there may use the host: the process runtime, hostPath, host namespaces); other namespaces are baseline unless labelled {}",
@@ -878,6 +878,21 @@ async fn wait_for_node(client: &Client, name: &str, since: kumo_api::Time) -> an
     }
 }
 
+/// On etcd, where the server token is and how more servers join with it (`up` and `server`).
+fn print_server_token(cp: &ControlPlane, data_dir: &Path) {
+    if let Some(joined) = &cp.joined {
+        let how = if joined.first {
+            "stored this cluster's CA and keys in etcd, sealed with"
+        } else {
+            "joined the servers on this etcd with"
+        };
+        println!(
+            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
+            bootstrap::token_path(data_dir).display()
+        );
+    }
+}
+
 /// `kumo server`: the control plane alone.
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
@@ -902,17 +917,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("kumo: nodes join with the command `kumo token create NAME --join --ttl 1h` prints");
-    if let Some(joined) = &cp.joined {
-        let how = if joined.first {
-            "stored this cluster's CA and keys in etcd, sealed with"
-        } else {
-            "joined the servers on this etcd with"
-        };
-        println!(
-            "kumo: {how} the server token in {0}; more servers join with `kumo server --store etcd://… --server-token-file FILE` (FILE: a 0600 copy of {0}) or KUMO_SERVER_TOKEN",
-            bootstrap::token_path(&data_dir).display()
-        );
-    }
+    print_server_token(&cp, &data_dir);
     shutdown.wait().await;
     for t in cp.tasks {
         let _ = t.await;

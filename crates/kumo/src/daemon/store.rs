@@ -8,8 +8,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::Args;
 
-use crate::duration::parse_duration;
-
 /// Flags choosing and reaching the store, shared by `up` and `server`.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
@@ -28,8 +26,9 @@ pub struct StoreArgs {
     /// Key (PEM) of --etcd-certfile
     #[arg(long, requires = "etcd_certfile")]
     pub etcd_keyfile: Option<PathBuf>,
-    /// How often etcd's history is compacted (to the revision seen one interval earlier)
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    /// How often etcd's history is compacted (to the revision seen one interval earlier; 0
+    /// for never, when something else compacts it)
+    #[arg(long, default_value = "5m", value_parser = super::limits::compaction_interval)]
     pub etcd_compaction_interval: Duration,
 }
 
@@ -123,7 +122,9 @@ pub async fn open(
         .await
         .map_err(|e| anyhow!("cannot open the store: {e}"))?;
     let store = Arc::new(store);
-    store.compact_periodically(args.etcd_compaction_interval);
+    if !args.etcd_compaction_interval.is_zero() {
+        store.compact_periodically(args.etcd_compaction_interval);
+    }
     Ok(store)
 }
 

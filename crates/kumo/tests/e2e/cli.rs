@@ -115,6 +115,33 @@ fn an_invalid_file_changes_nothing() {
 }
 
 #[test]
+fn create_namespace_as_kubectl_does() {
+    let c = control_plane();
+    let out = cli(&c, &["create", "namespace", "team-b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "namespace/team-b created\n");
+    let out = cli(&c, &["get", "ns", "team-b", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = cli(&c, &["create", "ns", "team-b"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    // A name that is no DNS label is refused before anything is sent.
+    let bad = cli(&c, &["create", "namespace", "Team_B"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("invalid namespace: metadata.name"),
+        "{}",
+        stderr(&bad)
+    );
+    let get = cli(&c, &["get", "ns", "Team_B"]);
+    assert_eq!(get.status.code(), Some(1));
+}
+
+#[test]
 fn invalid_fields_are_caught_before_anything_is_sent() {
     let c = control_plane();
     let f = c.write(

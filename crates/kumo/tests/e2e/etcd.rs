@@ -7,7 +7,6 @@ use kumo_api::{Namespace, ObjectMeta, Pod, PodPhase};
 use kumo_client::ListParams;
 use kumo_store::test_etcd::{TestEtcd, TlsFiles};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -20,6 +19,16 @@ fn store_flag(etcd: &TestEtcd) -> String {
 async fn up_on_etcd_runs_a_pod_and_keeps_objects_across_a_restart() {
     let etcd = TestEtcd::start().expect("etcd");
     let mut c = Cluster::up(&["--store", &store_flag(&etcd)]);
+    // `up` on etcd says where the server token is, as `server` does.
+    let token = c.data_dir().join("server-token");
+    assert!(
+        c.banner.iter().any(|l| l.contains(&format!(
+            "sealed with the server token in {}",
+            token.display()
+        ))),
+        "{:?}",
+        c.banner
+    );
     c.privileged_namespace("team");
     c.apply(
         "hello.yaml",
@@ -96,31 +105,7 @@ async fn kill_nine_on_etcd_loses_no_acknowledged_write() {
     let mut etcd = TestEtcd::start().expect("etcd");
     let store = store_flag(&etcd);
     let mut c = Cluster::start_with(vec!["server".into(), "--store".into(), store]);
-    let client = c.client();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let enough = Arc::new(tokio::sync::Notify::new());
-    let writer = {
-        let (acked, enough) = (acked.clone(), enough.clone());
-        tokio::spawn(async move {
-            for i in 0.. {
-                let name = format!("w-{i}");
-                let ns = Namespace {
-                    metadata: ObjectMeta::named(None, &name),
-                    ..Default::default()
-                };
-                match client.create(&ns).await {
-                    Ok(_) => {
-                        let mut a = acked.lock().unwrap();
-                        a.push(name);
-                        if a.len() == 40 {
-                            enough.notify_one();
-                        }
-                    }
-                    Err(_) => return,
-                }
-            }
-        })
-    };
+    let (acked, enough, writer) = write_namespaces_until_refused(c.client(), 40);
     enough.notified().await;
     c.kill9();
     etcd.kill();
@@ -129,17 +114,7 @@ async fn kill_nine_on_etcd_loses_no_acknowledged_write() {
 
     etcd.restart().expect("etcd restarts on its data");
     c.relaunch();
-    let names: std::collections::BTreeSet<String> = c
-        .client()
-        .list::<Namespace>(None, &ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| n.metadata.name)
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_no_acknowledged_write_lost(&c.client(), &acked).await;
     assert!(acked.len() >= 40);
 }
 

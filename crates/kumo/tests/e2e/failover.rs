@@ -347,16 +347,7 @@ async fn an_etcd_outage_under_a_write_stream_loses_no_acknowledged_write() {
     writer.await.unwrap();
 
     let acked = acked.lock().unwrap().clone();
-    let names: BTreeSet<String> = client
-        .list::<Namespace>(None, &ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| n.metadata.name)
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_no_acknowledged_write_lost(&client, &acked).await;
     wait_until(T, "the informer to hold every acknowledged write", || {
         acked.iter().all(|n| informer.get(n).is_some())
     })

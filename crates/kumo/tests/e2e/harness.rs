@@ -592,3 +592,50 @@ pub fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes namespaces `w-0`, `w-1`, … one after another until a create fails, as a crash test's
+/// load: each name goes into the returned list once the server acknowledged it, and the
+/// returned `Notify` fires when `enough` are.
+pub fn write_namespaces_until_refused(
+    client: Client,
+    enough: usize,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<tokio::sync::Notify>,
+    tokio::task::JoinHandle<()>,
+) {
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (list, notify) = (acked.clone(), reached.clone());
+    let writer = tokio::spawn(async move {
+        for i in 0.. {
+            let ns = kumo_api::Namespace {
+                metadata: kumo_api::ObjectMeta::named(None, &format!("w-{i}")),
+                ..Default::default()
+            };
+            if client.create(&ns).await.is_err() {
+                return;
+            }
+            let mut a = list.lock().unwrap();
+            a.push(ns.metadata.name);
+            if a.len() == enough {
+                notify.notify_one();
+            }
+        }
+    });
+    (acked, reached, writer)
+}
+
+/// Fails naming every acknowledged namespace in `acked` that `client` does not list.
+pub async fn assert_no_acknowledged_write_lost(client: &Client, acked: &[String]) {
+    let names: std::collections::BTreeSet<String> = client
+        .list::<kumo_api::Namespace>(None, &ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name)
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}

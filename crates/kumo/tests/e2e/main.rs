@@ -20,6 +20,7 @@ mod migrate;
 mod mltask;
 mod multinode;
 mod multinode_work;
+mod node_loss;
 mod nodes;
 mod podnet;
 mod podnet_nodes;

@@ -400,3 +400,148 @@ impl Drop for MultiNode {
         remove_fabric(self.slot, &self.bridge, 3);
     }
 }
+
+/// How [`MultiNode::cut`] stops a node's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCut {
+    /// SIGSTOP: the agent hangs, and goes on where it was when continued.
+    Frozen,
+    /// SIGKILL: the agent dies, and a new one starts from the node's data dir.
+    Killed,
+}
+
+/// A `kumo router` on the host, killed when dropped.
+pub struct HostRouter {
+    child: Child,
+    /// Where it listens for HTTP.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for HostRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MultiNode {
+    /// Cuts node `i` off, as a machine whose agent hangs or dies and whose network fails: its
+    /// agent is stopped (`Frozen`: SIGSTOP; `Killed`: SIGKILL) while its containers run on, and
+    /// its link to the datacenter bridge goes down. [`MultiNode::restore`] undoes both.
+    pub fn cut(&mut self, i: usize, how: AgentCut) {
+        let node = &mut self.nodes[i];
+        match how {
+            AgentCut::Frozen => {
+                let pid = node.agent_pid().expect("the node's agent runs");
+                sh("kill", &["-STOP", &pid.to_string()]);
+            }
+            AgentCut::Killed => node.reap_agent(),
+        }
+        sh("ip", &["link", "set", &node.host_veth, "down"]);
+    }
+
+    /// Brings node `i` back after [`MultiNode::cut`]: its link up, its agent continued (or
+    /// started again, as before, when it was killed).
+    pub fn restore(&mut self, i: usize) {
+        sh("ip", &["link", "set", &self.nodes[i].host_veth, "up"]);
+        match self.nodes[i].agent_pid() {
+            Some(pid) => sh("kill", &["-CONT", &pid.to_string()]),
+            None => {
+                let agent = self.spawn_agent(&self.nodes[i]);
+                self.nodes[i].agent = Some(agent);
+            }
+        }
+    }
+
+    /// Routes each node's pod CIDR on the host via the node's address (host-gw on the
+    /// datacenter's gateway), so that the host (a router running there) reaches every pod.
+    /// The routes go with the datacenter bridge. Needs a pod CIDR per agent.
+    pub fn route_pods_from_host(&self) {
+        assert!(self.options.pod_cidr_per_node, "needs a pod CIDR per agent");
+        for node in &self.nodes {
+            sh(
+                "ip",
+                &["route", "replace", &node.pod_cidr, "via", &node.address],
+            );
+        }
+    }
+
+    /// Starts `kumo router` on the host against the control plane, listening on loopback.
+    pub fn start_router(&self) -> HostRouter {
+        use std::io::BufRead;
+        let c = &self.cluster;
+        let mut child = Command::new(kumo_exe())
+            .args(["router", "--server", &c.url])
+            .args(["--ca-file", c.ca_file().to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("KUMO_TOKEN", &c.token)
+            .env("RUST_LOG", "warn")
+            .env("HOME", c.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn kumo router");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        // The rest of its output is drained so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = line
+            .strip_prefix("kumo: router listening on ")
+            .and_then(|a| a.trim().parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kumo router printed {line:?}");
+        };
+        HostRouter { child, addr }
+    }
+}
+
+impl MultiNode {
+    /// Stops node `i`'s agent and starts it again as before (its data dir, credential, cgroup
+    /// parent and bridge) but with `extra` flags in place of its `--pod-cidr`, expecting it to
+    /// refuse to start; its stderr. Fails if it still runs after 30 s. The node is left without
+    /// an agent.
+    pub fn refused_restart(&mut self, i: usize, extra: &[&str]) -> String {
+        self.nodes[i].reap_agent();
+        let c = &self.cluster;
+        let node = &self.nodes[i];
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg("--")
+            .arg(kumo_exe())
+            .args(["agent", "--server", &c.url, "--join", &c.join_token()])
+            .args(["--ca-file", c.ca_file().to_str().unwrap()])
+            .args(["--node-name", &node.name])
+            .args(["--data-dir", node.data_dir.to_str().unwrap()])
+            .args(["--listen", &format!("{}:10250", node.address)])
+            .args(["--advertise-address", &node.address])
+            .args(["--cgroup-parent", node.cgroup_parent.as_str()])
+            .args(["--pod-bridge", &node.pod_bridge])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env("HOME", c.dir.path())
+            .env_remove("KUMO_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kumo agent");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                assert!(!status.success(), "the agent started: {err}");
+                return err;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent with {extra:?} was still running after 30s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -27,7 +27,7 @@ fn parent_cgroups(parent: &str) -> Vec<PathBuf> {
 }
 
 /// The pids in every cgroup under `dir`.
-fn pids_under(dir: &Path) -> Vec<i32> {
+pub fn pids_under(dir: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -3,7 +3,6 @@
 use crate::harness::*;
 use kumo_api::{Namespace, ObjectMeta};
 use kumo_client::{ListParams, Watched};
-use std::sync::{Arc, Mutex};
 
 fn namespace(name: &str) -> Namespace {
     Namespace {
@@ -93,27 +92,7 @@ async fn watch_sees_every_change_in_order_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_loses_no_acknowledged_write() {
     let mut c = Cluster::up(&[]);
-    let client = c.client();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let enough = Arc::new(tokio::sync::Notify::new());
-    let writer = {
-        let (acked, enough) = (acked.clone(), enough.clone());
-        tokio::spawn(async move {
-            for i in 0.. {
-                let name = format!("w-{i}");
-                match client.create(&namespace(&name)).await {
-                    Ok(_) => {
-                        let mut a = acked.lock().unwrap();
-                        a.push(name);
-                        if a.len() == 60 {
-                            enough.notify_one();
-                        }
-                    }
-                    Err(_) => return,
-                }
-            }
-        })
-    };
+    let (acked, enough, writer) = write_namespaces_until_refused(c.client(), 60);
     // Crash once a good number of writes are acknowledged, while more are in flight.
     enough.notified().await;
     c.kill9();
@@ -121,18 +100,5 @@ async fn kill_nine_loses_no_acknowledged_write() {
     let acked = acked.lock().unwrap().clone();
 
     c.relaunch();
-    let names: std::collections::BTreeSet<String> = c
-        .client()
-        .list::<Namespace>(None, &ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| n.metadata.name)
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost after kill -9: {lost:?}"
-    );
+    assert_no_acknowledged_write_lost(&c.client(), &acked).await;
 }
