@@ -41,12 +41,32 @@ fn holds_resources(pod: &Pod) -> bool {
     pod.spec.node_name.is_some() && !pod.status.as_ref().is_some_and(|s| s.phase.is_terminal())
 }
 
+/// A pod this scheduler placed that its cache does not show bound yet.
+#[derive(Debug, Clone)]
+pub struct AssumedPod {
+    pub node: String,
+    pub resources: Resources,
+    /// Its spread group ([`crate::core::spread_key`]).
+    pub spread: Option<String>,
+}
+
+impl AssumedPod {
+    pub fn new(node: &str, pod: &Pod) -> AssumedPod {
+        AssumedPod {
+            node: node.to_string(),
+            resources: Resources::of_pod(pod),
+            spread: crate::core::spread_key(pod),
+        }
+    }
+}
+
 /// Builds node views with what bound pods already use. Pods this scheduler bound but the cache
-/// does not show yet (`assumed`) count too, so one pass never double-books a node.
+/// does not show yet (`assumed`) count too, resources and spread group, so one pass never
+/// double-books a node nor stacks an app's replicas created a moment apart on one node.
 pub fn snapshot(
     nodes: &[impl Borrow<Node>],
     pods: &[impl Borrow<Pod>],
-    assumed: &HashMap<String, (String, Resources)>,
+    assumed: &HashMap<String, AssumedPod>,
 ) -> Vec<NodeView> {
     let mut views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n.borrow())).collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -67,9 +87,12 @@ pub fn snapshot(
             }
         }
     }
-    for (node, res) in assumed.values() {
-        if let Some(&i) = index.get(node) {
-            views[i].requested.add(res);
+    for a in assumed.values() {
+        if let Some(&i) = index.get(&a.node) {
+            views[i].requested.add(&a.resources);
+            if let Some(key) = &a.spread {
+                *views[i].spread.entry(key.clone()).or_default() += 1;
+            }
         }
     }
     views
@@ -195,8 +218,8 @@ const BINDS_IN_FLIGHT: usize = 16;
 /// again if nothing changes before: the failed pod is pending again and placed afresh.
 const REQUEUE_AFTER_FAILED_BIND: Duration = Duration::from_millis(200);
 
-/// Pods the pass assumed it placed: key → (node, what the pod asks for).
-type Assumed = HashMap<String, (String, Resources)>;
+/// Pods the passes assumed they placed, by cache key.
+type Assumed = HashMap<String, AssumedPod>;
 
 /// What a pass decided, before it writes anything.
 #[derive(Default)]
@@ -221,10 +244,7 @@ fn plan<'a>(
     let mut take = |cluster: &mut Cluster, plan: &mut Plan<'a>, pod: &'a Pod, i: usize| {
         cluster.assume(i, pod);
         let node = cluster.nodes()[i].name.clone();
-        assumed.insert(
-            kumo_client::cache_key(pod),
-            (node.clone(), Resources::of_pod(pod)),
-        );
+        assumed.insert(kumo_client::cache_key(pod), AssumedPod::new(&node, pod));
         plan.binds.push((pod, node));
     };
     for unit in units {
@@ -416,7 +436,7 @@ async fn mark_unschedulable(client: &Client, recorder: &EventRecorder, pod: &Pod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kumo_api::keys::format_gang_size;
+    use kumo_api::keys::{format_gang_size, LABEL_APP, LABEL_PROCESS};
     use serde_json::json;
 
     /// Pods with this annotation panic in placement (the test hook of `schedule_pass`).
@@ -563,7 +583,7 @@ mod tests {
                     .iter()
                     .find(|p| kumo_client::cache_key(*p) == *key)
                     .unwrap();
-                (key.to_string(), (node.to_string(), Resources::of_pod(pod)))
+                (key.to_string(), AssumedPod::new(node, pod))
             })
             .collect();
         let mut cluster = Cluster::new(snapshot(nodes, pods, &assumed)).sampled();
@@ -589,7 +609,7 @@ mod tests {
             .collect();
         let mut keys: Vec<String> = assumed
             .into_iter()
-            .map(|(k, (n, _))| format!("assumed {k} on {n}"))
+            .map(|(k, a)| format!("assumed {k} on {}", a.node))
             .collect();
         keys.sort();
         got.extend(keys);
@@ -690,12 +710,7 @@ mod tests {
         client.bind("default", "taken", "n2").await.unwrap();
         let mut assumed: Assumed = [&taken, &free]
             .iter()
-            .map(|p| {
-                (
-                    kumo_client::cache_key(*p),
-                    ("n1".to_string(), Resources::of_pod(p)),
-                )
-            })
+            .map(|p| (kumo_client::cache_key(*p), AssumedPod::new("n1", p)))
             .collect();
         let recorder = EventRecorder::new(client.clone(), "kumo-scheduler", None);
         let refused = bind_all(
@@ -740,6 +755,41 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// A replica bound a moment ago that the cache does not show bound yet counts in its
+    /// spread group: the next replica of the app goes to another node.
+    #[test]
+    fn an_assumed_replica_counts_in_its_spread_group() {
+        let node = |name: &str| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap()
+        };
+        let nodes = [node("n1"), node("n2")];
+        let mut web = pod("web-a", None, None, 1);
+        web.metadata.labels.insert(LABEL_APP.into(), "web".into());
+        web.metadata
+            .labels
+            .insert(LABEL_PROCESS.into(), "web".into());
+        let check = |assumed: &[(&str, &Pod)], expected: &str| {
+            let assumed: HashMap<String, AssumedPod> = assumed
+                .iter()
+                .enumerate()
+                .map(|(k, (n, p))| (format!("default/p{k}"), AssumedPod::new(n, p)))
+                .collect();
+            let mut cluster = Cluster::new(snapshot(&nodes, &[] as &[Pod], &assumed));
+            let i = cluster.place(&web, Strategy::Spread).unwrap();
+            assert_eq!(cluster.nodes()[i].name, expected, "{assumed:?}");
+        };
+        check(&[], "n1");
+        check(&[("n1", &web)], "n2");
+        check(&[("n1", &web), ("n2", &web), ("n2", &web)], "n1");
+        // A pod of no group leaves the spread alone.
+        check(&[("n1", &pod("lone", None, None, 1))], "n1");
     }
 
     #[test]

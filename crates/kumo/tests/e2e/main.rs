@@ -19,6 +19,7 @@ mod limits;
 mod migrate;
 mod mltask;
 mod multinode;
+mod multinode_work;
 mod node_loss;
 mod nodes;
 mod podnet;

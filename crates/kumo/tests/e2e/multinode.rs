@@ -136,6 +136,64 @@ pub fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Output {
         .expect("nsenter")
 }
 
+/// A `kumo router` running in a node's network namespace; killed when dropped.
+pub struct NodeRouter {
+    /// Where it listens: the node's address, a port of its choosing.
+    pub addr: std::net::SocketAddr,
+    child: Child,
+}
+
+impl Drop for NodeRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MultiNode {
+    /// Starts `kumo router` in node `i`'s namespace, as an operator on that machine would,
+    /// against the control plane (admin token), and waits for its listening line.
+    pub fn start_node_router(&self, i: usize) -> NodeRouter {
+        use std::io::BufRead;
+        let c = &self.cluster;
+        let node = &self.nodes[i];
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg("--")
+            .arg(kumo_exe())
+            .args(["router", "--server", &c.url])
+            .args(["--ca-file", c.ca_file().to_str().unwrap()])
+            .args(["--listen", &format!("{}:0", node.address)])
+            .env("KUMO_TOKEN", &c.token)
+            .env("RUST_LOG", "warn")
+            .env("HOME", c.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn kumo router");
+        let stdout = child.stdout.take().unwrap();
+        // nsenter execs the router: the child is the router itself, and the guard ends it even
+        // if the line below is not what is expected.
+        let mut router = NodeRouter {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            child,
+        };
+        let mut out = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("read the router's first line");
+        // Whatever it prints later is read and dropped: a closed pipe would fail its writes.
+        std::thread::spawn(move || out.lines().map_while(Result::ok).for_each(drop));
+        router.addr = line
+            .trim()
+            .strip_prefix("kumo: router listening on ")
+            .unwrap_or_else(|| panic!("kumo router on {}: {line:?}", node.name))
+            .parse()
+            .expect("router address");
+        router
+    }
+}
+
 impl MultiNode {
     /// Starts the datacenter bridge, the control plane and `n` (at most 3) agents, and waits
     /// until every node is Ready.

@@ -144,7 +144,11 @@ async fn ready_names(client: &Client, app: &str) -> std::collections::BTreeSet<S
 
 /// Sends requests until every one of `names` has answered (the router follows the API through
 /// watches, so it may take a moment to route to replicas the API already shows ready).
-async fn reaches_all(router: SocketAddr, host: &str, names: &std::collections::BTreeSet<String>) {
+pub async fn reaches_all(
+    router: SocketAddr,
+    host: &str,
+    names: &std::collections::BTreeSet<String>,
+) {
     let deadline = tokio::time::Instant::now() + T;
     let mut seen = std::collections::BTreeSet::new();
     let mut last = String::new();
@@ -166,7 +170,7 @@ async fn reaches_all(router: SocketAddr, host: &str, names: &std::collections::B
     }
 }
 
-async fn web_pods(client: &Client, app: &str) -> Vec<Pod> {
+pub async fn web_pods(client: &Client, app: &str) -> Vec<Pod> {
     client
         .list::<Pod>(
             Some("default"),
