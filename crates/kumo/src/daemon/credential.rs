@@ -176,6 +176,45 @@ pub async fn for_agent(
     }
 }
 
+/// How long a starting agent keeps asking a server it cannot reach (a server starting or
+/// restarting, a connection dropped under load) before it gives up with the error.
+const REACH_FOR: Duration = Duration::from_secs(60);
+
+/// Whether `e` says the server could not be reached at all (no answer), rather than refused.
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<kumo_client::ClientError>(),
+            Some(kumo_client::ClientError::Connect { .. })
+        )
+    })
+}
+
+/// [`for_agent`], asked again while the server cannot be reached, for up to [`REACH_FOR`], as
+/// kubelet's bootstrap does: a node does not stop for good on one dropped connection. Any
+/// answer of the server (a refused or used-up join token, a revoked credential) ends it at once.
+pub async fn for_agent_patiently(
+    server: &str,
+    ca_pem: &str,
+    node: &str,
+    file: &Path,
+    join: Option<&str>,
+    given: Option<String>,
+) -> anyhow::Result<(Client, Option<NodeCredential>)> {
+    let deadline = tokio::time::Instant::now() + REACH_FOR;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match for_agent(server, ca_pem, node, file, join, given.clone()).await {
+            Err(e) if unreachable(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "server not reached; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Rotates the credential `client` uses, at two thirds of each one's life, saving each new one
 /// to `file` before it is used; runs until `stop` resolves.
 pub async fn rotate(
@@ -222,6 +261,19 @@ pub async fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_server_not_reached_is_asked_again() {
+        let connect = kumo_client::ClientError::Connect {
+            server: "https://10.0.0.1:7400".into(),
+            reason: "peer closed connection without sending tls close_notify".into(),
+        };
+        let refused = kumo_client::ClientError::Request("bad url".into());
+        let wrapped = anyhow::Error::new(connect).context("cannot get a credential for node n1");
+        assert!(unreachable(&wrapped));
+        assert!(!unreachable(&anyhow::Error::new(refused)));
+        assert!(!unreachable(&anyhow!("no credential")));
+    }
 
     fn at(secs: i64) -> Time {
         chrono::DateTime::from_timestamp(secs, 0).unwrap()

@@ -948,7 +948,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     });
     let ca_pem = agent_ca(&args, &data_dir).await?;
     let file = credential::path(&data_dir);
-    let (client, cred) = credential::for_agent(
+    let (client, cred) = credential::for_agent_patiently(
         &args.server,
         &ca_pem,
         &node_name,

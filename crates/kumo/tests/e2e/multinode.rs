@@ -237,6 +237,18 @@ impl MultiNode {
         for node in &mn.nodes {
             wait_node_ready(&mn.cluster.client(), &node.name, Duration::from_secs(60)).await;
         }
+        if !mn.options.pod_cidr_per_node {
+            // The control plane gave each node its pod CIDR: `kumo down` must name that one.
+            let client = mn.cluster.client();
+            for node in &mut mn.nodes {
+                let got: Node = client.get("", &node.name).await.expect("node");
+                node.pod_cidr = got
+                    .spec
+                    .pod_cidr()
+                    .expect("a Ready node has its pod CIDR")
+                    .to_string();
+            }
+        }
         mn
     }
 
