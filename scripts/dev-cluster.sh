@@ -31,7 +31,9 @@ up() {
   [ ! -e "$DIR/nodes" ] || die "a cluster is up ($DIR/nodes): run down first"
   mkdir -p "$DIR" && chmod 0700 "$DIR"
   echo "$n" > "$DIR/nodes"
-  ip link add $BRIDGE type bridge
+  # A MAC of its own: an unset bridge MAC follows its lowest port's and changes as nodes are
+  # plugged in, and a node that cached the old one is cut off from the control plane.
+  ip link add $BRIDGE address 02:6b:64:de:00:01 type bridge
   ip addr add $NET.1/24 dev $BRIDGE
   ip link set $BRIDGE up
   nohup "$KUMO" server --data-dir "$DIR/server" --listen $NET.1:$PORT --tls-san $NET.1 \

@@ -104,7 +104,10 @@ impl Cluster {
         let c = Cluster { n, backend };
         c.remove(); // what an interrupted run left
         let dc = c.bridge();
-        ip(&["link", "add", &dc, "type", "bridge"]);
+        // A MAC of its own: an unset bridge MAC follows the lowest port's and changes as
+        // nodes are plugged in, leaving a node's cached gateway MAC dropped by the host.
+        let mac = format!("02:6b:63:00:00:{:02x}", c.n);
+        ip(&["link", "add", &dc, "address", &mac, "type", "bridge"]);
         ip(&[
             "addr",
             "add",
@@ -145,7 +148,9 @@ impl Cluster {
         n(&["link", "set", "eth0", "up"]);
         n(&["link", "set", "lo", "up"]);
         let gw = format!("10.21{}.{i}.1/24", self.n);
-        n(&["link", "add", "kbr", "type", "bridge"]);
+        // The pods' gateway: a MAC of its own, which does not change as pods are plugged in.
+        let mac = format!("02:6b:62:00:{:02x}:{:02x}", self.n, i);
+        n(&["link", "add", "kbr", "address", &mac, "type", "bridge"]);
         n(&["addr", "add", &gw, "dev", "kbr"]);
         n(&["link", "set", "kbr", "up"]);
         n(&[

@@ -552,7 +552,16 @@ async fn the_scheduler_fails_over_when_its_server_is_killed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pods_before = task_pod_uids(&on_b, "train-before").await;
+    // The pod of an admitted task is made by a later pass: wait for it before taking note.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pods_before = loop {
+        let uids = task_pod_uids(&on_b, "train-before").await;
+        if !uids.is_empty() {
+            break uids;
+        }
+        assert!(Instant::now() < deadline, "no pod for train-before");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let admitted_at = admitted_since(&on_b, "train-before").await;
 
     // The scheduler's server dies; the other takes the lease within the lease time (3 s after
