@@ -46,6 +46,19 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Runs `start` again, on fresh ports, while etcd finds one of its ports taken: a port free when
+/// picked may be taken before etcd binds it (by another test's listener, or as the local port of
+/// any outgoing connection, which comes from the same range). Bounded: five tries.
+fn on_fresh_ports<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 1;
+    loop {
+        match start() {
+            Err(e) if tries < 5 && e.to_string().contains("address already in use") => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// True when etcd answers `/health` with a healthy body.
 fn healthy(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -73,6 +86,10 @@ impl TestEtcd {
     }
 
     fn start_with(tls: Option<TlsFiles>) -> std::io::Result<Self> {
+        on_fresh_ports(|| Self::start_once(tls.clone()))
+    }
+
+    fn start_once(tls: Option<TlsFiles>) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports = Ports {
             client: free_port()?,
@@ -219,6 +236,10 @@ pub struct TestEtcdCluster {
 impl TestEtcdCluster {
     /// Starts `size` members and waits (bounded) until each is healthy.
     pub fn start(size: usize) -> std::io::Result<Self> {
+        on_fresh_ports(|| Self::start_once(size))
+    }
+
+    fn start_once(size: usize) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
