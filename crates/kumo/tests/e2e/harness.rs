@@ -565,7 +565,7 @@ pub fn container_pid(pod: &Pod) -> Option<i32> {
 /// Runs `kumo ARGS` (a server that must not start) and returns its stderr; fails if it is still
 /// running after 30 s.
 pub fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut child = std::process::Command::new(kumo_exe())
+    let child = std::process::Command::new(kumo_exe())
         .args(args)
         .arg("--data-dir")
         .arg(dir.join("data"))
@@ -576,18 +576,25 @@ pub fn refused_start(dir: &std::path::Path, args: &[&str]) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn kumo");
+    expect_refusal(child, &format!("kumo {args:?}"))
+}
+
+/// Waits (at most 30 s) for `child`, started with its stderr piped, to exit unsuccessfully, and
+/// returns its stderr; fails if it succeeded or still runs. The pause between looks at the
+/// process is a poll on its exit with a deadline.
+pub fn expect_refusal(mut child: std::process::Child, what: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "kumo {args:?} started: {err}");
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            assert!(!status.success(), "{what} started: {err}");
             return err;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("kumo {args:?} was still running after 30s");
+            panic!("{what} was still running after 30s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -527,7 +527,7 @@ impl MultiNode {
         self.nodes[i].reap_agent();
         let c = &self.cluster;
         let node = &self.nodes[i];
-        let mut child = Command::new("nsenter")
+        let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", node.netns))
             .arg("--")
             .arg(kumo_exe())
@@ -548,20 +548,6 @@ impl MultiNode {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kumo agent");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
-                assert!(!status.success(), "the agent started: {err}");
-                return err;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the agent with {extra:?} was still running after 30s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        expect_refusal(child, &format!("the agent with {extra:?}"))
     }
 }
