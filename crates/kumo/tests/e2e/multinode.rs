@@ -136,14 +136,14 @@ pub fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Output {
         .expect("nsenter")
 }
 
-/// A `kumo router` running in a node's network namespace; killed when dropped.
-pub struct NodeRouter {
-    /// Where it listens: the node's address, a port of its choosing.
+/// A `kumo router` the test started, on the host or in a node's namespace; killed when dropped.
+pub struct Router {
+    /// Where it listens (a port of its choosing).
     pub addr: std::net::SocketAddr,
     child: Child,
 }
 
-impl Drop for NodeRouter {
+impl Drop for Router {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -152,18 +152,30 @@ impl Drop for NodeRouter {
 
 impl MultiNode {
     /// Starts `kumo router` in node `i`'s namespace, as an operator on that machine would,
-    /// against the control plane (admin token), and waits for its listening line.
-    pub fn start_node_router(&self, i: usize) -> NodeRouter {
+    /// listening on the node's address.
+    pub fn start_node_router(&self, i: usize) -> Router {
+        let node = &self.nodes[i];
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", node.netns))
+            .arg("--")
+            .arg(kumo_exe());
+        self.spawn_router(cmd, &format!("{}:0", node.address))
+    }
+
+    /// Starts `kumo router` on the host, listening on loopback.
+    pub fn start_router(&self) -> Router {
+        self.spawn_router(Command::new(kumo_exe()), "127.0.0.1:0")
+    }
+
+    /// Runs `kumo router` (`cmd`, the binary or what execs it) against the control plane with
+    /// the admin token, and waits for its listening line.
+    fn spawn_router(&self, mut cmd: Command, listen: &str) -> Router {
         use std::io::BufRead;
         let c = &self.cluster;
-        let node = &self.nodes[i];
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", node.netns))
-            .arg("--")
-            .arg(kumo_exe())
+        let mut child = cmd
             .args(["router", "--server", &c.url])
             .args(["--ca-file", c.ca_file().to_str().unwrap()])
-            .args(["--listen", &format!("{}:0", node.address)])
+            .args(["--listen", listen])
             .env("KUMO_TOKEN", &c.token)
             .env("RUST_LOG", "warn")
             .env("HOME", c.dir.path())
@@ -172,24 +184,21 @@ impl MultiNode {
             .spawn()
             .expect("spawn kumo router");
         let stdout = child.stdout.take().unwrap();
-        // nsenter execs the router: the child is the router itself, and the guard ends it even
-        // if the line below is not what is expected.
-        let mut router = NodeRouter {
+        // The guard ends the router even if the line below is not what is expected (nsenter
+        // execs it: the child is the router itself).
+        let mut router = Router {
             addr: "0.0.0.0:0".parse().unwrap(),
             child,
         };
-        let mut out = std::io::BufReader::new(stdout);
-        let mut line = String::new();
-        out.read_line(&mut line)
-            .expect("read the router's first line");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
         // Whatever it prints later is read and dropped: a closed pipe would fail its writes.
-        std::thread::spawn(move || out.lines().map_while(Result::ok).for_each(drop));
+        std::thread::spawn(move || lines.for_each(drop));
         router.addr = line
             .trim()
             .strip_prefix("kumo: router listening on ")
-            .unwrap_or_else(|| panic!("kumo router on {}: {line:?}", node.name))
-            .parse()
-            .expect("router address");
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("kumo router printed {line:?}"));
         router
     }
 }
@@ -430,20 +439,6 @@ pub enum AgentCut {
     Killed,
 }
 
-/// A `kumo router` on the host, killed when dropped.
-pub struct HostRouter {
-    child: Child,
-    /// Where it listens for HTTP.
-    pub addr: std::net::SocketAddr,
-}
-
-impl Drop for HostRouter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl MultiNode {
     /// Cuts node `i` off, as a machine whose agent hangs or dies and whose network fails: its
     /// agent is stopped (`Frozen`: SIGSTOP; `Killed`: SIGKILL) while its containers run on, and
@@ -484,37 +479,6 @@ impl MultiNode {
                 &["route", "replace", &node.pod_cidr, "via", &node.address],
             );
         }
-    }
-
-    /// Starts `kumo router` on the host against the control plane, listening on loopback.
-    pub fn start_router(&self) -> HostRouter {
-        use std::io::BufRead;
-        let c = &self.cluster;
-        let mut child = Command::new(kumo_exe())
-            .args(["router", "--server", &c.url])
-            .args(["--ca-file", c.ca_file().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("KUMO_TOKEN", &c.token)
-            .env("RUST_LOG", "warn")
-            .env("HOME", c.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn kumo router");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        // The rest of its output is drained so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let addr = line
-            .strip_prefix("kumo: router listening on ")
-            .and_then(|a| a.trim().parse().ok());
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kumo router printed {line:?}");
-        };
-        HostRouter { child, addr }
     }
 }
 
